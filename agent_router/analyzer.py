@@ -1,0 +1,203 @@
+"""Complexity analysis: messages -> Analysis(score 0..1, task_type, reasons, features).
+
+Heuristic and fast (well under a millisecond for a short prompt): regular-expression features of the request
+and its context, combined by fixed weights into a logistic score. Plugins may replace it through the
+`analyze` hook.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from .messages import has_image, last_user_index, text_of
+
+
+@dataclass
+class Analysis:
+    """What the router knows about a request."""
+
+    score: float
+    task_type: str
+    reasons: list[str] = field(default_factory=list)
+    features: dict[str, float] = field(default_factory=dict)
+    needs_vision: bool = False
+    source: str = "heuristic"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "score": round(self.score, 4),
+            "task_type": self.task_type,
+            "reasons": self.reasons,
+            "features": {k: round(v, 4) for k, v in self.features.items()},
+            "needs_vision": self.needs_vision,
+            "source": self.source,
+        }
+
+
+def _rx(*words: str) -> re.Pattern[str]:
+    return re.compile(r"(?i)\b(?:" + "|".join(words) + r")\b")
+
+
+_REASONING = _rx(
+    r"why", r"prove", r"proof", r"derive", r"analy[sz]e", r"analysis", r"compare", r"trade-?offs?", r"evaluate",
+    r"justify", r"reason(?:ing)?", r"step[- ]by[- ]step", r"implications?", r"critique", r"assess", r"infer",
+    r"hypothes[ie]s", r"explain why", r"what would happen", r"pros and cons", r"root cause", r"design",
+    r"architect(?:ure)?", r"strategy", r"optimi[sz]e", r"debug", r"edge cases?", r"counter-?example",
+)
+_MULTISTEP = re.compile(r"(?im)^\s*(?:\d+[.)]|[-*•]|step \d+)\s+|\b(?:then|after that|finally|next,|first,|second,)\b")
+_CODE_FENCE = re.compile(r"```")
+_CODE_LINE = re.compile(
+    r"(?m)^\s*(?:def |class |import |from \S+ import|#include|public |private |function |const |let |var |"
+    r"return\b|if \(|for \(|while \(|SELECT |CREATE |\}|\{$)|;\s*$|=>|->|::|\w+\(.*\)\s*[:{]?$"
+)
+_CODE_ASK = _rx(
+    r"write (?:a |an |the )?(?:python |js |javascript |rust |go |java |c\+\+ |sql |bash )?(?:function|script|program|"
+    r"class|code|query|test|regex|method|implementation)", r"implement", r"refactor", r"debug", r"fix (?:the|this|my) "
+    r"(?:bug|code|error|test)", r"code", r"python", r"javascript", r"typescript", r"rust", r"golang", r"java",
+    r"c\+\+", r"sql", r"regex", r"algorithm", r"compile", r"stack ?trace", r"exception", r"api", r"unit tests?",
+    r"def", r"return",
+)
+_MATH = re.compile(
+    r"(?i)\b(?:solve|calculate|compute|equation|integral|derivative|probability|percent(?:age)?|sum of|product of|"
+    r"how many|how much|average|ratio|remainder|prime|factor|matrix|theorem|lemma|polynomial|logarithm|"
+    r"expected value|variance)\b|[=+\-*/^]\s*\d|\d\s*[=+\-*/^×÷]|\$[^$]+\$|\\frac|\\sum|\\int"
+)
+_NUMBER = re.compile(r"\d+(?:[.,]\d+)?")
+_RESEARCH = _rx(
+    r"research", r"sources?", r"citations?", r"literature", r"papers?", r"survey", r"find out", r"look up", r"search",
+    r"latest", r"state of the art", r"references?", r"history of",
+)
+_CREATIVE = _rx(
+    r"story", r"poem", r"haiku", r"lyrics", r"song", r"creative", r"fiction", r"imagine", r"slogan", r"tagline",
+    r"screenplay", r"novel", r"joke", r"limerick", r"rap", r"essay", r"blog post", r"tweet",
+)
+_EXTRACTION = _rx(
+    r"extract", r"summari[sz]e", r"summary", r"tl;?dr", r"classify", r"categori[sz]e", r"tag", r"parse", r"list all",
+    r"convert", r"translate", r"rewrite", r"paraphrase", r"format", r"json", r"csv", r"table", r"fix the grammar",
+    r"proofread", r"sentiment",
+)
+_TOOLS = _rx(
+    r"search (?:the )?web", r"browse", r"download", r"fetch", r"run (?:the |this )?(?:command|script|tests?)",
+    r"execute", r"open (?:the )?file", r"read (?:the )?file", r"write (?:it )?to (?:a )?file", r"save", r"deploy",
+    r"install", r"call the api", r"scrape", r"query the database", r"send (?:an )?email", r"schedule",
+)
+_LONG_OUT = _rx(
+    r"detailed", r"in[- ]depth", r"comprehensive", r"thorough(?:ly)?", r"essay", r"report", r"full", r"complete",
+    r"long", r"elaborate", r"all the", r"every", r"whitepaper", r"document(?:ation)?", r"tutorial", r"guide",
+)
+_SHORT_OUT = _rx(
+    r"brief(?:ly)?", r"short", r"one (?:word|sentence|line)", r"yes or no", r"quick(?:ly)?", r"just", r"simply",
+    r"tl;?dr", r"in a sentence", r"hi", r"hello", r"hey", r"thanks?", r"thank you", r"ok(?:ay)?",
+)
+_CONSTRAINTS = _rx(
+    r"must", r"should", r"without", r"only", r"exactly", r"at least", r"at most", r"no more than", r"ensure",
+    r"make sure", r"don't", r"do not", r"never", r"always", r"constraint", r"require(?:s|d|ment)?",
+)
+_CHOICES = re.compile(r"(?m)^\s*(?:\(?[A-Ea-e][.):]|[A-E]\s*[-–]|Option [A-E])\s+\S")
+
+# Weights of the logistic score; each feature is scaled to about 0..1.
+_WEIGHTS: dict[str, float] = {
+    "length": 1.4,
+    "reasoning": 1.2,
+    "multistep": 0.8,
+    "code_presence": 0.5,
+    "code_ask": 0.9,
+    "math": 1.0,
+    "numbers": 0.6,
+    "tool_chaining": 0.6,
+    "long_output": 0.6,
+    "short_output": -1.0,
+    "constraints": 0.6,
+    "conversation_depth": 0.4,
+    "images": 0.6,
+    "context_length": 0.3,
+    "questions": 0.3,
+}
+_BIAS = -2.1
+
+
+def _sat(x: float, half: float) -> float:
+    """0 at 0, 0.5 at `half`, approaching 1: a soft saturation for counts."""
+    return x / (x + half) if x > 0 else 0.0
+
+
+def features(messages: list[dict[str, Any]]) -> tuple[dict[str, float], str, bool]:
+    """Feature values (about 0..1), the request text and whether images are attached."""
+    i = last_user_index(messages)
+    request = text_of(messages[i])
+    context = "\n".join(text_of(m) for m in messages[:i])
+    words = len(request.split())
+    f = {
+        "length": _sat(math.log1p(words), math.log1p(120)),
+        "reasoning": _sat(len(_REASONING.findall(request)), 1.5),
+        "multistep": _sat(len(_MULTISTEP.findall(request)), 3),
+        "code_presence": _sat(len(_CODE_FENCE.findall(request)) * 3 + len(_CODE_LINE.findall(request)), 4),
+        "code_ask": _sat(len(_CODE_ASK.findall(request)), 1.5),
+        "math": _sat(len(_MATH.findall(request)), 2),
+        "numbers": _sat(len(_NUMBER.findall(request)), 4),
+        "tool_chaining": _sat(len(_TOOLS.findall(request)), 1.5),
+        "long_output": _sat(len(_LONG_OUT.findall(request)), 1.5),
+        "short_output": _sat(len(_SHORT_OUT.findall(request)), 1) * (1.0 if words < 40 else 0.3),
+        "constraints": _sat(len(_CONSTRAINTS.findall(request)), 2),
+        "conversation_depth": _sat(sum(1 for m in messages[:i] if m.get("role") == "user"), 4),
+        "images": 1.0 if any(has_image(m) for m in messages) else 0.0,
+        "context_length": _sat(len(context.split()), 2000),
+        "questions": _sat(request.count("?"), 2),
+        # Not weighted; used for the task type.
+        "research": _sat(len(_RESEARCH.findall(request)), 1.5),
+        "creative": _sat(len(_CREATIVE.findall(request)), 1),
+        "extraction": _sat(len(_EXTRACTION.findall(request)), 1.5),
+        "choices": _sat(len(_CHOICES.findall(request)), 2),
+    }
+    return f, request, f["images"] > 0
+
+
+_LABELS = {
+    "length": "long request",
+    "reasoning": "asks for reasoning or analysis",
+    "multistep": "multi-step instructions",
+    "code_presence": "contains code",
+    "code_ask": "asks for code",
+    "math": "math",
+    "numbers": "many numbers",
+    "tool_chaining": "chains tools or actions",
+    "long_output": "expects a long answer",
+    "short_output": "expects a short answer",
+    "constraints": "many constraints",
+    "conversation_depth": "deep conversation",
+    "images": "has images",
+    "context_length": "long context",
+    "questions": "several questions",
+}
+
+
+def task_type(f: dict[str, float]) -> str:
+    """The dominant kind of work the request asks for."""
+    if f["images"] > 0:
+        return "vision"
+    ranked = {
+        "code": max(f["code_ask"], f["code_presence"] * 0.9),
+        "math": f["math"] * 0.9 + f["numbers"] * 0.2,
+        "reasoning": f["reasoning"] * 0.9,
+        "research": f["research"],
+        "creative": f["creative"],
+        "extraction": f["extraction"] * 0.9,
+    }
+    best, val = max(ranked.items(), key=lambda kv: kv[1])
+    return best if val >= 0.4 else "chat"
+
+
+def analyze(messages: list[dict[str, Any]]) -> Analysis:
+    """Heuristic complexity analysis of `messages` (validated OpenAI-shape chat messages)."""
+    f, _request, vision = features(messages)
+    z = _BIAS + sum(w * f[k] for k, w in _WEIGHTS.items())
+    score = 1.0 / (1.0 + math.exp(-z))
+    contrib = sorted(((w * f[k], k) for k, w in _WEIGHTS.items() if f[k] > 0), reverse=True)
+    reasons = [f"{_LABELS[k]} ({'+' if c >= 0 else ''}{c:.2f})" for c, k in contrib if abs(c) >= 0.15][:4]
+    if not reasons:
+        reasons = ["short, simple request"]
+    tt = task_type(f)
+    return Analysis(score=score, task_type=tt, reasons=[f"task: {tt}", *reasons], features=f, needs_vision=vision)

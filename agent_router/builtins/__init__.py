@@ -1,0 +1,1 @@
+"""Built-in plugins: each module implements hooks like any third-party plugin."""

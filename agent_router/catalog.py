@@ -1,0 +1,250 @@
+"""The model catalog: each configured model with its price, context window, capabilities and tier.
+
+Prices come from a settings override when given, else from `genai-prices`, whose table ships inside the
+package (no network). Every price says where it came from, so the ledger can say which source priced a call.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from decimal import Decimal
+from functools import lru_cache
+from typing import Any
+
+from .errors import UnknownModelError
+from .settings import TIERS, Capabilities, ModelConfig, Settings
+
+TIER_RANK = {t: i for i, t in enumerate(TIERS)}
+# Prior quality by tier, for strategies that weigh quality when a model gives none.
+_TIER_QUALITY = {"utility": 0.55, "chat": 0.75, "premium": 0.92}
+_DEFAULT_CONTEXT = 128_000
+
+# Known capabilities and windows of common model families, for models the settings leave unspecified.
+_FAMILY_DEFAULTS: list[tuple[str, dict[str, Any]]] = [
+    ("claude", {"vision": True, "context": 200_000}),
+    ("gemini", {"vision": True, "context": 1_048_576}),
+    ("gpt-4o", {"vision": True, "context": 128_000}),
+    ("gpt-4.1", {"vision": True, "context": 1_047_576}),
+    ("gpt-5", {"vision": True, "reasoning": True, "context": 400_000}),
+    ("o1", {"vision": True, "reasoning": True, "context": 200_000}),
+    ("o3", {"vision": True, "reasoning": True, "context": 200_000}),
+    ("o4", {"vision": True, "reasoning": True, "context": 200_000}),
+    ("gpt-4-turbo", {"vision": True, "context": 128_000}),
+    ("gpt-3.5", {"context": 16_385}),
+    ("deepseek", {"context": 64_000}),
+    ("llama", {"context": 128_000}),
+    ("mistral", {"context": 32_000}),
+    ("mixtral", {"context": 32_000}),
+    ("qwen", {"context": 32_000}),
+]
+
+
+@dataclass(frozen=True)
+class ModelPrice:
+    """USD per million tokens, and the source that gave them."""
+
+    input: float
+    output: float
+    cached_input: float
+    cache_write: float
+    source: str  # "settings" | "genai-prices <version>" | "unknown"
+
+    @property
+    def known(self) -> bool:
+        return self.source != "unknown"
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """One model as the router sees it."""
+
+    alias: str
+    config: ModelConfig
+    tier: str | None
+    context_window: int
+    max_output_tokens: int
+    capabilities: Capabilities
+    price: ModelPrice
+    quality: float
+    latency_ms: float
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def provider(self) -> str:
+        return self.config.provider
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    def estimate_cost(self, input_tokens: int, output_tokens: int, cached_input_tokens: int = 0) -> float:
+        """List-price arithmetic in USD; cached tokens are a subset of input tokens."""
+        p = self.price
+        fresh = max(0, input_tokens - cached_input_tokens)
+        return (fresh * p.input + cached_input_tokens * p.cached_input + output_tokens * p.output) / 1e6
+
+
+def _family(name: str) -> dict[str, Any]:
+    low = name.lower().split("/")[-1]
+    for prefix, d in _FAMILY_DEFAULTS:
+        if low.startswith(prefix):
+            return d
+    return {}
+
+
+@lru_cache(maxsize=1)
+def _genai_version() -> str:
+    from importlib.metadata import version
+
+    return f"genai-prices {version('genai-prices')}"
+
+
+@lru_cache(maxsize=512)
+def _packaged(provider: str, name: str) -> tuple[ModelPrice | None, int | None]:
+    """Price and context window from the packaged genai-prices table, or (None, None)."""
+    try:
+        from genai_prices import data_snapshot
+    except ImportError:  # pragma: no cover - a hard dependency, but never crash routing over prices
+        return None, None
+    snap = data_snapshot.get_snapshot()
+    provider_id = {"gemini": "google", "openai_compatible": None}.get(provider, provider)
+    model = None
+    for pid in ([provider_id] if provider_id else []) + [None]:
+        try:
+            _, model = snap.find_provider_model(name.split("/")[-1] if pid is None else name, None, pid, None)
+            break
+        except LookupError:
+            continue
+    if model is None:
+        return None, None
+    prices = model.prices
+    if isinstance(prices, list):  # conditional prices: the last one is the newest
+        prices = prices[-1].prices if prices else None
+    if prices is None:
+        return None, model.context_window
+
+    def num(key: str) -> float | None:
+        v = getattr(prices, key, None)
+        if v is None:
+            return None
+        if isinstance(v, Decimal | int | float):
+            return float(v)
+        base = getattr(v, "base", None)  # TieredPrices: the base (lowest-volume) tier
+        return float(base) if base is not None else None
+
+    inp, out = num("input_mtok"), num("output_mtok")
+    if inp is None or out is None:
+        return None, model.context_window
+    cached = num("cache_read_mtok")
+    write = num("cache_write_mtok")
+    price = ModelPrice(
+        input=inp,
+        output=out,
+        cached_input=inp if cached is None else cached,
+        cache_write=inp if write is None else write,
+        source=_genai_version(),
+    )
+    return price, model.context_window
+
+
+def price_for(cfg: ModelConfig) -> ModelPrice:
+    """The model's price: settings override, else the packaged table, else unknown (zero, flagged)."""
+    if cfg.price is not None:
+        p = cfg.price
+        return ModelPrice(
+            input=p.input,
+            output=p.output,
+            cached_input=p.input if p.cached_input is None else p.cached_input,
+            cache_write=p.input if p.cache_write is None else p.cache_write,
+            source="settings",
+        )
+    packaged, _ = _packaged(cfg.provider, cfg.name)
+    return packaged or ModelPrice(0.0, 0.0, 0.0, 0.0, "unknown")
+
+
+class Catalog:
+    """Models from settings, resolved to prices, windows, capabilities and tiers."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self._models: dict[str, ModelInfo] = {}
+        for alias, cfg in settings.models.items():
+            self._models[alias] = self._build(alias, cfg)
+        self._by_name = {m.name: m for m in self._models.values()}
+
+    def _build(self, alias: str, cfg: ModelConfig) -> ModelInfo:
+        fam = _family(cfg.name)
+        _, packaged_window = _packaged(cfg.provider, cfg.name)
+        window = cfg.context_window or packaged_window or fam.get("context") or _DEFAULT_CONTEXT
+        if cfg.capabilities is not None:
+            caps = cfg.capabilities
+            # Fields the user did not write fall back to family knowledge.
+            given = cfg.capabilities.model_fields_set
+            caps = Capabilities(
+                tools=caps.tools,
+                vision=caps.vision if "vision" in given else fam.get("vision", False),
+                json=caps.json_mode,
+                reasoning=caps.reasoning if "reasoning" in given else fam.get("reasoning", False),
+            )
+        else:
+            caps = Capabilities(vision=fam.get("vision", False), reasoning=fam.get("reasoning", False))
+        tier = self.settings.tier_of(alias)
+        quality = cfg.quality if cfg.quality is not None else _TIER_QUALITY.get(tier or "chat", 0.75)
+        latency = cfg.latency_ms if cfg.latency_ms is not None else 400.0 + 400.0 * TIER_RANK.get(tier or "chat", 1)
+        return ModelInfo(
+            alias=alias,
+            config=cfg,
+            tier=tier,
+            context_window=window,
+            max_output_tokens=cfg.max_output_tokens,
+            capabilities=caps,
+            price=price_for(cfg),
+            quality=quality,
+            latency_ms=latency,
+        )
+
+    def __iter__(self):
+        return iter(self._models.values())
+
+    def __len__(self) -> int:
+        return len(self._models)
+
+    def __contains__(self, alias: object) -> bool:
+        return alias in self._models
+
+    def get(self, alias_or_name: str) -> ModelInfo:
+        """A model by alias, or by its provider model name; UnknownModelError names the known aliases."""
+        m = self._models.get(alias_or_name) or self._by_name.get(alias_or_name)
+        if m is None:
+            raise UnknownModelError(
+                f"unknown model {alias_or_name!r}; known aliases: {', '.join(sorted(self._models))}"
+            )
+        return m
+
+    def find(self, alias_or_name: str) -> ModelInfo | None:
+        """Like get(), but None when unknown."""
+        return self._models.get(alias_or_name) or self._by_name.get(alias_or_name)
+
+    def tier_models(self, tier: str) -> list[ModelInfo]:
+        """Models of a tier, in preference order."""
+        return [self._models[a] for a in self.settings.tiers.get(tier, [])]  # type: ignore[call-overload]
+
+    def cost(
+        self,
+        alias_or_name: str,
+        input_tokens: int,
+        output_tokens: int,
+        cached_input_tokens: int = 0,
+        cache_write_tokens: int = 0,
+    ) -> tuple[float, str]:
+        """USD cost and price source. Input tokens include cached and cache-write tokens (OpenAI's convention)."""
+        m = self.get(alias_or_name)
+        p = m.price
+        fresh = max(0, input_tokens - cached_input_tokens - cache_write_tokens)
+        usd = (
+            fresh * p.input
+            + cached_input_tokens * p.cached_input
+            + cache_write_tokens * p.cache_write
+            + output_tokens * p.output
+        ) / 1e6
+        return usd, p.source

@@ -1,0 +1,1 @@
+"""Built-in CLI commands, each module a plugin implementing `register_commands`."""

