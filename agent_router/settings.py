@@ -101,7 +101,8 @@ class ModelConfig(_Model):
         names = [v] if isinstance(v, str) else (v or [])
         for name in names:
             # Real keys look like sk-..., AIza..., long random strings; env var names do not.
-            if name.startswith(("sk-", "AIza", "gsk_", "xai-")) or len(name) > 64 or not name.replace("_", "").isalnum():
+            looks_like_key = name.startswith(("sk-", "AIza", "gsk_", "xai-")) or len(name) > 64
+            if looks_like_key or not name.replace("_", "").isalnum():
                 raise ValueError("must name an environment variable (e.g. OPENAI_API_KEY), not hold a key")
         return v
 
