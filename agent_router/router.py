@@ -98,7 +98,8 @@ class Router:
     # -- analysis ------------------------------------------------------------------------------------------
     def analyze(self, messages: list[dict[str, Any]], context: dict[str, Any] | None = None) -> Analysis:
         if self._pm is not None:
-            result = self._pm.hook.analyze(messages=messages, context=context or {})
+            # Plugins see the router's settings (e.g. the learned router's calibration) beside the context.
+            result = self._pm.hook.analyze(messages=messages, context={**(context or {}), "settings": self.settings})
             if result is not None:
                 return result
         from .analyzer import analyze

@@ -209,6 +209,55 @@ class TokenSettings(_Model):
     )
 
 
+class LearnedCalibration(_Model):
+    """Thresholds on the learned need score, derived by `agent-router calibrate` from per-model outcome rows."""
+
+    low: float = Field(..., ge=0, le=1, description="Need scores below this go to the cheapest tier.")
+    high: float = Field(..., ge=0, le=1, description="Need scores at or above this go to the premium tier.")
+    quality: float | None = Field(
+        None, ge=0, description="Expected quality relative to premium-only on the calibration rows."
+    )
+    premium_share: float | None = Field(None, ge=0, le=1, description="Expected share of calls sent to premium.")
+    mid_share: float | None = Field(None, ge=0, le=1, description="Expected share of calls sent to the middle tier.")
+    cost_share: float | None = Field(
+        None, ge=0, description="Expected cost relative to sending every call to premium."
+    )
+    rows: int | None = Field(None, ge=0, description="Calibration rows used.")
+    source: str | None = Field(None, description="Where the calibration rows came from (file name).")
+    models: list[str] = Field(default_factory=list, description="Calibration models, cheapest first.")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> LearnedCalibration:
+        if self.low > self.high:
+            raise ValueError(f"low ({self.low}) must not exceed high ({self.high})")
+        return self
+
+
+class LearnedSettings(_Model):
+    """Learned routing: per-model quality predicted from request features, calibrated to a quality target."""
+
+    enabled: bool = Field(False, description="Use the learned router's score instead of the heuristic analyzer's.")
+    weights: str | None = Field(
+        None, description="Weights file (.npz from bench/train_router.py); default: the packaged weights."
+    )
+    quality_target: float = Field(
+        0.95, gt=0, le=1, description="Keep at least this share of premium-only quality when calibrating."
+    )
+    cost_cap: float | None = Field(
+        None, gt=0, le=1,
+        description="Instead of a quality target: spend at most this share of premium-only cost when calibrating.",
+    )
+    calibration: LearnedCalibration | None = Field(
+        None, description="Calibrated thresholds (written by `agent-router calibrate`); default: the weights' own."
+    )
+    adaptive: bool = Field(
+        True, description="Shift routing by outcomes recorded in the ledger (feedback, escalations)."
+    )
+    adaptive_prior_strength: float = Field(
+        20.0, gt=0, description="Pseudo-outcomes behind each task type's prior; higher adapts more slowly."
+    )
+
+
 class Settings(_Model):
     """All of agent_router's settings."""
 
@@ -224,6 +273,7 @@ class Settings(_Model):
     compression: CompressionSettings = Field(default_factory=CompressionSettings, description="Compression.")
     ledger: LedgerSettings = Field(default_factory=LedgerSettings, description="Cost ledger.")
     tokens: TokenSettings = Field(default_factory=TokenSettings, description="Token counting.")
+    learned: LearnedSettings = Field(default_factory=LearnedSettings, description="Learned, calibrated routing.")
 
     @field_validator("tiers", mode="before")
     @classmethod

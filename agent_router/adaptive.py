@@ -1,0 +1,133 @@
+"""Online success estimates from recorded outcomes, and the shift they make to the learned router's predictions.
+
+Each (task type, tier group) keeps a Beta posterior of "the answer was good". The tier group is `weak` for
+every tier below premium and `strong` for premium, matching the learned model's cheapest and strongest heads.
+Its prior is centred on what the learned model expected for that task type (from the weights' metadata) with
+`strength` pseudo-outcomes, so with no outcomes nothing changes; as outcomes arrive, the logit gap between
+posterior and prior mean is added to that head's prediction. Bad outcomes for the cheap tier on a task type
+raise the need for premium on that task type; bad outcomes for premium lower it.
+
+Outcomes are dicts as `Ledger.outcomes()` yields them: {call_id, task_type, model, tier, good, source, signal}.
+Implicit signals (an escalation with switch_model, a retry of the same request, a tool error after the
+answer) weigh less than explicit feedback, since they are noisier.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import InputError
+
+PREMIUM_TIERS = frozenset({"premium", "strong"})
+SOURCE_WEIGHT = {"explicit": 1.0, "implicit": 0.5}
+DEFAULT_PRIOR = {"weak": 0.75, "strong": 0.85}
+
+
+def _logit(p: float) -> float:
+    p = min(1 - 1e-6, max(1e-6, p))
+    return math.log(p / (1 - p))
+
+
+@dataclass
+class Posterior:
+    prior_mean: float
+    strength: float
+    good: float = 0.0
+    bad: float = 0.0
+
+    @property
+    def mean(self) -> float:
+        a = self.prior_mean * self.strength + self.good
+        b = (1 - self.prior_mean) * self.strength + self.bad
+        return a / (a + b)
+
+    @property
+    def n(self) -> float:
+        return self.good + self.bad
+
+
+def group_of(tier: str | None) -> str:
+    """`strong` for the premium tier, `weak` for every cheaper one."""
+    return "strong" if (tier or "") in PREMIUM_TIERS else "weak"
+
+
+class AdaptiveEstimator:
+    """Per task type and tier group success posteriors; thread-safe."""
+
+    def __init__(self, priors: Mapping[str, Mapping[str, float]] | None = None, strength: float = 20.0):
+        # priors: task_type -> {"weak": rate, "strong": rate}; "*" is used for task types not listed.
+        self.priors = {k: dict(v) for k, v in (priors or {}).items()}
+        self.strength = strength
+        self._post: dict[tuple[str, str], Posterior] = {}
+        self._lock = threading.Lock()
+        self.seen = 0
+
+    def _prior(self, task_type: str, group: str) -> float:
+        for key in (task_type, "*"):
+            v = self.priors.get(key, {}).get(group)
+            if v is not None:
+                return min(0.99, max(0.01, float(v)))
+        return DEFAULT_PRIOR[group]
+
+    def posterior(self, task_type: str, group: str) -> Posterior:
+        key = (task_type, group)
+        p = self._post.get(key)
+        if p is None:
+            p = Posterior(self._prior(task_type, group), self.strength)
+            self._post[key] = p
+        return p
+
+    def update(self, outcome: Mapping[str, Any]) -> None:
+        """Add one outcome {task_type, tier, good[, source]}; an InputError names a missing or bad field."""
+        try:
+            task_type = str(outcome["task_type"] or "chat")
+            good = outcome["good"]
+        except KeyError as e:
+            raise InputError(f"outcome {dict(outcome)!r}: missing {e.args[0]!r}") from None
+        if good is None:
+            return
+        if not isinstance(good, bool | int | float):
+            raise InputError(f"outcome {dict(outcome)!r}: 'good' must be true/false or 0..1, got {good!r}")
+        w = SOURCE_WEIGHT.get(str(outcome.get("source") or "explicit"), 0.5)
+        g = float(good)
+        with self._lock:
+            p = self.posterior(task_type, group_of(outcome.get("tier")))
+            p.good += w * g
+            p.bad += w * (1 - g)
+            self.seen += 1
+
+    def consume(self, outcomes: Iterable[Mapping[str, Any]]) -> int:
+        """Add every outcome of an iterable (e.g. `Ledger.outcomes()`); returns how many were read."""
+        n = 0
+        for o in outcomes:
+            self.update(o)
+            n += 1
+        return n
+
+    def offset(self, task_type: str, group: str) -> float:
+        """Logit shift for a head: posterior mean against prior mean (0 with no outcomes)."""
+        with self._lock:
+            p = self._post.get((task_type, group))
+            if p is None or p.n == 0:
+                return 0.0
+            return _logit(p.mean) - _logit(p.prior_mean)
+
+    def adjust(self, task_type: str, p_weak: float, p_strong: float) -> tuple[float, float]:
+        """The learned model's head probabilities shifted by what outcomes showed for this task type."""
+        def shift(p: float, d: float) -> float:
+            return 1.0 / (1.0 + math.exp(-(_logit(p) + d))) if d else p
+
+        return shift(p_weak, self.offset(task_type, "weak")), shift(p_strong, self.offset(task_type, "strong"))
+
+    def summary(self) -> dict[str, dict[str, dict[str, float]]]:
+        """task_type -> group -> {prior, mean, n}, for reports."""
+        out: dict[str, dict[str, dict[str, float]]] = {}
+        with self._lock:
+            for (tt, g), p in sorted(self._post.items()):
+                out.setdefault(tt, {})[g] = {"prior": round(p.prior_mean, 4), "mean": round(p.mean, 4),
+                                             "n": round(p.n, 2)}
+        return out

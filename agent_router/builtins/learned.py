@@ -1,0 +1,23 @@
+"""The learned router's `analyze` implementation: used when `learned.enabled` is true, tried before the
+built-in heuristic (which is `trylast`). Returns None when learned routing is off, so the heuristic answers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..analyzer import Analysis
+from ..hookspecs import hookimpl
+from ..learned import for_settings
+from ..settings import Settings, load
+
+
+@hookimpl
+def analyze(messages: list[dict[str, Any]], context: dict[str, Any]) -> Analysis | None:
+    settings = context.get("settings")
+    if not isinstance(settings, Settings):
+        settings = load()
+    lr = for_settings(settings)
+    if lr is None:
+        return None
+    t = settings.routing.thresholds
+    return lr.analyze(messages, t.low, t.high)

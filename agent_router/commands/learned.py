@@ -1,0 +1,155 @@
+"""`agent-router calibrate`, and the learned router's scorers for `agent-router eval`.
+
+Scorers (``--router``):
+- ``learned``: the configured weights (default: packaged) on rows they never saw; rows they were trained on
+  (recognised by id) are scored out-of-fold instead: k-fold cross-validation (k=5, row i in fold i mod 5)
+  retraining on that file with the weights' own options.
+- ``learned_cv``: k-fold cross-validation on the evaluated file itself (same split), one head per --models
+  model: what retraining on your own rows would give.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import click
+import numpy as np
+
+from ..errors import InputError
+from ..evaluation import prepare
+from ..hookspecs import hookimpl
+from ..learned import calibrate, load_model
+from ..learned_model import QualityModel
+from ..learned_train import TrainOptions, cross_val_probs, featurize, labels, need_scores, predict_matrix
+from ..settings import default_home, parse, resolve_path
+from . import evaluate
+from ._common import get_settings, iter_rows, settings_option
+
+FOLDS = 5
+
+
+def _options(model: QualityModel | None) -> TrainOptions:
+    opts = (model.meta.get("options") if model else None) or {}
+    return TrainOptions(**{k: v for k, v in opts.items() if k in TrainOptions.__dataclass_fields__})
+
+
+def learned_scores(rows: list[dict[str, Any]], models: list[str], model: QualityModel,
+                   folds: int = FOLDS) -> list[float]:
+    """Raw need scores: the weights on unseen rows, k-fold out-of-fold scores on rows they were trained on."""
+    seen = np.array([model.seen(str(r.get("id"))) for r in rows], dtype=bool)
+    out = np.zeros(len(rows))
+    if (~seen).any():
+        unseen = [r for r, s in zip(rows, seen, strict=True) if not s]
+        out[~seen] = need_scores(predict_matrix(model, featurize(unseen)))
+    if seen.any():
+        idx = np.flatnonzero(seen)
+        sub = [rows[i] for i in idx]
+        out[idx] = need_scores(cross_val_probs(featurize(sub), labels(sub, models), folds, _options(model)))
+    return [float(v) for v in out]
+
+
+def _learned(settings_path: str | None) -> evaluate.Scorer:
+    model = load_model(get_settings(settings_path).learned.weights)
+    return lambda rows, models: learned_scores(rows, models, model)
+
+
+def _learned_cv(settings_path: str | None) -> evaluate.Scorer:
+    model = load_model(get_settings(settings_path).learned.weights)
+
+    def score(rows: list[dict[str, Any]], models: list[str]) -> list[float]:
+        p = cross_val_probs(featurize(rows), labels(rows, models), FOLDS, _options(model))
+        return [float(v) for v in need_scores(p)]
+
+    return score
+
+
+evaluate.SCORERS["learned"] = _learned
+evaluate.SCORERS["learned_cv"] = _learned_cv
+
+
+@hookimpl
+def register_commands(cli: click.Group) -> None:
+    cli.add_command(calibrate_cmd)
+
+
+def _settings_file(settings_path: str | None) -> Path:
+    return resolve_path(settings_path) or default_home() / "settings.json"
+
+
+def write_learned(path: Path, updates: dict[str, Any]) -> dict[str, Any]:
+    """Merge `updates` into the file's `learned` section, validate the whole file, write it atomically."""
+    data: dict[str, Any] = {}
+    if path.exists():
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise InputError(f"{path}: cannot update settings ({e}); fix or remove the file first") from None
+        if not isinstance(data, dict):
+            raise InputError(f"{path}: settings must be a JSON object")
+    section = data.get("learned") or {}
+    section.update(updates)
+    data["learned"] = section
+    parse(data, str(path))  # never write a file that would not load
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".settings-", suffix=".json", dir=path.parent)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        json.dump(data, fh, indent=2)
+        fh.write("\n")
+    os.replace(tmp, path)
+    return section
+
+
+@click.command("calibrate")
+@click.argument("rows", type=click.Path(dir_okay=False))
+@click.option("--models", default=None,
+              help="Comma-separated models of ROWS, cheapest first (2 or 3); default: the weights' own models.")
+@click.option("--target", type=float, default=None,
+              help="Keep at least this share of premium-only quality (default: learned.quality_target, 0.95).")
+@click.option("--cost-cap", type=float, default=None,
+              help="Instead of a quality target: spend at most this share of premium-only cost.")
+@click.option("--tiers", default=None, help="Router tier of each model (default chat,premium or utility,chat,premium).")
+@click.option("--enable", is_flag=True, help="Also turn learned routing on (learned.enabled = true).")
+@click.option("--dry-run", is_flag=True, help="Print the calibration without writing settings.")
+@settings_option
+def calibrate_cmd(rows: str, models: str | None, target: float | None, cost_cap: float | None, tiers: str | None,
+                  enable: bool, dry_run: bool, settings_path: str | None) -> None:
+    """Derive the learned router's thresholds from ROWS (per-model outcomes) and write them into settings."""
+    settings = get_settings(settings_path)
+    ls = settings.learned
+    model = load_model(ls.weights)
+    model_list = [m.strip() for m in models.split(",") if m.strip()] if models else list(model.meta.get("models") or [])
+    tier_list = [t.strip() for t in tiers.split(",")] if tiers else []
+    if tier_list and len(tier_list) != len(model_list):
+        raise InputError(f"--tiers: give one tier per model ({len(model_list)}), got {len(tier_list)}")
+    if target is not None and not 0 < target <= 1:
+        raise InputError(f"--target: must be in (0, 1], got {target}")
+    if cost_cap is not None and not 0 < cost_cap <= 1:
+        raise InputError(f"--cost-cap: must be in (0, 1], got {cost_cap}")
+    tgt = target if target is not None else ls.quality_target
+    cap = cost_cap if cost_cap is not None else (ls.cost_cap if target is None else None)
+    kept, qual, cost = prepare(list(iter_rows(rows)), model_list, rows)
+    scores = learned_scores(kept, model_list, model)
+    cal = calibrate(scores, np.asarray(qual), np.asarray(cost), target=tgt, cost_cap=cap, models=model_list,
+                    tiers=tier_list)
+    cal.source = Path(rows).name
+    goal = f"cost <= {cap:.0%} of premium-only" if cap is not None else f"quality >= {tgt:.0%} of premium-only"
+    mid = f", mid tier {cal.mid_share:.1%}" if cal.mid_share is not None else ""
+    click.echo(f"{cal.rows} rows, {goal}: cut points low {cal.low:.4f} high {cal.high:.4f}")
+    click.echo(f"  expected: premium share {cal.premium_share:.1%}{mid}, quality {cal.quality:.1%} of premium-only, "
+               f"cost {cal.cost_share:.1%} of premium-only")
+    if dry_run:
+        return
+    updates: dict[str, Any] = {"calibration": cal.model_dump(exclude_none=True)}
+    if cap is not None:
+        updates["cost_cap"] = cap
+    else:
+        updates["quality_target"] = tgt
+    if enable:
+        updates["enabled"] = True
+    path = _settings_file(settings_path)
+    write_learned(path, updates)
+    click.echo(f"  written to {path} (learned.calibration{', learned.enabled' if enable else ''})")

@@ -1,0 +1,212 @@
+"""The learned router: predicted per-model quality -> need for premium, calibrated to a quality target.
+
+`LearnedRouter.analyze(messages)` returns an `Analysis` whose score is the predicted need for the premium
+model, rescaled so the calibrated thresholds land on the router's own tier thresholds (`routing.thresholds`):
+a request goes to the cheapest tier whose predicted quality is good enough for the target. `calibrate()`
+derives those thresholds from rows with per-model outcomes, for a quality target ("keep >= 95% of premium
+quality") or a cost cap, and reports the expected premium share, quality and cost.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from functools import lru_cache
+from typing import Any
+
+import numpy as np
+
+from .adaptive import AdaptiveEstimator
+from .analyzer import Analysis
+from .errors import InputError
+from .learned_features import DENSE_KEYS, extract
+from .learned_model import QualityModel, need_score
+from .settings import LearnedCalibration, LearnedSettings, Settings
+
+_LABELS = {
+    "length": "long request", "reasoning": "asks for reasoning", "multistep": "multi-step", "code_presence":
+    "contains code", "code_ask": "asks for code", "math": "math", "numbers": "numbers", "constraints":
+    "constraints", "conversation_depth": "deep conversation", "context_length": "long context", "choices":
+    "multiple choice", "log_chars": "long question", "shots": "few-shot examples", "n_options": "options",
+    "two_options": "two options", "blank": "fill in the blank", "digit_share": "digits", "lines": "many lines",
+    "code_fence": "code block", "turns": "several turns", "answer_cue": "short answer expected",
+}
+
+
+@lru_cache(maxsize=8)
+def load_model(path: str | None) -> QualityModel:
+    """Weights by path (None: packaged), loaded once per process."""
+    return QualityModel.load(path)
+
+
+def rescale(raw: float, cal: LearnedCalibration, low: float, high: float) -> float:
+    """Map a raw need score so the calibrated cut points land on the router's thresholds `low` / `high`."""
+    def lin(x: float, x0: float, x1: float, y0: float, y1: float) -> float:
+        return y0 if x1 <= x0 else y0 + (y1 - y0) * (x - x0) / (x1 - x0)
+
+    if raw < cal.low:
+        return lin(raw, 0.0, cal.low, 0.0, low)
+    if raw < cal.high:
+        return lin(raw, cal.low, cal.high, low, high)
+    return min(1.0, lin(raw, cal.high, 1.0, high, 1.0)) if cal.high < 1.0 else 1.0
+
+
+class LearnedRouter:
+    """Scores requests with the learned quality model, the calibration and (optionally) adaptive outcomes."""
+
+    def __init__(self, settings: LearnedSettings | None = None, model: QualityModel | None = None,
+                 estimator: AdaptiveEstimator | None = None):
+        self.settings = settings or LearnedSettings()
+        self.model = model or load_model(self.settings.weights)
+        self.calibration = self.settings.calibration or default_calibration(self.model)
+        priors = self.model.meta.get("task_priors") or {}
+        self.estimator = estimator or AdaptiveEstimator(priors, self.settings.adaptive_prior_strength)
+        self._lock = threading.Lock()
+
+    def predict(self, messages: list[dict[str, Any]]) -> tuple[Any, dict[str, float], float, float]:
+        """Features, head probabilities, raw need before and after adaptive outcomes."""
+        f = extract(messages)
+        probs = self.model.predict(f)
+        p_w, p_s = probs[self.model.heads[0]], probs[self.model.heads[-1]]
+        raw = need_score(p_w, p_s)
+        if self.settings.adaptive and self.estimator.seen:
+            p_w, p_s = self.estimator.adjust(f.task_type, p_w, p_s)
+        return f, probs, raw, need_score(p_w, p_s)
+
+    def analyze(self, messages: list[dict[str, Any]], low: float = 0.3, high: float = 0.7) -> Analysis:
+        f, probs, raw, need = self.predict(messages)
+        cal = self.calibration
+        score = rescale(need, cal, low, high)
+        heads = self.model.heads
+        reasons = [f"task: {f.task_type}",
+                   f"learned: P(good) {heads[0]} {probs[heads[0]]:.2f}, {heads[-1]} {probs[heads[-1]]:.2f}"
+                   f" -> need {need:.2f} (cut points {cal.low:.3f}/{cal.high:.3f})"]
+        if need != raw:
+            reasons.append(f"adaptive: outcomes for {f.task_type} moved need {raw:.2f} -> {need:.2f}")
+        gain_w = self.model.w_dense[-1] - self.model.w_dense[0]
+        contrib = sorted(((float(gain_w[i]) * v, k) for i, (k, v) in enumerate(zip(DENSE_KEYS, f.dense, strict=True))
+                          if v and k in _LABELS), reverse=True)
+        reasons += [f"{_LABELS[k]} (+{c:.2f})" for c, k in contrib[:3] if c >= 0.05]
+        if f.shots:
+            reasons.append(f"few-shot prompt: judged on the real question after {f.shots} examples")
+        feats = dict(f.analyzer)
+        feats.update({"p_" + h: p for h, p in probs.items()})
+        feats.update({"need_raw": raw, "need": need, "shots": float(f.shots)})
+        return Analysis(score=score, task_type=f.task_type, reasons=reasons, features=feats,
+                        needs_vision=f.analyzer.get("images", 0.0) > 0, source="learned")
+
+
+def default_calibration(model: QualityModel) -> LearnedCalibration:
+    """The calibration stored with the weights (out-of-fold on their training rows), else an even split."""
+    cal = model.meta.get("calibration")
+    if cal:
+        return LearnedCalibration.model_validate(cal)
+    return LearnedCalibration(low=0.0, high=0.5)
+
+
+# -- calibration -----------------------------------------------------------------------------------------
+def _cut(sorted_scores: np.ndarray, k: int) -> float:
+    """A threshold sending exactly the top k (of scores sorted descending) at or above it."""
+    n = len(sorted_scores)
+    if k <= 0:
+        return 1.0
+    if k >= n:
+        return 0.0
+    return float((sorted_scores[k - 1] + sorted_scores[k]) / 2)
+
+
+def calibrate(scores: Sequence[float], quality: np.ndarray, cost: np.ndarray, target: float = 0.95,
+              cost_cap: float | None = None, grid: int = 200, models: Sequence[str] = (),
+              tiers: Sequence[str] = ()) -> LearnedCalibration:
+    """Thresholds on `scores` (raw need) from per-row quality and cost of 2 or 3 models (cheapest first).
+
+    With a quality target: the cheapest split whose quality is >= target x premium-only quality. With a cost
+    cap: the best quality whose cost is <= cost_cap x premium-only cost. `tiers` names the router tier of
+    each model (default chat, premium for two models; utility, chat, premium for three).
+    """
+    s = np.asarray(scores, dtype=np.float64)
+    q = np.asarray(quality, dtype=np.float64)
+    c = np.asarray(cost, dtype=np.float64)
+    n, k = q.shape
+    if n == 0:
+        raise InputError("calibrate: no rows with outcomes for every model")
+    if k not in (2, 3):
+        raise InputError(f"calibrate: give 2 or 3 models, got {k}")
+    tiers = list(tiers) or (["chat", "premium"] if k == 2 else ["utility", "chat", "premium"])
+    order = np.argsort(-s, kind="stable")
+    s_sorted, q, c = s[order], q[order], c[order]
+    qp = np.vstack([np.zeros((1, k)), np.cumsum(q, axis=0)])
+    cp = np.vstack([np.zeros((1, k)), np.cumsum(c, axis=0)])
+    q_top, c_top = qp[n, -1], cp[n, -1]
+    steps = sorted({int(round(i * n / grid)) for i in range(grid + 1)})
+    best: tuple[float, float, int, int] | None = None  # (objective, -secondary, kp, km)
+    for kp in steps:
+        mids = [kk - kp for kk in steps if kk >= kp] if k == 3 else [0]
+        for km in mids:
+            e = kp + km
+            qq = qp[kp, -1] + (qp[e, 1] - qp[kp, 1] if k == 3 else 0.0) + (qp[n, 0] - qp[e, 0])
+            cc = cp[kp, -1] + (cp[e, 1] - cp[kp, 1] if k == 3 else 0.0) + (cp[n, 0] - cp[e, 0])
+            rel_q = qq / q_top if q_top else 1.0
+            rel_c = cc / c_top if c_top else 0.0
+            if cost_cap is not None:
+                if rel_c > cost_cap + 1e-12:
+                    continue
+                cand = (rel_q, -rel_c, kp, km)
+            else:
+                if rel_q < target - 1e-12:
+                    continue
+                cand = (-rel_c, rel_q, kp, km)
+            if best is None or cand[:2] > best[:2]:
+                best = cand
+    if best is None:
+        what = f"cost cap {cost_cap}" if cost_cap is not None else f"quality target {target}"
+        raise InputError(f"calibrate: no split meets the {what} on these rows")
+    _, _, kp, km = best
+    e = kp + km
+    high = _cut(s_sorted, kp)
+    low = _cut(s_sorted, e)
+    if k == 2 and tiers[0] == "chat":
+        low = 0.0  # two models: the cheaper one is the chat tier; nothing is routed below it
+    qq = qp[kp, -1] + (qp[e, 1] - qp[kp, 1] if k == 3 else 0.0) + (qp[n, 0] - qp[e, 0])
+    cc = cp[kp, -1] + (cp[e, 1] - cp[kp, 1] if k == 3 else 0.0) + (cp[n, 0] - cp[e, 0])
+    return LearnedCalibration(
+        low=min(low, high), high=high, quality=round(qq / q_top if q_top else 1.0, 4),
+        premium_share=round(kp / n, 4), mid_share=round(km / n, 4) if k == 3 else None,
+        cost_share=round(cc / c_top if c_top else 0.0, 4), rows=n, models=list(models),
+    )
+
+
+def for_settings(settings: Settings) -> LearnedRouter | None:
+    """The process-wide LearnedRouter for these settings, or None when learned routing is off."""
+    ls = settings.learned
+    if not ls.enabled:
+        return None
+    key = ls.model_dump_json()
+    with _routers_lock:
+        r = _routers.get(key)
+        if r is None:
+            r = LearnedRouter(ls, estimator=_shared_estimator(ls))
+            _routers[key] = r
+        return r
+
+
+_routers: dict[str, LearnedRouter] = {}
+_routers_lock = threading.Lock()
+_estimators: dict[tuple[str | None, float], AdaptiveEstimator] = {}
+
+
+def _shared_estimator(ls: LearnedSettings) -> AdaptiveEstimator:
+    """One estimator per weights file and prior strength, shared by routers of changing settings."""
+    key = (ls.weights, ls.adaptive_prior_strength)
+    est = _estimators.get(key)
+    if est is None:
+        priors = load_model(ls.weights).meta.get("task_priors") or {}
+        est = AdaptiveEstimator(priors, ls.adaptive_prior_strength)
+        _estimators[key] = est
+    return est
+
+
+def record_outcome(settings: Settings, task_type: str, tier: str, good: bool, source: str = "explicit") -> None:
+    """Python API: feed one outcome straight to the learned router's adaptive estimator for `settings`."""
+    _shared_estimator(settings.learned).update({"task_type": task_type, "tier": tier, "good": good,
+                                                 "source": source})

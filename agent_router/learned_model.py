@@ -1,0 +1,119 @@
+"""The learned quality model: one logistic head per reference model, over dense and hashed request features.
+
+Each head predicts the probability that its model answers a request well. The router's score (need for the
+strong model) is the predicted gain of the strongest head over the cheapest: P(strong good) - P(weak good),
+mapped to 0..1. Weights are a small .npz (float16 hashed weights) loaded offline; inference is a handful of
+numpy operations, well under a millisecond.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import zlib
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import AgentRouterError
+from .learned_features import DENSE_KEYS, HASH_BITS, RequestFeatures, extract
+
+FORMAT = "agent_router.learned/1"
+
+
+class WeightsError(AgentRouterError):
+    """A learned-router weights file is missing, unreadable or of another format."""
+
+
+@dataclass
+class QualityModel:
+    """Heads (cheapest first) with their weights; `meta` records what they were trained on."""
+
+    heads: list[str]
+    w_dense: np.ndarray  # (heads, len(DENSE_KEYS)) float32
+    w_hash: np.ndarray  # (heads, HASH_DIM) float32
+    meta: dict[str, Any] = field(default_factory=dict)
+    # CRC32 of the ids of the rows trained on, so evaluation can tell seen rows from unseen ones.
+    train_ids: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.uint32))
+
+    # -- inference -----------------------------------------------------------------------------------------
+    def logits(self, f: RequestFeatures) -> np.ndarray:
+        z = self.w_dense @ np.asarray(f.dense, dtype=np.float32)
+        if f.hashed:
+            idx = np.fromiter(f.hashed.keys(), dtype=np.int64, count=len(f.hashed))
+            val = np.fromiter(f.hashed.values(), dtype=np.float32, count=len(f.hashed))
+            z = z + self.w_hash[:, idx] @ val
+        return z
+
+    def predict(self, f: RequestFeatures) -> dict[str, float]:
+        """Head name -> probability that the model answers well."""
+        z = self.logits(f)
+        return {h: 1.0 / (1.0 + math.exp(-float(v))) for h, v in zip(self.heads, z, strict=True)}
+
+    def need(self, probs: dict[str, float]) -> float:
+        """Need for the strongest model, 0..1: half of one plus the predicted gain over the cheapest."""
+        return need_score(probs[self.heads[0]], probs[self.heads[-1]])
+
+    def score_messages(self, messages: list[dict[str, Any]]) -> float:
+        return self.need(self.predict(extract(messages)))
+
+    # -- persistence ---------------------------------------------------------------------------------------
+    def save(self, path: str | Path) -> None:
+        meta = {**self.meta, "format": FORMAT, "heads": self.heads, "hash_bits": HASH_BITS,
+                "dense_keys": list(DENSE_KEYS)}
+        with open(path, "wb") as fh:
+            np.savez_compressed(
+                fh,
+                w_dense=self.w_dense.astype(np.float32),
+                w_hash=self.w_hash.astype(np.float16),
+                meta=np.frombuffer(json.dumps(meta, sort_keys=True).encode("utf-8"), dtype=np.uint8),
+                train_ids=np.unique(self.train_ids.astype(np.uint32)),
+            )
+
+    def seen(self, row_id: str) -> bool:
+        """Whether a row with this id was among the training rows."""
+        h = id_hash(row_id)
+        i = int(np.searchsorted(self.train_ids, h))
+        return i < len(self.train_ids) and int(self.train_ids[i]) == h
+
+    @classmethod
+    def load(cls, path: str | Path | None = None) -> QualityModel:
+        """Load weights from `path`, or the packaged default weights."""
+        where = str(path) if path else "agent_router/data/router_weights.npz"
+        try:
+            if path:
+                fh = open(path, "rb")  # noqa: SIM115 - closed below
+            else:
+                fh = resources.files("agent_router").joinpath("data/router_weights.npz").open("rb")
+        except OSError as e:
+            raise WeightsError(f"{where}: cannot open learned-router weights ({e.strerror or e})") from None
+        try:
+            with fh, np.load(fh, allow_pickle=False) as z:
+                meta = json.loads(bytes(z["meta"]).decode("utf-8"))
+                w_dense = z["w_dense"].astype(np.float32)
+                w_hash = z["w_hash"].astype(np.float32)
+                train_ids = z["train_ids"].astype(np.uint32) if "train_ids" in z else np.zeros(0, np.uint32)
+        except (ValueError, KeyError, OSError, json.JSONDecodeError) as e:
+            raise WeightsError(f"{where}: not a learned-router weights file ({e})") from None
+        if meta.get("format") != FORMAT:
+            raise WeightsError(f"{where}: format {meta.get('format')!r}, expected {FORMAT!r}")
+        if meta.get("hash_bits") != HASH_BITS or meta.get("dense_keys") != list(DENSE_KEYS):
+            raise WeightsError(f"{where}: trained with other features (hash_bits {meta.get('hash_bits')}); retrain "
+                               "with bench/train_router.py")
+        heads = list(meta["heads"])
+        if w_dense.shape != (len(heads), len(DENSE_KEYS)) or w_hash.shape != (len(heads), 1 << HASH_BITS):
+            raise WeightsError(
+                f"{where}: weight shapes {w_dense.shape}, {w_hash.shape} do not match {len(heads)} heads")
+        return cls(heads=heads, w_dense=w_dense, w_hash=w_hash, meta=meta, train_ids=np.unique(train_ids))
+
+
+def id_hash(row_id: str) -> int:
+    return zlib.crc32(str(row_id).encode("utf-8"))
+
+
+def need_score(p_weak: float, p_strong: float) -> float:
+    """(1 + P(strong good) - P(weak good)) / 2: 0.5 when both are equally likely to do well."""
+    return min(1.0, max(0.0, 0.5 * (1.0 + p_strong - p_weak)))

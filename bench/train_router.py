@@ -1,0 +1,114 @@
+"""Rebuild the learned router's weights from routing-eval rows, deterministically.
+
+    python bench/train_router.py ROWS.jsonl --models WEAK,STRONG --out agent_router/data/router_weights.npz
+
+The shipped weights are rebuilt with
+    python bench/train_router.py /work/shared/bench/routing/routellm_mmlu_gsm8k_dev.jsonl \
+        --models mistralai/Mixtral-8x7B-Instruct-v0.1,gpt-4-1106-preview --out agent_router/data/router_weights.npz
+(RouteLLM rows, Apache-2.0: the only dev rows whose licence allows shipping weights trained on them; the
+AlpacaEval (CC BY-NC) and RouterBench (no licence) rows are for evaluation only, and the script refuses them
+for shipped weights unless --allow-unlicensed is given for a private model.)
+
+Besides the weights it stores, from k-fold out-of-fold predictions on the same rows: the default calibration
+(cut point for --target of premium-only quality) and each task type's success rates of the calls routed to
+each side (the adaptive estimator's priors). Users retrain on their own rows the same way and point
+`learned.weights` at the file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from agent_router.commands._common import iter_rows
+from agent_router.evaluation import evaluate_pair, prepare
+from agent_router.learned import calibrate
+from agent_router.learned_features import extract
+from agent_router.learned_model import id_hash
+from agent_router.learned_train import TrainOptions, cross_val_probs, labels, need_scores, to_matrix, train
+
+NOT_SHIPPABLE = ("alpacaeval", "routerbench")
+
+
+def task_priors(task_types: list[str], q: np.ndarray, scores: np.ndarray, high: float) -> dict:
+    """Per task type: mean quality of the weak model on rows routed below premium, of the strong on the rest."""
+    out: dict[str, dict[str, float]] = {}
+    tt = np.array(task_types)
+    for t in [*sorted(set(task_types)), "*"]:
+        sel = np.ones(len(tt), bool) if t == "*" else tt == t
+        weak, strong = sel & (scores < high), sel & (scores >= high)
+        d: dict[str, float] = {}
+        # Few rows make a poor prior; the estimator falls back to "*" for missing entries.
+        if weak.sum() >= 20:
+            d["weak"] = round(float(q[weak, 0].mean()), 4)
+        if strong.sum() >= 20:
+            d["strong"] = round(float(q[strong, -1].mean()), 4)
+        if d:
+            out[t] = d
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("rows", help="routing-eval JSONL rows with per-model quality")
+    ap.add_argument("--models", required=True, help="cheapest first: WEAK,STRONG (or three, one head each)")
+    ap.add_argument("--out", required=True, help="weights file to write (.npz)")
+    ap.add_argument("--folds", type=int, default=5, help="k for the out-of-fold calibration (default 5)")
+    ap.add_argument("--target", type=float, default=0.95, help="quality target of the default calibration")
+    ap.add_argument("--limit", type=int, default=None, help="only the first N rows (for quick tests)")
+    ap.add_argument("--l2-dense", type=float, default=TrainOptions.l2_dense)
+    ap.add_argument("--l2-hash", type=float, default=TrainOptions.l2_hash)
+    ap.add_argument("--iterations", type=int, default=TrainOptions.iterations)
+    ap.add_argument("--allow-unlicensed", action="store_true",
+                    help="train on rows whose licence does not allow shipping (private use only)")
+    a = ap.parse_args(argv)
+    name = Path(a.rows).name
+    if any(k in name.lower() for k in NOT_SHIPPABLE) and not a.allow_unlicensed:
+        print(f"{name}: its licence does not allow shipping weights trained on it; pass --allow-unlicensed "
+              "for weights you keep to yourself", file=sys.stderr)
+        return 2
+    models = [m.strip() for m in a.models.split(",") if m.strip()]
+    raw = Path(a.rows).read_bytes()
+    rows = list(iter_rows(a.rows))
+    if a.limit:
+        rows = rows[: a.limit]
+    kept, qual, cost = prepare(rows, models, a.rows)
+    t0 = time.perf_counter()
+    feats = [extract(r["messages"]) for r in kept]
+    x = to_matrix(feats)
+    y = labels(kept, models)
+    opts = TrainOptions(l2_dense=a.l2_dense, l2_hash=a.l2_hash, iterations=a.iterations)
+    oof = cross_val_probs(x, y, a.folds, opts)
+    scores = need_scores(oof)
+    q, c = np.asarray(qual), np.asarray(cost)
+    cal = calibrate(scores, q, c, target=a.target, models=models)
+    cal.source = f"{name} ({a.folds}-fold out-of-fold)"
+    pair = evaluate_pair(list(scores), q[:, 0], q[:, -1], c[:, 0], c[:, -1])
+    priors = task_priors([f.task_type for f in feats], q, scores, cal.high)
+    meta = {
+        "models": models,
+        "trained_on": {"file": name, "sha256": hashlib.sha256(raw).hexdigest(), "rows": len(kept)},
+        "calibration": cal.model_dump(exclude_none=True),
+        "task_priors": priors,
+        "cv": {"folds": a.folds, "apgr": round(pair.apgr, 4), "save95": round(pair.save95, 4)},
+    }
+    model = train(x, y, models, opts, meta)
+    model.train_ids = np.array(sorted({id_hash(str(r["id"])) for r in kept}), dtype=np.uint32)
+    out = Path(a.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    model.save(out)
+    print(f"{len(kept)} rows, {a.folds}-fold out-of-fold APGR {pair.apgr:.3f}, save95 {pair.save95:.1%}; "
+          f"calibration low {cal.low:.4f} high {cal.high:.4f} (premium share {cal.premium_share:.1%}, "
+          f"quality {cal.quality:.1%}, cost {cal.cost_share:.1%}); {time.perf_counter() - t0:.0f}s")
+    digest = hashlib.sha256(out.read_bytes()).hexdigest()[:16]
+    print(f"wrote {out} ({out.stat().st_size / 1e6:.2f} MB, sha256 {digest})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
