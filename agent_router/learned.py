@@ -210,3 +210,11 @@ def record_outcome(settings: Settings, task_type: str, tier: str, good: bool, so
     """Python API: feed one outcome straight to the learned router's adaptive estimator for `settings`."""
     _shared_estimator(settings.learned).update({"task_type": task_type, "tier": tier, "good": good,
                                                  "source": source})
+
+
+def reset() -> None:
+    """Forget every cached router and every outcome fed to the adaptive estimators (e.g. after retraining)."""
+    with _routers_lock:
+        _routers.clear()
+        _estimators.clear()
+    load_model.cache_clear()

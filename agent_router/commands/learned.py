@@ -37,19 +37,28 @@ def _options(model: QualityModel | None) -> TrainOptions:
     return TrainOptions(**{k: v for k, v in opts.items() if k in TrainOptions.__dataclass_fields__})
 
 
-def learned_scores(rows: list[dict[str, Any]], models: list[str], model: QualityModel,
-                   folds: int = FOLDS) -> list[float]:
-    """Raw need scores: the weights on unseen rows, k-fold out-of-fold scores on rows they were trained on."""
+def learned_probs(rows: list[dict[str, Any]], models: list[str], model: QualityModel,
+                  folds: int = FOLDS) -> np.ndarray:
+    """(n, 2) probabilities [cheapest good, strongest good]: the weights on rows they never saw, k-fold
+    out-of-fold predictions (retrained on those rows) on rows they were trained on."""
     seen = np.array([model.seen(str(r.get("id"))) for r in rows], dtype=bool)
-    out = np.zeros(len(rows))
+    out = np.zeros((len(rows), 2))
     if (~seen).any():
         unseen = [r for r, s in zip(rows, seen, strict=True) if not s]
-        out[~seen] = need_scores(predict_matrix(model, featurize(unseen)))
+        p = predict_matrix(model, featurize(unseen))
+        out[~seen] = p[:, [0, -1]]
     if seen.any():
         idx = np.flatnonzero(seen)
         sub = [rows[i] for i in idx]
-        out[idx] = need_scores(cross_val_probs(featurize(sub), labels(sub, models), folds, _options(model)))
-    return [float(v) for v in out]
+        p = cross_val_probs(featurize(sub), labels(sub, models), folds, _options(model))
+        out[idx] = p[:, [0, -1]]
+    return out
+
+
+def learned_scores(rows: list[dict[str, Any]], models: list[str], model: QualityModel,
+                   folds: int = FOLDS) -> list[float]:
+    """Raw need scores of `learned_probs`."""
+    return [float(v) for v in need_scores(learned_probs(rows, models, model, folds))]
 
 
 def _learned(settings_path: str | None) -> evaluate.Scorer:

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# The learned router's evaluation table: every dev pair and tier set, our routers beside random, length,
+# oracle and LiteLLM's complexity router (heuristic, heuristic_v2), all measured in the same run.
+#
+#   bash bench/eval_table.sh [BENCH_DIR] > table.md      (BENCH_DIR default /work/shared/bench)
+#
+# Routers: analyzer (heuristic), learned (packaged weights; rows they were trained on are scored 5-fold
+# out-of-fold, retrained on the other folds), learned_cv (5-fold on the evaluated file itself; row i in fold
+# i mod 5). Peers are scored by /work/shared/bench/peers (venv built by its setup.sh) and cached in $PEER_DIR.
+set -euo pipefail
+BENCH="${1:-/work/shared/bench}"
+ROWS="$BENCH/routing"
+PEER_DIR="${PEER_DIR:-/tmp/agent-router-peers}"
+AR="${AGENT_ROUTER:-agent-router}"
+PEER_PY="${PEERS_VENV:-/tmp/peers/venv}/bin/python"
+mkdir -p "$PEER_DIR"
+[ -x "$PEER_PY" ] || bash "$BENCH/peers/setup.sh" >&2
+
+peer() {  # peer FILE MODE -> path of cached scores
+  local out="$PEER_DIR/$1.$2.jsonl"
+  [ -s "$out" ] || "$PEER_PY" "$BENCH/peers/litellm_complexity_scores.py" "$ROWS/$1.jsonl" --mode "$2" > "$out"
+  echo "$out"
+}
+
+run() {  # run FILE MODELS
+  echo
+  echo '```'
+  "$AR" eval "$ROWS/$1.jsonl" --models "$2" --router analyzer --router learned --router learned_cv \
+    --peer "litellm_heuristic=$(peer "$1" heuristic)" --peer "litellm_heuristic_v2=$(peer "$1" heuristic_v2)"
+  echo '```'
+}
+
+echo "# Learned router evaluation ($(date -u +%Y-%m-%dT%H:%MZ))"
+run routellm_mmlu_gsm8k_dev "mistralai/Mixtral-8x7B-Instruct-v0.1,gpt-4-1106-preview"
+run routerbench_train_dev "mistralai/mixtral-8x7b-chat,gpt-4-1106-preview"
+run routerbench_train_dev "mistralai/mistral-7b-chat,mistralai/mixtral-8x7b-chat,gpt-4-1106-preview"
+run alpacaeval1_dev "llama-2-7b-chat-hf,gpt4_1106_preview"
+run alpacaeval1_dev "llama-2-7b-chat-hf,gpt-3.5-turbo-1106,gpt4_1106_preview"

@@ -1,0 +1,174 @@
+"""The learned router: packaged weights, deterministic training, calibration, adaptive shifts, the hook."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from learned_fixtures import STRONG, WEAK, write_rows
+
+from agent_router import learned
+from agent_router.adaptive import AdaptiveEstimator
+from agent_router.cli import cli
+from agent_router.learned_features import focus_text
+from agent_router.learned_model import QualityModel, WeightsError
+from agent_router.plugins import load_plugins
+from agent_router.router import Router
+from agent_router.settings import TASK_TYPES, Settings, load
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _train_script():
+    spec = importlib.util.spec_from_file_location("train_router", ROOT / "bench" / "train_router.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.fixture(autouse=True)
+def _fresh():
+    learned.reset()
+    yield
+    learned.reset()
+
+
+def test_packaged_weights_load_offline_and_are_small():
+    path = ROOT / "agent_router" / "data" / "router_weights.npz"
+    assert path.stat().st_size <= 5_000_000
+    m = QualityModel.load()
+    assert len(m.heads) == 2
+    assert m.meta["trained_on"]["file"] == "routellm_mmlu_gsm8k_dev.jsonl"  # the Apache-2.0 rows only
+    cal = m.meta["calibration"]
+    assert 0 <= cal["low"] <= cal["high"] <= 1
+    # A grade-school word problem needs the strong model more than a greeting does.
+    hard = m.score_messages([{"role": "user", "content": "Natalia sold clips to 48 of her friends in April, and "
+                              "then she sold half as many clips in May. How many clips did she sell altogether?"}])
+    easy = m.score_messages([{"role": "user", "content": "hi, thanks!"}])
+    assert hard > easy
+
+
+def test_training_is_deterministic_and_learns_the_fixture(tmp_path):
+    rows = write_rows(tmp_path / "fixture.jsonl")
+    train = _train_script()
+    outs = []
+    for name in ("a.npz", "b.npz"):
+        out = tmp_path / name
+        assert train.main([str(rows), "--models", f"{WEAK},{STRONG}", "--out", str(out), "--folds", "2",
+                           "--iterations", "40"]) == 0
+        outs.append(QualityModel.load(out))
+    a, b = outs
+    assert a.heads == b.heads == [WEAK, STRONG]
+    assert np.array_equal(a.w_hash, b.w_hash) and np.array_equal(a.w_dense, b.w_dense)
+    assert a.meta == b.meta
+    assert a.seen("fixture-3") and not a.seen("fixture-999")
+    hard = a.score_messages([{"role": "user", "content": "Prove that the sum of the first 9 odd numbers is a "
+                              "perfect square, step by step."}])
+    easy = a.score_messages([{"role": "user", "content": "Say hello to my friend number 9."}])
+    assert hard > easy + 0.2
+
+
+def test_train_script_refuses_rows_that_cannot_be_shipped(tmp_path, capsys):
+    rows = write_rows(tmp_path / "alpacaeval_copy.jsonl", 10)
+    assert _train_script().main([str(rows), "--models", f"{WEAK},{STRONG}", "--out", str(tmp_path / "x.npz")]) == 2
+    assert "licence" in capsys.readouterr().err
+
+
+def test_bad_weights_file_names_the_file(tmp_path):
+    bad = tmp_path / "weights.npz"
+    bad.write_bytes(b"not a zip")
+    with pytest.raises(WeightsError, match=str(bad)):
+        QualityModel.load(bad)
+    with pytest.raises(WeightsError, match="cannot open"):
+        QualityModel.load(tmp_path / "missing.npz")
+
+
+def test_calibrate_writes_settings(tmp_path):
+    rows = write_rows(tmp_path / "fixture.jsonl")
+    settings = tmp_path / "settings.json"
+    settings.write_text(json.dumps({"routing": {"strategy": "balanced"}}), encoding="utf-8")
+    r = CliRunner().invoke(cli, ["calibrate", str(rows), "--models", f"{WEAK},{STRONG}", "--target", "0.9",
+                                "--settings", str(settings), "--enable"])
+    assert r.exit_code == 0, r.output
+    assert "premium share" in r.output
+    data = json.loads(settings.read_text())
+    assert data["routing"] == {"strategy": "balanced"}  # the rest of the file is kept
+    cal = data["learned"]["calibration"]
+    assert data["learned"]["enabled"] is True and data["learned"]["quality_target"] == 0.9
+    assert cal["quality"] >= 0.9 and 0 <= cal["premium_share"] <= 1 and cal["rows"] == 80
+    s = load(settings)
+    assert s.learned.calibration is not None and s.learned.calibration.high == cal["high"]
+
+
+def test_calibrate_rejects_bad_target(tmp_path):
+    rows = write_rows(tmp_path / "fixture.jsonl", 10)
+    r = CliRunner().invoke(cli, ["calibrate", str(rows), "--models", f"{WEAK},{STRONG}", "--target", "1.5",
+                                "--settings", str(tmp_path / "s.json")])
+    assert r.exit_code == 2 and "--target" in r.output
+    assert not (tmp_path / "s.json").exists()
+
+
+def test_calibration_meets_quality_target_at_least_cost():
+    rng = np.random.default_rng(0)
+    n = 400
+    hard = rng.random(n) < 0.3
+    q = np.stack([np.where(hard, 0.0, 1.0), np.ones(n)], axis=1)
+    c = np.tile([0.001, 0.01], (n, 1))
+    scores = np.where(hard, 0.8, 0.2) + rng.normal(0, 0.05, n)
+    cal = learned.calibrate(scores, q, c, target=0.95)
+    assert cal.quality >= 0.95
+    assert cal.premium_share < 0.35  # only (most of) the hard rows go to premium
+    capped = learned.calibrate(scores, q, c, cost_cap=0.2)
+    assert capped.cost_share <= 0.2
+
+
+def _router(**learned_kw) -> Router:
+    s = Settings.model_validate({"learned": {"enabled": True, **learned_kw}})
+    return Router(s, pm=load_plugins())
+
+
+def test_learned_analyzer_returns_valid_analysis():
+    router = _router()
+    d = router.route([{"role": "user", "content": "Write a Python function that merges two sorted lists."}])
+    a = d.analysis
+    assert a.source == "learned"
+    assert 0.0 <= a.score <= 1.0
+    assert a.task_type in TASK_TYPES and a.task_type == "code"
+    assert a.reasons[0] == "task: code" and any(r.startswith("learned: P(good)") for r in a.reasons)
+    assert {"need", "need_raw"} <= set(a.features)
+    off = Router(Settings(), pm=load_plugins()).route([{"role": "user", "content": "hello"}])
+    assert off.analysis.source == "heuristic"
+
+
+def test_few_shot_prompt_is_judged_on_its_real_question():
+    shot = "Which gas do plants take in?\nA) oxygen\nB) carbon dioxide\nAnswer:\nB\n\n"
+    focus, n = focus_text(shot * 3 + "What is 2 + 2?\nA) 3\nB) 4\nAnswer:")
+    assert n == 3 and focus.startswith("What is 2 + 2?")
+    assert focus_text("Just a question?") == ("Just a question?", 0)
+
+
+def test_bad_feedback_on_the_cheap_tier_shifts_routing_up():
+    router = _router()
+    msgs = [{"role": "user", "content": "Summarize this paragraph about the history of Rome in two sentences."}]
+    before = router.route(msgs)
+    assert before.tier != "premium"
+    for _ in range(200):
+        learned.record_outcome(router.settings, before.analysis.task_type, before.tier, good=False)
+    after = router.route(msgs)
+    assert after.analysis.score > before.analysis.score
+    assert after.tier == "premium"
+    assert any(r.startswith("adaptive:") for r in after.analysis.reasons)
+
+
+def test_adaptive_estimator_without_outcomes_changes_nothing_and_good_premium_feedback_raises_need():
+    est = AdaptiveEstimator({"chat": {"weak": 0.8, "strong": 0.9}}, strength=10)
+    assert est.adjust("chat", 0.7, 0.9) == (0.7, 0.9)
+    est.consume([{"task_type": "chat", "tier": "premium", "good": True, "source": "explicit"}] * 30)
+    pw, ps = est.adjust("chat", 0.7, 0.9)
+    assert pw == 0.7 and ps > 0.9
+    with pytest.raises(Exception, match="missing 'good'"):
+        est.update({"task_type": "chat", "tier": "chat"})
