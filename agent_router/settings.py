@@ -212,6 +212,9 @@ class TokenSettings(_Model):
 class Settings(_Model):
     """All of agent_router's settings."""
 
+    schema_ref: str | None = Field(
+        None, alias="$schema", description="Optional path or URL of settings.schema.json, for editors."
+    )
     models: dict[str, ModelConfig] = Field(
         default_factory=dict, description="Models by alias. Empty: the built-in offline catalog."
     )
@@ -307,6 +310,8 @@ def _problems(err: ValidationError) -> list[tuple[str, str]]:
         msg = e["msg"]
         if e["type"] == "extra_forbidden":
             msg = "unknown key (not a setting; check the spelling against settings.example.json)"
+        elif "api_key" in str(loc):
+            pass  # never echo what may be a secret
         elif "input" in e and e["type"] not in ("missing",) and not isinstance(e["input"], dict | list):
             msg = f"{msg} (got {e['input']!r})"
         out.append((_json_path(loc), msg))
