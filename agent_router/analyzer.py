@@ -149,7 +149,8 @@ def features(messages: list[dict[str, Any]]) -> tuple[dict[str, float], str, boo
     """Feature values (about 0..1), the request text and whether images are attached."""
     i = last_user_index(messages)
     request, shots = split_examples(text_of(messages[i]))
-    context = "\n".join(text_of(m) for m in messages[:i])
+    # Context size in words, estimated from characters: walking a long history must stay cheap.
+    context_words = sum(len(text_of(m)) for m in messages[:i]) // 6
     words = len(request.split())
     f = {
         "length": _sat(math.log1p(words), math.log1p(120)),
@@ -165,7 +166,7 @@ def features(messages: list[dict[str, Any]]) -> tuple[dict[str, float], str, boo
         "constraints": _sat(len(_CONSTRAINTS.findall(request)), 2),
         "conversation_depth": _sat(sum(1 for m in messages[:i] if m.get("role") == "user"), 4),
         "images": 1.0 if any(has_image(m) for m in messages) else 0.0,
-        "context_length": _sat(len(context.split()) + 60 * shots, 2000),
+        "context_length": _sat(context_words + 60 * shots, 2000),
         "questions": _sat(request.count("?"), 2),
         # Not weighted; used for the task type.
         "research": _sat(len(_RESEARCH.findall(request)), 1.5),
