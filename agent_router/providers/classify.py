@@ -16,7 +16,9 @@ _CONTEXT = re.compile(
     re.I,
 )
 _POLICY = re.compile(r"content[_ ]policy|content[_ ]filter|safety|responsible ai|flagged|moderation", re.I)
-_AUTH = re.compile(r"api[_ ]?key[_ ]?(not valid|invalid)|invalid[_ ](x-)?api[_ ]?key|incorrect api key|unauthori", re.I)
+_AUTH = re.compile(
+    r"api[_ ]?key[_ ]?(not valid|invalid)|invalid[_ ](x-)?api[_ ]?key|incorrect api key|unauthori", re.I
+)
 _QUOTA = re.compile(r"insufficient_quota|exceeded your current quota|billing", re.I)
 
 
@@ -118,7 +120,9 @@ def retry_after(headers: Any, body: bytes | str = b"", message: str = "") -> flo
     if waits:
         return max(waits)
     text = body.decode("utf-8", "replace") if isinstance(body, bytes) else body
-    m = re.search(r'"retryDelay"\s*:\s*"([\d.]+s)"', text) or re.search(r"retry in ([\d.]+m?s)", message, re.I)
+    m = re.search(r'"retryDelay"\s*:\s*"([\d.]+s)"', text) or re.search(
+        r"retry in ([\d.]+m?s)", message, re.I
+    )
     if m:
         return parse_duration(m.group(1))
     if _QUOTA.search(message):

@@ -10,8 +10,14 @@ from .state import StateStore
 
 
 class Health:
-    def __init__(self, state: StateStore, failure_threshold: int = 3, cooldown_s: float = 30.0,
-                 probe_ttl_s: float = 60.0, clock=time.time):
+    def __init__(
+        self,
+        state: StateStore,
+        failure_threshold: int = 3,
+        cooldown_s: float = 30.0,
+        probe_ttl_s: float = 60.0,
+        clock=time.time,
+    ):
         self.state = state
         self.threshold = failure_threshold
         self.cooldown_s = cooldown_s

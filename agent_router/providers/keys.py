@@ -28,8 +28,10 @@ def remember(value: str) -> None:
 
 
 # Key-like tokens we never print even when we did not read them ourselves (e.g. echoed by a server).
-_KEYLIKE = re.compile(r"\b(?:sk-[A-Za-z0-9_\-*]{8,}|sk-ant-[A-Za-z0-9_\-]{8,}|AIza[0-9A-Za-z_\-]{20,}|gsk_[A-Za-z0-9]{8,}|"
-                      r"xai-[A-Za-z0-9]{8,})")
+_KEYLIKE = re.compile(
+    r"\b(?:sk-[A-Za-z0-9_\-*]{8,}|sk-ant-[A-Za-z0-9_\-]{8,}|AIza[0-9A-Za-z_\-]{20,}|gsk_[A-Za-z0-9]{8,}|"
+    r"xai-[A-Za-z0-9]{8,})"
+)
 
 
 def redact(text: str) -> str:
@@ -58,8 +60,13 @@ class Secret:
 class KeyPool:
     """Round-robin over a model's keys; a key that failed authentication sits out for `set_aside_s`."""
 
-    def __init__(self, state: StateStore, env: Mapping[str, str] | None = None, set_aside_s: float = 3600.0,
-                 clock=time.time):
+    def __init__(
+        self,
+        state: StateStore,
+        env: Mapping[str, str] | None = None,
+        set_aside_s: float = 3600.0,
+        clock=time.time,
+    ):
         self.state = state
         self.env = env if env is not None else os.environ
         self.set_aside_s = set_aside_s

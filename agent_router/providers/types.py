@@ -25,8 +25,20 @@ COOLDOWN = "cooldown"
 # Kinds worth another try on the same model (after a wait), and kinds that move on to the next model.
 RETRYABLE = frozenset({TIMEOUT, CONNECT, SERVER, RATE_LIMIT, MALFORMED})
 FAILOVER = frozenset(
-    {TIMEOUT, CONNECT, SERVER, RATE_LIMIT, MALFORMED, CONTEXT_LENGTH, CONTENT_POLICY, AUTH, NOT_FOUND, NO_KEY,
-     COOLDOWN, STREAM_BROKEN}
+    {
+        TIMEOUT,
+        CONNECT,
+        SERVER,
+        RATE_LIMIT,
+        MALFORMED,
+        CONTEXT_LENGTH,
+        CONTENT_POLICY,
+        AUTH,
+        NOT_FOUND,
+        NO_KEY,
+        COOLDOWN,
+        STREAM_BROKEN,
+    }
 )
 # Kinds that say the model (not this request) is unwell; they count toward its cooldown.
 UNHEALTHY = frozenset({TIMEOUT, CONNECT, SERVER, RATE_LIMIT, MALFORMED, STREAM_BROKEN})
@@ -74,12 +86,16 @@ class ToolCall:
     arguments: str  # JSON text, as OpenAI gives it
 
     def to_openai(self) -> dict[str, Any]:
-        return {"id": self.id, "type": "function", "function": {"name": self.name, "arguments": self.arguments}}
+        return {
+            "id": self.id,
+            "type": "function",
+            "function": {"name": self.name, "arguments": self.arguments},
+        }
 
 
 @dataclass
 class Usage:
-    """Token counts, OpenAI convention: input includes cached and cache-write tokens; output includes reasoning."""
+    """Token counts, OpenAI convention: input includes cached and cache-write tokens, output reasoning."""
 
     input_tokens: int = 0
     output_tokens: int = 0

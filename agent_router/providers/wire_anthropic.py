@@ -10,8 +10,14 @@ from . import types as t
 DEFAULT_BASE_URL = "https://api.anthropic.com/v1"
 API_VERSION = "2023-06-01"
 JSON_INSTRUCTION = "Respond with a single JSON object and nothing else."
-_FINISH = {"end_turn": "stop", "stop_sequence": "stop", "max_tokens": "length", "tool_use": "tool_calls",
-           "refusal": "content_filter", "pause_turn": "other"}
+_FINISH = {
+    "end_turn": "stop",
+    "stop_sequence": "stop",
+    "max_tokens": "length",
+    "tool_use": "tool_calls",
+    "refusal": "content_filter",
+    "pause_turn": "other",
+}
 
 
 def path(model: str, stream: bool) -> str:
@@ -54,7 +60,9 @@ def _blocks(content: Any) -> list[dict[str, Any]]:
 def _text(content: Any) -> str:
     if isinstance(content, str):
         return content
-    return "\n".join(p.get("text", "") for p in content or [] if isinstance(p, dict) and p.get("type") == "text")
+    return "\n".join(
+        p.get("text", "") for p in content or [] if isinstance(p, dict) and p.get("type") == "text"
+    )
 
 
 def convert(messages: list[dict[str, Any]]) -> tuple[str, list[dict[str, Any]]]:
@@ -87,8 +95,16 @@ def convert(messages: list[dict[str, Any]]) -> tuple[str, list[dict[str, Any]]]:
                 blocks.append({"type": "tool_use", "id": tc.get("id"), "name": fn.get("name"), "input": args})
             push("assistant", blocks)
         elif role in ("tool", "function"):
-            push("user", [{"type": "tool_result", "tool_use_id": m.get("tool_call_id") or m.get("name"),
-                           "content": _text(m.get("content"))}])
+            push(
+                "user",
+                [
+                    {
+                        "type": "tool_result",
+                        "tool_use_id": m.get("tool_call_id") or m.get("name"),
+                        "content": _text(m.get("content")),
+                    }
+                ],
+            )
     return "\n\n".join(s for s in system if s), out
 
 
@@ -117,8 +133,11 @@ def build(req: t.Request, model: str, provider: str, stream: bool, stream_usage:
         body["temperature"] = req.temperature
     if req.tools:
         body["tools"] = [
-            {"name": f["function"]["name"], "description": f["function"].get("description", ""),
-             "input_schema": f["function"].get("parameters") or {"type": "object", "properties": {}}}
+            {
+                "name": f["function"]["name"],
+                "description": f["function"].get("description", ""),
+                "input_schema": f["function"].get("parameters") or {"type": "object", "properties": {}},
+            }
             for f in req.tools
         ]
         choice = _tool_choice(req.tool_choice)
@@ -136,9 +155,12 @@ def _usage(u: dict[str, Any]) -> t.Usage:
     read = int(u.get("cache_read_input_tokens") or 0)
     write = int(u.get("cache_creation_input_tokens") or 0)
     # Anthropic's input_tokens excludes cache reads and writes; we count them in, as OpenAI does.
-    return t.Usage(input_tokens=int(u.get("input_tokens") or 0) + read + write,
-                   output_tokens=int(u.get("output_tokens") or 0), cached_input_tokens=read,
-                   cache_write_tokens=write)
+    return t.Usage(
+        input_tokens=int(u.get("input_tokens") or 0) + read + write,
+        output_tokens=int(u.get("output_tokens") or 0),
+        cached_input_tokens=read,
+        cache_write_tokens=write,
+    )
 
 
 def parse(data: Any, model: str) -> t.Completion:
@@ -149,11 +171,18 @@ def parse(data: Any, model: str) -> t.Completion:
         if b.get("type") == "text":
             text.append(b.get("text", ""))
         elif b.get("type") == "tool_use":
-            calls.append(t.ToolCall(id=b.get("id", ""), name=b.get("name", ""), arguments=json.dumps(b.get("input") or {})))
+            calls.append(
+                t.ToolCall(
+                    id=b.get("id", ""), name=b.get("name", ""), arguments=json.dumps(b.get("input") or {})
+                )
+            )
     return t.Completion(
-        text="".join(text), tool_calls=calls, finish_reason=_FINISH.get(data.get("stop_reason") or "", "other"),
+        text="".join(text),
+        tool_calls=calls,
+        finish_reason=_FINISH.get(data.get("stop_reason") or "", "other"),
         usage=_usage(data["usage"]) if data.get("usage") else t.Usage(source="estimated"),
-        model=data.get("model") or model, raw=data,
+        model=data.get("model") or model,
+        raw=data,
     )
 
 
@@ -171,8 +200,9 @@ class StreamParser:
         try:
             ev = json.loads(data)
         except ValueError:
-            raise t.StreamBroken(f"undecodable stream event {data[:80]!r}", model=self.model,
-                                 partial="".join(self.text)) from None
+            raise t.StreamBroken(
+                f"undecodable stream event {data[:80]!r}", model=self.model, partial="".join(self.text)
+            ) from None
         kind = ev.get("type") or event
         if kind == "message_start":
             msg = ev.get("message") or {}
@@ -181,7 +211,11 @@ class StreamParser:
         elif kind == "content_block_start":
             b = ev.get("content_block") or {}
             if b.get("type") == "tool_use":
-                self.blocks[ev.get("index", 0)] = {"id": b.get("id", ""), "name": b.get("name", ""), "args": ""}
+                self.blocks[ev.get("index", 0)] = {
+                    "id": b.get("id", ""),
+                    "name": b.get("name", ""),
+                    "args": "",
+                }
         elif kind == "content_block_delta":
             d = ev.get("delta") or {}
             if d.get("type") == "text_delta":
@@ -198,15 +232,26 @@ class StreamParser:
             self.done = True
         elif kind == "error":
             err = ev.get("error") or {}
-            raise t.StreamBroken(f"server error mid-stream: {err.get('type')}: {err.get('message')}",
-                                 model=self.model, partial="".join(self.text))
+            raise t.StreamBroken(
+                f"server error mid-stream: {err.get('type')}: {err.get('message')}",
+                model=self.model,
+                partial="".join(self.text),
+            )
         return []
 
     def finish(self) -> t.Completion:
         if not self.done:
-            raise t.StreamBroken("stream ended before message_stop", model=self.model, partial="".join(self.text))
-        calls = [t.ToolCall(id=b["id"], name=b["name"], arguments=b["args"] or "{}")
-                 for _, b in sorted(self.blocks.items())]
-        return t.Completion(text="".join(self.text), tool_calls=calls, finish_reason=self.finish_reason or "other",
-                            usage=_usage(self.usage) if self.usage else t.Usage(source="estimated"),
-                            model=self.resolved)
+            raise t.StreamBroken(
+                "stream ended before message_stop", model=self.model, partial="".join(self.text)
+            )
+        calls = [
+            t.ToolCall(id=b["id"], name=b["name"], arguments=b["args"] or "{}")
+            for _, b in sorted(self.blocks.items())
+        ]
+        return t.Completion(
+            text="".join(self.text),
+            tool_calls=calls,
+            finish_reason=self.finish_reason or "other",
+            usage=_usage(self.usage) if self.usage else t.Usage(source="estimated"),
+            model=self.resolved,
+        )

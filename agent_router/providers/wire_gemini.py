@@ -8,9 +8,18 @@ from typing import Any
 from . import types as t
 
 DEFAULT_BASE_URL = "https://generativelanguage.googleapis.com/v1beta"
-_FINISH = {"STOP": "stop", "MAX_TOKENS": "length", "SAFETY": "content_filter", "RECITATION": "content_filter",
-           "BLOCKLIST": "content_filter", "PROHIBITED_CONTENT": "content_filter", "SPII": "content_filter",
-           "IMAGE_SAFETY": "content_filter", "MALFORMED_FUNCTION_CALL": "other", "OTHER": "other"}
+_FINISH = {
+    "STOP": "stop",
+    "MAX_TOKENS": "length",
+    "SAFETY": "content_filter",
+    "RECITATION": "content_filter",
+    "BLOCKLIST": "content_filter",
+    "PROHIBITED_CONTENT": "content_filter",
+    "SPII": "content_filter",
+    "IMAGE_SAFETY": "content_filter",
+    "MALFORMED_FUNCTION_CALL": "other",
+    "OTHER": "other",
+}
 
 
 def path(model: str, stream: bool) -> str:
@@ -48,7 +57,9 @@ def _parts(content: Any) -> list[dict[str, Any]]:
 def _text(content: Any) -> str:
     if isinstance(content, str):
         return content
-    return "\n".join(p.get("text", "") for p in content or [] if isinstance(p, dict) and p.get("type") == "text")
+    return "\n".join(
+        p.get("text", "") for p in content or [] if isinstance(p, dict) and p.get("type") == "text"
+    )
 
 
 def convert(messages: list[dict[str, Any]]) -> tuple[str, list[dict[str, Any]]]:
@@ -89,8 +100,17 @@ def convert(messages: list[dict[str, Any]]) -> tuple[str, list[dict[str, Any]]]:
             except ValueError:
                 result = None
             name = names.get(m.get("tool_call_id") or "", m.get("name") or "")
-            push("user", [{"functionResponse": {
-                "name": name, "response": result if isinstance(result, dict) else {"content": text}}}])
+            push(
+                "user",
+                [
+                    {
+                        "functionResponse": {
+                            "name": name,
+                            "response": result if isinstance(result, dict) else {"content": text},
+                        }
+                    }
+                ],
+            )
     return "\n\n".join(s for s in system if s), contents
 
 
@@ -111,15 +131,28 @@ def build(req: t.Request, model: str, provider: str, stream: bool, stream_usage:
     if gen:
         body["generationConfig"] = gen
     if req.tools:
-        body["tools"] = [{"functionDeclarations": [
-            {k: v for k, v in (("name", f["function"]["name"]), ("description", f["function"].get("description")),
-                               ("parameters", f["function"].get("parameters"))) if v}
-            for f in req.tools]}]
+        body["tools"] = [
+            {
+                "functionDeclarations": [
+                    {
+                        k: v
+                        for k, v in (
+                            ("name", f["function"]["name"]),
+                            ("description", f["function"].get("description")),
+                            ("parameters", f["function"].get("parameters")),
+                        )
+                        if v
+                    }
+                    for f in req.tools
+                ]
+            }
+        ]
         tc = req.tool_choice
         mode = {"auto": "AUTO", "required": "ANY", "none": "NONE"}.get(tc) if isinstance(tc, str) else None
         if isinstance(tc, dict) and tc.get("type") == "function":
-            body["toolConfig"] = {"functionCallingConfig": {"mode": "ANY",
-                                                            "allowedFunctionNames": [tc["function"]["name"]]}}
+            body["toolConfig"] = {
+                "functionCallingConfig": {"mode": "ANY", "allowedFunctionNames": [tc["function"]["name"]]}
+            }
         elif mode:
             body["toolConfig"] = {"functionCallingConfig": {"mode": mode}}
     body.update(req.extra)
@@ -172,8 +205,13 @@ class _Acc:
                     out.append(t.Delta(text=p["text"]))
                 elif "functionCall" in p:
                     fc = p["functionCall"]
-                    self.calls.append(t.ToolCall(id=fc.get("id") or f"call_{len(self.calls)}",
-                                                 name=fc.get("name", ""), arguments=json.dumps(fc.get("args") or {})))
+                    self.calls.append(
+                        t.ToolCall(
+                            id=fc.get("id") or f"call_{len(self.calls)}",
+                            name=fc.get("name", ""),
+                            arguments=json.dumps(fc.get("args") or {}),
+                        )
+                    )
             if c.get("finishReason"):
                 self.finish = _FINISH.get(c["finishReason"], "other")
         return out
@@ -182,8 +220,14 @@ class _Acc:
         finish = self.finish or "other"
         if self.calls and finish == "stop":
             finish = "tool_calls"
-        return t.Completion(text="".join(self.text), tool_calls=self.calls, finish_reason=finish,
-                            usage=self.usage or t.Usage(source="estimated"), model=self.resolved, raw=raw)
+        return t.Completion(
+            text="".join(self.text),
+            tool_calls=self.calls,
+            finish_reason=finish,
+            usage=self.usage or t.Usage(source="estimated"),
+            model=self.resolved,
+            raw=raw,
+        )
 
 
 def parse(data: Any, model: str) -> t.Completion:
@@ -207,15 +251,20 @@ class StreamParser:
         try:
             chunk = json.loads(data)
         except ValueError:
-            raise t.StreamBroken(f"undecodable stream chunk {data[:80]!r}", model=self.model,
-                                 partial="".join(self.acc.text)) from None
+            raise t.StreamBroken(
+                f"undecodable stream chunk {data[:80]!r}", model=self.model, partial="".join(self.acc.text)
+            ) from None
         if isinstance(chunk, dict) and chunk.get("error"):
-            raise t.StreamBroken(f"server error mid-stream: {str(chunk['error'])[:300]}", model=self.model,
-                                 partial="".join(self.acc.text))
+            raise t.StreamBroken(
+                f"server error mid-stream: {str(chunk['error'])[:300]}",
+                model=self.model,
+                partial="".join(self.acc.text),
+            )
         return self.acc.add(chunk)
 
     def finish(self) -> t.Completion:
         if self.acc.finish is None:
-            raise t.StreamBroken("stream ended without a finishReason", model=self.model,
-                                 partial="".join(self.acc.text))
+            raise t.StreamBroken(
+                "stream ended without a finishReason", model=self.model, partial="".join(self.acc.text)
+            )
         return self.acc.completion()

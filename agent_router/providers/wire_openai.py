@@ -27,8 +27,15 @@ DEFAULT_BASE_URLS = {
 # Local servers that need no key.
 KEYLESS = frozenset({"ollama", "lmstudio", "vllm", "openai_compatible"})
 
-_FINISH = {"stop": "stop", "length": "length", "tool_calls": "tool_calls", "function_call": "tool_calls",
-           "content_filter": "content_filter", "eos": "stop", "end_turn": "stop"}
+_FINISH = {
+    "stop": "stop",
+    "length": "length",
+    "tool_calls": "tool_calls",
+    "function_call": "tool_calls",
+    "content_filter": "content_filter",
+    "eos": "stop",
+    "end_turn": "stop",
+}
 
 
 def path(model: str, stream: bool) -> str:
@@ -92,8 +99,11 @@ def parse(data: Any, model: str) -> t.Completion:
         raise t.ProviderError(t.MALFORMED, "response has no choices", model=model)
     msg = choices[0].get("message") or {}
     calls = [
-        t.ToolCall(id=c.get("id") or f"call_{i}", name=(c.get("function") or {}).get("name", ""),
-                   arguments=(c.get("function") or {}).get("arguments") or "{}")
+        t.ToolCall(
+            id=c.get("id") or f"call_{i}",
+            name=(c.get("function") or {}).get("name", ""),
+            arguments=(c.get("function") or {}).get("arguments") or "{}",
+        )
         for i, c in enumerate(msg.get("tool_calls") or [])
     ]
     finish = _FINISH.get(choices[0].get("finish_reason") or "", "other")
@@ -101,8 +111,12 @@ def parse(data: Any, model: str) -> t.Completion:
         finish = "tool_calls"
     usage = _usage(data.get("usage"))
     return t.Completion(
-        text=_text(msg.get("content")), tool_calls=calls, finish_reason=finish,
-        usage=usage or t.Usage(source="estimated"), model=data.get("model") or model, raw=data,
+        text=_text(msg.get("content")),
+        tool_calls=calls,
+        finish_reason=finish,
+        usage=usage or t.Usage(source="estimated"),
+        model=data.get("model") or model,
+        raw=data,
     )
 
 
@@ -125,11 +139,15 @@ class StreamParser:
         try:
             chunk = json.loads(data)
         except ValueError:
-            raise t.StreamBroken(f"undecodable stream chunk {data[:80]!r}", model=self.model,
-                                 partial="".join(self.text)) from None
+            raise t.StreamBroken(
+                f"undecodable stream chunk {data[:80]!r}", model=self.model, partial="".join(self.text)
+            ) from None
         if chunk.get("error"):
-            raise t.StreamBroken(f"server error mid-stream: {str(chunk['error'])[:300]}", model=self.model,
-                                 partial="".join(self.text))
+            raise t.StreamBroken(
+                f"server error mid-stream: {str(chunk['error'])[:300]}",
+                model=self.model,
+                partial="".join(self.text),
+            )
         self.resolved = chunk.get("model") or self.resolved
         if chunk.get("usage"):
             self.usage = _usage(chunk["usage"])
@@ -141,7 +159,9 @@ class StreamParser:
                 self.text.append(piece)
                 out.append(t.Delta(text=piece))
             for tc in delta.get("tool_calls") or []:
-                slot = self.calls.setdefault(int(tc.get("index", len(self.calls))), {"id": "", "name": "", "args": ""})
+                slot = self.calls.setdefault(
+                    int(tc.get("index", len(self.calls))), {"id": "", "name": "", "args": ""}
+                )
                 slot["id"] = tc.get("id") or slot["id"]
                 fn = tc.get("function") or {}
                 slot["name"] += fn.get("name") or ""
@@ -153,10 +173,17 @@ class StreamParser:
     def finish(self) -> t.Completion:
         if not self.done:
             raise t.StreamBroken("stream ended before [DONE]", model=self.model, partial="".join(self.text))
-        calls = [t.ToolCall(id=c["id"] or f"call_{i}", name=c["name"], arguments=c["args"] or "{}")
-                 for i, c in sorted(self.calls.items())]
+        calls = [
+            t.ToolCall(id=c["id"] or f"call_{i}", name=c["name"], arguments=c["args"] or "{}")
+            for i, c in sorted(self.calls.items())
+        ]
         finish = self.finish_reason or "other"
         if calls and finish == "stop":
             finish = "tool_calls"
-        return t.Completion(text="".join(self.text), tool_calls=calls, finish_reason=finish,
-                            usage=self.usage or t.Usage(source="estimated"), model=self.resolved)
+        return t.Completion(
+            text="".join(self.text),
+            tool_calls=calls,
+            finish_reason=finish,
+            usage=self.usage or t.Usage(source="estimated"),
+            model=self.resolved,
+        )
