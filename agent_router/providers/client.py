@@ -302,6 +302,7 @@ class ProviderClient:
                         keys.remove(key)
                         continue
                     if e.kind == t.RATE_LIMIT:
+                        self.limiter.add(alias, rpm=-1)  # refused requests do not use the server's quota
                         self.limiter.learn(alias, getattr(e, "announced", {}), m.config.rate_limits)
                         if key is not None and e.retry_after:
                             self.state.set(
