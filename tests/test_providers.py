@@ -690,3 +690,85 @@ def test_error_kinds_classification_table():
     assert retry_after({"x-ratelimit-remaining-requests": "0", "x-ratelimit-reset-requests": "1.5s"}) == 1.5
     assert retry_after({}, b'{"error": {"details": [{"retryDelay": "7s"}]}}') == 7.0
     assert retry_after({}, b"", "insufficient_quota: You exceeded your current quota") == float("inf")
+
+
+# --- CLI ------------------------------------------------------------------------------------------------
+def write_settings(tmp_path, llm: FakeLLM, **extra: Any) -> str:
+    models = {
+        "u": model(llm.url, "openai", "cli-util", price={"input": 1.0, "output": 2.0}),
+        "c": model(llm.url, "anthropic", "cli-chat", api_key_env="CLI_UNSET_KEY"),
+        "p": model(llm.url, "gemini", "cli-prem", price={"input": 3.0, "output": 6.0}),
+    }
+    data = {
+        "models": models,
+        "tiers": {"utility": ["u"], "chat": ["c"], "premium": ["p"]},
+        "providers": FAST,
+        **extra,
+    }
+    path = tmp_path / "settings.json"
+    path.write_text(json.dumps(data))
+    return str(path)
+
+
+def run_cli(args: list[str]):
+    from click.testing import CliRunner
+
+    from agent_router.cli import cli
+
+    return CliRunner().invoke(cli, args)
+
+
+def test_cli_health_reports_no_key_and_failures(llm, tmp_path, monkeypatch):
+    monkeypatch.setenv("TEST_KEY", GOOD)
+    monkeypatch.delenv("CLI_UNSET_KEY", raising=False)
+    path = write_settings(tmp_path, llm)
+    llm.fault("cli-prem", "500")
+    r = run_cli(["health", "--settings", path, "--json"])
+    assert r.exit_code == 1
+    out = json.loads(r.stdout)
+    status = {m["model"]: m["status"] for m in out["models"]}
+    assert status == {"u": "ok", "c": "no key", "p": "server"}
+    assert out["tiers_without_healthy_model"] == ["chat", "premium"]
+    assert llm.count("cli-chat") == 0  # no key: not pinged
+    assert GOOD not in r.output
+
+
+def test_cli_health_all_healthy_exits_zero(llm, tmp_path, monkeypatch):
+    monkeypatch.setenv("TEST_KEY", GOOD)
+    monkeypatch.setenv("CLI_UNSET_KEY", SECOND)
+    r = run_cli(["health", "--settings", write_settings(tmp_path, llm)])
+    assert r.exit_code == 0, r.output
+    assert r.output.count(" ok ") == 3 and " ms" in r.output
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_cli_ask_prints_answer_decision_and_cost(llm, tmp_path, monkeypatch, stream):
+    monkeypatch.setenv("TEST_KEY", GOOD)
+    path = write_settings(tmp_path, llm)
+    r = run_cli(["ask", "hi", "--settings", path, "--tier", "utility"] + (["--stream"] if stream else []))
+    assert r.exit_code == 0, r.output
+    lines = r.stdout.splitlines()
+    assert lines[0] == "Hello from cli-util"
+    assert "decision: utility: u" in r.stdout
+    # 21 input tokens (5 cached) at $1/M and 7 output at $2/M -> $0.000035
+    assert "cost $0.000035 (settings)" in r.stdout
+    assert llm.requests[-1]["stream"] is stream
+
+
+def test_cli_ask_fails_over_and_says_so(llm, tmp_path, monkeypatch):
+    monkeypatch.setenv("TEST_KEY", GOOD)
+    path = write_settings(tmp_path, llm, routing={"fallbacks": {"u": ["p"]}})
+    llm.fault("cli-util", "500", "500")
+    r = run_cli(["ask", "hi", "--settings", path, "--model", "u", "--json"])
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.stdout)
+    assert out["model"] == "p" and out["answer"] == "Hello from cli-prem"
+    assert [a["error_kind"] for a in out["attempts"]] == ["server", "server", None]
+    assert out["cost_usd"] == pytest.approx((16 * 3 + 5 * 3 + 7 * 6) / 1e6)
+
+
+def test_cli_ask_all_failed_is_one_line_error(llm, tmp_path, monkeypatch):
+    monkeypatch.setenv("TEST_KEY", BAD_KEY)
+    r = run_cli(["ask", "hi", "--settings", write_settings(tmp_path, llm), "--model", "u"])
+    assert r.exit_code == 2
+    assert r.output.startswith("error: ") and "auth" in r.output and BAD_KEY not in r.output
