@@ -3,6 +3,7 @@ generateContent and OpenAI audio-transcription wire formats, with faults injecte
 
 `server.fault("model-name", "500", "ok")` queues behaviours for the next requests naming that model:
 ok, 429[:retry_after], 500, 503, timeout, delay:<s>, reset, malformed, cut, cut_clean, context, policy,
+filtered,
 nostreamopts. Requests are logged in `server.requests` (path, headers, parsed body).
 """
 
@@ -208,6 +209,32 @@ class _Handler(BaseHTTPRequestHandler):
             return self._reset()
         if name == "malformed":
             return self._send(200, b'{"id": "x", "choices": [ {not json')
+        if name == "filtered":  # a 200 whose answer the provider withheld
+            return self._send(
+                200,
+                {
+                    "openai": {
+                        "model": model,
+                        "choices": [
+                            {
+                                "index": 0,
+                                "message": {"role": "assistant", "content": None},
+                                "finish_reason": "content_filter",
+                            }
+                        ],
+                    },
+                    "anthropic": {
+                        "model": model,
+                        "content": [],
+                        "stop_reason": "refusal",
+                        "usage": {"input_tokens": 3, "output_tokens": 0},
+                    },
+                    "gemini": {
+                        "candidates": [{"finishReason": "SAFETY"}],
+                        "usageMetadata": {"promptTokenCount": 3},
+                    },
+                }[fmt],
+            )
         problem = self._check(fmt, body)
         if problem:
             return self._error(fmt, 400, "invalid_request_error", problem)

@@ -404,6 +404,34 @@ def test_content_policy_fails_over(llm, fmt):
     assert records[0]["error_kind"] == "content_policy" and llm.count("strict") == 1
 
 
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_withheld_answer_is_a_content_policy_error_and_fails_over(llm, fmt):
+    s = settings_for(
+        {"a": model(llm.url, fmt, "shy"), "b": model(llm.url, "openai", "frank")}, fallbacks={"a": ["b"]}
+    )
+    c, records = client_for(s)
+    llm.fault("shy", "filtered")
+    assert c.complete("a", USER).alias == "b"
+    assert records[0]["error_kind"] == "content_policy"
+
+
+def test_half_open_probe_answered_with_request_error_closes_the_breaker(llm):
+    s = settings_for(
+        {"a": model(llm.url, "openai", "wobbly"), "b": model(llm.url, "openai", "calm")},
+        fallbacks={"a": ["b"]},
+        max_retries=0,
+        failure_threshold=1,
+        cooldown_s=0.2,
+    )
+    c, _ = client_for(s)
+    llm.fault("wobbly", "500", "policy")
+    assert c.complete("a", USER).alias == "b"  # trips the breaker
+    time.sleep(0.25)
+    assert c.complete("a", USER).alias == "b"  # the probe reaches the model, which refuses this request
+    assert c.complete("a", USER).alias == "a"  # the model answered, so it is healthy again
+    assert llm.count("wobbly") == 3
+
+
 def test_bad_request_does_not_fail_over(llm):
     s = settings_for(
         {"a": model(llm.url, "anthropic", "picky"), "b": model(llm.url, "openai", "other")},
@@ -690,6 +718,12 @@ def test_error_kinds_classification_table():
     assert retry_after({"x-ratelimit-remaining-requests": "0", "x-ratelimit-reset-requests": "1.5s"}) == 1.5
     assert retry_after({}, b'{"error": {"details": [{"retryDelay": "7s"}]}}') == 7.0
     assert retry_after({}, b"", "insufficient_quota: You exceeded your current quota") == float("inf")
+    from agent_router.providers.classify import learned_limits
+
+    h = {"x-ratelimit-limit-requests": "14400", "x-ratelimit-limit-tokens": "6000"}
+    assert learned_limits(h, "openai") == {"rpm": 14400, "input_tpm": 6000}
+    assert learned_limits(h, "groq") == {"input_tpm": 6000}  # Groq's request limit is per day
+    assert learned_limits({"anthropic-ratelimit-output-tokens-limit": "8000"}) == {"output_tpm": 8000}
 
 
 # --- CLI ------------------------------------------------------------------------------------------------
