@@ -504,7 +504,7 @@ def test_cooldown_then_half_open_probe(llm):
         fallbacks={"a": ["b"]},
         max_retries=0,
         failure_threshold=2,
-        cooldown_s=0.3,
+        cooldown_s=1.0,
     )
     c, _ = client_for(s)
     llm.fault("flaky", "500", "500", "500")
@@ -512,11 +512,11 @@ def test_cooldown_then_half_open_probe(llm):
     assert c.complete("a", USER).alias == "b"  # second failure opens the breaker
     assert c.complete("a", USER).alias == "b"
     assert llm.count("flaky") == 2  # skipped while cooling down
-    time.sleep(0.35)
+    time.sleep(1.05)
     assert c.complete("a", USER).alias == "b"  # the probe fails (third 500): cools again
     assert llm.count("flaky") == 3
     assert c.complete("a", USER).alias == "b" and llm.count("flaky") == 3
-    time.sleep(0.35)
+    time.sleep(1.05)
     assert c.complete("a", USER).alias == "a"  # probe succeeds: closed again
     assert c.complete("a", USER).alias == "a"
 

@@ -156,7 +156,7 @@ class ProviderClient:
         req = t.Request(messages=[{"role": "user", "content": "ping"}], max_tokens=1)
         t0 = time.perf_counter()
         try:
-            self._send(m, keys[0], req, deadline=time.monotonic() + timeout_s, kind="health")
+            self._send(m, keys[0], req, deadline=time.monotonic() + timeout_s)
         except t.ProviderError as e:
             ms = (time.perf_counter() - t0) * 1000
             # A model that answers "max_tokens too small" or similar is up and reachable.
@@ -285,7 +285,7 @@ class ProviderClient:
                             else:
                                 yield d
                     else:
-                        c = self._send(m, key, req, deadline, kind)
+                        c = self._send(m, key, req, deadline)
                 except t.ProviderError as e:
                     err = e
                     if emitted and not isinstance(e, t.StreamBroken):
@@ -432,9 +432,7 @@ class ProviderClient:
             if wait:
                 self.state.set(f"block:{m.alias}:{key.env}", time.time() + wait, ttl_s=min(wait, 86400))
 
-    def _send(
-        self, m: ModelInfo, key: Secret | None, req: t.Request, deadline: float | None, kind: str = "chat"
-    ) -> t.Completion:
+    def _send(self, m: ModelInfo, key: Secret | None, req: t.Request, deadline: float | None) -> t.Completion:
         url, headers, body = self._prepare(m, key, req, stream=False)
         self.limiter.add(m.alias, rpm=1)
         try:
