@@ -3,7 +3,7 @@ generateContent and OpenAI audio-transcription wire formats, with faults injecte
 
 `server.fault("model-name", "500", "ok")` queues behaviours for the next requests naming that model:
 ok, 429[:retry_after], 500, 503, timeout, delay:<s>, reset, malformed, cut, cut_clean, context, policy,
-filtered,
+filtered, nostream.
 nostreamopts. Requests are logged in `server.requests` (path, headers, parsed body).
 """
 
@@ -241,6 +241,8 @@ class _Handler(BaseHTTPRequestHandler):
         if fmt == "stt":
             return self._send(200, {"text": f"transcribed by {model}", "duration": 30.0})
         reply = self._reply(body, fmt, model)
+        if stream and name == "nostream":  # a server that ignores `stream` and answers in one piece
+            return self._send(200, getattr(self, f"_full_{fmt}")(model, reply))
         if stream:
             return getattr(self, f"_stream_{fmt}")(
                 model, reply, body, cut=name in ("cut", "cut_clean"), chunked=name != "cut_clean"

@@ -151,6 +151,15 @@ def test_stream_options_rejected_is_retried_without(llm):
 
 
 @pytest.mark.parametrize("fmt", FORMATS)
+def test_stream_request_answered_in_one_piece(llm, fmt):
+    c, records = one(llm, fmt)
+    llm.fault(f"{fmt}-model", "nostream")
+    deltas = list(c.stream("m", USER))
+    assert [d.text for d in deltas[:-1]] == [f"Hello from {fmt}-model"]
+    assert deltas[-1].completion.usage.input_tokens == USAGE["input"] and records[-1]["outcome"] == "ok"
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
 @pytest.mark.parametrize("stream", [False, True])
 def test_tool_call_round_trip(llm, fmt, stream):
     c, _ = one(llm, fmt)
@@ -693,6 +702,30 @@ def test_transcription_skips_cooling_provider_and_reports_all_failures(llm):
     with pytest.raises(AllModelsFailed) as ei:
         pool.transcribe(b"x" * 200_000, filename="huge.wav")
     assert "exceeds its 0.1 MB limit" in str(ei.value)
+
+
+def test_transcription_wrong_key_is_set_aside(llm):
+    s = Settings.model_validate(
+        {
+            "providers": {
+                **FAST,
+                "transcription": [
+                    {
+                        "name": "only",
+                        "base_url": llm.url + "/v1",
+                        "api_key_env": ["K_BAD", "K_OK"],
+                        "model": "w",
+                    }
+                ],
+            }
+        }
+    )
+    records: list[dict] = []
+    pool = TranscriptionPool(s, env={"K_BAD": BAD_KEY, "K_OK": GOOD}, on_attempt=records.append)
+    assert pool.transcribe(b"abc", filename="a.ogg").text == "transcribed by w"
+    assert pool.transcribe(b"abc", filename="a.ogg").text == "transcribed by w"
+    assert [r["error_kind"] for r in records].count("auth") == 1
+    assert BAD_KEY not in json.dumps(records)
 
 
 def test_transcription_key_must_name_an_env_var():

@@ -480,12 +480,28 @@ class ProviderClient:
                         yield from self._send_stream(m, key, req, deadline)
                         return
                     raise err
-                for sse in EventSource(resp).iter_sse():
-                    for d in parser.feed(sse.event, sse.data):
-                        if first_at is None:
-                            first_at = time.perf_counter()
-                        yield d
-                c = parser.finish()
+                if "text/event-stream" not in resp.headers.get("content-type", ""):
+                    # Some servers ignore `stream` and answer in one piece: take it as a one-delta stream.
+                    raw = resp.read()
+                    try:
+                        data = json.loads(raw)
+                    except ValueError:
+                        raise t.ProviderError(
+                            t.MALFORMED,
+                            f"stream response is neither SSE nor JSON: {raw[:60]!r}",
+                            model=m.alias,
+                        ) from None
+                    c = wire_for(m.provider).parse(data, m.name)
+                    first_at = time.perf_counter()
+                    if c.text:
+                        yield t.Delta(text=c.text)
+                else:
+                    for sse in EventSource(resp).iter_sse():
+                        for d in parser.feed(sse.event, sse.data):
+                            if first_at is None:
+                                first_at = time.perf_counter()
+                            yield d
+                    c = parser.finish()
                 self._after_ok(m, key, resp)
         except httpx.HTTPError as e:
             err = self._transport_error(m, e)
