@@ -839,3 +839,33 @@ def test_cli_ask_all_failed_is_one_line_error(llm, tmp_path, monkeypatch):
     r = run_cli(["ask", "hi", "--settings", write_settings(tmp_path, llm), "--model", "u"])
     assert r.exit_code == 2
     assert r.output.startswith("error: ") and "auth" in r.output and BAD_KEY not in r.output
+
+
+# --- asyncio --------------------------------------------------------------------------------------------
+def test_async_client_runs_calls_concurrently_and_streams(llm):
+    import asyncio
+
+    from agent_router.providers import AsyncProviderClient
+
+    s = settings_for({"m": model(llm.url, "anthropic", "async-model")}, timeout_s=2.0)
+    records: list[dict] = []
+
+    async def main():
+        async with AsyncProviderClient(settings=s, env={"TEST_KEY": GOOD}, on_attempt=records.append) as ac:
+            llm.fault("async-model", *["delay:0.4"] * 5)
+            t0 = time.monotonic()
+            outs = await asyncio.gather(*(ac.complete("m", USER) for _ in range(5)))
+            elapsed = time.monotonic() - t0
+            assert all(o.text == "Hello from async-model" for o in outs)
+            assert elapsed < 1.5  # five 0.4 s calls overlapped: the event loop was never blocked
+            text = "".join([d.text async for d in ac.stream("m", USER)])
+            assert text == "Hello from async-model"
+            llm.fault("async-model", "cut")
+            got = []
+            with pytest.raises(StreamBroken):
+                async for d in ac.stream("m", USER):
+                    got.append(d.text)
+            assert got == ["Hello"]
+
+    asyncio.run(main())
+    assert [r["outcome"] for r in records].count("ok") == 6 and records[-1]["outcome"] == "stream_broken"
