@@ -612,16 +612,32 @@ def test_api_keys_never_appear_in_logs_errors_or_records(llm, caplog):
                 c.complete("a", USER)
             except ProviderError as e:
                 texts += [str(e), repr(e), json.dumps(e.attempts)]
-        try:
-            c.complete("b", USER)
-        except ProviderError as e:
-            texts += [str(e), repr(e), json.dumps(e.attempts)]
+        for call in (c.complete, lambda *a, c=c: list(c.stream(*a))):
+            with pytest.raises(ProviderError) as ei:
+                call("b", USER)  # only the bad key: the server's refusal echoes it back
+            texts += [str(ei.value), repr(ei.value), json.dumps(ei.value.attempts)]
         texts += [json.dumps(records), repr(c.keys.rotation("g", ["BAD_KEY", "OK_KEY"]))]
-    texts.append(caplog.text)
+    stt = Settings.model_validate(
+        {
+            "providers": {
+                **FAST,
+                "transcription": [
+                    {"name": "s", "base_url": llm.url + "/v1", "api_key_env": "BAD_KEY", "model": "w"}
+                ],
+            }
+        }
+    )
+    stt_records: list[dict] = []
+    with pytest.raises(ProviderError) as ei:
+        TranscriptionPool(stt, env={"BAD_KEY": BAD_KEY}, on_attempt=stt_records.append).transcribe(b"abc")
+    texts += [str(ei.value), repr(ei.value), json.dumps(stt_records), caplog.text]
     blob = "\n".join(texts)
+    # The refusals (which quoted the key) are all there, with the key replaced.
+    assert blob.count("auth") >= 9 and "Incorrect API key provided: [redacted]" in blob
     assert (
-        "auth" in blob and "Incorrect API key" in blob or "invalid x-api-key" in blob
-    )  # the errors are there
+        "invalid x-api-key [redacted]" in blob
+        and "API key not valid. Please pass a valid API key. [redacted]" in blob
+    )
     assert BAD_KEY not in blob and GOOD not in blob
 
 
