@@ -544,6 +544,16 @@ def test_configured_rpm_limit_fails_over_instead_of_a_429(llm):
     assert llm.count("rpm2") == 2
 
 
+def test_exhausted_quota_header_on_success_makes_the_next_call_wait(llm):
+    c, records = one(llm, "openai")
+    llm.fault("openai-model", "exhausted")
+    c.complete("m", USER)
+    t0 = time.monotonic()
+    c.complete("m", USER)
+    assert time.monotonic() - t0 >= 0.25  # waited for the reset instead of provoking a 429
+    assert [r["outcome"] for r in records] == ["ok", "ok"]
+
+
 def test_input_tpm_limit_counts_tokens(llm):
     s = settings_for(
         {
