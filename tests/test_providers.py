@@ -519,6 +519,7 @@ def test_cooldown_then_half_open_probe(llm):
     llm.fault("flaky", "500", "500", "500")
     assert c.complete("a", USER).alias == "b"
     assert c.complete("a", USER).alias == "b"  # second failure opens the breaker
+    assert c.cooling_down() == ["a"]
     assert c.complete("a", USER).alias == "b"
     assert llm.count("flaky") == 2  # skipped while cooling down
     time.sleep(1.05)
