@@ -827,6 +827,30 @@ def test_cli_health_reports_no_key_and_failures(llm, tmp_path, monkeypatch):
     assert GOOD not in r.output
 
 
+def test_cli_health_reports_bad_config_per_model(llm, tmp_path, monkeypatch):
+    monkeypatch.setenv("TEST_KEY", GOOD)
+    path = write_settings(tmp_path, llm)
+    data = json.loads(open(path).read())
+    data["models"]["c"] = {"provider": "openai_compatible", "name": "somewhere"}  # no base_url
+    open(path, "w").write(json.dumps(data))
+    r = run_cli(["health", "--settings", path, "--json"])
+    assert r.exit_code == 1
+    bad = {m["model"]: m for m in json.loads(r.stdout)["models"]}["c"]
+    assert bad["status"] == "bad config" and "models.c.base_url" in bad["error"]
+
+
+def test_settings_errors_name_the_providers_path(tmp_path):
+    from agent_router.errors import SettingsError
+    from agent_router.settings import load
+
+    p = tmp_path / "s.json"
+    p.write_text(json.dumps({"providers": {"timeout_s": -1, "transcription": [{"name": "x"}]}}))
+    with pytest.raises(SettingsError) as ei:
+        load(p)
+    msg = str(ei.value)
+    assert "$.providers.timeout_s" in msg and "$.providers.transcription[0].base_url" in msg
+
+
 def test_cli_health_all_healthy_exits_zero(llm, tmp_path, monkeypatch):
     monkeypatch.setenv("TEST_KEY", GOOD)
     monkeypatch.setenv("CLI_UNSET_KEY", SECOND)

@@ -172,6 +172,8 @@ class ProviderClient:
                 "latency_ms": round(ms, 1),
                 "error": None if up else str(e),
             }
+        except AgentRouterError as e:  # e.g. no base_url for a generic endpoint
+            return {"model": alias, "status": "bad config", "latency_ms": None, "error": str(e)}
         return {
             "model": alias,
             "status": "ok",
