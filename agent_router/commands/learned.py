@@ -50,9 +50,22 @@ def learned_probs(rows: list[dict[str, Any]], models: list[str], model: QualityM
     if seen.any():
         idx = np.flatnonzero(seen)
         sub = [rows[i] for i in idx]
-        p = cross_val_probs(featurize(sub), labels(sub, models), folds, _options(model))
+        p = _cv_probs(sub, models, folds, _options(model))
         out[idx] = p[:, [0, -1]]
     return out
+
+
+_cv_cache: dict[tuple, np.ndarray] = {}
+
+
+def _cv_probs(rows: list[dict[str, Any]], models: list[str], folds: int, opts: TrainOptions) -> np.ndarray:
+    """Out-of-fold probabilities, remembered for the process: `learned` and `learned_cv` on the weights' own
+    training file compute the same folds, so one `eval` run trains them once."""
+    key = (tuple(str(r.get("id")) for r in rows), tuple(models), folds, tuple(sorted(vars(opts).items())))
+    if key not in _cv_cache:
+        _cv_cache.clear()
+        _cv_cache[key] = cross_val_probs(featurize(rows), labels(rows, models), folds, opts)
+    return _cv_cache[key]
 
 
 def learned_scores(rows: list[dict[str, Any]], models: list[str], model: QualityModel,
@@ -70,8 +83,7 @@ def _learned_cv(settings_path: str | None) -> evaluate.Scorer:
     model = load_model(get_settings(settings_path).learned.weights)
 
     def score(rows: list[dict[str, Any]], models: list[str]) -> list[float]:
-        p = cross_val_probs(featurize(rows), labels(rows, models), FOLDS, _options(model))
-        return [float(v) for v in need_scores(p)]
+        return [float(v) for v in need_scores(_cv_probs(rows, models, FOLDS, _options(model)))]
 
     return score
 
