@@ -21,6 +21,7 @@ from ledger_fixtures import (
     settings,
 )
 
+from agent_router import hookspecs
 from agent_router.ledger import Ledger, LedgerError
 from agent_router.ledger import migrations as mig
 from agent_router.router import Router
@@ -310,3 +311,23 @@ def test_feedback_and_outcomes(tmp_path):
         led.add_feedback(42, True)
     with pytest.raises(LedgerError, match="source must be"):
         led.add_feedback(a, True, "telepathy")
+
+
+def test_from_settings_default_path_and_ledger_path(tmp_path, monkeypatch):
+    monkeypatch.setenv("AGENT_ROUTER_HOME", str(tmp_path / "home"))
+    led = Ledger.from_settings(settings(), pm=plugin_manager())
+    assert led.path == tmp_path / "home" / "ledger.db" and led.path.exists()
+    s = settings()
+    s.ledger.path = str(tmp_path / "elsewhere" / "costs.db")
+    assert Ledger.from_settings(s, pm=plugin_manager()).path == tmp_path / "elsewhere" / "costs.db"
+
+
+def test_hook_failure_loses_nothing(tmp_path, caplog):
+    class Broken:
+        @hookspecs.hookimpl
+        def on_usage(self, record):
+            raise RuntimeError("exporter down")
+
+    led = ledger(tmp_path / "l.db", pm=plugin_manager(Broken()))
+    assert led.record("gpt-4.1-nano", Usage(input=1, output=1)) == 1
+    assert led.store.count() == 1 and "on_usage failed" in caplog.text

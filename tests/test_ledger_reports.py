@@ -222,3 +222,14 @@ def test_html_report_renders_in_headless_chromium(db, tmp_path):
     ).stdout
     assert len(re.findall(r'<svg class="chart"', dom)) == 4
     assert len(re.findall(r"<rect ", dom)) > 20 and "<polyline" in dom
+
+
+def test_cli_ledger_budget(tmp_path):
+    cfg = tmp_path / "settings.json"
+    cfg.write_text(json.dumps({"budgets": {"daily_usd": 2.0}, "ledger": {"path": str(tmp_path / "l.db")}}))
+    led = ledger(tmp_path / "l.db")
+    led.record("gpt-4.1", Usage(input=1, output=1), cost_usd=0.5)
+    r = CliRunner().invoke(cli, ["ledger", "budget", "--settings", str(cfg)])
+    assert r.exit_code == 0 and "$1.5000 left" in r.output
+    r = CliRunner().invoke(cli, ["ledger", "path", "--settings", str(cfg)])
+    assert r.output.strip() == str(tmp_path / "l.db")

@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import re
+import sqlite3
 import uuid
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
@@ -304,8 +305,12 @@ class Ledger:
 
         try:
             ids, alerts = self.store.write(tx)
-        except LedgerBusy as e:
-            spool.append(self.spool_path, rows)
+        except (LedgerBusy, sqlite3.OperationalError) as e:  # locked through all retries, disk full, I/O
+            try:
+                spool.append(self.spool_path, rows)
+            except OSError as se:
+                raise LedgerError(f"{self.path}: write failed ({e}) and the spool {self.spool_path} too "
+                                  f"({se.strerror})") from None
             log.error(
                 "ledger: %s; %d row(s) kept in %s and replayed on next open", e, len(rows), self.spool_path
             )
