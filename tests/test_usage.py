@@ -140,3 +140,18 @@ def test_bad_payloads_name_the_field(payload, match):
 def test_usage_rejects_cached_outside_input():
     with pytest.raises(UsageError, match="input must include cached"):
         Usage(input=10, cached_input=20)
+
+
+def test_deepseek_cache_hits_count_as_cached():
+    u = normalize(
+        {
+            "usage": {
+                "prompt_tokens": 900,
+                "prompt_cache_hit_tokens": 600,
+                "prompt_cache_miss_tokens": 300,
+                "completion_tokens": 50,
+            }
+        },
+        "deepseek",
+    )
+    assert (u.input, u.cached_input, u.output) == (900, 600, 50)
