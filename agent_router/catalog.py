@@ -59,7 +59,7 @@ class ModelPrice:
     def cost(self, input_tokens: int, output_tokens: int, cached_input_tokens: int = 0,
              cache_write_tokens: int = 0) -> float:
         """USD at list price. `input_tokens` INCLUDES cached reads and cache writes (the convention of
-        agent_router.usage.Usage and OpenAI); Anthropic-style counts are summed first (usage.from_anthropic)."""
+        agent_router.usage.Usage and of OpenAI); Anthropic-style counts are summed first (from_anthropic)."""
         p = self
         for start, tier in self.tiers:
             if input_tokens > start:
