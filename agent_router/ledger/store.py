@@ -191,10 +191,19 @@ class SQLiteStore:
         if cur.rowcount != len(rows):
             raise LedgerError(f"{self.path}: {len(rows) - cur.rowcount} row(s) of a batch had duplicate uids")
         last = int(self.conn.execute("SELECT last_insert_rowid()").fetchone()[0])
+        days: dict[str, float] = {}
+        convs: dict[str, float] = {}
+        for r in rows:  # sum per day and conversation first: one key string per group, not per row
+            c = r["cost_usd"] or 0.0
+            d = r["time"][:10]
+            days[d] = days.get(d, 0.0) + c
+            if r["conversation_id"] is not None:
+                convs[r["conversation_id"]] = convs.get(r["conversation_id"], 0.0) + c
         sums: dict[str, float] = {}
-        for r in rows:
-            for k, v in spend_keys(r):
-                sums[k] = sums.get(k, 0.0) + v
+        for d, c in days.items():
+            sums[f"day:{d}"] = c
+            sums[f"month:{d[:7]}"] = sums.get(f"month:{d[:7]}", 0.0) + c
+        sums.update({f"conversation:{k}": c for k, c in convs.items()})
         self._add_spend(list(sums.items()))
         return list(range(last - len(rows) + 1, last + 1))
 
