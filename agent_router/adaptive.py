@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import math
 import threading
-from collections.abc import Iterable, Mapping
+import zlib
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -131,3 +132,61 @@ class AdaptiveEstimator:
                 out.setdefault(tt, {})[g] = {"prior": round(p.prior_mean, 4), "mean": round(p.mean, 4),
                                              "n": round(p.n, 2)}
         return out
+
+
+# -- implicit signals ------------------------------------------------------------------------------------
+Feedback = Callable[[int, bool, str, str], Any]  # (call_id, good, source, signal), e.g. Ledger.add_feedback
+
+
+class SignalTracker:
+    """Turns what an agent does next into implicit verdicts on its previous call, per conversation.
+
+    A host adapter calls `on_call` after recording each call, `on_switch_model` when the agent escalates with the
+    switch_model tool, `on_tool_error` when a tool run on the answer fails. A retry (the same request sent again
+    in the same conversation) marks the earlier call bad. Each verdict goes to `feedback` (e.g.
+    `Ledger.add_feedback`) with source "implicit"; each call gets at most one.
+    """
+
+    def __init__(self, feedback: Feedback, max_conversations: int = 10_000):
+        self.feedback = feedback
+        self._last: dict[str, tuple[int, int]] = {}  # conversation -> (call_id, request fingerprint)
+        self._flagged: set[int] = set()
+        self._max = max_conversations
+        self._lock = threading.Lock()
+
+    def _flag(self, call_id: int, signal: str) -> int | None:
+        with self._lock:
+            if call_id in self._flagged:
+                return None
+            self._flagged.add(call_id)
+        self.feedback(call_id, False, "implicit", signal)
+        return call_id
+
+    def on_call(self, conversation_id: str, messages: list[dict[str, Any]], call_id: int) -> int | None:
+        """Remember this call; if it repeats the previous request of the conversation, flag that one (retry)."""
+        fp = _fingerprint(messages)
+        with self._lock:
+            prev = self._last.get(conversation_id)
+            if len(self._last) >= self._max and conversation_id not in self._last:
+                self._last.pop(next(iter(self._last)))
+            self._last[conversation_id] = (call_id, fp)
+        if prev is not None and prev[1] == fp and prev[0] != call_id:
+            return self._flag(prev[0], "retry")
+        return None
+
+    def on_switch_model(self, conversation_id: str) -> int | None:
+        """The agent asked for a stronger model: the last answer in this conversation was not good enough."""
+        prev = self._last.get(conversation_id)
+        return self._flag(prev[0], "switch_model") if prev else None
+
+    def on_tool_error(self, conversation_id: str) -> int | None:
+        """A tool run on the last answer failed."""
+        prev = self._last.get(conversation_id)
+        return self._flag(prev[0], "tool_error") if prev else None
+
+
+def _fingerprint(messages: list[dict[str, Any]]) -> int:
+    from .messages import last_user_index, text_of
+
+    text = " ".join(text_of(messages[last_user_index(messages)]).split()).lower()
+    return zlib.crc32(text.encode("utf-8"))

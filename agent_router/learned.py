@@ -9,7 +9,10 @@ quality") or a cost cap, and reports the expected premium share, quality and cos
 
 from __future__ import annotations
 
+import logging
+import sqlite3
 import threading
+import time
 from collections.abc import Sequence
 from functools import lru_cache
 from typing import Any
@@ -18,10 +21,12 @@ import numpy as np
 
 from .adaptive import AdaptiveEstimator
 from .analyzer import Analysis
-from .errors import InputError
+from .errors import AgentRouterError, InputError
 from .learned_features import DENSE_KEYS, extract
 from .learned_model import QualityModel, need_score
 from .settings import LearnedCalibration, LearnedSettings, Settings
+
+log = logging.getLogger("agent_router.learned")
 
 _LABELS = {
     "length": "long request", "reasoning": "asks for reasoning", "multistep": "multi-step", "code_presence":
@@ -55,8 +60,9 @@ class LearnedRouter:
     """Scores requests with the learned quality model, the calibration and (optionally) adaptive outcomes."""
 
     def __init__(self, settings: LearnedSettings | None = None, model: QualityModel | None = None,
-                 estimator: AdaptiveEstimator | None = None):
+                 estimator: AdaptiveEstimator | None = None, feed: LedgerFeed | None = None):
         self.settings = settings or LearnedSettings()
+        self.feed = feed
         self.model = model or load_model(self.settings.weights)
         self.calibration = self.settings.calibration or default_calibration(self.model)
         priors = self.model.meta.get("task_priors") or {}
@@ -65,6 +71,8 @@ class LearnedRouter:
 
     def predict(self, messages: list[dict[str, Any]]) -> tuple[Any, dict[str, float], float, float]:
         """Features, head probabilities, raw need before and after adaptive outcomes."""
+        if self.settings.adaptive and self.feed is not None:
+            self.feed.sync(self.estimator)
         f = extract(messages)
         probs = self.model.predict(f)
         p_w, p_s = probs[self.model.heads[0]], probs[self.model.heads[-1]]
@@ -185,7 +193,7 @@ def for_settings(settings: Settings) -> LearnedRouter | None:
     with _routers_lock:
         r = _routers.get(key)
         if r is None:
-            r = LearnedRouter(ls, estimator=_shared_estimator(ls))
+            r = LearnedRouter(ls, estimator=_shared_estimator(ls), feed=_shared_feed(settings))
             _routers[key] = r
         return r
 
@@ -206,6 +214,75 @@ def _shared_estimator(ls: LearnedSettings) -> AdaptiveEstimator:
     return est
 
 
+SYNC_EVERY_S = 30.0
+
+
+class LedgerFeed:
+    """Reads new outcomes (feedback joined with calls) from the ledger into an estimator, at most every
+    `every_s` seconds, and never creates a ledger that does not exist. A broken ledger is logged, not raised:
+    routing goes on with what was learned so far."""
+
+    def __init__(self, settings: Settings, every_s: float = SYNC_EVERY_S):
+        from .ledger import default_path
+
+        self.settings = settings
+        self.path = default_path(settings)
+        self.every_s = every_s
+        self.last_time: str | None = None
+        self._seen: set[tuple[Any, ...]] = set()
+        self._next = 0.0
+        self._lock = threading.Lock()
+
+    def sync(self, estimator: AdaptiveEstimator, force: bool = False) -> int:
+        """Feed outcomes recorded since the last sync; returns how many."""
+        now = time.monotonic()
+        with self._lock:
+            if not force and now < self._next:
+                return 0
+            self._next = now + self.every_s
+            if not self.path.exists():
+                return 0
+            from .ledger import Ledger
+
+            n = 0
+            try:
+                with Ledger(self.path, self.settings) as led:
+                    for o in led.outcomes(since=self.last_time):
+                        key = (o.get("call_id"), o.get("time"), o.get("signal"), o.get("good"))
+                        if key in self._seen:  # `since` is inclusive: the boundary row comes again
+                            continue
+                        self._seen.add(key)
+                        estimator.update(o)
+                        n += 1
+                        t = o.get("time")
+                        if t and (self.last_time is None or t > self.last_time):
+                            self.last_time = t
+            except (AgentRouterError, sqlite3.Error, OSError) as e:
+                log.warning("learned routing: cannot read outcomes from %s: %s", self.path, e)
+            return n
+
+
+_feeds: dict[str, LedgerFeed] = {}
+
+
+def _shared_feed(settings: Settings) -> LedgerFeed:
+    from .ledger import default_path
+
+    key = str(default_path(settings))
+    feed = _feeds.get(key)
+    if feed is None:
+        feed = _feeds[key] = LedgerFeed(settings)
+    return feed
+
+
+def sync_ledger(settings: Settings) -> int:
+    """Read new ledger outcomes into the learned router of `settings` now; returns how many were read."""
+    r = for_settings(settings)
+    if r is None or r.feed is None or not settings.learned.adaptive:
+        return 0
+    return r.feed.sync(r.estimator, force=True)
+
+
 def record_outcome(settings: Settings, task_type: str, tier: str, good: bool, source: str = "explicit") -> None:
     """Python API: feed one outcome straight to the learned router's adaptive estimator for `settings`."""
     _shared_estimator(settings.learned).update({"task_type": task_type, "tier": tier, "good": good,
@@ -217,4 +294,5 @@ def reset() -> None:
     with _routers_lock:
         _routers.clear()
         _estimators.clear()
+        _feeds.clear()
     load_model.cache_clear()

@@ -172,3 +172,41 @@ def test_adaptive_estimator_without_outcomes_changes_nothing_and_good_premium_fe
     assert pw == 0.7 and ps > 0.9
     with pytest.raises(Exception, match="missing 'good'"):
         est.update({"task_type": "chat", "tier": "chat"})
+
+
+def test_ledger_feedback_reaches_the_router(tmp_path):
+    from agent_router.ledger import Ledger
+
+    db = tmp_path / "ledger.db"
+    settings_file = tmp_path / "settings.json"
+    settings_file.write_text(json.dumps({"ledger": {"path": str(db)}, "learned": {"enabled": True}}))
+    settings = load(settings_file)
+    router = Router(settings, pm=load_plugins())
+    msgs = [{"role": "user", "content": "Summarize this paragraph about the history of Rome in two sentences."}]
+    before = router.route(msgs)
+    assert before.tier != "premium"
+    with Ledger(db, settings) as led:
+        ids = [led.record(decision=before) for _ in range(120)]
+        for cid in ids[1:]:
+            led.add_feedback(cid, False, "explicit", "test")
+    # One verdict through the CLI, as a user would give it.
+    r = CliRunner().invoke(cli, ["feedback", str(ids[0]), "bad", "--settings", str(settings_file)])
+    assert r.exit_code == 0, r.output
+    assert learned.sync_ledger(settings) == 120
+    assert learned.sync_ledger(settings) == 0  # nothing new: each outcome counts once
+    after = router.route(msgs)
+    assert after.tier == "premium" and after.analysis.score > before.analysis.score
+
+
+def test_signal_tracker_turns_retries_and_escalations_into_implicit_verdicts():
+    from agent_router.adaptive import SignalTracker
+
+    got = []
+    t = SignalTracker(lambda cid, good, source, signal: got.append((cid, good, source, signal)))
+    ask = [{"role": "user", "content": "Fix the failing test in parser.py"}]
+    assert t.on_call("c1", ask, 1) is None
+    assert t.on_call("c1", [{"role": "user", "content": "fix the failing test in  parser.py"}], 2) == 1
+    assert t.on_switch_model("c1") == 2
+    assert t.on_tool_error("c1") is None  # call 2 already has a verdict
+    assert t.on_switch_model("other") is None
+    assert got == [(1, False, "implicit", "retry"), (2, False, "implicit", "switch_model")]

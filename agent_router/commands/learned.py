@@ -25,7 +25,7 @@ from ..hookspecs import hookimpl
 from ..learned import calibrate, load_model
 from ..learned_model import QualityModel
 from ..learned_train import TrainOptions, cross_val_probs, featurize, labels, need_scores, predict_matrix
-from ..settings import default_home, parse, resolve_path
+from ..settings import Settings, default_home, parse, resolve_path
 from . import evaluate
 from ._common import get_settings, iter_rows, settings_option
 
@@ -139,17 +139,19 @@ def write_learned(path: Path, updates: dict[str, Any]) -> dict[str, Any]:
 def calibrate_cmd(rows: str, models: str | None, target: float | None, cost_cap: float | None, tiers: str | None,
                   enable: bool, dry_run: bool, settings_path: str | None) -> None:
     """Derive the learned router's thresholds from ROWS (per-model outcomes) and write them into settings."""
-    settings = get_settings(settings_path)
+    if target is not None and not 0 < target <= 1:
+        raise InputError(f"--target: must be in (0, 1], got {target}")
+    if cost_cap is not None and not 0 < cost_cap <= 1:
+        raise InputError(f"--cost-cap: must be in (0, 1], got {cost_cap}")
+    path = _settings_file(settings_path)
+    # A settings file named but not there yet is created with the calibration (defaults otherwise).
+    settings = get_settings(str(path)) if path.exists() else Settings()
     ls = settings.learned
     model = load_model(ls.weights)
     model_list = [m.strip() for m in models.split(",") if m.strip()] if models else list(model.meta.get("models") or [])
     tier_list = [t.strip() for t in tiers.split(",")] if tiers else []
     if tier_list and len(tier_list) != len(model_list):
         raise InputError(f"--tiers: give one tier per model ({len(model_list)}), got {len(tier_list)}")
-    if target is not None and not 0 < target <= 1:
-        raise InputError(f"--target: must be in (0, 1], got {target}")
-    if cost_cap is not None and not 0 < cost_cap <= 1:
-        raise InputError(f"--cost-cap: must be in (0, 1], got {cost_cap}")
     tgt = target if target is not None else ls.quality_target
     cap = cost_cap if cost_cap is not None else (ls.cost_cap if target is None else None)
     kept, qual, cost = prepare(list(iter_rows(rows)), model_list, rows)
@@ -171,6 +173,5 @@ def calibrate_cmd(rows: str, models: str | None, target: float | None, cost_cap:
         updates["quality_target"] = tgt
     if enable:
         updates["enabled"] = True
-    path = _settings_file(settings_path)
     write_learned(path, updates)
     click.echo(f"  written to {path} (learned.calibration{', learned.enabled' if enable else ''})")
