@@ -2,10 +2,13 @@
 
 Each (task type, tier group) keeps a Beta posterior of "the answer was good". The tier group is `weak` for
 every tier below premium and `strong` for premium, matching the learned model's cheapest and strongest heads.
-Its prior is centred on what the learned model expected for that task type (from the weights' metadata) with
-`strength` pseudo-outcomes, so with no outcomes nothing changes; as outcomes arrive, the logit gap between
-posterior and prior mean is added to that head's prediction. Bad outcomes for the cheap tier on a task type
-raise the need for premium on that task type; bad outcomes for premium lower it.
+The posterior is compared with what the learned model expected for the same calls: the router reports each
+prediction it acts on (`expect`), so the comparison is made on the calls actually routed to that side (the easy
+ones go to the cheap tier, and their success says little about the hard ones). Before any prediction is
+reported (e.g. outcomes read from an old ledger) the expectation is the weights' per-task-type prior. The prior
+weighs `strength` pseudo-outcomes, so with no outcomes nothing changes; as outcomes arrive, the logit gap
+between posterior and expectation is added to that head's prediction. Bad outcomes for the cheap tier on a task
+type raise the need for premium on that task type; bad outcomes for premium lower it.
 
 Outcomes are dicts as `Ledger.outcomes()` yields them: {call_id, task_type, model, tier, good, source, signal}.
 Implicit signals (an escalation with switch_model, a retry of the same request, a tool error after the
@@ -26,6 +29,7 @@ from .errors import InputError
 PREMIUM_TIERS = frozenset({"premium", "strong"})
 SOURCE_WEIGHT = {"explicit": 1.0, "implicit": 0.5}
 DEFAULT_PRIOR = {"weak": 0.75, "strong": 0.85}
+MIN_PREDICTIONS = 5
 
 
 def _logit(p: float) -> float:
@@ -35,10 +39,19 @@ def _logit(p: float) -> float:
 
 @dataclass
 class Posterior:
-    prior_mean: float
+    base: float  # the weights' prior for this task type and group
     strength: float
     good: float = 0.0
     bad: float = 0.0
+    expected: float = 0.0  # sum of the predictions the router acted on
+    predictions: int = 0
+
+    @property
+    def prior_mean(self) -> float:
+        """What the model expected of the calls routed here (the weights' prior until enough are seen)."""
+        if self.predictions >= MIN_PREDICTIONS:
+            return min(0.999, max(0.001, self.expected / self.predictions))
+        return self.base
 
     @property
     def mean(self) -> float:
@@ -81,6 +94,13 @@ class AdaptiveEstimator:
             p = Posterior(self._prior(task_type, group), self.strength)
             self._post[key] = p
         return p
+
+    def expect(self, task_type: str, group: str, p: float) -> None:
+        """The router acted on prediction `p` (P(good) of the `group` head) for a call of this task type."""
+        with self._lock:
+            post = self.posterior(task_type, group)
+            post.expected += p
+            post.predictions += 1
 
     def update(self, outcome: Mapping[str, Any]) -> None:
         """Add one outcome {task_type, tier, good[, source]}; an InputError names a missing or bad field."""
@@ -129,8 +149,8 @@ class AdaptiveEstimator:
         out: dict[str, dict[str, dict[str, float]]] = {}
         with self._lock:
             for (tt, g), p in sorted(self._post.items()):
-                out.setdefault(tt, {})[g] = {"prior": round(p.prior_mean, 4), "mean": round(p.mean, 4),
-                                             "n": round(p.n, 2)}
+                out.setdefault(tt, {})[g] = {"expected": round(p.prior_mean, 4), "mean": round(p.mean, 4),
+                                             "outcomes": round(p.n, 2), "predictions": p.predictions}
         return out
 
 

@@ -77,9 +77,14 @@ class LearnedRouter:
         probs = self.model.predict(f)
         p_w, p_s = probs[self.model.heads[0]], probs[self.model.heads[-1]]
         raw = need_score(p_w, p_s)
-        if self.settings.adaptive and self.estimator.seen:
-            p_w, p_s = self.estimator.adjust(f.task_type, p_w, p_s)
-        return f, probs, raw, need_score(p_w, p_s)
+        if not self.settings.adaptive:
+            return f, probs, raw, raw
+        aw, as_ = self.estimator.adjust(f.task_type, p_w, p_s)
+        need = need_score(aw, as_)
+        # Tell the estimator which prediction this call is routed on, to judge its outcome against.
+        strong = need >= self.calibration.high
+        self.estimator.expect(f.task_type, "strong" if strong else "weak", p_s if strong else p_w)
+        return f, probs, raw, need
 
     def analyze(self, messages: list[dict[str, Any]], low: float = 0.3, high: float = 0.7) -> Analysis:
         f, probs, raw, need = self.predict(messages)

@@ -79,6 +79,7 @@ def main(argv: list[str] | None = None) -> int:
         adaptive_need[i] = need_score(pw, ps)
         pick["static"][i] = int(static_need[i] >= cal.high)
         pick["adaptive"][i] = chosen = int(adaptive_need[i] >= cal.high)
+        est.expect(types[i], "strong" if chosen else "weak", float(probs[i, chosen]))
         pick["oracle"][i] = int(q[i, 1] > q[i, 0])
         # Reveal the chosen model's quality, as feedback on that call would.
         est.update({"task_type": types[i], "tier": "premium" if chosen else "chat", "good": float(q[i, chosen]),
