@@ -153,7 +153,7 @@ def test_few_shot_prompt_is_judged_on_its_real_question():
 
 def test_bad_feedback_on_the_cheap_tier_shifts_routing_up():
     router = _router()
-    msgs = [{"role": "user", "content": "Summarize this paragraph about the history of Rome in two sentences."}]
+    msgs = [{"role": "user", "content": "hi, thanks!"}]
     before = router.route(msgs)
     assert before.tier != "premium"
     for _ in range(200):
@@ -182,7 +182,7 @@ def test_ledger_feedback_reaches_the_router(tmp_path):
     settings_file.write_text(json.dumps({"ledger": {"path": str(db)}, "learned": {"enabled": True}}))
     settings = load(settings_file)
     router = Router(settings, pm=load_plugins())
-    msgs = [{"role": "user", "content": "Summarize this paragraph about the history of Rome in two sentences."}]
+    msgs = [{"role": "user", "content": "hi, thanks!"}]
     before = router.route(msgs)
     assert before.tier != "premium"
     with Ledger(db, settings) as led:
