@@ -23,8 +23,11 @@ from .adaptive import AdaptiveEstimator
 from .analyzer import Analysis
 from .errors import AgentRouterError, InputError
 from .learned_features import DENSE_KEYS, extract
-from .learned_model import QualityModel, need_score
+from .learned_model import QualityModel, objective_score
 from .settings import LearnedCalibration, LearnedSettings, Settings
+
+__all__ = ["LearnedRouter", "LearnedSettings", "calibrate", "for_settings", "record_outcome", "reset",
+           "sync_ledger"]
 
 log = logging.getLogger("agent_router.learned")
 
@@ -64,7 +67,8 @@ class LearnedRouter:
         self.settings = settings or LearnedSettings()
         self.feed = feed
         self.model = model or load_model(self.settings.weights)
-        self.calibration = self.settings.calibration or default_calibration(self.model)
+        self.objective = self.settings.objective if self.model.cost_dense is not None else "quality"
+        self.calibration = self.settings.calibration or default_calibration(self.model, self.objective)
         priors = self.model.meta.get("task_priors") or {}
         self.estimator = estimator or AdaptiveEstimator(priors, self.settings.adaptive_prior_strength)
         self._lock = threading.Lock()
@@ -76,11 +80,12 @@ class LearnedRouter:
         f = extract(messages)
         probs = self.model.predict(f)
         p_w, p_s = probs[self.model.heads[0]], probs[self.model.heads[-1]]
-        raw = need_score(p_w, p_s)
+        lc = self.model.log_cost(f) if self.objective == "cost" else None
+        raw = objective_score(p_w, p_s, lc)
         if not self.settings.adaptive:
             return f, probs, raw, raw
         aw, as_ = self.estimator.adjust(f.task_type, p_w, p_s)
-        need = need_score(aw, as_)
+        need = objective_score(aw, as_, lc)
         # Tell the estimator which prediction this call is routed on, to judge its outcome against.
         strong = need >= self.calibration.high
         self.estimator.expect(f.task_type, "strong" if strong else "weak", p_s if strong else p_w)
@@ -93,7 +98,8 @@ class LearnedRouter:
         heads = self.model.heads
         reasons = [f"task: {f.task_type}",
                    f"learned: P(good) {heads[0]} {probs[heads[0]]:.2f}, {heads[-1]} {probs[heads[-1]]:.2f}"
-                   f" -> need {need:.2f} (cut points {cal.low:.3f}/{cal.high:.3f})"]
+                   f" -> {'gain per $' if self.objective == 'cost' else 'need'} {need:.2f}"
+                   f" (cut points {cal.low:.3f}/{cal.high:.3f})"]
         if need != raw:
             reasons.append(f"adaptive: outcomes for {f.task_type} moved need {raw:.2f} -> {need:.2f}")
         gain_w = self.model.w_dense[-1] - self.model.w_dense[0]
@@ -109,9 +115,10 @@ class LearnedRouter:
                         needs_vision=f.analyzer.get("images", 0.0) > 0, source="learned")
 
 
-def default_calibration(model: QualityModel) -> LearnedCalibration:
-    """The calibration stored with the weights (out-of-fold on their training rows), else an even split."""
-    cal = model.meta.get("calibration")
+def default_calibration(model: QualityModel, objective: str = "quality") -> LearnedCalibration:
+    """The calibration stored with the weights for `objective` (out-of-fold on their training rows), else an
+    even split."""
+    cal = model.meta.get("calibration_cost" if objective == "cost" else "calibration")
     if cal:
         return LearnedCalibration.model_validate(cal)
     return LearnedCalibration(low=0.0, high=0.5)

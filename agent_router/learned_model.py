@@ -38,6 +38,8 @@ class QualityModel:
     meta: dict[str, Any] = field(default_factory=dict)
     # CRC32 of the ids of the rows trained on, so evaluation can tell seen rows from unseen ones.
     train_ids: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.uint32))
+    # Ridge weights over the dense features predicting log(cost) of the strongest model, when trained with costs.
+    cost_dense: np.ndarray | None = None
 
     # -- inference -----------------------------------------------------------------------------------------
     def logits(self, f: RequestFeatures) -> np.ndarray:
@@ -57,8 +59,19 @@ class QualityModel:
         """Need for the strongest model, 0..1: half of one plus the predicted gain over the cheapest."""
         return need_score(probs[self.heads[0]], probs[self.heads[-1]])
 
-    def score_messages(self, messages: list[dict[str, Any]]) -> float:
-        return self.need(self.predict(extract(messages)))
+    def log_cost(self, f: RequestFeatures) -> float | None:
+        """Predicted log(cost) of the strongest model for this request, relative to the training rows' mean."""
+        if self.cost_dense is None:
+            return None
+        return float(self.cost_dense @ np.asarray(f.dense, dtype=np.float32)) - float(self.meta.get("cost_ref", 0.0))
+
+    def score(self, f: RequestFeatures, objective: str = "quality") -> float:
+        probs = self.predict(f)
+        p_w, p_s = probs[self.heads[0]], probs[self.heads[-1]]
+        return objective_score(p_w, p_s, self.log_cost(f) if objective == "cost" else None)
+
+    def score_messages(self, messages: list[dict[str, Any]], objective: str = "quality") -> float:
+        return self.score(extract(messages), objective)
 
     # -- persistence ---------------------------------------------------------------------------------------
     def save(self, path: str | Path) -> None:
@@ -71,6 +84,7 @@ class QualityModel:
                 w_hash=self.w_hash.astype(np.float16),
                 meta=np.frombuffer(json.dumps(meta, sort_keys=True).encode("utf-8"), dtype=np.uint8),
                 train_ids=np.unique(self.train_ids.astype(np.uint32)),
+                **({"cost_dense": self.cost_dense.astype(np.float32)} if self.cost_dense is not None else {}),
             )
 
     def seen(self, row_id: str) -> bool:
@@ -96,6 +110,7 @@ class QualityModel:
                 w_dense = z["w_dense"].astype(np.float32)
                 w_hash = z["w_hash"].astype(np.float32)
                 train_ids = z["train_ids"].astype(np.uint32) if "train_ids" in z else np.zeros(0, np.uint32)
+                cost_dense = z["cost_dense"].astype(np.float32) if "cost_dense" in z else None
         except (ValueError, KeyError, OSError, json.JSONDecodeError) as e:
             raise WeightsError(f"{where}: not a learned-router weights file ({e})") from None
         if meta.get("format") != FORMAT:
@@ -107,11 +122,22 @@ class QualityModel:
         if w_dense.shape != (len(heads), len(DENSE_KEYS)) or w_hash.shape != (len(heads), 1 << HASH_BITS):
             raise WeightsError(
                 f"{where}: weight shapes {w_dense.shape}, {w_hash.shape} do not match {len(heads)} heads")
-        return cls(heads=heads, w_dense=w_dense, w_hash=w_hash, meta=meta, train_ids=np.unique(train_ids))
+        return cls(heads=heads, w_dense=w_dense, w_hash=w_hash, meta=meta, train_ids=np.unique(train_ids),
+                   cost_dense=cost_dense)
 
 
 def id_hash(row_id: str) -> int:
     return zlib.crc32(str(row_id).encode("utf-8"))
+
+
+def objective_score(p_weak: float, p_strong: float, log_cost: float | None = None) -> float:
+    """The router's raw score. Objective "quality" (log_cost None): the need score. Objective "cost": the
+    predicted gain per predicted dollar, gain * exp(-log_cost), squashed monotonically into 0..1; sending the
+    highest gain per dollar to premium first is what keeps a quality target at the least cost."""
+    if log_cost is None:
+        return need_score(p_weak, p_strong)
+    x = (p_strong - p_weak) * math.exp(-max(-20.0, min(20.0, log_cost)))
+    return 1.0 / (1.0 + math.exp(-4.0 * max(-50.0, min(50.0, x))))
 
 
 def need_score(p_weak: float, p_strong: float) -> float:

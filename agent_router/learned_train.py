@@ -138,6 +138,40 @@ def predict_matrix(model: QualityModel, x: Matrix) -> np.ndarray:
     return out
 
 
+def fit_cost(dense: np.ndarray, log_cost: np.ndarray, l2: float = 1e-2) -> np.ndarray:
+    """Ridge regression (closed form, deterministic) of log(cost) on the dense features."""
+    keep = np.isfinite(log_cost)
+    a, y = dense[keep], log_cost[keep]
+    return np.linalg.solve(a.T @ a + l2 * np.eye(a.shape[1]), a.T @ y)
+
+
+def log_costs(rows: Sequence[dict[str, Any]], model: str) -> np.ndarray:
+    """log(cost_usd) of `model` per row; NaN where missing or not positive."""
+    out = np.full(len(rows), np.nan)
+    for i, r in enumerate(rows):
+        v = (r.get("cost_usd") or {}).get(model)
+        if v is not None and float(v) > 0:
+            out[i] = np.log(float(v))
+    return out
+
+
+def cross_val_log_cost(x: Matrix, log_cost: np.ndarray, k: int = 5) -> np.ndarray:
+    """Out-of-fold predicted log costs, centred on the mean prediction."""
+    out = np.empty(x.n)
+    for test in folds(x.n, k):
+        train_idx = np.setdiff1d(np.arange(x.n), test)
+        out[test] = x.dense[test] @ fit_cost(x.dense[train_idx], log_cost[train_idx])
+    return out - out.mean()
+
+
+def objective_scores(probs: np.ndarray, log_cost: np.ndarray | None = None) -> np.ndarray:
+    """Vectorised `objective_score`: need scores, or gain per predicted dollar squashed into 0..1."""
+    if log_cost is None:
+        return need_scores(probs)
+    x = (probs[:, -1] - probs[:, 0]) * np.exp(-np.clip(log_cost, -20, 20))
+    return 1.0 / (1.0 + np.exp(-4.0 * np.clip(x, -50, 50)))
+
+
 def need_scores(probs: np.ndarray) -> np.ndarray:
     """The router score from head probabilities (cheapest first): (1 + p_strong - p_weak) / 2."""
     return np.clip(0.5 * (1.0 + probs[:, -1] - probs[:, 0]), 0.0, 1.0)

@@ -26,11 +26,11 @@ import numpy as np
 
 from agent_router.adaptive import AdaptiveEstimator
 from agent_router.commands._common import iter_rows
-from agent_router.commands.learned import learned_probs
+from agent_router.commands.learned import learned_log_costs, learned_probs
 from agent_router.evaluation import prepare
 from agent_router.learned import default_calibration, load_model
 from agent_router.learned_features import extract
-from agent_router.learned_model import need_score
+from agent_router.learned_model import objective_score
 
 
 def quality_at_spend(scores: np.ndarray, qw: np.ndarray, qs: np.ndarray, cw: np.ndarray, cs: np.ndarray,
@@ -52,6 +52,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--models", required=True, help="WEAK,STRONG as named in the rows")
     ap.add_argument("--weights", default=None, help="weights file (default: packaged)")
     ap.add_argument("--strength", type=float, default=20.0, help="prior pseudo-outcomes per task type")
+    ap.add_argument("--objective", choices=["cost", "quality"], default="cost",
+                    help="the router's objective (default cost, as learned.objective)")
     ap.add_argument("--shuffle", type=int, default=None, help="shuffle the stream with this seed (default: in order)")
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args(argv)
@@ -64,19 +66,20 @@ def main(argv: list[str] | None = None) -> int:
     q = np.asarray(qual)[order][:, [0, -1]]
     c = np.asarray(cost)[order][:, [0, -1]]
     model = load_model(a.weights)
-    cal = default_calibration(model)
+    cal = default_calibration(model, a.objective)
     probs = learned_probs(rows, models, model)
+    lcs = learned_log_costs(rows, models, model) if a.objective == "cost" else [None] * len(rows)
     types = [extract(r["messages"]).task_type for r in rows]
     est = AdaptiveEstimator(model.meta.get("task_priors") or {}, a.strength)
 
     n = len(rows)
-    static_need = np.array([need_score(pw, ps) for pw, ps in probs])
+    static_need = np.array([objective_score(pw, ps, lc) for (pw, ps), lc in zip(probs, lcs, strict=True)])
     adaptive_need = np.zeros(n)
     pick = {k: np.zeros(n, dtype=int) for k in ("static", "adaptive", "oracle", "always-weak", "always-strong")}
     pick["always-strong"][:] = 1
     for i in range(n):
         pw, ps = est.adjust(types[i], float(probs[i, 0]), float(probs[i, 1]))
-        adaptive_need[i] = need_score(pw, ps)
+        adaptive_need[i] = objective_score(pw, ps, lcs[i])
         pick["static"][i] = int(static_need[i] >= cal.high)
         pick["adaptive"][i] = chosen = int(adaptive_need[i] >= cal.high)
         est.expect(types[i], "strong" if chosen else "weak", float(probs[i, chosen]))
@@ -109,7 +112,8 @@ def main(argv: list[str] | None = None) -> int:
     if a.json:
         print(json.dumps(report, indent=2))
         return 0
-    print(f"{a.rows}: {n} rows streamed, {models[0]} < {models[1]}, cut point {cal.high:.4f}")
+    print(f"{a.rows}: {n} rows streamed, {models[0]} < {models[1]}, objective {a.objective}, "
+          f"cut point {cal.high:.4f}")
     print(f"| {'router':<14} | {'quality 25%':>11} | {'50%':>6} | {'75%':>6} | {'100%':>6} | {'cost $':>9} | "
           f"{'premium':>7} |")
     print(f"|{'-' * 16}|{'-' * 13}|{'-' * 8}|{'-' * 8}|{'-' * 8}|{'-' * 11}|{'-' * 9}|")

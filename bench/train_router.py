@@ -26,11 +26,23 @@ from pathlib import Path
 import numpy as np
 
 from agent_router.commands._common import iter_rows
+from agent_router.errors import AgentRouterError
 from agent_router.evaluation import evaluate_pair, prepare
 from agent_router.learned import calibrate
 from agent_router.learned_features import extract
 from agent_router.learned_model import id_hash
-from agent_router.learned_train import TrainOptions, cross_val_probs, labels, need_scores, to_matrix, train
+from agent_router.learned_train import (
+    TrainOptions,
+    cross_val_log_cost,
+    cross_val_probs,
+    fit_cost,
+    labels,
+    log_costs,
+    need_scores,
+    objective_scores,
+    to_matrix,
+    train,
+)
 
 NOT_SHIPPABLE = ("alpacaeval", "routerbench")
 
@@ -90,14 +102,32 @@ def main(argv: list[str] | None = None) -> int:
     cal.source = f"{name} ({a.folds}-fold out-of-fold)"
     pair = evaluate_pair(list(scores), q[:, 0], q[:, -1], c[:, 0], c[:, -1])
     priors = task_priors([f.task_type for f in feats], q, scores, cal.high)
+    # The cost head: log(cost) of the strongest model, for the "cost" objective (gain per predicted dollar).
+    lc = log_costs(kept, models[-1])
+    cost_meta: dict = {}
+    cost_w = None
+    if np.isfinite(lc).sum() >= 10:
+        oof_cost = cross_val_log_cost(x, np.where(np.isfinite(lc), lc, np.nanmean(lc)), a.folds)
+        cscores = objective_scores(oof, oof_cost)
+        ccal = calibrate(cscores, q, c, target=a.target, models=models)
+        ccal.source = cal.source
+        cpair = evaluate_pair(list(cscores), q[:, 0], q[:, -1], c[:, 0], c[:, -1])
+        cost_w = fit_cost(x.dense, lc)
+        cost_meta = {"calibration_cost": ccal.model_dump(exclude_none=True),
+                     "cost_ref": float(np.mean(x.dense @ cost_w)),
+                     "cv_cost": {"apgr": round(cpair.apgr, 4), "save95": round(cpair.save95, 4)}}
+        print(f"cost objective: {a.folds}-fold out-of-fold APGR {cpair.apgr:.3f}, save95 {cpair.save95:.1%}; "
+              f"cut point {ccal.high:.4f} (premium share {ccal.premium_share:.1%}, cost {ccal.cost_share:.1%})")
     meta = {
         "models": models,
         "trained_on": {"file": name, "sha256": hashlib.sha256(raw).hexdigest(), "rows": len(kept)},
         "calibration": cal.model_dump(exclude_none=True),
         "task_priors": priors,
         "cv": {"folds": a.folds, "apgr": round(pair.apgr, 4), "save95": round(pair.save95, 4)},
+        **cost_meta,
     }
     model = train(x, y, models, opts, meta)
+    model.cost_dense = None if cost_w is None else cost_w.astype(np.float32)
     model.train_ids = np.array(sorted({id_hash(str(r["id"])) for r in kept}), dtype=np.uint32)
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -111,4 +141,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except AgentRouterError as e:  # bad rows or arguments: one line naming file and line, no traceback
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)

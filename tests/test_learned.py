@@ -65,11 +65,19 @@ def test_training_is_deterministic_and_learns_the_fixture(tmp_path):
     assert a.heads == b.heads == [WEAK, STRONG]
     assert np.array_equal(a.w_hash, b.w_hash) and np.array_equal(a.w_dense, b.w_dense)
     assert a.meta == b.meta
+    assert a.cost_dense is not None and np.array_equal(a.cost_dense, b.cost_dense)
     assert a.seen("fixture-3") and not a.seen("fixture-999")
     hard = a.score_messages([{"role": "user", "content": "Prove that the sum of the first 9 odd numbers is a "
                               "perfect square, step by step."}])
     easy = a.score_messages([{"role": "user", "content": "Say hello to my friend number 9."}])
     assert hard > easy + 0.2
+    # The cost objective routes through the same weights: a LearnedRouter on them scores both kinds.
+    lr = learned.LearnedRouter(learned.LearnedSettings(weights=str(tmp_path / "a.npz")))
+    assert lr.objective == "cost"
+    hard_a = lr.analyze([{"role": "user", "content": "Prove that the sum of the first 9 odd numbers is a "
+                          "perfect square, step by step."}])
+    easy_a = lr.analyze([{"role": "user", "content": "Say hello to my friend number 9."}])
+    assert hard_a.score > easy_a.score
 
 
 def test_train_script_refuses_rows_that_cannot_be_shipped(tmp_path, capsys):

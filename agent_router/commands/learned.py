@@ -4,6 +4,8 @@ Scorers (``--router``):
 - ``learned``: the configured weights (default: packaged) on rows they never saw; rows they were trained on
   (recognised by id) are scored out-of-fold instead: k-fold cross-validation (k=5, row i in fold i mod 5)
   retraining on that file with the weights' own options.
+- ``learned_cost``: as ``learned`` with the "cost" objective (the router's default): predicted quality gain
+  per predicted dollar, the cost head likewise out-of-fold on the weights' own training rows.
 - ``learned_cv``: k-fold cross-validation on the evaluated file itself (same split), one head per --models
   model: what retraining on your own rows would give.
 """
@@ -24,7 +26,17 @@ from ..evaluation import prepare
 from ..hookspecs import hookimpl
 from ..learned import calibrate, load_model
 from ..learned_model import QualityModel
-from ..learned_train import TrainOptions, cross_val_probs, featurize, labels, need_scores, predict_matrix
+from ..learned_train import (
+    TrainOptions,
+    cross_val_log_cost,
+    cross_val_probs,
+    featurize,
+    labels,
+    log_costs,
+    need_scores,
+    objective_scores,
+    predict_matrix,
+)
 from ..settings import Settings, default_home, parse, resolve_path
 from . import evaluate
 from ._common import get_settings, iter_rows, settings_option
@@ -68,10 +80,29 @@ def _cv_probs(rows: list[dict[str, Any]], models: list[str], folds: int, opts: T
     return _cv_cache[key]
 
 
+def learned_log_costs(rows: list[dict[str, Any]], models: list[str], model: QualityModel,
+                      folds: int = FOLDS) -> np.ndarray:
+    """Predicted log cost of the strongest model (centred): the weights' cost head on unseen rows, k-fold
+    out-of-fold ridge on the rows' own costs for rows the weights were trained on."""
+    if model.cost_dense is None:
+        raise InputError("these weights have no cost head; retrain with bench/train_router.py (rows with cost_usd)")
+    seen = np.array([model.seen(str(r.get("id"))) for r in rows], dtype=bool)
+    x = featurize(rows)
+    out = x.dense @ model.cost_dense.astype(np.float64) - float(model.meta.get("cost_ref", 0.0))
+    if seen.any():
+        idx = np.flatnonzero(seen)
+        lc = log_costs([rows[i] for i in idx], models[-1])
+        lc = np.where(np.isfinite(lc), lc, np.nanmean(lc) if np.isfinite(lc).any() else 0.0)
+        out[idx] = cross_val_log_cost(x.take(idx), lc, folds)
+    return out
+
+
 def learned_scores(rows: list[dict[str, Any]], models: list[str], model: QualityModel,
-                   folds: int = FOLDS) -> list[float]:
-    """Raw need scores of `learned_probs`."""
-    return [float(v) for v in need_scores(learned_probs(rows, models, model, folds))]
+                   folds: int = FOLDS, objective: str = "quality") -> list[float]:
+    """Raw router scores for `objective` ("quality": need; "cost": gain per predicted dollar)."""
+    probs = learned_probs(rows, models, model, folds)
+    lc = learned_log_costs(rows, models, model, folds) if objective == "cost" else None
+    return [float(v) for v in objective_scores(probs, lc)]
 
 
 def _learned(settings_path: str | None) -> evaluate.Scorer:
@@ -88,7 +119,13 @@ def _learned_cv(settings_path: str | None) -> evaluate.Scorer:
     return score
 
 
+def _learned_cost(settings_path: str | None) -> evaluate.Scorer:
+    model = load_model(get_settings(settings_path).learned.weights)
+    return lambda rows, models: learned_scores(rows, models, model, objective="cost")
+
+
 evaluate.SCORERS["learned"] = _learned
+evaluate.SCORERS["learned_cost"] = _learned_cost
 evaluate.SCORERS["learned_cv"] = _learned_cv
 
 
@@ -155,13 +192,14 @@ def calibrate_cmd(rows: str, models: str | None, target: float | None, cost_cap:
     tgt = target if target is not None else ls.quality_target
     cap = cost_cap if cost_cap is not None else (ls.cost_cap if target is None else None)
     kept, qual, cost = prepare(list(iter_rows(rows)), model_list, rows)
-    scores = learned_scores(kept, model_list, model)
+    objective = ls.objective if model.cost_dense is not None else "quality"
+    scores = learned_scores(kept, model_list, model, objective=objective)
     cal = calibrate(scores, np.asarray(qual), np.asarray(cost), target=tgt, cost_cap=cap, models=model_list,
                     tiers=tier_list)
     cal.source = Path(rows).name
     goal = f"cost <= {cap:.0%} of premium-only" if cap is not None else f"quality >= {tgt:.0%} of premium-only"
     mid = f", mid tier {cal.mid_share:.1%}" if cal.mid_share is not None else ""
-    click.echo(f"{cal.rows} rows, {goal}: cut points low {cal.low:.4f} high {cal.high:.4f}")
+    click.echo(f"{cal.rows} rows, {goal}, objective {objective}: cut points low {cal.low:.4f} high {cal.high:.4f}")
     click.echo(f"  expected: premium share {cal.premium_share:.1%}{mid}, quality {cal.quality:.1%} of premium-only, "
                f"cost {cal.cost_share:.1%} of premium-only")
     if dry_run:
