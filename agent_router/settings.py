@@ -252,10 +252,11 @@ class LearnedSettings(_Model):
     weights: str | None = Field(
         None, description="Weights file (.npz from bench/train_router.py); default: the packaged weights."
     )
-    objective: Literal["cost", "quality"] = Field(
-        "cost",
-        description="cost: send the highest predicted quality gain per predicted dollar to premium first (least "
-        "cost for the quality target); quality: the highest predicted gain first, whatever the request costs.",
+    objective: Literal["quality", "cost"] = Field(
+        "quality",
+        description="quality: send the requests with the highest predicted quality gain to premium first; cost: "
+        "the highest predicted gain per predicted dollar first (least spend for the quality target, but cheap "
+        "short requests then often go to premium).",
     )
     quality_target: float = Field(
         0.95, gt=0, le=1, description="Keep at least this share of premium-only quality when calibrating."

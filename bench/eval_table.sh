@@ -4,8 +4,9 @@
 #
 #   bash bench/eval_table.sh [BENCH_DIR] > table.md      (BENCH_DIR default /work/shared/bench)
 #
-# Routers: analyzer (heuristic), learned (packaged weights; rows they were trained on are scored 5-fold
-# out-of-fold, retrained on the other folds), learned_cv (5-fold on the evaluated file itself; row i in fold
+# Routers: analyzer (heuristic), learned (packaged weights, "quality" objective; rows they were trained on
+# are scored 5-fold out-of-fold, retrained on the other folds), learned_cost (same, "cost" objective: gain per predicted dollar,
+# learned.objective=cost), learned_cv (5-fold on the evaluated file itself, quality objective; row i in fold
 # i mod 5). Peers are scored by /work/shared/bench/peers (venv built by its setup.sh) and cached in $PEER_DIR.
 set -euo pipefail
 BENCH="${1:-/work/shared/bench}"
@@ -25,7 +26,8 @@ peer() {  # peer FILE MODE -> path of cached scores
 run() {  # run FILE MODELS
   echo
   echo '```'
-  "$AR" eval "$ROWS/$1.jsonl" --models "$2" --router analyzer --router learned --router learned_cv \
+  "$AR" eval "$ROWS/$1.jsonl" --models "$2" --router analyzer --router learned --router learned_cost \
+    --router learned_cv \
     --peer "litellm_heuristic=$(peer "$1" heuristic)" --peer "litellm_heuristic_v2=$(peer "$1" heuristic_v2)"
   echo '```'
 }

@@ -52,8 +52,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--models", required=True, help="WEAK,STRONG as named in the rows")
     ap.add_argument("--weights", default=None, help="weights file (default: packaged)")
     ap.add_argument("--strength", type=float, default=20.0, help="prior pseudo-outcomes per task type")
-    ap.add_argument("--objective", choices=["cost", "quality"], default="cost",
-                    help="the router's objective (default cost, as learned.objective)")
+    ap.add_argument("--objective", choices=["quality", "cost"], default="quality",
+                    help="the router's objective (default quality, as learned.objective)")
     ap.add_argument("--shuffle", type=int, default=None, help="shuffle the stream with this seed (default: in order)")
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args(argv)

@@ -71,8 +71,8 @@ def test_training_is_deterministic_and_learns_the_fixture(tmp_path):
                               "perfect square, step by step."}])
     easy = a.score_messages([{"role": "user", "content": "Say hello to my friend number 9."}])
     assert hard > easy + 0.2
-    # The cost objective routes through the same weights: a LearnedRouter on them scores both kinds.
-    lr = learned.LearnedRouter(learned.LearnedSettings(weights=str(tmp_path / "a.npz")))
+    # The cost objective (gain per predicted dollar) uses the same weights' cost head.
+    lr = learned.LearnedRouter(learned.LearnedSettings(weights=str(tmp_path / "a.npz"), objective="cost"))
     assert lr.objective == "cost"
     hard_a = lr.analyze([{"role": "user", "content": "Prove that the sum of the first 9 odd numbers is a "
                           "perfect square, step by step."}])

@@ -4,7 +4,7 @@ Scorers (``--router``):
 - ``learned``: the configured weights (default: packaged) on rows they never saw; rows they were trained on
   (recognised by id) are scored out-of-fold instead: k-fold cross-validation (k=5, row i in fold i mod 5)
   retraining on that file with the weights' own options.
-- ``learned_cost``: as ``learned`` with the "cost" objective (the router's default): predicted quality gain
+- ``learned_cost``: as ``learned`` with the "cost" objective (`learned.objective = "cost"`): predicted quality gain
   per predicted dollar, the cost head likewise out-of-fold on the weights' own training rows.
 - ``learned_cv``: k-fold cross-validation on the evaluated file itself (same split), one head per --models
   model: what retraining on your own rows would give.
