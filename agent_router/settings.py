@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 from .errors import SettingsError
 
@@ -189,14 +190,79 @@ class CompressionSettings(_Model):
     summarize_timeout_s: float = Field(20.0, gt=0, description="Give up on a summary after this many seconds.")
 
 
+def _env_name(v: str | None, what: str, example: str) -> str | None:
+    """Reject values that hold a secret (a DSN or URL) where the name of an environment variable belongs.
+
+    The error type is "secret_in_settings" so the message never repeats the value (it may hold a password).
+    """
+    if v is not None and (not v or len(v) > 64 or not v.replace("_", "").isalnum() or v[0].isdigit()):
+        raise PydanticCustomError(
+            "secret_in_settings",
+            f"must name an environment variable that holds the {what} (e.g. {example}), not hold the {what} "
+            "itself (value not shown: it may contain a password)",
+        )
+    return v
+
+
 class LedgerSettings(_Model):
     """Where usage is recorded."""
 
-    backend: Literal["sqlite"] = Field("sqlite", description="Ledger engine.")
+    backend: Literal["sqlite", "postgresql"] = Field(
+        "sqlite",
+        description="Ledger engine: 'sqlite' (embedded file, the default) or 'postgresql' (a shared server, "
+        "so many agents on many machines share one ledger and one budget; needs the [postgres] extra).",
+    )
     path: str | None = Field(
         None, description="SQLite file; default $AGENT_ROUTER_HOME/ledger.db (~/.agent-router/ledger.db)."
     )
+    dsn_env: str | None = Field(
+        None,
+        description="backend 'postgresql': name of the environment variable holding the connection string "
+        "(e.g. AGENT_ROUTER_PG_DSN=postgresql://user:pass@host/db). Never the DSN itself.",
+    )
+    reservation_ttl_s: float = Field(
+        600.0, gt=0,
+        description="A budget reservation never settled (an agent crashed mid-call) stops counting after "
+        "this many seconds.",
+    )
     store_prompts: bool = Field(False, description="Also store message contents (off: only counts and costs).")
+
+    @field_validator("dsn_env")
+    @classmethod
+    def _dsn_env_is_a_name(cls, v: str | None) -> str | None:
+        return _env_name(v, "database DSN", "AGENT_ROUTER_PG_DSN")
+
+    @model_validator(mode="after")
+    def _backend_needs(self) -> LedgerSettings:
+        if self.backend == "postgresql" and not self.dsn_env:
+            raise ValueError("backend 'postgresql' needs `dsn_env`: the name of an environment variable "
+                             "holding the connection string")
+        return self
+
+
+class RedisSettings(_Model):
+    """Shared rate limits, cooldowns, health and key rotation for many processes (needs the [redis] extra)."""
+
+    url_env: str | None = Field(
+        None,
+        description="Name of the environment variable holding the Redis URL (e.g. AGENT_ROUTER_REDIS_URL="
+        "redis://127.0.0.1:6379/0). Unset: limits and health are kept per process.",
+    )
+    key_prefix: str = Field(
+        "agent_router", min_length=1,
+        description="Prefix of every Redis key, so several teams can share a server.",
+    )
+    timeout_s: float = Field(
+        0.5, gt=0, description="Socket timeout per Redis command; past it the call uses local limits."
+    )
+    retry_after_s: float = Field(
+        2.0, gt=0, description="After Redis failed, use local limits for this long before trying Redis again."
+    )
+
+    @field_validator("url_env")
+    @classmethod
+    def _url_env_is_a_name(cls, v: str | None) -> str | None:
+        return _env_name(v, "Redis URL", "AGENT_ROUTER_REDIS_URL")
 
 
 class TokenSettings(_Model):
@@ -222,6 +288,9 @@ class Settings(_Model):
     budgets: BudgetSettings = Field(default_factory=BudgetSettings, description="Budgets.")
     compression: CompressionSettings = Field(default_factory=CompressionSettings, description="Compression.")
     ledger: LedgerSettings = Field(default_factory=LedgerSettings, description="Cost ledger.")
+    redis: RedisSettings = Field(
+        default_factory=RedisSettings, description="Shared limits and health state through Redis (optional)."
+    )
     tokens: TokenSettings = Field(default_factory=TokenSettings, description="Token counting.")
 
     @field_validator("tiers", mode="before")
@@ -306,7 +375,8 @@ def _problems(err: ValidationError) -> list[tuple[str, str]]:
         msg = e["msg"]
         if e["type"] == "extra_forbidden":
             msg = "unknown key (not a setting; check the spelling against settings.example.json)"
-        elif "input" in e and e["type"] not in ("missing",) and not isinstance(e["input"], dict | list):
+        elif ("input" in e and e["type"] not in ("missing", "secret_in_settings")
+              and not isinstance(e["input"], dict | list)):
             msg = f"{msg} (got {e['input']!r})"
         out.append((_json_path(loc), msg))
     return out
