@@ -1,0 +1,206 @@
+"""Shared limits, cooldowns, health and key rotation through a real redis-server, across processes."""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import threading
+import time
+
+import pytest
+import scale_workers as w
+from scale_fixtures import RedisServer, free_port, redis_server  # noqa: F401 - pytest fixture
+
+from agent_router.settings import parse
+from agent_router.shared_state import LocalState, RedisState, SharedStateError, open_state
+
+SPAWN = multiprocessing.get_context("spawn")
+
+
+def worst_window(admitted: list[tuple[float, int]], window_s: float) -> int:
+    """The most units admitted in any half-open interval [t, t + window) starting at an admission."""
+    pts = sorted((round(at * 1_000_000), amount) for at, amount in admitted)
+    win = round(window_s * 1_000_000)
+    worst, j, total = 0, 0, 0
+    # Two pointers over sorted times: for each start i, sum amounts with time < start + window.
+    for i in range(len(pts)):
+        if i > 0:
+            total -= pts[i - 1][1]
+        j = max(j, i)
+        while j < len(pts) and pts[j][0] < pts[i][0] + win:
+            total += pts[j][1]
+            j += 1
+        worst = max(worst, total)
+    return worst
+
+
+def test_worst_window_counts_what_it_should() -> None:
+    # The checker itself: 3 admissions within 1 s, a 4th 1 s after the first.
+    assert worst_window([(0.0, 1), (0.5, 1), (0.999, 1), (1.0, 1)], 1.0) == 3
+    assert worst_window([(0.0, 5), (0.2, 7)], 0.1) == 7
+
+
+def run_workers(n: int, fn_name: str, args_for, on_start=None, timeout: float = 60.0) -> list:
+    """Run scale_workers.<fn_name> in n spawned processes that start together; their results in order.
+
+    `on_start()` runs in this process once all workers are ready (e.g. to stop a server mid-run)."""
+    barrier = SPAWN.Barrier(n + 1)
+    results = SPAWN.Queue()
+    procs = [SPAWN.Process(target=w.entry, args=(i, fn_name, args_for(i), barrier, results))
+             for i in range(n)]
+    for p in procs:
+        p.start()
+    try:
+        barrier.wait(timeout=timeout)
+        if on_start:
+            on_start()
+        got = dict((i, (ok, out)) for i, ok, out in (results.get(timeout=timeout) for _ in procs))
+    finally:
+        for p in procs:
+            p.join(timeout=10)
+            if p.is_alive():
+                p.kill()
+    failed = [out for ok, out in got.values() if not ok]
+    assert not failed, failed[0]
+    return [got[i][1] for i in range(n)]
+
+
+def test_shared_request_limit_across_4_processes(redis_server: RedisServer) -> None:  # noqa: F811
+    limit, window, duration = 10, 0.3, 1.5
+    results = run_workers(4, "limit_worker",
+                          lambda i: (redis_server.url, "gpt:rpm", limit, window, duration, 1, i))
+    admitted = [(at, amt) for r in results for at, amt, shared in r["admitted"]]
+    assert all(shared for r in results for _, _, shared in r["admitted"])
+    assert worst_window(admitted, window) <= limit
+    # The processes wanted far more than the limit, and windows rolled over (more than one window's worth).
+    assert sum(r["refused"] for r in results) > len(admitted)
+    assert len(admitted) >= 3 * limit
+    assert sum(1 for r in results if r["admitted"]) >= 2  # not one process holding the limit alone
+
+
+def test_shared_token_limit_across_4_processes(redis_server: RedisServer) -> None:  # noqa: F811
+    limit, window, duration = 300, 0.3, 1.2
+    results = run_workers(4, "limit_worker",
+                          lambda i: (redis_server.url, "gpt:tpm", limit, window, duration, 60, i))
+    admitted = [(at, amt) for r in results for at, amt, _ in r["admitted"]]
+    assert worst_window(admitted, window) <= limit
+    assert sum(a for _, a in admitted) >= 2 * limit
+
+
+def test_redis_stopped_mid_run_falls_back_locally_and_recovers(redis_server: RedisServer) -> None:  # noqa: F811
+    limit, window, duration = 8, 0.2, 2.6
+    threads: list[threading.Thread] = []
+
+    def outage() -> None:
+        time.sleep(0.8)
+        redis_server.stop()
+        time.sleep(0.7)
+        redis_server.start()  # same port; an empty server
+
+    def on_start() -> None:
+        threads.append(threading.Thread(target=outage))
+        threads[0].start()
+
+    try:
+        args = (redis_server.url, "m:rpm", limit, window, duration, 1)
+        results = run_workers(4, "limit_worker", lambda i: (*args, i, 0.1), on_start)
+    finally:
+        for t in threads:
+            t.join()
+    for r in results:  # every process kept working through the outage, locally, then shared again
+        shared = [at for at, _, s in r["admitted"] if s]
+        local = [(at, a) for at, a, s in r["admitted"] if not s]
+        assert local, "no admissions while Redis was down"
+        assert worst_window(local, window) <= limit  # the local fallback still limits
+        assert any(at < min(a for a, _ in local) for at in shared)
+        assert any(at > max(a for a, _ in local) for at in shared), "never went back to Redis"
+        down = [m for m in r["warnings"] if "unreachable" in m]
+        back = [m for m in r["warnings"] if "reachable again" in m]
+        assert len(down) == 1 and len(back) == 1, r["warnings"]
+    shared_all = [(at, a) for r in results for at, a, s in r["admitted"] if s]
+    assert worst_window(shared_all, window) <= limit
+
+
+def test_key_rotation_and_failure_counts_are_shared(redis_server: RedisServer) -> None:  # noqa: F811
+    results = run_workers(4, "state_worker", lambda i: (redis_server.url, "openai:keys", 7, "claude", 10))
+    picks = [p for r in results for p in r["picks"]]
+    # One rotation across all processes: 40 picks over 7 keys -> each key 5 or 6 times (per-process
+    # rotations would give keys 0-2 eight times each).
+    assert sorted(picks) == sorted(i % 7 for i in range(40))
+    assert max(r["top_failures"] for r in results) == 40  # every failure from every process counted once
+
+
+def test_cooldown_health_and_learned_limits_seen_by_other_clients(redis_server: RedisServer) -> None:  # noqa: F811
+    a, b = RedisState(redis_server.url), RedisState(redis_server.url)
+    a.set_cooldown("gpt-4.1", 5)
+    a.set_cooldown("gpt-4.1", 1)  # a shorter cooldown does not cut a running longer one
+    assert 4 < b.cooldown_left("gpt-4.1") <= 5
+    b.clear_cooldown("gpt-4.1")
+    assert a.cooldown_left("gpt-4.1") == 0.0
+    a.set_value("learned:gpt-4.1:rpm", 500, ttl_s=60)
+    assert b.get_value("learned:gpt-4.1:rpm") == 500.0
+    assert b.get_value("learned:other:rpm") is None
+    assert a.add_failure("x", 0.2) == 1 and b.add_failure("x", 0.2) == 2
+    time.sleep(0.3)
+    assert b.failures("x") == 0  # failures are forgotten after their ttl
+    a.add_failure("y", 10)
+    b.reset_failures("y")
+    assert a.failures("y") == 0
+    other = RedisState(redis_server.url, prefix="team2")  # a second team on the same server
+    assert other.get_value("learned:gpt-4.1:rpm") is None
+    for s in (a, b, other):
+        s.close()
+
+
+def test_unreachable_redis_uses_local_limits_logs_once_without_password(caplog) -> None:
+    port = free_port()  # nothing listens there
+    caplog.set_level(logging.WARNING, logger="agent_router.shared_state")
+    s = RedisState(f"redis://:s3cret-pw@127.0.0.1:{port}/0", retry_after_s=60)
+    t0 = time.monotonic()
+    got = [s.acquire("m", 5, 10.0).allowed for _ in range(50)]
+    assert got == [True] * 5 + [False] * 45
+    assert time.monotonic() - t0 < 2.0  # one quick failure, then local without waiting on Redis
+    assert not s.shared
+    warnings = [r for r in caplog.records if r.name == "agent_router.shared_state"]
+    assert len(warnings) == 1
+    assert f"127.0.0.1:{port}" in warnings[0].getMessage()
+    assert "s3cret" not in caplog.text
+
+
+def test_local_state_sliding_window_semantics() -> None:
+    now = [1000.0]
+    s = LocalState(clock=lambda: now[0])
+    assert [s.acquire("k", 3, 1.0).allowed for _ in range(4)] == [True, True, True, False]
+    now[0] += 0.5
+    refused = s.acquire("k", 3, 1.0)
+    assert not refused.allowed and refused.retry_after_s == pytest.approx(0.5)
+    now[0] += 0.5  # the first three leave the window exactly one window after they entered
+    assert s.acquire("k", 3, 1.0).allowed
+    assert s.acquire("big", 10, 1.0, amount=25).allowed  # larger than the limit: admitted alone
+    assert not s.acquire("big", 10, 1.0, amount=1).allowed
+    assert [s.rotate("r", 3) for _ in range(4)] == [0, 1, 2, 0]
+
+
+def test_open_state_follows_settings(redis_server: RedisServer, monkeypatch) -> None:  # noqa: F811
+    assert isinstance(open_state(parse({})), LocalState)
+    settings = parse({"redis": {"url_env": "AR_TEST_REDIS_URL", "key_prefix": "t"}})
+    monkeypatch.delenv("AR_TEST_REDIS_URL", raising=False)
+    with pytest.raises(SharedStateError, match="AR_TEST_REDIS_URL, which is not set"):
+        open_state(settings)
+    monkeypatch.setenv("AR_TEST_REDIS_URL", redis_server.url)
+    st = open_state(settings)
+    assert isinstance(st, RedisState) and st.acquire("k", 1, 5).shared
+    st.close()
+
+
+def test_settings_reject_a_url_where_an_env_name_belongs() -> None:
+    from agent_router.errors import SettingsError
+
+    with pytest.raises(SettingsError) as e:
+        parse({"redis": {"url_env": "redis://:hunter2@10.0.0.5:6379/0"}})
+    assert "$.redis.url_env" in str(e.value) and "hunter2" not in str(e.value)
+    with pytest.raises(SettingsError) as e:
+        parse({"ledger": {"backend": "postgresql", "dsn_env": "postgresql://u:hunter2@db/x"}})
+    assert "$.ledger.dsn_env" in str(e.value) and "hunter2" not in str(e.value)
+    with pytest.raises(SettingsError, match="needs `dsn_env`"):
+        parse({"ledger": {"backend": "postgresql"}})
