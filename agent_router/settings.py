@@ -220,11 +220,6 @@ class LedgerSettings(_Model):
         description="backend 'postgresql': name of the environment variable holding the connection string "
         "(e.g. AGENT_ROUTER_PG_DSN=postgresql://user:pass@host/db). Never the DSN itself.",
     )
-    reservation_ttl_s: float = Field(
-        600.0, gt=0,
-        description="A budget reservation never settled (an agent crashed mid-call) stops counting after "
-        "this many seconds.",
-    )
     store_prompts: bool = Field(False, description="Also store message contents (off: only counts and costs).")
 
     @field_validator("dsn_env")
