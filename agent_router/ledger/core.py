@@ -109,14 +109,22 @@ class Ledger:
     # -- pricing -------------------------------------------------------------------------------------------
     def price(self, model: str | None, requested: str | None = None, provider: str | None = None
               ) -> tuple[ModelPrice, str | None]:
-        """Price of the model that answered: the catalog by name or alias, else the packaged table."""
-        for name in (model, requested):
-            m = self.catalog.find(name) if name else None
-            if m is not None:
-                return m.price, m.provider
-        if model and provider:
-            return price_for(ModelConfig(provider=provider, name=model)), provider
-        return ModelPrice(0.0, 0.0, 0.0, 0.0, "unknown"), provider
+        """Price of the model that answered: the catalog by name or alias (a dated variant of the requested
+        model counts as it), else the packaged table for that name, else the requested model's price."""
+        m = self.catalog.find(model) if model else None
+        if m is not None:
+            return m.price, m.provider
+        req = self.catalog.find(requested) if requested else None
+        if req is not None and model and model.startswith(req.name):
+            return req.price, req.provider
+        prov = provider or (req.provider if req else None)
+        if model and prov:
+            p = price_for(ModelConfig(provider=prov, name=model))
+            if p.known:
+                return p, prov
+        if req is not None:
+            return req.price, req.provider
+        return ModelPrice(0.0, 0.0, 0.0, 0.0, "unknown"), prov
 
     def premium_price(self) -> tuple[str, ModelPrice]:
         m = self.catalog.tier_models("premium")[0]

@@ -210,7 +210,8 @@ def schema_markdown(db: sqlite_utils.Database) -> str:
         out += ["", f"## {table}", "", "| column | type | description |", "| --- | --- | --- |"]
         docs = DESCRIPTIONS.get(table, {})
         for col in db[table].columns:
-            out.append(f"| {col.name} | {col.type} | {docs.get(col.name, '')} |")
+            desc = docs.get(col.name, "").replace("|", "\\|")
+            out.append(f"| {col.name} | {col.type} | {desc} |")
         idx = [i.name for i in db[table].indexes if not i.name.startswith("sqlite_")]
         if idx:
             out += ["", "Indexes: " + ", ".join(idx)]

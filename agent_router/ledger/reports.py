@@ -84,6 +84,8 @@ def costs(ledger: Ledger, by: str | None = "model", since: str | datetime | None
         return out
 
     rows = [finish(r) for r in ledger.store.totals(by, since_s)]
+    if by == "day":  # a time series reads in time order; other groupings by cost
+        rows.sort(key=lambda r: r["key"] or "")
     total = [finish(r) for r in ledger.store.totals(None, since_s)]
     return {"by": by, "since": since_s, "premium_model": premium_alias, "rows": rows,
             "total": total[0] if total and total[0]["calls"] else None}
