@@ -41,6 +41,13 @@ def default_path(settings: Settings | None = None) -> Path:
     return default_home() / "ledger.db"
 
 
+def pg_spool_path(settings: Settings) -> Path:
+    """Where rows wait while the PostgreSQL ledger is unreachable: beside ledger.path, else in the home."""
+    path = settings.ledger.path
+    base = Path(path).expanduser() if path else default_home() / "ledger-postgresql"
+    return spool.spool_path(base)
+
+
 class Ledger:
     """`Ledger(path | settings)`; `record(...)` returns the new row's id."""
 
@@ -56,16 +63,27 @@ class Ledger:
         if isinstance(path, Settings):
             settings, path = path, None
         self.settings = settings or Settings()
-        self.path = Path(path) if path is not None else default_path(self.settings)
         self.catalog = Catalog(self.settings)
         self._pm = pm
-        self.store = SQLiteStore(self.path, busy_timeout_ms=busy_timeout_ms, retries=retries)
-        self.spool_path = spool.spool_path(self.path)
+        if path is None and self.settings.ledger.backend == "postgresql":
+            # A shared server: same tables, methods and reports; rows that cannot reach it spool locally.
+            from .pg_store import PostgresStore, dsn_from_settings
+
+            self.store: Any = PostgresStore(dsn_from_settings(self.settings), retries=retries)
+            self.path: Any = self.store.where  # a display DSN without password, not a file
+            self.spool_path = pg_spool_path(self.settings)
+        else:
+            self.path = Path(path) if path is not None else default_path(self.settings)
+            self.store = SQLiteStore(self.path, busy_timeout_ms=busy_timeout_ms, retries=retries)
+            self.spool_path = spool.spool_path(self.path)
         self._secrets = self._secret_values()
         self.replay_spool()
 
     @classmethod
     def from_settings(cls, settings: Settings, **kw: Any) -> Ledger:
+        """The ledger the settings name: SQLite at its path, or the PostgreSQL server of `ledger.dsn_env`."""
+        if settings.ledger.backend == "postgresql":
+            return cls(None, settings, **kw)
         return cls(default_path(settings), settings, **kw)
 
     def close(self) -> None:
