@@ -299,7 +299,8 @@ class PostgresStore:
         where, params = ("WHERE f.time >= %s", [since]) if since else ("", [])
         return self.read(
             f"""SELECT f.call_id AS call_id, c.task_type AS task_type,
-                COALESCE(c.requested_model, c.model) AS model, c.tier AS tier, f.verdict AS verdict, f.source AS source, f.signal AS signal, f.time AS time
+                COALESCE(c.requested_model, c.model) AS model, c.tier AS tier, f.verdict AS verdict,
+                f.source AS source, f.signal AS signal, f.time AS time
             FROM feedback f JOIN calls c ON c.id = f.call_id {where} ORDER BY f.id""",
             params,
         )
