@@ -8,6 +8,7 @@ to run as root, so as root the cluster is created and run as the `postgres` syst
 from __future__ import annotations
 
 import glob
+import multiprocessing
 import os
 import pwd
 import shutil
@@ -19,8 +20,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import scale_workers
 
 APT_LINE = "apt-get update && apt-get install -y postgresql redis-server"
+# Separate processes with their own connections, as agents on other machines have. "fork" because a fresh
+# interpreter spends ~2 s of CPU importing pydantic and the price table, which would dominate the tests.
+PROCS = multiprocessing.get_context("fork")
 
 
 def free_port() -> int:
@@ -242,3 +247,35 @@ def redis_server() -> Iterator[RedisServer]:
         yield server
     finally:
         server.cleanup()
+
+
+# --- many processes ------------------------------------------------------------------------------------
+def run_workers(n: int, fn_name: str, args_for, on_start=None, timeout: float = 60.0,
+                collect: bool = True) -> list:
+    """Run scale_workers.<fn_name> in n processes that start together; their results in order.
+
+    `on_start()` runs in this process once all workers are ready (e.g. to stop a server mid-run).
+    collect=False: the workers end without a result (they crash on purpose); their exit codes instead."""
+    barrier = PROCS.Barrier(n + 1)
+    results = PROCS.Queue()
+    procs = [PROCS.Process(target=scale_workers.entry, args=(i, fn_name, args_for(i), barrier, results))
+             for i in range(n)]
+    for p in procs:
+        p.start()
+    got: dict[int, tuple[bool, object]] = {}
+    try:
+        barrier.wait(timeout=timeout)
+        if on_start:
+            on_start()
+        if collect:
+            got = {i: (ok, out) for i, ok, out in (results.get(timeout=timeout) for _ in procs)}
+    finally:
+        for p in procs:
+            p.join(timeout=timeout if not collect else 10)
+            if p.is_alive():
+                p.kill()
+    if not collect:
+        return [p.exitcode for p in procs]
+    failed = [out for ok, out in got.values() if not ok]
+    assert not failed, failed[0]
+    return [got[i][1] for i in range(n)]

@@ -1,4 +1,4 @@
-"""Worker functions run in separate (spawned) processes by the scale tests; importable by name."""
+"""Worker functions run in separate processes by the scale tests (through scale_fixtures.run_workers)."""
 
 from __future__ import annotations
 
@@ -65,3 +65,102 @@ def state_worker(url: str, rot_key: str, n: int, fail_key: str, times: int, *, r
         top = max(top, state.add_failure(fail_key, 30.0))
     state.close()
     return {"picks": picks, "top_failures": top}
+
+
+def _pg_ledger(dsn: str, budgets: dict[str, Any] | None = None, spool_dir: str | None = None) -> Any:
+    """A Ledger on the PostgreSQL server at `dsn` (passed through an environment variable, as users do)."""
+    import os
+
+    import pluggy
+
+    from agent_router import hookspecs
+    from agent_router.ledger import Ledger
+    from agent_router.settings import parse
+
+    os.environ["AR_TEST_PG_DSN"] = dsn
+    led: dict[str, Any] = {"backend": "postgresql", "dsn_env": "AR_TEST_PG_DSN"}
+    if spool_dir:
+        led["path"] = os.path.join(spool_dir, "ledger")
+    pm = pluggy.PluginManager(hookspecs.PROJECT)
+    pm.add_hookspecs(hookspecs)
+    return Ledger.from_settings(parse({"ledger": led, "budgets": budgets or {}}), pm=pm)
+
+
+def write_worker(dsn: str, worker: int, n: int, *, ready: Any) -> int:
+    """Record n calls, one transaction each; return how many got a row id."""
+    led = _pg_ledger(dsn)
+    ready()
+    ok = 0
+    for i in range(n):
+        usage = {"prompt_tokens": 100 + i, "completion_tokens": 10}
+        rid = led.record("gpt-4.1-mini", usage, provider="openai", conversation_id=f"w{worker}",
+                         agent_id=str(worker), latency_ms=1.0)
+        ok += rid is not None
+    led.close()
+    return ok
+
+
+def budget_worker(dsn: str, limit: float, estimate: float, overrun: float, seed: int, *, ready: Any
+                  ) -> dict[str, Any]:
+    """Spend against one shared daily budget: check (reserve) `estimate`, then record a real cost up to
+    `overrun` times the estimate, until the budget blocks 20 times in a row."""
+    rng = random.Random(seed)
+    led = _pg_ledger(dsn, {"daily_usd": limit, "on_exceed": "block"})
+    ready()
+    spent, calls, blocked = 0.0, 0, 0
+    while blocked < 20:
+        chk = led.check(estimate)
+        if not chk.allowed:
+            blocked += 1
+            time.sleep(0.005)
+            continue
+        blocked = 0
+        cost = estimate * rng.uniform(1.0, overrun)
+        time.sleep(rng.uniform(0, 0.003))  # the model call
+        led.record("gpt-4.1-mini", None, provider="openai", cost_usd=cost, reservation_id=chk.reservation_id)
+        spent += cost
+        calls += 1
+    led.close()
+    return {"spent": spent, "calls": calls, "max_cost": estimate * overrun}
+
+
+def crash_worker(dsn: str, estimate: float, ttl_s: float, *, ready: Any) -> None:
+    """Reserve budget, then die without recording or releasing (an agent crashing mid-call)."""
+    import os
+
+    led = _pg_ledger(dsn, {"daily_usd": 1.0, "reservation_ttl_s": ttl_s})
+    ready()
+    chk = led.check(estimate)
+    assert chk.allowed and chk.reservation_id
+    os._exit(0)
+
+
+def limited_writer(dsn: str, redis_url: str, worker: int, duration_s: float, spool_dir: str, *, ready: Any
+                   ) -> dict[str, Any]:
+    """For `duration_s`, make calls each admitted by a shared Redis limit, then recorded in PostgreSQL. Either
+    server may go away meanwhile; nothing may crash and no row may be lost (rows that cannot reach
+    PostgreSQL spool). Returns how many calls were recorded, and how they were admitted."""
+    from agent_router.shared_state import RedisState
+
+    handler = _Count()
+    logging.getLogger("agent_router").addHandler(handler)
+    state = RedisState(redis_url, retry_after_s=0.1, timeout_s=0.3)
+    led = _pg_ledger(dsn, spool_dir=spool_dir)
+    led.store.retries = 3  # give up on PostgreSQL quickly and spool, as a busy agent would
+    ready()
+    shared = local = calls = 0
+    end = time.time() + duration_s
+    while time.time() < end:
+        a = state.acquire("gpt-4.1-mini:rpm", 40, 0.1)
+        if not a.allowed:
+            time.sleep(min(a.retry_after_s, 0.01))
+            continue
+        shared += a.shared
+        local += not a.shared
+        led.record("gpt-4.1-mini", {"prompt_tokens": 10, "completion_tokens": 1}, provider="openai",
+                   conversation_id=f"lw{worker}-{calls}", latency_ms=1.0)
+        calls += 1
+        time.sleep(0.005)
+    led.close()
+    state.close()
+    return {"calls": calls, "shared": shared, "local": local, "warnings": handler.messages}

@@ -3,18 +3,14 @@
 from __future__ import annotations
 
 import logging
-import multiprocessing
 import threading
 import time
 
 import pytest
-import scale_workers as w
-from scale_fixtures import RedisServer, free_port, redis_server  # noqa: F401 - pytest fixture
+from scale_fixtures import RedisServer, free_port, redis_server, run_workers  # noqa: F401 - fixture
 
 from agent_router.settings import parse
 from agent_router.shared_state import LocalState, RedisState, SharedStateError, open_state
-
-SPAWN = multiprocessing.get_context("spawn")
 
 
 def worst_window(admitted: list[tuple[float, int]], window_s: float) -> int:
@@ -38,31 +34,6 @@ def test_worst_window_counts_what_it_should() -> None:
     # The checker itself: 3 admissions within 1 s, a 4th 1 s after the first.
     assert worst_window([(0.0, 1), (0.5, 1), (0.999, 1), (1.0, 1)], 1.0) == 3
     assert worst_window([(0.0, 5), (0.2, 7)], 0.1) == 7
-
-
-def run_workers(n: int, fn_name: str, args_for, on_start=None, timeout: float = 60.0) -> list:
-    """Run scale_workers.<fn_name> in n spawned processes that start together; their results in order.
-
-    `on_start()` runs in this process once all workers are ready (e.g. to stop a server mid-run)."""
-    barrier = SPAWN.Barrier(n + 1)
-    results = SPAWN.Queue()
-    procs = [SPAWN.Process(target=w.entry, args=(i, fn_name, args_for(i), barrier, results))
-             for i in range(n)]
-    for p in procs:
-        p.start()
-    try:
-        barrier.wait(timeout=timeout)
-        if on_start:
-            on_start()
-        got = dict((i, (ok, out)) for i, ok, out in (results.get(timeout=timeout) for _ in procs))
-    finally:
-        for p in procs:
-            p.join(timeout=10)
-            if p.is_alive():
-                p.kill()
-    failed = [out for ok, out in got.values() if not ok]
-    assert not failed, failed[0]
-    return [got[i][1] for i in range(n)]
 
 
 def test_shared_request_limit_across_4_processes(redis_server: RedisServer) -> None:  # noqa: F811

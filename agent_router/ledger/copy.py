@@ -45,18 +45,23 @@ def _copy(src: SQLiteStore, d: PostgresStore) -> dict[str, Any]:
         if not rows:
             break
         last = rows[-1]["id"]
-        if not keep_ids:
-            for r in rows:
-                fb = r.get("fallback_of")
-                r["fallback_of"] = id_map.get(fb, fb) if fb is not None else None
-        with d.conn.cursor() as cur:
-            cur.executemany(sql, [[r.get(c) for c in cols] for r in rows])
-            added = max(cur.rowcount, 0)
-        inserted += added
-        present += len(rows) - added  # uids already there keep their rows
-        found = d.ids_for([r["uid"] for r in rows])
+        # Uids already there keep their rows; leaving them out also spares the id sequence (an insert that
+        # hits ON CONFLICT still draws a number).
+        there = d.ids_for([r["uid"] for r in rows])
+        new = [r for r in rows if r["uid"] not in there]
+        if new:
+            with d.conn.cursor() as cur:
+                cur.executemany(sql, [[r.get(c) for c in cols] for r in new])
+        inserted += len(new)
+        present += len(rows) - len(new)
+        found = {**there, **d.ids_for([r["uid"] for r in new])}
         for r in rows:
             id_map[r["id"]] = found[r["uid"]]
+        moved = [(id_map[r["fallback_of"]], r["uid"]) for r in new
+                 if not keep_ids and r.get("fallback_of") in id_map]
+        if moved:  # fallback_of named the failed call by its old id
+            with d.conn.cursor() as cur:
+                cur.executemany("UPDATE calls SET fallback_of = %s WHERE uid = %s", moved)
     if keep_ids:
         # Ids were given explicitly: move the identity past them so new calls do not collide.
         d.conn.execute("SELECT setval(pg_get_serial_sequence('calls', 'id'),"

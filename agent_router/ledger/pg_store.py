@@ -128,7 +128,7 @@ class PostgresStore:
                             self._in_tx = False
                 except (self._pg.OperationalError, self._pg.InterfaceError) as e:
                     last = e
-                    if not isinstance(e, self._pg.errors.TransactionRollbackError):
+                    if not isinstance(e, self._pg.errors.TransactionRollback):
                         try:
                             self.conn.close()
                         except self._pg.Error:
