@@ -156,7 +156,7 @@ class ProviderClient:
         req = t.Request(messages=[{"role": "user", "content": "ping"}], max_tokens=1)
         t0 = time.perf_counter()
         try:
-            self._send(m, keys[0], req, deadline=time.monotonic() + timeout_s, kind="health")
+            self._send(m, keys[0], req, deadline=time.monotonic() + timeout_s)
         except t.ProviderError as e:
             ms = (time.perf_counter() - t0) * 1000
             # A model that answers "max_tokens too small" or similar is up and reachable.
@@ -285,7 +285,7 @@ class ProviderClient:
                             else:
                                 yield d
                     else:
-                        c = self._send(m, key, req, deadline, kind)
+                        c = self._send(m, key, req, deadline)
                 except t.ProviderError as e:
                     err = e
                     if emitted and not isinstance(e, t.StreamBroken):
@@ -302,6 +302,7 @@ class ProviderClient:
                         keys.remove(key)
                         continue
                     if e.kind == t.RATE_LIMIT:
+                        self.limiter.add(alias, rpm=-1)  # refused requests do not use the server's quota
                         self.limiter.learn(alias, getattr(e, "announced", {}), m.config.rate_limits)
                         if key is not None and e.retry_after:
                             self.state.set(
@@ -431,9 +432,7 @@ class ProviderClient:
             if wait:
                 self.state.set(f"block:{m.alias}:{key.env}", time.time() + wait, ttl_s=min(wait, 86400))
 
-    def _send(
-        self, m: ModelInfo, key: Secret | None, req: t.Request, deadline: float | None, kind: str = "chat"
-    ) -> t.Completion:
+    def _send(self, m: ModelInfo, key: Secret | None, req: t.Request, deadline: float | None) -> t.Completion:
         url, headers, body = self._prepare(m, key, req, stream=False)
         self.limiter.add(m.alias, rpm=1)
         try:
@@ -481,12 +480,28 @@ class ProviderClient:
                         yield from self._send_stream(m, key, req, deadline)
                         return
                     raise err
-                for sse in EventSource(resp).iter_sse():
-                    for d in parser.feed(sse.event, sse.data):
-                        if first_at is None:
-                            first_at = time.perf_counter()
-                        yield d
-                c = parser.finish()
+                if "text/event-stream" not in resp.headers.get("content-type", ""):
+                    # Some servers ignore `stream` and answer in one piece: take it as a one-delta stream.
+                    raw = resp.read()
+                    try:
+                        data = json.loads(raw)
+                    except ValueError:
+                        raise t.ProviderError(
+                            t.MALFORMED,
+                            f"stream response is neither SSE nor JSON: {raw[:60]!r}",
+                            model=m.alias,
+                        ) from None
+                    c = wire_for(m.provider).parse(data, m.name)
+                    first_at = time.perf_counter()
+                    if c.text:
+                        yield t.Delta(text=c.text)
+                else:
+                    for sse in EventSource(resp).iter_sse():
+                        for d in parser.feed(sse.event, sse.data):
+                            if first_at is None:
+                                first_at = time.perf_counter()
+                            yield d
+                    c = parser.finish()
                 self._after_ok(m, key, resp)
         except httpx.HTTPError as e:
             err = self._transport_error(m, e)
