@@ -10,6 +10,9 @@ limits, a model's cooldown after repeated failures, the position in a key rotati
   N times a limit while it is away), a warning is logged once per outage, and Redis is tried again after
   `redis.retry_after_s`; the first success logs that shared state is back.
 
+Both also provide the providers' key/value StateStore (get / set / incr / delete), so a `ProviderClient`
+given `open_state(settings)` shares its health, cooldowns, key rotation, learned limits and rate counters.
+
 Rate windows are sliding logs: an admission at time t counts against every window that contains t, so at
 most `limit` units are admitted in any `window_s`-long interval, across all processes, timed by the Redis
 server's clock (no clock skew between machines).
@@ -28,6 +31,7 @@ from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 from .errors import AgentRouterError
+from .providers.state import MemoryState
 
 log = logging.getLogger("agent_router.shared_state")
 
@@ -88,6 +92,15 @@ class StateStore(Protocol):
 
     def get_value(self, key: str) -> float | None: ...
 
+    # The providers' key/value StateStore (agent_router.providers.state): health, key positions, counters.
+    def get(self, key: str) -> float | None: ...
+
+    def set(self, key: str, value: float, ttl_s: float | None = None) -> None: ...
+
+    def incr(self, key: str, amount: float = 1.0, ttl_s: float | None = None) -> float: ...
+
+    def delete(self, key: str) -> None: ...
+
 
 # --- in-process state --------------------------------------------------------------------------------------
 class LocalState:
@@ -104,6 +117,7 @@ class LocalState:
         self._fails: dict[str, tuple[int, float]] = {}  # count, expiry
         self._rot: dict[str, int] = {}
         self._values: dict[str, tuple[float, float | None]] = {}
+        self.kv = MemoryState(clock)  # the providers' key/value operations
 
     def _trim(self, key: str, now: float, window_s: float) -> deque[tuple[float, int]]:
         q = self._logs.setdefault(key, deque())
@@ -184,6 +198,18 @@ class LocalState:
                 return None
             return v[0]
 
+    def get(self, key: str) -> float | None:
+        return self.kv.get(key)
+
+    def set(self, key: str, value: float, ttl_s: float | None = None) -> None:
+        self.kv.set(key, value, ttl_s)
+
+    def incr(self, key: str, amount: float = 1.0, ttl_s: float | None = None) -> float:
+        return self.kv.incr(key, amount, ttl_s)
+
+    def delete(self, key: str) -> None:
+        self.kv.delete(key)
+
 
 # --- Redis -------------------------------------------------------------------------------------------------
 # KEYS: log (zset of "id:amount" scored by admission time in microseconds), sum (units in the log).
@@ -238,6 +264,15 @@ return 1
 """
 
 
+# INCRBYFLOAT, with the time to live applied only when the key is new (as MemoryState.incr does).
+_INCR_LUA = """
+local new = redis.call('EXISTS', KEYS[1]) == 0
+local v = redis.call('INCRBYFLOAT', KEYS[1], ARGV[1])
+if new and tonumber(ARGV[2]) > 0 then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return v
+"""
+
+
 def _safe_where(url: str) -> str:
     """host:port/db of a Redis URL, never its password."""
     try:
@@ -276,6 +311,7 @@ class RedisState:
         self.local = local or LocalState()
         self._acquire = self.client.register_script(_ACQUIRE_LUA)
         self._cooldown = self.client.register_script(_COOLDOWN_LUA)
+        self._incr = self.client.register_script(_INCR_LUA)
         self._lock = threading.Lock()
         self._down_since: float | None = None  # monotonic time of the failure that started this outage
         self._next_try = 0.0
@@ -382,6 +418,27 @@ class RedisState:
             return None if v is None else float(v)
 
         return self._run(op, lambda: self.local.get_value(key))
+
+    # -- the providers' key/value StateStore ---------------------------------------------------------------
+    def get(self, key: str) -> float | None:
+        def op() -> float | None:
+            v = self.client.get(self._k("kv", key))
+            return None if v is None else float(v)
+
+        return self._run(op, lambda: self.local.get(key))
+
+    def set(self, key: str, value: float, ttl_s: float | None = None) -> None:
+        px = None if ttl_s is None else max(1, int(ttl_s * 1000))
+        self._run(lambda: self.client.set(self._k("kv", key), repr(float(value)), px=px),
+                  lambda: self.local.set(key, value, ttl_s))
+
+    def incr(self, key: str, amount: float = 1.0, ttl_s: float | None = None) -> float:
+        px = 0 if ttl_s is None else max(1, int(ttl_s * 1000))
+        return self._run(lambda: float(self._incr(keys=[self._k("kv", key)], args=[repr(float(amount)), px])),
+                         lambda: self.local.incr(key, amount, ttl_s))
+
+    def delete(self, key: str) -> None:
+        self._run(lambda: self.client.delete(self._k("kv", key)), lambda: self.local.delete(key))
 
     def close(self) -> None:
         self.client.close()

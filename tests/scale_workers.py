@@ -164,3 +164,42 @@ def limited_writer(dsn: str, redis_url: str, worker: int, duration_s: float, spo
     led.close()
     state.close()
     return {"calls": calls, "shared": shared, "local": local, "warnings": handler.messages}
+
+
+def provider_settings(llm_url: str, rpm: int | None = None, **model_kw: Any) -> Any:
+    """Settings for one OpenAI-compatible model on the local fake server, with shared state in Redis
+    (URL in $AR_TEST_REDIS_URL)."""
+    from agent_router.settings import Settings
+
+    m: dict[str, Any] = {"provider": "openai", "name": "shared-model", "base_url": llm_url + "/v1",
+                         "api_key_env": "TEST_KEY", **model_kw}
+    if rpm:
+        m["rate_limits"] = {"rpm": rpm}
+    return Settings.model_validate({
+        "models": {"m": m}, "tiers": {"utility": ["m"], "chat": ["m"], "premium": ["m"]},
+        "providers": {"timeout_s": 2.0, "max_retries": 0, "max_retry_wait_s": 0.0, "failure_threshold": 2,
+                      "cooldown_s": 30.0},
+        "redis": {"url_env": "AR_TEST_REDIS_URL"},
+    })
+
+
+def client_worker(llm_url: str, redis_url: str, key: str, rpm: int, attempts: int, *, ready: Any
+                  ) -> dict[str, int]:
+    """A ProviderClient under a shared rpm limit: try `attempts` calls; count answered and refused."""
+    import os
+
+    from agent_router.providers import ProviderClient, ProviderError
+
+    os.environ["AR_TEST_REDIS_URL"] = redis_url
+    client = ProviderClient(provider_settings(llm_url, rpm), env={"TEST_KEY": key})
+    ready()
+    ok = refused = 0
+    for _ in range(attempts):
+        try:
+            client.complete("m", [{"role": "user", "content": "hi"}])
+            ok += 1
+        except ProviderError as e:
+            assert e.kind == "rate_limit", e
+            refused += 1
+    client.close()
+    return {"ok": ok, "refused": refused}

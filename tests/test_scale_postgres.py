@@ -11,7 +11,6 @@ import threading
 import time
 from pathlib import Path
 
-import psycopg
 import pytest
 from click.testing import CliRunner
 from ledger_fixtures import ANTHROPIC_RESPONSE, OPENAI_RESPONSE, Recorder, plugin_manager
@@ -25,11 +24,13 @@ from scale_fixtures import (  # noqa: F401 - pytest fixtures
     run_workers,
 )
 
-from agent_router.cli import cli
-from agent_router.ledger import BY_CHOICES, Ledger, LedgerError, costs
-from agent_router.ledger.migrations import MIGRATIONS
-from agent_router.ledger.pg_store import PostgresStore
-from agent_router.settings import parse
+psycopg = pytest.importorskip("psycopg", reason="psycopg not installed: pip install -e '.[postgres]'")
+
+from agent_router.cli import cli  # noqa: E402
+from agent_router.ledger import BY_CHOICES, Ledger, LedgerError, costs  # noqa: E402
+from agent_router.ledger.migrations import MIGRATIONS  # noqa: E402
+from agent_router.ledger.pg_store import PostgresStore  # noqa: E402
+from agent_router.settings import parse  # noqa: E402
 
 ENV = "AR_TEST_PG_DSN"
 

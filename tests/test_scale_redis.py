@@ -175,3 +175,53 @@ def test_settings_reject_a_url_where_an_env_name_belongs() -> None:
     assert "$.ledger.dsn_env" in str(e.value) and "hunter2" not in str(e.value)
     with pytest.raises(SettingsError, match="needs `dsn_env`"):
         parse({"ledger": {"backend": "postgresql"}})
+
+
+# --- the providers' client on shared state --------------------------------------------------------------
+@pytest.fixture
+def llm():
+    from providers_fixtures import FakeLLM
+
+    with FakeLLM() as server:
+        yield server
+
+
+def test_provider_clients_in_4_processes_share_one_rpm_limit(redis_server, llm) -> None:  # noqa: F811
+    from providers_fixtures import GOOD_KEYS
+
+    key = sorted(GOOD_KEYS)[0]
+    rpm = 12
+    results = run_workers(4, "client_worker", lambda i: (llm.url, redis_server.url, key, rpm, 8))
+    # 32 calls wanted within one minute; exactly `rpm` reached the server, whichever process made them.
+    assert sum(r["ok"] for r in results) == rpm
+    assert llm.count("shared-model") == rpm
+    assert sum(r["refused"] for r in results) == 4 * 8 - rpm
+
+
+def test_provider_clients_share_cooldown_and_key_rotation(redis_server, llm, monkeypatch) -> None:  # noqa: F811
+    from providers_fixtures import GOOD_KEYS
+    from scale_workers import provider_settings
+
+    from agent_router.providers import ProviderClient, ProviderError
+
+    monkeypatch.setenv("AR_TEST_REDIS_URL", redis_server.url)
+    k1, k2 = sorted(GOOD_KEYS)
+    s = provider_settings(llm.url, api_key_env=["K1", "K2"])
+    # Two clients with their own Redis connections: two agents on two machines.
+    a = ProviderClient(s, env={"K1": k1, "K2": k2})
+    b = ProviderClient(s, env={"K1": k1, "K2": k2})
+    assert isinstance(a.state, RedisState) and a.state is not b.state
+    for c in (a, b, a, b):
+        c.complete("m", [{"role": "user", "content": "hi"}])
+    used = [r["headers"]["Authorization"][7:] for r in llm.requests]
+    assert used in ([k1, k2, k1, k2], [k2, k1, k2, k1])  # one rotation for both agents
+    llm.fault("shared-model", "500", "500")
+    for _ in range(2):  # two failures seen by agent a trip the breaker (failure_threshold 2)
+        with pytest.raises(ProviderError):
+            a.complete("m", [{"role": "user", "content": "hi"}])
+    before = llm.count("shared-model")
+    with pytest.raises(ProviderError, match="cooling down"):
+        b.complete("m", [{"role": "user", "content": "hi"}])  # agent b skips it without calling
+    assert llm.count("shared-model") == before
+    a.close()
+    b.close()
