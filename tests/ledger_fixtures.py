@@ -47,23 +47,42 @@ def ledger(path: Path, pm: Any = None, **budgets: Any) -> Ledger:
 
 # Provider payloads as the APIs return them (whole, non-streamed responses).
 OPENAI_RESPONSE = {
-    "id": "chatcmpl-1", "object": "chat.completion", "model": "gpt-4.1-mini-2025-04-14",
+    "id": "chatcmpl-1",
+    "object": "chat.completion",
+    "model": "gpt-4.1-mini-2025-04-14",
     "choices": [{"index": 0, "message": {"role": "assistant", "content": "hi"}, "finish_reason": "stop"}],
-    "usage": {"prompt_tokens": 12000, "completion_tokens": 900, "total_tokens": 12900,
-              "prompt_tokens_details": {"cached_tokens": 8000},
-              "completion_tokens_details": {"reasoning_tokens": 300}},
+    "usage": {
+        "prompt_tokens": 12000,
+        "completion_tokens": 900,
+        "total_tokens": 12900,
+        "prompt_tokens_details": {"cached_tokens": 8000},
+        "completion_tokens_details": {"reasoning_tokens": 300},
+    },
 }
 ANTHROPIC_RESPONSE = {
-    "id": "msg_1", "type": "message", "role": "assistant", "model": "claude-sonnet-4-5",
-    "content": [{"type": "text", "text": "hi"}], "stop_reason": "end_turn",
-    "usage": {"input_tokens": 1500, "cache_read_input_tokens": 20000, "cache_creation_input_tokens": 4000,
-              "output_tokens": 700},
+    "id": "msg_1",
+    "type": "message",
+    "role": "assistant",
+    "model": "claude-sonnet-4-5",
+    "content": [{"type": "text", "text": "hi"}],
+    "stop_reason": "end_turn",
+    "usage": {
+        "input_tokens": 1500,
+        "cache_read_input_tokens": 20000,
+        "cache_creation_input_tokens": 4000,
+        "output_tokens": 700,
+    },
 }
 GEMINI_RESPONSE = {
     "candidates": [{"content": {"parts": [{"text": "hi"}], "role": "model"}}],
     "modelVersion": "gemini-2.5-flash",
-    "usageMetadata": {"promptTokenCount": 10000, "cachedContentTokenCount": 6000, "candidatesTokenCount": 400,
-                      "thoughtsTokenCount": 1100, "totalTokenCount": 11500},
+    "usageMetadata": {
+        "promptTokenCount": 10000,
+        "cachedContentTokenCount": 6000,
+        "candidatesTokenCount": 400,
+        "thoughtsTokenCount": 1100,
+        "totalTokenCount": 11500,
+    },
 }
 # List prices in USD per million tokens (input, cached read, cache write, output), as published.
 LIST_PRICES = {

@@ -21,6 +21,7 @@ from ledger_fixtures import (
     settings,
 )
 
+from agent_router import hookspecs
 from agent_router.ledger import Ledger, LedgerError
 from agent_router.ledger import migrations as mig
 from agent_router.router import Router
@@ -32,28 +33,61 @@ from agent_router.usage import Usage
 def test_blank_database_gets_every_migration_and_wal(tmp_path):
     led = ledger(tmp_path / "l.db")
     db = led.store.db
-    assert {"calls", "feedback", "reservations", "budget_alerts", "_migrations"} <= set(db.table_names())
+    assert {"calls", "feedback", "spend", "reservations", "budget_alerts", "_migrations"} <= set(
+        db.table_names()
+    )
     assert mig.applied(db) == {fn.__name__ for fn in mig.MIGRATIONS}
     assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     cols = {c.name for c in db["calls"].columns}
-    for c in ("conversation_id", "agent_id", "kind", "tool", "task_type", "tier", "requested_model", "model",
-              "provider", "input_tokens", "cached_input_tokens", "cache_write_tokens", "output_tokens",
-              "reasoning_tokens", "token_source", "cost_usd", "price_source", "latency_ms", "outcome",
-              "fallback_of", "reasons", "tokens_saved", "saved_usd"):
+    for c in (
+        "conversation_id",
+        "agent_id",
+        "kind",
+        "tool",
+        "task_type",
+        "tier",
+        "requested_model",
+        "model",
+        "provider",
+        "input_tokens",
+        "cached_input_tokens",
+        "cache_write_tokens",
+        "output_tokens",
+        "reasoning_tokens",
+        "token_source",
+        "cost_usd",
+        "price_source",
+        "latency_ms",
+        "outcome",
+        "fallback_of",
+        "reasons",
+        "tokens_saved",
+        "saved_usd",
+    ):
         assert c in cols
-    assert {"calls_time", "calls_conversation", "calls_model", "calls_tier"} <= {i.name for i in db["calls"].indexes}
+    assert {"calls_uid", "calls_time", "calls_conversation"} <= {i.name for i in db["calls"].indexes}
 
 
 def test_older_database_is_migrated_and_keeps_its_rows(tmp_path):
     path = tmp_path / "old.db"
     db = sqlite_utils.Database(path)
     mig.migrate(db, upto="m002_report_indexes")  # a ledger written before savings, feedback and budgets
-    db["calls"].insert({"uid": "u1", "time": "2026-01-02T03:04:05.000000+00:00", "kind": "chat",
-                        "model": "gpt-4.1-mini", "input_tokens": 10, "output_tokens": 5, "cost_usd": 0.25,
-                        "outcome": "ok"})
+    db["calls"].insert(
+        {
+            "uid": "u1",
+            "time": "2026-01-02T03:04:05.000000+00:00",
+            "kind": "chat",
+            "model": "gpt-4.1-mini",
+            "input_tokens": 10,
+            "output_tokens": 5,
+            "cost_usd": 0.25,
+            "outcome": "ok",
+        }
+    )
     db.close()
     led = ledger(path)
     assert mig.pending(led.store.db) == []
+    assert led.store.spent("day:2026-01-02") == 0.25  # budgets see the spend recorded before the upgrade
     rows = led.store.read("SELECT uid, cost_usd, tokens_saved, saved_usd FROM calls")
     assert rows == [{"uid": "u1", "cost_usd": 0.25, "tokens_saved": 0, "saved_usd": 0.0}]
     assert led.add_feedback(1, False, "implicit", "retry") == 1
@@ -88,17 +122,32 @@ def test_record_from_router_decision_and_provider_payloads(tmp_path):
     rec = Recorder()
     led = ledger(tmp_path / "l.db", pm=plugin_manager(rec))
     d = Router(led.settings).route([{"role": "user", "content": "hi there"}])
-    a = led.record("gpt-4.1-mini-2025-04-14", OPENAI_RESPONSE, provider="openai", decision=d, conversation_id="c1",
-                   agent_id="0", latency_ms=812.5)
-    b = led.record("claude-sonnet-4-5", ANTHROPIC_RESPONSE, kind="summary", conversation_id="c1",
-                   fallback_of=a, outcome="ok")
+    a = led.record(
+        "gpt-4.1-mini-2025-04-14",
+        OPENAI_RESPONSE,
+        provider="openai",
+        decision=d,
+        conversation_id="c1",
+        agent_id="0",
+        latency_ms=812.5,
+    )
+    b = led.record(
+        "claude-sonnet-4-5",
+        ANTHROPIC_RESPONSE,
+        kind="summary",
+        conversation_id="c1",
+        fallback_of=a,
+        outcome="ok",
+    )
     c = led.record("gemini-2.5-flash", GEMINI_RESPONSE, kind="tool", tool="search", conversation_id="c2")
     assert (a, b, c) == (1, 2, 3)
     rows = {r["id"]: r for r in led.store.read("SELECT * FROM calls")}
     assert rows[1]["requested_model"] == d.model and rows[1]["tier"] == d.tier
     assert json.loads(rows[1]["reasons"]) == d.reasons
     assert rows[1]["cost_usd"] == pytest.approx(list_cost("gpt-4.1-mini", 4000, 8000, 0, 900), rel=0.01)
-    assert rows[2]["cost_usd"] == pytest.approx(list_cost("claude-sonnet-4-5", 1500, 20000, 4000, 700), rel=0.01)
+    assert rows[2]["cost_usd"] == pytest.approx(
+        list_cost("claude-sonnet-4-5", 1500, 20000, 4000, 700), rel=0.01
+    )
     assert rows[2]["fallback_of"] == 1 and rows[2]["tier"] == "premium" and rows[2]["provider"] == "anthropic"
     assert rows[3]["cost_usd"] == pytest.approx(list_cost("gemini-2.5-flash", 4000, 6000, 0, 1500), rel=0.01)
     assert rows[3]["reasoning_tokens"] == 1100 and rows[3]["tool"] == "search"
@@ -108,9 +157,15 @@ def test_record_from_router_decision_and_provider_payloads(tmp_path):
 
 def test_counted_usage_and_errors_are_recorded(tmp_path):
     led = ledger(tmp_path / "l.db")
-    i = led.record("gpt-4.1-nano", Usage(input=300, output=0, source="counted"), outcome="timeout", latency_ms=30000)
+    i = led.record(
+        "gpt-4.1-nano", Usage(input=300, output=0, source="counted"), outcome="timeout", latency_ms=30000
+    )
     row = led.store.read("SELECT token_source, outcome, cost_usd FROM calls WHERE id = ?", [i])[0]
-    assert row == {"token_source": "counted", "outcome": "timeout", "cost_usd": pytest.approx(300 * 0.10 / 1e6)}
+    assert row == {
+        "token_source": "counted",
+        "outcome": "timeout",
+        "cost_usd": pytest.approx(300 * 0.10 / 1e6),
+    }
     with pytest.raises(LedgerError, match="kind must be one of"):
         led.record("gpt-4.1-nano", kind="chatty")
     with pytest.raises(LedgerError, match="prompt_tokens"):
@@ -124,8 +179,13 @@ def test_prompts_and_keys_never_stored_by_default(tmp_path, monkeypatch):
     path = tmp_path / "l.db"
     led = ledger(path)
     msgs = [{"role": "user", "content": "my secret plan"}]
-    led.record("gpt-4.1-nano", Usage(input=5, output=5), prompt=msgs, outcome=f"auth: bad key {key}",
-               reasons=[f"Authorization: Bearer {key}"])
+    led.record(
+        "gpt-4.1-nano",
+        Usage(input=5, output=5),
+        prompt=msgs,
+        outcome=f"auth: bad key {key}",
+        reasons=[f"Authorization: Bearer {key}"],
+    )
     row = led.store.read("SELECT prompt, outcome, reasons FROM calls")[0]
     assert row["prompt"] is None and key not in row["outcome"] and key not in row["reasons"]
     led.close()
@@ -136,7 +196,8 @@ def test_prompts_and_keys_never_stored_by_default(tmp_path, monkeypatch):
     led2 = Ledger(tmp_path / "p.db", s, pm=plugin_manager())
     led2.record("gpt-4.1-nano", Usage(input=5, output=5), prompt=[{"role": "user", "content": f"x {key}"}])
     assert led2.store.read("SELECT prompt FROM calls")[0]["prompt"] == json.dumps(
-        [{"role": "user", "content": "x [REDACTED]"}])
+        [{"role": "user", "content": "x [REDACTED]"}]
+    )
 
 
 # -- concurrency and safety ---------------------------------------------------------------------------------
@@ -145,7 +206,10 @@ def test_prompts_and_keys_never_stored_by_default(tmp_path, monkeypatch):
 def _writer(path: str, n: int, worker: int) -> None:
     led = Ledger(path, settings(), pm=plugin_manager())
     for i in range(n):
-        assert led.record("gpt-4.1-nano", Usage(input=100 + i, output=10), conversation_id=f"w{worker}") is not None
+        assert (
+            led.record("gpt-4.1-nano", Usage(input=100 + i, output=10), conversation_id=f"w{worker}")
+            is not None
+        )
     led.close()
 
 
@@ -219,7 +283,8 @@ def test_write_that_finally_fails_is_spooled_and_replayed(tmp_path, caplog):
     led.close()
     again = ledger(path)  # the next open replays the spool, once
     assert again.store.read("SELECT conversation_id, input_tokens FROM calls") == [
-        {"conversation_id": "spooled", "input_tokens": 7}]
+        {"conversation_id": "spooled", "input_tokens": 7}
+    ]
     assert again.spool_path.stat().st_size == 0
     assert ledger(path).store.count() == 1
 
@@ -237,10 +302,32 @@ def test_feedback_and_outcomes(tmp_path):
     out = list(led.outcomes())
     assert out[0] | {} == out[0]
     assert [(o["call_id"], o["task_type"], o["model"], o["tier"], o["good"]) for o in out] == [
-        (a, d.analysis.task_type, d.model, d.tier, False), (b, "math", "gpt-4.1", "premium", True)]
+        (a, d.analysis.task_type, d.model, d.tier, False),
+        (b, "math", "gpt-4.1", "premium", True),
+    ]
     assert out[0]["signal"] == "switch_model" and out[1]["source"] == "explicit"
     assert list(led.outcomes(since="2999-01-01")) == []
     with pytest.raises(LedgerError, match="no call with id 42"):
         led.add_feedback(42, True)
     with pytest.raises(LedgerError, match="source must be"):
         led.add_feedback(a, True, "telepathy")
+
+
+def test_from_settings_default_path_and_ledger_path(tmp_path, monkeypatch):
+    monkeypatch.setenv("AGENT_ROUTER_HOME", str(tmp_path / "home"))
+    led = Ledger.from_settings(settings(), pm=plugin_manager())
+    assert led.path == tmp_path / "home" / "ledger.db" and led.path.exists()
+    s = settings()
+    s.ledger.path = str(tmp_path / "elsewhere" / "costs.db")
+    assert Ledger.from_settings(s, pm=plugin_manager()).path == tmp_path / "elsewhere" / "costs.db"
+
+
+def test_hook_failure_loses_nothing(tmp_path, caplog):
+    class Broken:
+        @hookspecs.hookimpl
+        def on_usage(self, record):
+            raise RuntimeError("exporter down")
+
+    led = ledger(tmp_path / "l.db", pm=plugin_manager(Broken()))
+    assert led.record("gpt-4.1-nano", Usage(input=1, output=1)) == 1
+    assert led.store.count() == 1 and "on_usage failed" in caplog.text

@@ -14,8 +14,10 @@ from agent_router.ledger import Ledger
 from agent_router.router import BudgetBlocked, Router
 from agent_router.usage import Usage
 
-HARD = ("Design a distributed consensus algorithm, prove its safety step by step, analyze the trade-offs against "
-        "Raft and Paxos, then implement it in Python with unit tests and explain edge cases in a detailed report.")
+HARD = (
+    "Design a distributed consensus algorithm, prove its safety step by step, analyze the trade-offs against "
+    "Raft and Paxos, then implement it in Python with unit tests and explain edge cases in a detailed report."
+)
 
 
 def _spend(led: Ledger, usd: float, conversation_id: str | None = None) -> int | None:
@@ -139,8 +141,13 @@ def test_router_downgrades_then_blocks_as_the_budget_runs_out(tmp_path):
     d, chk = led.route(router, msgs, {**premium, "conversation_id": "c1"})
     assert d.tier != "premium" and any("budget" in r and "downgraded" in r for r in d.reasons)
     assert d.estimated_cost_usd <= 0.005 and chk.allowed
-    led.record(d.model_name, Usage(input=d.estimated_input_tokens, output=d.estimated_output_tokens),
-               decision=d, reservation_id=chk.reservation_id, conversation_id="c1")
+    led.record(
+        d.model_name,
+        Usage(input=d.estimated_input_tokens, output=d.estimated_output_tokens),
+        decision=d,
+        reservation_id=chk.reservation_id,
+        conversation_id="c1",
+    )
     _spend(led, max(0.0, (led.remaining() or 0) - 0.0001))  # leave a hundredth of a cent
     with pytest.raises(BudgetBlocked):
         led.route(router, msgs, {"conversation_id": "c1"})

@@ -1,4 +1,4 @@
-"""Cost reports (`agent-router costs`, `report --html`, `feedback`) read by people and by headless Chromium."""
+"""Cost reports (`agent-router costs`, `report --html`, `feedback`), read by people and headless Chromium."""
 
 from __future__ import annotations
 
@@ -27,14 +27,41 @@ def _fill(path: Path) -> None:
     for day in range(6):
         t = NOW - timedelta(days=day, minutes=5)
         rows += [
-            dict(model="gpt-4.1-nano", usage=Usage(input=2000, output=200), time=t, task_type="chat",
-                 conversation_id="a", latency_ms=300),
-            dict(model="gpt-4.1-mini", usage=Usage(input=5000, output=500, cached_input=1000), time=t,
-                 task_type="code", conversation_id="a", latency_ms=900, outcome="ok"),
-            dict(model="claude-sonnet-4-5", usage=Usage(input=3000, output=400), time=t, task_type="reasoning",
-                 conversation_id="b", latency_ms=2100, outcome="rate_limit" if day == 0 else "ok"),
-            dict(model="gemini-2.5-flash", usage=Usage(input=1000, output=100), time=t, kind="tool", tool="search",
-                 conversation_id="b", latency_ms=500),
+            dict(
+                model="gpt-4.1-nano",
+                usage=Usage(input=2000, output=200),
+                time=t,
+                task_type="chat",
+                conversation_id="a",
+                latency_ms=300,
+            ),
+            dict(
+                model="gpt-4.1-mini",
+                usage=Usage(input=5000, output=500, cached_input=1000),
+                time=t,
+                task_type="code",
+                conversation_id="a",
+                latency_ms=900,
+                outcome="ok",
+            ),
+            dict(
+                model="claude-sonnet-4-5",
+                usage=Usage(input=3000, output=400),
+                time=t,
+                task_type="reasoning",
+                conversation_id="b",
+                latency_ms=2100,
+                outcome="rate_limit" if day == 0 else "ok",
+            ),
+            dict(
+                model="gemini-2.5-flash",
+                usage=Usage(input=1000, output=100),
+                time=t,
+                kind="tool",
+                tool="search",
+                conversation_id="b",
+                latency_ms=500,
+            ),
         ]
     led.record_many(rows)
     led.close()
@@ -56,7 +83,9 @@ def test_costs_by_model_with_error_rate_latency_and_savings(db):
     assert mini["cost_usd"] == pytest.approx(6 * list_cost("gpt-4.1-mini", 4000, 1000, 0, 500), rel=0.01)
     # The saving: the same tokens priced at the premium tier's first model (claude-sonnet-4-5).
     assert rep["premium_model"] == "claude-sonnet-4-5"
-    assert mini["premium_cost_usd"] == pytest.approx(6 * list_cost("claude-sonnet-4-5", 4000, 1000, 0, 500), rel=0.01)
+    assert mini["premium_cost_usd"] == pytest.approx(
+        6 * list_cost("claude-sonnet-4-5", 4000, 1000, 0, 500), rel=0.01
+    )
     assert mini["routing_saved_usd"] == pytest.approx(mini["premium_cost_usd"] - mini["cost_usd"])
     assert by["claude-sonnet-4-5"]["routing_saved_usd"] == pytest.approx(0.0, abs=1e-12)
     assert by["claude-sonnet-4-5"]["error_rate"] == pytest.approx(1 / 6)
@@ -65,10 +94,15 @@ def test_costs_by_model_with_error_rate_latency_and_savings(db):
     assert t["calls"] == 24 and t["cost_usd"] == pytest.approx(sum(r["cost_usd"] for r in rep["rows"]))
 
 
-@pytest.mark.parametrize(("by", "keys"), [
-    ("tier", {"utility", "chat", "premium"}), ("task_type", {"chat", "code", "reasoning", None}),
-    ("conversation", {"a", "b"}), ("tool", {None, "search"}),
-])
+@pytest.mark.parametrize(
+    ("by", "keys"),
+    [
+        ("tier", {"utility", "chat", "premium"}),
+        ("task_type", {"chat", "code", "reasoning", None}),
+        ("conversation", {"a", "b"}),
+        ("tool", {None, "search"}),
+    ],
+)
 def test_costs_groupings(db, by, keys):
     assert {r["key"] for r in costs(ledger(db), by)["rows"]} == keys
 
@@ -91,10 +125,13 @@ def test_cli_costs_table_and_json(db):
     assert data["by"] == "conversation" and data["total"]["calls"] == 24
 
 
-@pytest.mark.parametrize(("args", "message"), [
-    (["--by", "colour"], "Invalid value for '--by'"),
-    (["--since", "last tuesday"], "--since: cannot read 'last tuesday'"),
-])
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--by", "colour"], "Invalid value for '--by'"),
+        (["--since", "last tuesday"], "--since: cannot read 'last tuesday'"),
+    ],
+)
 def test_cli_bad_arguments_are_named(db, args, message):
     r = CliRunner().invoke(cli, ["costs", "--db", str(db), *args])
     assert r.exit_code == 2 and message in r.output
@@ -106,8 +143,14 @@ def test_cli_corrupt_and_missing_db(tmp_path):
     bad = tmp_path / "corrupt.db"
     bad.write_bytes(b"\x00garbage" * 512)
     r = CliRunner().invoke(cli, ["costs", "--db", str(bad)])
-    assert r.exit_code == 2 and "corrupt.db: not a usable SQLite ledger" in r.output and "Traceback" not in r.output
-    r = CliRunner().invoke(cli, ["report", "--db", str(tmp_path / "none.db"), "--html", str(tmp_path / "r.html")])
+    assert (
+        r.exit_code == 2
+        and "corrupt.db: not a usable SQLite ledger" in r.output
+        and "Traceback" not in r.output
+    )
+    r = CliRunner().invoke(
+        cli, ["report", "--db", str(tmp_path / "none.db"), "--html", str(tmp_path / "r.html")]
+    )
     assert r.exit_code == 2 and "none.db: no ledger there yet" in r.output
 
 
@@ -138,7 +181,9 @@ def test_html_is_self_contained(db):
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (Debian: apt-get install -y chromium)")
+@pytest.mark.skipif(
+    CHROMIUM is None, reason="chromium is not installed (Debian: apt-get install -y chromium)"
+)
 def test_html_report_renders_in_headless_chromium(db, tmp_path):
     from PIL import Image
 
@@ -146,10 +191,23 @@ def test_html_report_renders_in_headless_chromium(db, tmp_path):
     r = CliRunner().invoke(cli, ["report", "--db", str(db), "--html", str(html)])
     assert r.exit_code == 0, r.output
     png = tmp_path / "shot.png"
-    flags = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-             "--disable-component-update", "--disable-sync", "--no-first-run", f"--user-data-dir={tmp_path / 'ud'}"]
-    subprocess.run([*flags, f"--screenshot={png}", "--window-size=1200,1600", html.as_uri()],
-                   capture_output=True, timeout=90, check=True)
+    flags = [
+        CHROMIUM,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        f"--user-data-dir={tmp_path / 'ud'}",
+    ]
+    subprocess.run(
+        [*flags, f"--screenshot={png}", "--window-size=1200,1600", html.as_uri()],
+        capture_output=True,
+        timeout=90,
+        check=True,
+    )
     assert png.exists() and png.stat().st_size > 20_000
     img = Image.open(png).convert("RGB")
     assert img.size == (1200, 1600)
@@ -158,8 +216,20 @@ def test_html_report_renders_in_headless_chromium(db, tmp_path):
     # The chart colours are really painted (model bars, tier bars, premium line).
     painted = {c for _, c in colours}
     for hexc in ("#4e79a7", "#e15759", "#59a14f"):
-        assert tuple(int(hexc[i:i + 2], 16) for i in (1, 3, 5)) in painted
-    dom = subprocess.run([*flags, "--dump-dom", html.as_uri()], capture_output=True, text=True, timeout=90,
-                         check=True).stdout
+        assert tuple(int(hexc[i : i + 2], 16) for i in (1, 3, 5)) in painted
+    dom = subprocess.run(
+        [*flags, "--dump-dom", html.as_uri()], capture_output=True, text=True, timeout=90, check=True
+    ).stdout
     assert len(re.findall(r'<svg class="chart"', dom)) == 4
     assert len(re.findall(r"<rect ", dom)) > 20 and "<polyline" in dom
+
+
+def test_cli_ledger_budget(tmp_path):
+    cfg = tmp_path / "settings.json"
+    cfg.write_text(json.dumps({"budgets": {"daily_usd": 2.0}, "ledger": {"path": str(tmp_path / "l.db")}}))
+    led = ledger(tmp_path / "l.db")
+    led.record("gpt-4.1", Usage(input=1, output=1), cost_usd=0.5)
+    r = CliRunner().invoke(cli, ["ledger", "budget", "--settings", str(cfg)])
+    assert r.exit_code == 0 and "$1.5000 left" in r.output
+    r = CliRunner().invoke(cli, ["ledger", "path", "--settings", str(cfg)])
+    assert r.output.strip() == str(tmp_path / "l.db")

@@ -13,7 +13,9 @@ from agent_router.usage import StreamUsage, Usage, UsageError, from_openai, norm
 
 def test_openai_cached_tokens_are_inside_prompt_tokens():
     u = normalize(OPENAI_RESPONSE, "openai")
-    assert u == Usage(input=12000, output=900, cached_input=8000, cache_write=0, reasoning=300, source="provider")
+    assert u == Usage(
+        input=12000, output=900, cached_input=8000, cache_write=0, reasoning=300, source="provider"
+    )
     assert u.fresh_input == 4000
 
 
@@ -29,15 +31,24 @@ def test_gemini_output_adds_thoughts_and_cached_is_inside_prompt():
 
 
 def test_openai_responses_api_shape():
-    u = from_openai({"input_tokens": 500, "input_tokens_details": {"cached_tokens": 200}, "output_tokens": 90,
-                     "output_tokens_details": {"reasoning_tokens": 40}})
+    u = from_openai(
+        {
+            "input_tokens": 500,
+            "input_tokens_details": {"cached_tokens": 200},
+            "output_tokens": 90,
+            "output_tokens_details": {"reasoning_tokens": 40},
+        }
+    )
     assert (u.input, u.cached_input, u.output, u.reasoning) == (500, 200, 90, 40)
 
 
 @pytest.mark.parametrize(
     ("payload", "provider", "genai_provider", "flavor"),
-    [(OPENAI_RESPONSE, "openai", "openai", "chat"), (ANTHROPIC_RESPONSE, "anthropic", "anthropic", "default"),
-     (GEMINI_RESPONSE, "gemini", "google", "default")],
+    [
+        (OPENAI_RESPONSE, "openai", "openai", "chat"),
+        (ANTHROPIC_RESPONSE, "anthropic", "anthropic", "default"),
+        (GEMINI_RESPONSE, "gemini", "google", "default"),
+    ],
 )
 def test_agrees_with_genai_prices_extract_usage(payload, provider, genai_provider, flavor):
     ours = normalize(payload, provider)
@@ -50,9 +61,11 @@ def test_agrees_with_genai_prices_extract_usage(payload, provider, genai_provide
 
 @pytest.mark.parametrize(
     ("payload", "provider", "model", "genai_provider"),
-    [(OPENAI_RESPONSE, "openai", "gpt-4.1-mini", "openai"),
-     (ANTHROPIC_RESPONSE, "anthropic", "claude-sonnet-4-5", "anthropic"),
-     (GEMINI_RESPONSE, "gemini", "gemini-2.5-flash", "google")],
+    [
+        (OPENAI_RESPONSE, "openai", "gpt-4.1-mini", "openai"),
+        (ANTHROPIC_RESPONSE, "anthropic", "claude-sonnet-4-5", "anthropic"),
+        (GEMINI_RESPONSE, "gemini", "gemini-2.5-flash", "google"),
+    ],
 )
 def test_priced_at_list_price_with_cached_tokens_as_cached(payload, provider, model, genai_provider):
     u = normalize(payload, provider)
@@ -60,9 +73,14 @@ def test_priced_at_list_price_with_cached_tokens_as_cached(payload, provider, mo
     expected = list_cost(model, u.fresh_input, u.cached_input, u.cache_write, u.output)
     assert usd == pytest.approx(expected, rel=0.01)
     check = genai_prices.calc_price(
-        genai_prices.Usage(input_tokens=u.input, cache_read_tokens=u.cached_input,
-                           cache_write_tokens=u.cache_write, output_tokens=u.output),
-        model, provider_id=genai_provider,
+        genai_prices.Usage(
+            input_tokens=u.input,
+            cache_read_tokens=u.cached_input,
+            cache_write_tokens=u.cache_write,
+            output_tokens=u.output,
+        ),
+        model,
+        provider_id=genai_provider,
     ).total_price
     assert usd == pytest.approx(float(check), rel=0.01)
     assert source.startswith("genai-prices")
@@ -73,9 +91,20 @@ def test_priced_at_list_price_with_cached_tokens_as_cached(payload, provider, mo
 
 def test_anthropic_stream_takes_last_cumulative_output_not_the_sum():
     s = StreamUsage("anthropic")
-    s.feed({"type": "message_start", "message": {"model": "claude-sonnet-4-5", "usage": {
-        "input_tokens": 1500, "cache_read_input_tokens": 20000, "cache_creation_input_tokens": 4000,
-        "output_tokens": 1}}})
+    s.feed(
+        {
+            "type": "message_start",
+            "message": {
+                "model": "claude-sonnet-4-5",
+                "usage": {
+                    "input_tokens": 1500,
+                    "cache_read_input_tokens": 20000,
+                    "cache_creation_input_tokens": 4000,
+                    "output_tokens": 1,
+                },
+            },
+        }
+    )
     s.feed({"type": "content_block_delta", "delta": {"type": "text_delta", "text": "hi"}})
     for n in (150, 420, 700):
         s.feed({"type": "message_delta", "delta": {"stop_reason": None}, "usage": {"output_tokens": n}})
@@ -97,9 +126,11 @@ def test_gemini_and_openai_streams_take_the_last_usage():
 
 @pytest.mark.parametrize(
     ("payload", "match"),
-    [({"usage": {"prompt_tokens": -1, "completion_tokens": 2}}, "prompt_tokens"),
-     ({"usage": {"prompt_tokens": "12", "completion_tokens": 2}}, "prompt_tokens"),
-     ({"usage": "n/a"}, "no usage object")],
+    [
+        ({"usage": {"prompt_tokens": -1, "completion_tokens": 2}}, "prompt_tokens"),
+        ({"usage": {"prompt_tokens": "12", "completion_tokens": 2}}, "prompt_tokens"),
+        ({"usage": "n/a"}, "no usage object"),
+    ],
 )
 def test_bad_payloads_name_the_field(payload, match):
     with pytest.raises(UsageError, match=match):

@@ -15,7 +15,10 @@ from ..ledger.reports import costs, format_table
 from ._common import get_settings, settings_option
 
 db_option = click.option(
-    "--db", "db_path", type=click.Path(dir_okay=False), default=None,
+    "--db",
+    "db_path",
+    type=click.Path(dir_okay=False),
+    default=None,
     help="Ledger file (default: ledger.path from settings, else $AGENT_ROUTER_HOME/ledger.db).",
 )
 
@@ -42,12 +45,18 @@ def register_commands(cli: click.Group) -> None:
 
 
 @click.command("costs")
-@click.option("--by", type=click.Choice(BY_CHOICES), default="model", show_default=True, help="Group rows by.")
-@click.option("--since", default=None, help="Only calls since: 30m, 24h, 7d, 2w, today, month, or an ISO date.")
+@click.option(
+    "--by", type=click.Choice(BY_CHOICES), default="model", show_default=True, help="Group rows by."
+)
+@click.option(
+    "--since", default=None, help="Only calls since: 30m, 24h, 7d, 2w, today, month, or an ISO date."
+)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @settings_option
 @db_option
-def costs_cmd(by: str, since: str | None, as_json: bool, settings_path: str | None, db_path: str | None) -> None:
+def costs_cmd(
+    by: str, since: str | None, as_json: bool, settings_path: str | None, db_path: str | None
+) -> None:
     """Tokens, calls, cost, error rate, latency, and the saving against every call on the premium tier."""
     with open_ledger(settings_path, db_path) as led:
         rep = costs(led, by, since)
@@ -58,8 +67,12 @@ def costs_cmd(by: str, since: str | None, as_json: bool, settings_path: str | No
 
 
 @click.command("report")
-@click.option("--html", "html_path", type=click.Path(dir_okay=False), required=True, help="Write the page here.")
-@click.option("--since", default=None, help="Only calls since: 30m, 24h, 7d, 2w, today, month, or an ISO date.")
+@click.option(
+    "--html", "html_path", type=click.Path(dir_okay=False), required=True, help="Write the page here."
+)
+@click.option(
+    "--since", default=None, help="Only calls since: 30m, 24h, 7d, 2w, today, month, or an ISO date."
+)
 @settings_option
 @db_option
 def report_cmd(html_path: str, since: str | None, settings_path: str | None, db_path: str | None) -> None:
@@ -79,7 +92,9 @@ def report_cmd(html_path: str, since: str | None, settings_path: str | None, db_
 @click.option("--signal", default="cli", show_default=True, help="What prompted the verdict.")
 @settings_option
 @db_option
-def feedback_cmd(call_id: int, verdict: str, signal: str, settings_path: str | None, db_path: str | None) -> None:
+def feedback_cmd(
+    call_id: int, verdict: str, signal: str, settings_path: str | None, db_path: str | None
+) -> None:
     """Mark the call CALL_ID (the `id` column of the ledger) as good or bad, for learned routing."""
     with open_ledger(settings_path, db_path) as led:
         fid = led.add_feedback(call_id, verdict == "good", "explicit", signal)

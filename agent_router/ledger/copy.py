@@ -15,7 +15,7 @@ from typing import Any
 
 from .errors import LedgerError
 from .pg_store import PostgresStore
-from .store import CALL_COLUMNS, SQLiteStore
+from .store import CALL_COLUMNS, SQLiteStore, spend_keys
 
 BATCH = 1000
 
@@ -52,6 +52,11 @@ def _copy(src: SQLiteStore, d: PostgresStore) -> dict[str, Any]:
         if new:
             with d.conn.cursor() as cur:
                 cur.executemany(sql, [[r.get(c) for c in cols] for r in new])
+            sums: dict[str, float] = {}
+            for r in new:  # the copied calls count against the shared budgets from now on
+                for k, v in spend_keys(r):
+                    sums[k] = sums.get(k, 0.0) + v
+            d._add_spend(list(sums.items()))
         inserted += len(new)
         present += len(rows) - len(new)
         found = {**there, **d.ids_for([r["uid"] for r in new])}

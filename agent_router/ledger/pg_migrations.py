@@ -41,12 +41,8 @@ PG_MIGRATIONS: dict[str, list[str]] = {
         "CREATE UNIQUE INDEX calls_uid ON calls (uid)",
     ],
     "m002_report_indexes": [
-        "CREATE INDEX calls_time ON calls (time, cost_usd)",
-        "CREATE INDEX calls_conversation ON calls (conversation_id, cost_usd)",
-        "CREATE INDEX calls_model ON calls (model)",
-        "CREATE INDEX calls_tier ON calls (tier)",
-        "CREATE INDEX calls_task_type ON calls (task_type)",
-        "CREATE INDEX calls_tool ON calls (tool)",
+        "CREATE INDEX calls_time ON calls (time)",
+        "CREATE INDEX calls_conversation ON calls (conversation_id)",
     ],
     "m003_compression_savings": [
         "ALTER TABLE calls ADD COLUMN tokens_saved BIGINT NOT NULL DEFAULT 0",
@@ -64,6 +60,14 @@ PG_MIGRATIONS: dict[str, list[str]] = {
         "CREATE INDEX feedback_call ON feedback (call_id)",
     ],
     "m005_budgets": [
+        "CREATE TABLE spend (key TEXT PRIMARY KEY, usd DOUBLE PRECISION NOT NULL)",
+        """INSERT INTO spend (key, usd)
+        SELECT k, SUM(c) FROM (
+            SELECT 'day:' || substr(time, 1, 10) AS k, cost_usd AS c FROM calls
+            UNION ALL SELECT 'month:' || substr(time, 1, 7), cost_usd FROM calls
+            UNION ALL SELECT 'conversation:' || conversation_id, cost_usd FROM calls
+                WHERE conversation_id IS NOT NULL
+        ) AS all_keys GROUP BY k""",
         """CREATE TABLE reservations (
             id TEXT PRIMARY KEY,
             conversation_id TEXT,

@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 from . import migrations
 from .errors import LedgerBusy, LedgerError
 from .pg_migrations import PG_MIGRATIONS
-from .store import CALL_COLUMNS, GROUPS
+from .store import CALL_COLUMNS, GROUPS, spend_keys
 
 T = TypeVar("T")
 
@@ -197,14 +197,34 @@ class PostgresStore:
     # -- writes (call inside write()) ----------------------------------------------------------------------
     def insert_call(self, row: dict[str, Any]) -> int | None:
         got = self.conn.execute(_INSERT_CALL + " RETURNING id", [row.get(c) for c in CALL_COLUMNS]).fetchone()
-        if got is None:  # uid already present (a replayed spool line, or a retried transaction)
+        if got is None:  # uid already present (a replayed spool line, a retried transaction): counted once
             got = self.conn.execute("SELECT id FROM calls WHERE uid = %s", (row["uid"],)).fetchone()
-        return int(got["id"]) if got else None
+            return int(got["id"]) if got else None
+        self._add_spend(spend_keys(row))
+        return int(got["id"])
 
     def insert_calls(self, rows: list[dict[str, Any]]) -> int:
+        """Insert rows with fresh uids (record_many); a replay of possibly-present rows uses insert_call."""
         with self.conn.cursor() as cur:
             cur.executemany(_INSERT_CALL, [[r.get(c) for c in CALL_COLUMNS] for r in rows])
-            return cur.rowcount
+            n = cur.rowcount
+        if n != len(rows):
+            raise LedgerError(f"{self.where}: {len(rows) - n} row(s) of a batch had duplicate uids")
+        sums: dict[str, float] = {}
+        for r in rows:
+            for k, v in spend_keys(r):
+                sums[k] = sums.get(k, 0.0) + v
+        self._add_spend(list(sums.items()))
+        return n
+
+    def _add_spend(self, items: list[tuple[str, float]]) -> None:
+        # Sorted: concurrent writers lock the running-spend rows in one order, so they never deadlock.
+        with self.conn.cursor() as cur:
+            cur.executemany(
+                "INSERT INTO spend (key, usd) VALUES (%s, %s)"
+                " ON CONFLICT (key) DO UPDATE SET usd = spend.usd + excluded.usd",
+                sorted(items),
+            )
 
     def ids_for(self, uids: list[str]) -> dict[str, int]:
         rows = self.conn.execute("SELECT uid, id FROM calls WHERE uid = ANY(%s)", (list(uids),)).fetchall()
@@ -252,15 +272,13 @@ class PostgresStore:
         if self._in_tx:
             self._budget_lock()
             return self.conn.execute(sql, tuple(params)).fetchone()
-        return self.read(sql, params)[0]
+        rows = self.read(sql, params)
+        return rows[0] if rows else None
 
-    def spent(self, since: str | None = None, conversation_id: str | None = None) -> float:
-        if conversation_id is not None:
-            q = "SELECT COALESCE(SUM(cost_usd), 0) AS v FROM calls WHERE conversation_id = %s"
-            p: tuple[Any, ...] = (conversation_id,)
-        else:
-            q, p = "SELECT COALESCE(SUM(cost_usd), 0) AS v FROM calls WHERE time >= %s", (since or "",)
-        return float(self._one(q, p)["v"])
+    def spent(self, key: str) -> float:
+        """Running spend for a key of `spend_keys` (day:..., month:..., conversation:...)."""
+        got = self._one("SELECT usd FROM spend WHERE key = %s", (key,))
+        return float(got["usd"]) if got else 0.0
 
     def reserved(self, now: str, since: str | None = None, conversation_id: str | None = None) -> float:
         q = "SELECT COALESCE(SUM(amount_usd), 0) AS v FROM reservations WHERE expires > %s"
@@ -306,6 +324,6 @@ class PostgresStore:
         )
 
     def count(self, table: str = "calls") -> int:
-        if table not in ("calls", "feedback", "reservations", "budget_alerts"):
+        if table not in ("calls", "feedback", "spend", "reservations", "budget_alerts"):
             raise ValueError(table)
         return int(self.read(f"SELECT COUNT(*) AS n FROM {table}")[0]["n"])
