@@ -164,6 +164,13 @@ def test_cli_migrate_costs_report_and_copy(pg_server, tmp_path, monkeypatch) -> 
     got = json.loads(r.invoke(cli, ["ledger", "copy", "--from", f"sqlite:{other}", "--settings", s,
                                     "--json"]).output)
     assert (got["calls_copied"], got["ids"]) == (3, "renumbered")
+    pg = Ledger.from_settings(parse({"ledger": {"backend": "postgresql", "dsn_env": ENV},
+                                     "budgets": {"per_conversation_usd": 1.0}}), pm=plugin_manager())
+    lite = Ledger(other, parse({"budgets": {"per_conversation_usd": 1.0}}), pm=plugin_manager())
+    # Copied calls count against the shared budgets: c1's spend from both copied ledgers.
+    assert 1.0 - pg.remaining("c1") == pytest.approx(2 * (1.0 - lite.remaining("c1")))
+    pg.close()
+    lite.close()
     with psycopg.connect(dsn) as c:
         rows = c.execute("SELECT id, fallback_of FROM calls WHERE id > 4 ORDER BY id").fetchall()
         fb = c.execute("SELECT call_id FROM feedback ORDER BY id").fetchall()
@@ -200,8 +207,13 @@ def test_8_processes_x_500_writes_give_exactly_4000_rows(pg_dsn) -> None:  # noq
                                    " FROM calls").fetchone()
         per = c.execute("SELECT conversation_id, COUNT(*), SUM(input_tokens) FROM calls"
                         " GROUP BY 1").fetchall()
+        spend = dict(c.execute("SELECT key, usd FROM spend WHERE key LIKE 'conversation:%'").fetchall())
+        sums = dict(c.execute("SELECT 'conversation:' || conversation_id, SUM(cost_usd) FROM calls"
+                              " GROUP BY 1").fetchall())
     assert (n, uids, convs) == (4000, 4000, 8)
     assert all(cnt == 500 and tok == sum(100 + i for i in range(500)) for _, cnt, tok in per)
+    # The running spend the budgets read kept up with every concurrent writer.
+    assert spend.keys() == sums.keys() and all(spend[k] == pytest.approx(sums[k]) for k in sums)
 
 
 def test_shared_budget_across_8_processes_is_not_overspent(pg_dsn) -> None:  # noqa: F811
@@ -210,8 +222,8 @@ def test_shared_budget_across_8_processes_is_not_overspent(pg_dsn) -> None:  # n
     results = run_workers(8, "budget_worker", lambda i: (pg_dsn, limit, estimate, 1.0, i), timeout=120)
     with psycopg.connect(pg_dsn) as c:
         total = c.execute("SELECT SUM(cost_usd) FROM calls").fetchone()[0]
-        c.execute("DELETE FROM calls")
-        c.execute("DELETE FROM budget_alerts")
+        for table in ("calls", "spend", "budget_alerts"):  # a fresh start for the second round
+            c.execute(f"DELETE FROM {table}")
         c.commit()
     assert total <= limit + 1e-9
     assert total >= limit - estimate - 1e-9  # and it was spent, not blocked early
