@@ -30,6 +30,7 @@ T = TypeVar("T")
 # pg_advisory_xact_lock keys (any 64-bit numbers, fixed so every agent agrees): budgets, migrations.
 BUDGET_LOCK = 0x6167_726F_7574_0001
 MIGRATE_LOCK = 0x6167_726F_7574_0002
+SPEND_SHARDS = 16  # running-spend rows per key, so concurrent writers rarely wait on one another
 
 _INSERT_CALL = (
     f"INSERT INTO calls ({', '.join(CALL_COLUMNS)}) VALUES ({', '.join('%s' for _ in CALL_COLUMNS)})"
@@ -85,6 +86,7 @@ class PostgresStore:
         self.connect_timeout_s = connect_timeout_s
         self._password = self._pg.conninfo.conninfo_to_dict(dsn).get("password") or None
         self._lock = threading.RLock()
+        self._shard = random.randrange(SPEND_SHARDS)
         self._in_tx = False
         self._locked = False
         try:
@@ -218,12 +220,14 @@ class PostgresStore:
         return n
 
     def _add_spend(self, items: list[tuple[str, float]]) -> None:
-        # Sorted: concurrent writers lock the running-spend rows in one order, so they never deadlock.
+        # Each connection adds to its own shard row (key#0..key#15): with one row per day, every writer on
+        # every machine would queue on that row's lock until the writer before it commits. Sorted, so
+        # concurrent writers lock rows in one order and never deadlock.
         with self.conn.cursor() as cur:
             cur.executemany(
                 "INSERT INTO spend (key, usd) VALUES (%s, %s)"
                 " ON CONFLICT (key) DO UPDATE SET usd = spend.usd + excluded.usd",
-                sorted(items),
+                sorted((f"{k}#{self._shard}", v) for k, v in items),
             )
 
     def ids_for(self, uids: list[str]) -> dict[str, int]:
@@ -276,8 +280,10 @@ class PostgresStore:
         return rows[0] if rows else None
 
     def spent(self, key: str) -> float:
-        """Running spend for a key of `spend_keys` (day:..., month:..., conversation:...)."""
-        got = self._one("SELECT usd FROM spend WHERE key = %s", (key,))
+        """Running spend for a key of `spend_keys` (day:..., month:..., conversation:...): its shard rows,
+        plus the unsharded row that migration m005's backfill writes."""
+        got = self._one("SELECT COALESCE(SUM(usd), 0) AS usd FROM spend WHERE key = ANY(%s)",
+                        ([key, *(f"{key}#{i}" for i in range(SPEND_SHARDS))],))
         return float(got["usd"]) if got else 0.0
 
     def reserved(self, now: str, since: str | None = None, conversation_id: str | None = None) -> float:
