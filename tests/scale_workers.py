@@ -161,9 +161,11 @@ def limited_writer(dsn: str, redis_url: str, worker: int, duration_s: float, spo
                    conversation_id=f"lw{worker}-{calls}", latency_ms=1.0)
         calls += 1
         time.sleep(0.005)
+    pending = led._spooled  # rows spooled and not yet replayed by a later successful write
     led.close()
     state.close()
-    return {"calls": calls, "shared": shared, "local": local, "warnings": handler.messages}
+    return {"calls": calls, "shared": shared, "local": local, "warnings": handler.messages,
+            "pending": pending}
 
 
 def provider_settings(llm_url: str, rpm: int | None = None, **model_kw: Any) -> Any:

@@ -84,6 +84,7 @@ class Ledger:
             self.store = SQLiteStore(self.path, busy_timeout_ms=busy_timeout_ms, retries=retries)
             self.spool_path = spool.spool_path(self.path)
         self._secrets = self._secret_values()
+        self._spooled = False  # this Ledger spooled rows since its last successful write
         self._resolved: dict[
             tuple[str | None, str | None, str | None], tuple[ModelPrice, str | None, str | None]
         ] = {}
@@ -332,7 +333,11 @@ class Ledger:
             log.error(
                 "ledger: %s; %d row(s) kept in %s and replayed on next open", e, len(rows), self.spool_path
             )
+            self._spooled = True
             return []
+        if self._spooled:  # the database answers again: write what waited, without waiting for a restart
+            self._spooled = False
+            self.replay_spool()
         if self.pm.hook.on_usage.get_hookimpls():  # building each record costs; skip it when no one listens
             for row, rid in zip(rows, ids, strict=False):
                 self._hook("on_usage", record={"id": rid, **{k: v for k, v in row.items() if k != "prompt"}})
