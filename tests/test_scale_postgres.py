@@ -129,6 +129,10 @@ def test_cli_migrate_costs_report_and_copy(pg_server, tmp_path, monkeypatch) -> 
     assert out.exit_code == 0 and "applied m001_calls" in out.output and "postgres@127.0.0.1" in out.output
     out = r.invoke(cli, ["migrate", "--settings", s])
     assert f"up to date ({len(MIGRATIONS)} migrations)" in out.output
+    out = r.invoke(cli, ["ledger", "path", "--settings", s])
+    assert out.output.strip() == f"postgresql://postgres@127.0.0.1:{pg_server.port}/cli_copy"
+    out = r.invoke(cli, ["ledger", "schema", "--settings", s])
+    assert out.exit_code == 0 and "## spend" in out.output and "| uid | TEXT |" in out.output
     # An SQLite ledger with history, copied into the (empty) server: ids kept, then nothing twice.
     lite_path = tmp_path / "old.db"
     lite = Ledger(lite_path, parse({"budgets": {"per_conversation_usd": 0.001}}), pm=plugin_manager())

@@ -109,10 +109,16 @@ def ledger_group() -> None:
 @ledger_group.command("path")
 @settings_option
 def path_cmd(settings_path: str | None) -> None:
-    """Print the ledger file's path."""
+    """Print the ledger file's path (PostgreSQL: the server and database, without the password)."""
     from ..ledger import default_path
 
-    click.echo(str(default_path(get_settings(settings_path))))
+    s = get_settings(settings_path)
+    if s.ledger.backend == "postgresql":
+        from ..ledger.pg_store import dsn_from_settings, safe_dsn
+
+        click.echo(safe_dsn(dsn_from_settings(s)))
+        return
+    click.echo(str(default_path(s)))
 
 
 @ledger_group.command("schema")
