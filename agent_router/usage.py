@@ -102,6 +102,8 @@ def from_openai(u: Any) -> Usage:
         cached = _int(
             _get(u, "prompt_tokens_details", "cached_tokens"), "usage.prompt_tokens_details.cached_tokens"
         )
+        if not cached:  # DeepSeek reports its cache hits (inside prompt_tokens) under its own name
+            cached = _int(_get(u, "prompt_cache_hit_tokens"), "usage.prompt_cache_hit_tokens")
         reasoning = _int(
             _get(u, "completion_tokens_details", "reasoning_tokens"),
             "usage.completion_tokens_details.reasoning_tokens",

@@ -331,3 +331,16 @@ def test_hook_failure_loses_nothing(tmp_path, caplog):
     led = ledger(tmp_path / "l.db", pm=plugin_manager(Broken()))
     assert led.record("gpt-4.1-nano", Usage(input=1, output=1)) == 1
     assert led.store.count() == 1 and "on_usage failed" in caplog.text
+
+
+def test_record_many_returns_the_ids_of_its_rows_in_order(tmp_path):
+    led = ledger(tmp_path / "l.db")
+    led.record("gpt-4.1-nano", Usage(input=1, output=1))
+    ids = led.record_many(
+        [
+            {"model": "gpt-4.1-nano", "usage": Usage(input=i, output=1), "conversation_id": f"b{i}"}
+            for i in range(5)
+        ]
+    )
+    got = {r["id"]: r["conversation_id"] for r in led.store.read("SELECT id, conversation_id FROM calls")}
+    assert [got[i] for i in ids] == [f"b{i}" for i in range(5)]

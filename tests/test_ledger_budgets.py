@@ -157,3 +157,32 @@ def test_router_downgrades_then_blocks_as_the_budget_runs_out(tmp_path):
         blocking.route(Router(blocking.settings), msgs, premium)
     ctx = blocking.budget_context("c9")
     assert ctx["budget_remaining_usd"] == pytest.approx(0.005) and ctx["on_exceed"] == "block"
+
+
+def test_running_spend_matches_the_calls_it_sums(tmp_path):
+    from datetime import UTC, datetime, timedelta
+
+    led = ledger(tmp_path / "l.db")
+    start = datetime(2026, 10, 31, 22, 0, tzinfo=UTC)  # the batch straddles a day and a month boundary
+    led.record_many(
+        [
+            {
+                "model": "gpt-4.1",
+                "usage": Usage(input=1000 * h, output=10),
+                "time": start + timedelta(hours=h),
+                "conversation_id": ("a", "b", None)[h % 3],
+            }
+            for h in range(6)
+        ]
+    )
+    led.record("gpt-4.1-mini", Usage(input=5000, output=100), conversation_id="a", time=start)
+    led.record("gpt-4.1-mini", Usage(input=5000, output=100))
+    expected: dict[str, float] = {}
+    for r in led.store.read("SELECT time, conversation_id, cost_usd FROM calls"):
+        keys = [f"day:{r['time'][:10]}", f"month:{r['time'][:7]}"]
+        keys += [f"conversation:{r['conversation_id']}"] if r["conversation_id"] else []
+        for k in keys:
+            expected[k] = expected.get(k, 0.0) + r["cost_usd"]
+    got = {r["key"]: r["usd"] for r in led.store.read("SELECT key, usd FROM spend")}
+    assert got.keys() == expected.keys() and all(got[k] == pytest.approx(v) for k, v in expected.items())
+    assert {"day:2026-10-31", "day:2026-11-01", "month:2026-10", "month:2026-11"} <= got.keys()

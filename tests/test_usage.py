@@ -140,3 +140,34 @@ def test_bad_payloads_name_the_field(payload, match):
 def test_usage_rejects_cached_outside_input():
     with pytest.raises(UsageError, match="input must include cached"):
         Usage(input=10, cached_input=20)
+
+
+def test_deepseek_cache_hits_count_as_cached():
+    u = normalize(
+        {
+            "usage": {
+                "prompt_tokens": 900,
+                "prompt_cache_hit_tokens": 600,
+                "prompt_cache_miss_tokens": 300,
+                "completion_tokens": 50,
+            }
+        },
+        "deepseek",
+    )
+    assert (u.input, u.cached_input, u.output) == (900, 600, 50)
+
+
+@pytest.mark.parametrize("prompt", [150_000, 250_000])
+def test_long_context_tier_prices_the_whole_call(prompt):
+    # Above 200k prompt tokens Claude Sonnet 4.5 bills every token at its long-context rates.
+    usd, _ = Catalog(Settings()).cost("claude-sonnet-4-5", prompt, 2000, 100_000, 20_000)
+    check = genai_prices.calc_price(
+        genai_prices.Usage(
+            input_tokens=prompt, output_tokens=2000, cache_read_tokens=100_000, cache_write_tokens=20_000
+        ),
+        "claude-sonnet-4-5",
+        provider_id="anthropic",
+    ).total_price
+    assert usd == pytest.approx(float(check), rel=0.01)
+    base = (prompt - 120_000) * 3.0 + 100_000 * 0.30 + 20_000 * 3.75 + 2000 * 15.0
+    assert usd == pytest.approx((base if prompt <= 200_000 else 2 * base - 2000 * 7.5) / 1e6, rel=0.01)

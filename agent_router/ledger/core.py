@@ -85,6 +85,7 @@ class Ledger:
             self.spool_path = spool.spool_path(self.path)
         self._secrets = self._secret_values()
         self._spooled = False  # this Ledger spooled rows since its last successful write
+        self._iso_cache: tuple[datetime | None, str] = (None, "")
         self._resolved: dict[
             tuple[str | None, str | None, str | None], tuple[ModelPrice, str | None, str | None]
         ] = {}
@@ -233,7 +234,8 @@ class Ledger:
             else float(cost_usd)
         )
         if isinstance(time, datetime):
-            t = iso(time)
+            t = self._iso_cache[1] if self._iso_cache[0] is time else iso(time)
+            self._iso_cache = (time, t)  # record_many stamps a whole batch with one datetime
         elif isinstance(time, str):
             try:
                 t = iso(datetime.fromisoformat(time))
@@ -311,9 +313,7 @@ class Ledger:
                 one = store.insert_call(rows[0])
                 ids = [one] if one is not None else []
             else:
-                store.insert_calls(rows)
-                found = store.ids_for([r["uid"] for r in rows])
-                ids = [found[r["uid"]] for r in rows if r["uid"] in found]
+                ids = store.insert_calls(rows)
             if reservation_ids:
                 store.delete_reservations(reservation_ids)
             alerts: list[dict] = []
@@ -328,8 +328,9 @@ class Ledger:
             try:
                 spool.append(self.spool_path, rows)
             except OSError as se:
-                raise LedgerError(f"{self.path}: write failed ({e}) and the spool {self.spool_path} too "
-                                  f"({se.strerror})") from None
+                raise LedgerError(
+                    f"{self.path}: write failed ({e}) and the spool {self.spool_path} too ({se.strerror})"
+                ) from None
             log.error(
                 "ledger: %s; %d row(s) kept in %s and replayed on next open", e, len(rows), self.spool_path
             )

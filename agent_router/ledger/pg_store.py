@@ -205,8 +205,9 @@ class PostgresStore:
         self._add_spend(spend_keys(row))
         return int(got["id"])
 
-    def insert_calls(self, rows: list[dict[str, Any]]) -> int:
-        """Insert rows with fresh uids (record_many); a replay of possibly-present rows uses insert_call."""
+    def insert_calls(self, rows: list[dict[str, Any]]) -> list[int]:
+        """Insert rows with fresh uids (record_many) and return their ids, in order; a replay of rows that
+        may already be present goes through insert_call instead."""
         with self.conn.cursor() as cur:
             cur.executemany(_INSERT_CALL, [[r.get(c) for c in CALL_COLUMNS] for r in rows])
             n = cur.rowcount
@@ -217,7 +218,8 @@ class PostgresStore:
             for k, v in spend_keys(r):
                 sums[k] = sums.get(k, 0.0) + v
         self._add_spend(list(sums.items()))
-        return n
+        found = self.ids_for([r["uid"] for r in rows])
+        return [found[r["uid"]] for r in rows]
 
     def _add_spend(self, items: list[tuple[str, float]]) -> None:
         # Each connection adds to its own shard row (key#0..key#15): with one row per day, every writer on

@@ -7,6 +7,7 @@ with its own placeholders and locking (`write()` maps to a transaction holding t
 
 from __future__ import annotations
 
+import operator
 import os
 import random
 import sqlite3
@@ -53,6 +54,8 @@ CALL_COLUMNS: tuple[str, ...] = (
     "tokens_saved",
     "saved_usd",
 )
+# A built row (Ledger.build_row) has every column; itemgetter reads them in C, which batches notice.
+_row_values = operator.itemgetter(*CALL_COLUMNS)
 _INSERT_CALL = (
     f"INSERT INTO calls ({', '.join(CALL_COLUMNS)}) VALUES ({', '.join('?' for _ in CALL_COLUMNS)})"
     " ON CONFLICT (uid) DO NOTHING"
@@ -177,17 +180,32 @@ class SQLiteStore:
         self._add_spend(spend_keys(row))
         return int(cur.lastrowid) if cur.lastrowid is not None else None
 
-    def insert_calls(self, rows: list[dict[str, Any]]) -> int:
-        """Insert rows with fresh uids (record_many); a replay of possibly-present rows uses insert_call."""
-        cur = self.conn.executemany(_INSERT_CALL, [[r.get(c) for c in CALL_COLUMNS] for r in rows])
+    def insert_calls(self, rows: list[dict[str, Any]]) -> list[int]:
+        """Insert rows with fresh uids (record_many) and return their ids, in order.
+
+        Inside write()'s transaction nobody else inserts, and a rowid table without AUTOINCREMENT gives each
+        new row max(id) + 1, so the batch's ids are the consecutive run ending at last_insert_rowid().
+        A replay of rows that may already be present goes through insert_call instead.
+        """
+        cur = self.conn.executemany(_INSERT_CALL, map(_row_values, rows))
         if cur.rowcount != len(rows):
             raise LedgerError(f"{self.path}: {len(rows) - cur.rowcount} row(s) of a batch had duplicate uids")
+        last = int(self.conn.execute("SELECT last_insert_rowid()").fetchone()[0])
+        days: dict[str, float] = {}
+        convs: dict[str, float] = {}
+        for r in rows:  # sum per day and conversation first: one key string per group, not per row
+            c = r["cost_usd"] or 0.0
+            d = r["time"][:10]
+            days[d] = days.get(d, 0.0) + c
+            if r["conversation_id"] is not None:
+                convs[r["conversation_id"]] = convs.get(r["conversation_id"], 0.0) + c
         sums: dict[str, float] = {}
-        for r in rows:
-            for k, v in spend_keys(r):
-                sums[k] = sums.get(k, 0.0) + v
+        for d, c in days.items():
+            sums[f"day:{d}"] = c
+            sums[f"month:{d[:7]}"] = sums.get(f"month:{d[:7]}", 0.0) + c
+        sums.update({f"conversation:{k}": c for k, c in convs.items()})
         self._add_spend(list(sums.items()))
-        return cur.rowcount
+        return list(range(last - len(rows) + 1, last + 1))
 
     def _add_spend(self, items: list[tuple[str, float]]) -> None:
         self.conn.executemany(
@@ -195,14 +213,6 @@ class SQLiteStore:
             " ON CONFLICT (key) DO UPDATE SET usd = spend.usd + excluded.usd",
             items,
         )
-
-    def ids_for(self, uids: list[str]) -> dict[str, int]:
-        out: dict[str, int] = {}
-        for i in range(0, len(uids), 500):
-            chunk = uids[i : i + 500]
-            q = f"SELECT uid, id FROM calls WHERE uid IN ({', '.join('?' for _ in chunk)})"
-            out.update({u: int(n) for u, n in self.conn.execute(q, chunk).fetchall()})
-        return out
 
     def add_reservation(
         self, rid: str, conversation_id: str | None, amount: float, created: str, expires: str
