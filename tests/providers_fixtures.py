@@ -3,7 +3,7 @@ generateContent and OpenAI audio-transcription wire formats, with faults injecte
 
 `server.fault("model-name", "500", "ok")` queues behaviours for the next requests naming that model:
 ok, 429[:retry_after], 500, 503, timeout, delay:<s>, reset, malformed, cut, cut_clean, context, policy,
-filtered, nostream.
+filtered, nostream, exhausted.
 nostreamopts. Requests are logged in `server.requests` (path, headers, parsed body).
 """
 
@@ -258,7 +258,13 @@ class _Handler(BaseHTTPRequestHandler):
         return self._send(
             200,
             getattr(self, f"_full_{fmt}")(model, reply),
-            {"x-ratelimit-limit-requests": "500", "x-ratelimit-remaining-requests": "499"},
+            {"x-ratelimit-limit-requests": "500", "x-ratelimit-remaining-requests": "499"}
+            if name != "exhausted"  # the last request the quota allows, for the next 0.3 s
+            else {
+                "x-ratelimit-limit-requests": "500",
+                "x-ratelimit-remaining-requests": "0",
+                "x-ratelimit-reset-requests": "0.3s",
+            },
         )
 
     def _bearer(self) -> str | None:

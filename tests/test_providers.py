@@ -519,6 +519,7 @@ def test_cooldown_then_half_open_probe(llm):
     llm.fault("flaky", "500", "500", "500")
     assert c.complete("a", USER).alias == "b"
     assert c.complete("a", USER).alias == "b"  # second failure opens the breaker
+    assert c.cooling_down() == ["a"]
     assert c.complete("a", USER).alias == "b"
     assert llm.count("flaky") == 2  # skipped while cooling down
     time.sleep(1.05)
@@ -542,6 +543,16 @@ def test_configured_rpm_limit_fails_over_instead_of_a_429(llm):
     c, _ = client_for(s)
     assert [c.complete("a", USER).alias for _ in range(3)] == ["a", "a", "b"]
     assert llm.count("rpm2") == 2
+
+
+def test_exhausted_quota_header_on_success_makes_the_next_call_wait(llm):
+    c, records = one(llm, "openai")
+    llm.fault("openai-model", "exhausted")
+    c.complete("m", USER)
+    t0 = time.monotonic()
+    c.complete("m", USER)
+    assert time.monotonic() - t0 >= 0.25  # waited for the reset instead of provoking a 429
+    assert [r["outcome"] for r in records] == ["ok", "ok"]
 
 
 def test_input_tpm_limit_counts_tokens(llm):
@@ -612,16 +623,32 @@ def test_api_keys_never_appear_in_logs_errors_or_records(llm, caplog):
                 c.complete("a", USER)
             except ProviderError as e:
                 texts += [str(e), repr(e), json.dumps(e.attempts)]
-        try:
-            c.complete("b", USER)
-        except ProviderError as e:
-            texts += [str(e), repr(e), json.dumps(e.attempts)]
+        for call in (c.complete, lambda *a, c=c: list(c.stream(*a))):
+            with pytest.raises(ProviderError) as ei:
+                call("b", USER)  # only the bad key: the server's refusal echoes it back
+            texts += [str(ei.value), repr(ei.value), json.dumps(ei.value.attempts)]
         texts += [json.dumps(records), repr(c.keys.rotation("g", ["BAD_KEY", "OK_KEY"]))]
-    texts.append(caplog.text)
+    stt = Settings.model_validate(
+        {
+            "providers": {
+                **FAST,
+                "transcription": [
+                    {"name": "s", "base_url": llm.url + "/v1", "api_key_env": "BAD_KEY", "model": "w"}
+                ],
+            }
+        }
+    )
+    stt_records: list[dict] = []
+    with pytest.raises(ProviderError) as ei:
+        TranscriptionPool(stt, env={"BAD_KEY": BAD_KEY}, on_attempt=stt_records.append).transcribe(b"abc")
+    texts += [str(ei.value), repr(ei.value), json.dumps(stt_records), caplog.text]
     blob = "\n".join(texts)
+    # The refusals (which quoted the key) are all there, with the key replaced.
+    assert blob.count("auth") >= 9 and "Incorrect API key provided: [redacted]" in blob
     assert (
-        "auth" in blob and "Incorrect API key" in blob or "invalid x-api-key" in blob
-    )  # the errors are there
+        "invalid x-api-key [redacted]" in blob
+        and "API key not valid. Please pass a valid API key. [redacted]" in blob
+    )
     assert BAD_KEY not in blob and GOOD not in blob
 
 
@@ -798,6 +825,30 @@ def test_cli_health_reports_no_key_and_failures(llm, tmp_path, monkeypatch):
     assert out["tiers_without_healthy_model"] == ["chat", "premium"]
     assert llm.count("cli-chat") == 0  # no key: not pinged
     assert GOOD not in r.output
+
+
+def test_cli_health_reports_bad_config_per_model(llm, tmp_path, monkeypatch):
+    monkeypatch.setenv("TEST_KEY", GOOD)
+    path = write_settings(tmp_path, llm)
+    data = json.loads(open(path).read())
+    data["models"]["c"] = {"provider": "openai_compatible", "name": "somewhere"}  # no base_url
+    open(path, "w").write(json.dumps(data))
+    r = run_cli(["health", "--settings", path, "--json"])
+    assert r.exit_code == 1
+    bad = {m["model"]: m for m in json.loads(r.stdout)["models"]}["c"]
+    assert bad["status"] == "bad config" and "models.c.base_url" in bad["error"]
+
+
+def test_settings_errors_name_the_providers_path(tmp_path):
+    from agent_router.errors import SettingsError
+    from agent_router.settings import load
+
+    p = tmp_path / "s.json"
+    p.write_text(json.dumps({"providers": {"timeout_s": -1, "transcription": [{"name": "x"}]}}))
+    with pytest.raises(SettingsError) as ei:
+        load(p)
+    msg = str(ei.value)
+    assert "$.providers.timeout_s" in msg and "$.providers.transcription[0].base_url" in msg
 
 
 def test_cli_health_all_healthy_exits_zero(llm, tmp_path, monkeypatch):

@@ -156,6 +156,11 @@ class ProviderClient:
         Failover happens only before the first delta; a stream that breaks after it raises StreamBroken."""
         return self._run(model, messages, fallbacks, kind, stream=True, opts=opts)
 
+    def cooling_down(self) -> list[str]:
+        """Aliases currently skipped by the health breaker: pass them to the router as
+        ``context["unhealthy"]`` so it routes around them."""
+        return [m.alias for m in self.catalog if self.health.cooling_until(m.alias) is not None]
+
     def ping(self, alias: str, timeout_s: float = 10.0) -> Record:
         """One tiny request, no retries or failover: {'model', 'status', 'latency_ms', 'error'}."""
         m = self.catalog.get(alias)
@@ -176,6 +181,8 @@ class ProviderClient:
                 "latency_ms": round(ms, 1),
                 "error": None if up else str(e),
             }
+        except AgentRouterError as e:  # e.g. no base_url for a generic endpoint
+            return {"model": alias, "status": "bad config", "latency_ms": None, "error": str(e)}
         return {
             "model": alias,
             "status": "ok",
