@@ -92,6 +92,10 @@ def _record_sample(led: Ledger) -> None:
     led.record("gpt-4.1-nano", {"prompt_tokens": 300, "completion_tokens": 0}, provider="openai",
                outcome="timeout", latency_ms=30000, tool="search", time="2026-11-21T12:00:00+00:00")
     led.add_feedback(a, True, "explicit", "cli")
+    batch = [dict(model="gpt-4.1-nano", usage={"prompt_tokens": 10 * i, "completion_tokens": i},
+                  provider="openai", conversation_id="c2", time=f"2026-11-21T13:00:0{i}+00:00")
+             for i in range(3)]
+    assert led.record_many(batch) == [a + 3, a + 4, a + 5]
 
 
 def _strip(rec: dict) -> dict:
@@ -106,7 +110,7 @@ def test_same_on_usage_records_and_reports_on_both_backends(pg_dsn, tmp_path, mo
     _record_sample(lite)
     _record_sample(pg)
     assert [_strip(r) for r in pg_rec.usage] == [_strip(r) for r in lite_rec.usage]
-    assert [r["id"] for r in pg_rec.usage] == [r["id"] for r in lite_rec.usage] == [1, 2, 3]
+    assert [r["id"] for r in pg_rec.usage] == [r["id"] for r in lite_rec.usage] == [1, 2, 3, 4, 5, 6]
     for by in (*BY_CHOICES, None):
         assert costs(pg, by) == costs(lite, by), by
     assert costs(pg, "model", since="2026-11-21") == costs(lite, "model", since="2026-11-21")
@@ -142,11 +146,11 @@ def test_cli_migrate_costs_report_and_copy(pg_server, tmp_path, monkeypatch) -> 
                          "--settings", s, "--json"])
     assert out.exit_code == 0, out.output
     got = json.loads(out.output)
-    assert (got["calls_copied"], got["feedback_copied"], got["ids"]) == (3, 1, "kept")
+    assert (got["calls_copied"], got["feedback_copied"], got["ids"]) == (6, 1, "kept")
     assert got["alerts_copied"] >= 1 and "hunter" not in out.output
     again = json.loads(r.invoke(cli, ["ledger", "copy", "--from", f"sqlite:{lite_path}", "--settings", s,
                                       "--json"]).output)
-    assert (again["calls_copied"], again["calls_already_there"], again["feedback_copied"]) == (0, 3, 0)
+    assert (again["calls_copied"], again["calls_already_there"], again["feedback_copied"]) == (0, 6, 0)
     lite_costs = r.invoke(cli, ["costs", "--by", "day", "--json", "--db", str(lite_path)]).output
     pg_costs = r.invoke(cli, ["costs", "--by", "day", "--json", "--settings", s])
     assert pg_costs.exit_code == 0 and json.loads(pg_costs.output) == json.loads(lite_costs)
@@ -156,7 +160,7 @@ def test_cli_migrate_costs_report_and_copy(pg_server, tmp_path, monkeypatch) -> 
     # New calls after a copy that kept ids get fresh ids, and feedback on a copied call works.
     pg = Ledger.from_settings(parse({"ledger": {"backend": "postgresql", "dsn_env": ENV}}),
                               pm=plugin_manager())
-    assert pg.record("gpt-4.1-nano", {"prompt_tokens": 1, "completion_tokens": 1}, provider="openai") == 4
+    assert pg.record("gpt-4.1-nano", {"prompt_tokens": 1, "completion_tokens": 1}, provider="openai") == 7
     pg.close()
     out = r.invoke(cli, ["feedback", "2", "bad", "--settings", s])
     assert out.exit_code == 0, out.output
@@ -167,7 +171,7 @@ def test_cli_migrate_costs_report_and_copy(pg_server, tmp_path, monkeypatch) -> 
     led.close()
     got = json.loads(r.invoke(cli, ["ledger", "copy", "--from", f"sqlite:{other}", "--settings", s,
                                     "--json"]).output)
-    assert (got["calls_copied"], got["ids"]) == (3, "renumbered")
+    assert (got["calls_copied"], got["ids"]) == (6, "renumbered")
     pg = Ledger.from_settings(parse({"ledger": {"backend": "postgresql", "dsn_env": ENV},
                                      "budgets": {"per_conversation_usd": 1.0}}), pm=plugin_manager())
     lite = Ledger(other, parse({"budgets": {"per_conversation_usd": 1.0}}), pm=plugin_manager())
@@ -176,10 +180,10 @@ def test_cli_migrate_costs_report_and_copy(pg_server, tmp_path, monkeypatch) -> 
     pg.close()
     lite.close()
     with psycopg.connect(dsn) as c:
-        rows = c.execute("SELECT id, fallback_of FROM calls WHERE id > 4 ORDER BY id").fetchall()
+        rows = c.execute("SELECT id, fallback_of FROM calls WHERE id > 7 ORDER BY id").fetchall()
         fb = c.execute("SELECT call_id FROM feedback ORDER BY id").fetchall()
-    assert rows == [(5, None), (6, 5), (7, None)]
-    assert [f[0] for f in fb] == [1, 2, 5]
+    assert rows == [(8, None), (9, 8), *((i, None) for i in range(10, 14))]
+    assert [f[0] for f in fb] == [1, 2, 8]
     out = r.invoke(cli, ["ledger", "copy", "--from", f"sqlite:{tmp_path / 'missing.db'}", "--settings", s])
     assert out.exit_code == 2 and "no SQLite ledger there" in out.output
 
