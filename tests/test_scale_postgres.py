@@ -307,3 +307,31 @@ def test_servers_stopped_mid_run_local_limits_no_crash_no_lost_rows(pg_server, r
     led.close()
     assert (n_rows, n_uids) == (total, total)
     assert spooled  # the outage really hit writes, and opening the ledger replayed them
+
+
+def test_server_away_spools_fast_then_writes_everything_when_back(pg_server, tmp_path, monkeypatch,  # noqa: F811
+                                                                    caplog) -> None:
+    dsn = pg_server.create_database("away")
+    s = pg_settings(monkeypatch, dsn, ledger={"backend": "postgresql", "dsn_env": ENV,
+                                              "path": str(tmp_path / "ledger")})
+    led = Ledger.from_settings(s, pm=plugin_manager())
+    usage = {"prompt_tokens": 10, "completion_tokens": 1}
+    assert led.record("gpt-4.1-nano", usage, provider="openai") == 1
+    pg_server.stop()
+    try:
+        t0 = time.monotonic()
+        got = [led.record("gpt-4.1-nano", usage, provider="openai", conversation_id=f"x{i}")
+               for i in range(20)]
+        spent = time.monotonic() - t0
+    finally:
+        pg_server.start()
+    assert got == [None] * 20  # not written yet: spooled
+    assert spent < 3.0  # one failed reconnect, then straight to the spool: the agent is not held up
+    assert len((tmp_path / "ledger.spool.jsonl").read_text().splitlines()) == 20
+    led.store._down_until = 0.0  # as if `down_s` had passed
+    assert led.record("gpt-4.1-nano", usage, provider="openai") == 2  # back: this row, then the spool
+    assert led.store.count() == 22 and (tmp_path / "ledger.spool.jsonl").read_text() == ""
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1 and "PostgreSQL unreachable" in errors[0].getMessage()  # once per outage
+    assert "wrote 20 spooled row(s)" in caplog.text
+    led.close()

@@ -331,14 +331,16 @@ class Ledger:
                 raise LedgerError(
                     f"{self.path}: write failed ({e}) and the spool {self.spool_path} too ({se.strerror})"
                 ) from None
-            log.error(
+            # Once per outage: an agent recording every call would otherwise log every call.
+            (log.debug if self._spooled else log.error)(
                 "ledger: %s; %d row(s) kept in %s and replayed on next open", e, len(rows), self.spool_path
             )
             self._spooled = True
             return []
         if self._spooled:  # the database answers again: write what waited, without waiting for a restart
             self._spooled = False
-            self.replay_spool()
+            n = self.replay_spool()
+            log.warning("ledger: %s answers again; wrote %d spooled row(s)", self.path, n)
         if self.pm.hook.on_usage.get_hookimpls():  # building each record costs; skip it when no one listens
             for row, rid in zip(rows, ids, strict=False):
                 self._hook("on_usage", record={"id": rid, **{k: v for k, v in row.items() if k != "prompt"}})

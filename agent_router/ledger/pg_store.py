@@ -77,7 +77,7 @@ class PostgresStore:
 
     backend = "postgresql"
 
-    def __init__(self, dsn: str, *, retries: int = 6, connect_timeout_s: float = 5.0, migrate: bool = True):
+    def __init__(self, dsn: str, *, retries: int = 6, connect_timeout_s: float = 3.0, migrate: bool = True):
         self._pg = _psycopg()
         self.dsn = dsn
         self.where = safe_dsn(dsn)
@@ -87,6 +87,8 @@ class PostgresStore:
         self._password = self._pg.conninfo.conninfo_to_dict(dsn).get("password") or None
         self._lock = threading.RLock()
         self._shard = random.randrange(SPEND_SHARDS)
+        self.down_s = 2.0  # after a failed reconnect, spool without trying the server for this long
+        self._down_until = 0.0
         self._in_tx = False
         self._locked = False
         try:
@@ -112,16 +114,25 @@ class PostgresStore:
 
     # -- transactions --------------------------------------------------------------------------------------
     def write(self, fn: Callable[[PostgresStore], T], retries: int | None = None) -> T:
-        """Run fn(self) in one transaction; reconnect and retry on a lost connection, deadlock or
-        serialization failure; LedgerBusy when the server stays unreachable."""
+        """Run fn(self) in one transaction; retry on a deadlock, a serialization failure or a connection
+        lost mid-transaction. LedgerBusy (the Ledger then spools the rows) when the server cannot be
+        reached: at once if reconnecting fails, and for `down_s` after that without trying again, so an
+        agent never waits on a dead server call after call."""
         attempts = self.retries if retries is None else retries
         delay = 0.01
         last: BaseException | None = None
         for attempt in range(attempts + 1):
             with self._lock:
-                try:
-                    if self.conn.closed or self.conn.broken:
+                if self.conn.closed or self.conn.broken:
+                    if time.monotonic() < self._down_until:
+                        raise LedgerBusy(f"{self.where}: PostgreSQL unreachable (retrying in under "
+                                         f"{self.down_s:g}s)")
+                    try:
                         self.conn = self._connect()
+                    except self._pg.Error as e:
+                        self._down_until = time.monotonic() + self.down_s
+                        raise LedgerBusy(f"{self.where}: PostgreSQL unreachable ({self._clean(e)})") from None
+                try:
                     with self.conn.transaction():
                         self._in_tx, self._locked = True, False
                         try:
@@ -138,7 +149,7 @@ class PostgresStore:
             if attempt < attempts:
                 time.sleep(delay * (1 + random.random()))
                 delay = min(delay * 2, 0.5)
-        raise LedgerBusy(f"{self.where}: PostgreSQL unreachable after {attempts + 1} attempts "
+        raise LedgerBusy(f"{self.where}: PostgreSQL failed {attempts + 1} attempts "
                          f"({self._clean(last) if last else 'unknown error'})")
 
     def _exec(self, sql: str, params: Iterable[Any] = ()) -> Any:
