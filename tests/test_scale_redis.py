@@ -225,3 +225,23 @@ def test_provider_clients_share_cooldown_and_key_rotation(redis_server, llm, mon
     assert llm.count("shared-model") == before
     a.close()
     b.close()
+
+
+def test_provider_client_keeps_working_when_redis_is_unreachable(llm, monkeypatch, caplog) -> None:
+    from providers_fixtures import GOOD_KEYS
+    from scale_workers import provider_settings
+
+    from agent_router.providers import ProviderClient, ProviderError
+
+    monkeypatch.setenv("AR_TEST_REDIS_URL", f"redis://127.0.0.1:{free_port()}/0")  # nothing listens
+    caplog.set_level(logging.WARNING, logger="agent_router.shared_state")
+    c = ProviderClient(provider_settings(llm.url, rpm=3), env={"TEST_KEY": sorted(GOOD_KEYS)[0]})
+    ok = 0
+    for _ in range(5):
+        try:
+            ok += bool(c.complete("m", [{"role": "user", "content": "hi"}]).text)
+        except ProviderError as e:
+            assert e.kind == "rate_limit"
+    assert ok == 3 and llm.count("shared-model") == 3  # the limit still holds, per process
+    assert sum("unreachable" in r.getMessage() for r in caplog.records) == 1
+    c.close()
