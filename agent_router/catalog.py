@@ -48,10 +48,29 @@ class ModelPrice:
     cached_input: float
     cache_write: float
     source: str  # "settings" | "genai-prices <version>" | "unknown"
+    # Long-context tiers, ascending: (start, price). A prompt of MORE than `start` input tokens pays that
+    # tier's rates on all its tokens (the "cliff" model of Anthropic, Google and genai-prices).
+    tiers: tuple[tuple[int, ModelPrice], ...] = ()
 
     @property
     def known(self) -> bool:
         return self.source != "unknown"
+
+    def cost(self, input_tokens: int, output_tokens: int, cached_input_tokens: int = 0,
+             cache_write_tokens: int = 0) -> float:
+        """USD at list price. `input_tokens` INCLUDES cached reads and cache writes (the convention of
+        agent_router.usage.Usage and of OpenAI); Anthropic-style counts are summed first (from_anthropic)."""
+        p = self
+        for start, tier in self.tiers:
+            if input_tokens > start:
+                p = tier
+        fresh = max(0, input_tokens - cached_input_tokens - cache_write_tokens)
+        return (
+            fresh * p.input
+            + cached_input_tokens * p.cached_input
+            + cache_write_tokens * p.cache_write
+            + output_tokens * p.output
+        ) / 1e6
 
 
 @dataclass(frozen=True)
@@ -137,12 +156,33 @@ def _packaged(provider: str, name: str) -> tuple[ModelPrice | None, int | None]:
         return None, model.context_window
     cached = num("cache_read_mtok")
     write = num("cache_write_mtok")
+
+    def at(start: int | None, key: str, base: float | None) -> float | None:
+        # The rate of `key` for prompts above `start`: its highest tier not above `start`, else its base.
+        v = getattr(prices, key, None)
+        best = base
+        for t in getattr(v, "tiers", None) or []:
+            if start is not None and t.start <= start:
+                best = float(t.price)
+        return best
+
+    starts = sorted({t.start for k in ("input_mtok", "output_mtok", "cache_read_mtok", "cache_write_mtok")
+                     for t in (getattr(getattr(prices, k, None), "tiers", None) or [])})
+    tiers = []
+    for st in starts:
+        ti, to = at(st, "input_mtok", inp), at(st, "output_mtok", out)
+        tc, tw = at(st, "cache_read_mtok", cached), at(st, "cache_write_mtok", write)
+        tiers.append((st, ModelPrice(
+            input=ti or inp, output=to or out, cached_input=ti if tc is None else tc,
+            cache_write=ti if tw is None else tw, source=_genai_version(),
+        )))
     price = ModelPrice(
         input=inp,
         output=out,
         cached_input=inp if cached is None else cached,
         cache_write=inp if write is None else write,
         source=_genai_version(),
+        tiers=tuple(tiers),
     )
     return price, model.context_window
 
@@ -238,13 +278,5 @@ class Catalog:
         cache_write_tokens: int = 0,
     ) -> tuple[float, str]:
         """USD cost and price source. Input tokens include cached and cache-write tokens (OpenAI's convention)."""
-        m = self.get(alias_or_name)
-        p = m.price
-        fresh = max(0, input_tokens - cached_input_tokens - cache_write_tokens)
-        usd = (
-            fresh * p.input
-            + cached_input_tokens * p.cached_input
-            + cache_write_tokens * p.cache_write
-            + output_tokens * p.output
-        ) / 1e6
-        return usd, p.source
+        p = self.get(alias_or_name).price
+        return p.cost(input_tokens, output_tokens, cached_input_tokens, cache_write_tokens), p.source
