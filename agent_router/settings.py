@@ -181,12 +181,31 @@ class CompressionSettings(_Model):
         default_factory=lambda: [
             r"(?i)\b(remember|constraint|important|note|must|never|always|deadline)\b\s*:?",
             r"(?:[\w.-]+/)+[\w.-]+\.\w+",
-            r"\b\d+(?:\.\d+)?\s?(?:ms|s|kb|mb|gb|tb|%|usd|eur|km|kg|m|h|min)\b",
+            r"(?i)\b\d+(?:[.,]\d+)?\s?(?:(?:ms|s|sec|kb|mb|gb|tb|usd|eur|km|kg|m|h|min|tokens|rpm)\b|%)|[$€£]\d",
+            r"\b(?:[A-Z][A-Z0-9]+-\d+|[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
+            r"|(?=[0-9a-f]*\d)(?=[0-9a-f]*[a-f])[0-9a-f]{7,40})\b",
         ],
-        description="Regular expressions: lines matching any are carried into the compressed prompt.",
+        description="Regular expressions, most important first: lines matching any (keywords such as "
+        "'remember:' or 'never', file paths, numbers with units, identifiers such as ticket ids, UUIDs and "
+        "commit hashes) are carried into the compressed prompt when their message is elided or summarized.",
+    )
+    facts_share: float = Field(
+        0.2, gt=0, le=1, description="Largest share of the budget that carried important lines may take."
     )
     summarize: bool = Field(True, description="Summarize older spans through the utility tier.")
     summarize_timeout_s: float = Field(20.0, gt=0, description="Give up on a summary after this many seconds.")
+
+    @field_validator("important_patterns")
+    @classmethod
+    def _patterns_compile(cls, v: list[str]) -> list[str]:
+        import re
+
+        for i, p in enumerate(v):
+            try:
+                re.compile(p)
+            except re.error as e:
+                raise ValueError(f"important_patterns[{i}] {p!r} is not a valid regular expression: {e}") from None
+        return v
 
 
 class LedgerSettings(_Model):

@@ -1,0 +1,1053 @@
+"""Fit chat messages (OpenAI shape) into a token budget without losing what matters.
+
+Rules, in order of precedence:
+- Kept as they are: leading system messages, the first user request, and the newest
+  ``keep_recent_turns`` turns (a turn starts at a user message, or at an assistant message that follows tool
+  results). Everything between them is the "middle".
+- The middle is split by age into bands (current topic, older topics, bulk) with proportional budgets.
+  Within a band the largest items go first (tool outputs, code blocks, JSON documents, pasted text), each
+  replaced whole by a marker saying what was removed and how big it was; only then are whole exchanges
+  (an assistant tool call and its results always together) replaced by a summary.
+- Lines matching ``important_patterns`` in removed content are carried into the marker or the summary.
+- Summaries come from the ``summarize`` hook (the built-in one asks the utility tier through
+  ``set_utility_caller``) within ``summarize_timeout_s``; on failure, absence or timeout a deterministic digest
+  is used, so compression never stalls the agent. The deterministic path gives the same output for the same
+  input.
+- A synthetic summary never creates two consecutive user or assistant messages, and no tool call is ever left
+  without its result (or a result without its call).
+"""
+
+from __future__ import annotations
+
+import contextvars
+import copy
+import json
+import re
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import messages as msgs
+from .errors import InputError
+from .settings import CompressionSettings, Settings
+from .tokens import TokenCounter
+
+# fn(system, message, timeout_s) -> reply text. Set by the host adapter or the providers client.
+UtilityCaller = Callable[[str, str, float], str]
+
+_utility_caller: UtilityCaller | None = None
+_timeout_var: contextvars.ContextVar[float] = contextvars.ContextVar("agent_router_summarize_timeout", default=20.0)
+
+# Blocks smaller than this are not worth a marker (a marker costs ~30 tokens).
+_MIN_ELIDE_TOKENS = 60
+# Unfenced text this long is treated as a pasted file: elided whole, never cut.
+_PASTED_LINES = 40
+_PASTED_CHARS = 6000
+_BAND_NAMES = ("current topic", "older topics", "bulk")
+_BAND_SHARES = (0.5, 0.3, 0.2)
+_BAND_EDGES = (0.25, 0.6)  # cumulative share of middle tokens, newest first
+_FACT_CHARS = 300
+_FACTS_PER_BLOCK = 12
+_HEADER_TOKENS = 40
+_GIST_CHARS = 140
+_PER_MESSAGE = 3
+_PRIMER = 3
+
+
+def set_utility_caller(fn: UtilityCaller | None) -> None:
+    """Set (or clear, with None) the function that asks the utility tier: fn(system, message, timeout_s)."""
+    global _utility_caller
+    _utility_caller = fn
+
+
+def get_utility_caller() -> UtilityCaller | None:
+    return _utility_caller
+
+
+def summarize_timeout() -> float:
+    """Seconds the current summary may take (set by `compress` for the summarize hook)."""
+    return _timeout_var.get()
+
+
+# --- results ---------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Budget:
+    """What `plan_budget` decided: compress to `tokens`, because of `reason` ("fit", "cost" or "fit+cost")."""
+
+    tokens: int
+    reason: str
+    prompt_tokens: int
+    limit: int
+    compress_system: bool = False
+
+    def __int__(self) -> int:
+        return self.tokens
+
+
+@dataclass
+class CompressionResult:
+    """Compressed messages and what it took. Token counts include chat framing, as `count_messages`."""
+
+    messages: list[dict[str, Any]]
+    before: int
+    after: int
+    actions: list[str]
+    budget: int = 0
+    fits: bool = True
+    tokens_saved: int = 0
+    saved_usd: float = 0.0
+    summarizer: str = "none"  # "none" | "deterministic" | "hook"
+    facts_carried: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "before": self.before,
+            "after": self.after,
+            "budget": self.budget,
+            "fits": self.fits,
+            "tokens_saved": self.tokens_saved,
+            "saved_usd": round(self.saved_usd, 8),
+            "summarizer": self.summarizer,
+            "facts_carried": self.facts_carried,
+            "actions": self.actions,
+        }
+
+
+# --- parsing ---------------------------------------------------------------------------------------------
+_FENCE_OPEN = re.compile(r"^ {0,3}(`{3,}|~{3,})([^\n]*)$")
+_FENCE_CLOSE = re.compile(r"^ {0,3}(`{3,}|~{3,})[ \t]*$")
+_JSON = json.JSONDecoder()
+
+
+@dataclass
+class _Block:
+    kind: str  # prose | code | json | text (pasted) | tool | image | args
+    text: str
+    part: int  # content part index; -1 string content; -(j+2) tool call j's arguments
+    tokens: int = 0
+    label: str = ""
+    elided: bool = False
+    marker: str = ""
+
+
+def _split_text(text: str) -> list[tuple[str, str, str]]:
+    """Partition text into (kind, text, label) pieces that concatenate back to it exactly.
+
+    Fenced code blocks (CommonMark fences; an unclosed fence runs to the end) and multi-line JSON documents
+    are atomic; long unfenced runs are "text" (pasted files); the rest is prose.
+    """
+    lines = text.splitlines(keepends=True)
+    out: list[tuple[str, str, str]] = []
+    prose: list[str] = []
+    offsets = []
+    pos = 0
+    for ln in lines:
+        offsets.append(pos)
+        pos += len(ln)
+
+    def flush() -> None:
+        if prose:
+            chunk = "".join(prose)
+            kind = "text" if len(prose) >= _PASTED_LINES or len(chunk) >= _PASTED_CHARS else "prose"
+            out.append((kind, chunk, ""))
+            prose.clear()
+
+    i = 0
+    n = len(lines)
+    while i < n:
+        line = lines[i]
+        bare = line.rstrip("\r\n")
+        m = _FENCE_OPEN.match(bare)
+        if m and not (m.group(1)[0] == "`" and "`" in m.group(2)):
+            fence = m.group(1)
+            j = i + 1
+            while j < n:
+                c = _FENCE_CLOSE.match(lines[j].rstrip("\r\n"))
+                if c and c.group(1)[0] == fence[0] and len(c.group(1)) >= len(fence):
+                    break
+                j += 1
+            flush()
+            out.append(("code", "".join(lines[i:j + 1]), m.group(2).strip().split(" ")[0]))
+            i = j + 1
+            continue
+        stripped = bare.lstrip()
+        if stripped[:1] in ("{", "[") and (i + 1 < n or len(stripped) >= 200):
+            start = offsets[i] + (len(bare) - len(stripped))
+            try:
+                _, end = _JSON.raw_decode(text, start)
+            except ValueError:
+                end = -1
+            if end > 0:
+                # The document must end its line; find the line holding `end`.
+                k = i
+                while k + 1 < n and offsets[k + 1] < end:
+                    k += 1
+                rest = text[end:offsets[k] + len(lines[k])]
+                if not rest.strip() and (k > i or end - start >= 200):
+                    flush()
+                    out.append(("json", "".join(lines[i:k + 1]), ""))
+                    i = k + 1
+                    continue
+        prose.append(line)
+        i += 1
+    flush()
+    return out
+
+
+def _content_chars(m: dict[str, Any]) -> int:
+    c = m.get("content")
+    n = len(c) if isinstance(c, str) else 0
+    if isinstance(c, list):
+        for p in c:
+            if isinstance(p, dict) and "text" in p:
+                n += len(str(p.get("text", "")))
+            else:
+                n += 40
+    for tc in m.get("tool_calls") or []:
+        n += len(json.dumps(tc, default=str))
+    return max(n, 1)
+
+
+def _blocks(m: dict[str, Any], tokens: int) -> list[_Block]:
+    """The message's content as blocks, with token estimates proportional to characters."""
+    from .tokens import IMAGE_TOKENS
+
+    per_char = tokens / _content_chars(m)
+    out: list[_Block] = []
+    role = m.get("role")
+    c = m.get("content")
+
+    def add_text(text: str, part: int) -> None:
+        if role in ("tool", "function"):
+            if text:
+                out.append(_Block("tool", text, part, int(len(text) * per_char)))
+            return
+        for kind, piece, label in _split_text(text):
+            out.append(_Block(kind, piece, part, int(len(piece) * per_char), label))
+
+    if isinstance(c, str):
+        add_text(c, -1)
+    elif isinstance(c, list):
+        for k, p in enumerate(c):
+            if isinstance(p, dict) and p.get("type") in ("image_url", "image", "input_image"):
+                out.append(_Block("image", "", k, IMAGE_TOKENS))
+            elif isinstance(p, dict) and "text" in p:
+                add_text(str(p.get("text", "")), k)
+    for j, tc in enumerate(m.get("tool_calls") or []):
+        args = ((tc or {}).get("function") or {}).get("arguments")
+        if isinstance(args, str) and args:
+            out.append(_Block("args", args, -(j + 2), int(len(args) * per_char), _call_name(tc)))
+    return out
+
+
+def _call_name(tc: Any) -> str:
+    try:
+        return str(tc["function"]["name"])
+    except (KeyError, TypeError):
+        return "?"
+
+
+# --- facts -----------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class _Fact:
+    prio: int  # index of the first pattern that matched (lower is more important)
+    order: int  # position in the conversation (higher is newer)
+    line: str
+
+
+def _fact_line(line: str, m: re.Match[str]) -> str:
+    s = line.strip()
+    if len(s) <= _FACT_CHARS:
+        return s
+    # A long line: keep the sentence around the match, whole words only.
+    a = max(s.rfind(". ", 0, m.start()) + 2, 0) if s.rfind(". ", 0, m.start()) >= 0 else 0
+    b = s.find(". ", m.end())
+    b = len(s) if b < 0 else b + 1
+    piece = s[a:b]
+    if len(piece) > _FACT_CHARS:
+        lo = max(0, m.start() - a - _FACT_CHARS // 2)
+        piece = piece[lo:lo + _FACT_CHARS]
+        piece = piece[piece.find(" ") + 1:] if lo else piece
+        piece = piece[:piece.rfind(" ")] if " " in piece else piece
+        piece = f"…{piece}…"
+    return piece
+
+
+def _facts(text: str, patterns: list[re.Pattern[str]], order: int) -> list[_Fact]:
+    out: list[_Fact] = []
+    for line in text.splitlines():
+        s = line.strip()
+        if not s or _FENCE_OPEN.match(line):
+            continue
+        for prio, p in enumerate(patterns):
+            m = p.search(s)
+            if m:
+                out.append(_Fact(prio, order, _fact_line(s, m).replace("```", "'''")))
+                break
+    return out
+
+
+# --- helpers ---------------------------------------------------------------------------------------------
+def _first_line(text: str, limit: int = 70) -> str:
+    for ln in text.splitlines():
+        s = ln.strip().strip("`~").strip()
+        if s:
+            s = s.replace("`", "'")
+            return s if len(s) <= limit else s[:limit].rsplit(" ", 1)[0] + "…"
+    return ""
+
+
+def _gist(text: str, limit: int = _GIST_CHARS) -> str:
+    s = " ".join(text.split())
+    if not s:
+        return ""
+    cut = re.search(r"(?<=[.!?])\s", s)
+    if cut and cut.start() <= limit:
+        s = s[:cut.start()]
+    if len(s) > limit:
+        s = s[:limit].rsplit(" ", 1)[0] + "…"
+    return s.replace("`", "'")
+
+
+def _est(text: str) -> int:
+    return len(text) // 3 + 2
+
+
+def _role_kind(m: dict[str, Any] | None) -> str | None:
+    if m is None:
+        return None
+    r = m.get("role")
+    return {"developer": "system", "function": "tool"}.get(r, r)
+
+
+def _json_desc(text: str) -> str:
+    try:
+        doc = json.loads(text)
+    except ValueError:
+        return "JSON"
+    if isinstance(doc, dict):
+        keys = list(doc)[:6]
+        more = ", …" if len(doc) > 6 else ""
+        return f"JSON object with keys {', '.join(map(str, keys))}{more}".replace("`", "'")
+    if isinstance(doc, list):
+        return f"JSON array of {len(doc)} items"
+    return "JSON value"
+
+
+def _marker(b: _Block, m: dict[str, Any], facts: list[str]) -> str:
+    lines = b.text.count("\n") + (0 if b.text.endswith("\n") else 1)
+    size = f"{lines:,} lines, {len(b.text):,} chars, ~{b.tokens:,} tokens"
+    if b.kind == "code":
+        lang = b.label or "code"
+        body = b.text.split("\n", 1)[1] if "\n" in b.text else ""
+        what = f"code block elided: {lang}, {size}"
+        hint = _first_line(body)
+        what += f'; starts "{hint}"' if hint else ""
+    elif b.kind == "json":
+        what = f"{_json_desc(b.text)} elided: {size}"
+    elif b.kind == "tool":
+        what = f"tool result elided ({m.get('name') or 'tool'}, id {m.get('tool_call_id', '?')}): {size}"
+        hint = _first_line(b.text)
+        what += f'; starts "{hint}"' if hint else ""
+    elif b.kind == "image":
+        what = "image elided (~765 tokens)"
+    else:
+        what = f"pasted text elided: {size}"
+        hint = _first_line(b.text)
+        what += f'; starts "{hint}"' if hint else ""
+    if facts:
+        what += ". Important lines kept:\n" + "\n".join(f"- {f}" for f in facts)
+    trail = "\n" if b.text.endswith("\n") else ""
+    return f"[{what}]{trail}"
+
+
+# --- the plan --------------------------------------------------------------------------------------------
+@dataclass
+class _Unit:
+    idx: list[int]  # message indices, in order (an assistant tool call and its results together)
+    tokens: int
+    band: int = 0
+    dropped: bool = False
+
+
+def _tool_units(indices: list[int], work: list[dict[str, Any]]) -> list[_Unit]:
+    units: list[_Unit] = []
+    k = 0
+    while k < len(indices):
+        i = indices[k]
+        m = work[i]
+        group = [i]
+        if m.get("role") == "assistant" and m.get("tool_calls"):
+            ids = {str((tc or {}).get("id")) for tc in m["tool_calls"]}
+            while k + 1 < len(indices) and indices[k + 1] == group[-1] + 1:
+                nxt = work[indices[k + 1]]
+                if _role_kind(nxt) == "tool" and str(nxt.get("tool_call_id")) in ids:
+                    group.append(indices[k + 1])
+                    k += 1
+                else:
+                    break
+        units.append(_Unit(group, 0))
+        k += 1
+    return units
+
+
+def _turn_starts(work: list[dict[str, Any]]) -> list[int]:
+    starts = []
+    for i, m in enumerate(work):
+        r = _role_kind(m)
+        prev = _role_kind(work[i - 1]) if i else None
+        if r == "user" or (r == "assistant" and prev == "tool"):
+            starts.append(i)
+    return starts
+
+
+def _allocate(needs: list[int], shares: tuple[float, ...], total: int) -> list[int]:
+    """Water-filling: each band gets its share; what a band does not need goes to the others."""
+    alloc = [0] * len(needs)
+    active = [i for i in range(len(needs)) if needs[i] > 0]
+    remaining = max(0, total)
+    while active and remaining > 0:
+        wsum = sum(shares[i] for i in active)
+        settled = [i for i in active if needs[i] - alloc[i] <= remaining * shares[i] / wsum]
+        if not settled:
+            for i in active:
+                alloc[i] += int(remaining * shares[i] / wsum)
+            break
+        for i in settled:
+            remaining -= needs[i] - alloc[i]
+            alloc[i] = needs[i]
+            active.remove(i)
+    return alloc
+
+
+def _model_parts(model: Any) -> tuple[str, str, Any]:
+    """(provider, name, ModelInfo or None) from a ModelInfo, a model name, or None."""
+    if model is None:
+        return "openai", "gpt-4o", None
+    if isinstance(model, str):
+        return "openai", model, None
+    return getattr(model, "provider", "openai"), getattr(model, "name", "gpt-4o"), model
+
+
+def _settings_of(settings: Settings | CompressionSettings | None) -> CompressionSettings:
+    if settings is None:
+        return CompressionSettings()
+    if isinstance(settings, Settings):
+        return settings.compression
+    return settings
+
+
+def plan_budget(
+    messages: list[dict[str, Any]],
+    model_info: Any,
+    settings: Settings | CompressionSettings | None = None,
+    counter: TokenCounter | None = None,
+) -> Budget | None:
+    """Whether and how far to compress the prompt for `model_info` (a catalog ModelInfo); None: leave it.
+
+    Compress when the prompt exceeds ``history_share`` of the model's window (less its reserved output), and
+    for models whose input price is at or above ``expensive_input_price``, to ``1 - target_reduction`` of
+    the prompt even when it fits (then the system prompt's whitespace is tidied too).
+    """
+    cs = _settings_of(settings)
+    if not cs.enabled:
+        return None
+    counter = counter or TokenCounter()
+    provider, name, info = _model_parts(model_info)
+    total = counter.count_messages(messages, provider, name).tokens
+    window = getattr(info, "context_window", None) or 128_000
+    out = getattr(info, "max_output_tokens", 0) or 0
+    limit = max(1, min(int(window * cs.history_share), window - out))
+    price = getattr(info, "price", None)
+    expensive = (
+        price is not None and getattr(price, "known", True) and price.input >= cs.expensive_input_price
+        and cs.target_reduction > 0
+    )
+    target = int(total * (1 - cs.target_reduction)) if expensive else None
+    if total > limit:
+        if target is not None and target < limit:
+            return Budget(target, "fit+cost", total, limit, compress_system=True)
+        return Budget(limit, "fit", total, limit)
+    if target is not None and target < total:
+        return Budget(target, "cost", total, limit, compress_system=True)
+    return None
+
+
+def _tidy_system(text: str) -> str:
+    """Whitespace-only tidying outside code fences: trailing spaces, runs of blank lines, repeated paragraphs."""
+    out: list[str] = []
+    seen: set[str] = set()
+    for kind, piece, _ in _split_text(text):
+        if kind in ("code", "json"):
+            out.append(piece)
+            continue
+        piece = "\n".join(ln.rstrip() for ln in piece.split("\n"))
+        piece = re.sub(r"\n{3,}", "\n\n", piece)
+        paras = piece.split("\n\n")
+        kept = []
+        for p in paras:
+            key = p.strip()
+            if len(key) >= 40 and key in seen:
+                continue
+            if len(key) >= 40:
+                seen.add(key)
+            kept.append(p)
+        out.append("\n\n".join(kept))
+    return "".join(out)
+
+
+class _Compressor:
+    def __init__(self, messages: list[dict[str, Any]], budget: int, model: Any, cs: CompressionSettings,
+                 counter: TokenCounter, pm: Any, compress_system: bool):
+        self.cs = cs
+        self.budget = budget
+        self.counter = counter
+        self.provider, self.name, self.info = _model_parts(model)
+        self.enc = counter._encoding(self.provider, self.name)  # same package: share its encoding lookup
+        self.pm = pm
+        self.compress_system = compress_system
+        self.patterns = [re.compile(p) for p in cs.important_patterns]
+        self.actions: list[str] = []
+        self.work = copy.deepcopy(messages)
+        self.original = messages
+
+    def mtok(self, m: dict[str, Any]) -> int:
+        enc, enc_name, _ = self.enc
+        return _PER_MESSAGE + self.counter.message_tokens(m, enc, enc_name)
+
+    def total(self, ms: list[dict[str, Any]]) -> int:
+        return _PRIMER + sum(self.mtok(m) for m in ms)
+
+    # -- main ----------------------------------------------------------------------------------------------
+    def run(self) -> CompressionResult:
+        work = self.work
+        tokens = [self.mtok(m) for m in work]
+        before = _PRIMER + sum(tokens)
+        head_end = 0
+        while head_end < len(work) and _role_kind(work[head_end]) == "system":
+            head_end += 1
+        if self.compress_system:
+            for i in range(head_end):
+                c = work[i].get("content")
+                if isinstance(c, str):
+                    tidy = _tidy_system(c)
+                    if tidy != c:
+                        work[i]["content"] = tidy
+                        t = self.mtok(work[i])
+                        self.actions.append(f"system prompt {i}: whitespace and repeated paragraphs tidied "
+                                            f"({tokens[i] - t} tokens)")
+                        tokens[i] = t
+        if _PRIMER + sum(tokens) <= self.budget:
+            if not self.actions:
+                self.actions.append(f"fits: {before:,} <= {self.budget:,} tokens; nothing removed")
+            return self._result(work, before, "none")
+
+        first_user = next((i for i, m in enumerate(work) if m.get("role") == "user"), None)
+        starts = [s for s in _turn_starts(work) if first_user is None or s > first_user]
+        k = self.cs.keep_recent_turns
+        if k == 0:
+            recent_start = len(work)
+        elif len(starts) >= k:
+            recent_start = starts[-k]
+        else:  # fewer turns than we keep: everything after the first request stays
+            recent_start = first_user + 1 if first_user is not None else head_end
+        pinned = set(range(head_end)) | set(range(recent_start, len(work)))
+        if first_user is not None:
+            pinned.add(first_user)
+        middle = [i for i in range(head_end, recent_start) if i not in pinned]
+        units = _tool_units(middle, work)
+        for u in units:
+            u.tokens = sum(tokens[i] for i in u.idx)
+        pinned_tokens = _PRIMER + sum(tokens[i] for i in pinned)
+        self.pinned_tokens = pinned_tokens
+        self.tokens = tokens
+        self.units = units
+        self.blocks: dict[int, list[_Block]] = {}
+
+        # Bands by age: newest share of middle tokens is the current topic, and so on.
+        mid_total = sum(u.tokens for u in units)
+        cum = 0
+        for u in reversed(units):
+            frac = cum / mid_total if mid_total else 0
+            u.band = 0 if frac < _BAND_EDGES[0] else 1 if frac < _BAND_EDGES[1] else 2
+            cum += u.tokens
+
+        self.summaries: dict[int, str] = {}
+        self.hook_notes: list[str] = []
+        out = None
+        available = self.budget - pinned_tokens
+        for attempt in range(6):
+            # Token figures inside the plan are estimates; re-plan with less room until the exact count fits,
+            # and on the last attempt with none (everything in the middle summarized).
+            out = self._plan_and_render(available if attempt < 5 else 0)
+            after = self.total(out)
+            if after <= self.budget or all(u.dropped for u in units):
+                break
+            available -= (after - self.budget) + max(8, self.budget // 200)
+        assert out is not None
+        if self.total(out) > self.budget:
+            out = self._last_resort(out, recent_start, pinned)
+        summarizer = "deterministic" if self.spans or self._any_elided() else "none"
+        if self.spans and self._hook_usable():
+            hooked = self._try_hook()
+            if hooked is not None:
+                out, summarizer = hooked, "hook"
+        self.actions += self.last_actions + self.hook_notes
+        return self._result(out, before, summarizer)
+
+    def _any_elided(self) -> bool:
+        return any(b.elided for bl in self.blocks.values() for b in bl)
+
+    def _result(self, out: list[dict[str, Any]], before: int, summarizer: str) -> CompressionResult:
+        after = self.total(out)
+        saved = max(0, before - after)
+        price = getattr(getattr(self.info, "price", None), "input", 0.0) or 0.0
+        fits = after <= self.budget
+        if not fits:
+            self.actions.append(f"over budget: {after:,} > {self.budget:,} tokens after keeping what must be kept")
+        return CompressionResult(
+            messages=out, before=before, after=after, actions=self.actions, budget=self.budget, fits=fits,
+            tokens_saved=saved, saved_usd=saved * price / 1e6, summarizer=summarizer,
+            facts_carried=getattr(self, "facts_carried", 0),
+        )
+
+    # -- planning ------------------------------------------------------------------------------------------
+    def _blocks_of(self, i: int) -> list[_Block]:
+        if i not in self.blocks:
+            self.blocks[i] = _blocks(self.work[i], self.tokens[i] - _PER_MESSAGE)
+        return self.blocks[i]
+
+    def _plan_and_render(self, available: int) -> list[dict[str, Any]]:
+        units = self.units
+        for u in units:
+            u.dropped = False
+        for bl in self.blocks.values():
+            for b in bl:
+                b.elided = False
+        self.plan_actions: list[str] = []
+        needs = [sum(u.tokens for u in units if u.band == b) for b in range(3)]
+        alloc = _allocate(needs, _BAND_SHARES, available)
+        for band in range(3):
+            if needs[band] <= alloc[band]:
+                continue
+            self._shrink_band(band, alloc[band])
+        return self._render()
+
+    def _unit_tokens(self, u: _Unit) -> int:
+        t = 0
+        for i in u.idx:
+            bl = self.blocks.get(i)
+            if bl is None:
+                t += self.tokens[i]
+            else:
+                t += self.tokens[i] - sum(b.tokens - _est(b.marker or "x" * 180) for b in bl if b.elided)
+        return t
+
+    def _shrink_band(self, band: int, alloc: int) -> None:
+        units = [u for u in self.units if u.band == band]
+        have = sum(u.tokens for u in units)
+        # Phase 1: the largest items first, whole, anywhere in the band.
+        cands: list[tuple[int, int, int, _Block]] = []
+        for u in units:
+            for i in u.idx:
+                if self.tokens[i] < _MIN_ELIDE_TOKENS:
+                    continue
+                for n, b in enumerate(self._blocks_of(i)):
+                    if b.kind != "prose" and b.tokens >= _MIN_ELIDE_TOKENS:
+                        cands.append((-b.tokens, i, n, b))
+        cands.sort(key=lambda c: c[:3])
+        for _, i, _, b in cands:
+            if have <= alloc:
+                break
+            b.marker = _marker(b, self.work[i], self._block_facts(b))
+            b.elided = True
+            have -= b.tokens - _est(b.marker)
+        if have <= alloc:
+            return
+        # Phase 2: whole exchanges, oldest first, into a summary that carries their facts.
+        facts_cost = 0
+        last = -1
+        for n, u in enumerate(units):
+            if have + _HEADER_TOKENS + facts_cost <= alloc:
+                break
+            have -= self._unit_tokens(u)
+            u.dropped = True
+            last = n
+            facts_cost += sum(_est(f.line) for f in self._unit_facts(u))
+        # End the span before a user message when that is near: the summary then stands as its own
+        # message instead of being merged into a neighbour.
+        extra = 0
+        for u in units[last + 1:]:
+            if last < 0 or _role_kind(self.work[u.idx[0]]) == "user" or extra > alloc // 4:
+                break
+            extra += self._unit_tokens(u)
+        else:
+            extra = -1
+        if last >= 0 and 0 <= extra <= alloc // 4:
+            for u in units[last + 1:]:
+                if _role_kind(self.work[u.idx[0]]) == "user":
+                    break
+                u.dropped = True
+
+    def _block_facts(self, b: _Block) -> list[str]:
+        if b.kind == "image":
+            return []
+        fs = sorted(_facts(b.text, self.patterns, 0), key=lambda f: f.prio)
+        seen: list[str] = []
+        for f in fs:
+            if f.line not in seen:
+                seen.append(f.line)
+            if len(seen) >= _FACTS_PER_BLOCK:
+                break
+        return seen
+
+    def _unit_facts(self, u: _Unit) -> list[_Fact]:
+        out = []
+        for i in u.idx:
+            m = self.original[i]
+            text = msgs.text_of(m)
+            out += _facts(text, self.patterns, i)
+            for tc in m.get("tool_calls") or []:
+                args = ((tc or {}).get("function") or {}).get("arguments")
+                if isinstance(args, str):
+                    out += [_Fact(f.prio, f.order, f"{_call_name(tc)} called with {f.line}")
+                            for f in _facts(args, self.patterns, i)]
+        return out
+
+    # -- rendering -----------------------------------------------------------------------------------------
+    def _rebuild(self, i: int) -> dict[str, Any]:
+        m = self.work[i]
+        bl = self.blocks.get(i)
+        if not bl or not any(b.elided for b in bl):
+            return m
+        new = dict(m)
+        parts: dict[int, list[str]] = {}
+        for b in bl:
+            if b.part <= -2:
+                continue
+            parts.setdefault(b.part, []).append(b.marker if b.elided else b.text)
+        if -1 in parts:
+            new["content"] = "".join(parts[-1])
+        elif isinstance(m.get("content"), list):
+            content = []
+            for k, p in enumerate(m["content"]):
+                if k in parts:
+                    content.append({**p, "text": "".join(parts[k])} if "text" in p else
+                                   {"type": "text", "text": "".join(parts[k])})
+                else:
+                    content.append(p)
+            new["content"] = content
+        calls = m.get("tool_calls")
+        if calls:
+            calls = [dict(tc) for tc in calls]
+            for b in bl:
+                if b.part <= -2 and b.elided:
+                    j = -b.part - 2
+                    fn = dict(calls[j].get("function") or {})
+                    # Arguments stay valid JSON so providers that parse them (Anthropic) accept the call.
+                    fn["arguments"] = json.dumps({"_elided": f"arguments of {b.label}: {len(b.text):,} chars, "
+                                                              f"~{b.tokens:,} tokens"})
+                    calls[j] = {**calls[j], "function": fn}
+            new["tool_calls"] = calls
+        return new
+
+    def _render(self) -> list[dict[str, Any]]:
+        self.render_actions: list[str] = []
+        dropped = {i for u in self.units if u.dropped for i in u.idx}
+        unit_of = {i: u for u in self.units for i in u.idx}
+        out: list[dict[str, Any]] = []
+        spans: list[list[_Unit]] = []
+        placeholders: list[int] = []
+        i = 0
+        n = len(self.work)
+        while i < n:
+            if i in dropped:
+                span: list[_Unit] = []
+                while i < n and i in dropped:
+                    u = unit_of[i]
+                    span.append(u)
+                    i = u.idx[-1] + 1
+                spans.append(span)
+                placeholders.append(len(out))
+                out.append({})  # filled below
+                continue
+            out.append(self._rebuild(i))
+            i += 1
+        # Facts: ranked globally (most important pattern first, then newest) under the facts cap.
+        all_facts: list[tuple[_Fact, int]] = []
+        for s, span in enumerate(spans):
+            for u in span:
+                all_facts += [(f, s) for f in self._unit_facts(u)]
+        cap = int(self.budget * self.cs.facts_share)
+        chosen: dict[int, list[str]] = {s: [] for s in range(len(spans))}
+        seen: set[str] = set()
+        used = 0
+        dropped_facts = 0
+        for f, s in sorted(all_facts, key=lambda fs: (fs[0].prio, -fs[0].order)):
+            if f.line in seen:
+                continue
+            seen.add(f.line)
+            cost = _est(f.line)
+            if used + cost > cap:
+                dropped_facts += 1
+                continue
+            used += cost
+            chosen[s].append(f)  # type: ignore[arg-type]
+        self.facts_carried = sum(len(v) for v in chosen.values())
+        self.spans = []
+        # Gist budget: what the band allocations leave after kept content and facts.
+        leftover = self.budget - self.total([m for m in out if m]) - _HEADER_TOKENS * len(spans) - used
+        for s, span in enumerate(spans):
+            facts = [f.line for f in sorted(chosen[s], key=lambda f: f.order)]  # type: ignore[attr-defined]
+            gist_budget = max(0, leftover // max(1, len(spans) - s)) if leftover > 0 else 0
+            text, gist_used = self._digest(span, facts, gist_budget, self.summaries.get(s))
+            leftover -= gist_used
+            self.spans.append({"units": span, "facts": facts, "gist_budget": gist_budget, "pos": placeholders[s]})
+            out[placeholders[s]] = {"role": "user", "content": text, "_agent_router_summary": s}
+        if dropped_facts:
+            self.render_actions.append(f"{dropped_facts} lower-priority fact lines not carried (facts cap {cap:,})")
+        out = self._place_summaries(out)
+        self._note_actions(spans)
+        return out
+
+    def _digest(self, span: list[_Unit], facts: list[str], budget: int, summary: str | None = None
+                ) -> tuple[str, int]:
+        idx = [i for u in span for i in u.idx]
+        toks = sum(self.tokens[i] for i in idx)
+        head = (f"[Earlier conversation compressed by agent-router: {len(idx)} messages (~{toks:,} tokens) "
+                "replaced by this digest.]")
+        if summary is not None:
+            lines = [head, "Summary:", summary]
+            if facts:
+                lines += ["Facts carried over:", *[f"- {f}" for f in facts]]
+            return "\n".join(lines), _est(summary)
+        gists: list[tuple[int, int, str]] = []  # (priority, index, line)
+        for i in idx:
+            m = self.original[i]
+            role = m.get("role")
+            text = msgs.text_of(m)
+            prose = "".join(p for k, p, _ in _split_text(text) if k == "prose") if role != "tool" else ""
+            g = _gist(prose)
+            if role == "user" and g:
+                gists.append((0, i, f'- user: "{g}"'))
+            elif role == "assistant":
+                if g:
+                    gists.append((1, i, f'- assistant: "{g}"'))
+                names = [_call_name(tc) for tc in m.get("tool_calls") or []]
+                if names:
+                    gists.append((2, i, f"- assistant called {', '.join(names)}"))
+            elif role in ("tool", "function"):
+                gists.append((3, i, f"- result of {m.get('name') or 'tool'} ({len(text):,} chars) removed"))
+            if role != "tool":
+                for k, p, label in _split_text(text):
+                    if k == "code":
+                        body = p.split("\n", 1)[1] if "\n" in p else ""
+                        gists.append((2, i, f"- code block removed: {label or 'code'}, "
+                                            f"{p.count(chr(10)) + 1} lines; starts \"{_first_line(body)}\""))
+        picked = []
+        used = 0
+        for g in sorted(gists, key=lambda g: (g[0], -g[1])):
+            c = _est(g[2])
+            if used + c > budget:
+                continue
+            used += c
+            picked.append(g)
+        lines = [head]
+        if facts:
+            lines.append("Facts carried over:")
+            lines += [f"- {f}" for f in facts]
+        if picked:
+            lines.append("Digest:")
+            lines += [g[2] for g in sorted(picked, key=lambda g: g[1])]
+        return "\n".join(lines), used
+
+    def _place_summaries(self, out: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Give each summary a role its neighbours allow, or merge it into a neighbour when none does."""
+        res: list[dict[str, Any]] = []
+        for k, m in enumerate(out):
+            if "_agent_router_summary" not in m:
+                res.append(m)
+                continue
+            text = m["content"]
+            prev = res[-1] if res else None
+            nxt = out[k + 1] if k + 1 < len(out) else None
+            p, n = _role_kind(prev), _role_kind(nxt)
+            role = None
+            for r in ("user", "assistant"):
+                if r == p or r == n or (p in (None, "system") and r != "user"):
+                    continue
+                role = r
+                break
+            if role is not None:
+                res.append({"role": role, "content": text})
+            elif prev is not None and p in ("user", "assistant") and not prev.get("tool_calls"):
+                res[-1] = _append_text(prev, text)
+                self.render_actions.append("summary appended to the preceding message (no valid standalone role)")
+            elif nxt is not None and n in ("user", "assistant") and "_agent_router_summary" not in nxt:
+                out[k + 1] = _prepend_text(nxt, text)
+                self.render_actions.append("summary put before the following message (no valid standalone role)")
+            else:
+                res.append({"role": "user", "content": text})
+        return res
+
+    def _note_actions(self, spans: list[list[_Unit]]) -> None:
+        acts = self.plan_actions + self.render_actions
+        for band in range(3):
+            els = [b for u in self.units if u.band == band for i in u.idx for b in self.blocks.get(i, [])
+                   if b.elided]
+            if els:
+                kinds: dict[str, int] = {}
+                for b in els:
+                    kinds[b.kind] = kinds.get(b.kind, 0) + 1
+                desc = ", ".join(f"{v} {k}" for k, v in sorted(kinds.items()))
+                acts.append(f"{_BAND_NAMES[band]}: elided {len(els)} blocks ({desc}; ~{sum(b.tokens for b in els):,} "
+                            "tokens)")
+            drops = [u for u in self.units if u.band == band and u.dropped]
+            if drops:
+                acts.append(f"{_BAND_NAMES[band]}: {sum(len(u.idx) for u in drops)} messages summarized")
+        self.last_actions = acts
+
+    def _last_resort(self, out: list[dict[str, Any]], recent_start: int, pinned: set[int]) -> list[dict[str, Any]]:
+        """Everything compressible is gone and it still does not fit: elide big blocks of the recent turns,
+        except the newest turn, largest first. System prompt, first request and newest turn stay."""
+        starts = _turn_starts(self.work)
+        newest = starts[-1] if starts else len(self.work)
+        cands = []
+        for i in range(recent_start, newest):
+            for n, b in enumerate(self._blocks_of(i)):
+                if b.kind != "prose" and b.tokens >= _MIN_ELIDE_TOKENS:
+                    cands.append((-b.tokens, i, n, b))
+        if not cands:
+            return out
+        cands.sort(key=lambda c: c[:3])
+        over = self.total(out) - self.budget
+        elided = 0
+        for _, i, _, b in cands:
+            if over <= 0:
+                break
+            b.marker = _marker(b, self.work[i], self._block_facts(b))
+            b.elided = True
+            over -= b.tokens - _est(b.marker)
+            elided += 1
+        self.plan_actions.append(f"recent turns exceed the budget: elided {elided} large blocks in them "
+                                 "(newest turn kept verbatim)")
+        return self._render()
+
+    # -- summaries through the hook ----------------------------------------------------------------------
+    def _hook_usable(self) -> bool:
+        if not self.cs.summarize or self.pm is None:
+            return False
+        impls = self.pm.hook.summarize.get_hookimpls()
+        if not impls:
+            return False
+        only_builtin = all(getattr(h.plugin, "__name__", "") == "agent_router.builtins.summarize" for h in impls)
+        return not (only_builtin and _utility_caller is None)
+
+    def _try_hook(self) -> list[dict[str, Any]] | None:
+        """Ask the summarize hook for each span; the re-rendered messages, or None to keep the digest."""
+        deadline = time.monotonic() + self.cs.summarize_timeout_s
+        for s, sp in enumerate(self.spans):
+            if sp["gist_budget"] < 48:
+                continue  # too little room for a summary to say more than the header and facts
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                self.hook_notes.append("summary skipped: summarize timeout used up; deterministic digest kept")
+                break
+            span_msgs = [self.original[i] for u in sp["units"] for i in u.idx]
+            summary, err = _call_hook(self.pm, span_msgs, sp["gist_budget"], remaining)
+            if summary is None:
+                self.hook_notes.append(f"summary {err}; deterministic digest kept")
+                if err.startswith("timed out"):
+                    break  # one stall is enough: never wait twice in one call
+                continue
+            if summary.count("```") % 2 or _est(summary) > sp["gist_budget"] * 1.5:
+                self.hook_notes.append("summary from the hook rejected (too long or an unbalanced code fence); "
+                                       "deterministic digest kept")
+                continue
+            self.summaries[s] = summary.strip().replace("_agent_router_summary", "")
+        if not self.summaries:
+            return None
+        out = self._render()
+        if self.total(out) > self.budget:
+            self.hook_notes.append("hook summaries did not fit the budget; deterministic digest kept")
+            self.summaries = {}
+            self._render()
+            return None
+        return out
+
+
+def _append_text(m: dict[str, Any], text: str) -> dict[str, Any]:
+    c = m.get("content")
+    if isinstance(c, list):
+        return {**m, "content": [*c, {"type": "text", "text": text}]}
+    return {**m, "content": f"{c or ''}\n\n{text}"}
+
+
+def _prepend_text(m: dict[str, Any], text: str) -> dict[str, Any]:
+    c = m.get("content")
+    if isinstance(c, list):
+        return {**m, "content": [{"type": "text", "text": text}, *c]}
+    return {**m, "content": f"{text}\n\n{c or ''}"}
+
+
+def _call_hook(pm: Any, span: list[dict[str, Any]], budget: int, timeout: float) -> tuple[str | None, str]:
+    """Run the summarize hook in a worker thread; give up after `timeout` seconds (the thread is abandoned)."""
+    box: dict[str, Any] = {}
+    ctx = contextvars.copy_context()
+
+    def run() -> None:
+        _timeout_var.set(timeout)
+        try:
+            box["value"] = pm.hook.summarize(messages=span, budget=budget)
+        except Exception as e:  # a plugin's failure must not stall or crash the agent
+            box["error"] = type(e).__name__
+
+    t = threading.Thread(target=lambda: ctx.run(run), name="agent-router-summarize", daemon=True)
+    t.start()
+    t.join(timeout)
+    if t.is_alive():
+        return None, f"timed out after {timeout:.1f}s"
+    if "error" in box:
+        return None, f"failed ({box['error']})"
+    v = box.get("value")
+    if not isinstance(v, str) or not v.strip():
+        return None, "unavailable (no summarizer answered)"
+    return v, ""
+
+
+def compress(
+    messages: list[dict[str, Any]],
+    budget_tokens: int | Budget,
+    model: Any = None,
+    *,
+    settings: Settings | CompressionSettings | None = None,
+    counter: TokenCounter | None = None,
+    pm: Any = None,
+    compress_system: bool | None = None,
+) -> CompressionResult:
+    """Fit `messages` into `budget_tokens` (an int, or a `Budget` from `plan_budget`).
+
+    `model` is a catalog ModelInfo (its encoding counts tokens, its input price values the saving), a model
+    name, or None. `pm` is a pluggy manager whose `summarize` hook writes summaries; by default the loaded
+    plugins when ``settings.summarize`` is on. The input list is never modified.
+    """
+    msgs.validate(messages)
+    if isinstance(budget_tokens, Budget):
+        tokens = budget_tokens.tokens
+        if compress_system is None:
+            compress_system = budget_tokens.compress_system
+    else:
+        if isinstance(budget_tokens, bool) or not isinstance(budget_tokens, int):
+            raise InputError(f"budget: expected a whole number of tokens, got {budget_tokens!r}")
+        tokens = budget_tokens
+    if tokens <= 0:
+        raise InputError(f"budget: must be a positive number of tokens, got {tokens}")
+    cs = _settings_of(settings)
+    if pm is None and cs.summarize:
+        from .plugins import load_plugins
+
+        pm = load_plugins()
+    c = _Compressor(messages, tokens, model, cs, counter or TokenCounter(), pm, bool(compress_system))
+    return c.run()
