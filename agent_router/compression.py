@@ -19,6 +19,7 @@ Rules, in order of precedence:
 
 from __future__ import annotations
 
+import bisect
 import contextvars
 import copy
 import json
@@ -119,6 +120,7 @@ class CompressionResult:
 _FENCE_OPEN = re.compile(r"^ {0,3}(`{3,}|~{3,})([^\n]*)$")
 _FENCE_CLOSE = re.compile(r"^ {0,3}(`{3,}|~{3,})[ \t]*$")
 _JSON = json.JSONDecoder()
+_NEWLINE = re.compile("\n")
 
 
 @dataclass
@@ -130,6 +132,7 @@ class _Block:
     label: str = ""
     elided: bool = False
     marker: str = ""
+    start: int = -1  # offset in the message's string content; -1 when it is not string content
 
 
 def _split_text(text: str) -> list[tuple[str, str, str]]:
@@ -196,6 +199,21 @@ def _split_text(text: str) -> list[tuple[str, str, str]]:
     return out
 
 
+def unclosed_fence(text: str) -> bool:
+    """True when a code fence in `text` is opened and never closed (CommonMark rules)."""
+    fence = None
+    for line in text.splitlines():
+        if fence is None:
+            m = _FENCE_OPEN.match(line)
+            if m and not (m.group(1)[0] == "`" and "`" in m.group(2)):
+                fence = m.group(1)
+        else:
+            c = _FENCE_CLOSE.match(line)
+            if c and c.group(1)[0] == fence[0] and len(c.group(1)) >= len(fence):
+                fence = None
+    return fence is not None
+
+
 def _content_chars(m: dict[str, Any]) -> int:
     c = m.get("content")
     n = len(c) if isinstance(c, str) else 0
@@ -222,10 +240,12 @@ def _blocks(m: dict[str, Any], tokens: int) -> list[_Block]:
     def add_text(text: str, part: int) -> None:
         if role in ("tool", "function"):
             if text:
-                out.append(_Block("tool", text, part, int(len(text) * per_char)))
+                out.append(_Block("tool", text, part, int(len(text) * per_char), start=0 if part == -1 else -1))
             return
+        at = 0
         for kind, piece, label in _split_text(text):
-            out.append(_Block(kind, piece, part, int(len(piece) * per_char), label))
+            out.append(_Block(kind, piece, part, int(len(piece) * per_char), label, start=at if part == -1 else -1))
+            at += len(piece)
 
     if isinstance(c, str):
         add_text(c, -1)
@@ -255,6 +275,8 @@ class _Fact:
     prio: int  # index of the first pattern that matched (lower is more important)
     order: int  # position in the conversation (higher is newer)
     line: str
+    weak: bool = False  # from tool-call arguments: ranked after the conversation's own lines
+    pos: int = 0  # offset of the line in the text it came from
 
 
 def _fact_line(line: str, m: re.Match[str]) -> str:
@@ -276,16 +298,37 @@ def _fact_line(line: str, m: re.Match[str]) -> str:
 
 
 def _facts(text: str, patterns: list[re.Pattern[str]], order: int) -> list[_Fact]:
+    """Lines of `text` matching a pattern, each with the index of the first pattern it matches.
+
+    Each pattern scans the whole text once (in C) rather than each line in turn; patterns are compiled
+    with MULTILINE so ^ and $ still mean a line's start and end.
+    """
+    if not text:
+        return []
+    starts: list[int] | None = None
+    best: dict[int, int] = {}
+    for prio, p in enumerate(patterns):
+        for m in p.finditer(text):
+            if starts is None:
+                starts = [0, *(nl.end() for nl in _NEWLINE.finditer(text))]
+            line = bisect.bisect_right(starts, m.start()) - 1
+            if best.get(line, prio + 1) > prio:
+                best[line] = prio
+    if not best:
+        return []
+    assert starts is not None
     out: list[_Fact] = []
-    for line in text.splitlines():
-        s = line.strip()
-        if not s or _FENCE_OPEN.match(line):
+    for line in sorted(best):
+        a = starts[line]
+        b = starts[line + 1] - 1 if line + 1 < len(starts) else len(text)
+        raw = text[a:b]
+        s = raw.strip()
+        if not s or _FENCE_OPEN.match(raw):
             continue
-        for prio, p in enumerate(patterns):
-            m = p.search(s)
-            if m:
-                out.append(_Fact(prio, order, _fact_line(s, m).replace("```", "'''")))
-                break
+        prio = best[line]
+        m = patterns[prio].search(s) if len(s) > _FACT_CHARS else None
+        fact = _fact_line(s, m) if m else s[:_FACT_CHARS * 2]
+        out.append(_Fact(prio, order, fact.replace("```", "'''"), pos=a))
     return out
 
 
@@ -508,7 +551,9 @@ class _Compressor:
         self.enc = counter._encoding(self.provider, self.name)  # same package: share its encoding lookup
         self.pm = pm
         self.compress_system = compress_system
-        self.patterns = [re.compile(p) for p in cs.important_patterns]
+        self.patterns = [re.compile(p, re.MULTILINE) for p in cs.important_patterns]
+        self._facts_cache: dict[int, list[_Fact]] = {}
+        self._args_cache: dict[int, list[_Fact]] = {}
         self.actions: list[str] = []
         self.work = copy.deepcopy(messages)
         self.original = messages
@@ -661,7 +706,8 @@ class _Compressor:
         for _, i, _, b in cands:
             if have <= alloc:
                 break
-            b.marker = _marker(b, self.work[i], self._block_facts(b))
+            if not b.marker:
+                b.marker = _marker(b, self.work[i], self._block_facts(i, b))
             b.elided = True
             have -= b.tokens - _est(b.marker)
         if have <= alloc:
@@ -676,25 +722,27 @@ class _Compressor:
             u.dropped = True
             last = n
             facts_cost += sum(_est(f.line) for f in self._unit_facts(u))
-        # End the span before a user message when that is near: the summary then stands as its own
+        # End the span before a user message when one is near: the summary then stands as its own
         # message instead of being merged into a neighbour.
-        extra = 0
-        for u in units[last + 1:]:
-            if last < 0 or _role_kind(self.work[u.idx[0]]) == "user" or extra > alloc // 4:
-                break
-            extra += self._unit_tokens(u)
-        else:
-            extra = -1
-        if last >= 0 and 0 <= extra <= alloc // 4:
+        if last >= 0:
+            tail: list[_Unit] = []
             for u in units[last + 1:]:
                 if _role_kind(self.work[u.idx[0]]) == "user":
+                    if sum(self._unit_tokens(t) for t in tail) <= alloc // 4:
+                        for t in tail:
+                            t.dropped = True
                     break
-                u.dropped = True
+                tail.append(u)
 
-    def _block_facts(self, b: _Block) -> list[str]:
+    def _block_facts(self, i: int, b: _Block) -> list[str]:
         if b.kind == "image":
             return []
-        fs = sorted(_facts(b.text, self.patterns, 0), key=lambda f: f.prio)
+        if b.start >= 0:  # string content: the message's facts, scanned once, that fall inside the block
+            end = b.start + len(b.text)
+            fs = [f for f in self._msg_facts(i) if b.start <= f.pos < end]
+        else:
+            fs = _facts(b.text, self.patterns, i)
+        fs.sort(key=lambda f: f.prio)
         seen: list[str] = []
         for f in fs:
             if f.line not in seen:
@@ -703,17 +751,25 @@ class _Compressor:
                 break
         return seen
 
+    def _msg_facts(self, i: int) -> list[_Fact]:
+        if i not in self._facts_cache:
+            self._facts_cache[i] = _facts(msgs.text_of(self.original[i]), self.patterns, i)
+        return self._facts_cache[i]
+
     def _unit_facts(self, u: _Unit) -> list[_Fact]:
         out = []
         for i in u.idx:
-            m = self.original[i]
-            text = msgs.text_of(m)
-            out += _facts(text, self.patterns, i)
-            for tc in m.get("tool_calls") or []:
-                args = ((tc or {}).get("function") or {}).get("arguments")
-                if isinstance(args, str):
-                    out += [_Fact(f.prio, f.order, f"{_call_name(tc)} called with {f.line}")
-                            for f in _facts(args, self.patterns, i)]
+            out += self._msg_facts(i)
+            if i not in self._args_cache:
+                fs = []
+                for tc in self.original[i].get("tool_calls") or []:
+                    args = ((tc or {}).get("function") or {}).get("arguments")
+                    if isinstance(args, str):
+                        # Ranked just below the same pattern in the conversation's own words.
+                        fs += [_Fact(f.prio, i, f"{_call_name(tc)} called with {f.line}", weak=True)
+                               for f in _facts(args, self.patterns, i)]
+                self._args_cache[i] = fs
+            out += self._args_cache[i]
         return out
 
     # -- rendering -----------------------------------------------------------------------------------------
@@ -785,7 +841,7 @@ class _Compressor:
         seen: set[str] = set()
         used = 0
         dropped_facts = 0
-        for f, s in sorted(all_facts, key=lambda fs: (fs[0].prio, -fs[0].order)):
+        for f, s in sorted(all_facts, key=lambda fs: (fs[0].weak, fs[0].prio, -fs[0].order)):
             if f.line in seen:
                 continue
             seen.add(f.line)
@@ -824,12 +880,16 @@ class _Compressor:
                 lines += ["Facts carried over:", *[f"- {f}" for f in facts]]
             return "\n".join(lines), _est(summary)
         gists: list[tuple[int, int, str]] = []  # (priority, index, line)
+        seen_gists: set[str] = set()
         for i in idx:
             m = self.original[i]
             role = m.get("role")
             text = msgs.text_of(m)
             prose = "".join(p for k, p, _ in _split_text(text) if k == "prose") if role != "tool" else ""
             g = _gist(prose)
+            if len(g.split()) < 4 or g in seen_gists:
+                g = ""  # "ok, continue" says nothing a summary needs
+            seen_gists.add(g)
             if role == "user" and g:
                 gists.append((0, i, f'- user: "{g}"'))
             elif role == "assistant":
@@ -927,7 +987,8 @@ class _Compressor:
         for _, i, _, b in cands:
             if over <= 0:
                 break
-            b.marker = _marker(b, self.work[i], self._block_facts(b))
+            if not b.marker:
+                b.marker = _marker(b, self.work[i], self._block_facts(i, b))
             b.elided = True
             over -= b.tokens - _est(b.marker)
             elided += 1
@@ -976,6 +1037,46 @@ class _Compressor:
             self._render()
             return None
         return out
+
+
+def structure_problems(messages: list[dict[str, Any]]) -> list[str]:
+    """What a provider would reject or a reader would misread; [] when the messages are well formed.
+
+    Checked: tool results follow the assistant message that called them (only other results between), every
+    tool call has its result and every result its call, after system messages the first message is a user
+    message, no two user (or two assistant) messages in a row, and every code fence is closed.
+    """
+    problems: list[str] = []
+    open_calls: dict[str, int] = {}
+    prev_role = None
+    first_other = True
+    for i, m in enumerate(messages):
+        role = _role_kind(m)
+        if role != "system" and first_other:
+            first_other = False
+            if role != "user":
+                problems.append(f"[{i}]: first message after the system prompt is {role}, not user")
+        if role == "tool":
+            cid = str(m.get("tool_call_id"))
+            if cid not in open_calls:
+                problems.append(f"[{i}]: tool result {cid} without its call just before it")
+            else:
+                del open_calls[cid]
+        else:
+            for cid, at in open_calls.items():
+                problems.append(f"[{at}]: tool call {cid} without its result")
+            open_calls = {}
+            if role in ("user", "assistant") and role == prev_role:
+                problems.append(f"[{i}]: two {role} messages in a row")
+        if role == "assistant":
+            for tc in m.get("tool_calls") or []:
+                open_calls[str((tc or {}).get("id"))] = i
+        if unclosed_fence(msgs.text_of(m)):
+            problems.append(f"[{i}]: unclosed code fence")
+        prev_role = role
+    for cid, at in open_calls.items():
+        problems.append(f"[{at}]: tool call {cid} without its result")
+    return problems
 
 
 def _append_text(m: dict[str, Any], text: str) -> dict[str, Any]:
