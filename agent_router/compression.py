@@ -872,8 +872,12 @@ class _Compressor:
                 ) -> tuple[str, int]:
         idx = [i for u in span for i in u.idx]
         toks = sum(self.tokens[i] for i in idx)
-        head = (f"[Earlier conversation compressed by agent-router: {len(idx)} messages (~{toks:,} tokens) "
-                "replaced by this digest.]")
+        n_code = sum(1 for i in idx if self.original[i].get("role") not in ("tool", "function")
+                     for k, _, _ in _split_text(msgs.text_of(self.original[i])) if k == "code")
+        n_tool = sum(1 for i in idx if _role_kind(self.original[i]) == "tool")
+        held = [f"{n} {w}" for n, w in ((n_code, "code blocks"), (n_tool, "tool results")) if n]
+        head = (f"[Earlier conversation compressed by agent-router: {len(idx)} messages (~{toks:,} tokens"
+                f"{'; ' + ', '.join(held) if held else ''}) replaced by this digest.]")
         if summary is not None:
             lines = [head, "Summary:", summary]
             if facts:
