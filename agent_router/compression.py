@@ -10,9 +10,9 @@ Rules, in order of precedence:
   (an assistant tool call and its results always together) replaced by a summary.
 - Lines matching ``important_patterns`` in removed content are carried into the marker or the summary.
 - Summaries come from the ``summarize`` hook (the built-in one asks the utility tier through
-  ``set_utility_caller``) within ``summarize_timeout_s``; on failure, absence or timeout a deterministic digest
-  is used, so compression never stalls the agent. The deterministic path gives the same output for the same
-  input.
+  ``set_utility_caller``) within ``summarize_timeout_s``; on failure, absence or timeout a deterministic
+  digest is used, so compression never stalls the agent. The deterministic path gives the same output
+  for the same input.
 - A synthetic summary never creates two consecutive user or assistant messages, and no tool call is ever left
   without its result (or a result without its call).
 """
@@ -27,7 +27,7 @@ import re
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from . import messages as msgs
@@ -39,7 +39,9 @@ from .tokens import TokenCounter
 UtilityCaller = Callable[[str, str, float], str]
 
 _utility_caller: UtilityCaller | None = None
-_timeout_var: contextvars.ContextVar[float] = contextvars.ContextVar("agent_router_summarize_timeout", default=20.0)
+_timeout_var: contextvars.ContextVar[float] = contextvars.ContextVar(
+    "agent_router_summarize_timeout", default=20.0
+)
 
 # Blocks smaller than this are not worth a marker (a marker costs ~30 tokens).
 _MIN_ELIDE_TOKENS = 60
@@ -240,11 +242,13 @@ def _blocks(m: dict[str, Any], tokens: int) -> list[_Block]:
     def add_text(text: str, part: int) -> None:
         if role in ("tool", "function"):
             if text:
-                out.append(_Block("tool", text, part, int(len(text) * per_char), start=0 if part == -1 else -1))
+                start = 0 if part == -1 else -1
+                out.append(_Block("tool", text, part, int(len(text) * per_char), start=start))
             return
         at = 0
         for kind, piece, label in _split_text(text):
-            out.append(_Block(kind, piece, part, int(len(piece) * per_char), label, start=at if part == -1 else -1))
+            start = at if part == -1 else -1
+            out.append(_Block(kind, piece, part, int(len(piece) * per_char), label, start=start))
             at += len(piece)
 
     if isinstance(c, str):
@@ -519,7 +523,7 @@ def plan_budget(
 
 
 def _tidy_system(text: str) -> str:
-    """Whitespace-only tidying outside code fences: trailing spaces, runs of blank lines, repeated paragraphs."""
+    """Whitespace-only tidying outside code fences: trailing spaces, blank-line runs, repeated paragraphs."""
     out: list[str] = []
     seen: set[str] = set()
     for kind, piece, _ in _split_text(text):
@@ -633,7 +637,7 @@ class _Compressor:
             available -= (after - self.budget) + max(8, self.budget // 200)
         assert out is not None
         if self.total(out) > self.budget:
-            out = self._last_resort(out, recent_start, pinned)
+            out = self._last_resort(out, recent_start)
         summarizer = "deterministic" if self.spans or self._any_elided() else "none"
         if self.spans and self._hook_usable():
             hooked = self._try_hook()
@@ -651,7 +655,9 @@ class _Compressor:
         price = getattr(getattr(self.info, "price", None), "input", 0.0) or 0.0
         fits = after <= self.budget
         if not fits:
-            self.actions.append(f"over budget: {after:,} > {self.budget:,} tokens after keeping what must be kept")
+            self.actions.append(
+                f"over budget: {after:,} > {self.budget:,} tokens after keeping what must be kept"
+            )
         return CompressionResult(
             messages=out, before=before, after=after, actions=self.actions, budget=self.budget, fits=fits,
             tokens_saved=saved, saved_usd=saved * price / 1e6, summarizer=summarizer,
@@ -803,8 +809,8 @@ class _Compressor:
                     j = -b.part - 2
                     fn = dict(calls[j].get("function") or {})
                     # Arguments stay valid JSON so providers that parse them (Anthropic) accept the call.
-                    fn["arguments"] = json.dumps({"_elided": f"arguments of {b.label}: {len(b.text):,} chars, "
-                                                              f"~{b.tokens:,} tokens"})
+                    note = f"arguments of {b.label}: {len(b.text):,} chars, ~{b.tokens:,} tokens"
+                    fn["arguments"] = json.dumps({"_elided": note})
                     calls[j] = {**calls[j], "function": fn}
             new["tool_calls"] = calls
         return new
@@ -860,10 +866,12 @@ class _Compressor:
             gist_budget = max(0, leftover // max(1, len(spans) - s)) if leftover > 0 else 0
             text, gist_used = self._digest(span, facts, gist_budget, self.summaries.get(s))
             leftover -= gist_used
-            self.spans.append({"units": span, "facts": facts, "gist_budget": gist_budget, "pos": placeholders[s]})
+            self.spans.append({"units": span, "facts": facts, "gist_budget": gist_budget})
             out[placeholders[s]] = {"role": "user", "content": text, "_agent_router_summary": s}
         if dropped_facts:
-            self.render_actions.append(f"{dropped_facts} lower-priority fact lines not carried (facts cap {cap:,})")
+            self.render_actions.append(
+                f"{dropped_facts} lower-priority fact lines not carried (facts cap {cap:,} tokens)"
+            )
         out = self._place_summaries(out)
         self._note_actions(spans)
         return out
@@ -948,10 +956,10 @@ class _Compressor:
                 res.append({"role": role, "content": text})
             elif prev is not None and p in ("user", "assistant") and not prev.get("tool_calls"):
                 res[-1] = _append_text(prev, text)
-                self.render_actions.append("summary appended to the preceding message (no valid standalone role)")
+                self.render_actions.append("summary appended to the preceding message (no valid own role)")
             elif nxt is not None and n in ("user", "assistant") and "_agent_router_summary" not in nxt:
                 out[k + 1] = _prepend_text(nxt, text)
-                self.render_actions.append("summary put before the following message (no valid standalone role)")
+                self.render_actions.append("summary put before the following message (no valid own role)")
             else:
                 res.append({"role": "user", "content": text})
         return res
@@ -966,14 +974,14 @@ class _Compressor:
                 for b in els:
                     kinds[b.kind] = kinds.get(b.kind, 0) + 1
                 desc = ", ".join(f"{v} {k}" for k, v in sorted(kinds.items()))
-                acts.append(f"{_BAND_NAMES[band]}: elided {len(els)} blocks ({desc}; ~{sum(b.tokens for b in els):,} "
-                            "tokens)")
+                size = sum(b.tokens for b in els)
+                acts.append(f"{_BAND_NAMES[band]}: elided {len(els)} blocks ({desc}; ~{size:,} tokens)")
             drops = [u for u in self.units if u.band == band and u.dropped]
             if drops:
                 acts.append(f"{_BAND_NAMES[band]}: {sum(len(u.idx) for u in drops)} messages summarized")
         self.last_actions = acts
 
-    def _last_resort(self, out: list[dict[str, Any]], recent_start: int, pinned: set[int]) -> list[dict[str, Any]]:
+    def _last_resort(self, out: list[dict[str, Any]], recent_start: int) -> list[dict[str, Any]]:
         """Everything compressible is gone and it still does not fit: elide big blocks of the recent turns,
         except the newest turn, largest first. System prompt, first request and newest turn stay."""
         starts = _turn_starts(self.work)
@@ -1007,7 +1015,8 @@ class _Compressor:
         impls = self.pm.hook.summarize.get_hookimpls()
         if not impls:
             return False
-        only_builtin = all(getattr(h.plugin, "__name__", "") == "agent_router.builtins.summarize" for h in impls)
+        builtin = "agent_router.builtins.summarize"
+        only_builtin = all(getattr(h.plugin, "__name__", "") == builtin for h in impls)
         return not (only_builtin and _utility_caller is None)
 
     def _try_hook(self) -> list[dict[str, Any]] | None:
@@ -1018,7 +1027,7 @@ class _Compressor:
                 continue  # too little room for a summary to say more than the header and facts
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                self.hook_notes.append("summary skipped: summarize timeout used up; deterministic digest kept")
+                self.hook_notes.append("summary skipped: summarize timeout used up; digest kept")
                 break
             span_msgs = [self.original[i] for u in sp["units"] for i in u.idx]
             summary, err = _call_hook(self.pm, span_msgs, sp["gist_budget"], remaining)
@@ -1028,8 +1037,8 @@ class _Compressor:
                     break  # one stall is enough: never wait twice in one call
                 continue
             if summary.count("```") % 2 or _est(summary) > sp["gist_budget"] * 1.5:
-                self.hook_notes.append("summary from the hook rejected (too long or an unbalanced code fence); "
-                                       "deterministic digest kept")
+                self.hook_notes.append("summary from the hook rejected (too long or an unbalanced code "
+                                       "fence); deterministic digest kept")
                 continue
             self.summaries[s] = summary.strip().replace("_agent_router_summary", "")
         if not self.summaries:
@@ -1098,7 +1107,7 @@ def _prepend_text(m: dict[str, Any], text: str) -> dict[str, Any]:
 
 
 def _call_hook(pm: Any, span: list[dict[str, Any]], budget: int, timeout: float) -> tuple[str | None, str]:
-    """Run the summarize hook in a worker thread; give up after `timeout` seconds (the thread is abandoned)."""
+    """Run the summarize hook in a worker thread; give up after `timeout` seconds (abandoning the thread)."""
     box: dict[str, Any] = {}
     ctx = contextvars.copy_context()
 

@@ -208,7 +208,7 @@ class CompressionSettings(_Model):
             try:
                 re.compile(p)
             except re.error as e:
-                raise ValueError(f"important_patterns[{i}] {p!r} is not a valid regular expression: {e}") from None
+                raise ValueError(f"[{i}] {p!r} is not a valid regular expression: {e}") from None
         return v
 
 

@@ -6,7 +6,9 @@ import json
 import random
 from typing import Any
 
-SYSTEM = "You are a coding agent.\n\nFollow the repository's conventions.   \n\n\n\nAsk before deleting files."
+SYSTEM = (
+    "You are a coding agent.\n\nFollow the repository's conventions.   \n\n\n\nAsk before deleting files."
+)
 FIRST = "Please make the nightly build green again."
 FACTS = [
     "remember: the staging database host is db-qz7k.internal",
@@ -16,7 +18,9 @@ FACTS = [
     "This is tracked as OPS-4821",
     "Commit 3fa9c1e2b7 is the last green build",
 ]
-FACT_KEYS = ["db-qz7k.internal", "svc-pay", "services/billing/config.yaml", "450 ms", "OPS-4821", "3fa9c1e2b7"]
+FACT_KEYS = [
+    "db-qz7k.internal", "svc-pay", "services/billing/config.yaml", "450 ms", "OPS-4821", "3fa9c1e2b7",
+]
 
 
 def filler(rng: random.Random, words: int) -> str:
@@ -30,8 +34,8 @@ def code_block(n: int, lines: int = 30) -> str:
 
 
 def conversation(rounds: int = 30, seed: int = 0, facts: bool = True) -> list[dict[str, Any]]:
-    """system, first user, a short reply, then `rounds` rounds of: user ask, assistant tool call + big result, assistant note
-    (every third with a code block), with the FACTS spread over the older rounds."""
+    """system, first user, a short reply, then `rounds` rounds of: user ask, assistant tool call + big
+    result, assistant note (every third with a code block), with the FACTS spread over the older rounds."""
     rng = random.Random(seed)
     msgs: list[dict[str, Any]] = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": FIRST},
                                   {"role": "assistant", "content": "On it."}]
@@ -41,9 +45,9 @@ def conversation(rounds: int = 30, seed: int = 0, facts: bool = True) -> list[di
             ask += "\n" + FACTS[r // 2] + "."
         msgs.append({"role": "user", "content": ask})
         cid = f"call_{seed}_{r}"
+        args = json.dumps({"path": f"src/mod_{r}.py"})
         msgs.append({"role": "assistant", "content": None, "tool_calls": [
-            {"id": cid, "type": "function", "function": {"name": "read_file",
-                                                         "arguments": json.dumps({"path": f"src/mod_{r}.py"})}}]})
+            {"id": cid, "type": "function", "function": {"name": "read_file", "arguments": args}}]})
         output = "\n".join(f"{k:4d}: {filler(rng, 10)}" for k in range(120))
         msgs.append({"role": "tool", "tool_call_id": cid, "name": "read_file", "content": output})
         note = f"Looked at mod_{r}. {filler(rng, 20)}"

@@ -5,7 +5,6 @@ from __future__ import annotations
 import copy
 import json
 import re
-import subprocess
 import sys
 import threading
 import time
@@ -154,16 +153,18 @@ def test_json_document_inside_a_message_is_elided_as_a_whole():
             {"role": "assistant", "content": "Here is the config:\n" + doc + "\nUse it well."},
             {"role": "user", "content": "thanks"}, {"role": "assistant", "content": "ok"},
             {"role": "user", "content": "next"}]
-    res = compress(msgs, tokens(msgs) - 2000, settings=CompressionSettings(keep_recent_turns=2, summarize=False))
+    cs = CompressionSettings(keep_recent_turns=2, summarize=False)
+    res = compress(msgs, tokens(msgs) - 2000, settings=cs)
     content = res.messages[2]["content"]
     assert content.startswith("Here is the config:\n[JSON object with keys config elided:")
     assert content.endswith("\nUse it well.")
 
 
 def test_large_tool_call_arguments_stay_valid_json():
+    args = json.dumps({"path": "a.txt", "text": "x y z " * 3000})
     msgs = [{"role": "system", "content": "sys"}, {"role": "user", "content": "write it"},
-            {"role": "assistant", "content": None, "tool_calls": [{"id": "w1", "type": "function", "function": {
-                "name": "write_file", "arguments": json.dumps({"path": "a.txt", "text": "x y z " * 3000})}}]},
+            {"role": "assistant", "content": None, "tool_calls": [
+                {"id": "w1", "type": "function", "function": {"name": "write_file", "arguments": args}}]},
             {"role": "tool", "tool_call_id": "w1", "content": "written"},
             {"role": "assistant", "content": "Done."}, {"role": "user", "content": "good"},
             {"role": "assistant", "content": "ok"}, {"role": "user", "content": "next"}]
@@ -223,7 +224,7 @@ class GoodSummarizer:
 def test_summarize_hook_writes_the_summary_and_facts_still_survive():
     msgs = conversation(30)
     GoodSummarizer.calls = []
-    res = compress(msgs, int(tokens(msgs) * 0.15), pm=pm_with(GoodSummarizer()), settings=CompressionSettings())
+    res = compress(msgs, int(tokens(msgs) * 0.15), pm=pm_with(GoodSummarizer()))
     assert res.summarizer == "hook" and GoodSummarizer.calls
     assert "worked through" in text_of(res.messages)
     assert all(k in text_of(res.messages) for k in FACT_KEYS)
@@ -389,11 +390,19 @@ def test_expensive_model_saving_is_reported_in_tokens_and_dollars():
 
 
 # --- 6. CLI ----------------------------------------------------------------------------------------------
+class Ran:
+    def __init__(self, r):
+        self.returncode = r.exit_code
+        self.stdout = r.stdout_bytes
+        self.stderr = r.stderr_bytes
+
+
 def cli(*args, stdin=None):
-    code = "import sys; from agent_router.cli import cli; sys.exit(cli.main(sys.argv[1:], prog_name='agent-router'))"
-    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, input=stdin,
-                          env={"AGENT_ROUTER_LOAD_PLUGINS": "", "PATH": "/usr/bin:/bin",
-                               "AGENT_ROUTER_HOME": "/nonexistent-agent-router-home"})
+    from click.testing import CliRunner
+
+    from agent_router.cli import cli as group
+
+    return Ran(CliRunner().invoke(group, list(args), input=stdin, env={"AGENT_ROUTER_HOME": "/nonexistent"}))
 
 
 def test_cli_compresses_a_file(tmp_path):

@@ -150,8 +150,8 @@ def generate(seed: int, target_tokens: int = 100_000, facts: int = 40) -> Conver
                 call_n += 1
                 tool = rng.choice(TOOLS)
                 cid = f"call_{seed}_{call_n}"
-                calls.append({"id": cid, "type": "function", "function": {
-                    "name": tool, "arguments": json.dumps({"path": f"src/{rng.choice(WORDS)}_{_key(rng, 3)}.py"})}})
+                args = json.dumps({"path": f"src/{rng.choice(WORDS)}_{_key(rng, 3)}.py"})
+                calls.append({"id": cid, "type": "function", "function": {"name": tool, "arguments": args}})
                 big = rng.random() < 0.2
                 out = _tool_output(rng, tool, rng.randint(60, 250) if big else rng.randint(3, 20), fact)
                 fact = None

@@ -35,6 +35,7 @@ from agent_router.settings import CompressionSettings  # noqa: E402
 from agent_router.tokens import TokenCounter  # noqa: E402
 
 BUDGETS = (0.5, 0.25, 0.1)
+CODE_KEYS = ("whole", "marker", "summarized", "cut", "unaccounted")
 
 
 # --- baselines -------------------------------------------------------------------------------------------
@@ -156,9 +157,10 @@ def run(seeds: int, tokens: int) -> dict[str, Any]:
         for frac in BUDGETS:
             budget = int(before * frac)
             methods = {
-                "agent_router": lambda b=budget, c=counter: compress(conv.messages, b, counter=c).messages,
-                "drop_oldest": lambda b=budget, c=counter: drop_oldest(conv.messages, b, c),
-                "truncate_text": lambda b=budget, c=counter: truncate_text(conv.messages, b, c),
+                "agent_router": lambda m=conv.messages, b=budget, c=counter: compress(
+                    m, b, counter=c).messages,
+                "drop_oldest": lambda m=conv.messages, b=budget, c=counter: drop_oldest(m, b, c),
+                "truncate_text": lambda m=conv.messages, b=budget, c=counter: truncate_text(m, b, c),
             }
             for name, fn in methods.items():
                 t0 = time.perf_counter()
@@ -176,7 +178,7 @@ def run(seeds: int, tokens: int) -> dict[str, Any]:
 def summarize(res: dict[str, Any]) -> list[dict[str, Any]]:
     table = []
     for (name, frac), rs in res["rows"].items():
-        code = {key: sum(r["code"][key] for r in rs) for key in ("whole", "marker", "summarized", "cut", "unaccounted")}
+        code = {key: sum(r["code"][key] for r in rs) for key in CODE_KEYS}
         table.append({
             "method": name, "budget": frac, "runs": len(rs),
             "reduction": statistics.mean(r["reduction"] for r in rs),
@@ -212,13 +214,15 @@ def main() -> None:
         print(f"seed {n}: {msgs_n} messages, {toks:,} tokens, {facts} planted facts, {blocks} code blocks")
     print()
     print(f"{'method':14} {'budget':>6} {'reduct':>7} {'fits':>5} {'recall':>7} {'(min)':>6} "
-          f"{'code whole/marker/summ/cut/unacc':>32} {'orph':>5} {'fence':>5} {'roles':>5} {'sys':>4} {'1st':>4} "
+          f"{'code whole/marker/summ/cut/unacc':>32} {'orph':>5} {'fence':>5} {'roles':>5} {'sys':>4} "
+          f"{'1st':>4} "
           f"{'recent':>6} {'ms':>7} {'ms cold':>8}")
     for r in sorted(table, key=lambda r: (-r["budget"], r["method"])):
         c = r["code"]
         cold = f"{r['ms_cold']:8.1f}" if r["ms_cold"] is not None else f"{'':>8}"
-        print(f"{r['method']:14} {r['budget']:>6.0%} {r['reduction']:>7.1%} {r['fits']:>5.0%} {r['recall']:>7.3f} "
-              f"{r['min_recall']:>6.2f} {c['whole']:>12}/{c['marker']}/{c['summarized']}/{c['cut']}/{c['unaccounted']:<6} "
+        code = f"{c['whole']}/{c['marker']}/{c['summarized']}/{c['cut']}/{c['unaccounted']}"
+        print(f"{r['method']:14} {r['budget']:>6.0%} {r['reduction']:>7.1%} {r['fits']:>5.0%} "
+              f"{r['recall']:>7.3f} {r['min_recall']:>6.2f} {code:>32} "
               f"{r['orphans']:>5} {r['fences']:>5} {r['roles']:>5} {r['sys']:>4.0%} {r['first']:>4.0%} "
               f"{r['recent']:>6.0%} {r['ms']:>7.1f} {cold}")
 
