@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import bisect
 import contextvars
-import copy
 import json
 import re
 import threading
@@ -559,7 +558,9 @@ class _Compressor:
         self._facts_cache: dict[int, list[_Fact]] = {}
         self._args_cache: dict[int, list[_Fact]] = {}
         self.actions: list[str] = []
-        self.work = copy.deepcopy(messages)
+        # Shallow copies: every change below builds a new dict, so the input is never modified (a full
+        # deepcopy of a 100k-token history costs more than the rest of the work).
+        self.work = [dict(m) for m in messages]
         self.original = messages
 
     def mtok(self, m: dict[str, Any]) -> int:
@@ -583,7 +584,7 @@ class _Compressor:
                 if isinstance(c, str):
                     tidy = _tidy_system(c)
                     if tidy != c:
-                        work[i]["content"] = tidy
+                        work[i] = {**work[i], "content": tidy}
                         t = self.mtok(work[i])
                         self.actions.append(f"system prompt {i}: whitespace and repeated paragraphs tidied "
                                             f"({tokens[i] - t} tokens)")
@@ -1145,7 +1146,8 @@ def compress(
 
     `model` is a catalog ModelInfo (its encoding counts tokens, its input price values the saving), a model
     name, or None. `pm` is a pluggy manager whose `summarize` hook writes summaries; by default the loaded
-    plugins when ``settings.summarize`` is on. The input list is never modified.
+    plugins when ``settings.summarize`` is on. The input is never modified; unchanged messages in the result
+    are shallow copies (nested lists such as ``tool_calls`` are shared with the input).
     """
     msgs.validate(messages)
     if isinstance(budget_tokens, Budget):

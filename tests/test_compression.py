@@ -437,3 +437,18 @@ def test_cli_bad_input_is_one_clear_line(tmp_path, content, args, expect):
     assert err.count("\n") == 1 and err.startswith("error: ") and expect in err
     if "budget" not in expect:
         assert str(f) in err
+
+
+def test_images_in_older_messages_are_replaced_by_a_text_marker():
+    msgs = [{"role": "system", "content": "sys"}, {"role": "user", "content": "Compare the screenshots."}]
+    for k in range(6):
+        msgs.append({"role": "assistant", "content": f"Send screenshot {k}."})
+        msgs.append({"role": "user", "content": [
+            {"type": "text", "text": f"Screenshot {k} of the settings page."},
+            {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{'A' * 40}{k}"}}]})
+    res = compress(msgs, tokens(msgs) - 2000, settings=CompressionSettings(keep_recent_turns=2, summarize=False))
+    assert res.fits and structure_problems(res.messages) == []
+    parts = [p for m in res.messages if isinstance(m["content"], list) for p in m["content"]]
+    assert {"type": "text", "text": "[image elided (~765 tokens)]"} in parts
+    assert res.messages[-1] == msgs[-1]  # the newest image stays
+    assert sum(p.get("type") == "image_url" for p in parts) < 6
