@@ -446,7 +446,8 @@ def test_images_in_older_messages_are_replaced_by_a_text_marker():
         msgs.append({"role": "user", "content": [
             {"type": "text", "text": f"Screenshot {k} of the settings page."},
             {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{'A' * 40}{k}"}}]})
-    res = compress(msgs, tokens(msgs) - 2000, settings=CompressionSettings(keep_recent_turns=2, summarize=False))
+    cs = CompressionSettings(keep_recent_turns=2, summarize=False)
+    res = compress(msgs, tokens(msgs) - 2000, settings=cs)
     assert res.fits and structure_problems(res.messages) == []
     parts = [p for m in res.messages if isinstance(m["content"], list) for p in m["content"]]
     assert {"type": "text", "text": "[image elided (~765 tokens)]"} in parts
