@@ -28,6 +28,7 @@ class Conversation:
     messages: list[dict[str, Any]]
     facts: list[str]  # unique keys that must survive
     code_blocks: list[str] = field(default_factory=list)  # every fenced block, exactly as written
+    unmarked: list[str] = field(default_factory=list)  # keys of plain statements no pattern matches
 
 
 def _key(rng: random.Random, n: int = 5) -> str:
@@ -66,6 +67,12 @@ def _fact(rng: random.Random) -> tuple[str, str]:
     key = "".join(rng.choice("0123456789abcdef") for _ in range(12))
     key = key[:5] + "a1" + key[7:]  # both a digit and a letter, as a real short hash
     return f"Commit {key} is the last build that passed", key
+
+
+def _plain_fact(rng: random.Random) -> tuple[str, str]:
+    """A statement that matters but that no default pattern marks (letters g-z only: not a hash either)."""
+    key = "".join(rng.choice("ghjkmnpqrstvwxyz") for _ in range(8))
+    return f"The team calls the old importer {key} and wants that name kept", key
 
 
 def _code(rng: random.Random, lines: int) -> tuple[str, str]:
@@ -111,6 +118,7 @@ def generate(seed: int, target_tokens: int = 100_000, facts: int = 40) -> Conver
         f"## Rule {i}\n{_prose(rng, 4)}" for i in range(25)
     )
     planted: list[str] = []
+    unmarked: list[str] = []
     code_blocks: list[str] = []
     first_fact, k0 = _fact(rng)
     planted.append(k0)
@@ -129,6 +137,9 @@ def generate(seed: int, target_tokens: int = 100_000, facts: int = 40) -> Conver
         if len(planted) < facts and rng.random() < fact_p:
             fact, key = _fact(rng)
             planted.append(key)
+        elif len(unmarked) < facts // 4 and rng.random() < fact_p / 4:
+            fact, key = _plain_fact(rng)
+            unmarked.append(key)
         kind = rng.random()
         new: list[dict[str, Any]] = []
         if kind < 0.25:
@@ -178,4 +189,4 @@ def generate(seed: int, target_tokens: int = 100_000, facts: int = 40) -> Conver
             size += len(m.get("content") or "") + sum(len(json.dumps(tc)) for tc in m.get("tool_calls") or [])
         _extend(messages, new)
     _extend(messages, [{"role": "user", "content": "Now summarize what is left to do, in order."}])
-    return Conversation(messages, planted, code_blocks)
+    return Conversation(messages, planted, code_blocks, unmarked)
