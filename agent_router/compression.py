@@ -19,7 +19,6 @@ Rules, in order of precedence:
 
 from __future__ import annotations
 
-import bisect
 import contextvars
 import json
 import re
@@ -121,7 +120,6 @@ class CompressionResult:
 _FENCE_OPEN = re.compile(r"^ {0,3}(`{3,}|~{3,})([^\n]*)$")
 _FENCE_CLOSE = re.compile(r"^ {0,3}(`{3,}|~{3,})[ \t]*$")
 _JSON = json.JSONDecoder()
-_NEWLINE = re.compile("\n")
 
 
 @dataclass
@@ -303,35 +301,35 @@ def _fact_line(line: str, m: re.Match[str]) -> str:
 def _facts(text: str, patterns: list[re.Pattern[str]], order: int) -> list[_Fact]:
     """Lines of `text` matching a pattern, each with the index of the first pattern it matches.
 
-    Each pattern scans the whole text once (in C) rather than each line in turn; patterns are compiled
-    with MULTILINE so ^ and $ still mean a line's start and end.
+    Each pattern scans the text in C, jumping to the next line after a match, rather than Python looping
+    over lines; patterns are compiled with MULTILINE so ^ and $ still mean a line's start and end.
     """
     if not text:
         return []
-    starts: list[int] | None = None
-    best: dict[int, int] = {}
+    n = len(text)
+    best: dict[int, tuple[int, int]] = {}  # line start -> (pattern index, line end)
     for prio, p in enumerate(patterns):
-        for m in p.finditer(text):
-            if starts is None:
-                starts = [0, *(nl.end() for nl in _NEWLINE.finditer(text))]
-            line = bisect.bisect_right(starts, m.start()) - 1
-            if best.get(line, prio + 1) > prio:
-                best[line] = prio
-    if not best:
-        return []
-    assert starts is not None
+        pos = 0
+        while pos < n:
+            m = p.search(text, pos)
+            if m is None:
+                break
+            start = text.rfind("\n", 0, m.start()) + 1
+            end = text.find("\n", m.start())
+            end = n if end < 0 else end
+            if start not in best:
+                best[start] = (prio, end)
+            pos = end + 1
     out: list[_Fact] = []
-    for line in sorted(best):
-        a = starts[line]
-        b = starts[line + 1] - 1 if line + 1 < len(starts) else len(text)
-        raw = text[a:b]
+    for start in sorted(best):
+        prio, end = best[start]
+        raw = text[start:end]
         s = raw.strip()
         if not s or _FENCE_OPEN.match(raw):
             continue
-        prio = best[line]
         m = patterns[prio].search(s) if len(s) > _FACT_CHARS else None
         fact = _fact_line(s, m) if m else s[:_FACT_CHARS * 2]
-        out.append(_Fact(prio, order, fact.replace("```", "'''"), pos=a))
+        out.append(_Fact(prio, order, fact.replace("```", "'''"), pos=start))
     return out
 
 
