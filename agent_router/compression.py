@@ -20,10 +20,12 @@ Rules, in order of precedence:
 from __future__ import annotations
 
 import contextvars
+import hashlib
 import json
 import re
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -65,6 +67,11 @@ def set_utility_caller(fn: UtilityCaller | None) -> None:
 
 def get_utility_caller() -> UtilityCaller | None:
     return _utility_caller
+
+
+def clear_summary_cache() -> None:
+    """Forget summaries kept from earlier calls (they are reused while a span is unchanged)."""
+    _SUMMARIES.clear()
 
 
 def summarize_timeout() -> float:
@@ -1029,7 +1036,13 @@ class _Compressor:
                 self.hook_notes.append("summary skipped: summarize timeout used up; digest kept")
                 break
             span_msgs = [self.original[i] for u in sp["units"] for i in u.idx]
-            summary, err = _call_hook(self.pm, span_msgs, sp["gist_budget"], remaining)
+            key = _span_key(span_msgs)
+            summary = _SUMMARIES.get(key)
+            if summary is not None and _est(summary) <= sp["gist_budget"] * 1.5:
+                err = ""
+                self.hook_notes.append("summary reused (same span as an earlier call)")
+            else:
+                summary, err = _call_hook(self.pm, span_msgs, sp["gist_budget"], remaining)
             if summary is None:
                 self.hook_notes.append(f"summary {err}; deterministic digest kept")
                 if err.startswith("timed out"):
@@ -1039,7 +1052,8 @@ class _Compressor:
                 self.hook_notes.append("summary from the hook rejected (too long or an unbalanced code "
                                        "fence); deterministic digest kept")
                 continue
-            self.summaries[s] = summary.strip().replace("_agent_router_summary", "")
+            self.summaries[s] = summary.strip()
+            _SUMMARIES.put(key, self.summaries[s])
         if not self.summaries:
             return None
         out = self._render()
@@ -1089,6 +1103,41 @@ def structure_problems(messages: list[dict[str, Any]]) -> list[str]:
     for cid, at in open_calls.items():
         problems.append(f"[{at}]: tool call {cid} without its result")
     return problems
+
+
+class _SummaryCache:
+    """Recent hook summaries by span content: the agent recompresses the same history every iteration, and
+    asking the utility model again for an unchanged span costs money and time for nothing."""
+
+    def __init__(self, size: int = 64):
+        self.size = size
+        self._d: OrderedDict[str, str] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: str) -> str | None:
+        with self._lock:
+            v = self._d.get(key)
+            if v is not None:
+                self._d.move_to_end(key)
+            return v
+
+    def put(self, key: str, value: str) -> None:
+        with self._lock:
+            self._d[key] = value
+            self._d.move_to_end(key)
+            while len(self._d) > self.size:
+                self._d.popitem(last=False)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._d.clear()
+
+
+_SUMMARIES = _SummaryCache()
+
+
+def _span_key(span: list[dict[str, Any]]) -> str:
+    return hashlib.sha256(json.dumps(span, sort_keys=True, default=str).encode()).hexdigest()
 
 
 def _append_text(m: dict[str, Any], text: str) -> dict[str, Any]:

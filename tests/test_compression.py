@@ -38,8 +38,10 @@ def tokens(messages):
 @pytest.fixture(autouse=True)
 def _no_utility_caller():
     compression.set_utility_caller(None)
+    compression.clear_summary_cache()
     yield
     compression.set_utility_caller(None)
+    compression.clear_summary_cache()
 
 
 def pm_with(*plugins):
@@ -247,6 +249,24 @@ def test_builtin_summarizer_asks_the_utility_caller_with_the_packaged_prompt():
     assert "faithful summary" in seen["system"] and re.search(r"at most \d+ tokens", seen["system"])
     assert "## tool (result of read_file" in seen["message"]
     assert 0 < seen["timeout"] <= 7
+
+
+def test_unchanged_span_is_not_summarized_twice():
+    calls = []
+
+    def caller(system, message, timeout):
+        calls.append(message)
+        return "The agent read modules and fixed imports."
+
+    compression.set_utility_caller(caller)
+    msgs = conversation(30)
+    budget = int(tokens(msgs) * 0.15)
+    first = compress(msgs, budget, pm=pm_with(builtin_summarize))
+    n = len(calls)
+    again = compress(copy.deepcopy(msgs), budget, pm=pm_with(builtin_summarize))
+    assert n >= 1 and len(calls) == n  # the second call reused the summaries
+    assert again.messages == first.messages and again.summarizer == "hook"
+    assert any("reused" in a for a in again.actions)
 
 
 def test_utility_model_that_fails_falls_back_to_the_digest():
