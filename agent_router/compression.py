@@ -70,8 +70,10 @@ def get_utility_caller() -> UtilityCaller | None:
 
 
 def clear_summary_cache() -> None:
-    """Forget summaries kept from earlier calls (they are reused while a span is unchanged)."""
+    """Forget summaries kept from earlier calls (reused while a span is unchanged) and any recent summarizer
+    failure (after which the summarizer is left alone for ``summarize_retry_after_s``)."""
     _SUMMARIES.clear()
+    _BREAKER.reset()
 
 
 def summarize_timeout() -> float:
@@ -1027,6 +1029,10 @@ class _Compressor:
 
     def _try_hook(self) -> list[dict[str, Any]] | None:
         """Ask the summarize hook for each span; the re-rendered messages, or None to keep the digest."""
+        resting = _BREAKER.resting()
+        if resting:
+            self.hook_notes.append(f"summarizer skipped: it {resting}; deterministic digest used")
+            return None
         deadline = time.monotonic() + self.cs.summarize_timeout_s
         for s, sp in enumerate(self.spans):
             if sp["gist_budget"] < 48:
@@ -1045,8 +1051,10 @@ class _Compressor:
                 summary, err = _call_hook(self.pm, span_msgs, sp["gist_budget"], remaining)
             if summary is None:
                 self.hook_notes.append(f"summary {err}; deterministic digest kept")
-                if err.startswith("timed out"):
-                    break  # one stall is enough: never wait twice in one call
+                if err.startswith(("timed out", "failed")):
+                    # One stall or failure is enough: never wait twice in one call, nor on the next ones.
+                    _BREAKER.trip(err, self.cs.summarize_retry_after_s)
+                    break
                 continue
             if summary.count("```") % 2 or _est(summary) > sp["gist_budget"] * 1.5:
                 self.hook_notes.append("summary from the hook rejected (too long or an unbalanced code "
@@ -1134,6 +1142,39 @@ class _SummaryCache:
 
 
 _SUMMARIES = _SummaryCache()
+
+
+class _Breaker:
+    """After the summarizer fails or times out, leave it alone for a while: a provider that is down would
+    otherwise cost every agent iteration the full timeout (Agent Zero #1202, #1881)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._until = 0.0
+        self._why = ""
+        self._at = 0.0
+
+    def trip(self, why: str, seconds: float) -> None:
+        with self._lock:
+            self._at = time.monotonic()
+            self._until = self._at + seconds
+            self._why = why
+
+    def resting(self) -> str:
+        """Why the summarizer is being left alone, or "" when it may be asked."""
+        with self._lock:
+            now = time.monotonic()
+            if now >= self._until:
+                return ""
+            return (f"{self._why} {now - self._at:.0f}s ago (asking again in {self._until - now:.0f}s, "
+                    "summarize_retry_after_s)")
+
+    def reset(self) -> None:
+        with self._lock:
+            self._until = 0.0
+
+
+_BREAKER = _Breaker()
 
 
 def _span_key(span: list[dict[str, Any]]) -> str:

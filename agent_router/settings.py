@@ -198,6 +198,10 @@ class CompressionSettings(_Model):
     )
     summarize: bool = Field(True, description="Summarize older spans through the utility tier.")
     summarize_timeout_s: float = Field(20.0, gt=0, description="Give up on a summary after this many seconds.")
+    summarize_retry_after_s: float = Field(
+        120.0, ge=0, description="After a summary fails or times out, use the deterministic digest for this "
+        "many seconds before asking the summarizer again.",
+    )
 
     @field_validator("important_patterns")
     @classmethod

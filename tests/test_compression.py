@@ -306,6 +306,30 @@ def test_utility_model_that_hangs_is_abandoned_after_the_timeout():
     assert "too late" not in text_of(res.messages)
 
 
+def test_after_a_failure_the_summarizer_rests_then_is_asked_again():
+    calls = []
+
+    def caller(system, message, timeout):
+        calls.append(1)
+        raise TimeoutError("read timeout")
+
+    compression.set_utility_caller(caller)
+    msgs = conversation(30)
+    budget = int(tokens(msgs) * 0.15)
+    compress(msgs, budget, pm=pm_with(builtin_summarize))
+    assert len(calls) == 1  # one failure trips the breaker: the other spans are not tried either
+    res = compress(msgs, budget, pm=pm_with(builtin_summarize))
+    assert len(calls) == 1 and res.summarizer == "deterministic" and res.fits
+    assert any("summarizer skipped" in a and "failed (TimeoutError)" in a for a in res.actions)
+    no_rest = CompressionSettings(summarize_retry_after_s=0)
+    compress(msgs, budget, pm=pm_with(builtin_summarize), settings=no_rest)
+    assert len(calls) == 1  # still resting from the first failure (rest time is set when it trips)
+    compression.clear_summary_cache()
+    compress(msgs, budget, pm=pm_with(builtin_summarize), settings=no_rest)
+    compress(msgs, budget, pm=pm_with(builtin_summarize), settings=no_rest)
+    assert len(calls) >= 3  # with no rest it is asked on every call
+
+
 def test_no_caller_set_means_deterministic_without_waiting():
     msgs = conversation(30)
     res = compress(msgs, int(tokens(msgs) * 0.15), pm=pm_with(builtin_summarize))
