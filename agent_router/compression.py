@@ -50,7 +50,9 @@ _PASTED_LINES = 40
 _PASTED_CHARS = 6000
 _BAND_NAMES = ("current topic", "older topics", "bulk")
 _BAND_SHARES = (0.5, 0.3, 0.2)
-_BAND_EDGES = (0.25, 0.6)  # cumulative share of middle tokens, newest first
+_BAND_EDGES = (0.25, 0.45)  # current topic fallback: newest 25%; older topics: newer 45% of the rest
+_TOPIC_MIN, _TOPIC_MAX = 0.10, 0.50  # share of the middle a current topic may span
+_REQUEST_WORDS = 6  # a user message this long starts a topic; shorter ones ("go on") do not
 _FACT_CHARS = 300
 _FACTS_PER_BLOCK = 12
 _HEADER_TOKENS = 40
@@ -623,13 +625,7 @@ class _Compressor:
         self.units = units
         self.blocks: dict[int, list[_Block]] = {}
 
-        # Bands by age: newest share of middle tokens is the current topic, and so on.
-        mid_total = sum(u.tokens for u in units)
-        cum = 0
-        for u in reversed(units):
-            frac = cum / mid_total if mid_total else 0
-            u.band = 0 if frac < _BAND_EDGES[0] else 1 if frac < _BAND_EDGES[1] else 2
-            cum += u.tokens
+        self._assign_bands(units)
 
         self.summaries: dict[int, str] = {}
         self.hook_notes: list[str] = []
@@ -653,6 +649,38 @@ class _Compressor:
                 out, summarizer = hooked, "hook"
         self.actions += self.last_actions + self.hook_notes
         return self._result(out, before, summarizer)
+
+    def _assign_bands(self, units: list[_Unit]) -> None:
+        """Bands by age. The current topic runs from the newest real request in the middle (a user message of
+        a few words or more, not "ok, go on") when that covers 10-50% of the middle's tokens, else from the
+        newest 25%; of the rest, the newer ~45% are older topics and the remainder is bulk."""
+        total = sum(u.tokens for u in units)
+        if not units or not total:
+            return
+        cut = None
+        cum = 0
+        for n in range(len(units) - 1, -1, -1):
+            cum += units[n].tokens
+            if cum > total * _TOPIC_MAX:
+                break
+            m = self.work[units[n].idx[0]]
+            request = m.get("role") == "user" and len(msgs.text_of(m).split()) >= _REQUEST_WORDS
+            if request and cum >= total * _TOPIC_MIN:
+                cut = n
+                break
+        if cut is None:
+            cum, cut = 0, len(units)
+            while cut > 0 and cum < total * _BAND_EDGES[0]:
+                cut -= 1
+                cum += units[cut].tokens
+        rest = sum(u.tokens for u in units[:cut])
+        acc = 0
+        for n in range(len(units) - 1, -1, -1):
+            if n >= cut:
+                units[n].band = 0
+                continue
+            units[n].band = 1 if acc < rest * _BAND_EDGES[1] else 2
+            acc += units[n].tokens
 
     def _any_elided(self) -> bool:
         return any(b.elided for bl in self.blocks.values() for b in bl)

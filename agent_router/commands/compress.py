@@ -22,7 +22,7 @@ def register_commands(cli: click.Group) -> None:
 
 @click.command("compress")
 @click.argument("path", metavar="IN.json", type=click.Path(dir_okay=False, allow_dash=True))
-@click.option("--budget", "budget_arg", default=None,
+@click.option("--budget", "budget_arg", default=None, metavar="N",
               help="Token budget for the compressed messages (required).")
 @click.option("--model", default=None, help="Model alias or name: its encoding counts tokens, its price "
               "values the saving (default: none; counted as gpt-4o).")
