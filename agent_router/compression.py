@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextvars
 import hashlib
 import json
+import math
 import re
 import threading
 import time
@@ -364,6 +365,11 @@ def _gist(text: str, limit: int = _GIST_CHARS) -> str:
     if len(s) > limit:
         s = s[:limit].rsplit(" ", 1)[0] + "…"
     return s.replace("`", "'")
+
+
+def _size_class(tokens: int) -> int:
+    """Sizes within ~25% of each other share a class, so that among similar items the older goes first."""
+    return int(math.log(max(tokens, 1), 1.25))
 
 
 def _est(text: str) -> int:
@@ -743,7 +749,7 @@ class _Compressor:
                     continue
                 for n, b in enumerate(self._blocks_of(i)):
                     if b.kind != "prose" and b.tokens >= _MIN_ELIDE_TOKENS:
-                        cands.append((-b.tokens, i, n, b))
+                        cands.append((-_size_class(b.tokens), i, n, b))
         cands.sort(key=lambda c: c[:3])
         for _, i, _, b in cands:
             if have <= alloc:
@@ -1026,7 +1032,7 @@ class _Compressor:
         for i in range(recent_start, newest):
             for n, b in enumerate(self._blocks_of(i)):
                 if b.kind != "prose" and b.tokens >= _MIN_ELIDE_TOKENS:
-                    cands.append((-b.tokens, i, n, b))
+                    cands.append((-_size_class(b.tokens), i, n, b))
         if not cands:
             return out
         cands.sort(key=lambda c: c[:3])

@@ -497,3 +497,21 @@ def test_images_in_older_messages_are_replaced_by_a_text_marker():
     assert {"type": "text", "text": "[image elided (~765 tokens)]"} in parts
     assert res.messages[-1] == msgs[-1]  # the newest image stays
     assert sum(p.get("type") == "image_url" for p in parts) < 6
+
+
+def test_older_bands_give_way_before_the_current_topic():
+    msgs = conversation(40, facts=False)
+    res = compress(msgs, int(tokens(msgs) * 0.5), settings=NO_HOOK)
+    kept, elided = [], []
+    for m in res.messages:
+        if m["role"] == "tool":
+            r = int(m["tool_call_id"].rsplit("_", 1)[1])
+            (elided if m["content"].startswith("[tool result elided") else kept).append(r)
+    assert kept and elided
+
+    def kept_share(lo, hi):
+        return sum(lo <= r < hi for r in kept) / sum(lo <= r < hi for r in kept + elided)
+
+    old, mid, new = kept_share(0, 13), kept_share(13, 26), kept_share(26, 39)
+    assert old < mid < new or (old < new and mid == new == 1.0)
+    assert 0 in elided  # the oldest output went first
