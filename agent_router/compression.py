@@ -19,45 +19,56 @@ Rules, in order of precedence:
 
 from __future__ import annotations
 
-import contextvars
-import hashlib
 import json
-import math
 import re
-import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from . import messages as msgs
 from .errors import InputError
+from .facts import Fact, find_facts
 from .settings import CompressionSettings, Settings
+from .summaries import BREAKER, SUMMARIES, call_hook, span_key, timeout_var
+from .text_blocks import (
+    Block,
+    append_text,
+    blocks_of,
+    call_name,
+    est_tokens,
+    first_line,
+    gist,
+    marker,
+    prepend_text,
+    role_kind,
+    size_class,
+    split_text,
+    structure_problems,
+    tidy_whitespace,
+    unclosed_fence,
+)
 from .tokens import TokenCounter
+
+__all__ = [
+    "Budget", "CompressionResult", "clear_summary_cache", "compress", "get_utility_caller", "plan_budget",
+    "set_utility_caller", "structure_problems", "summarize_timeout", "unclosed_fence",
+]
 
 # fn(system, message, timeout_s) -> reply text. Set by the host adapter or the providers client.
 UtilityCaller = Callable[[str, str, float], str]
 
 _utility_caller: UtilityCaller | None = None
-_timeout_var: contextvars.ContextVar[float] = contextvars.ContextVar(
-    "agent_router_summarize_timeout", default=20.0
-)
 
 # Blocks smaller than this are not worth a marker (a marker costs ~30 tokens).
 _MIN_ELIDE_TOKENS = 60
-# Unfenced text this long is treated as a pasted file: elided whole, never cut.
-_PASTED_LINES = 40
-_PASTED_CHARS = 6000
 _BAND_NAMES = ("current topic", "older topics", "bulk")
 _BAND_SHARES = (0.5, 0.3, 0.2)
 _BAND_EDGES = (0.25, 0.45)  # current topic fallback: newest 25%; older topics: newer 45% of the rest
 _TOPIC_MIN, _TOPIC_MAX = 0.10, 0.50  # share of the middle a current topic may span
 _REQUEST_WORDS = 6  # a user message this long starts a topic; shorter ones ("go on") do not
-_FACT_CHARS = 300
 _FACTS_PER_BLOCK = 12
 _HEADER_TOKENS = 40
-_GIST_CHARS = 140
 _PER_MESSAGE = 3
 _PRIMER = 3
 
@@ -75,13 +86,13 @@ def get_utility_caller() -> UtilityCaller | None:
 def clear_summary_cache() -> None:
     """Forget summaries kept from earlier calls (reused while a span is unchanged) and any recent summarizer
     failure (after which the summarizer is left alone for ``summarize_retry_after_s``)."""
-    _SUMMARIES.clear()
-    _BREAKER.reset()
+    SUMMARIES.clear()
+    BREAKER.reset()
 
 
 def summarize_timeout() -> float:
     """Seconds the current summary may take (set by `compress` for the summarize hook)."""
-    return _timeout_var.get()
+    return timeout_var.get()
 
 
 # --- results ---------------------------------------------------------------------------------------------
@@ -128,302 +139,6 @@ class CompressionResult:
         }
 
 
-# --- parsing ---------------------------------------------------------------------------------------------
-_FENCE_OPEN = re.compile(r"^ {0,3}(`{3,}|~{3,})([^\n]*)$")
-_FENCE_CLOSE = re.compile(r"^ {0,3}(`{3,}|~{3,})[ \t]*$")
-_JSON = json.JSONDecoder()
-
-
-@dataclass
-class _Block:
-    kind: str  # prose | code | json | text (pasted) | tool | image | args
-    text: str
-    part: int  # content part index; -1 string content; -(j+2) tool call j's arguments
-    tokens: int = 0
-    label: str = ""
-    elided: bool = False
-    marker: str = ""
-    start: int = -1  # offset in the message's string content; -1 when it is not string content
-
-
-def _split_text(text: str) -> list[tuple[str, str, str]]:
-    """Partition text into (kind, text, label) pieces that concatenate back to it exactly.
-
-    Fenced code blocks (CommonMark fences; an unclosed fence runs to the end) and multi-line JSON documents
-    are atomic; long unfenced runs are "text" (pasted files); the rest is prose.
-    """
-    lines = text.splitlines(keepends=True)
-    out: list[tuple[str, str, str]] = []
-    prose: list[str] = []
-    offsets = []
-    pos = 0
-    for ln in lines:
-        offsets.append(pos)
-        pos += len(ln)
-
-    def flush() -> None:
-        if prose:
-            chunk = "".join(prose)
-            kind = "text" if len(prose) >= _PASTED_LINES or len(chunk) >= _PASTED_CHARS else "prose"
-            out.append((kind, chunk, ""))
-            prose.clear()
-
-    i = 0
-    n = len(lines)
-    while i < n:
-        line = lines[i]
-        bare = line.rstrip("\r\n")
-        m = _FENCE_OPEN.match(bare)
-        if m and not (m.group(1)[0] == "`" and "`" in m.group(2)):
-            fence = m.group(1)
-            j = i + 1
-            while j < n:
-                c = _FENCE_CLOSE.match(lines[j].rstrip("\r\n"))
-                if c and c.group(1)[0] == fence[0] and len(c.group(1)) >= len(fence):
-                    break
-                j += 1
-            flush()
-            out.append(("code", "".join(lines[i:j + 1]), m.group(2).strip().split(" ")[0]))
-            i = j + 1
-            continue
-        stripped = bare.lstrip()
-        if stripped[:1] in ("{", "[") and (i + 1 < n or len(stripped) >= 200):
-            start = offsets[i] + (len(bare) - len(stripped))
-            try:
-                _, end = _JSON.raw_decode(text, start)
-            except ValueError:
-                end = -1
-            if end > 0:
-                # The document must end its line; find the line holding `end`.
-                k = i
-                while k + 1 < n and offsets[k + 1] < end:
-                    k += 1
-                rest = text[end:offsets[k] + len(lines[k])]
-                if not rest.strip() and (k > i or end - start >= 200):
-                    flush()
-                    out.append(("json", "".join(lines[i:k + 1]), ""))
-                    i = k + 1
-                    continue
-        prose.append(line)
-        i += 1
-    flush()
-    return out
-
-
-def unclosed_fence(text: str) -> bool:
-    """True when a code fence in `text` is opened and never closed (CommonMark rules)."""
-    fence = None
-    for line in text.splitlines():
-        if fence is None:
-            m = _FENCE_OPEN.match(line)
-            if m and not (m.group(1)[0] == "`" and "`" in m.group(2)):
-                fence = m.group(1)
-        else:
-            c = _FENCE_CLOSE.match(line)
-            if c and c.group(1)[0] == fence[0] and len(c.group(1)) >= len(fence):
-                fence = None
-    return fence is not None
-
-
-def _content_chars(m: dict[str, Any]) -> int:
-    c = m.get("content")
-    n = len(c) if isinstance(c, str) else 0
-    if isinstance(c, list):
-        for p in c:
-            if isinstance(p, dict) and "text" in p:
-                n += len(str(p.get("text", "")))
-            else:
-                n += 40
-    for tc in m.get("tool_calls") or []:
-        n += len(json.dumps(tc, default=str))
-    return max(n, 1)
-
-
-def _blocks(m: dict[str, Any], tokens: int) -> list[_Block]:
-    """The message's content as blocks, with token estimates proportional to characters."""
-    from .tokens import IMAGE_TOKENS
-
-    per_char = tokens / _content_chars(m)
-    out: list[_Block] = []
-    role = m.get("role")
-    c = m.get("content")
-
-    def add_text(text: str, part: int) -> None:
-        if role in ("tool", "function"):
-            if text:
-                start = 0 if part == -1 else -1
-                out.append(_Block("tool", text, part, int(len(text) * per_char), start=start))
-            return
-        at = 0
-        for kind, piece, label in _split_text(text):
-            start = at if part == -1 else -1
-            out.append(_Block(kind, piece, part, int(len(piece) * per_char), label, start=start))
-            at += len(piece)
-
-    if isinstance(c, str):
-        add_text(c, -1)
-    elif isinstance(c, list):
-        for k, p in enumerate(c):
-            if isinstance(p, dict) and p.get("type") in ("image_url", "image", "input_image"):
-                out.append(_Block("image", "", k, IMAGE_TOKENS))
-            elif isinstance(p, dict) and "text" in p:
-                add_text(str(p.get("text", "")), k)
-    for j, tc in enumerate(m.get("tool_calls") or []):
-        args = ((tc or {}).get("function") or {}).get("arguments")
-        if isinstance(args, str) and args:
-            out.append(_Block("args", args, -(j + 2), int(len(args) * per_char), _call_name(tc)))
-    return out
-
-
-def _call_name(tc: Any) -> str:
-    try:
-        return str(tc["function"]["name"])
-    except (KeyError, TypeError):
-        return "?"
-
-
-# --- facts -----------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class _Fact:
-    prio: int  # index of the first pattern that matched (lower is more important)
-    order: int  # position in the conversation (higher is newer)
-    line: str
-    weak: bool = False  # from tool-call arguments: ranked after the conversation's own lines
-    pos: int = 0  # offset of the line in the text it came from
-
-
-def _fact_line(line: str, m: re.Match[str]) -> str:
-    s = line.strip()
-    if len(s) <= _FACT_CHARS:
-        return s
-    # A long line: keep the sentence around the match, whole words only.
-    a = max(s.rfind(". ", 0, m.start()) + 2, 0) if s.rfind(". ", 0, m.start()) >= 0 else 0
-    b = s.find(". ", m.end())
-    b = len(s) if b < 0 else b + 1
-    piece = s[a:b]
-    if len(piece) > _FACT_CHARS:
-        lo = max(0, m.start() - a - _FACT_CHARS // 2)
-        piece = piece[lo:lo + _FACT_CHARS]
-        piece = piece[piece.find(" ") + 1:] if lo else piece
-        piece = piece[:piece.rfind(" ")] if " " in piece else piece
-        piece = f"…{piece}…"
-    return piece
-
-
-def _facts(text: str, patterns: list[re.Pattern[str]], order: int) -> list[_Fact]:
-    """Lines of `text` matching a pattern, each with the index of the first pattern it matches.
-
-    Each pattern scans the text in C, jumping to the next line after a match, rather than Python looping
-    over lines; patterns are compiled with MULTILINE so ^ and $ still mean a line's start and end.
-    """
-    if not text:
-        return []
-    n = len(text)
-    best: dict[int, tuple[int, int]] = {}  # line start -> (pattern index, line end)
-    for prio, p in enumerate(patterns):
-        pos = 0
-        while pos < n:
-            m = p.search(text, pos)
-            if m is None:
-                break
-            start = text.rfind("\n", 0, m.start()) + 1
-            end = text.find("\n", m.start())
-            end = n if end < 0 else end
-            if start not in best:
-                best[start] = (prio, end)
-            pos = end + 1
-    out: list[_Fact] = []
-    for start in sorted(best):
-        prio, end = best[start]
-        raw = text[start:end]
-        s = raw.strip()
-        if not s or _FENCE_OPEN.match(raw):
-            continue
-        m = patterns[prio].search(s) if len(s) > _FACT_CHARS else None
-        fact = _fact_line(s, m) if m else s[:_FACT_CHARS * 2]
-        out.append(_Fact(prio, order, fact.replace("```", "'''"), pos=start))
-    return out
-
-
-# --- helpers ---------------------------------------------------------------------------------------------
-def _first_line(text: str, limit: int = 70) -> str:
-    for ln in text.splitlines():
-        s = ln.strip().strip("`~").strip()
-        if s:
-            s = s.replace("`", "'")
-            return s if len(s) <= limit else s[:limit].rsplit(" ", 1)[0] + "…"
-    return ""
-
-
-def _gist(text: str, limit: int = _GIST_CHARS) -> str:
-    s = " ".join(text.split())
-    if not s:
-        return ""
-    cut = re.search(r"(?<=[.!?])\s", s)
-    if cut and cut.start() <= limit:
-        s = s[:cut.start()]
-    if len(s) > limit:
-        s = s[:limit].rsplit(" ", 1)[0] + "…"
-    return s.replace("`", "'")
-
-
-def _size_class(tokens: int) -> int:
-    """Sizes within ~25% of each other share a class, so that among similar items the older goes first."""
-    return int(math.log(max(tokens, 1), 1.25))
-
-
-def _est(text: str) -> int:
-    return len(text) // 3 + 2
-
-
-def _role_kind(m: dict[str, Any] | None) -> str | None:
-    if m is None:
-        return None
-    r = m.get("role")
-    return {"developer": "system", "function": "tool"}.get(r, r)
-
-
-def _json_desc(text: str) -> str:
-    try:
-        doc = json.loads(text)
-    except ValueError:
-        return "JSON"
-    if isinstance(doc, dict):
-        keys = list(doc)[:6]
-        more = ", …" if len(doc) > 6 else ""
-        return f"JSON object with keys {', '.join(map(str, keys))}{more}".replace("`", "'")
-    if isinstance(doc, list):
-        return f"JSON array of {len(doc)} items"
-    return "JSON value"
-
-
-def _marker(b: _Block, m: dict[str, Any], facts: list[str]) -> str:
-    lines = b.text.count("\n") + (0 if b.text.endswith("\n") else 1)
-    size = f"{lines:,} lines, {len(b.text):,} chars, ~{b.tokens:,} tokens"
-    if b.kind == "code":
-        lang = b.label or "code"
-        body = b.text.split("\n", 1)[1] if "\n" in b.text else ""
-        what = f"code block elided: {lang}, {size}"
-        hint = _first_line(body)
-        what += f'; starts "{hint}"' if hint else ""
-    elif b.kind == "json":
-        what = f"{_json_desc(b.text)} elided: {size}"
-    elif b.kind == "tool":
-        what = f"tool result elided ({m.get('name') or 'tool'}, id {m.get('tool_call_id', '?')}): {size}"
-        hint = _first_line(b.text)
-        what += f'; starts "{hint}"' if hint else ""
-    elif b.kind == "image":
-        what = "image elided (~765 tokens)"
-    else:
-        what = f"pasted text elided: {size}"
-        hint = _first_line(b.text)
-        what += f'; starts "{hint}"' if hint else ""
-    if facts:
-        what += ". Important lines kept:\n" + "\n".join(f"- {f}" for f in facts)
-    trail = "\n" if b.text.endswith("\n") else ""
-    return f"[{what}]{trail}"
-
-
 # --- the plan --------------------------------------------------------------------------------------------
 @dataclass
 class _Unit:
@@ -444,7 +159,7 @@ def _tool_units(indices: list[int], work: list[dict[str, Any]]) -> list[_Unit]:
             ids = {str((tc or {}).get("id")) for tc in m["tool_calls"]}
             while k + 1 < len(indices) and indices[k + 1] == group[-1] + 1:
                 nxt = work[indices[k + 1]]
-                if _role_kind(nxt) == "tool" and str(nxt.get("tool_call_id")) in ids:
+                if role_kind(nxt) == "tool" and str(nxt.get("tool_call_id")) in ids:
                     group.append(indices[k + 1])
                     k += 1
                 else:
@@ -457,8 +172,8 @@ def _tool_units(indices: list[int], work: list[dict[str, Any]]) -> list[_Unit]:
 def _turn_starts(work: list[dict[str, Any]]) -> list[int]:
     starts = []
     for i, m in enumerate(work):
-        r = _role_kind(m)
-        prev = _role_kind(work[i - 1]) if i else None
+        r = role_kind(m)
+        prev = role_kind(work[i - 1]) if i else None
         if r == "user" or (r == "assistant" and prev == "tool"):
             starts.append(i)
     return starts
@@ -536,29 +251,6 @@ def plan_budget(
     return None
 
 
-def _tidy_system(text: str) -> str:
-    """Whitespace-only tidying outside code fences: trailing spaces, blank-line runs, repeated paragraphs."""
-    out: list[str] = []
-    seen: set[str] = set()
-    for kind, piece, _ in _split_text(text):
-        if kind in ("code", "json"):
-            out.append(piece)
-            continue
-        piece = "\n".join(ln.rstrip() for ln in piece.split("\n"))
-        piece = re.sub(r"\n{3,}", "\n\n", piece)
-        paras = piece.split("\n\n")
-        kept = []
-        for p in paras:
-            key = p.strip()
-            if len(key) >= 40 and key in seen:
-                continue
-            if len(key) >= 40:
-                seen.add(key)
-            kept.append(p)
-        out.append("\n\n".join(kept))
-    return "".join(out)
-
-
 class _Compressor:
     def __init__(self, messages: list[dict[str, Any]], budget: int, model: Any, cs: CompressionSettings,
                  counter: TokenCounter, pm: Any, compress_system: bool):
@@ -570,8 +262,8 @@ class _Compressor:
         self.pm = pm
         self.compress_system = compress_system
         self.patterns = [re.compile(p, re.MULTILINE) for p in cs.important_patterns]
-        self._facts_cache: dict[int, list[_Fact]] = {}
-        self._args_cache: dict[int, list[_Fact]] = {}
+        self._facts_cache: dict[int, list[Fact]] = {}
+        self._args_cache: dict[int, list[Fact]] = {}
         self.actions: list[str] = []
         # Shallow copies: every change below builds a new dict, so the input is never modified (a full
         # deepcopy of a 100k-token history costs more than the rest of the work).
@@ -591,13 +283,13 @@ class _Compressor:
         tokens = [self.mtok(m) for m in work]
         before = _PRIMER + sum(tokens)
         head_end = 0
-        while head_end < len(work) and _role_kind(work[head_end]) == "system":
+        while head_end < len(work) and role_kind(work[head_end]) == "system":
             head_end += 1
         if self.compress_system:
             for i in range(head_end):
                 c = work[i].get("content")
                 if isinstance(c, str):
-                    tidy = _tidy_system(c)
+                    tidy = tidy_whitespace(c)
                     if tidy != c:
                         work[i] = {**work[i], "content": tidy}
                         t = self.mtok(work[i])
@@ -629,7 +321,7 @@ class _Compressor:
         self.pinned_tokens = pinned_tokens
         self.tokens = tokens
         self.units = units
-        self.blocks: dict[int, list[_Block]] = {}
+        self.blocks: dict[int, list[Block]] = {}
 
         self._assign_bands(units)
 
@@ -707,9 +399,9 @@ class _Compressor:
         )
 
     # -- planning ------------------------------------------------------------------------------------------
-    def _blocks_of(self, i: int) -> list[_Block]:
+    def _blocks_of(self, i: int) -> list[Block]:
         if i not in self.blocks:
-            self.blocks[i] = _blocks(self.work[i], self.tokens[i] - _PER_MESSAGE)
+            self.blocks[i] = blocks_of(self.work[i], self.tokens[i] - _PER_MESSAGE)
         return self.blocks[i]
 
     def _plan_and_render(self, available: int) -> list[dict[str, Any]]:
@@ -735,29 +427,31 @@ class _Compressor:
             if bl is None:
                 t += self.tokens[i]
             else:
-                t += self.tokens[i] - sum(b.tokens - _est(b.marker or "x" * 180) for b in bl if b.elided)
+                # Planned markers not written yet count as ~60 tokens.
+                t += self.tokens[i] - sum(b.tokens - est_tokens(b.marker or "x" * 180) for b in bl
+                                          if b.elided)
         return t
 
     def _shrink_band(self, band: int, alloc: int) -> None:
         units = [u for u in self.units if u.band == band]
         have = sum(u.tokens for u in units)
         # Phase 1: the largest items first, whole, anywhere in the band.
-        cands: list[tuple[int, int, int, _Block]] = []
+        cands: list[tuple[int, int, int, Block]] = []
         for u in units:
             for i in u.idx:
                 if self.tokens[i] < _MIN_ELIDE_TOKENS:
                     continue
                 for n, b in enumerate(self._blocks_of(i)):
                     if b.kind != "prose" and b.tokens >= _MIN_ELIDE_TOKENS:
-                        cands.append((-_size_class(b.tokens), i, n, b))
+                        cands.append((-size_class(b.tokens), i, n, b))
         cands.sort(key=lambda c: c[:3])
         for _, i, _, b in cands:
             if have <= alloc:
                 break
             if not b.marker:
-                b.marker = _marker(b, self.work[i], self._block_facts(i, b))
+                b.marker = marker(b, self.work[i], self._block_facts(i, b))
             b.elided = True
-            have -= b.tokens - _est(b.marker)
+            have -= b.tokens - est_tokens(b.marker)
         if have <= alloc:
             return
         # Phase 2: whole exchanges, oldest first, into a summary that carries their facts.
@@ -769,27 +463,27 @@ class _Compressor:
             have -= self._unit_tokens(u)
             u.dropped = True
             last = n
-            facts_cost += sum(_est(f.line) for f in self._unit_facts(u))
+            facts_cost += sum(est_tokens(f.line) for f in self._unit_facts(u))
         # End the span before a user message when one is near: the summary then stands as its own
         # message instead of being merged into a neighbour.
         if last >= 0:
             tail: list[_Unit] = []
             for u in units[last + 1:]:
-                if _role_kind(self.work[u.idx[0]]) == "user":
+                if role_kind(self.work[u.idx[0]]) == "user":
                     if sum(self._unit_tokens(t) for t in tail) <= alloc // 4:
                         for t in tail:
                             t.dropped = True
                     break
                 tail.append(u)
 
-    def _block_facts(self, i: int, b: _Block) -> list[str]:
+    def _block_facts(self, i: int, b: Block) -> list[str]:
         if b.kind == "image":
             return []
         if b.start >= 0:  # string content: the message's facts, scanned once, that fall inside the block
             end = b.start + len(b.text)
             fs = [f for f in self._msg_facts(i) if b.start <= f.pos < end]
         else:
-            fs = _facts(b.text, self.patterns, i)
+            fs = find_facts(b.text, self.patterns, i)
         fs.sort(key=lambda f: f.prio)
         seen: list[str] = []
         for f in fs:
@@ -799,12 +493,12 @@ class _Compressor:
                 break
         return seen
 
-    def _msg_facts(self, i: int) -> list[_Fact]:
+    def _msg_facts(self, i: int) -> list[Fact]:
         if i not in self._facts_cache:
-            self._facts_cache[i] = _facts(msgs.text_of(self.original[i]), self.patterns, i)
+            self._facts_cache[i] = find_facts(msgs.text_of(self.original[i]), self.patterns, i)
         return self._facts_cache[i]
 
-    def _unit_facts(self, u: _Unit) -> list[_Fact]:
+    def _unit_facts(self, u: _Unit) -> list[Fact]:
         out = []
         for i in u.idx:
             out += self._msg_facts(i)
@@ -814,8 +508,8 @@ class _Compressor:
                     args = ((tc or {}).get("function") or {}).get("arguments")
                     if isinstance(args, str):
                         # Ranked just below the same pattern in the conversation's own words.
-                        fs += [_Fact(f.prio, i, f"{_call_name(tc)} called with {f.line}", weak=True)
-                               for f in _facts(args, self.patterns, i)]
+                        fs += [Fact(f.prio, i, f"{call_name(tc)} called with {f.line}", weak=True)
+                               for f in find_facts(args, self.patterns, i)]
                 self._args_cache[i] = fs
             out += self._args_cache[i]
         return out
@@ -880,7 +574,7 @@ class _Compressor:
             out.append(self._rebuild(i))
             i += 1
         # Facts: ranked globally (most important pattern first, then newest) under the facts cap.
-        all_facts: list[tuple[_Fact, int]] = []
+        all_facts: list[tuple[Fact, int]] = []
         for s, span in enumerate(spans):
             for u in span:
                 all_facts += [(f, s) for f in self._unit_facts(u)]
@@ -893,7 +587,7 @@ class _Compressor:
             if f.line in seen:
                 continue
             seen.add(f.line)
-            cost = _est(f.line)
+            cost = est_tokens(f.line)
             if used + cost > cap:
                 dropped_facts += 1
                 continue
@@ -923,8 +617,8 @@ class _Compressor:
         idx = [i for u in span for i in u.idx]
         toks = sum(self.tokens[i] for i in idx)
         n_code = sum(1 for i in idx if self.original[i].get("role") not in ("tool", "function")
-                     for k, _, _ in _split_text(msgs.text_of(self.original[i])) if k == "code")
-        n_tool = sum(1 for i in idx if _role_kind(self.original[i]) == "tool")
+                     for k, _, _ in split_text(msgs.text_of(self.original[i])) if k == "code")
+        n_tool = sum(1 for i in idx if role_kind(self.original[i]) == "tool")
         held = [f"{n} {w}" for n, w in ((n_code, "code blocks"), (n_tool, "tool results")) if n]
         head = (f"[Earlier conversation compressed by agent-router: {len(idx)} messages (~{toks:,} tokens"
                 f"{'; ' + ', '.join(held) if held else ''}) replaced by this digest.]")
@@ -932,15 +626,15 @@ class _Compressor:
             lines = [head, "Summary:", summary]
             if facts:
                 lines += ["Facts carried over:", *[f"- {f}" for f in facts]]
-            return "\n".join(lines), _est(summary)
+            return "\n".join(lines), est_tokens(summary)
         gists: list[tuple[int, int, str]] = []  # (priority, index, line)
         seen_gists: set[str] = set()
         for i in idx:
             m = self.original[i]
             role = m.get("role")
             text = msgs.text_of(m)
-            prose = "".join(p for k, p, _ in _split_text(text) if k == "prose") if role != "tool" else ""
-            g = _gist(prose)
+            prose = "".join(p for k, p, _ in split_text(text) if k == "prose") if role != "tool" else ""
+            g = gist(prose)
             if len(g.split()) < 4 or g in seen_gists:
                 g = ""  # "ok, continue" says nothing a summary needs
             seen_gists.add(g)
@@ -949,21 +643,21 @@ class _Compressor:
             elif role == "assistant":
                 if g:
                     gists.append((1, i, f'- assistant: "{g}"'))
-                names = [_call_name(tc) for tc in m.get("tool_calls") or []]
+                names = [call_name(tc) for tc in m.get("tool_calls") or []]
                 if names:
                     gists.append((2, i, f"- assistant called {', '.join(names)}"))
             elif role in ("tool", "function"):
                 gists.append((3, i, f"- result of {m.get('name') or 'tool'} ({len(text):,} chars) removed"))
             if role != "tool":
-                for k, p, label in _split_text(text):
+                for k, p, label in split_text(text):
                     if k == "code":
                         body = p.split("\n", 1)[1] if "\n" in p else ""
                         gists.append((2, i, f"- code block removed: {label or 'code'}, "
-                                            f"{p.count(chr(10)) + 1} lines; starts \"{_first_line(body)}\""))
+                                            f"{p.count(chr(10)) + 1} lines; starts \"{first_line(body)}\""))
         picked = []
         used = 0
         for g in sorted(gists, key=lambda g: (g[0], -g[1])):
-            c = _est(g[2])
+            c = est_tokens(g[2])
             if used + c > budget:
                 continue
             used += c
@@ -987,7 +681,7 @@ class _Compressor:
             text = m["content"]
             prev = res[-1] if res else None
             nxt = out[k + 1] if k + 1 < len(out) else None
-            p, n = _role_kind(prev), _role_kind(nxt)
+            p, n = role_kind(prev), role_kind(nxt)
             role = None
             for r in ("user", "assistant"):
                 if r == p or r == n or (p in (None, "system") and r != "user"):
@@ -997,10 +691,10 @@ class _Compressor:
             if role is not None:
                 res.append({"role": role, "content": text})
             elif prev is not None and p in ("user", "assistant") and not prev.get("tool_calls"):
-                res[-1] = _append_text(prev, text)
+                res[-1] = append_text(prev, text)
                 self.render_actions.append("summary appended to the preceding message (no valid own role)")
             elif nxt is not None and n in ("user", "assistant") and "_agent_router_summary" not in nxt:
-                out[k + 1] = _prepend_text(nxt, text)
+                out[k + 1] = prepend_text(nxt, text)
                 self.render_actions.append("summary put before the following message (no valid own role)")
             else:
                 res.append({"role": "user", "content": text})
@@ -1032,7 +726,7 @@ class _Compressor:
         for i in range(recent_start, newest):
             for n, b in enumerate(self._blocks_of(i)):
                 if b.kind != "prose" and b.tokens >= _MIN_ELIDE_TOKENS:
-                    cands.append((-_size_class(b.tokens), i, n, b))
+                    cands.append((-size_class(b.tokens), i, n, b))
         if not cands:
             return out
         cands.sort(key=lambda c: c[:3])
@@ -1042,9 +736,9 @@ class _Compressor:
             if over <= 0:
                 break
             if not b.marker:
-                b.marker = _marker(b, self.work[i], self._block_facts(i, b))
+                b.marker = marker(b, self.work[i], self._block_facts(i, b))
             b.elided = True
-            over -= b.tokens - _est(b.marker)
+            over -= b.tokens - est_tokens(b.marker)
             elided += 1
         self.plan_actions.append(f"recent turns exceed the budget: elided {elided} large blocks in them "
                                  "(newest turn kept verbatim)")
@@ -1063,7 +757,7 @@ class _Compressor:
 
     def _try_hook(self) -> list[dict[str, Any]] | None:
         """Ask the summarize hook for each span; the re-rendered messages, or None to keep the digest."""
-        resting = _BREAKER.resting()
+        resting = BREAKER.resting()
         if resting:
             self.hook_notes.append(f"summarizer skipped: it {resting}; deterministic digest used")
             return None
@@ -1076,26 +770,26 @@ class _Compressor:
                 self.hook_notes.append("summary skipped: summarize timeout used up; digest kept")
                 break
             span_msgs = [self.original[i] for u in sp["units"] for i in u.idx]
-            key = _span_key(span_msgs)
-            summary = _SUMMARIES.get(key)
-            if summary is not None and _est(summary) <= sp["gist_budget"] * 1.5:
+            key = span_key(span_msgs)
+            summary = SUMMARIES.get(key)
+            if summary is not None and est_tokens(summary) <= sp["gist_budget"] * 1.5:
                 err = ""
                 self.hook_notes.append("summary reused (same span as an earlier call)")
             else:
-                summary, err = _call_hook(self.pm, span_msgs, sp["gist_budget"], remaining)
+                summary, err = call_hook(self.pm, span_msgs, sp["gist_budget"], remaining)
             if summary is None:
                 self.hook_notes.append(f"summary {err}; deterministic digest kept")
                 if err.startswith(("timed out", "failed")):
                     # One stall or failure is enough: never wait twice in one call, nor on the next ones.
-                    _BREAKER.trip(err, self.cs.summarize_retry_after_s)
+                    BREAKER.trip(err, self.cs.summarize_retry_after_s)
                     break
                 continue
-            if summary.count("```") % 2 or _est(summary) > sp["gist_budget"] * 1.5:
+            if summary.count("```") % 2 or est_tokens(summary) > sp["gist_budget"] * 1.5:
                 self.hook_notes.append("summary from the hook rejected (too long or an unbalanced code "
                                        "fence); deterministic digest kept")
                 continue
             self.summaries[s] = summary.strip()
-            _SUMMARIES.put(key, self.summaries[s])
+            SUMMARIES.put(key, self.summaries[s])
         if not self.summaries:
             return None
         out = self._render()
@@ -1105,153 +799,6 @@ class _Compressor:
             self._render()
             return None
         return out
-
-
-def structure_problems(messages: list[dict[str, Any]]) -> list[str]:
-    """What a provider would reject or a reader would misread; [] when the messages are well formed.
-
-    Checked: tool results follow the assistant message that called them (only other results between), every
-    tool call has its result and every result its call, after system messages the first message is a user
-    message, no two user (or two assistant) messages in a row, and every code fence is closed.
-    """
-    problems: list[str] = []
-    open_calls: dict[str, int] = {}
-    prev_role = None
-    first_other = True
-    for i, m in enumerate(messages):
-        role = _role_kind(m)
-        if role != "system" and first_other:
-            first_other = False
-            if role != "user":
-                problems.append(f"[{i}]: first message after the system prompt is {role}, not user")
-        if role == "tool":
-            cid = str(m.get("tool_call_id"))
-            if cid not in open_calls:
-                problems.append(f"[{i}]: tool result {cid} without its call just before it")
-            else:
-                del open_calls[cid]
-        else:
-            for cid, at in open_calls.items():
-                problems.append(f"[{at}]: tool call {cid} without its result")
-            open_calls = {}
-            if role in ("user", "assistant") and role == prev_role:
-                problems.append(f"[{i}]: two {role} messages in a row")
-        if role == "assistant":
-            for tc in m.get("tool_calls") or []:
-                open_calls[str((tc or {}).get("id"))] = i
-        if unclosed_fence(msgs.text_of(m)):
-            problems.append(f"[{i}]: unclosed code fence")
-        prev_role = role
-    for cid, at in open_calls.items():
-        problems.append(f"[{at}]: tool call {cid} without its result")
-    return problems
-
-
-class _SummaryCache:
-    """Recent hook summaries by span content: the agent recompresses the same history every iteration, and
-    asking the utility model again for an unchanged span costs money and time for nothing."""
-
-    def __init__(self, size: int = 64):
-        self.size = size
-        self._d: OrderedDict[str, str] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def get(self, key: str) -> str | None:
-        with self._lock:
-            v = self._d.get(key)
-            if v is not None:
-                self._d.move_to_end(key)
-            return v
-
-    def put(self, key: str, value: str) -> None:
-        with self._lock:
-            self._d[key] = value
-            self._d.move_to_end(key)
-            while len(self._d) > self.size:
-                self._d.popitem(last=False)
-
-    def clear(self) -> None:
-        with self._lock:
-            self._d.clear()
-
-
-_SUMMARIES = _SummaryCache()
-
-
-class _Breaker:
-    """After the summarizer fails or times out, leave it alone for a while: a provider that is down would
-    otherwise cost every agent iteration the full timeout (Agent Zero #1202, #1881)."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._until = 0.0
-        self._why = ""
-        self._at = 0.0
-
-    def trip(self, why: str, seconds: float) -> None:
-        with self._lock:
-            self._at = time.monotonic()
-            self._until = self._at + seconds
-            self._why = why
-
-    def resting(self) -> str:
-        """Why the summarizer is being left alone, or "" when it may be asked."""
-        with self._lock:
-            now = time.monotonic()
-            if now >= self._until:
-                return ""
-            return (f"{self._why} {now - self._at:.0f}s ago (asking again in {self._until - now:.0f}s, "
-                    "summarize_retry_after_s)")
-
-    def reset(self) -> None:
-        with self._lock:
-            self._until = 0.0
-
-
-_BREAKER = _Breaker()
-
-
-def _span_key(span: list[dict[str, Any]]) -> str:
-    return hashlib.sha256(json.dumps(span, sort_keys=True, default=str).encode()).hexdigest()
-
-
-def _append_text(m: dict[str, Any], text: str) -> dict[str, Any]:
-    c = m.get("content")
-    if isinstance(c, list):
-        return {**m, "content": [*c, {"type": "text", "text": text}]}
-    return {**m, "content": f"{c or ''}\n\n{text}"}
-
-
-def _prepend_text(m: dict[str, Any], text: str) -> dict[str, Any]:
-    c = m.get("content")
-    if isinstance(c, list):
-        return {**m, "content": [{"type": "text", "text": text}, *c]}
-    return {**m, "content": f"{text}\n\n{c or ''}"}
-
-
-def _call_hook(pm: Any, span: list[dict[str, Any]], budget: int, timeout: float) -> tuple[str | None, str]:
-    """Run the summarize hook in a worker thread; give up after `timeout` seconds (abandoning the thread)."""
-    box: dict[str, Any] = {}
-    ctx = contextvars.copy_context()
-
-    def run() -> None:
-        _timeout_var.set(timeout)
-        try:
-            box["value"] = pm.hook.summarize(messages=span, budget=budget)
-        except Exception as e:  # a plugin's failure must not stall or crash the agent
-            box["error"] = type(e).__name__
-
-    t = threading.Thread(target=lambda: ctx.run(run), name="agent-router-summarize", daemon=True)
-    t.start()
-    t.join(timeout)
-    if t.is_alive():
-        return None, f"timed out after {timeout:.1f}s"
-    if "error" in box:
-        return None, f"failed ({box['error']})"
-    v = box.get("value")
-    if not isinstance(v, str) or not v.strip():
-        return None, "unavailable (no summarizer answered)"
-    return v, ""
 
 
 def compress(
