@@ -578,8 +578,10 @@ class _Compressor:
         for s, span in enumerate(spans):
             for u in span:
                 all_facts += [(f, s) for f in self._unit_facts(u)]
-        cap = int(self.budget * self.cs.facts_share)
-        chosen: dict[int, list[str]] = {s: [] for s in range(len(spans))}
+        # What the kept messages leave; the facts cap never takes more (the newest turns come first).
+        room = self.budget - self.total([m for m in out if m]) - _HEADER_TOKENS * len(spans)
+        cap = min(int(self.budget * self.cs.facts_share), max(0, room))
+        chosen: dict[int, list[Fact]] = {s: [] for s in range(len(spans))}
         seen: set[str] = set()
         used = 0
         dropped_facts = 0
@@ -592,13 +594,13 @@ class _Compressor:
                 dropped_facts += 1
                 continue
             used += cost
-            chosen[s].append(f)  # type: ignore[arg-type]
+            chosen[s].append(f)
         self.facts_carried = sum(len(v) for v in chosen.values())
         self.spans = []
         # Gist budget: what the band allocations leave after kept content and facts.
-        leftover = self.budget - self.total([m for m in out if m]) - _HEADER_TOKENS * len(spans) - used
+        leftover = room - used
         for s, span in enumerate(spans):
-            facts = [f.line for f in sorted(chosen[s], key=lambda f: f.order)]  # type: ignore[attr-defined]
+            facts = [f.line for f in sorted(chosen[s], key=lambda f: f.order)]
             gist_budget = max(0, leftover // max(1, len(spans) - s)) if leftover > 0 else 0
             text, gist_used = self._digest(span, facts, gist_budget, self.summaries.get(s))
             leftover -= gist_used
