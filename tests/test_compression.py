@@ -515,3 +515,15 @@ def test_older_bands_give_way_before_the_current_topic():
     old, mid, new = kept_share(0, 13), kept_share(13, 26), kept_share(26, 39)
     assert old < mid < new or (old < new and mid == new == 1.0)
     assert 0 in elided  # the oldest output went first
+
+
+def test_when_recent_turns_alone_overflow_their_big_blocks_go_but_the_newest_turn_stays():
+    msgs = conversation(3)
+    huge = "\n".join(f"line {k}: " + "data " * 30 for k in range(800))
+    msgs[-3]["content"] = huge  # the tool result of the last round: inside the newest 4 turns
+    budget = 5000
+    res = compress(msgs, budget, settings=NO_HOOK)
+    assert res.fits and structure_problems(res.messages) == []
+    assert res.messages[-3]["content"].startswith("[tool result elided")
+    assert res.messages[-1] == msgs[-1] and res.messages[-2] == msgs[-2]
+    assert any("recent turns exceed the budget" in a for a in res.actions)
