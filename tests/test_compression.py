@@ -527,3 +527,35 @@ def test_when_recent_turns_alone_overflow_their_big_blocks_go_but_the_newest_tur
     assert res.messages[-3]["content"].startswith("[tool result elided")
     assert res.messages[-1] == msgs[-1] and res.messages[-2] == msgs[-2]
     assert any("recent turns exceed the budget" in a for a in res.actions)
+
+
+TRICKY = [
+    "plain prose only",
+    "```python\nprint(1)\n```\n",
+    "before\n````md\n```python\ninner fence stays inside\n```\n````\nafter",
+    "~~~\ncode with ``` inside\n~~~\n",
+    "unclosed\n```sh\nrm -rf build\n",
+    "    ```\n    indented four spaces is not a fence\n",
+    "inline ``` is not a fence when text precedes it",
+    '{\n  "a": [1, 2, {"b": "}"}]\n}\ntrailing text',
+    "[1, 2,\n 3]\n",
+    "{not json at all\nsecond line}",
+    "```\n\n```\n```js\nlet x = 1;\n```",
+]
+
+
+@pytest.mark.parametrize("text", TRICKY)
+def test_blocks_partition_the_text_exactly_and_fences_are_whole(text):
+    from agent_router.text_blocks import split_text
+
+    pieces = split_text(text)
+    assert "".join(p for _, p, _ in pieces) == text
+    for kind, piece, _ in pieces:
+        if kind == "code":
+            # A code piece opens with a fence and either closes it or runs to the end of the text.
+            assert piece.lstrip(" ").startswith(("```", "~~~"))
+            assert not unclosed_fence(piece) or text.endswith(piece)
+        if kind == "json":
+            json.loads(piece)
+        if kind == "prose":
+            assert not unclosed_fence(piece)
