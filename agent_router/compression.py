@@ -15,6 +15,10 @@ Rules, in order of precedence:
   for the same input.
 - A synthetic summary never creates two consecutive user or assistant messages, and no tool call is ever left
   without its result (or a result without its call).
+
+`plan_budget` decides whether and how far to compress for a model; `compress` does it. Helpers live in
+`text_blocks` (atomic blocks, markers, the structure check), `facts` (important lines) and `summaries`
+(the bounded, cached hook call).
 """
 
 from __future__ import annotations
