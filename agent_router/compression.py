@@ -72,6 +72,8 @@ _BAND_EDGES = (0.25, 0.45)  # current topic fallback: newest 25%; older topics: 
 _TOPIC_MIN, _TOPIC_MAX = 0.10, 0.50  # share of the middle a current topic may span
 _REQUEST_WORDS = 6  # a user message this long starts a topic; shorter ones ("go on") do not
 _FACTS_PER_BLOCK = 12
+_GIST_CHARS = 140
+_USER_GIST_CHARS = 320
 _HEADER_TOKENS = 40
 _PER_MESSAGE = 3
 _PRIMER = 3
@@ -640,7 +642,8 @@ class _Compressor:
             role = m.get("role")
             text = msgs.text_of(m)
             prose = "".join(p for k, p, _ in split_text(text) if k == "prose") if role != "tool" else ""
-            g = gist(prose)
+            # A user's own words are the scarcest context: up to a few sentences; an assistant's first one.
+            g = gist(prose, _USER_GIST_CHARS, fill=True) if role == "user" else gist(prose, _GIST_CHARS)
             if len(g.split()) < 4 or g in seen_gists:
                 g = ""  # "ok, continue" says nothing a summary needs
             seen_gists.add(g)

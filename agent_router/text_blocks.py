@@ -182,17 +182,21 @@ def first_line(text: str, limit: int = 70) -> str:
     return ""
 
 
-def gist(text: str, limit: int = _GIST_CHARS) -> str:
+def gist(text: str, limit: int = _GIST_CHARS, fill: bool = False) -> str:
+    """The first sentence of prose (with `fill`, as many whole sentences as fit), at most `limit` chars."""
     s = " ".join(text.split())
     if not s:
         return ""
-    cut = re.search(r"(?<=[.!?])\s", s)
-    if cut and cut.start() <= limit:
-        s = s[:cut.start()]
+    ends = [m.start() for m in re.finditer(r"(?<=[.!?])\s", s)]
+    if fill:
+        if len(s) > limit:
+            within = [e for e in ends if e <= limit]
+            s = s[:within[-1]] if within else s
+    elif ends and ends[0] <= limit:
+        s = s[:ends[0]]
     if len(s) > limit:
         s = s[:limit].rsplit(" ", 1)[0] + "…"
     return s.replace("`", "'")
-
 
 
 def size_class(tokens: int) -> int:
