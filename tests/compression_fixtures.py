@@ -56,3 +56,44 @@ def conversation(rounds: int = 30, seed: int = 0, facts: bool = True) -> list[di
         msgs.append({"role": "assistant", "content": note})
     msgs.append({"role": "user", "content": "What is left to do?"})
     return msgs
+
+
+def random_conversation(rng: random.Random) -> list[dict[str, Any]]:
+    """A valid conversation of random shape: chat, tool exchanges with several results, code, JSON, images."""
+    msgs: list[dict[str, Any]] = [{"role": "system", "content": "sys " + filler(rng, rng.randint(5, 200))},
+                                  {"role": "user", "content": "first " + filler(rng, rng.randint(3, 50))}]
+    n_calls = 0
+    for _ in range(rng.randint(0, 40)):
+        last = msgs[-1]["role"]
+        kind = rng.random()
+        if last in ("user",) or (last == "tool" and kind < 0.5):
+            if kind < 0.4:
+                ids = []
+                for _ in range(rng.randint(1, 3)):
+                    n_calls += 1
+                    ids.append(f"c{n_calls}")
+                calls = [{"id": i, "type": "function", "function": {"name": "tool", "arguments": "{}"}}
+                         for i in ids]
+                msgs.append({"role": "assistant", "content": rng.choice([None, filler(rng, 5)]),
+                             "tool_calls": calls})
+                for i in ids:
+                    body = rng.choice([
+                        "\n".join(filler(rng, 8) for _ in range(rng.randint(1, 300))),
+                        json.dumps({"rows": list(range(rng.randint(1, 500)))}),
+                    ])
+                    msgs.append({"role": "tool", "tool_call_id": i, "content": body})
+            else:
+                text = filler(rng, rng.randint(3, 80))
+                if rng.random() < 0.4:
+                    text += "\n\n" + code_block(rng.randint(0, 999), rng.randint(1, 80)) + "\n"
+                if rng.random() < 0.2:
+                    text += "\nremember: keep the value at " + str(rng.randint(1, 999)) + " ms"
+                msgs.append({"role": "assistant", "content": text})
+        else:
+            if rng.random() < 0.15:
+                content: Any = [{"type": "text", "text": filler(rng, 10)},
+                                {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}]
+            else:
+                content = filler(rng, rng.randint(2, 120))
+            msgs.append({"role": "user", "content": content})
+    return msgs

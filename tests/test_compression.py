@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import random
 import re
 import sys
 import threading
@@ -22,7 +23,14 @@ from agent_router.settings import CompressionSettings, Settings, parse
 from agent_router.tokens import TokenCounter
 
 sys.path.insert(0, str(Path(__file__).parent))  # works with or without a tests/__init__.py
-from compression_fixtures import FACT_KEYS, FIRST, SYSTEM, code_block, conversation  # noqa: E402
+from compression_fixtures import (  # noqa: E402
+    FACT_KEYS,
+    FIRST,
+    SYSTEM,
+    code_block,
+    conversation,
+    random_conversation,
+)
 
 NO_HOOK = CompressionSettings(summarize=False)
 
@@ -559,3 +567,24 @@ def test_blocks_partition_the_text_exactly_and_fences_are_whole(text):
             json.loads(piece)
         if kind == "prose":
             assert not unclosed_fence(piece)
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_random_conversations_keep_every_invariant(seed):
+    rng = random.Random(seed)
+    msgs = random_conversation(rng)
+    assert structure_problems(msgs) == []
+    snapshot = copy.deepcopy(msgs)
+    k = rng.randint(0, 5)
+    budget = max(1, int(tokens(msgs) * rng.uniform(0.05, 0.95)))
+    cs = CompressionSettings(keep_recent_turns=k, summarize=False)
+    res = compress(msgs, budget, settings=cs)
+    out = res.messages
+    assert msgs == snapshot
+    assert structure_problems(out) == [], (seed, structure_problems(out))
+    assert out[0] == msgs[0]
+    assert str(out[1]["content"]).startswith(str(msgs[1]["content"])) or out[1] == msgs[1]
+    assert res.after == tokens(out) and (res.fits == (res.after <= budget))
+    if res.fits:
+        assert res.after <= budget
+    assert compress(copy.deepcopy(msgs), budget, settings=cs).messages == out  # deterministic
