@@ -102,7 +102,8 @@ class ModelConfig(_Model):
         names = [v] if isinstance(v, str) else (v or [])
         for name in names:
             # Real keys look like sk-..., AIza..., long random strings; env var names do not.
-            if name.startswith(("sk-", "AIza", "gsk_", "xai-")) or len(name) > 64 or not name.replace("_", "").isalnum():
+            looks_like_key = name.startswith(("sk-", "AIza", "gsk_", "xai-")) or len(name) > 64
+            if looks_like_key or not name.replace("_", "").isalnum():
                 raise ValueError("must name an environment variable (e.g. OPENAI_API_KEY), not hold a key")
         return v
 
@@ -191,15 +192,42 @@ class CompressionSettings(_Model):
         5.0, ge=0, description="USD per million input tokens at or above which a model counts as expensive."
     )
     important_patterns: list[str] = Field(
+        # Written so Python's regex engine can skip ahead on a literal or a narrow first character: these run
+        # over every removed line, and a leading \b or (?i) makes each pattern several times slower.
         default_factory=lambda: [
-            r"(?i)\b(remember|constraint|important|note|must|never|always|deadline)\b\s*:?",
-            r"(?:[\w.-]+/)+[\w.-]+\.\w+",
-            r"\b\d+(?:\.\d+)?\s?(?:ms|s|kb|mb|gb|tb|%|usd|eur|km|kg|m|h|min)\b",
+            r"(?:remember|constraint|important|note:|must|never|always|deadline|Remember|Constraint|Important"
+            r"|Note:|Must|Never|Always|Deadline|REMEMBER|CONSTRAINT|IMPORTANT|NOTE:|MUST|NEVER|ALWAYS|DEADLINE)\b",
+            r"/[\w.-]+(?:/[\w.-]+)*\.[A-Za-z]\w*",
+            r"\d(?:[.,]\d+)?\s?(?:ms|s|sec|min|h|[KMGT]B|[kmgt]b|USD|usd|EUR|eur|km|kg|m|tokens|rpm|%)(?!\w)|[$€£]\d",
+            r"[A-Z][A-Z0-9]+-\d+\b",
+            r"[0-9a-f]{7,40}\b",
         ],
-        description="Regular expressions: lines matching any are carried into the compressed prompt.",
+        description="Regular expressions (Python syntax, ^ and $ match at line ends), most important first: "
+        "lines matching any (by default keywords such as 'remember' or 'never', file paths, numbers with "
+        "units, ticket ids, hashes and UUIDs) are carried into the compressed prompt when their message is "
+        "elided or summarized.",
+    )
+    facts_share: float = Field(
+        0.2, gt=0, le=1, description="Largest share of the budget that carried important lines may take."
     )
     summarize: bool = Field(True, description="Summarize older spans through the utility tier.")
     summarize_timeout_s: float = Field(20.0, gt=0, description="Give up on a summary after this many seconds.")
+    summarize_retry_after_s: float = Field(
+        120.0, ge=0, description="After a summary fails or times out, use the deterministic digest for this "
+        "many seconds before asking the summarizer again.",
+    )
+
+    @field_validator("important_patterns")
+    @classmethod
+    def _patterns_compile(cls, v: list[str]) -> list[str]:
+        import re
+
+        for i, p in enumerate(v):
+            try:
+                re.compile(p)
+            except re.error as e:
+                raise ValueError(f"[{i}] {p!r} is not a valid regular expression: {e}") from None
+        return v
 
 
 def _env_name(v: str | None, what: str, example: str) -> str | None:
@@ -350,6 +378,9 @@ class ProviderSettings(_Model):
 class Settings(_Model):
     """All of agent_router's settings."""
 
+    schema_ref: str | None = Field(
+        None, alias="$schema", description="Optional path or URL of settings.schema.json, for editors."
+    )
     models: dict[str, ModelConfig] = Field(
         default_factory=dict, description="Models by alias. Empty: the built-in offline catalog."
     )
@@ -451,6 +482,8 @@ def _problems(err: ValidationError) -> list[tuple[str, str]]:
         msg = e["msg"]
         if e["type"] == "extra_forbidden":
             msg = "unknown key (not a setting; check the spelling against settings.example.json)"
+        elif "api_key" in str(loc):
+            pass  # never echo what may be a secret
         elif ("input" in e and e["type"] not in ("missing", "secret_in_settings")
               and not isinstance(e["input"], dict | list)):
             msg = f"{msg} (got {e['input']!r})"
