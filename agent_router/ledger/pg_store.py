@@ -38,6 +38,15 @@ _INSERT_CALL = (
 )
 
 
+def _upsert_spend(n: int, only_if: str | None = None) -> str:
+    """Add n (key, usd) pairs to the running spend in one statement. Rows are locked in key order, the
+    same for every writer, so concurrent writers never deadlock. `only_if`: a query that must return a row."""
+    values = ", ".join("(%s, %s::float8)" for _ in range(n))
+    cond = f" WHERE EXISTS ({only_if})" if only_if else ""
+    return (f"INSERT INTO spend (key, usd) SELECT k, v FROM (VALUES {values}) AS t (k, v){cond} ORDER BY k"
+            " ON CONFLICT (key) DO UPDATE SET usd = spend.usd + excluded.usd")
+
+
 def _psycopg() -> Any:
     try:
         import psycopg
@@ -209,12 +218,16 @@ class PostgresStore:
 
     # -- writes (call inside write()) ----------------------------------------------------------------------
     def insert_call(self, row: dict[str, Any]) -> int | None:
-        got = self.conn.execute(_INSERT_CALL + " RETURNING id", [row.get(c) for c in CALL_COLUMNS]).fetchone()
+        # One statement, one round trip: the call, and (only if it was new) its running spend.
+        spend = self._sharded(spend_keys(row))
+        got = self.conn.execute(
+            f"WITH c AS ({_INSERT_CALL} RETURNING id), s AS ({_upsert_spend(len(spend), 'SELECT 1 FROM c')})"
+            " SELECT id FROM c",
+            [*(row.get(c) for c in CALL_COLUMNS), *(x for kv in spend for x in kv)],
+        ).fetchone()
         if got is None:  # uid already present (a replayed spool line, a retried transaction): counted once
             got = self.conn.execute("SELECT id FROM calls WHERE uid = %s", (row["uid"],)).fetchone()
-            return int(got["id"]) if got else None
-        self._add_spend(spend_keys(row))
-        return int(got["id"])
+        return int(got["id"]) if got else None
 
     def insert_calls(self, rows: list[dict[str, Any]]) -> list[int]:
         """Insert rows with fresh uids (record_many) and return their ids, in order; a replay of rows that
@@ -232,16 +245,15 @@ class PostgresStore:
         found = self.ids_for([r["uid"] for r in rows])
         return [found[r["uid"]] for r in rows]
 
-    def _add_spend(self, items: list[tuple[str, float]]) -> None:
+    def _sharded(self, items: list[tuple[str, float]]) -> list[tuple[str, float]]:
         # Each connection adds to its own shard row (key#0..key#15): with one row per day, every writer on
-        # every machine would queue on that row's lock until the writer before it commits. Sorted, so
-        # concurrent writers lock rows in one order and never deadlock.
-        with self.conn.cursor() as cur:
-            cur.executemany(
-                "INSERT INTO spend (key, usd) VALUES (%s, %s)"
-                " ON CONFLICT (key) DO UPDATE SET usd = spend.usd + excluded.usd",
-                sorted((f"{k}#{self._shard}", v) for k, v in items),
-            )
+        # every machine would queue on that row's lock until the writer before it commits.
+        return [(f"{k}#{self._shard}", v) for k, v in items]
+
+    def _add_spend(self, items: list[tuple[str, float]]) -> None:
+        spend = self._sharded(items)
+        if spend:
+            self.conn.execute(_upsert_spend(len(spend)), [x for kv in spend for x in kv])
 
     def ids_for(self, uids: list[str]) -> dict[str, int]:
         rows = self.conn.execute("SELECT uid, id FROM calls WHERE uid = ANY(%s)", (list(uids),)).fetchall()
