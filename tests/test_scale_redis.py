@@ -9,8 +9,10 @@ import time
 import pytest
 from scale_fixtures import RedisServer, free_port, redis_server, run_workers  # noqa: F401 - fixture
 
-from agent_router.settings import parse
-from agent_router.shared_state import LocalState, RedisState, SharedStateError, open_state
+pytest.importorskip("redis", reason="redis-py not installed: pip install -e '.[redis]'")
+
+from agent_router.settings import parse  # noqa: E402
+from agent_router.shared_state import LocalState, RedisState, SharedStateError, open_state  # noqa: E402
 
 
 def worst_window(admitted: list[tuple[float, int]], window_s: float) -> int:
