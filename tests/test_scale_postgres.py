@@ -204,6 +204,10 @@ def test_missing_dsn_variable_and_unreachable_server_are_clear_and_secret_free(m
     with pytest.raises(LedgerError) as e:
         Ledger.from_settings(s)
     assert "postgresql://agent@127.0.0.1:" in str(e.value) and "hunter2" not in str(e.value)
+    monkeypatch.setenv(ENV, "host=db password=hunter2-secret garbage")
+    with pytest.raises(LedgerError, match="not a valid connection string") as e:
+        Ledger.from_settings(s)
+    assert "hunter2" not in str(e.value)
 
 
 # --- many processes ----------------------------------------------------------------------------------------

@@ -93,7 +93,11 @@ class PostgresStore:
         self.path = self.where  # what messages and reports show as "the ledger"
         self.retries = retries
         self.connect_timeout_s = connect_timeout_s
-        self._password = self._pg.conninfo.conninfo_to_dict(dsn).get("password") or None
+        try:
+            self._password = self._pg.conninfo.conninfo_to_dict(dsn).get("password") or None
+        except self._pg.ProgrammingError:  # psycopg's message quotes the string: it may hold a password
+            raise LedgerError("the PostgreSQL DSN is not a valid connection string (expected "
+                              "postgresql://user:password@host:port/db; value not shown)") from None
         self._lock = threading.RLock()
         self._shard = random.randrange(SPEND_SHARDS)
         self.down_s = 2.0  # after a failed reconnect, spool without trying the server for this long
