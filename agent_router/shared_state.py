@@ -295,8 +295,9 @@ class RedisState:
             raise SharedStateError(
                 "redis.url_env is set but the redis package is not installed; install the [redis] extra "
                 "(pip install 'agent-router[redis]')") from None
-        self._errors: tuple[type[BaseException], ...] = (redis.exceptions.ConnectionError,
-                                                         redis.exceptions.TimeoutError, OSError)
+        # Any Redis failure (refused, timeout, loading, a read-only replica after a failover, out of memory)
+        # falls back to local state: shared limits are an optimisation, never a reason for a call to fail.
+        self._errors: tuple[type[BaseException], ...] = (redis.exceptions.RedisError, OSError)
         self.where = _safe_where(url)
         try:
             # No client-side retries: a dead server must cost one quick failure, then the local fallback.
