@@ -337,15 +337,15 @@ class RedisState:
                     self._down_since = now
                 self._next_try = now + self.retry_after_s
             if first:
-                log.warning("Redis at %s unreachable (%s); using per-process limits and health until it "
-                            "returns", self.where, type(e).__name__)
+                log.warning("Redis at %s unavailable (%s); using per-process limits and health until "
+                            "it is back", self.where, type(e).__name__)
             return fallback()
         if self._down_since is not None:
             with self._lock:
                 was = self._down_since
                 self._down_since = None
             if was is not None:
-                log.warning("Redis at %s reachable again after %.1fs; limits and health are shared again",
+                log.warning("Redis at %s answers again after %.1fs; limits and health are shared again",
                             self.where, now - was)
         return result
 

@@ -293,7 +293,7 @@ def test_servers_stopped_mid_run_local_limits_no_crash_no_lost_rows(pg_server, r
             t.join()
     for r in results:
         assert r["local"] > 0 and r["shared"] > 0
-        assert sum("Redis" in m and "unreachable" in m for m in r["warnings"]) == 1, r["warnings"]
+        assert sum("Redis" in m and "unavailable" in m for m in r["warnings"]) == 1, r["warnings"]
     spooled = any("kept in" in m for r in results for m in r["warnings"])
     total = sum(r["calls"] for r in results)
     with psycopg.connect(dsn) as c:

@@ -87,8 +87,8 @@ def test_redis_stopped_mid_run_falls_back_locally_and_recovers(redis_server: Red
         assert worst_window(local, window) <= limit  # the local fallback still limits
         assert any(at < min(a for a, _ in local) for at in shared)
         assert any(at > max(a for a, _ in local) for at in shared), "never went back to Redis"
-        down = [m for m in r["warnings"] if "unreachable" in m]
-        back = [m for m in r["warnings"] if "reachable again" in m]
+        down = [m for m in r["warnings"] if "unavailable" in m]
+        back = [m for m in r["warnings"] if "answers again" in m]
         assert len(down) == 1 and len(back) == 1, r["warnings"]
     shared_all = [(at, a) for r in results for at, a, s in r["admitted"] if s]
     assert worst_window(shared_all, window) <= limit
@@ -245,5 +245,25 @@ def test_provider_client_keeps_working_when_redis_is_unreachable(llm, monkeypatc
         except ProviderError as e:
             assert e.kind == "rate_limit"
     assert ok == 3 and llm.count("shared-model") == 3  # the limit still holds, per process
-    assert sum("unreachable" in r.getMessage() for r in caplog.records) == 1
+    assert sum("unavailable" in r.getMessage() for r in caplog.records) == 1
     c.close()
+
+
+def test_redis_refusing_writes_falls_back_and_recovers(redis_server, caplog) -> None:  # noqa: F811
+    import redis
+
+    admin = redis.Redis.from_url(redis_server.url)
+    s = RedisState(redis_server.url, retry_after_s=0.05)
+    caplog.set_level(logging.WARNING, logger="agent_router.shared_state")
+    assert s.acquire("m", 2, 10.0).shared
+    admin.config_set("min-replicas-to-write", 1)  # the server now answers writes with NOREPLICAS
+    got = [s.acquire("m", 2, 10.0) for _ in range(3)]
+    assert [a.allowed for a in got] == [True, True, False] and not any(a.shared for a in got)
+    admin.config_set("min-replicas-to-write", 0)
+    time.sleep(0.06)
+    back = s.acquire("m", 2, 10.0)
+    assert back.shared and back.allowed and back.used == 2  # Redis's own count resumed: 1 before + this one
+    msgs = [r.getMessage() for r in caplog.records]
+    assert sum("unavailable" in m for m in msgs) == 1 and sum("answers again" in m for m in msgs) == 1
+    s.close()
+    admin.close()
