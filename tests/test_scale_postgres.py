@@ -339,3 +339,21 @@ def test_server_away_spools_fast_then_writes_everything_when_back(pg_server, tmp
     assert len(errors) == 1 and "PostgreSQL unreachable" in errors[0].getMessage()  # once per outage
     assert "wrote 20 spooled row(s)" in caplog.text
     led.close()
+
+
+def test_agents_without_ddl_rights_use_a_migrated_ledger(pg_server, monkeypatch) -> None:  # noqa: F811
+    dsn = pg_server.create_database("rights")
+    PostgresStore(dsn).close()  # an operator migrates as the owner (agent-router migrate)
+    with psycopg.connect(dsn, autocommit=True) as c:
+        c.execute("CREATE ROLE agent_rw LOGIN")
+        c.execute("REVOKE CREATE ON SCHEMA public FROM PUBLIC")
+        c.execute("GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO agent_rw")
+        c.execute("GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO agent_rw")
+    agent_dsn = f"postgresql://agent_rw@127.0.0.1:{pg_server.port}/rights"
+    led = Ledger.from_settings(pg_settings(monkeypatch, agent_dsn, budgets={"daily_usd": 1.0}),
+                               pm=plugin_manager())
+    chk = led.check(0.1)
+    assert chk.allowed and led.record("gpt-4.1-nano", None, provider="openai", cost_usd=0.1,
+                                      reservation_id=chk.reservation_id) == 1
+    assert led.remaining() == pytest.approx(0.9)
+    led.close()

@@ -200,6 +200,9 @@ class PostgresStore:
             raise LedgerError(f"{self.where}: ledger migration(s) {', '.join(missing)} have no PostgreSQL "
                               "version in agent_router/ledger/pg_migrations.py")
 
+        if not self.pending():  # read-only check first: agents may run as a user without DDL rights
+            return []
+
         def tx(s: PostgresStore) -> list[str]:
             s.conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATE_LOCK,))
             s.conn.execute("CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY, applied_at TEXT)")
