@@ -205,3 +205,13 @@ def client_worker(llm_url: str, redis_url: str, key: str, rpm: int, attempts: in
             refused += 1
     client.close()
     return {"ok": ok, "refused": refused}
+
+
+def forked_writes(led: Any, tag: str, n: int) -> list[int | None]:
+    """Record n calls on a Ledger object this process may have inherited through fork."""
+    return [led.record("gpt-4.1-nano", {"prompt_tokens": 5, "completion_tokens": 1}, provider="openai",
+                       conversation_id=f"{tag}{i}") for i in range(n)]
+
+
+def _forked_child(led: Any, n: int, q: Any) -> None:
+    q.put(forked_writes(led, "child", n))

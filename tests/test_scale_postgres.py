@@ -357,3 +357,26 @@ def test_agents_without_ddl_rights_use_a_migrated_ledger(pg_server, monkeypatch)
                                       reservation_id=chk.reservation_id) == 1
     assert led.remaining() == pytest.approx(0.9)
     led.close()
+
+
+def test_a_ledger_inherited_through_fork_gets_its_own_connection(pg_dsn, monkeypatch, tmp_path) -> None:  # noqa: F811
+    # Servers that preload the app, then fork workers, hand each worker the parent's Ledger object.
+    import multiprocessing
+
+    import scale_workers
+
+    led = Ledger.from_settings(pg_settings(monkeypatch, pg_dsn, ledger={"backend": "postgresql", "dsn_env": ENV,
+                                                                        "path": str(tmp_path / "l")}),
+                               pm=plugin_manager())
+    led.record("gpt-4.1-nano", None, provider="openai")
+    ctx = multiprocessing.get_context("fork")
+    q = ctx.Queue()
+    child = ctx.Process(target=scale_workers._forked_child, args=(led, 300, q))
+    child.start()
+    mine = scale_workers.forked_writes(led, "parent", 300)
+    theirs = q.get(timeout=60)
+    child.join(30)
+    assert child.exitcode == 0
+    assert None not in mine and None not in theirs  # nothing spooled: both wrote straight through
+    assert led.store.count() == 601 and len(set(mine) | set(theirs)) == 600
+    led.close()

@@ -14,6 +14,7 @@ reservations by id); when the server stays away the write raises LedgerBusy and 
 
 from __future__ import annotations
 
+import os
 import random
 import threading
 import time
@@ -71,8 +72,6 @@ def safe_dsn(dsn: str) -> str:
 
 def dsn_from_settings(settings: Any) -> str:
     """The DSN from the environment variable named by `ledger.dsn_env` (the settings never hold it)."""
-    import os
-
     env = settings.ledger.dsn_env
     dsn = os.environ.get(env or "")
     if not dsn:
@@ -104,6 +103,7 @@ class PostgresStore:
         self._down_until = 0.0
         self._in_tx = False
         self._locked = False
+        self._pid = os.getpid()
         try:
             self.conn = self._connect()
         except self._pg.Error as e:
@@ -135,6 +135,7 @@ class PostgresStore:
         delay = 0.01
         last: BaseException | None = None
         for attempt in range(attempts + 1):
+            self._after_fork()  # before taking the lock: a parent's thread may have held it at fork time
             with self._lock:
                 if self.conn.closed or self.conn.broken:
                     if time.monotonic() < self._down_until:
@@ -165,7 +166,17 @@ class PostgresStore:
         raise LedgerBusy(f"{self.where}: PostgreSQL failed {attempts + 1} attempts "
                          f"({self._clean(last) if last else 'unknown error'})")
 
+    def _after_fork(self) -> None:
+        # A forked worker that inherited this store must not talk on its parent's socket (the two would
+        # interleave protocol messages). psycopg only closes a connection in the process that opened it,
+        # so dropping the inherited one here leaves the parent's session alone.
+        if self._pid != os.getpid():
+            self._pid = os.getpid()
+            self._lock = threading.RLock()
+            self.conn = self._connect()
+
     def _exec(self, sql: str, params: Iterable[Any] = ()) -> Any:
+        self._after_fork()
         with self._lock:
             if not self._in_tx and (self.conn.closed or self.conn.broken):
                 self.conn = self._connect()
