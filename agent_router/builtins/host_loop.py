@@ -1,0 +1,168 @@
+"""Built-in host-loop hooks: route each turn, compress the prompt, swap the model per call, record usage.
+
+Every hook finds the active `Runtime` (agent_router.runtime) and reaches host objects only through its
+adapter. With no active runtime the hooks do nothing, so loading the pack never changes a host by itself.
+
+Flow of one loop iteration:
+  message_loop_start          analyze + route the turn; the decision is kept for the turn
+  message_loop_prompts_after  compression entry point (`compress_prompt`)
+  chat_model_call_before      budget check, apply the decision (swap the model), start timing
+  chat_model_call_after       usage (provider-reported, else counted) -> ledger row
+  util_model_call_before/after  the same for utility calls, routed no higher than routing.utility_max_tier
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .. import runtime as rtmod
+from ..errors import InputError
+from ..hookspecs import hookimpl
+from ..router import Decision
+
+
+def compress_prompt(
+    rt: rtmod.Runtime, messages: list[dict[str, Any]], decision: Decision
+) -> list[dict[str, Any]] | None:
+    """Fit `messages` to the chosen model's budget; the new messages, or None when nothing changed.
+
+    The seam to agent_router.compression (branch `compression`): when that module is not installed the
+    step says so in the decision's reasons and leaves the prompt alone.
+    """
+    try:
+        from .. import compression
+    except ImportError:
+        decision.reasons.append("compression not configured")
+        return None
+    model = rt.catalog.get(decision.model)
+    budget = compression.plan_budget(model, rt.settings.compression, decision.estimated_output_tokens)
+    result = compression.compress(messages, budget, settings=rt.settings, counter=rt.counter, pm=rt.pm)
+    if result.messages is messages or result.messages == messages:
+        return None
+    decision.reasons.append(f"compressed prompt {result.before_tokens:,} -> {result.after_tokens:,} tokens")
+    return result.messages
+
+
+@hookimpl
+def message_loop_start(agent: Any, loop_data: Any) -> None:
+    rt = rtmod.current()
+    if rt is None:
+        return
+    conv = rt.adapter.conversation_id(agent)
+    messages = rt.adapter.messages(agent, loop_data)
+    try:
+        rt.route_turn(conv, messages)
+    except InputError:
+        # Nothing routable yet (an empty history): the host's own model answers; calls are still recorded.
+        rt.state(conv).decision = None
+
+
+@hookimpl
+def message_loop_prompts_after(agent: Any, loop_data: Any) -> None:
+    rt = rtmod.current()
+    if rt is None:
+        return
+    st = rt.state(rt.adapter.conversation_id(agent))
+    if st.decision is None or not rt.settings.compression.enabled:
+        return
+    messages = rt.adapter.prompt_messages(agent, loop_data)
+    new = compress_prompt(rt, messages, st.decision)
+    if new is not None:
+        rt.adapter.set_prompt_messages(agent, loop_data, new)
+
+
+def _before(agent: Any, call_data: Any, kind: str) -> None:
+    rt = rtmod.current()
+    if rt is None:
+        return
+    ad = rt.adapter
+    conv = ad.conversation_id(agent)
+    st = rt.state(conv)
+    messages = ad.call_messages(call_data, kind)
+    decision = st.decision if kind == "chat" else None
+    if decision is None:
+        # Utility calls (and chat calls outside a loop iteration) are routed on their own messages.
+        decision = rt.route(conv, messages, kind)
+    decision = _within_budget(rt, conv, decision, messages, kind, st.override if kind == "chat" else None)
+    if kind == "chat":
+        st.decision = decision
+    model = rt.catalog.get(decision.model)
+    ad.set_model(agent, call_data, model, kind)
+    rt.begin_call(call_data, rtmod.CallRecord(kind, conv, model, decision, messages, rtmod.now()))
+
+
+def _within_budget(
+    rt: rtmod.Runtime,
+    conv: str,
+    d: Decision,
+    messages: list[dict[str, Any]],
+    kind: str,
+    override: dict[str, Any] | None,
+) -> Decision:
+    """Check the call against the budgets just before it is made (spend may have grown since the turn
+    began). Over budget: re-route with what is left, which downgrades or raises BudgetBlocked per settings."""
+    remaining = rt.budget_remaining(conv)
+    if remaining is None:
+        return d
+    model = rt.catalog.get(d.model)
+    n_in = rt.counter.count_messages(messages, model.provider, model.name).tokens
+    est = model.estimate_cost(n_in, d.estimated_output_tokens)
+    if est <= remaining:
+        return d
+    new = rt.route(conv, messages, kind, override)
+    new.reasons.insert(0, f"budget check before the call: ${est:.5f} on {d.model} > ${remaining:.5f} left")
+    return new
+
+
+def _after(agent: Any, call_data: Any, response: Any, kind: str) -> None:
+    rt = rtmod.current()
+    if rt is None:
+        return
+    rec = rt.end_call(call_data)
+    if rec is None:  # the before-hook did not run for this call (pack activated mid-call)
+        return
+    from ..usage import Usage, counted, normalize  # branch `ledger`
+
+    ad = rt.adapter
+    latency_ms = (rtmod.now() - rec.started) * 1000.0
+    m = rec.model
+    usage: Usage | None = None
+    payload = ad.provider_usage(call_data, response)
+    if payload is not None:
+        usage = normalize(payload, m.provider)
+    if usage is None:
+        n_in = rt.counter.count_messages(rec.messages, m.provider, m.name)
+        text = ad.response_text(response, rec.reasoning)
+        n_out = rt.counter.count_text(text, m.provider, m.name)
+        usage = counted(n_in.tokens, n_out.tokens, "counted" if n_in.source == "counted" else "estimated")
+    d = rec.decision
+    rt.record(
+        conversation_id=rec.conversation_id,
+        kind=kind,
+        tier=(d.tier if d else m.tier) or "",
+        model=m.alias,
+        usage=usage,
+        latency_ms=latency_ms,
+        outcome="ok",
+        reasons=list(d.reasons) if d else [],
+    )
+
+
+@hookimpl
+def chat_model_call_before(agent: Any, call_data: Any) -> None:
+    _before(agent, call_data, "chat")
+
+
+@hookimpl
+def chat_model_call_after(agent: Any, call_data: Any, response: Any) -> None:
+    _after(agent, call_data, response, "chat")
+
+
+@hookimpl
+def util_model_call_before(agent: Any, call_data: Any) -> None:
+    _before(agent, call_data, "utility")
+
+
+@hookimpl
+def util_model_call_after(agent: Any, call_data: Any, response: Any) -> None:
+    _after(agent, call_data, response, "utility")
