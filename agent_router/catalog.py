@@ -53,6 +53,18 @@ class ModelPrice:
     def known(self) -> bool:
         return self.source != "unknown"
 
+    def cost(self, input_tokens: int, output_tokens: int, cached_input_tokens: int = 0,
+             cache_write_tokens: int = 0) -> float:
+        """USD at list price. `input_tokens` INCLUDES cached reads and cache writes (agent_router.usage.Usage's
+        convention, OpenAI's too); Anthropic-style counts must be added up first (usage.from_anthropic)."""
+        fresh = max(0, input_tokens - cached_input_tokens - cache_write_tokens)
+        return (
+            fresh * self.input
+            + cached_input_tokens * self.cached_input
+            + cache_write_tokens * self.cache_write
+            + output_tokens * self.output
+        ) / 1e6
+
 
 @dataclass(frozen=True)
 class ModelInfo:
@@ -238,13 +250,5 @@ class Catalog:
         cache_write_tokens: int = 0,
     ) -> tuple[float, str]:
         """USD cost and price source. Input tokens include cached and cache-write tokens (OpenAI's convention)."""
-        m = self.get(alias_or_name)
-        p = m.price
-        fresh = max(0, input_tokens - cached_input_tokens - cache_write_tokens)
-        usd = (
-            fresh * p.input
-            + cached_input_tokens * p.cached_input
-            + cache_write_tokens * p.cache_write
-            + output_tokens * p.output
-        ) / 1e6
-        return usd, p.source
+        p = self.get(alias_or_name).price
+        return p.cost(input_tokens, output_tokens, cached_input_tokens, cache_write_tokens), p.source

@@ -161,6 +161,18 @@ class BudgetSettings(_Model):
     on_exceed: Literal["downgrade", "block"] = Field(
         "downgrade", description="When a call would exceed a budget: route to a cheaper tier, or refuse it."
     )
+    reservation_ttl_s: float = Field(
+        600.0, gt=0, description="Seconds a budget check's reservation holds its estimate if the call is never "
+        "recorded (a crashed agent); recorded calls settle theirs at once."
+    )
+
+    @field_validator("alert_thresholds")
+    @classmethod
+    def _fractions(cls, v: list[float]) -> list[float]:
+        for x in v:
+            if not 0 < x <= 10:
+                raise ValueError(f"each threshold is a fraction of the budget above 0 (0.8 = 80%), got {x}")
+        return sorted(set(v))
 
 
 class CompressionSettings(_Model):

@@ -1,0 +1,387 @@
+"""The Ledger: records each model call as one row, prices it, enforces budgets, fires hooks.
+
+Writes are retried while the database is busy; a write that still fails goes to a JSONL spool next to the
+database and is replayed the next time a Ledger opens it. Message contents are stored only when
+`ledger.store_prompts` is on, and anything that looks like an API key is masked before it is stored.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import uuid
+from collections.abc import Iterable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from ..catalog import Catalog, ModelPrice, price_for
+from ..settings import TIERS, BudgetSettings, ModelConfig, Settings, default_home
+from ..usage import Usage, UsageError, normalize
+from . import budgets, spool
+from .budgets import BudgetCheck, iso
+from .errors import LedgerBusy, LedgerError
+from .store import SQLiteStore
+
+log = logging.getLogger("agent_router.ledger")
+
+KINDS: tuple[str, ...] = ("chat", "utility", "summary", "tool")
+_KEY_PATTERNS = re.compile(
+    r"(sk-(?:ant-|proj-)?[A-Za-z0-9_\-]{8,}|AIza[0-9A-Za-z_\-]{10,}|gsk_[A-Za-z0-9]{10,}|xai-[A-Za-z0-9]{10,}"
+    r"|(?i:bearer)\s+[A-Za-z0-9._\-]{8,})"
+)
+
+
+def default_path(settings: Settings | None = None) -> Path:
+    """settings.ledger.path, else $AGENT_ROUTER_HOME/ledger.db (~/.agent-router/ledger.db)."""
+    if settings is not None and settings.ledger.path:
+        return Path(settings.ledger.path).expanduser()
+    return default_home() / "ledger.db"
+
+
+class Ledger:
+    """`Ledger(path | settings)`; `record(...)` returns the new row's id."""
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str] | Settings | None = None,
+        settings: Settings | None = None,
+        *,
+        pm: Any = None,
+        busy_timeout_ms: int = 5000,
+        retries: int = 8,
+    ):
+        if isinstance(path, Settings):
+            settings, path = path, None
+        self.settings = settings or Settings()
+        self.path = Path(path) if path is not None else default_path(self.settings)
+        self.catalog = Catalog(self.settings)
+        self._pm = pm
+        self.store = SQLiteStore(self.path, busy_timeout_ms=busy_timeout_ms, retries=retries)
+        self.spool_path = spool.spool_path(self.path)
+        self._secrets = self._secret_values()
+        self.replay_spool()
+
+    @classmethod
+    def from_settings(cls, settings: Settings, **kw: Any) -> Ledger:
+        return cls(default_path(settings), settings, **kw)
+
+    def close(self) -> None:
+        self.store.close()
+
+    def __enter__(self) -> Ledger:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def budgets(self) -> BudgetSettings:
+        return self.settings.budgets
+
+    @property
+    def pm(self) -> Any:
+        if self._pm is None:
+            from ..plugins import load_plugins
+
+            self._pm = load_plugins()
+        return self._pm
+
+    # -- secrets -------------------------------------------------------------------------------------------
+    def _secret_values(self) -> list[str]:
+        vals = set()
+        for cfg in self.settings.models.values():
+            for env in cfg.key_envs():
+                v = os.environ.get(env)
+                if v and len(v) >= 8:
+                    vals.add(v)
+        return sorted(vals, key=len, reverse=True)
+
+    def _scrub(self, text: str | None) -> str | None:
+        if not text:
+            return text
+        for v in self._secrets:
+            text = text.replace(v, "[REDACTED]")
+        return _KEY_PATTERNS.sub("[REDACTED]", text)
+
+    # -- pricing -------------------------------------------------------------------------------------------
+    def price(self, model: str | None, requested: str | None = None, provider: str | None = None
+              ) -> tuple[ModelPrice, str | None]:
+        """Price of the model that answered: the catalog by name or alias, else the packaged table."""
+        for name in (model, requested):
+            m = self.catalog.find(name) if name else None
+            if m is not None:
+                return m.price, m.provider
+        if model and provider:
+            return price_for(ModelConfig(provider=provider, name=model)), provider
+        return ModelPrice(0.0, 0.0, 0.0, 0.0, "unknown"), provider
+
+    def premium_price(self) -> tuple[str, ModelPrice]:
+        m = self.catalog.tier_models("premium")[0]
+        return m.alias, m.price
+
+    # -- recording -----------------------------------------------------------------------------------------
+    def build_row(
+        self,
+        model: str | None = None,
+        usage: Usage | dict[str, Any] | Any = None,
+        *,
+        provider: str | None = None,
+        kind: str = "chat",
+        conversation_id: str | None = None,
+        agent_id: str | None = None,
+        tool: str | None = None,
+        task_type: str | None = None,
+        tier: str | None = None,
+        requested_model: str | None = None,
+        latency_ms: float | None = None,
+        outcome: str = "ok",
+        fallback_of: int | None = None,
+        reasons: Iterable[str] | None = None,
+        decision: Any = None,
+        cost_usd: float | None = None,
+        estimated_cost_usd: float | None = None,
+        tokens_saved: int = 0,
+        saved_usd: float = 0.0,
+        prompt: Any = None,
+        time: datetime | str | None = None,
+    ) -> dict[str, Any]:
+        """The row `record` would write, validated and priced (no I/O)."""
+        if kind not in KINDS:
+            raise LedgerError(f"record: kind must be one of {', '.join(KINDS)}, got {kind!r}")
+        if decision is not None:  # a router Decision fills what the caller left out
+            requested_model = requested_model or decision.model
+            tier = tier or decision.tier
+            provider = provider or decision.provider
+            task_type = task_type or decision.analysis.task_type
+            reasons = reasons if reasons is not None else decision.reasons
+            estimated_cost_usd = estimated_cost_usd if estimated_cost_usd is not None else decision.estimated_cost_usd
+            model = model or decision.model_name
+        if not model and not requested_model:
+            raise LedgerError("record: give the model that answered (model=...) or the requested model")
+        if tier is not None and tier not in TIERS:
+            raise LedgerError(f"record: tier must be one of {', '.join(TIERS)}, got {tier!r}")
+        price, found_provider = self.price(model, requested_model, provider)
+        provider = provider or found_provider
+        if tier is None:
+            m = self.catalog.find(requested_model or "") or self.catalog.find(model or "")
+            tier = m.tier if m else None
+        if usage is None:
+            u = Usage(source="estimated")
+        elif isinstance(usage, Usage):
+            u = usage
+        else:
+            try:
+                u = normalize(usage, provider or "openai")
+            except UsageError as e:
+                raise LedgerError(f"record: {e}") from None
+        cost = price.cost(u.input, u.output, u.cached_input, u.cache_write) if cost_usd is None else float(cost_usd)
+        if isinstance(time, datetime):
+            t = iso(time)
+        elif isinstance(time, str):
+            try:
+                t = iso(datetime.fromisoformat(time))
+            except ValueError:
+                raise LedgerError(f"record: time {time!r} is not ISO 8601") from None
+        else:
+            t = iso(datetime.now(UTC))
+        store_prompt = None
+        if prompt is not None and self.settings.ledger.store_prompts:
+            store_prompt = self._scrub(prompt if isinstance(prompt, str) else json.dumps(prompt, ensure_ascii=False))
+        return {
+            "uid": uuid.uuid4().hex,
+            "time": t,
+            "conversation_id": None if conversation_id is None else str(conversation_id),
+            "agent_id": None if agent_id is None else str(agent_id),
+            "kind": kind,
+            "tool": tool,
+            "task_type": task_type,
+            "tier": tier,
+            "requested_model": requested_model,
+            "model": model or requested_model,
+            "provider": provider,
+            "input_tokens": u.input,
+            "cached_input_tokens": u.cached_input,
+            "cache_write_tokens": u.cache_write,
+            "output_tokens": u.output,
+            "reasoning_tokens": u.reasoning,
+            "token_source": u.source,
+            "cost_usd": cost,
+            "estimated_cost_usd": estimated_cost_usd,
+            "price_source": price.source if cost_usd is None else "caller",
+            "latency_ms": None if latency_ms is None else float(latency_ms),
+            "outcome": self._scrub(outcome or "ok"),
+            "fallback_of": fallback_of,
+            "reasons": json.dumps([self._scrub(str(r)) for r in reasons]) if reasons is not None else None,
+            "prompt": store_prompt,
+            "tokens_saved": int(tokens_saved),
+            "saved_usd": float(saved_usd),
+        }
+
+    def record(self, model: str | None = None, usage: Any = None, *, reservation_id: str | None = None,
+               **fields: Any) -> int | None:
+        """Write one call; return its row id (None only if the database stayed locked and the row was spooled).
+
+        `usage` is a `Usage`, or a provider's response / usage payload (normalized for `provider`).
+        `reservation_id` (from `check`) is settled in the same transaction.
+        """
+        row = self.build_row(model, usage, **fields)
+        ids = self._write([row], [reservation_id] if reservation_id else [])
+        return ids[0] if ids else None
+
+    def record_many(self, rows: Iterable[dict[str, Any]]) -> list[int]:
+        """Write many calls in one transaction (each dict holds `record`'s arguments); return their ids."""
+        built, rids = [], []
+        for r in rows:
+            r = dict(r)
+            rid = r.pop("reservation_id", None)
+            if rid:
+                rids.append(rid)
+            built.append(self.build_row(r.pop("model", None), r.pop("usage", None), **r))
+        return self._write(built, rids) if built else []
+
+    def _write(self, rows: list[dict[str, Any]], reservation_ids: list[str]) -> list[int]:
+        now = datetime.now(UTC)
+        b = self.budgets
+        watch = b.per_conversation_usd or b.daily_usd or b.monthly_usd
+
+        def tx(store: SQLiteStore) -> tuple[list[int], list[dict]]:
+            if len(rows) == 1:
+                one = store.insert_call(rows[0])
+                ids = [one] if one is not None else []
+            else:
+                store.insert_calls(rows)
+                found = store.ids_for([r["uid"] for r in rows])
+                ids = [found[r["uid"]] for r in rows if r["uid"] in found]
+            if reservation_ids:
+                store.delete_reservations(reservation_ids)
+            alerts: list[dict] = []
+            if watch:
+                for conv in dict.fromkeys(r["conversation_id"] for r in rows):
+                    alerts += [a for a in budgets.crossed(store, b, conv, now) if a not in alerts]
+            return ids, alerts
+
+        try:
+            ids, alerts = self.store.write(tx)
+        except LedgerBusy as e:
+            spool.append(self.spool_path, rows)
+            log.error("ledger: %s; %d row(s) kept in %s and replayed on next open", e, len(rows), self.spool_path)
+            return []
+        for row, rid in zip(rows, ids, strict=False):
+            self._hook("on_usage", record={"id": rid, **{k: v for k, v in row.items() if k != "prompt"}})
+        for a in alerts:
+            self._alert(a)
+        return ids
+
+    def replay_spool(self) -> int:
+        """Insert rows left in the spool by writes that failed earlier; return how many were replayed."""
+        def insert(rows: list[dict[str, Any]]) -> None:
+            self.store.write(lambda s: s.insert_calls(rows))
+
+        try:
+            return spool.replay(self.spool_path, insert)
+        except LedgerBusy as e:
+            log.warning("ledger: spool %s not replayed yet (%s)", self.spool_path, e)
+            return 0
+
+    def _hook(self, name: str, **kw: Any) -> None:
+        try:
+            getattr(self.pm.hook, name)(**kw)
+        except Exception:  # a plugin's failure must not lose or block the ledger
+            log.exception("ledger: plugin hook %s failed", name)
+
+    def _alert(self, alert: dict[str, Any]) -> None:
+        pct = int(round(alert["threshold"] * 100))
+        log.warning("budget alert: %s budget %s at %d%%: $%.4f of $%.2f", alert["budget"], alert["period"], pct,
+                    alert["spent_usd"], alert["limit_usd"])
+        self._hook("on_budget_alert", alert=alert)
+
+    # -- budgets -------------------------------------------------------------------------------------------
+    def check(self, estimated_cost: float, conversation_id: str | None = None, reserve: bool = True) -> BudgetCheck:
+        """allow / downgrade / block for a call estimated at `estimated_cost` USD, decided atomically.
+
+        When allowed and a budget applies, the estimate is reserved; pass `reservation_id` to `record` (or
+        `release` it if the call is not made). Unsettled reservations expire after budgets.reservation_ttl_s.
+        """
+        if estimated_cost < 0:
+            raise LedgerError(f"check: estimated_cost must be >= 0, got {estimated_cost}")
+        b = self.budgets
+        conv = None if conversation_id is None else str(conversation_id)
+        if b.per_request_usd is not None and estimated_cost > b.per_request_usd:
+            action = "downgrade" if b.on_exceed == "downgrade" else "block"
+            return BudgetCheck(action, min(b.per_request_usd, self.remaining(conv) or b.per_request_usd), None,
+                               [f"per-request budget ${b.per_request_usd:.4f}; this call est. ${estimated_cost:.4f}"])
+        if not (b.daily_usd or b.monthly_usd or (b.per_conversation_usd and conv is not None)):
+            return BudgetCheck("allow", None)
+        rid = uuid.uuid4().hex if reserve else None
+        return self.store.write(
+            lambda s: budgets.decide(s, b, estimated_cost, conv, datetime.now(UTC), rid, b.reservation_ttl_s)
+        )
+
+    def release(self, reservation_id: str) -> None:
+        """Drop a reservation for a call that was not made."""
+        self.store.write(lambda s: s.delete_reservations([reservation_id]))
+
+    def remaining(self, conversation_id: str | None = None) -> float | None:
+        """USD left before the tightest conversation / daily / monthly budget (reservations held count as
+        spent); None when no such budget is set. Pass it to the router as `budget_remaining_usd`."""
+        now = datetime.now(UTC)
+        conv = None if conversation_id is None else str(conversation_id)
+        scs = budgets.scopes(self.budgets, now, conv)
+        if not scs:
+            return None
+        with self.store._lock:
+            rooms = [budgets.headroom(self.store, sc, iso(now))[0] for sc in scs]
+        return max(0.0, min(rooms))
+
+    def budget_context(self, conversation_id: str | None = None) -> dict[str, Any]:
+        """Router context keys for this conversation's budgets: `budget_remaining_usd` and `on_exceed`."""
+        ctx: dict[str, Any] = {"on_exceed": self.budgets.on_exceed}
+        rem = self.remaining(conversation_id)
+        if rem is not None:
+            ctx["budget_remaining_usd"] = rem
+        if conversation_id is not None:
+            ctx["conversation_id"] = conversation_id
+        return ctx
+
+    def route(self, router: Any, messages: list[dict[str, Any]], context: dict[str, Any] | None = None
+              ) -> tuple[Any, BudgetCheck]:
+        """Route within budget: remaining budget -> router -> atomic check and reservation.
+
+        If another agent took the headroom between the two steps, route once more with the new remaining
+        budget; if that still does not fit, raise the router's BudgetBlocked.
+        """
+        from ..router import BudgetBlocked
+
+        ctx = dict(context or {})
+        conv = ctx.get("conversation_id")
+        for _ in range(2):
+            d = router.route(messages, {**ctx, **self.budget_context(conv)})
+            chk = self.check(d.estimated_cost_usd, conv)
+            if chk.allowed:
+                return d, chk
+        raise BudgetBlocked("; ".join(chk.reasons) or "budget exhausted")
+
+    # -- feedback ------------------------------------------------------------------------------------------
+    def add_feedback(self, call_id: int, good: bool, source: str = "explicit", signal: str | None = None) -> int:
+        """Record a verdict on a call; returns the feedback row id."""
+        if source not in ("explicit", "implicit"):
+            raise LedgerError(f"feedback: source must be 'explicit' or 'implicit', got {source!r}")
+        try:
+            cid = int(call_id)
+        except (TypeError, ValueError):
+            raise LedgerError(f"feedback: call id must be a whole number, got {call_id!r}") from None
+        verdict = "good" if good else "bad"
+        now = iso(datetime.now(UTC))
+        return self.store.write(lambda s: s.add_feedback(cid, verdict, source, signal, now))
+
+    def outcomes(self, since: str | datetime | None = None) -> Iterator[dict[str, Any]]:
+        """Each feedback verdict joined with its call: {call_id, task_type, model, tier, good, source, signal}."""
+        from .reports import parse_since
+
+        s = parse_since(since) if since is not None else None
+        for r in self.store.outcomes(s):
+            yield {"call_id": r["call_id"], "task_type": r["task_type"], "model": r["model"], "tier": r["tier"],
+                   "good": r["verdict"] == "good", "source": r["source"], "signal": r["signal"], "time": r["time"]}

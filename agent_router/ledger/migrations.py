@@ -1,0 +1,217 @@
+"""Ledger schema as an ordered list of migration functions, as simonw/llm does in its migrations.py.
+
+Each function takes a sqlite-utils `Database` and moves the schema one step; `_migrations` records the names
+applied. Never edit or reorder a released migration: add a new one. `DESCRIPTIONS` documents every column,
+and `schema_markdown()` renders the documentation from the migrated schema itself, so the docs cannot drift.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+import sqlite_utils
+
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = []
+
+
+def migration(fn: Callable[[sqlite_utils.Database], None]) -> Callable[[sqlite_utils.Database], None]:
+    MIGRATIONS.append(fn)
+    return fn
+
+
+def applied(db: sqlite_utils.Database) -> set[str]:
+    if "_migrations" not in db.table_names():
+        return set()
+    return {r[0] for r in db.execute("SELECT name FROM _migrations").fetchall()}
+
+
+def pending(db: sqlite_utils.Database) -> list[str]:
+    done = applied(db)
+    return [fn.__name__ for fn in MIGRATIONS if fn.__name__ not in done]
+
+
+def migrate(db: sqlite_utils.Database, upto: str | None = None) -> list[str]:
+    """Apply pending migrations in order (stop after `upto` if given); return the names applied.
+
+    The caller holds the write lock (BEGIN IMMEDIATE), so two processes opening a new file do not race.
+    """
+    if "_migrations" not in db.table_names():
+        db["_migrations"].create({"name": str, "applied_at": str}, pk="name")
+    done = applied(db)
+    ran = []
+    for fn in MIGRATIONS:
+        if fn.__name__ not in done:
+            fn(db)
+            db["_migrations"].insert({"name": fn.__name__, "applied_at": datetime.now(UTC).isoformat()})
+            ran.append(fn.__name__)
+        if fn.__name__ == upto:
+            break
+    return ran
+
+
+@migration
+def m001_calls(db: sqlite_utils.Database) -> None:
+    """One row per model call: who, what, which model, tokens, cost, latency, outcome."""
+    db["calls"].create(
+        {
+            "id": int,
+            "uid": str,
+            "time": str,
+            "conversation_id": str,
+            "agent_id": str,
+            "kind": str,
+            "tool": str,
+            "task_type": str,
+            "tier": str,
+            "requested_model": str,
+            "model": str,
+            "provider": str,
+            "input_tokens": int,
+            "cached_input_tokens": int,
+            "cache_write_tokens": int,
+            "output_tokens": int,
+            "reasoning_tokens": int,
+            "token_source": str,
+            "cost_usd": float,
+            "estimated_cost_usd": float,
+            "price_source": str,
+            "latency_ms": float,
+            "outcome": str,
+            "fallback_of": int,
+            "reasons": str,
+            "prompt": str,
+        },
+        pk="id",
+        not_null=["uid", "time", "kind", "outcome"],
+        defaults={
+            "input_tokens": 0, "cached_input_tokens": 0, "cache_write_tokens": 0, "output_tokens": 0,
+            "reasoning_tokens": 0, "cost_usd": 0.0, "outcome": "ok",
+        },
+    )
+    # uid makes replays from the spool idempotent.
+    db["calls"].create_index(["uid"], index_name="calls_uid", unique=True)
+
+
+@migration
+def m002_report_indexes(db: sqlite_utils.Database) -> None:
+    """Indexes for the budget sums (by time, by conversation) and the `costs --by` reports."""
+    db["calls"].create_index(["time", "cost_usd"], index_name="calls_time")
+    db["calls"].create_index(["conversation_id", "cost_usd"], index_name="calls_conversation")
+    db["calls"].create_index(["model"], index_name="calls_model")
+    db["calls"].create_index(["tier"], index_name="calls_tier")
+    db["calls"].create_index(["task_type"], index_name="calls_task_type")
+    db["calls"].create_index(["tool"], index_name="calls_tool")
+
+
+@migration
+def m003_compression_savings(db: sqlite_utils.Database) -> None:
+    """Tokens and USD that history compression saved on the call."""
+    db["calls"].add_column("tokens_saved", int, not_null_default=0)
+    db["calls"].add_column("saved_usd", float, not_null_default=0.0)
+
+
+@migration
+def m004_feedback(db: sqlite_utils.Database) -> None:
+    """Verdicts on calls (explicit from a user, implicit from signals), for learned routing."""
+    db["feedback"].create(
+        {"id": int, "call_id": int, "verdict": str, "source": str, "signal": str, "time": str},
+        pk="id",
+        not_null=["call_id", "verdict", "source", "time"],
+        foreign_keys=[("call_id", "calls", "id")],
+    )
+    db["feedback"].create_index(["call_id"], index_name="feedback_call")
+
+
+@migration
+def m005_budgets(db: sqlite_utils.Database) -> None:
+    """Budget reservations (held between check and record) and alerts already fired."""
+    db["reservations"].create(
+        {"id": str, "conversation_id": str, "amount_usd": float, "created": str, "expires": str},
+        pk="id",
+        not_null=["amount_usd", "created", "expires"],
+    )
+    db["reservations"].create_index(["expires"], index_name="reservations_expires")
+    db["budget_alerts"].create(
+        {"key": str, "budget": str, "period": str, "threshold": float, "spent_usd": float,
+         "limit_usd": float, "time": str},
+        pk="key",
+        not_null=["budget", "threshold", "time"],
+    )
+
+
+DESCRIPTIONS: dict[str, dict[str, str]] = {
+    "calls": {
+        "id": "Row id; the CALL_ID of `agent-router feedback`.",
+        "uid": "Unique id made by the writer; makes spool replays idempotent.",
+        "time": "UTC time the call finished, ISO 8601 with microseconds.",
+        "conversation_id": "The host's conversation (context) id.",
+        "agent_id": "The host's agent id (e.g. Agent Zero's agent number).",
+        "kind": "chat | utility | summary | tool.",
+        "tool": "Name of the tool that made the call (kind 'tool').",
+        "task_type": "Task type from the analyzer (chat, code, math, ...).",
+        "tier": "Tier of the chosen model: utility | chat | premium.",
+        "requested_model": "The model alias the router chose or the caller asked for.",
+        "model": "The model that answered (provider's id when it reported one).",
+        "provider": "openai, anthropic, gemini, or an OpenAI-compatible name.",
+        "input_tokens": "Prompt tokens, cached reads and cache writes included.",
+        "cached_input_tokens": "Prompt tokens read from the provider's cache (priced as cached).",
+        "cache_write_tokens": "Prompt tokens written to the provider's cache (priced as cache writes).",
+        "output_tokens": "Generated tokens, reasoning included.",
+        "reasoning_tokens": "Reasoning / thinking tokens (part of output_tokens).",
+        "token_source": "provider (reported) | counted (our tokenizer) | estimated.",
+        "cost_usd": "Cost in USD at list price.",
+        "estimated_cost_usd": "The router's estimate before the call, if known.",
+        "price_source": "Where the price came from: settings, genai-prices <version>, or unknown.",
+        "latency_ms": "Wall time of the call in milliseconds.",
+        "outcome": "ok, or the error kind (timeout, rate_limit, auth, server, ...).",
+        "fallback_of": "id of the failed call this one replaced.",
+        "reasons": "JSON list: the router's reasons for the decision.",
+        "prompt": "Message contents; only when ledger.store_prompts is on, else empty.",
+        "tokens_saved": "Prompt tokens removed by compression before the call.",
+        "saved_usd": "USD those removed tokens would have cost.",
+    },
+    "feedback": {
+        "id": "Row id.",
+        "call_id": "calls.id the verdict is about.",
+        "verdict": "good | bad.",
+        "source": "explicit (a person said so) | implicit (inferred from a signal).",
+        "signal": "What implied it: switch_model, retry, tool_error, cli, ...",
+        "time": "UTC time, ISO 8601.",
+    },
+    "reservations": {
+        "id": "Reservation id returned by a budget check.",
+        "conversation_id": "Conversation the reserved call belongs to.",
+        "amount_usd": "Estimated cost held against the budgets until the call is recorded.",
+        "created": "UTC time of the check.",
+        "expires": "UTC time after which an unsettled reservation no longer counts.",
+    },
+    "budget_alerts": {
+        "key": "budget|period|threshold: an alert fires once per key.",
+        "budget": "daily | monthly | conversation.",
+        "period": "The day, the month, or the conversation id.",
+        "threshold": "Fraction of the limit crossed (0.8, 1.0, ...).",
+        "spent_usd": "Spend when the alert fired.",
+        "limit_usd": "The budget's limit.",
+        "time": "UTC time the alert fired.",
+    },
+    "_migrations": {"name": "Migration function applied.", "applied_at": "When."},
+}
+
+
+def schema_markdown(db: sqlite_utils.Database) -> str:
+    """Markdown documentation of the tables as the migrations built them."""
+    out = ["# agent-router ledger schema", ""]
+    out.append("Migrations, in order: " + ", ".join(f"`{fn.__name__}` ({(fn.__doc__ or '').strip()})"
+                                                   for fn in MIGRATIONS))
+    for table in ("calls", "feedback", "reservations", "budget_alerts", "_migrations"):
+        if table not in db.table_names():
+            continue
+        out += ["", f"## {table}", "", "| column | type | description |", "| --- | --- | --- |"]
+        docs = DESCRIPTIONS.get(table, {})
+        for col in db[table].columns:
+            out.append(f"| {col.name} | {col.type} | {docs.get(col.name, '')} |")
+        idx = [i.name for i in db[table].indexes if not i.name.startswith("sqlite_")]
+        if idx:
+            out += ["", "Indexes: " + ", ".join(idx)]
+    return "\n".join(out) + "\n"

@@ -1,0 +1,235 @@
+"""The one class that speaks SQL to the ledger database (SQLite here; a PostgreSQL store can mirror it).
+
+Everything else in the ledger calls these methods, never the connection. The SQL is plain (no SQLite-only
+functions beyond `substr`, `COALESCE`, `INSERT ... ON CONFLICT DO NOTHING`), so another backend can reuse it
+with its own placeholders and locking (`write()` maps to a transaction holding the write lock).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+import sqlite_utils
+
+from . import migrations
+from .errors import LedgerBusy, LedgerError
+
+T = TypeVar("T")
+
+CALL_COLUMNS: tuple[str, ...] = (
+    "uid", "time", "conversation_id", "agent_id", "kind", "tool", "task_type", "tier", "requested_model",
+    "model", "provider", "input_tokens", "cached_input_tokens", "cache_write_tokens", "output_tokens",
+    "reasoning_tokens", "token_source", "cost_usd", "estimated_cost_usd", "price_source", "latency_ms",
+    "outcome", "fallback_of", "reasons", "prompt", "tokens_saved", "saved_usd",
+)
+_INSERT_CALL = (
+    f"INSERT INTO calls ({', '.join(CALL_COLUMNS)}) VALUES ({', '.join('?' for _ in CALL_COLUMNS)})"
+    " ON CONFLICT (uid) DO NOTHING"
+)
+# Report groupings: name -> SQL expression over `calls`. Only these strings ever reach SQL.
+GROUPS: dict[str, str] = {
+    "model": "COALESCE(model, requested_model)",
+    "tier": "tier",
+    "task_type": "task_type",
+    "conversation": "conversation_id",
+    "day": "substr(time, 1, 10)",
+    "tool": "tool",
+    "kind": "kind",
+}
+
+
+def _is_busy(e: sqlite3.OperationalError) -> bool:
+    msg = str(e).lower()
+    return "locked" in msg or "busy" in msg
+
+
+class SQLiteStore:
+    """A SQLite ledger file in WAL mode. Thread-safe: one connection guarded by a lock."""
+
+    def __init__(self, path: str | os.PathLike[str], busy_timeout_ms: int = 5000, retries: int = 8):
+        self.path = Path(path)
+        self.busy_timeout_ms = busy_timeout_ms
+        self.retries = retries
+        self._lock = threading.RLock()
+        if self.path.is_dir():
+            raise LedgerError(f"{self.path}: is a directory; ledger.path must name a file")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise LedgerError(f"{self.path}: cannot create its folder ({e.strerror})") from None
+        try:
+            # isolation_level=None: every transaction here is explicit (BEGIN IMMEDIATE ... COMMIT).
+            self.conn = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False,
+                                        timeout=busy_timeout_ms / 1000)
+            self.conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
+            self._pragma_wal()
+            self.conn.execute("PRAGMA synchronous = NORMAL")  # safe with WAL; a crash loses no committed row
+            self.db = sqlite_utils.Database(self.conn, execute_plugins=False)
+            self.write(lambda s: migrations.migrate(s.db) if migrations.pending(s.db) else [])
+        except sqlite3.DatabaseError as e:
+            if isinstance(e, sqlite3.OperationalError) and _is_busy(e):
+                raise LedgerBusy(f"{self.path}: database stayed locked while opening ({e})") from None
+            raise LedgerError(
+                f"{self.path}: not a usable SQLite ledger ({e}); move it aside or set ledger.path to another file"
+            ) from None
+
+    def _pragma_wal(self) -> None:
+        mode = self.conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        if str(mode).lower() != "wal":
+            raise LedgerError(f"{self.path}: cannot switch to WAL mode (got {mode!r}); is it on a network drive?")
+
+    def close(self) -> None:
+        with self._lock:
+            self.conn.close()
+
+    # -- transactions --------------------------------------------------------------------------------------
+    @contextmanager
+    def _immediate(self) -> Iterator[None]:
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            if self.conn.in_transaction:
+                self.conn.execute("ROLLBACK")
+            raise
+        self.conn.execute("COMMIT")
+
+    def write(self, fn: Callable[[SQLiteStore], T], retries: int | None = None) -> T:
+        """Run fn(self) in one transaction holding the write lock; retry while the database is busy.
+
+        busy_timeout already waits inside SQLite; the retries add jittered back-off on top of it, because
+        a BEGIN IMMEDIATE that loses a race in WAL mode can fail at once with SQLITE_BUSY.
+        """
+        attempts = self.retries if retries is None else retries
+        delay = 0.005
+        for attempt in range(attempts + 1):
+            try:
+                with self._lock, self._immediate():
+                    return fn(self)
+            except sqlite3.OperationalError as e:
+                if not _is_busy(e) or attempt == attempts:
+                    if _is_busy(e):
+                        raise LedgerBusy(f"{self.path}: still locked after {attempts + 1} attempts ({e})") from e
+                    raise
+                time.sleep(delay * (1 + random.random()))
+                delay = min(delay * 2, 1.0)
+        raise AssertionError("unreachable")
+
+    def read(self, sql: str, params: Iterable[Any] = ()) -> list[dict[str, Any]]:
+        with self._lock:
+            cur = self.conn.execute(sql, tuple(params))
+            cols = [d[0] for d in cur.description or ()]
+            return [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
+
+    # -- writes (call inside write()) ----------------------------------------------------------------------
+    def insert_call(self, row: dict[str, Any]) -> int | None:
+        cur = self.conn.execute(_INSERT_CALL, [row.get(c) for c in CALL_COLUMNS])
+        if cur.rowcount == 0:  # uid already present (a replayed spool line)
+            found = self.conn.execute("SELECT id FROM calls WHERE uid = ?", (row["uid"],)).fetchone()
+            return int(found[0]) if found else None
+        return int(cur.lastrowid) if cur.lastrowid is not None else None
+
+    def insert_calls(self, rows: list[dict[str, Any]]) -> int:
+        cur = self.conn.executemany(_INSERT_CALL, ([r.get(c) for c in CALL_COLUMNS] for r in rows))
+        return cur.rowcount
+
+    def ids_for(self, uids: list[str]) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for i in range(0, len(uids), 500):
+            chunk = uids[i:i + 500]
+            q = f"SELECT uid, id FROM calls WHERE uid IN ({', '.join('?' for _ in chunk)})"
+            out.update({u: int(n) for u, n in self.conn.execute(q, chunk).fetchall()})
+        return out
+
+    def add_reservation(self, rid: str, conversation_id: str | None, amount: float, created: str,
+                        expires: str) -> None:
+        self.conn.execute(
+            "INSERT INTO reservations (id, conversation_id, amount_usd, created, expires) VALUES (?, ?, ?, ?, ?)",
+            (rid, conversation_id, amount, created, expires),
+        )
+
+    def delete_reservations(self, rids: Iterable[str]) -> None:
+        self.conn.executemany("DELETE FROM reservations WHERE id = ?", ((r,) for r in rids))
+
+    def purge_expired(self, now: str) -> None:
+        self.conn.execute("DELETE FROM reservations WHERE expires <= ?", (now,))
+
+    def mark_alert(self, key: str, budget: str, period: str, threshold: float, spent: float, limit: float,
+                   now: str) -> bool:
+        """Record that an alert fired; False when it had already fired (fire once per key)."""
+        cur = self.conn.execute(
+            "INSERT INTO budget_alerts (key, budget, period, threshold, spent_usd, limit_usd, time)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (key) DO NOTHING",
+            (key, budget, period, threshold, spent, limit, now),
+        )
+        return cur.rowcount == 1
+
+    def add_feedback(self, call_id: int, verdict: str, source: str, signal: str | None, now: str) -> int:
+        if self.conn.execute("SELECT 1 FROM calls WHERE id = ?", (call_id,)).fetchone() is None:
+            raise LedgerError(f"feedback: no call with id {call_id} in {self.path}")
+        cur = self.conn.execute(
+            "INSERT INTO feedback (call_id, verdict, source, signal, time) VALUES (?, ?, ?, ?, ?)",
+            (call_id, verdict, source, signal, now),
+        )
+        return int(cur.lastrowid or 0)
+
+    # -- sums (inside write() for atomic budget checks, or alone) -------------------------------------------
+    def spent(self, since: str | None = None, conversation_id: str | None = None) -> float:
+        if conversation_id is not None:
+            q, p = "SELECT COALESCE(SUM(cost_usd), 0) FROM calls WHERE conversation_id = ?", (conversation_id,)
+        else:
+            q, p = "SELECT COALESCE(SUM(cost_usd), 0) FROM calls WHERE time >= ?", (since or "",)
+        return float(self.conn.execute(q, p).fetchone()[0])
+
+    def reserved(self, now: str, since: str | None = None, conversation_id: str | None = None) -> float:
+        q = "SELECT COALESCE(SUM(amount_usd), 0) FROM reservations WHERE expires > ?"
+        p: list[Any] = [now]
+        if conversation_id is not None:
+            q += " AND conversation_id = ?"
+            p.append(conversation_id)
+        elif since is not None:
+            q += " AND created >= ?"
+            p.append(since)
+        return float(self.conn.execute(q, p).fetchone()[0])
+
+    # -- reports -------------------------------------------------------------------------------------------
+    def totals(self, by: str | None, since: str | None) -> list[dict[str, Any]]:
+        key = GROUPS[by] if by else "'all'"
+        where, params = ("WHERE time >= ?", [since]) if since else ("", [])
+        return self.read(
+            f"""SELECT {key} AS key, COUNT(*) AS calls,
+                COALESCE(SUM(input_tokens), 0) AS input_tokens,
+                COALESCE(SUM(cached_input_tokens), 0) AS cached_input_tokens,
+                COALESCE(SUM(cache_write_tokens), 0) AS cache_write_tokens,
+                COALESCE(SUM(output_tokens), 0) AS output_tokens,
+                COALESCE(SUM(reasoning_tokens), 0) AS reasoning_tokens,
+                COALESCE(SUM(cost_usd), 0) AS cost_usd,
+                SUM(CASE WHEN outcome = 'ok' THEN 0 ELSE 1 END) AS errors,
+                AVG(latency_ms) AS mean_latency_ms,
+                COALESCE(SUM(tokens_saved), 0) AS tokens_saved,
+                COALESCE(SUM(saved_usd), 0) AS saved_usd
+            FROM calls {where} GROUP BY {key} ORDER BY cost_usd DESC, key""",
+            params,
+        )
+
+    def outcomes(self, since: str | None) -> list[dict[str, Any]]:
+        where, params = ("WHERE f.time >= ?", [since]) if since else ("", [])
+        return self.read(
+            f"""SELECT f.call_id AS call_id, c.task_type AS task_type, COALESCE(c.requested_model, c.model) AS model,
+                c.tier AS tier, f.verdict AS verdict, f.source AS source, f.signal AS signal, f.time AS time
+            FROM feedback f JOIN calls c ON c.id = f.call_id {where} ORDER BY f.id""",
+            params,
+        )
+
+    def count(self, table: str = "calls") -> int:
+        if table not in ("calls", "feedback", "reservations", "budget_alerts"):
+            raise ValueError(table)
+        return int(self.read(f"SELECT COUNT(*) AS n FROM {table}")[0]["n"])
