@@ -27,6 +27,7 @@ class ConversationState:
     decision: Decision | None = None  # the current turn's decision
     override: dict[str, Any] | None = None  # sticky, set by switch_model with scope "conversation"
     next_turn: dict[str, Any] | None = None  # one turn only, set by switch_model with scope "next_turn"
+    turn_override: dict[str, Any] | None = None  # the override the current turn was routed with
     last_messages: list[dict[str, Any]] = field(default_factory=list)  # as routed at the turn's start
     turn: int = 0
     legacy_call: Any = None  # Agent Zero v0.9: the chat call synthesized between two loop points
@@ -42,6 +43,7 @@ class CallRecord:
     decision: Decision | None
     messages: list[dict[str, Any]]
     started: float
+    reservation_id: str | None = None  # the budget reservation to settle when the call is recorded
     reasoning: Any = None
 
 
@@ -105,10 +107,7 @@ class Runtime:
         kind: str = "chat",
         override: dict[str, Any] | None = None,
     ) -> Decision:
-        ctx: dict[str, Any] = {"call_kind": kind, "conversation_id": conversation_id}
-        remaining = self.budget_remaining(conversation_id)
-        if remaining is not None:
-            ctx["budget_remaining_usd"] = remaining
+        ctx: dict[str, Any] = {"call_kind": kind, **self.ledger.budget_context(conversation_id)}
         if override:
             ctx["override"] = override
         return self.router.route(messages, ctx)
@@ -118,15 +117,16 @@ class Runtime:
         st = self.state(conversation_id)
         override = st.next_turn or st.override
         st.next_turn = None
+        st.turn_override = override
         st.turn += 1
         st.last_messages = list(messages)
         st.decision = self.route(conversation_id, messages, "chat", override)
         return st.decision
 
     # -- recording ---------------------------------------------------------------------------------------
-    def record(self, **row: Any) -> Any:
-        """Write one ledger row (see agent_router.ledger for the columns)."""
-        row.setdefault("agent", self.agent_name)
+    def record(self, **row: Any) -> int | None:
+        """Write one ledger row (arguments of `Ledger.record`); returns its id."""
+        row.setdefault("agent_id", self.agent_name)
         return self.ledger.record(**row)
 
 

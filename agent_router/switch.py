@@ -20,6 +20,7 @@ from .catalog import TIER_RANK, ModelInfo
 from .router import estimate_output_tokens
 from .runtime import Runtime
 from .settings import TIERS
+from .usage import counted
 
 SCOPES = ("next_turn", "conversation")
 _TRUE = (True, "true", "yes", "1", 1)
@@ -149,8 +150,6 @@ def decide(rt: Runtime, conversation_id: str, args: dict[str, Any]) -> SwitchRes
 
 def switch_model(rt: Runtime, conversation_id: str, args: dict[str, Any]) -> SwitchResult:
     """Decide, apply (set the override) and record the decision as a ledger row of kind 'tool'."""
-    from .usage import counted  # branch `ledger`
-
     res = decide(rt, conversation_id, args)
     st = rt.state(conversation_id)
     reason = str(args.get("reason") or "").strip()
@@ -163,15 +162,28 @@ def switch_model(rt: Runtime, conversation_id: str, args: dict[str, Any]) -> Swi
             if override is None:  # auto for the next turn: drop any sticky choice as well
                 st.override = None
     shown = {k: args[k] for k in ("tier", "model", "auto", "scope") if k in args}
+    target = _target_model(rt, res, st)
     rt.record(
-        conversation_id=conversation_id,
-        kind="tool",
-        tool_name="switch_model",
-        tier="",
-        model="",
+        requested_model=target.alias,
+        provider=target.provider,
         usage=counted(0, 0),
-        latency_ms=0.0,
+        cost_usd=0.0,
+        kind="tool",
+        tool="switch_model",
+        conversation_id=conversation_id,
+        tier=target.tier,
         outcome="ok" if res.accepted else "refused",
         reasons=[res.message, f"args: {shown}", f"reason: {reason}"],
     )
     return res
+
+
+def _target_model(rt: Runtime, res: SwitchResult, st: Any) -> ModelInfo:
+    """The model a tool row names: the switch's target, else the model the conversation is on."""
+    if res.accepted and res.target:
+        if "model" in res.target:
+            return rt.catalog.get(res.target["model"])
+        return rt.catalog.tier_models(res.target["tier"])[0]
+    if st.decision is not None:
+        return rt.catalog.get(st.decision.model)
+    return rt.catalog.tier_models("chat")[0]

@@ -18,7 +18,8 @@ from typing import Any
 from .. import runtime as rtmod
 from ..errors import InputError
 from ..hookspecs import hookimpl
-from ..router import Decision
+from ..router import BudgetBlocked, Decision
+from ..usage import Usage, counted, normalize
 
 
 def compress_prompt(
@@ -83,12 +84,14 @@ def _before(agent: Any, call_data: Any, kind: str) -> None:
     if decision is None:
         # Utility calls (and chat calls outside a loop iteration) are routed on their own messages.
         decision = rt.route(conv, messages, kind)
-    decision = _within_budget(rt, conv, decision, messages, kind, st.override if kind == "chat" else None)
+    override = st.turn_override if kind == "chat" else None
+    decision, reservation = _within_budget(rt, conv, decision, messages, kind, override)
     if kind == "chat":
         st.decision = decision
     model = rt.catalog.get(decision.model)
     ad.set_model(agent, call_data, model, kind)
-    rt.begin_call(call_data, rtmod.CallRecord(kind, conv, model, decision, messages, rtmod.now()))
+    rec = rtmod.CallRecord(kind, conv, model, decision, messages, rtmod.now(), reservation)
+    rt.begin_call(call_data, rec)
 
 
 def _within_budget(
@@ -98,20 +101,25 @@ def _within_budget(
     messages: list[dict[str, Any]],
     kind: str,
     override: dict[str, Any] | None,
-) -> Decision:
-    """Check the call against the budgets just before it is made (spend may have grown since the turn
-    began). Over budget: re-route with what is left, which downgrades or raises BudgetBlocked per settings."""
-    remaining = rt.budget_remaining(conv)
-    if remaining is None:
-        return d
+) -> tuple[Decision, str | None]:
+    """Check the call against the budgets atomically just before it is made (spend may have grown since
+    the turn began), reserving its estimate. Over budget: re-route with what is left, which downgrades, or
+    raises BudgetBlocked when settings say block or nothing cheaper fits. Returns the decision and the
+    reservation to settle when the call is recorded."""
     model = rt.catalog.get(d.model)
     n_in = rt.counter.count_messages(messages, model.provider, model.name).tokens
     est = model.estimate_cost(n_in, d.estimated_output_tokens)
-    if est <= remaining:
-        return d
-    new = rt.route(conv, messages, kind, override)
-    new.reasons.insert(0, f"budget check before the call: ${est:.5f} on {d.model} > ${remaining:.5f} left")
-    return new
+    chk = rt.ledger.check(est, conv)
+    if chk.allowed:
+        return d, chk.reservation_id
+    if chk.action == "block":
+        raise BudgetBlocked("; ".join(chk.reasons) or f"budget exhausted for conversation {conv}")
+    ctx: dict[str, Any] = {"call_kind": kind, "conversation_id": conv}
+    if override:
+        ctx["override"] = override
+    new, chk2 = rt.ledger.route(rt.router, messages, ctx)
+    new.reasons.insert(0, f"budget check before the call: {'; '.join(chk.reasons) or 'over budget'}")
+    return new, chk2.reservation_id
 
 
 def _after(agent: Any, call_data: Any, response: Any, kind: str) -> None:
@@ -121,8 +129,6 @@ def _after(agent: Any, call_data: Any, response: Any, kind: str) -> None:
     rec = rt.end_call(call_data)
     if rec is None:  # the before-hook did not run for this call (pack activated mid-call)
         return
-    from ..usage import Usage, counted, normalize  # branch `ledger`
-
     ad = rt.adapter
     latency_ms = (rtmod.now() - rec.started) * 1000.0
     m = rec.model
@@ -135,16 +141,17 @@ def _after(agent: Any, call_data: Any, response: Any, kind: str) -> None:
         text = ad.response_text(response, rec.reasoning)
         n_out = rt.counter.count_text(text, m.provider, m.name)
         usage = counted(n_in.tokens, n_out.tokens, "counted" if n_in.source == "counted" else "estimated")
-    d = rec.decision
     rt.record(
-        conversation_id=rec.conversation_id,
-        kind=kind,
-        tier=(d.tier if d else m.tier) or "",
-        model=m.alias,
+        model=m.name,
+        requested_model=m.alias,
+        provider=m.provider,
         usage=usage,
+        kind=kind,
+        conversation_id=rec.conversation_id,
+        tier=m.tier,
+        decision=rec.decision,
         latency_ms=latency_ms,
-        outcome="ok",
-        reasons=list(d.reasons) if d else [],
+        reservation_id=rec.reservation_id,
     )
 
 
