@@ -238,6 +238,62 @@ class ToolPolicySettings(_Model):
     )
 
 
+class TranscriptionProvider(_Model):
+    """One OpenAI-compatible speech-to-text endpoint (`POST {base_url}/audio/transcriptions`, multipart)."""
+
+    name: str = Field(..., min_length=1, description="A label for this provider, e.g. 'groq'.")
+    base_url: str = Field(..., min_length=1, description="API base URL, e.g. 'https://api.groq.com/openai/v1'.")
+    api_key_env: str | list[str] | None = Field(
+        None, description="Name(s) of environment variables holding the API key(s); several rotate."
+    )
+    model: str = Field("whisper-1", min_length=1, description="Transcription model id, e.g. 'whisper-large-v3'.")
+    price_per_minute: float = Field(
+        0.0, ge=0, description="USD per audio minute; the cheapest (0 = free) is tried first."
+    )
+    max_file_mb: float = Field(25.0, gt=0, description="Largest upload this provider accepts, in MB.")
+    response_format: Literal["json", "verbose_json", "text"] = Field(
+        "verbose_json", description="Response format asked for; verbose_json also reports the audio duration."
+    )
+
+    @field_validator("api_key_env")
+    @classmethod
+    def _not_a_key(cls, v: str | list[str] | None) -> str | list[str] | None:
+        return ModelConfig._not_a_key(v)
+
+    def key_envs(self) -> list[str]:
+        v = self.api_key_env
+        return [v] if isinstance(v, str) else list(v or [])
+
+
+class ProviderSettings(_Model):
+    """Calling model APIs directly: timeouts, retries, health and the transcription pool."""
+
+    timeout_s: float = Field(120.0, gt=0, description="Longest wait for a response (or between stream chunks).")
+    connect_timeout_s: float = Field(5.0, gt=0, description="Longest wait to open a connection.")
+    max_retries: int = Field(2, ge=0, description="Retries on the same model (timeouts, 5xx, 429) before failover.")
+    backoff_base_s: float = Field(0.5, ge=0, description="First retry delay; doubles each retry, with full jitter.")
+    backoff_max_s: float = Field(8.0, ge=0, description="Longest delay between two retries.")
+    max_retry_wait_s: float = Field(
+        5.0, ge=0, description="Longest Retry-After / rate-limit wait honoured; beyond it, fail over instead."
+    )
+    deadline_s: float | None = Field(
+        None, gt=0, description="Longest time for one call including retries and failover; unset: no limit."
+    )
+    failure_threshold: int = Field(
+        3, ge=1, description="Consecutive failures after which a model cools down (is skipped)."
+    )
+    cooldown_s: float = Field(30.0, ge=0, description="How long a failing model is skipped before one probe call.")
+    key_set_aside_s: float = Field(
+        3600.0, ge=0, description="How long an API key that failed authentication is left out of rotation."
+    )
+    stream_usage: bool = Field(
+        True, description="Ask OpenAI-compatible servers for usage on streams (stream_options.include_usage)."
+    )
+    transcription: list[TranscriptionProvider] = Field(
+        default_factory=list, description="Speech-to-text providers; cheapest first, then round-robin."
+    )
+
+
 class Settings(_Model):
     """All of agent_router's settings."""
 
@@ -255,6 +311,9 @@ class Settings(_Model):
     tokens: TokenSettings = Field(default_factory=TokenSettings, description="Token counting.")
     tool_policy: ToolPolicySettings = Field(
         default_factory=ToolPolicySettings, description="Policy of the agent's `switch_model` tool."
+    )
+    providers: ProviderSettings = Field(
+        default_factory=ProviderSettings, description="Direct model API calls and transcription."
     )
 
     @field_validator("tiers", mode="before")

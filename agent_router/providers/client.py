@@ -1,0 +1,568 @@
+"""ProviderClient: call a configured model over HTTP, with retries, rate limits, key rotation, health and
+failover along a fallback chain. Every attempt is reported to `on_attempt(record)`.
+
+Why a hand-written retry loop and not tenacity: each retry decision here depends on the error kind and on
+shared state (rotate to the next key on 401 or a per-key 429, fail over at once on a context-length error,
+wait out Retry-After only when it fits the budget, stop at the call's deadline, never retry a stream that
+already produced output), and the backoff itself is two lines. tenacity would wrap only those two lines
+while the state machine stayed ours.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import time
+import uuid
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+import httpx
+from httpx_sse import EventSource
+
+from ..catalog import Catalog, ModelInfo
+from ..errors import AgentRouterError
+from ..settings import ProviderSettings, Settings
+from . import types as t
+from . import wire_anthropic, wire_gemini, wire_openai
+from .classify import classify, error_text, learned_limits, retry_after
+from .health import Health
+from .keys import KeyPool, Secret, redact
+from .limits import Limiter
+from .state import MemoryState, StateStore
+
+log = logging.getLogger("agent_router.providers")
+
+Record = dict[str, Any]
+
+
+def wire_for(provider: str) -> Any:
+    if provider == "anthropic":
+        return wire_anthropic
+    if provider in ("gemini", "google"):
+        return wire_gemini
+    return wire_openai
+
+
+def base_url_for(m: ModelInfo) -> str:
+    if m.config.base_url:
+        return m.config.base_url.rstrip("/")
+    p = m.provider
+    if p == "anthropic":
+        return wire_anthropic.DEFAULT_BASE_URL
+    if p in ("gemini", "google"):
+        return wire_gemini.DEFAULT_BASE_URL
+    if p in wire_openai.DEFAULT_BASE_URLS:
+        return wire_openai.DEFAULT_BASE_URLS[p]
+    raise AgentRouterError(
+        f"models.{m.alias}.base_url: required for provider {p!r} (no default endpoint known)"
+    )
+
+
+def needs_key(m: ModelInfo) -> bool:
+    return bool(m.config.key_envs()) or m.provider not in wire_openai.KEYLESS
+
+
+class ProviderClient:
+    """Thread-safe; share one per process. Pass `http` (an httpx.Client) or `transport` to control I/O,
+    `state` (a StateStore) to share health and limits between processes, `env` to read keys elsewhere."""
+
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        *,
+        catalog: Catalog | None = None,
+        http: httpx.Client | None = None,
+        transport: httpx.BaseTransport | None = None,
+        state: StateStore | None = None,
+        on_attempt: Callable[[Record], None] | None = None,
+        env: Mapping[str, str] | None = None,
+        counter: Any = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ):
+        self.settings = settings or Settings()
+        self.ps: ProviderSettings = self.settings.providers
+        self.catalog = catalog or Catalog(self.settings)
+        self.state = state or MemoryState()
+        self.on_attempt = on_attempt
+        self.counter = counter
+        self.sleep = sleep
+        self._own_http = http is None
+        self.http = http or httpx.Client(
+            transport=transport,
+            timeout=httpx.Timeout(self.ps.timeout_s, connect=self.ps.connect_timeout_s),
+            follow_redirects=False,
+        )
+        self.health = Health(
+            self.state,
+            self.ps.failure_threshold,
+            self.ps.cooldown_s,
+            probe_ttl_s=self.ps.timeout_s + self.ps.connect_timeout_s,
+        )
+        self.limiter = Limiter(self.state)
+        self.keys = KeyPool(self.state, env, self.ps.key_set_aside_s)
+        self._no_stream_options: set[str] = set()
+
+    def close(self) -> None:
+        if self._own_http:
+            self.http.close()
+
+    def __enter__(self) -> ProviderClient:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    # -- public API ----------------------------------------------------------------------------------------
+    def complete(
+        self,
+        model: Any,
+        messages: list[dict[str, Any]],
+        *,
+        fallbacks: list[str] | None = None,
+        kind: str = "chat",
+        **opts: Any,
+    ) -> t.Completion:
+        """Call `model` (an alias, or a router Decision) and fail over along its chain; return the answer.
+
+        `opts`: max_tokens, temperature, tools, tool_choice, json_mode, stop, extra (see types.Request)."""
+        out = None
+        for d in self._run(model, messages, fallbacks, kind, stream=False, opts=opts):
+            out = d.completion or out
+        assert out is not None
+        return out
+
+    def stream(
+        self,
+        model: Any,
+        messages: list[dict[str, Any]],
+        *,
+        fallbacks: list[str] | None = None,
+        kind: str = "chat",
+        **opts: Any,
+    ) -> Iterator[t.Delta]:
+        """Like complete(), yielding text deltas, then tool calls, then one Delta with the `completion`.
+
+        Failover happens only before the first delta; a stream that breaks after it raises StreamBroken."""
+        return self._run(model, messages, fallbacks, kind, stream=True, opts=opts)
+
+    def ping(self, alias: str, timeout_s: float = 10.0) -> Record:
+        """One tiny request, no retries or failover: {'model', 'status', 'latency_ms', 'error'}."""
+        m = self.catalog.get(alias)
+        if needs_key(m) and not self.keys.present(m.config.key_envs()):
+            return {"model": alias, "status": "no key", "latency_ms": None, "error": None}
+        keys = self.keys.rotation(self._group(m), m.config.key_envs()) or [None]
+        req = t.Request(messages=[{"role": "user", "content": "ping"}], max_tokens=1)
+        t0 = time.perf_counter()
+        try:
+            self._send(m, keys[0], req, deadline=time.monotonic() + timeout_s, kind="health")
+        except t.ProviderError as e:
+            ms = (time.perf_counter() - t0) * 1000
+            # A model that answers "max_tokens too small" or similar is up and reachable.
+            up = e.kind == t.BAD_REQUEST
+            return {
+                "model": alias,
+                "status": "ok" if up else e.kind,
+                "latency_ms": round(ms, 1),
+                "error": None if up else str(e),
+            }
+        return {
+            "model": alias,
+            "status": "ok",
+            "latency_ms": round((time.perf_counter() - t0) * 1000, 1),
+            "error": None,
+        }
+
+    # -- the attempt loop ----------------------------------------------------------------------------------
+    def _chain(self, model: Any, fallbacks: list[str] | None) -> list[str]:
+        if hasattr(model, "model") and hasattr(model, "fallbacks"):  # a router Decision
+            alias, chain = model.model, list(model.fallbacks) if fallbacks is None else fallbacks
+        else:
+            alias = self.catalog.get(model).alias
+            chain = fallbacks if fallbacks is not None else self.settings.routing.fallbacks.get(alias, [])
+        out = [alias]
+        for a in chain:
+            a = self.catalog.get(a).alias
+            if a not in out:
+                out.append(a)
+        return out
+
+    def _group(self, m: ModelInfo) -> str:
+        return f"{m.provider}:{','.join(m.config.key_envs())}"
+
+    def _backoff(self, retry: int) -> float:
+        # Full jitter (AWS architecture blog): uniform in [0, min(cap, base * 2^retry)].
+        return random.uniform(0, min(self.ps.backoff_max_s, self.ps.backoff_base_s * (2**retry)))
+
+    def _run(
+        self,
+        model: Any,
+        messages: list[dict[str, Any]],
+        fallbacks: list[str] | None,
+        kind: str,
+        stream: bool,
+        opts: dict[str, Any],
+    ) -> Iterator[t.Delta]:
+        req = t.Request(messages=messages, **opts)
+        chain = self._chain(model, fallbacks)
+        deadline = time.monotonic() + self.ps.deadline_s if self.ps.deadline_s else None
+        attempts: list[Record] = []
+        skipped: list[str] = []
+        cleanup: list[Any] = []
+        try:
+            yield from self._attempt_chain(chain, req, kind, stream, deadline, attempts, skipped, cleanup)
+        finally:
+            for g in cleanup:  # a consumer that stops reading closes the HTTP stream at once
+                g.close()
+
+    def _attempt_chain(
+        self,
+        chain: list[str],
+        req: t.Request,
+        kind: str,
+        stream: bool,
+        deadline: float | None,
+        attempts: list[Record],
+        skipped: list[str],
+        cleanup: list[Any],
+    ) -> Iterator[t.Delta]:
+        last: t.ProviderError | None = None
+        min_window = 0
+        for alias in chain:
+            m = self.catalog.get(alias)
+            if m.context_window <= min_window:
+                skipped.append(f"{alias}: window {m.context_window:,} not larger")
+                continue
+            if not self.health.available(alias):
+                skipped.append(f"{alias}: cooling down")
+                continue
+            envs = m.config.key_envs()
+            keys: list[Secret | None] = list(self.keys.rotation(self._group(m), envs))
+            if not keys:
+                if needs_key(m):
+                    skipped.append(f"{alias}: no API key set ({', '.join(envs) or 'api_key_env unset'})")
+                    last = t.ProviderError(
+                        t.NO_KEY, f"none of {', '.join(envs) or 'api_key_env'} is set", model=alias
+                    )
+                    continue
+                keys = [None]
+            retries = 0
+            while keys:
+                key = self._unblocked(alias, keys)
+                wait = self._wait_for_limits(alias, m, req, key, keys)
+                if wait > 0:
+                    if not self._can_wait(wait, deadline):
+                        last = t.ProviderError(
+                            t.RATE_LIMIT,
+                            f"rate limit reached; next slot in {wait:.1f}s",
+                            model=alias,
+                            retry_after=wait,
+                        )
+                        skipped.append(f"{alias}: rate limited for {wait:.1f}s")
+                        break
+                    self.sleep(wait)
+                    key = self._unblocked(alias, keys)
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise t.AllModelsFailed(
+                        t.TIMEOUT, "deadline reached before any model answered", attempts=attempts
+                    )
+                prev = attempts[-1]["id"] if attempts else None
+                t0 = time.perf_counter()
+                emitted = False
+                try:
+                    if stream:
+                        gen = self._send_stream(m, key, req, deadline)
+                        cleanup.append(gen)
+                        first = next(gen)
+                        emitted = first.completion is None
+                        if emitted:
+                            yield first
+                        c = first.completion
+                        for d in gen if emitted else ():
+                            if d.completion is not None:
+                                c = d.completion
+                            else:
+                                yield d
+                    else:
+                        c = self._send(m, key, req, deadline, kind)
+                except t.ProviderError as e:
+                    err = e
+                    if emitted and not isinstance(e, t.StreamBroken):
+                        err = t.StreamBroken(f"stream failed after partial output: {e}", model=alias)
+                    rec = self._record(kind, m, None, t0, err, prev, len(attempts) + 1, req)
+                    attempts.append(rec)
+                    self.health.failure(alias, err.kind)
+                    last = err
+                    if emitted:  # the caller already has part of the answer: never silently switch models
+                        err.attempts = attempts
+                        raise err from None
+                    if e.kind == t.AUTH and key is not None:
+                        self.keys.set_aside(key)
+                        keys.remove(key)
+                        continue
+                    if e.kind == t.RATE_LIMIT:
+                        self.limiter.learn(alias, getattr(e, "announced", {}), m.config.rate_limits)
+                        if key is not None and e.retry_after:
+                            self.state.set(
+                                f"block:{alias}:{key.env}",
+                                time.time() + e.retry_after,
+                                ttl_s=min(e.retry_after, 86400),
+                            )
+                            if any(self._blocked_for(alias, k) == 0 for k in keys):
+                                continue  # another key is not limited: use it now
+                    if e.kind not in t.RETRYABLE or retries >= self.ps.max_retries:
+                        break
+                    wait = e.retry_after if e.retry_after is not None else self._backoff(retries)
+                    if not self._can_wait(wait, deadline):
+                        if e.kind == t.RATE_LIMIT:
+                            self.health.trip(alias, min(wait, 3600))  # skip it until the server's reset
+                        break
+                    retries += 1
+                    self.sleep(wait)
+                    continue
+                except httpx.HTTPError as e:  # pragma: no cover - _send maps these; a guard, never leak keys
+                    raise t.ProviderError(
+                        t.CONNECT, redact(f"{type(e).__name__}: {e}"), model=alias
+                    ) from None
+                rec = self._record(kind, m, c, t0, None, prev, len(attempts) + 1, req)
+                attempts.append(rec)
+                self.health.success(alias)
+                c.alias, c.provider, c.attempts = alias, m.provider, attempts
+                c.latency_ms = rec["latency_ms"]
+                if stream:
+                    for tc in c.tool_calls:
+                        yield t.Delta(tool_call=tc)
+                yield t.Delta(completion=c)
+                return
+            if last is not None and last.kind not in t.FAILOVER:
+                last.attempts = attempts
+                raise last
+            if last is not None and last.kind == t.CONTEXT_LENGTH:
+                min_window = max(min_window, m.context_window)
+        tried = "; ".join(f"{r['model']}: {r['error_kind']}" for r in attempts)
+        detail = "; ".join(x for x in (tried, *skipped) if x)
+        raise t.AllModelsFailed(
+            last.kind if last else t.COOLDOWN, f"every model failed ({detail})", attempts=attempts
+        )
+
+    def _can_wait(self, wait: float, deadline: float | None) -> bool:
+        if wait > self.ps.max_retry_wait_s:
+            return False
+        return deadline is None or time.monotonic() + wait < deadline
+
+    def _blocked_for(self, alias: str, key: Secret | None) -> float:
+        if key is None:
+            return 0.0
+        until = self.state.get(f"block:{alias}:{key.env}")
+        return max(0.0, until - time.time()) if until else 0.0
+
+    def _unblocked(self, alias: str, keys: list[Secret | None]) -> Secret | None:
+        """The first key not rate-limited; else the one free soonest."""
+        return min(keys, key=lambda k: self._blocked_for(alias, k))
+
+    def _wait_for_limits(
+        self, alias: str, m: ModelInfo, req: t.Request, key: Secret | None, keys: list[Secret | None]
+    ) -> float:
+        wait = self._blocked_for(alias, key)
+        limits = self.limiter.limits(alias, m.config.rate_limits)
+        if limits:
+            est = self._estimate_input(req) if "input_tpm" in limits else 0
+            wait = max(wait, self.limiter.wait_s(alias, limits, est))
+        return wait
+
+    @staticmethod
+    def _estimate_input(req: t.Request) -> int:
+        # A limiter needs a fast upper-ish bound, not a tokenizer: about 4 characters per token.
+        return sum(
+            len(m["content"]) if isinstance(m.get("content"), str) else len(json.dumps(m.get("content")))
+            for m in req.messages
+        ) // 4 + 4 * len(req.messages)
+
+    # -- one HTTP exchange ---------------------------------------------------------------------------------
+    def _prepare(
+        self, m: ModelInfo, key: Secret | None, req: t.Request, stream: bool
+    ) -> tuple[str, dict, dict]:
+        wire = wire_for(m.provider)
+        base = base_url_for(m)
+        stream_usage = self.ps.stream_usage and base not in self._no_stream_options
+        body = wire.build(req, m.name, m.provider, stream, stream_usage)
+        headers = wire.auth_headers(key.value if key is not None else None)
+        return base + wire.path(m.name, stream), headers, body
+
+    def _timeout(self, deadline: float | None) -> httpx.Timeout:
+        total = self.ps.timeout_s
+        if deadline is not None:
+            total = max(0.001, min(total, deadline - time.monotonic()))
+        return httpx.Timeout(total, connect=min(self.ps.connect_timeout_s, total))
+
+    def _http_error(self, m: ModelInfo, resp: httpx.Response, body: bytes) -> t.ProviderError:
+        msg = redact(error_text(body))
+        kind = classify(resp.status_code, msg)
+        e = t.ProviderError(
+            kind,
+            msg or resp.reason_phrase,
+            model=m.alias,
+            status=resp.status_code,
+            retry_after=retry_after(resp.headers, body, msg) if kind == t.RATE_LIMIT else None,
+        )
+        e.announced = learned_limits(resp.headers, m.provider)  # type: ignore[attr-defined]
+        if kind == t.SERVER:
+            e.retry_after = retry_after(resp.headers, body, msg)
+        return e
+
+    def _transport_error(self, m: ModelInfo, e: Exception) -> t.ProviderError:
+        if isinstance(e, httpx.TimeoutException):
+            return t.ProviderError(t.TIMEOUT, f"no answer in time ({type(e).__name__})", model=m.alias)
+        return t.ProviderError(t.CONNECT, redact(f"{type(e).__name__}: {e}"), model=m.alias)
+
+    def _after_ok(self, m: ModelInfo, key: Secret | None, resp: httpx.Response) -> None:
+        # Honour exhausted rate-limit headers on success too: the next call waits instead of getting a 429.
+        h = resp.headers
+        if key is not None and (
+            "0"
+            in (
+                h.get("x-ratelimit-remaining-requests"),
+                h.get("x-ratelimit-remaining-tokens"),
+                h.get("anthropic-ratelimit-requests-remaining"),
+            )
+        ):
+            wait = retry_after(h)
+            if wait:
+                self.state.set(f"block:{m.alias}:{key.env}", time.time() + wait, ttl_s=min(wait, 86400))
+
+    def _send(
+        self, m: ModelInfo, key: Secret | None, req: t.Request, deadline: float | None, kind: str = "chat"
+    ) -> t.Completion:
+        url, headers, body = self._prepare(m, key, req, stream=False)
+        self.limiter.add(m.alias, rpm=1)
+        try:
+            resp = self.http.post(url, json=body, headers=headers, timeout=self._timeout(deadline))
+        except httpx.HTTPError as e:
+            raise self._transport_error(m, e) from None
+        if resp.status_code >= 400:
+            raise self._http_error(m, resp, resp.content)
+        try:
+            data = resp.json()
+        except ValueError:
+            raise t.ProviderError(
+                t.MALFORMED,
+                f"response is not JSON: {redact(resp.text[:80])!r}",
+                model=m.alias,
+                status=resp.status_code,
+            ) from None
+        c = wire_for(m.provider).parse(data, m.name)
+        self._after_ok(m, key, resp)
+        return c
+
+    def _send_stream(
+        self, m: ModelInfo, key: Secret | None, req: t.Request, deadline: float | None
+    ) -> Iterator[t.Delta]:
+        url, headers, body = self._prepare(m, key, req, stream=True)
+        headers["Accept"] = "text/event-stream"
+        self.limiter.add(m.alias, rpm=1)
+        parser = wire_for(m.provider).StreamParser(m.name)
+        t0 = time.perf_counter()
+        first_at: float | None = None
+        try:
+            with self.http.stream(
+                "POST", url, json=body, headers=headers, timeout=self._timeout(deadline)
+            ) as resp:
+                if resp.status_code >= 400:
+                    raw = resp.read()
+                    err = self._http_error(m, resp, raw)
+                    if (
+                        "stream_options" in str(err)
+                        and "stream_options" in body
+                        and err.kind == t.BAD_REQUEST
+                    ):
+                        # This server rejects stream_options: remember, and ask again without it.
+                        self._no_stream_options.add(base_url_for(m))
+                        yield from self._send_stream(m, key, req, deadline)
+                        return
+                    raise err
+                for sse in EventSource(resp).iter_sse():
+                    for d in parser.feed(sse.event, sse.data):
+                        if first_at is None:
+                            first_at = time.perf_counter()
+                        yield d
+                c = parser.finish()
+                self._after_ok(m, key, resp)
+        except httpx.HTTPError as e:
+            err = self._transport_error(m, e)
+            if first_at is not None or parser_has_output(parser):
+                raise t.StreamBroken(
+                    f"connection lost mid-stream ({type(e).__name__})", model=m.alias
+                ) from None
+            raise err from None
+        if first_at is not None:
+            c.ttft_ms = (first_at - t0) * 1000
+        yield t.Delta(completion=c)
+
+    # -- records -------------------------------------------------------------------------------------------
+    def _record(
+        self,
+        kind: str,
+        m: ModelInfo,
+        c: t.Completion | None,
+        t0: float,
+        err: t.ProviderError | None,
+        prev: str | None,
+        n: int,
+        req: t.Request,
+    ) -> Record:
+        latency = round((time.perf_counter() - t0) * 1000, 3)
+        u = c.usage if c is not None else None
+        if c is not None and u is not None and u.source == "estimated":
+            u = self._count(m, req, c)
+        rec: Record = {
+            "id": uuid.uuid4().hex,
+            "kind": kind,
+            "model": m.alias,
+            "model_name": m.name,
+            "resolved_model": c.model if c is not None else None,
+            "provider": m.provider,
+            "input_tokens": u.input_tokens if u else 0,
+            "cached_input_tokens": u.cached_input_tokens if u else 0,
+            "cache_write_tokens": u.cache_write_tokens if u else 0,
+            "output_tokens": u.output_tokens if u else 0,
+            "reasoning_tokens": u.reasoning_tokens if u else 0,
+            "token_source": u.source if u else "none",
+            "latency_ms": latency,
+            "outcome": "ok" if err is None else ("stream_broken" if err.kind == t.STREAM_BROKEN else "error"),
+            "error_kind": None if err is None else err.kind,
+            "error": None if err is None else redact(str(err)),
+            "status": None if err is None else err.status,
+            "fallback_of": prev,
+            "attempt": n,
+        }
+        if c is not None and u is not None:
+            c.usage = u
+            self.limiter.add(m.alias, input_tokens=u.input_tokens, output_tokens=u.output_tokens)
+        if err is not None:
+            log.warning("%s attempt %d on %s failed: %s", kind, n, m.alias, rec["error"])
+        if self.on_attempt is not None:
+            try:
+                self.on_attempt(rec)
+            except Exception:  # a broken recorder must not turn a good answer into a failure
+                log.exception("on_attempt callback failed")
+        return rec
+
+    def _count(self, m: ModelInfo, req: t.Request, c: t.Completion) -> t.Usage:
+        """Usage the server did not report, counted offline."""
+        if self.counter is None:
+            from ..tokens import TokenCounter
+
+            self.counter = TokenCounter(self.settings.tokens.cache_dir)
+        cin = self.counter.count_messages(req.messages, m.provider, m.name)
+        out_text = c.text + "".join(tc.name + tc.arguments for tc in c.tool_calls)
+        cout = self.counter.count_text(out_text, m.provider, m.name)
+        source = "counted" if cin.source == "counted" and cout.source == "counted" else "estimated"
+        return t.Usage(input_tokens=cin.tokens, output_tokens=cout.tokens, source=source)
+
+
+def parser_has_output(parser: Any) -> bool:
+    text = getattr(parser, "text", None)
+    if text is None and hasattr(parser, "acc"):
+        text = parser.acc.text
+    return bool(text)

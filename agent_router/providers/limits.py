@@ -1,0 +1,82 @@
+"""Per-model rate limits (requests, input and output tokens per minute), from settings or learned from 429s.
+
+Counting uses a sliding-window estimate over two fixed one-minute buckets (previous bucket weighted by the
+part of it still inside the window), which needs only counters: cheap in memory and in Redis.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+from ..settings import RateLimits
+from .state import StateStore
+
+METRICS = ("rpm", "input_tpm", "output_tpm")
+LEARNED_TTL_S = 3600.0
+
+
+class Limiter:
+    def __init__(self, state: StateStore, clock=time.time):
+        self.state = state
+        self.clock = clock
+
+    def limits(self, alias: str, configured: RateLimits | None) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for m in METRICS:
+            v = getattr(configured, m, None) if configured is not None else None
+            if v is None:
+                v = self.state.get(f"learned:{alias}:{m}")
+            if v is not None:
+                out[m] = v
+        return out
+
+    def _window(self, alias: str, metric: str, now: float) -> tuple[float, float, float]:
+        minute = math.floor(now / 60)
+        cur = self.state.get(f"rl:{alias}:{metric}:{minute}") or 0.0
+        prev = self.state.get(f"rl:{alias}:{metric}:{minute - 1}") or 0.0
+        return cur, prev, (now / 60) - minute
+
+    def used(self, alias: str, metric: str) -> float:
+        cur, prev, frac = self._window(alias, metric, self.clock())
+        return cur + prev * (1 - frac)
+
+    def wait_s(self, alias: str, limits: dict[str, float], input_tokens: int) -> float:
+        """Seconds to wait before one more request fits every limit (inf when it never will)."""
+        if not limits:
+            return 0.0
+        now = self.clock()
+        worst = 0.0
+        for metric, need in (("rpm", 1.0), ("input_tpm", float(input_tokens)), ("output_tpm", 1.0)):
+            limit = limits.get(metric)
+            if limit is None:
+                continue
+            if need > limit:
+                return math.inf
+            cur, prev, frac = self._window(alias, metric, now)
+            if cur + prev * (1 - frac) + need <= limit:
+                continue
+            if cur + need > limit:  # not before the next minute starts (then `cur` becomes the weighted part)
+                wait = (1 - frac) * 60 + (60 * max(0.0, (cur + need - limit) / cur) if cur else 0.0)
+            else:  # the previous minute's share must shrink enough
+                wait = 60 * ((1 - frac) - (limit - cur - need) / prev)
+            worst = max(worst, wait)
+        return worst
+
+    def add(self, alias: str, rpm: float = 0, input_tokens: float = 0, output_tokens: float = 0) -> None:
+        minute = math.floor(self.clock() / 60)
+        for metric, v in (("rpm", rpm), ("input_tpm", input_tokens), ("output_tpm", output_tokens)):
+            if v:
+                self.state.incr(f"rl:{alias}:{metric}:{minute}", v, ttl_s=150)
+
+    def learn(self, alias: str, announced: dict[str, int], configured: RateLimits | None) -> None:
+        """After a 429: keep the limits the server announced; with none, the request rate that hit it."""
+        if configured is not None and any(getattr(configured, m) for m in METRICS):
+            return
+        if announced:
+            for m, v in announced.items():
+                self.state.set(f"learned:{alias}:{m}", float(v), ttl_s=LEARNED_TTL_S)
+            return
+        seen = self.used(alias, "rpm")
+        if seen >= 1:
+            self.state.set(f"learned:{alias}:rpm", float(max(1, math.floor(seen))), ttl_s=LEARNED_TTL_S)

@@ -1,0 +1,257 @@
+"""Anthropic Messages API: convert OpenAI-shaped messages, parse content blocks and the event stream."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from . import types as t
+
+DEFAULT_BASE_URL = "https://api.anthropic.com/v1"
+API_VERSION = "2023-06-01"
+JSON_INSTRUCTION = "Respond with a single JSON object and nothing else."
+_FINISH = {
+    "end_turn": "stop",
+    "stop_sequence": "stop",
+    "max_tokens": "length",
+    "tool_use": "tool_calls",
+    "refusal": "content_filter",
+    "pause_turn": "other",
+}
+
+
+def path(model: str, stream: bool) -> str:
+    return "/messages"
+
+
+def auth_headers(key: str | None) -> dict[str, str]:
+    h = {"anthropic-version": API_VERSION}
+    if key:
+        h["x-api-key"] = key
+    return h
+
+
+def _image(url: str) -> dict[str, Any]:
+    if url.startswith("data:"):
+        head, _, data = url.partition(",")
+        media = head[5:].split(";")[0] or "image/png"
+        return {"type": "image", "source": {"type": "base64", "media_type": media, "data": data}}
+    return {"type": "image", "source": {"type": "url", "url": url}}
+
+
+def _blocks(content: Any) -> list[dict[str, Any]]:
+    if content is None:
+        return []
+    if isinstance(content, str):
+        return [{"type": "text", "text": content}] if content else []
+    out = []
+    for p in content:
+        kind = p.get("type")
+        if kind == "text":
+            out.append({"type": "text", "text": p.get("text", "")})
+        elif kind == "image_url":
+            iu = p.get("image_url")
+            out.append(_image(iu.get("url", "") if isinstance(iu, dict) else str(iu)))
+        elif kind in ("image", "tool_use", "tool_result", "document"):  # already Anthropic-shaped
+            out.append(p)
+    return out
+
+
+def _text(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    return "\n".join(
+        p.get("text", "") for p in content or [] if isinstance(p, dict) and p.get("type") == "text"
+    )
+
+
+def convert(messages: list[dict[str, Any]]) -> tuple[str, list[dict[str, Any]]]:
+    """OpenAI chat messages -> (system text, Anthropic messages with strictly alternating roles)."""
+    system: list[str] = []
+    out: list[dict[str, Any]] = []
+
+    def push(role: str, blocks: list[dict[str, Any]]) -> None:
+        if not blocks:
+            return
+        if out and out[-1]["role"] == role:  # Anthropic wants user/assistant turns to alternate
+            out[-1]["content"].extend(blocks)
+        else:
+            out.append({"role": role, "content": blocks})
+
+    for m in messages:
+        role = m.get("role")
+        if role in ("system", "developer"):
+            system.append(_text(m.get("content")))
+        elif role == "user":
+            push("user", _blocks(m.get("content")))
+        elif role == "assistant":
+            blocks = _blocks(m.get("content"))
+            for tc in m.get("tool_calls") or []:
+                fn = tc.get("function") or {}
+                try:
+                    args = json.loads(fn.get("arguments") or "{}")
+                except ValueError:
+                    args = {"_raw": fn.get("arguments")}
+                blocks.append({"type": "tool_use", "id": tc.get("id"), "name": fn.get("name"), "input": args})
+            push("assistant", blocks)
+        elif role in ("tool", "function"):
+            push(
+                "user",
+                [
+                    {
+                        "type": "tool_result",
+                        "tool_use_id": m.get("tool_call_id") or m.get("name"),
+                        "content": _text(m.get("content")),
+                    }
+                ],
+            )
+    return "\n\n".join(s for s in system if s), out
+
+
+def _tool_choice(tc: Any) -> dict[str, Any] | None:
+    if tc is None:
+        return None
+    if tc == "auto":
+        return {"type": "auto"}
+    if tc == "required":
+        return {"type": "any"}
+    if tc == "none":
+        return {"type": "none"}
+    if isinstance(tc, dict) and tc.get("type") == "function":
+        return {"type": "tool", "name": tc["function"]["name"]}
+    return tc
+
+
+def build(req: t.Request, model: str, provider: str, stream: bool, stream_usage: bool) -> dict[str, Any]:
+    system, msgs = convert(req.messages)
+    if req.json_mode:  # Anthropic has no JSON mode; ask in the system prompt
+        system = f"{system}\n\n{JSON_INSTRUCTION}" if system else JSON_INSTRUCTION
+    body: dict[str, Any] = {"model": model, "messages": msgs, "max_tokens": req.max_tokens or 4096}
+    if system:
+        body["system"] = system
+    if req.temperature is not None:
+        body["temperature"] = req.temperature
+    if req.tools:
+        body["tools"] = [
+            {
+                "name": f["function"]["name"],
+                "description": f["function"].get("description", ""),
+                "input_schema": f["function"].get("parameters") or {"type": "object", "properties": {}},
+            }
+            for f in req.tools
+        ]
+        choice = _tool_choice(req.tool_choice)
+        if choice:
+            body["tool_choice"] = choice
+    if req.stop:
+        body["stop_sequences"] = req.stop
+    if stream:
+        body["stream"] = True
+    body.update(req.extra)
+    return body
+
+
+def _usage(u: dict[str, Any]) -> t.Usage:
+    read = int(u.get("cache_read_input_tokens") or 0)
+    write = int(u.get("cache_creation_input_tokens") or 0)
+    # Anthropic's input_tokens excludes cache reads and writes; we count them in, as OpenAI does.
+    return t.Usage(
+        input_tokens=int(u.get("input_tokens") or 0) + read + write,
+        output_tokens=int(u.get("output_tokens") or 0),
+        cached_input_tokens=read,
+        cache_write_tokens=write,
+    )
+
+
+def parse(data: Any, model: str) -> t.Completion:
+    if not isinstance(data, dict) or not isinstance(data.get("content"), list):
+        raise t.ProviderError(t.MALFORMED, "response has no content blocks", model=model)
+    text, calls = [], []
+    for b in data["content"]:
+        if b.get("type") == "text":
+            text.append(b.get("text", ""))
+        elif b.get("type") == "tool_use":
+            calls.append(
+                t.ToolCall(
+                    id=b.get("id", ""), name=b.get("name", ""), arguments=json.dumps(b.get("input") or {})
+                )
+            )
+    return t.Completion(
+        text="".join(text),
+        tool_calls=calls,
+        finish_reason=_FINISH.get(data.get("stop_reason") or "", "other"),
+        usage=_usage(data["usage"]) if data.get("usage") else t.Usage(source="estimated"),
+        model=data.get("model") or model,
+        raw=data,
+    )
+
+
+class StreamParser:
+    def __init__(self, model: str):
+        self.model = model
+        self.resolved = model
+        self.text: list[str] = []
+        self.blocks: dict[int, dict[str, str]] = {}
+        self.usage: dict[str, Any] = {}
+        self.finish_reason: str | None = None
+        self.done = False
+
+    def feed(self, event: str, data: str) -> list[t.Delta]:
+        try:
+            ev = json.loads(data)
+        except ValueError:
+            raise t.StreamBroken(
+                f"undecodable stream event {data[:80]!r}", model=self.model, partial="".join(self.text)
+            ) from None
+        kind = ev.get("type") or event
+        if kind == "message_start":
+            msg = ev.get("message") or {}
+            self.resolved = msg.get("model") or self.resolved
+            self.usage.update(msg.get("usage") or {})
+        elif kind == "content_block_start":
+            b = ev.get("content_block") or {}
+            if b.get("type") == "tool_use":
+                self.blocks[ev.get("index", 0)] = {
+                    "id": b.get("id", ""),
+                    "name": b.get("name", ""),
+                    "args": "",
+                }
+        elif kind == "content_block_delta":
+            d = ev.get("delta") or {}
+            if d.get("type") == "text_delta":
+                self.text.append(d.get("text", ""))
+                return [t.Delta(text=d.get("text", ""))]
+            if d.get("type") == "input_json_delta" and ev.get("index", 0) in self.blocks:
+                self.blocks[ev.get("index", 0)]["args"] += d.get("partial_json", "")
+        elif kind == "message_delta":
+            stop = (ev.get("delta") or {}).get("stop_reason")
+            if stop:
+                self.finish_reason = _FINISH.get(stop, "other")
+            self.usage.update({k: v for k, v in (ev.get("usage") or {}).items() if v is not None})
+        elif kind == "message_stop":
+            self.done = True
+        elif kind == "error":
+            err = ev.get("error") or {}
+            raise t.StreamBroken(
+                f"server error mid-stream: {err.get('type')}: {err.get('message')}",
+                model=self.model,
+                partial="".join(self.text),
+            )
+        return []
+
+    def finish(self) -> t.Completion:
+        if not self.done:
+            raise t.StreamBroken(
+                "stream ended before message_stop", model=self.model, partial="".join(self.text)
+            )
+        calls = [
+            t.ToolCall(id=b["id"], name=b["name"], arguments=b["args"] or "{}")
+            for _, b in sorted(self.blocks.items())
+        ]
+        return t.Completion(
+            text="".join(self.text),
+            tool_calls=calls,
+            finish_reason=self.finish_reason or "other",
+            usage=_usage(self.usage) if self.usage else t.Usage(source="estimated"),
+            model=self.resolved,
+        )

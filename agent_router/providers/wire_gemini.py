@@ -1,0 +1,270 @@
+"""Google Gemini generateContent: convert OpenAI-shaped messages to contents/parts, parse candidates."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from . import types as t
+
+DEFAULT_BASE_URL = "https://generativelanguage.googleapis.com/v1beta"
+_FINISH = {
+    "STOP": "stop",
+    "MAX_TOKENS": "length",
+    "SAFETY": "content_filter",
+    "RECITATION": "content_filter",
+    "BLOCKLIST": "content_filter",
+    "PROHIBITED_CONTENT": "content_filter",
+    "SPII": "content_filter",
+    "IMAGE_SAFETY": "content_filter",
+    "MALFORMED_FUNCTION_CALL": "other",
+    "OTHER": "other",
+}
+
+
+def path(model: str, stream: bool) -> str:
+    name = model if model.startswith(("models/", "tunedModels/")) else f"models/{model}"
+    return f"/{name}:streamGenerateContent?alt=sse" if stream else f"/{name}:generateContent"
+
+
+def auth_headers(key: str | None) -> dict[str, str]:
+    # The key goes in a header, never in the URL, so it cannot leak through logged URLs.
+    return {"x-goog-api-key": key} if key else {}
+
+
+def _image(url: str) -> dict[str, Any]:
+    if url.startswith("data:"):
+        head, _, data = url.partition(",")
+        return {"inline_data": {"mime_type": head[5:].split(";")[0] or "image/png", "data": data}}
+    return {"file_data": {"mime_type": "image/*", "file_uri": url}}
+
+
+def _parts(content: Any) -> list[dict[str, Any]]:
+    if content is None:
+        return []
+    if isinstance(content, str):
+        return [{"text": content}] if content else []
+    out = []
+    for p in content:
+        if p.get("type") == "text":
+            out.append({"text": p.get("text", "")})
+        elif p.get("type") == "image_url":
+            iu = p.get("image_url")
+            out.append(_image(iu.get("url", "") if isinstance(iu, dict) else str(iu)))
+    return out
+
+
+def _text(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    return "\n".join(
+        p.get("text", "") for p in content or [] if isinstance(p, dict) and p.get("type") == "text"
+    )
+
+
+def convert(messages: list[dict[str, Any]]) -> tuple[str, list[dict[str, Any]]]:
+    """OpenAI chat messages -> (system text, Gemini contents)."""
+    system: list[str] = []
+    contents: list[dict[str, Any]] = []
+    names: dict[str, str] = {}  # tool_call_id -> function name, for functionResponse
+
+    def push(role: str, parts: list[dict[str, Any]]) -> None:
+        if not parts:
+            return
+        if contents and contents[-1]["role"] == role:
+            contents[-1]["parts"].extend(parts)
+        else:
+            contents.append({"role": role, "parts": parts})
+
+    for m in messages:
+        role = m.get("role")
+        if role in ("system", "developer"):
+            system.append(_text(m.get("content")))
+        elif role == "user":
+            push("user", _parts(m.get("content")))
+        elif role == "assistant":
+            parts = _parts(m.get("content"))
+            for tc in m.get("tool_calls") or []:
+                fn = tc.get("function") or {}
+                names[tc.get("id") or ""] = fn.get("name", "")
+                try:
+                    args = json.loads(fn.get("arguments") or "{}")
+                except ValueError:
+                    args = {"_raw": fn.get("arguments")}
+                parts.append({"functionCall": {"name": fn.get("name", ""), "args": args}})
+            push("model", parts)
+        elif role in ("tool", "function"):
+            text = _text(m.get("content"))
+            try:
+                result = json.loads(text)
+            except ValueError:
+                result = None
+            name = names.get(m.get("tool_call_id") or "", m.get("name") or "")
+            push(
+                "user",
+                [
+                    {
+                        "functionResponse": {
+                            "name": name,
+                            "response": result if isinstance(result, dict) else {"content": text},
+                        }
+                    }
+                ],
+            )
+    return "\n\n".join(s for s in system if s), contents
+
+
+def build(req: t.Request, model: str, provider: str, stream: bool, stream_usage: bool) -> dict[str, Any]:
+    system, contents = convert(req.messages)
+    body: dict[str, Any] = {"contents": contents}
+    if system:
+        body["systemInstruction"] = {"parts": [{"text": system}]}
+    gen: dict[str, Any] = {}
+    if req.max_tokens is not None:
+        gen["maxOutputTokens"] = req.max_tokens
+    if req.temperature is not None:
+        gen["temperature"] = req.temperature
+    if req.json_mode:
+        gen["responseMimeType"] = "application/json"
+    if req.stop:
+        gen["stopSequences"] = req.stop
+    if gen:
+        body["generationConfig"] = gen
+    if req.tools:
+        body["tools"] = [
+            {
+                "functionDeclarations": [
+                    {
+                        k: v
+                        for k, v in (
+                            ("name", f["function"]["name"]),
+                            ("description", f["function"].get("description")),
+                            ("parameters", f["function"].get("parameters")),
+                        )
+                        if v
+                    }
+                    for f in req.tools
+                ]
+            }
+        ]
+        tc = req.tool_choice
+        mode = {"auto": "AUTO", "required": "ANY", "none": "NONE"}.get(tc) if isinstance(tc, str) else None
+        if isinstance(tc, dict) and tc.get("type") == "function":
+            body["toolConfig"] = {
+                "functionCallingConfig": {"mode": "ANY", "allowedFunctionNames": [tc["function"]["name"]]}
+            }
+        elif mode:
+            body["toolConfig"] = {"functionCallingConfig": {"mode": mode}}
+    body.update(req.extra)
+    return body
+
+
+def _usage(u: dict[str, Any] | None) -> t.Usage | None:
+    if not u:
+        return None
+    thoughts = int(u.get("thoughtsTokenCount") or 0)
+    return t.Usage(
+        input_tokens=int(u.get("promptTokenCount") or 0),
+        # Gemini bills thinking as output; candidatesTokenCount leaves it out.
+        output_tokens=int(u.get("candidatesTokenCount") or 0) + thoughts,
+        cached_input_tokens=int(u.get("cachedContentTokenCount") or 0),
+        reasoning_tokens=thoughts,
+    )
+
+
+def _blocked(data: dict[str, Any], model: str) -> None:
+    reason = (data.get("promptFeedback") or {}).get("blockReason")
+    if reason:
+        raise t.ProviderError(t.CONTENT_POLICY, f"prompt blocked: {reason}", model=model)
+
+
+class _Acc:
+    """Accumulates candidates' parts (one response or many stream chunks)."""
+
+    def __init__(self, model: str):
+        self.model = model
+        self.resolved = model
+        self.text: list[str] = []
+        self.calls: list[t.ToolCall] = []
+        self.finish: str | None = None
+        self.usage: t.Usage | None = None
+
+    def add(self, data: dict[str, Any]) -> list[t.Delta]:
+        _blocked(data, self.model)
+        self.resolved = data.get("modelVersion") or self.resolved
+        self.usage = _usage(data.get("usageMetadata")) or self.usage
+        out = []
+        cands = data.get("candidates") or []
+        if cands:
+            c = cands[0]
+            for p in (c.get("content") or {}).get("parts") or []:
+                if p.get("thought"):
+                    continue
+                if "text" in p:
+                    self.text.append(p["text"])
+                    out.append(t.Delta(text=p["text"]))
+                elif "functionCall" in p:
+                    fc = p["functionCall"]
+                    self.calls.append(
+                        t.ToolCall(
+                            id=fc.get("id") or f"call_{len(self.calls)}",
+                            name=fc.get("name", ""),
+                            arguments=json.dumps(fc.get("args") or {}),
+                        )
+                    )
+            if c.get("finishReason"):
+                self.finish = _FINISH.get(c["finishReason"], "other")
+        return out
+
+    def completion(self, raw: Any = None) -> t.Completion:
+        finish = self.finish or "other"
+        if self.calls and finish == "stop":
+            finish = "tool_calls"
+        return t.Completion(
+            text="".join(self.text),
+            tool_calls=self.calls,
+            finish_reason=finish,
+            usage=self.usage or t.Usage(source="estimated"),
+            model=self.resolved,
+            raw=raw,
+        )
+
+
+def parse(data: Any, model: str) -> t.Completion:
+    if not isinstance(data, dict) or ("candidates" not in data and "promptFeedback" not in data):
+        raise t.ProviderError(t.MALFORMED, "response has no candidates", model=model)
+    acc = _Acc(model)
+    acc.add(data)
+    if acc.finish == "content_filter" and not acc.text and not acc.calls:
+        raise t.ProviderError(t.CONTENT_POLICY, "response blocked by safety filters", model=model)
+    return acc.completion(data)
+
+
+class StreamParser:
+    """Gemini streams have no end marker: a stream is whole when a chunk carried a finishReason."""
+
+    def __init__(self, model: str):
+        self.acc = _Acc(model)
+        self.model = model
+
+    def feed(self, event: str, data: str) -> list[t.Delta]:
+        try:
+            chunk = json.loads(data)
+        except ValueError:
+            raise t.StreamBroken(
+                f"undecodable stream chunk {data[:80]!r}", model=self.model, partial="".join(self.acc.text)
+            ) from None
+        if isinstance(chunk, dict) and chunk.get("error"):
+            raise t.StreamBroken(
+                f"server error mid-stream: {str(chunk['error'])[:300]}",
+                model=self.model,
+                partial="".join(self.acc.text),
+            )
+        return self.acc.add(chunk)
+
+    def finish(self) -> t.Completion:
+        if self.acc.finish is None:
+            raise t.StreamBroken(
+                "stream ended without a finishReason", model=self.model, partial="".join(self.acc.text)
+            )
+        return self.acc.completion()
