@@ -23,6 +23,7 @@ from . import runtime as rtmod
 from .catalog import ModelInfo
 from .errors import AgentRouterError
 from .switch import SwitchResult, switch_model
+from .usage import Usage
 
 SYSTEM_PROMPT = """You are an agent. Reply with one JSON object {"tool_name": ..., "tool_args": {...}}.
 Tools: response(text) ends your turn; switch_model(tier|model|auto, reason, scope) changes your model within
@@ -31,10 +32,11 @@ policy; other tools as listed."""
 
 @dataclass
 class Completion:
-    """A model's answer: its text and the provider's usage payload (OpenAI shape), if it reported one."""
+    """A model's answer: its text and the usage the provider reported (a `Usage`, or an OpenAI/Anthropic/
+    Gemini usage payload), None when it reported none (the hooks then count tokens themselves)."""
 
     text: str
-    usage: dict[str, Any] | None = None
+    usage: Usage | dict[str, Any] | None = None
 
 
 class Complete(Protocol):
@@ -100,11 +102,31 @@ class ReferenceAdapter:
     def response_text(self, response: Completion, reasoning: Any = None) -> str:
         return response.text + (str(reasoning) if reasoning else "")
 
-    def provider_usage(self, call_data: dict[str, Any], response: Completion) -> dict[str, Any] | None:
-        return {"usage": response.usage} if response.usage else None
+    def provider_usage(self, call_data: dict[str, Any], response: Completion) -> Any | None:
+        return response.usage
 
     def call_utility_model(self, agent: ReferenceAgent, system: str, message: str) -> str:
         return agent.call_utility_model(system, message)
+
+
+def provider_complete(client: Any) -> Complete:
+    """A `Complete` over agent_router.providers.ProviderClient (real HTTP, provider-reported usage)."""
+
+    def complete(model: ModelInfo, messages: list[dict[str, Any]]) -> Completion:
+        c = client.complete(model.alias, messages)
+        u = c.usage
+        if u.source != "provider":  # the server reported none: leave counting (and its flag) to the hooks
+            return Completion(c.text, None)
+        usage = Usage(
+            input=u.input_tokens,
+            output=max(u.output_tokens, u.reasoning_tokens),
+            cached_input=u.cached_input_tokens,
+            cache_write=u.cache_write_tokens,
+            reasoning=u.reasoning_tokens,
+        )
+        return Completion(c.text, usage)
+
+    return complete
 
 
 def parse_tool(text: str) -> tuple[str, dict[str, Any]] | None:

@@ -164,6 +164,7 @@ def switch_model(rt: Runtime, conversation_id: str, args: dict[str, Any]) -> Swi
     shown = {k: args[k] for k in ("tier", "model", "auto", "scope") if k in args}
     target = _target_model(rt, res, st)
     rt.record(
+        model="switch_model",
         requested_model=target.alias,
         provider=target.provider,
         usage=counted(0, 0),

@@ -134,7 +134,9 @@ def _after(agent: Any, call_data: Any, response: Any, kind: str) -> None:
     m = rec.model
     usage: Usage | None = None
     payload = ad.provider_usage(call_data, response)
-    if payload is not None:
+    if isinstance(payload, Usage):
+        usage = payload
+    elif payload is not None:
         usage = normalize(payload, m.provider)
     if usage is None:
         n_in = rt.counter.count_messages(rec.messages, m.provider, m.name)
