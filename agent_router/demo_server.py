@@ -30,8 +30,15 @@ def echo_reply(model: str, messages: list[dict[str, Any]]) -> str:
 class DemoServer:
     """`with DemoServer(reply) as srv: srv.base_url` -> 'http://127.0.0.1:PORT/v1'."""
 
-    def __init__(self, reply: Reply = echo_reply, port: int = 0, counter: TokenCounter | None = None):
+    def __init__(
+        self,
+        reply: Reply = echo_reply,
+        port: int = 0,
+        counter: TokenCounter | None = None,
+        report_usage: bool = True,
+    ):
         self.reply = reply
+        self.report_usage = report_usage  # False plays a server that reports no usage (callers must count)
         self.counter = counter or TokenCounter()
         self.requests: list[dict[str, Any]] = []
         self._lock = threading.Lock()
@@ -137,7 +144,7 @@ class DemoServer:
                                     "finish_reason": "stop",
                                 }
                             ],
-                            "usage": usage,
+                            **({"usage": usage} if server.report_usage else {}),
                         },
                     )
                     return
@@ -162,7 +169,7 @@ class DemoServer:
                         }
                     )
                 event({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
-                if (body.get("stream_options") or {}).get("include_usage"):
+                if server.report_usage and (body.get("stream_options") or {}).get("include_usage"):
                     event({**base, "choices": [], "usage": usage})
                 event("[DONE]")
                 self.wfile.flush()

@@ -1,0 +1,157 @@
+"""End to end: the reference loop drives the host-loop hooks through whole sessions against a real local
+OpenAI-compatible server (127.0.0.1), with real HTTP, real usage numbers and a real SQLite ledger."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from agent_router import runtime as rtmod
+from agent_router.cli import cli
+from agent_router.commands.demo import DEFAULT_BUDGET, SCRIPT, run_demo
+from agent_router.demo_server import DemoServer
+from agent_router.loop import Completion, ReferenceAgent, provider_complete
+from agent_router.providers import ProviderClient
+from agent_router.router import BudgetBlocked
+from agent_router.tokens import TokenCounter
+
+from host_fixtures import make_runtime, rows, settings_for
+
+
+@pytest.fixture(autouse=True)
+def _no_runtime_left():
+    yield
+    rtmod.activate(None)
+
+
+@pytest.fixture(scope="module")
+def session(tmp_path_factory):
+    path = tmp_path_factory.mktemp("demo") / "ledger.db"
+    out = run_demo(str(path), DEFAULT_BUDGET, echo=lambda *_: None)
+    return out, rows(path)
+
+
+def test_session_routes_each_turn_to_the_tier_it_needs(session):
+    out, _ = session
+    first = [t["decisions"][0] for t in out["turns"]]
+    assert [d["tier"] for d in first[:3]] == ["utility", "chat", "premium"]  # hello, coding, proof
+    assert first[0]["analysis"]["task_type"] == "chat" and first[1]["analysis"]["task_type"] == "code"
+    for d in first:
+        assert any(r.startswith("complexity") for r in d["reasons"])
+        assert "compression not configured" in d["reasons"]  # the seam says so until compression is merged
+
+
+def test_last_turn_is_downgraded_as_the_budget_nears_its_limit(session):
+    out, ledger_rows = session
+    last = out["turns"][-1]["decisions"][0]
+    assert "-> premium" in " ".join(last["reasons"])  # complexity asked for premium...
+    assert last["tier"] != "premium"  # ...the remaining budget did not allow it
+    assert any(r.startswith("budget:") and "downgraded" in r for r in last["reasons"])
+    thresholds = [a["threshold"] for a in out["alerts"]]
+    assert thresholds == [0.5, 0.8]
+    spent = sum(r["cost_usd"] for r in ledger_rows)
+    assert 0.8 * DEFAULT_BUDGET <= spent <= DEFAULT_BUDGET
+
+
+def test_every_model_call_is_one_ledger_row_with_provider_usage(session):
+    out, ledger_rows = session
+    model_rows = [r for r in ledger_rows if r["kind"] in ("chat", "utility")]
+    assert len(model_rows) == out["requests"]  # one row per HTTP request the server answered
+    assert all(r["token_source"] == "provider" for r in model_rows)
+    assert all(r["input_tokens"] > 0 and r["output_tokens"] > 0 and r["latency_ms"] > 0 for r in model_rows)
+    assert all(r["conversation_id"] == "demo" for r in ledger_rows)
+    assert sum(1 for r in model_rows if r["kind"] == "utility") == 1
+    util = next(r for r in model_rows if r["kind"] == "utility")
+    assert util["tier"] == "utility" and util["model"] == "gpt-4.1-nano"  # the log summary stayed cheap
+    premium = [r for r in model_rows if r["tier"] == "premium"]
+    assert premium and all(r["model"] == "claude-sonnet-4-5" for r in premium)
+    assert all(r["cost_usd"] > 0 and r["price_source"].startswith("genai-prices") for r in model_rows)
+
+
+def test_switch_model_decisions_are_tool_rows_and_shape_the_next_call(session):
+    out, ledger_rows = session
+    tool_rows = [r for r in ledger_rows if r["kind"] == "tool"]
+    assert [(r["tool"], r["outcome"]) for r in tool_rows] == [("switch_model", "refused"), ("switch_model", "ok")]
+    assert "premium tier is above chat" in json.loads(tool_rows[0]["reasons"])[0]
+    refused_turn, accepted_turn = out["turns"][4], out["turns"][5]
+    assert refused_turn["tools"][0][0] == "switch_model" and "refused" in refused_turn["tools"][0][2]
+    after = accepted_turn["decisions"][1]  # the step after the accepted switch
+    assert after["tier"] == "utility"
+    assert any(r.startswith("override: tier utility (agent: plain formatting") for r in after["reasons"])
+    assert not any(r.startswith("override") for r in out["turns"][6]["decisions"][0]["reasons"])  # next_turn only
+
+
+def test_saving_against_always_premium_is_reported(session):
+    out, _ = session
+    total = out["report"]["total"]
+    assert total["premium_cost_usd"] > total["cost_usd"] > 0
+    assert total["routing_saved_usd"] == pytest.approx(total["premium_cost_usd"] - total["cost_usd"])
+
+
+def test_demo_command_runs_offline_and_prints_turns_and_costs(tmp_path):
+    ledger = tmp_path / "demo.db"
+    res = CliRunner().invoke(cli, ["demo", "--ledger", str(ledger)])
+    assert res.exit_code == 0, res.output
+    assert res.output.count("\nturn ") == len(SCRIPT)
+    assert "routing saved $" in res.output and "tool switch_model" in res.output
+    assert "http://127.0.0.1:" in res.output
+    assert len(rows(ledger)) > len(SCRIPT)
+
+
+def test_usage_is_counted_and_flagged_when_the_server_reports_none(tmp_path):
+    with DemoServer(report_usage=False) as srv:
+        s = settings_for(srv.base_url, tmp_path / "l.db")
+        rt = make_runtime(s)
+        rtmod.activate(rt)
+        with ProviderClient(s, catalog=rt.catalog) as client:
+            agent = ReferenceAgent(rt, provider_complete(client), conversation_id="c1")
+            agent.run_turn("hello there")
+        sent = srv.requests[0]["messages"]
+    (row,) = rows(tmp_path / "l.db")
+    assert row["token_source"] in ("counted", "estimated")  # ours, not the provider's
+    expected = TokenCounter().count_messages(sent, "openai_compatible", "gpt-4.1-nano").tokens
+    assert row["input_tokens"] == expected
+
+
+def test_block_budget_refuses_the_call_before_it_is_made(tmp_path):
+    with DemoServer() as srv:
+        s = settings_for(srv.base_url, tmp_path / "l.db",
+                         budgets={"per_conversation_usd": 0.000001, "on_exceed": "block"})
+        rt = make_runtime(s)
+        rtmod.activate(rt)
+        agent = ReferenceAgent(rt, lambda m, msgs: pytest.fail("the model must not be called"),
+                               conversation_id="c1")
+        with pytest.raises(BudgetBlocked):
+            agent.run_turn("Write a Python function that sorts a list, with tests.")
+        assert srv.requests == []
+    assert rows(tmp_path / "l.db") == []
+
+
+def test_utility_calls_never_exceed_utility_max_tier(tmp_path):
+    s = settings_for("http://127.0.0.1:9/v1", tmp_path / "l.db", routing={"utility_max_tier": "utility"})
+    rt = make_runtime(s)
+    rtmod.activate(rt)
+    seen = []
+
+    def complete(model, messages):
+        seen.append(model.alias)
+        return Completion("ok", {"prompt_tokens": 10, "completion_tokens": 2})
+
+    agent = ReferenceAgent(rt, complete, conversation_id="c1")
+    hard = "Prove step by step, analyze and compare the trade-offs of three designs; derive the bound. " * 20
+    agent.call_utility_model("Summarize this.", hard)
+    assert seen == ["nano"]
+    (row,) = rows(tmp_path / "l.db")
+    assert row["kind"] == "utility" and row["tier"] == "utility"
+    assert "utility call: capped at utility" in json.loads(row["reasons"])
+    assert row["token_source"] == "provider" and row["input_tokens"] == 10
+
+
+def test_hooks_do_nothing_without_an_active_runtime():
+    from agent_router.plugins import load_plugins
+
+    call_data = {"model": "host-own-model", "messages": [{"role": "user", "content": "hi"}]}
+    load_plugins().hook.chat_model_call_before(agent=object(), call_data=call_data)
+    assert call_data["model"] == "host-own-model"
