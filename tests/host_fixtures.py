@@ -20,7 +20,11 @@ def settings_for(base_url: str, ledger_path: Path, **over: Any) -> Settings:
         return {"provider": "openai_compatible", "name": name, "base_url": base_url}
 
     data: dict[str, Any] = {
-        "models": {"nano": model("gpt-4.1-nano"), "mini": model("gpt-4.1-mini"), "sonnet": model("claude-sonnet-4-5")},
+        "models": {
+            "nano": model("gpt-4.1-nano"),
+            "mini": model("gpt-4.1-mini"),
+            "sonnet": model("claude-sonnet-4-5"),
+        },
         "tiers": {"utility": ["nano"], "chat": ["mini"], "premium": ["sonnet"]},
         "ledger": {"path": str(ledger_path)},
         "providers": {"max_retries": 0},

@@ -7,6 +7,7 @@ import json
 
 import pytest
 from click.testing import CliRunner
+from host_fixtures import make_runtime, rows, settings_for
 
 from agent_router import runtime as rtmod
 from agent_router.cli import cli
@@ -16,8 +17,6 @@ from agent_router.loop import Completion, ReferenceAgent, provider_complete
 from agent_router.providers import ProviderClient
 from agent_router.router import BudgetBlocked
 from agent_router.tokens import TokenCounter
-
-from host_fixtures import make_runtime, rows, settings_for
 
 
 @pytest.fixture(autouse=True)
@@ -73,14 +72,19 @@ def test_every_model_call_is_one_ledger_row_with_provider_usage(session):
 def test_switch_model_decisions_are_tool_rows_and_shape_the_next_call(session):
     out, ledger_rows = session
     tool_rows = [r for r in ledger_rows if r["kind"] == "tool"]
-    assert [(r["tool"], r["outcome"]) for r in tool_rows] == [("switch_model", "refused"), ("switch_model", "ok")]
+    assert [(r["tool"], r["outcome"]) for r in tool_rows] == [
+        ("switch_model", "refused"),
+        ("switch_model", "ok"),
+    ]
     assert "premium tier is above chat" in json.loads(tool_rows[0]["reasons"])[0]
     refused_turn, accepted_turn = out["turns"][4], out["turns"][5]
     assert refused_turn["tools"][0][0] == "switch_model" and "refused" in refused_turn["tools"][0][2]
     after = accepted_turn["decisions"][1]  # the step after the accepted switch
     assert after["tier"] == "utility"
     assert any(r.startswith("override: tier utility (agent: plain formatting") for r in after["reasons"])
-    assert not any(r.startswith("override") for r in out["turns"][6]["decisions"][0]["reasons"])  # next_turn only
+    assert not any(
+        r.startswith("override") for r in out["turns"][6]["decisions"][0]["reasons"]
+    )  # next_turn only
 
 
 def test_saving_against_always_premium_is_reported(session):
@@ -117,12 +121,14 @@ def test_usage_is_counted_and_flagged_when_the_server_reports_none(tmp_path):
 
 def test_block_budget_refuses_the_call_before_it_is_made(tmp_path):
     with DemoServer() as srv:
-        s = settings_for(srv.base_url, tmp_path / "l.db",
-                         budgets={"per_conversation_usd": 0.000001, "on_exceed": "block"})
+        s = settings_for(
+            srv.base_url, tmp_path / "l.db", budgets={"per_conversation_usd": 0.000001, "on_exceed": "block"}
+        )
         rt = make_runtime(s)
         rtmod.activate(rt)
-        agent = ReferenceAgent(rt, lambda m, msgs: pytest.fail("the model must not be called"),
-                               conversation_id="c1")
+        agent = ReferenceAgent(
+            rt, lambda m, msgs: pytest.fail("the model must not be called"), conversation_id="c1"
+        )
         with pytest.raises(BudgetBlocked):
             agent.run_turn("Write a Python function that sorts a list, with tests.")
         assert srv.requests == []

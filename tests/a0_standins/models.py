@@ -41,10 +41,13 @@ class ChatModel:
         self.kwargs = kwargs
         self.a0_model_conf = model_config
 
-    async def unified_call(self, system_message: str = "", user_message: str = "", messages: Any = None,
-                           **kwargs: Any) -> tuple[str, str]:
+    async def unified_call(
+        self, system_message: str = "", user_message: str = "", messages: Any = None, **kwargs: Any
+    ) -> tuple[str, str]:
         return str(self.kwargs.get("mock_response", "")), ""
 
 
-def get_chat_model(provider: str, name: str, model_config: ModelConfig | None = None, **kwargs: Any) -> ChatModel:
+def get_chat_model(
+    provider: str, name: str, model_config: ModelConfig | None = None, **kwargs: Any
+) -> ChatModel:
     return ChatModel(provider, name, model_config, **kwargs)

@@ -13,8 +13,16 @@ class Response:
 
 
 class Tool:
-    def __init__(self, agent: Any, name: str, method: str | None, args: dict, message: str, loop_data: Any,
-                 **kwargs: Any) -> None:
+    def __init__(
+        self,
+        agent: Any,
+        name: str,
+        method: str | None,
+        args: dict,
+        message: str,
+        loop_data: Any,
+        **kwargs: Any,
+    ) -> None:
         self.agent = agent
         self.name = name
         self.method = method
