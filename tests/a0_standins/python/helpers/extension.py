@@ -1,4 +1,4 @@
-"""Stand-in for Agent Zero v0.9.x python/helpers/extension.py: the Extension base class (async execute only)."""
+"""Stand-in for Agent Zero v0.9.x python/helpers/extension.py: the Extension base class (async only)."""
 
 from abc import abstractmethod
 from typing import Any
