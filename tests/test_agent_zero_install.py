@@ -108,8 +108,9 @@ def test_uninstall_keeps_files_edited_since_install(tmp_path):
     edited.write_text("my own wording\n")
     res = CliRunner().invoke(cli, ["uninstall", "agent-zero", str(root)])
     assert res.exit_code == 0
-    assert "kept (edited since install): usr/plugins/agent_router/prompts/agent.system.tool.switch_model.md" in (
-        res.output
+    assert (
+        "kept (edited since install): usr/plugins/agent_router/prompts/agent.system.tool.switch_model.md"
+        in (res.output)
     )
     assert edited.read_text() == "my own wording\n"
     assert not (root / "usr/plugins/agent_router/tools").exists()

@@ -98,7 +98,9 @@ class Loader:
             path = root / f"{name}.py"
             if path.is_file():
                 (cls,) = load_classes_from_file(str(path), self.base_tool)
-                return cls(agent=agent, name=name, method=None, args=args, message=message, loop_data=loop_data)
+                return cls(
+                    agent=agent, name=name, method=None, args=args, message=message, loop_data=loop_data
+                )
         raise LookupError(name)
 
 
@@ -153,17 +155,29 @@ class AgentV1:
     get_utility_model = get_chat_model
 
     async def call_chat_model(self, messages: list[Msg]) -> tuple[str, str]:
-        call_data = {"model": self.get_chat_model(), "messages": messages, "response_callback": None,
-                     "reasoning_callback": None, "background": False, "explicit_caching": True}
+        call_data = {
+            "model": self.get_chat_model(),
+            "messages": messages,
+            "response_callback": None,
+            "reasoning_callback": None,
+            "background": False,
+            "explicit_caching": True,
+        }
         await self.loader.call("chat_model_call_before", self, call_data=call_data)
         response, reasoning = await call_data["model"].unified_call(messages=call_data["messages"])
-        await self.loader.call("chat_model_call_after", self, call_data=call_data, response=response,
-                               reasoning=reasoning)
+        await self.loader.call(
+            "chat_model_call_after", self, call_data=call_data, response=response, reasoning=reasoning
+        )
         return response, reasoning
 
     async def call_utility_model(self, system: str, message: str, callback=None, background=False) -> str:
-        call_data = {"model": self.get_utility_model(), "system": system, "message": message,
-                     "callback": callback, "background": background}
+        call_data = {
+            "model": self.get_utility_model(),
+            "system": system,
+            "message": message,
+            "callback": callback,
+            "background": background,
+        }
         await self.loader.call("util_model_call_before", self, call_data=call_data)
         response, _ = await call_data["model"].unified_call(system_message=system, user_message=message)
         await self.loader.call("util_model_call_after", self, call_data=call_data, response=response)
@@ -191,10 +205,13 @@ class AgentV1:
 
     async def run_tool(self, request: dict[str, Any]) -> str:
         validate_tool_request(request)
-        tool = self.loader.get_tool(self, request["tool_name"], request["tool_args"], json.dumps(request),
-                                    self.loop_data)
+        tool = self.loader.get_tool(
+            self, request["tool_name"], request["tool_args"], json.dumps(request), self.loop_data
+        )
         response = await tool.execute(**request["tool_args"])
-        self.history.items.append({"ai": False, "content": {"tool_name": tool.name, "tool_result": response.message}})
+        self.history.items.append(
+            {"ai": False, "content": {"tool_name": tool.name, "tool_result": response.message}}
+        )
         return response.message
 
 
@@ -232,8 +249,12 @@ def _settings_file(tmp_path: Path) -> Path:
 
     data = {
         "models": {
-            "nano": model("gpt-4.1-nano", '{"tool_name": "response", "tool_args": {"text": "nano answered"}}'),
-            "mini": model("gpt-4.1-mini", '{"tool_name": "response", "tool_args": {"text": "mini answered"}}'),
+            "nano": model(
+                "gpt-4.1-nano", '{"tool_name": "response", "tool_args": {"text": "nano answered"}}'
+            ),
+            "mini": model(
+                "gpt-4.1-mini", '{"tool_name": "response", "tool_args": {"text": "mini answered"}}'
+            ),
             "sonnet": model("claude-sonnet-4-5", "sonnet answered"),
         },
         "tiers": {"utility": ["nano"], "chat": ["mini"], "premium": ["sonnet"]},
@@ -251,7 +272,11 @@ def _a0_imports(monkeypatch, layout: str):
     monkeypatch.syspath_prepend(str(STANDINS / "common"))
     monkeypatch.syspath_prepend(str(STANDINS / layout))
     yield
-    for name in [n for n in sys.modules if n in ("models", "helpers", "python") or n.startswith(("helpers.", "python."))]:
+    for name in [
+        n
+        for n in sys.modules
+        if n in ("models", "helpers", "python") or n.startswith(("helpers.", "python."))
+    ]:
         del sys.modules[name]
     rtmod.activate(None)
 
@@ -285,7 +310,9 @@ def test_each_point_file_holds_one_extension_that_forwards_and_awaits(tmp_path, 
     loader = Loader([plugin / "extensions/python"], [plugin / "tools"], Extension, Tool)
     for point in POINTS:
         (cls,) = loader.extension_classes(point)
-        assert cls.__module__.startswith("_") and "agent_router" in cls.__module__  # unique, ordered file name
+        assert (
+            cls.__module__.startswith("_") and "agent_router" in cls.__module__
+        )  # unique, ordered file name
         assert inspect.iscoroutinefunction(cls.execute)  # v0.9 awaits every execute
         src = Path(cls.execute.__code__.co_filename).read_text()
         assert f'forward("{point}", self, __file__, **kwargs)' in src
@@ -294,7 +321,9 @@ def test_each_point_file_holds_one_extension_that_forwards_and_awaits(tmp_path, 
 
 
 def test_the_prompt_teaches_a_call_agent_zero_accepts(tmp_path):
-    text = (Path(inst.__file__).parent / "agent_zero_files/prompts/agent.system.tool.switch_model.md").read_text()
+    text = (
+        Path(inst.__file__).parent / "agent_zero_files/prompts/agent.system.tool.switch_model.md"
+    ).read_text()
     assert text.startswith("### switch_model\n")
     example = json.loads(re.search(r"~~~json\n(.*?)~~~", text, re.S).group(1))
     validate_tool_request(example)  # non-empty tool_args
@@ -316,10 +345,19 @@ def test_v1_loop_routes_swaps_models_records_every_call_and_runs_the_tool(tmp_pa
     async def session() -> list[str]:
         out = [await agent.iteration("hi, thanks!")]  # simple -> utility tier (nano's mock answers)
         out.append(await agent.call_utility_model("Summarize.", "a long text " * 50))
-        out.append(await agent.run_tool({"tool_name": "switch_model",
-                                         "tool_args": {"tier": "premium", "reason": "most expensive please"}}))
-        out.append(await agent.run_tool({"tool_name": "switch_model",
-                                         "tool_args": {"tier": "chat", "reason": "careful wording"}}))
+        out.append(
+            await agent.run_tool(
+                {
+                    "tool_name": "switch_model",
+                    "tool_args": {"tier": "premium", "reason": "most expensive please"},
+                }
+            )
+        )
+        out.append(
+            await agent.run_tool(
+                {"tool_name": "switch_model", "tool_args": {"tier": "chat", "reason": "careful wording"}}
+            )
+        )
         out.append(await agent.iteration())  # next step: the agent's switch applies
         out.append(await agent.iteration("ok thanks"))  # next_turn is used up: routing again
         return out
@@ -333,8 +371,13 @@ def test_v1_loop_routes_swaps_models_records_every_call_and_runs_the_tool(tmp_pa
     assert "nano answered" in out[5]
     got = rows(tmp_path / "ledger.db")
     assert [(r["kind"], r["model"]) for r in got] == [
-        ("chat", "gpt-4.1-nano"), ("utility", "gpt-4.1-nano"), ("tool", "switch_model"), ("tool", "switch_model"),
-        ("chat", "gpt-4.1-mini"), ("chat", "gpt-4.1-nano")]
+        ("chat", "gpt-4.1-nano"),
+        ("utility", "gpt-4.1-nano"),
+        ("tool", "switch_model"),
+        ("tool", "switch_model"),
+        ("chat", "gpt-4.1-mini"),
+        ("chat", "gpt-4.1-nano"),
+    ]
     calls = [r for r in got if r["kind"] != "tool"]
     assert all(r["token_source"] in ("counted", "estimated") and r["input_tokens"] > 0 for r in calls)
     assert all(r["conversation_id"] == "ctx-v1" for r in got)
@@ -351,8 +394,12 @@ def test_v09_layout_swaps_the_model_on_a_copy_of_the_config(tmp_path, a0_legacy_
     assert res.layout == "legacy" and not (root / "usr/plugins").exists()
     loader = Loader([root / "usr/extensions"], [root / "usr/tools"], Extension, Tool)
     original = AgentConfigV09(
-        chat_model=models.ModelConfig(models.ModelType.CHAT, "openai", "host-default",
-                                      kwargs={"mock_response": "from the host's own model"}),
+        chat_model=models.ModelConfig(
+            models.ModelType.CHAT,
+            "openai",
+            "host-default",
+            kwargs={"mock_response": "from the host's own model"},
+        ),
         utility_model=models.ModelConfig(models.ModelType.CHAT, "openai", "host-util"),
     )
     agent = AgentV09(loader, models, original)
@@ -363,9 +410,14 @@ def test_v09_layout_swaps_the_model_on_a_copy_of_the_config(tmp_path, a0_legacy_
     assert agent.config is not original and original.chat_model is shared_chat
     assert shared_chat.name == "host-default"  # the shared config is untouched
     assert agent.config.chat_model.name == "gpt-4.1-nano"
-    msg = asyncio.run(agent.run_tool({"tool_name": "switch_model", "tool_args": {"model": "mini", "reason": "x"}}))
+    msg = asyncio.run(
+        agent.run_tool({"tool_name": "switch_model", "tool_args": {"model": "mini", "reason": "x"}})
+    )
     assert msg == "Switched to mini for the next turn."
     assert "mini answered" in asyncio.run(agent.iteration())
     got = rows(tmp_path / "ledger.db")
     assert [(r["kind"], r["model"]) for r in got] == [
-        ("chat", "gpt-4.1-nano"), ("tool", "switch_model"), ("chat", "gpt-4.1-mini")]
+        ("chat", "gpt-4.1-nano"),
+        ("tool", "switch_model"),
+        ("chat", "gpt-4.1-mini"),
+    ]
