@@ -80,11 +80,10 @@ class ReferenceAdapter:
     def set_prompt_messages(
         self, agent: ReferenceAgent, loop_data: LoopData, messages: list[dict[str, Any]]
     ) -> None:
-        loop_data.history = (
-            [m for m in messages if m.get("role") != "system"]
-            if messages[:1] and messages[0].get("role") == "system"
-            else list(messages)
-        )
+        if messages and messages[0].get("role") == "system":
+            loop_data.system = [str(messages[0]["content"])]
+            messages = messages[1:]
+        loop_data.history = list(messages)
 
     def call_messages(self, call_data: dict[str, Any], kind: str) -> list[dict[str, Any]]:
         if kind == "utility":

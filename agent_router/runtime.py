@@ -31,6 +31,7 @@ class ConversationState:
     last_messages: list[dict[str, Any]] = field(default_factory=list)  # as routed at the turn's start
     turn: int = 0
     legacy_call: Any = None  # Agent Zero v0.9: the chat call synthesized between two loop points
+    saved: tuple[int, float] | None = None  # (tokens, USD) compression saved on the prompt being built
 
 
 @dataclass
@@ -45,6 +46,7 @@ class CallRecord:
     started: float
     reservation_id: str | None = None  # the budget reservation to settle when the call is recorded
     reasoning: Any = None
+    saved: tuple[int, float] = (0, 0.0)  # compression's saving on this call's prompt
 
 
 class Runtime:

@@ -22,13 +22,11 @@ from ..router import BudgetBlocked, Decision
 from ..usage import Usage, counted, normalize
 
 
-def compress_prompt(
-    rt: rtmod.Runtime, messages: list[dict[str, Any]], decision: Decision
-) -> list[dict[str, Any]] | None:
-    """Fit `messages` to the chosen model's budget; the new messages, or None when nothing changed.
+def compress_prompt(rt: rtmod.Runtime, messages: list[dict[str, Any]], decision: Decision) -> Any | None:
+    """Fit `messages` to the chosen model's budget: the compression result, or None when nothing changed.
 
-    The seam to agent_router.compression (branch `compression`): when that module is not installed the
-    step says so in the decision's reasons and leaves the prompt alone.
+    The seam to agent_router.compression (branch `compression`: `plan_budget`, `compress`). When that module
+    is not installed the step says so in the decision's reasons and leaves the prompt alone.
     """
     try:
         from .. import compression
@@ -36,12 +34,16 @@ def compress_prompt(
         decision.reasons.append("compression not configured")
         return None
     model = rt.catalog.get(decision.model)
-    budget = compression.plan_budget(model, rt.settings.compression, decision.estimated_output_tokens)
-    result = compression.compress(messages, budget, settings=rt.settings, counter=rt.counter, pm=rt.pm)
-    if result.messages is messages or result.messages == messages:
+    budget = compression.plan_budget(messages, model, rt.settings, rt.counter)
+    if budget is None:
         return None
-    decision.reasons.append(f"compressed prompt {result.before_tokens:,} -> {result.after_tokens:,} tokens")
-    return result.messages
+    result = compression.compress(messages, budget, model, settings=rt.settings, counter=rt.counter, pm=rt.pm)
+    if result.after >= result.before:
+        return None
+    decision.reasons.append(
+        f"compressed prompt {result.before:,} -> {result.after:,} tokens ({budget.reason})"
+    )
+    return result
 
 
 @hookimpl
@@ -67,9 +69,10 @@ def message_loop_prompts_after(agent: Any, loop_data: Any) -> None:
     if st.decision is None or not rt.settings.compression.enabled:
         return
     messages = rt.adapter.prompt_messages(agent, loop_data)
-    new = compress_prompt(rt, messages, st.decision)
-    if new is not None:
-        rt.adapter.set_prompt_messages(agent, loop_data, new)
+    result = compress_prompt(rt, messages, st.decision)
+    if result is not None:
+        rt.adapter.set_prompt_messages(agent, loop_data, result.messages)
+        st.saved = (result.tokens_saved, result.saved_usd)  # credited to the turn's chat call in the ledger
 
 
 def _before(agent: Any, call_data: Any, kind: str) -> None:
@@ -91,6 +94,8 @@ def _before(agent: Any, call_data: Any, kind: str) -> None:
     model = rt.catalog.get(decision.model)
     ad.set_model(agent, call_data, model, kind)
     rec = rtmod.CallRecord(kind, conv, model, decision, messages, rtmod.now(), reservation)
+    if kind == "chat" and st.saved is not None:
+        rec.saved, st.saved = st.saved, None
     rt.begin_call(call_data, rec)
 
 
@@ -109,6 +114,9 @@ def _within_budget(
     model = rt.catalog.get(d.model)
     n_in = rt.counter.count_messages(messages, model.provider, model.name).tokens
     est = model.estimate_cost(n_in, d.estimated_output_tokens)
+    # The turn was routed on the conversation; the call carries the host's whole prompt (system prompt,
+    # tools): its estimate is what the budget and the ledger should see.
+    d.estimated_input_tokens, d.estimated_cost_usd = n_in, est
     chk = rt.ledger.check(est, conv)
     if chk.allowed:
         return d, chk.reservation_id
@@ -154,6 +162,8 @@ def _after(agent: Any, call_data: Any, response: Any, kind: str) -> None:
         decision=rec.decision,
         latency_ms=latency_ms,
         reservation_id=rec.reservation_id,
+        tokens_saved=rec.saved[0],
+        saved_usd=rec.saved[1],
     )
 
 

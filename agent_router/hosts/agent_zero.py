@@ -83,7 +83,10 @@ class AgentZeroAdapter:
         return [system, *hist]
 
     def set_prompt_messages(self, agent: Any, loop_data: Any, messages: list[dict[str, Any]]) -> None:
-        # OutputMessage is a TypedDict {ai, content}; the system part stays Agent Zero's own.
+        # OutputMessage is a TypedDict {ai, content}. The system prompt is replaced only if it was changed.
+        if messages and messages[0]["role"] == "system":
+            if messages[0]["content"] != "\n\n".join(str(s) for s in loop_data.system):
+                loop_data.system = [messages[0]["content"]]
         loop_data.history_output = [
             {"ai": m["role"] == "assistant", "content": m["content"]}
             for m in messages
