@@ -161,11 +161,11 @@ class Router:
         prompt_counts: dict[str, tuple[int, str]] = {}
 
         def prompt_tokens(m: ModelInfo) -> tuple[int, str]:
-            key = f"{m.provider}/{m.name}"
-            if key not in prompt_counts:
-                c = self.counter.count_messages(messages, m.provider, m.name)
-                prompt_counts[key] = (c.tokens, c.source)
-            return prompt_counts[key]
+            # Models sharing an encoding share one count: a long history is walked once per encoding.
+            enc, source = self.counter.encoding_of(m.provider, m.name)
+            if enc not in prompt_counts:
+                prompt_counts[enc] = (self.counter.count_messages(messages, m.provider, m.name).tokens, "")
+            return prompt_counts[enc][0], source
 
         rejected: dict[str, str] = {}
 

@@ -101,7 +101,8 @@ class ModelConfig(_Model):
         names = [v] if isinstance(v, str) else (v or [])
         for name in names:
             # Real keys look like sk-..., AIza..., long random strings; env var names do not.
-            if name.startswith(("sk-", "AIza", "gsk_", "xai-")) or len(name) > 64 or not name.replace("_", "").isalnum():
+            looks_like_key = name.startswith(("sk-", "AIza", "gsk_", "xai-")) or len(name) > 64
+            if looks_like_key or not name.replace("_", "").isalnum():
                 raise ValueError("must name an environment variable (e.g. OPENAI_API_KEY), not hold a key")
         return v
 
@@ -246,7 +247,9 @@ class TranscriptionProvider(_Model):
     api_key_env: str | list[str] | None = Field(
         None, description="Name(s) of environment variables holding the API key(s); several rotate."
     )
-    model: str = Field("whisper-1", min_length=1, description="Transcription model id, e.g. 'whisper-large-v3'.")
+    model: str = Field(
+        "whisper-1", min_length=1, description="Transcription model id, e.g. 'whisper-large-v3'."
+    )
     price_per_minute: float = Field(
         0.0, ge=0, description="USD per audio minute; the cheapest (0 = free) is tried first."
     )
@@ -268,10 +271,16 @@ class TranscriptionProvider(_Model):
 class ProviderSettings(_Model):
     """Calling model APIs directly: timeouts, retries, health and the transcription pool."""
 
-    timeout_s: float = Field(120.0, gt=0, description="Longest wait for a response (or between stream chunks).")
+    timeout_s: float = Field(
+        120.0, gt=0, description="Longest wait for a response (or between stream chunks)."
+    )
     connect_timeout_s: float = Field(5.0, gt=0, description="Longest wait to open a connection.")
-    max_retries: int = Field(2, ge=0, description="Retries on the same model (timeouts, 5xx, 429) before failover.")
-    backoff_base_s: float = Field(0.5, ge=0, description="First retry delay; doubles each retry, with full jitter.")
+    max_retries: int = Field(
+        2, ge=0, description="Retries on the same model (timeouts, 5xx, 429) before failover."
+    )
+    backoff_base_s: float = Field(
+        0.5, ge=0, description="First retry delay; doubles each retry, with full jitter."
+    )
     backoff_max_s: float = Field(8.0, ge=0, description="Longest delay between two retries.")
     max_retry_wait_s: float = Field(
         5.0, ge=0, description="Longest Retry-After / rate-limit wait honoured; beyond it, fail over instead."
@@ -282,7 +291,9 @@ class ProviderSettings(_Model):
     failure_threshold: int = Field(
         3, ge=1, description="Consecutive failures after which a model cools down (is skipped)."
     )
-    cooldown_s: float = Field(30.0, ge=0, description="How long a failing model is skipped before one probe call.")
+    cooldown_s: float = Field(
+        30.0, ge=0, description="How long a failing model is skipped before one probe call."
+    )
     key_set_aside_s: float = Field(
         3600.0, ge=0, description="How long an API key that failed authentication is left out of rotation."
     )
@@ -297,6 +308,9 @@ class ProviderSettings(_Model):
 class Settings(_Model):
     """All of agent_router's settings."""
 
+    schema_ref: str | None = Field(
+        None, alias="$schema", description="Optional path or URL of settings.schema.json, for editors."
+    )
     models: dict[str, ModelConfig] = Field(
         default_factory=dict, description="Models by alias. Empty: the built-in offline catalog."
     )
@@ -398,6 +412,8 @@ def _problems(err: ValidationError) -> list[tuple[str, str]]:
         msg = e["msg"]
         if e["type"] == "extra_forbidden":
             msg = "unknown key (not a setting; check the spelling against settings.example.json)"
+        elif "api_key" in str(loc):
+            pass  # never echo what may be a secret
         elif "input" in e and e["type"] not in ("missing",) and not isinstance(e["input"], dict | list):
             msg = f"{msg} (got {e['input']!r})"
         out.append((_json_path(loc), msg))

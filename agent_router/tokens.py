@@ -126,6 +126,11 @@ class TokenCounter:
         fallback = _ENCODINGS.get("cl100k_base", self.cache_dir)
         return fallback, ("cl100k_base" if fallback is not None else "chars/4"), "estimated"
 
+    def encoding_of(self, provider: str, name: str) -> tuple[str, str]:
+        """(encoding name, "counted" | "estimated") that counting for this model will use."""
+        _, enc_name, source = self._encoding(provider, name)
+        return enc_name, source
+
     def _count(self, enc: Any | None, enc_name: str, text: str) -> int:
         key = (enc_name, text)
         n = self._cache.get(key)

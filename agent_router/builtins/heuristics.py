@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..analyzer import Analysis, analyze as heuristic_analyze
+from ..analyzer import Analysis
+from ..analyzer import analyze as heuristic_analyze
 from ..hookspecs import hookimpl
 
 

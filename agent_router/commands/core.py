@@ -21,6 +21,7 @@ def register_commands(cli: click.Group) -> None:
     cli.add_command(models_cmd)
     cli.add_command(check_cmd)
     cli.add_command(plugins_cmd)
+    cli.add_command(settings_cmd)
 
 
 @click.command("route")
@@ -103,3 +104,34 @@ def check_cmd(settings_path: str | None) -> None:
 def plugins_cmd() -> None:
     """List registered plugins and their hooks."""
     click.echo(json.dumps(get_plugins(), indent=2))
+
+
+def example_settings() -> dict:
+    """Every setting with its default value (optional ones as null), for settings.example.json."""
+    from ..settings import ModelConfig, Price, RateLimits, Settings
+
+    s = Settings()
+    data = s.model_dump(mode="json", by_alias=True)
+    data["$schema"] = "settings.schema.json"
+    # Show the optional per-model blocks once, on a generic OpenAI-compatible endpoint.
+    local = ModelConfig(provider="openai_compatible", name="llama3.1:8b", base_url="http://127.0.0.1:11434/v1",
+                        context_window=131072, price=Price(input=0, output=0),
+                        rate_limits=RateLimits(rpm=60), host_kwargs={"temperature": 0.2})
+    data["models"]["local-llama"] = local.model_dump(mode="json", by_alias=True)
+    return data
+
+
+@click.command("settings")
+@click.argument("what", type=click.Choice(["example", "schema", "show"]))
+@settings_option
+def settings_cmd(what: str, settings_path: str | None) -> None:
+    """Print the example settings (every key), the JSON schema (every description), or the effective settings."""
+    from ..settings import Settings
+
+    if what == "example":
+        data = example_settings()
+    elif what == "schema":
+        data = Settings.model_json_schema(by_alias=True)
+    else:
+        data = get_settings(settings_path).model_dump(mode="json", by_alias=True)
+    click.echo(json.dumps(data, indent=2))

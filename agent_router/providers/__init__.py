@@ -2,6 +2,7 @@
 retries, rate limits, key rotation, health and failover (`ProviderClient`), and a speech-to-text pool
 (`TranscriptionPool`)."""
 
+from .aio import AsyncProviderClient
 from .client import ProviderClient
 from .keys import redact
 from .state import MemoryState, StateStore
@@ -10,6 +11,7 @@ from .types import AllModelsFailed, Completion, Delta, ProviderError, StreamBrok
 
 __all__ = [
     "AllModelsFailed",
+    "AsyncProviderClient",
     "Completion",
     "Delta",
     "MemoryState",

@@ -147,6 +147,11 @@ class ProviderClient:
         Failover happens only before the first delta; a stream that breaks after it raises StreamBroken."""
         return self._run(model, messages, fallbacks, kind, stream=True, opts=opts)
 
+    def cooling_down(self) -> list[str]:
+        """Aliases currently skipped by the health breaker: pass them to the router as
+        ``context["unhealthy"]`` so it routes around them."""
+        return [m.alias for m in self.catalog if self.health.cooling_until(m.alias) is not None]
+
     def ping(self, alias: str, timeout_s: float = 10.0) -> Record:
         """One tiny request, no retries or failover: {'model', 'status', 'latency_ms', 'error'}."""
         m = self.catalog.get(alias)
@@ -156,7 +161,7 @@ class ProviderClient:
         req = t.Request(messages=[{"role": "user", "content": "ping"}], max_tokens=1)
         t0 = time.perf_counter()
         try:
-            self._send(m, keys[0], req, deadline=time.monotonic() + timeout_s, kind="health")
+            self._send(m, keys[0], req, deadline=time.monotonic() + timeout_s)
         except t.ProviderError as e:
             ms = (time.perf_counter() - t0) * 1000
             # A model that answers "max_tokens too small" or similar is up and reachable.
@@ -167,6 +172,8 @@ class ProviderClient:
                 "latency_ms": round(ms, 1),
                 "error": None if up else str(e),
             }
+        except AgentRouterError as e:  # e.g. no base_url for a generic endpoint
+            return {"model": alias, "status": "bad config", "latency_ms": None, "error": str(e)}
         return {
             "model": alias,
             "status": "ok",
@@ -285,7 +292,7 @@ class ProviderClient:
                             else:
                                 yield d
                     else:
-                        c = self._send(m, key, req, deadline, kind)
+                        c = self._send(m, key, req, deadline)
                 except t.ProviderError as e:
                     err = e
                     if emitted and not isinstance(e, t.StreamBroken):
@@ -302,6 +309,7 @@ class ProviderClient:
                         keys.remove(key)
                         continue
                     if e.kind == t.RATE_LIMIT:
+                        self.limiter.add(alias, rpm=-1)  # refused requests do not use the server's quota
                         self.limiter.learn(alias, getattr(e, "announced", {}), m.config.rate_limits)
                         if key is not None and e.retry_after:
                             self.state.set(
@@ -431,9 +439,7 @@ class ProviderClient:
             if wait:
                 self.state.set(f"block:{m.alias}:{key.env}", time.time() + wait, ttl_s=min(wait, 86400))
 
-    def _send(
-        self, m: ModelInfo, key: Secret | None, req: t.Request, deadline: float | None, kind: str = "chat"
-    ) -> t.Completion:
+    def _send(self, m: ModelInfo, key: Secret | None, req: t.Request, deadline: float | None) -> t.Completion:
         url, headers, body = self._prepare(m, key, req, stream=False)
         self.limiter.add(m.alias, rpm=1)
         try:
@@ -481,12 +487,28 @@ class ProviderClient:
                         yield from self._send_stream(m, key, req, deadline)
                         return
                     raise err
-                for sse in EventSource(resp).iter_sse():
-                    for d in parser.feed(sse.event, sse.data):
-                        if first_at is None:
-                            first_at = time.perf_counter()
-                        yield d
-                c = parser.finish()
+                if "text/event-stream" not in resp.headers.get("content-type", ""):
+                    # Some servers ignore `stream` and answer in one piece: take it as a one-delta stream.
+                    raw = resp.read()
+                    try:
+                        data = json.loads(raw)
+                    except ValueError:
+                        raise t.ProviderError(
+                            t.MALFORMED,
+                            f"stream response is neither SSE nor JSON: {raw[:60]!r}",
+                            model=m.alias,
+                        ) from None
+                    c = wire_for(m.provider).parse(data, m.name)
+                    first_at = time.perf_counter()
+                    if c.text:
+                        yield t.Delta(text=c.text)
+                else:
+                    for sse in EventSource(resp).iter_sse():
+                        for d in parser.feed(sse.event, sse.data):
+                            if first_at is None:
+                                first_at = time.perf_counter()
+                            yield d
+                    c = parser.finish()
                 self._after_ok(m, key, resp)
         except httpx.HTTPError as e:
             err = self._transport_error(m, e)

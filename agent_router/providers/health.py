@@ -47,7 +47,11 @@ class Health:
 
     def failure(self, alias: str, kind: str) -> None:
         if kind not in t.UNHEALTHY:
-            return  # this request's fault (too long, refused, bad key), not the model's
+            # This request's fault (too long, refused, bad key), not the model's: it answered, so a
+            # half-open probe that got this far proves the model is up.
+            if self.state.get(f"health:{alias}:cooldown_until") is not None:
+                self.success(alias)
+            return
         n = self.state.incr(f"health:{alias}:failures", 1)
         probing = self.state.get(f"health:{alias}:cooldown_until") is not None
         if probing or n >= self.threshold:

@@ -73,7 +73,9 @@ class KeyPool:
         self.clock = clock
 
     def present(self, envs: list[str]) -> list[Secret]:
-        return [Secret(n, self.env[n]) for n in envs if self.env.get(n)]
+        # Stripped: a trailing newline from `export K=$(cat file)` would make an invalid header whose
+        # error message might quote the key.
+        return [Secret(n, v) for n in envs if (v := (self.env.get(n) or "").strip())]
 
     def rotation(self, group: str, envs: list[str]) -> list[Secret]:
         """This call's keys, in order to try: usable keys starting at the group's next position."""

@@ -78,5 +78,5 @@ class Limiter:
                 self.state.set(f"learned:{alias}:{m}", float(v), ttl_s=LEARNED_TTL_S)
             return
         seen = self.used(alias, "rpm")
-        if seen >= 1:
-            self.state.set(f"learned:{alias}:rpm", float(max(1, math.floor(seen))), ttl_s=LEARNED_TTL_S)
+        if seen > 0:
+            self.state.set(f"learned:{alias}:rpm", float(max(1, round(seen))), ttl_s=LEARNED_TTL_S)

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import AgentRouterError
+from .keys import redact
 
 # Error kinds, as recorded in attempt records (`error_kind`) and carried by ProviderError.kind.
 TIMEOUT = "timeout"
@@ -64,7 +65,8 @@ class ProviderError(AgentRouterError):
         self.attempts = attempts or []
         where = f"{model}: " if model else ""
         code = f" (HTTP {status})" if status else ""
-        super().__init__(f"{where}{kind}{code}: {message}")
+        # Servers echo refused keys in their messages; no key may reach our error text.
+        super().__init__(redact(f"{where}{kind}{code}: {message}"))
 
 
 class StreamBroken(ProviderError):

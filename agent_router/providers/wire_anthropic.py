@@ -176,6 +176,8 @@ def parse(data: Any, model: str) -> t.Completion:
                     id=b.get("id", ""), name=b.get("name", ""), arguments=json.dumps(b.get("input") or {})
                 )
             )
+    if data.get("stop_reason") == "refusal" and not "".join(text) and not calls:
+        raise t.ProviderError(t.CONTENT_POLICY, "the model refused (stop_reason refusal)", model=model)
     return t.Completion(
         text="".join(text),
         tool_calls=calls,

@@ -109,6 +109,8 @@ def parse(data: Any, model: str) -> t.Completion:
     finish = _FINISH.get(choices[0].get("finish_reason") or "", "other")
     if calls and finish == "stop":
         finish = "tool_calls"
+    if finish == "content_filter" and not msg.get("content") and not calls:
+        raise t.ProviderError(t.CONTENT_POLICY, "response withheld by the content filter", model=model)
     usage = _usage(data.get("usage"))
     return t.Completion(
         text=_text(msg.get("content")),

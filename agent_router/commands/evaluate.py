@@ -1,0 +1,95 @@
+"""`agent-router eval`: score routers on routing-eval rows beside random, length and oracle baselines."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from ..errors import InputError
+from ..evaluation import evaluate
+from ..hookspecs import hookimpl
+from ._common import get_router, iter_rows, settings_option
+
+Scorer = Callable[[list[dict[str, Any]], list[str]], list[float]]
+# Named scorers `--router` can pick; other modules (e.g. the learned router) add theirs here.
+SCORERS: dict[str, Callable[[str | None], Scorer]] = {}
+
+
+def _analyzer(settings_path: str | None) -> Scorer:
+    router = get_router(settings_path)
+    return lambda rows, models: [router.analyze(r["messages"], {}).score for r in rows]
+
+
+SCORERS["analyzer"] = _analyzer
+
+
+@hookimpl
+def register_commands(cli: click.Group) -> None:
+    cli.add_command(eval_cmd)
+
+
+def _read_peer(spec: str) -> tuple[str, dict[str, float]]:
+    name, sep, path = spec.partition("=")
+    if not sep or not name or not path:
+        raise InputError(f"--peer {spec!r}: expected NAME=SCORES.jsonl")
+    out: dict[str, float] = {}
+    try:
+        with open(path, encoding="utf-8") as fh:
+            for n, line in enumerate(fh, 1):
+                if line.strip():
+                    try:
+                        d = json.loads(line)
+                        out[str(d["id"])] = float(d["score"])
+                    except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+                        raise InputError(f"{path}:{n}: expected {{\"id\": ..., \"score\": number}}") from None
+    except OSError as e:
+        raise InputError(f"--peer {path}: cannot open ({e.strerror})") from None
+    return name, out
+
+
+def format_table(report: dict[str, Any], title: str = "") -> str:
+    lines = [f"{title} ({report['rows']} rows; models {' < '.join(report['models'])})" if title else ""]
+    lines.append(f"| {'router':<22} | {'APGR':>6} | {'CPT(50%)':>8} | {'CPT(80%)':>8} | {'save95':>7} |")
+    lines.append(f"|{'-' * 24}|{'-' * 8}|{'-' * 10}|{'-' * 10}|{'-' * 9}|")
+
+    def pct(v: float | None) -> str:
+        return "n/a" if v is None else f"{100 * v:.1f}%"
+
+    for name, r in report["results"].items():
+        lines.append(f"| {name:<22} | {r['apgr']:>6.3f} | {pct(r['cpt50']):>8} | {pct(r['cpt80']):>8} | "
+                     f"{pct(r['save95']):>7} |")
+    return "\n".join(x for x in lines if x is not None)
+
+
+@click.command("eval")
+@click.argument("rows", type=click.Path(dir_okay=False))
+@click.option("--models", required=True, help="Comma-separated models, cheapest first: weak,strong or a,b,c.")
+@click.option("--router", "routers", multiple=True, default=["analyzer"], show_default=True,
+              help=f"Router(s) to score: {', '.join(SCORERS)} (repeatable).")
+@click.option("--peer", "peers", multiple=True, help="NAME=SCORES.jsonl of another router's {id, score} rows.")
+@click.option("--seeds", default=10, show_default=True, help="Seeds averaged for the random baseline.")
+@click.option("--limit", type=int, default=None, help="Only the first N rows.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@settings_option
+def eval_cmd(rows: str, models: str, routers: tuple[str, ...], peers: tuple[str, ...], seeds: int,
+             limit: int | None, as_json: bool, settings_path: str | None) -> None:
+    """APGR, CPT(50%), CPT(80%) and save95 of each router on ROWS, beside random, length and oracle."""
+    model_list = [m.strip() for m in models.split(",") if m.strip()]
+    unknown = [r for r in routers if r not in SCORERS]
+    if unknown:
+        raise InputError(f"--router: unknown {', '.join(unknown)} (known: {', '.join(SCORERS)})")
+    data = []
+    for row in iter_rows(rows):
+        data.append(row)
+        if limit and len(data) >= limit:
+            break
+    scorers = {name: SCORERS[name](settings_path) for name in routers}
+    extra = dict(_read_peer(p) for p in peers)
+    report = evaluate(data, model_list, scorers, seeds=seeds, extra_scores=extra, where=rows)
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+    else:
+        click.echo(format_table(report, rows))

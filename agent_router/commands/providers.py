@@ -1,0 +1,125 @@
+"""Provider commands: `health` (ping every configured model), `ask` (route, call, print answer and cost)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from concurrent.futures import ThreadPoolExecutor
+
+import click
+
+from ..hookspecs import hookimpl
+from ..providers import ProviderClient
+from ..settings import TIERS
+from ._common import get_router, get_settings, settings_option
+
+
+@hookimpl
+def register_commands(cli: click.Group) -> None:
+    cli.add_command(health_cmd)
+    cli.add_command(ask_cmd)
+
+
+@click.command("health")
+@settings_option
+@click.option("--timeout", "timeout_s", type=float, default=10.0, show_default=True, help="Seconds per ping.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def health_cmd(settings_path: str | None, timeout_s: float, as_json: bool) -> None:
+    """Ping each configured model with a one-token request; exit 1 if a tier has no healthy model.
+
+    A model whose API key variable is unset is reported as 'no key' and not pinged."""
+    s = get_settings(settings_path)
+    with ProviderClient(s) as client, ThreadPoolExecutor(max_workers=8) as pool:
+        rows = list(pool.map(lambda a: client.ping(a, timeout_s), list(s.models)))
+    for r in rows:
+        r["tier"] = s.tier_of(r["model"])
+        r["provider"] = s.models[r["model"]].provider
+    ok = {r["model"] for r in rows if r["status"] == "ok"}
+    down = [t for t in TIERS if not any(a in ok for a in s.tiers.get(t, []))]  # type: ignore[call-overload]
+    if as_json:
+        click.echo(json.dumps({"models": rows, "tiers_without_healthy_model": down}, indent=2))
+    else:
+        click.echo(f"{'model':24} {'tier':8} {'provider':10} {'status':14} {'latency':>9}")
+        for r in rows:
+            lat = f"{r['latency_ms']:.0f} ms" if r["latency_ms"] is not None else "-"
+            click.echo(f"{r['model']:24} {r['tier'] or '-':8} {r['provider']:10} {r['status']:14} {lat:>9}")
+            if r["error"]:
+                click.echo(f"    {r['error']}")
+        for t in down:
+            click.echo(f"tier {t}: no healthy model", err=True)
+    if down:
+        sys.exit(1)
+
+
+@click.command("ask")
+@click.argument("prompt")
+@settings_option
+@click.option("--stream", is_flag=True, help="Print the answer as it arrives.")
+@click.option("--tier", type=click.Choice(TIERS), default=None, help="Force a tier.")
+@click.option("--model", "model_alias", default=None, help="Force a model alias.")
+@click.option("--max-tokens", type=int, default=None, help="Most output tokens.")
+@click.option("--json", "as_json", is_flag=True, help="Print answer, decision, usage and cost as JSON.")
+def ask_cmd(
+    prompt: str,
+    settings_path: str | None,
+    stream: bool,
+    tier: str | None,
+    model_alias: str | None,
+    max_tokens: int | None,
+    as_json: bool,
+) -> None:
+    """Route PROMPT, call the chosen model (failing over along its chain), print answer, decision and cost."""
+    router = get_router(settings_path)
+    messages = [{"role": "user", "content": prompt}]
+    override = {"model": model_alias} if model_alias else {"tier": tier} if tier else None
+    d = router.route(messages, {"override": override} if override else {})
+    opts = {"max_tokens": max_tokens} if max_tokens else {}
+    with ProviderClient(router.settings, catalog=router.catalog, counter=router.counter) as client:
+        if stream and not as_json:
+            c = None
+            for delta in client.stream(d, messages, **opts):
+                if delta.text:
+                    click.echo(delta.text, nl=False)
+                c = delta.completion or c
+            click.echo()
+        else:
+            c = client.complete(d, messages, **opts)
+            if not as_json:
+                click.echo(c.text)
+    assert c is not None
+    u = c.usage
+    cost, price_source = router.catalog.cost(
+        c.alias, u.input_tokens, u.output_tokens, u.cached_input_tokens, u.cache_write_tokens
+    )
+    failed = [r for r in c.attempts if r["outcome"] != "ok"]
+    if as_json:
+        click.echo(
+            json.dumps(
+                {
+                    "answer": c.text,
+                    "tool_calls": [tc.to_openai() for tc in c.tool_calls],
+                    "finish_reason": c.finish_reason,
+                    "model": c.alias,
+                    "resolved_model": c.model,
+                    "decision": d.to_dict(),
+                    "usage": vars(u),
+                    "cost_usd": round(cost, 8),
+                    "price_source": price_source,
+                    "latency_ms": c.latency_ms,
+                    "attempts": c.attempts,
+                },
+                indent=2,
+            )
+        )
+        return
+    click.echo("--")
+    click.echo(f"decision: {d.tier}: {d.model} ({d.provider}/{d.model_name}); " + "; ".join(d.reasons[-2:]))
+    if failed:
+        click.echo(
+            "failover: " + ", ".join(f"{r['model']} {r['error_kind']}" for r in failed) + f" -> {c.alias}"
+        )
+    click.echo(
+        f"answered by {c.alias} ({c.model}) in {c.latency_ms:.0f} ms; tokens {u.input_tokens} in "
+        f"({u.cached_input_tokens} cached) + {u.output_tokens} out [{u.source}]; "
+        f"cost ${cost:.6f} ({price_source})"
+    )

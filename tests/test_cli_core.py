@@ -1,0 +1,74 @@
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from agent_router.cli import cli
+
+
+def run(*args, input=None):
+    return CliRunner().invoke(cli, list(args), input=input)
+
+
+def test_route_prompt_and_stdin_messages():
+    r = run("route", "--json", "hi")
+    assert r.exit_code == 0, r.output
+    d = json.loads(r.output)
+    assert d["tier"] == "utility" and d["reasons"]
+    r = run("route", input=json.dumps([{"role": "user", "content": "Write a Python script that sorts a CSV."}]))
+    assert r.exit_code == 0 and "est. $" in r.output
+
+
+def test_route_rejects_non_utf8_and_empty_stdin():
+    r = run("route", input=b"\xff\xfe[]")
+    assert r.exit_code == 2 and "not valid UTF-8" in r.output
+    r = run("route", input="[]")
+    assert r.exit_code == 2 and "is empty" in r.output
+
+
+def test_models_and_check_and_bad_settings(tmp_path):
+    r = run("models", "--json")
+    rows = json.loads(r.output)
+    assert all(row["price_source"].startswith("genai-prices") for row in rows)
+    bad = tmp_path / "s.json"
+    bad.write_text('{"routing": {"strategy": "cheapest"}}')
+    r = run("check", "--settings", str(bad))
+    assert r.exit_code == 2 and str(bad) in r.output and "$.routing.strategy" in r.output
+
+
+def test_score_and_eval_on_rows(tmp_path):
+    rows = tmp_path / "rows.jsonl"
+    lines = []
+    for i in range(40):
+        hard = i % 2 == 0
+        text = ("Prove step by step that the algorithm terminates, then implement it in Rust. " * (3 if hard else 0)
+                + f"question {i}")
+        lines.append({"id": f"r{i}", "messages": [{"role": "user", "content": text}],
+                      "quality": {"weak": 0.0 if hard else 1.0, "strong": 1.0},
+                      "cost_usd": {"weak": 0.001, "strong": 0.01}})
+    rows.write_text("\n".join(json.dumps(x) for x in lines))
+    r = run("score", str(rows))
+    out = [json.loads(x) for x in r.output.splitlines()]
+    assert len(out) == 40 and {"id", "score", "task_type", "tier"} <= set(out[0])
+    r = run("eval", str(rows), "--models", "weak,strong", "--json")
+    rep = json.loads(r.output)["results"]
+    assert rep["analyzer"]["apgr"] > rep["random"]["apgr"] + 0.2
+    assert rep["oracle"]["save95"] > 0.4
+    r = run("eval", str(rows), "--models", "weak,gpt-5")
+    assert r.exit_code == 2 and "gpt-5 not in" in r.output
+    (tmp_path / "broken.jsonl").write_text('{"id": 1, "messages": [{"role": "user", "content": "x"}]}\n{oops\n')
+    r = run("score", str(tmp_path / "broken.jsonl"))
+    assert r.exit_code == 2 and "broken.jsonl:2" in r.output
+
+
+def test_console_script_is_installed():
+    p = subprocess.run([sys.executable, "-m", "agent_router", "--help"], capture_output=True, text=True)
+    assert p.returncode == 0 and "route" in p.stdout
+
+
+def test_settings_example_is_current():
+    example = Path(__file__).parent.parent / "settings.example.json"
+    r = run("settings", "example")
+    assert json.loads(r.output) == json.loads(example.read_text()), "regenerate: agent-router settings example"
