@@ -266,18 +266,25 @@ def _settings_file(tmp_path: Path) -> Path:
     return p
 
 
-def _a0_imports(monkeypatch, layout: str):
-    """Agent Zero's module names importable from the stand-ins, for one test only; as in a real checkout,
-    v1.x has `helpers` and no `python` package, v0.9.x the other way round."""
-    monkeypatch.syspath_prepend(str(STANDINS / "common"))
-    monkeypatch.syspath_prepend(str(STANDINS / layout))
-    yield
-    for name in [
+def _a0_modules() -> list[str]:
+    return [
         n
         for n in sys.modules
         if n in ("models", "helpers", "python") or n.startswith(("helpers.", "python."))
-    ]:
+    ]
+
+
+def _a0_imports(monkeypatch, layout: str):
+    """Agent Zero's module names importable from the stand-ins, for one test only; as in a real checkout,
+    v1.x has `helpers` and no `python` package, v0.9.x the other way round. Modules of those names loaded
+    before (by anything else) are set aside and put back afterwards."""
+    saved = {n: sys.modules.pop(n) for n in _a0_modules()}
+    monkeypatch.syspath_prepend(str(STANDINS / "common"))
+    monkeypatch.syspath_prepend(str(STANDINS / layout))
+    yield
+    for name in _a0_modules():
         del sys.modules[name]
+    sys.modules.update(saved)
     rtmod.activate(None)
 
 
