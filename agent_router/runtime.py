@@ -84,6 +84,14 @@ class Runtime:
                 st = self._states[conversation_id] = ConversationState()
             return st
 
+    def adopt_states(self, other: Runtime) -> None:
+        """Take over another runtime's conversation state and calls in flight (after a settings reload)."""
+        with other._lock:
+            states, calls = dict(other._states), dict(other._calls)
+        with self._lock:
+            self._states.update(states)
+            self._calls.update(calls)
+
     def begin_call(self, call_data: Any, rec: CallRecord) -> None:
         with self._lock:
             self._calls[id(call_data)] = rec

@@ -428,3 +428,39 @@ def test_v09_layout_swaps_the_model_on_a_copy_of_the_config(tmp_path, a0_legacy_
         ("tool", "switch_model"),
         ("chat", "gpt-4.1-mini"),
     ]
+
+
+def test_edited_settings_take_effect_and_bad_ones_keep_the_last_good(tmp_path, a0_imports, caplog):
+    import models
+    from helpers.extension import Extension
+    from helpers.tool import Tool
+
+    root = _checkout(tmp_path, "v1")
+    settings = _settings_file(tmp_path)
+    inst.install(root, str(settings))
+    plugin = root / "usr/plugins/agent_router"
+    agent = AgentV1(Loader([plugin / "extensions/python"], [plugin / "tools"], Extension, Tool), models)
+    premium = {"tool_name": "switch_model", "tool_args": {"tier": "premium", "reason": "hard proof"}}
+    chat = {
+        "tool_name": "switch_model",
+        "tool_args": {"tier": "chat", "reason": "x", "scope": "conversation"},
+    }
+
+    async def step(request: dict) -> str:
+        return await agent.run_tool(request)
+
+    asyncio.run(agent.iteration("hi"))
+    assert asyncio.run(step(chat)).startswith("Switched")
+    assert asyncio.run(step(premium)).startswith("Switch refused")
+    data = json.loads(settings.read_text())
+    data["tool_policy"] = {"max_tier": "premium"}
+    settings.write_text(json.dumps(data))
+    os.utime(settings, (1, 1))  # a different mtime even within the file system's time resolution
+    assert asyncio.run(step(premium)) == "Switched to the premium tier for the next turn."
+    assert "sonnet answered" in asyncio.run(agent.iteration())  # the agent's switch survived the reload
+    assert "mini answered" in asyncio.run(agent.iteration())  # ...and so did its conversation-wide choice
+    settings.write_text('{"tool_policy": {"max_tier": "platinum"}}')
+    os.utime(settings, (2, 2))
+    assert asyncio.run(step(premium)).startswith("Switched")  # last good settings kept
+    assert "settings not reloaded, keeping the last good ones" in caplog.text
+    assert "$.tool_policy.max_tier" in caplog.text

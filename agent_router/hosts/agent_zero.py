@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 import threading
 from pathlib import Path
@@ -24,6 +25,7 @@ from typing import Any
 
 from .. import runtime as rtmod
 from ..catalog import ModelInfo
+from ..errors import AgentRouterError
 from ..settings import load
 
 MANIFEST = "agent_router_manifest.json"
@@ -157,7 +159,8 @@ class AgentZeroAdapter:
 
 # -- activation ---------------------------------------------------------------------------------------------
 _lock = threading.Lock()
-_active_key: tuple[str, str] | None = None
+_active_key: tuple[str, str, float | None] | None = None
+log = logging.getLogger("agent_router.agent_zero")
 
 
 def find_manifest(origin: str | os.PathLike[str]) -> Path | None:
@@ -170,22 +173,46 @@ def find_manifest(origin: str | os.PathLike[str]) -> Path | None:
     return None
 
 
+def _mtime(path: str | None) -> float | None:
+    from ..settings import resolve_path
+
+    p = resolve_path(path)
+    try:
+        return p.stat().st_mtime if p is not None else None
+    except OSError:
+        return None
+
+
 def ensure_runtime(origin: str | os.PathLike[str]) -> rtmod.Runtime:
-    """Activate the runtime for this Agent Zero install (once per process and settings file)."""
+    """Activate the runtime for this Agent Zero install (once per process and settings file).
+
+    An edited settings file takes effect at the next hook, keeping each conversation's state (the agent's
+    overrides); a settings file that no longer validates is reported once and the last good one stays."""
     global _active_key
     manifest = find_manifest(origin)
     settings_path = None
     if manifest is not None:
         settings_path = json.loads(manifest.read_text("utf-8")).get("settings")
-    key = (str(manifest), str(settings_path))
+    key = (str(manifest), str(settings_path), _mtime(settings_path))
     with _lock:
         rt = rtmod.current()
-        if rt is not None and _active_key == key and isinstance(rt.adapter, AgentZeroAdapter):
+        same_install = _active_key is not None and _active_key[:2] == key[:2]
+        if rt is not None and isinstance(rt.adapter, AgentZeroAdapter) and same_install and _active_key == key:
             return rt
-        rt = rtmod.Runtime(load(settings_path), AgentZeroAdapter())
-        rtmod.activate(rt)
+        try:
+            settings = load(settings_path)
+        except AgentRouterError as e:
+            if rt is not None and isinstance(rt.adapter, AgentZeroAdapter) and same_install:
+                log.error("agent_router: settings not reloaded, keeping the last good ones: %s", e)
+                _active_key = key
+                return rt
+            raise
+        new = rtmod.Runtime(settings, AgentZeroAdapter())
+        if rt is not None and isinstance(rt.adapter, AgentZeroAdapter) and same_install:
+            new.adopt_states(rt)
+        rtmod.activate(new)
         _active_key = key
-        return rt
+        return new
 
 
 def forward(point: str, ext: Any, origin: str, **kwargs: Any) -> Any:
