@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from . import runtime as rtmod
+from .builtins.host_loop import record_failure
 from .catalog import ModelInfo
 from .errors import AgentRouterError
 from .switch import SwitchResult, switch_model
@@ -182,7 +183,11 @@ class ReferenceAgent:
         rec = self.rt.pending_call(call_data)
         if rec is not None and rec.decision is not None:
             self.turn_decisions.append(rec.decision.to_dict())
-        result = self.complete(call_data["model"], call_data["messages"])
+        try:
+            result = self.complete(call_data["model"], call_data["messages"])
+        except Exception as e:
+            record_failure(self, call_data, e)
+            raise
         self.hook.chat_model_call_after(agent=self, call_data=call_data, response=result)
         return result.text
 
@@ -196,7 +201,11 @@ class ReferenceAgent:
         rec = self.rt.pending_call(call_data)
         if rec is not None and rec.decision is not None:
             self.turn_decisions.append({**rec.decision.to_dict(), "kind": "utility"})
-        result = self.complete(call_data["model"], self.rt.adapter.call_messages(call_data, "utility"))
+        try:
+            result = self.complete(call_data["model"], self.rt.adapter.call_messages(call_data, "utility"))
+        except Exception as e:
+            record_failure(self, call_data, e)
+            raise
         self.hook.util_model_call_after(agent=self, call_data=call_data, response=result)
         return result.text
 

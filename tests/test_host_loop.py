@@ -161,3 +161,18 @@ def test_hooks_do_nothing_without_an_active_runtime():
     call_data = {"model": "host-own-model", "messages": [{"role": "user", "content": "hi"}]}
     load_plugins().hook.chat_model_call_before(agent=object(), call_data=call_data)
     assert call_data["model"] == "host-own-model"
+
+
+def test_a_failed_call_is_a_ledger_row_and_frees_its_budget_reservation(tmp_path):
+    # Port 9 on 127.0.0.1 (discard) is closed: a real connection error, after the budget check reserved.
+    s = settings_for("http://127.0.0.1:9/v1", tmp_path / "l.db", budgets={"per_conversation_usd": 1.0})
+    rt = make_runtime(s)
+    rtmod.activate(rt)
+    with ProviderClient(s, catalog=rt.catalog) as client:
+        agent = ReferenceAgent(rt, provider_complete(client), conversation_id="c1")
+        with pytest.raises(Exception) as err:
+            agent.run_turn("hello")
+    (row,) = rows(tmp_path / "l.db")
+    assert row["outcome"].startswith("error: ") and row["cost_usd"] == 0.0 and row["input_tokens"] > 0
+    assert getattr(err.value, "kind", type(err.value).__name__) in row["outcome"]
+    assert rt.ledger.remaining("c1") == pytest.approx(1.0)  # nothing spent, nothing left reserved

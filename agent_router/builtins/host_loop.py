@@ -167,6 +167,34 @@ def _after(agent: Any, call_data: Any, response: Any, kind: str) -> None:
     )
 
 
+def record_failure(agent: Any, call_data: Any, error: BaseException) -> None:
+    """For hosts that see a model call fail (the hookspec has no failure hook): one ledger row with outcome
+    `error: <kind>`, no cost, its budget reservation settled. The caller re-raises."""
+    rt = rtmod.current()
+    if rt is None:
+        return
+    rec = rt.end_call(call_data)
+    if rec is None:
+        return
+    m = rec.model
+    n_in = rt.counter.count_messages(rec.messages, m.provider, m.name)
+    kind = getattr(error, "kind", None) or type(error).__name__
+    rt.record(
+        model=m.name,
+        requested_model=m.alias,
+        provider=m.provider,
+        usage=counted(n_in.tokens, 0, "counted" if n_in.source == "counted" else "estimated"),
+        cost_usd=0.0,
+        kind=rec.kind,
+        conversation_id=rec.conversation_id,
+        tier=m.tier,
+        decision=rec.decision,
+        latency_ms=(rtmod.now() - rec.started) * 1000.0,
+        outcome=f"error: {kind}",
+        reservation_id=rec.reservation_id,
+    )
+
+
 @hookimpl
 def chat_model_call_before(agent: Any, call_data: Any) -> None:
     _before(agent, call_data, "chat")
