@@ -240,6 +240,22 @@ class AgentV09(AgentV1):
     async def call_chat_model(self, messages: list[Msg]) -> tuple[str, str]:
         return await self.get_chat_model().unified_call(messages=messages)
 
+    def get_utility_model(self):
+        c = self.config.utility_model
+        return self.models.get_chat_model(c.provider, c.name, model_config=c, **c.build_kwargs())
+
+    async def call_utility_model(self, system: str, message: str, callback=None, background=False) -> str:
+        call_data = {
+            "model": self.get_utility_model(),
+            "system": system,
+            "message": message,
+            "callback": callback,
+            "background": background,
+        }
+        await self.loader.call("util_model_call_before", self, call_data=call_data)  # no *_after in v0.9
+        response, _ = await call_data["model"].unified_call(system_message=system, user_message=message)
+        return response
+
 
 # -- fixtures -----------------------------------------------------------------------------------------------
 def _settings_file(tmp_path: Path) -> Path:
@@ -428,6 +444,11 @@ def test_v09_layout_swaps_the_model_on_a_copy_of_the_config(tmp_path, a0_legacy_
         ("tool", "switch_model"),
         ("chat", "gpt-4.1-mini"),
     ]
+    # v0.9 has util_model_call_before only: the utility call is routed and swapped, not recorded, and it
+    # leaves nothing behind (no call in flight, no budget held).
+    assert "nano answered" in asyncio.run(agent.call_utility_model("Summarize.", "text"))
+    rt = rtmod.current()
+    assert rt._calls == {} and len(rows(tmp_path / "ledger.db")) == 3
 
 
 def test_edited_settings_take_effect_and_bad_ones_keep_the_last_good(tmp_path, a0_imports, caplog):

@@ -250,6 +250,10 @@ def forward(point: str, ext: Any, origin: str, **kwargs: Any) -> Any:
         )
     elif point == "util_model_call_before":
         hook.util_model_call_before(agent=agent, call_data=kwargs["call_data"])
+        if legacy:  # v0.9 has no util_model_call_after: nothing will record this call, so hold nothing for it
+            rec = rt.end_call(kwargs["call_data"])
+            if rec is not None and rec.reservation_id:
+                rt.ledger.release(rec.reservation_id)
     elif point == "util_model_call_after":
         hook.util_model_call_after(
             agent=agent, call_data=kwargs["call_data"], response=kwargs.get("response")
