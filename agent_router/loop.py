@@ -61,6 +61,9 @@ class TurnResult:
     decisions: list[dict[str, Any]]  # the decision of each model call of the turn (Decision.to_dict())
     tools: list[tuple[str, dict[str, Any], str]]  # (tool, args, result message)
     iterations: int
+    events: list[tuple[str, Any]] = field(
+        default_factory=list
+    )  # ("call", decision) | ("tool", (name, args, result)), in order
 
 
 class ReferenceAdapter:
@@ -168,6 +171,7 @@ class ReferenceAgent:
         self.summarize_over = summarize_over
         self.messages: list[dict[str, Any]] = []
         self.turn_decisions: list[dict[str, Any]] = []
+        self.turn_events: list[tuple[str, Any]] = []
 
     @property
     def hook(self) -> Any:
@@ -183,6 +187,7 @@ class ReferenceAgent:
         rec = self.rt.pending_call(call_data)
         if rec is not None and rec.decision is not None:
             self.turn_decisions.append(rec.decision.to_dict())
+            self.turn_events.append(("call", self.turn_decisions[-1]))
         try:
             result = self.complete(call_data["model"], call_data["messages"])
         except Exception as e:
@@ -201,6 +206,7 @@ class ReferenceAgent:
         rec = self.rt.pending_call(call_data)
         if rec is not None and rec.decision is not None:
             self.turn_decisions.append({**rec.decision.to_dict(), "kind": "utility"})
+            self.turn_events.append(("call", self.turn_decisions[-1]))
         try:
             result = self.complete(call_data["model"], self.rt.adapter.call_messages(call_data, "utility"))
         except Exception as e:
@@ -212,7 +218,7 @@ class ReferenceAgent:
     # -- the loop ----------------------------------------------------------------------------------------
     def run_turn(self, user_text: str) -> TurnResult:
         self.messages.append({"role": "user", "content": user_text})
-        self.turn_decisions = []
+        self.turn_decisions, self.turn_events = [], []
         used: list[tuple[str, dict[str, Any], str]] = []
         for i in range(self.max_iterations):
             ld = LoopData(iteration=i, user_message=user_text)
@@ -229,12 +235,15 @@ class ReferenceAgent:
             self.messages.append({"role": "assistant", "content": text})
             tool = parse_tool(text)
             if tool is None:  # plain text: taken as the answer
-                return TurnResult(text, self.turn_decisions, used, i + 1)
+                return TurnResult(text, self.turn_decisions, used, i + 1, self.turn_events)
             name, args = tool
             if name == "response":
-                return TurnResult(str(args.get("text", "")), self.turn_decisions, used, i + 1)
+                return TurnResult(
+                    str(args.get("text", "")), self.turn_decisions, used, i + 1, self.turn_events
+                )
             result = self.run_tool(name, args)
             used.append((name, args, result))
+            self.turn_events.append(("tool", used[-1]))
             self.messages.append({"role": "user", "content": f"[tool {name}] {result}", "tool": name})
         raise AgentRouterError(f"turn did not finish within {self.max_iterations} iterations")
 

@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .catalog import ModelInfo
-from .errors import AgentRouterError
 from .hosts import HostAdapter
 from .plugins import load_plugins
 from .router import Decision, Router
@@ -155,13 +154,6 @@ def activate(rt: Runtime | None) -> Runtime | None:
 def current() -> Runtime | None:
     """The active runtime, or None when no host activated one (the hooks then do nothing)."""
     return _current
-
-
-def require() -> Runtime:
-    rt = _current
-    if rt is None:
-        raise AgentRouterError("agent_router is not active in this process (no Runtime was activated)")
-    return rt
 
 
 def now() -> float:

@@ -24,7 +24,7 @@ from ..demo_server import DemoServer
 from ..hookspecs import hookimpl
 from ..ledger import Ledger, costs
 from ..ledger.reports import format_table
-from ..loop import ReferenceAdapter, ReferenceAgent, parse_tool, provider_complete
+from ..loop import ReferenceAdapter, ReferenceAgent, provider_complete
 from ..messages import text_of
 from ..plugins import load_plugins
 from ..providers import ProviderClient
@@ -242,21 +242,22 @@ def _read_file(path: str) -> str:
 def _print_turn(echo: Any, n: int, text: str, what: str, res: Any, alerts: list[dict[str, Any]]) -> None:
     echo("")
     echo(f"turn {n} ({what}): {text[:90]}{'...' if len(text) > 90 else ''}")
-    for d in res.decisions:
-        kind = d.get("kind", "chat")
-        echo(f"  {kind:7} -> {d['tier']:8} {d['model']:7} est. ${d['estimated_cost_usd']:.5f}")
-        for r in d["reasons"]:
-            echo(f"      - {r}")
-    for name, args, result in res.tools:
-        shown = {k: v for k, v in args.items()}
-        echo(f"  tool {name} {json.dumps(shown)} -> {result[:110]}")
+    for kind, ev in res.events:
+        if kind == "call":
+            echo(
+                f"  {ev.get('kind', 'chat'):7} -> {ev['tier']:8} {ev['model']:7} est. ${ev['estimated_cost_usd']:.5f}"
+            )
+            for r in ev["reasons"]:
+                echo(f"      - {r}")
+        else:
+            name, args, result = ev
+            echo(f"  tool {name} {json.dumps(args)} -> {result[:110]}")
     for a in alerts:
         echo(
             f"  budget alert: {a['budget']} {a['period']} at {int(a['threshold'] * 100)}%: "
             f"${a['spent_usd']:.4f} of ${a['limit_usd']:.4f}"
         )
-    reply = res.reply if parse_tool(res.reply) is None else res.reply
-    echo(f"  reply: {reply[:140]}")
+    echo(f"  reply: {res.reply[:140]}")
 
 
 @hookimpl
