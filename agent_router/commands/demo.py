@@ -172,7 +172,9 @@ class _Alerts:
         self.seen.append(alert)
 
 
-def run_demo(ledger_path: str, budget_usd: float = DEFAULT_BUDGET, echo: Any = click.echo) -> dict[str, Any]:
+def run_demo(
+    ledger_path: str, budget_usd: float = DEFAULT_BUDGET, echo: Any = click.echo, keep: bool = True
+) -> dict[str, Any]:
     """Run the scripted session; return {"turns": [...], "report": costs(...), "alerts": [...]}."""
     pm = load_plugins()
     # The demo prints alerts itself (from the on_budget_alert hook); the ledger's log line would repeat them.
@@ -218,7 +220,7 @@ def run_demo(ledger_path: str, budget_usd: float = DEFAULT_BUDGET, echo: Any = c
                 report = costs(ledger, by="model")
                 echo("")
                 echo(format_table(report).rstrip())
-                echo(f"ledger: {ledger_path}")
+                echo(f"ledger: {ledger_path}" if keep else "ledger: temporary (use --ledger FILE to keep it)")
                 ledger.close()
                 return {
                     "turns": turns,
@@ -287,4 +289,4 @@ def demo_cmd(ledger_path: str | None, budget_usd: float) -> None:
         run_demo(ledger_path, budget_usd)
         return
     with tempfile.TemporaryDirectory(prefix="agent-router-demo-") as tmp:
-        run_demo(str(Path(tmp) / "ledger.db"), budget_usd)
+        run_demo(str(Path(tmp) / "ledger.db"), budget_usd, keep=False)
