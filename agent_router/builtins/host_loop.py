@@ -86,7 +86,10 @@ def _before(agent: Any, call_data: Any, kind: str) -> None:
     decision = st.decision if kind == "chat" else None
     if decision is None:
         # Utility calls (and chat calls outside a loop iteration) are routed on their own messages.
-        decision = rt.route(conv, messages, kind)
+        try:
+            decision = rt.route(conv, messages, kind)
+        except InputError:
+            return  # nothing to route (empty messages): the host's own model takes the call as it is
     override = st.turn_override if kind == "chat" else None
     decision, reservation = _within_budget(rt, conv, decision, messages, kind, override)
     if kind == "chat":
