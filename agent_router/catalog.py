@@ -48,6 +48,9 @@ class ModelPrice:
     cached_input: float
     cache_write: float
     source: str  # "settings" | "genai-prices <version>" | "unknown"
+    # Long-context tiers, ascending: (start, price). A prompt of MORE than `start` input tokens pays that
+    # tier's rates on all its tokens (the "cliff" model of Anthropic, Google and genai-prices).
+    tiers: tuple[tuple[int, ModelPrice], ...] = ()
 
     @property
     def known(self) -> bool:
@@ -55,14 +58,18 @@ class ModelPrice:
 
     def cost(self, input_tokens: int, output_tokens: int, cached_input_tokens: int = 0,
              cache_write_tokens: int = 0) -> float:
-        """USD at list price. `input_tokens` INCLUDES cached reads and cache writes (agent_router.usage.Usage's
-        convention, OpenAI's too); Anthropic-style counts must be added up first (usage.from_anthropic)."""
+        """USD at list price. `input_tokens` INCLUDES cached reads and cache writes (the convention of
+        agent_router.usage.Usage and of OpenAI); Anthropic-style counts are summed first (from_anthropic)."""
+        p = self
+        for start, tier in self.tiers:
+            if input_tokens > start:
+                p = tier
         fresh = max(0, input_tokens - cached_input_tokens - cache_write_tokens)
         return (
-            fresh * self.input
-            + cached_input_tokens * self.cached_input
-            + cache_write_tokens * self.cache_write
-            + output_tokens * self.output
+            fresh * p.input
+            + cached_input_tokens * p.cached_input
+            + cache_write_tokens * p.cache_write
+            + output_tokens * p.output
         ) / 1e6
 
 
@@ -149,12 +156,33 @@ def _packaged(provider: str, name: str) -> tuple[ModelPrice | None, int | None]:
         return None, model.context_window
     cached = num("cache_read_mtok")
     write = num("cache_write_mtok")
+
+    def at(start: int | None, key: str, base: float | None) -> float | None:
+        # The rate of `key` for prompts above `start`: its highest tier not above `start`, else its base.
+        v = getattr(prices, key, None)
+        best = base
+        for t in getattr(v, "tiers", None) or []:
+            if start is not None and t.start <= start:
+                best = float(t.price)
+        return best
+
+    starts = sorted({t.start for k in ("input_mtok", "output_mtok", "cache_read_mtok", "cache_write_mtok")
+                     for t in (getattr(getattr(prices, k, None), "tiers", None) or [])})
+    tiers = []
+    for st in starts:
+        ti, to = at(st, "input_mtok", inp), at(st, "output_mtok", out)
+        tc, tw = at(st, "cache_read_mtok", cached), at(st, "cache_write_mtok", write)
+        tiers.append((st, ModelPrice(
+            input=ti or inp, output=to or out, cached_input=ti if tc is None else tc,
+            cache_write=ti if tw is None else tw, source=_genai_version(),
+        )))
     price = ModelPrice(
         input=inp,
         output=out,
         cached_input=inp if cached is None else cached,
         cache_write=inp if write is None else write,
         source=_genai_version(),
+        tiers=tuple(tiers),
     )
     return price, model.context_window
 

@@ -191,15 +191,42 @@ class CompressionSettings(_Model):
         5.0, ge=0, description="USD per million input tokens at or above which a model counts as expensive."
     )
     important_patterns: list[str] = Field(
+        # Written so Python's regex engine can skip ahead on a literal or a narrow first character: these run
+        # over every removed line, and a leading \b or (?i) makes each pattern several times slower.
         default_factory=lambda: [
-            r"(?i)\b(remember|constraint|important|note|must|never|always|deadline)\b\s*:?",
-            r"(?:[\w.-]+/)+[\w.-]+\.\w+",
-            r"\b\d+(?:\.\d+)?\s?(?:ms|s|kb|mb|gb|tb|%|usd|eur|km|kg|m|h|min)\b",
+            r"(?:remember|constraint|important|note:|must|never|always|deadline|Remember|Constraint|Important"
+            r"|Note:|Must|Never|Always|Deadline|REMEMBER|CONSTRAINT|IMPORTANT|NOTE:|MUST|NEVER|ALWAYS|DEADLINE)\b",
+            r"/[\w.-]+(?:/[\w.-]+)*\.[A-Za-z]\w*",
+            r"\d(?:[.,]\d+)?\s?(?:ms|s|sec|min|h|[KMGT]B|[kmgt]b|USD|usd|EUR|eur|km|kg|m|tokens|rpm|%)(?!\w)|[$€£]\d",
+            r"[A-Z][A-Z0-9]+-\d+\b",
+            r"[0-9a-f]{7,40}\b",
         ],
-        description="Regular expressions: lines matching any are carried into the compressed prompt.",
+        description="Regular expressions (Python syntax, ^ and $ match at line ends), most important first: "
+        "lines matching any (by default keywords such as 'remember' or 'never', file paths, numbers with "
+        "units, ticket ids, hashes and UUIDs) are carried into the compressed prompt when their message is "
+        "elided or summarized.",
+    )
+    facts_share: float = Field(
+        0.2, gt=0, le=1, description="Largest share of the budget that carried important lines may take."
     )
     summarize: bool = Field(True, description="Summarize older spans through the utility tier.")
     summarize_timeout_s: float = Field(20.0, gt=0, description="Give up on a summary after this many seconds.")
+    summarize_retry_after_s: float = Field(
+        120.0, ge=0, description="After a summary fails or times out, use the deterministic digest for this "
+        "many seconds before asking the summarizer again.",
+    )
+
+    @field_validator("important_patterns")
+    @classmethod
+    def _patterns_compile(cls, v: list[str]) -> list[str]:
+        import re
+
+        for i, p in enumerate(v):
+            try:
+                re.compile(p)
+            except re.error as e:
+                raise ValueError(f"[{i}] {p!r} is not a valid regular expression: {e}") from None
+        return v
 
 
 class LedgerSettings(_Model):

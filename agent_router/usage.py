@@ -12,10 +12,10 @@ writes included; `output` counts every generated token, reasoning included. Prov
 - Gemini: `promptTokenCount` includes `cachedContentTokenCount`; `candidatesTokenCount` EXCLUDES
   `thoughtsTokenCount`, so output = candidates + thoughts. Streamed chunks carry cumulative `usageMetadata`.
 
-Why not `genai_prices.extract_usage`: it maps whole non-streamed responses well (tests check we agree with it),
-but it raises for a model missing from its table (local and OpenAI-compatible servers), for streamed events
-(an Anthropic `message_delta` has no `input_tokens`), and it needs an API flavor per provider. The ledger must
-record every call, so this module normalizes the payload itself and the catalog prices it.
+Why not `genai_prices.extract_usage`: it maps whole non-streamed responses well (tests check that we
+agree with it), but it raises for a model missing from its table (local and OpenAI-compatible servers) and
+for streamed events (an Anthropic `message_delta` has no `input_tokens`), and it needs an API flavor per
+provider. The ledger must record every call, so this module normalizes the payload and the catalog prices it.
 """
 
 from __future__ import annotations
@@ -99,15 +99,25 @@ def from_openai(u: Any) -> Usage:
     if _get(u, "prompt_tokens") is not None or _get(u, "completion_tokens") is not None:
         inp = _int(_get(u, "prompt_tokens"), "usage.prompt_tokens")
         out = _int(_get(u, "completion_tokens"), "usage.completion_tokens")
-        cached = _int(_get(u, "prompt_tokens_details", "cached_tokens"), "usage.prompt_tokens_details.cached_tokens")
-        reasoning = _int(_get(u, "completion_tokens_details", "reasoning_tokens"),
-                         "usage.completion_tokens_details.reasoning_tokens")
+        cached = _int(
+            _get(u, "prompt_tokens_details", "cached_tokens"), "usage.prompt_tokens_details.cached_tokens"
+        )
+        if not cached:  # DeepSeek reports its cache hits (inside prompt_tokens) under its own name
+            cached = _int(_get(u, "prompt_cache_hit_tokens"), "usage.prompt_cache_hit_tokens")
+        reasoning = _int(
+            _get(u, "completion_tokens_details", "reasoning_tokens"),
+            "usage.completion_tokens_details.reasoning_tokens",
+        )
     else:
         inp = _int(_get(u, "input_tokens"), "usage.input_tokens")
         out = _int(_get(u, "output_tokens"), "usage.output_tokens")
-        cached = _int(_get(u, "input_tokens_details", "cached_tokens"), "usage.input_tokens_details.cached_tokens")
-        reasoning = _int(_get(u, "output_tokens_details", "reasoning_tokens"),
-                         "usage.output_tokens_details.reasoning_tokens")
+        cached = _int(
+            _get(u, "input_tokens_details", "cached_tokens"), "usage.input_tokens_details.cached_tokens"
+        )
+        reasoning = _int(
+            _get(u, "output_tokens_details", "reasoning_tokens"),
+            "usage.output_tokens_details.reasoning_tokens",
+        )
     # Some compatible servers report reasoning outside completion_tokens; never let it exceed output.
     return Usage(input=inp, output=max(out, reasoning), cached_input=min(cached, inp), reasoning=reasoning)
 
@@ -136,8 +146,12 @@ def from_gemini(u: Any) -> Usage:
     thoughts = pick("thoughtsTokenCount", "thoughts_token_count")
     # Tool-use prompt tokens are billed as input.
     tool_prompt = pick("toolUsePromptTokenCount", "tool_use_prompt_token_count")
-    return Usage(input=prompt + tool_prompt, output=candidates + thoughts, cached_input=min(cached, prompt),
-                 reasoning=thoughts)
+    return Usage(
+        input=prompt + tool_prompt,
+        output=candidates + thoughts,
+        cached_input=min(cached, prompt),
+        reasoning=thoughts,
+    )
 
 
 def family(provider: str) -> str:

@@ -16,6 +16,7 @@ from ..settings import BudgetSettings
 from .store import SQLiteStore
 
 Action = Literal["allow", "downgrade", "block"]
+_SPEND_PREFIX = {"daily": "day", "monthly": "month", "conversation": "conversation"}
 
 
 def iso(t: datetime) -> str:
@@ -28,8 +29,13 @@ class Scope:
     budget: str  # daily | monthly | conversation
     period: str  # the day, the month, or the conversation id
     limit: float
-    since: str | None = None
+    since: str | None = None  # reservations made since then count against it
     conversation_id: str | None = None
+
+    @property
+    def key(self) -> str:
+        """Its key in the `spend` table."""
+        return f"{_SPEND_PREFIX[self.budget]}:{self.period}"
 
 
 @dataclass
@@ -46,14 +52,20 @@ class BudgetCheck:
         return self.action == "allow"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"action": self.action, "remaining_usd": self.remaining_usd, "reservation_id": self.reservation_id,
-                "reasons": self.reasons}
+        return {
+            "action": self.action,
+            "remaining_usd": self.remaining_usd,
+            "reservation_id": self.reservation_id,
+            "reasons": self.reasons,
+        }
 
 
 def scopes(b: BudgetSettings, now: datetime, conversation_id: str | None) -> list[Scope]:
     out = []
     if b.per_conversation_usd is not None and conversation_id is not None:
-        out.append(Scope("conversation", conversation_id, b.per_conversation_usd, conversation_id=conversation_id))
+        out.append(
+            Scope("conversation", conversation_id, b.per_conversation_usd, conversation_id=conversation_id)
+        )
     day = now.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
     if b.daily_usd is not None:
         out.append(Scope("daily", day.strftime("%Y-%m-%d"), b.daily_usd, since=iso(day)))
@@ -64,13 +76,20 @@ def scopes(b: BudgetSettings, now: datetime, conversation_id: str | None) -> lis
 
 def headroom(store: SQLiteStore, scope: Scope, now: str) -> tuple[float, float]:
     """(limit - spent - reserved, spent) for one scope."""
-    spent = store.spent(scope.since, scope.conversation_id)
+    spent = store.spent(scope.key)
     held = store.reserved(now, scope.since, scope.conversation_id)
     return scope.limit - spent - held, spent
 
 
-def decide(store: SQLiteStore, b: BudgetSettings, estimated: float, conversation_id: str | None,
-           now: datetime, reservation_id: str | None, ttl_s: float) -> BudgetCheck:
+def decide(
+    store: SQLiteStore,
+    b: BudgetSettings,
+    estimated: float,
+    conversation_id: str | None,
+    now: datetime,
+    reservation_id: str | None,
+    ttl_s: float,
+) -> BudgetCheck:
     """Run inside store.write(): decide and, when allowed and `reservation_id` is given, reserve."""
     now_s = iso(now)
     store.purge_expired(now_s)
@@ -81,13 +100,17 @@ def decide(store: SQLiteStore, b: BudgetSettings, estimated: float, conversation
         if remaining is None or room < remaining:
             remaining = room
         if estimated > room:
-            reasons.append(f"{sc.budget} budget {sc.period}: ${spent:.4f} spent + reserved, "
-                           f"${max(room, 0):.4f} left of ${sc.limit:.2f}; this call est. ${estimated:.4f}")
+            reasons.append(
+                f"{sc.budget} budget {sc.period}: ${spent:.4f} spent + reserved, "
+                f"${max(room, 0):.4f} left of ${sc.limit:.2f}; this call est. ${estimated:.4f}"
+            )
     if reasons:
         action: Action = "downgrade" if b.on_exceed == "downgrade" and (remaining or 0) > 0 else "block"
         return BudgetCheck(action, max(0.0, remaining or 0.0), None, reasons)
     if remaining is not None and reservation_id is not None:
-        store.add_reservation(reservation_id, conversation_id, estimated, now_s, iso(now + timedelta(seconds=ttl_s)))
+        store.add_reservation(
+            reservation_id, conversation_id, estimated, now_s, iso(now + timedelta(seconds=ttl_s))
+        )
         return BudgetCheck("allow", remaining, reservation_id, [])
     return BudgetCheck("allow", remaining, None, [])
 
@@ -96,11 +119,20 @@ def crossed(store: SQLiteStore, b: BudgetSettings, conversation_id: str | None, 
     """Inside the write that recorded a call: alerts for thresholds crossed for the first time."""
     alerts = []
     for sc in scopes(b, now, conversation_id):
-        spent = store.spent(sc.since, sc.conversation_id)
+        spent = store.spent(sc.key)
         for t in sorted(b.alert_thresholds):
             if spent >= t * sc.limit and store.mark_alert(
                 f"{sc.budget}|{sc.period}|{t:g}", sc.budget, sc.period, t, spent, sc.limit, iso(now)
             ):
-                alerts.append({"budget": sc.budget, "period": sc.period, "threshold": t, "spent_usd": spent,
-                               "limit_usd": sc.limit, "conversation_id": sc.conversation_id, "time": iso(now)})
+                alerts.append(
+                    {
+                        "budget": sc.budget,
+                        "period": sc.period,
+                        "threshold": t,
+                        "spent_usd": spent,
+                        "limit_usd": sc.limit,
+                        "conversation_id": sc.conversation_id,
+                        "time": iso(now),
+                    }
+                )
     return alerts

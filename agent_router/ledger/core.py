@@ -11,10 +11,12 @@ import json
 import logging
 import os
 import re
+import sqlite3
 import uuid
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from time import time_ns
 from typing import Any
 
 from ..catalog import Catalog, ModelPrice, price_for
@@ -32,6 +34,11 @@ _KEY_PATTERNS = re.compile(
     r"(sk-(?:ant-|proj-)?[A-Za-z0-9_\-]{8,}|AIza[0-9A-Za-z_\-]{10,}|gsk_[A-Za-z0-9]{10,}|xai-[A-Za-z0-9]{10,}"
     r"|(?i:bearer)\s+[A-Za-z0-9._\-]{8,})"
 )
+
+
+def _uid() -> str:
+    # Time-ordered (ns clock, then randomness), so the unique index grows at its end instead of at random.
+    return f"{time_ns():016x}{os.urandom(8).hex()}"
 
 
 def default_path(settings: Settings | None = None) -> Path:
@@ -62,6 +69,10 @@ class Ledger:
         self.store = SQLiteStore(self.path, busy_timeout_ms=busy_timeout_ms, retries=retries)
         self.spool_path = spool.spool_path(self.path)
         self._secrets = self._secret_values()
+        self._iso_cache: tuple[datetime | None, str] = (None, "")
+        self._resolved: dict[
+            tuple[str | None, str | None, str | None], tuple[ModelPrice, str | None, str | None]
+        ] = {}
         self.replay_spool()
 
     @classmethod
@@ -100,23 +111,44 @@ class Ledger:
         return sorted(vals, key=len, reverse=True)
 
     def _scrub(self, text: str | None) -> str | None:
-        if not text:
+        if not text or text == "ok":
             return text
         for v in self._secrets:
             text = text.replace(v, "[REDACTED]")
         return _KEY_PATTERNS.sub("[REDACTED]", text)
 
     # -- pricing -------------------------------------------------------------------------------------------
-    def price(self, model: str | None, requested: str | None = None, provider: str | None = None
-              ) -> tuple[ModelPrice, str | None]:
-        """Price of the model that answered: the catalog by name or alias, else the packaged table."""
-        for name in (model, requested):
-            m = self.catalog.find(name) if name else None
-            if m is not None:
-                return m.price, m.provider
-        if model and provider:
-            return price_for(ModelConfig(provider=provider, name=model)), provider
-        return ModelPrice(0.0, 0.0, 0.0, 0.0, "unknown"), provider
+    def price(
+        self, model: str | None, requested: str | None = None, provider: str | None = None
+    ) -> tuple[ModelPrice, str | None]:
+        """Price of the model that answered: the catalog by name or alias (a dated variant of the requested
+        model counts as it), else the packaged table for that name, else the requested model's price."""
+        m = self.catalog.find(model) if model else None
+        if m is not None:
+            return m.price, m.provider
+        req = self.catalog.find(requested) if requested else None
+        if req is not None and model and model.startswith(req.name):
+            return req.price, req.provider
+        prov = provider or (req.provider if req else None)
+        if model and prov:
+            p = price_for(ModelConfig(provider=prov, name=model))
+            if p.known:
+                return p, prov
+        if req is not None:
+            return req.price, req.provider
+        return ModelPrice(0.0, 0.0, 0.0, 0.0, "unknown"), prov
+
+    def _resolve(
+        self, model: str | None, requested: str | None, provider: str | None
+    ) -> tuple[ModelPrice, str | None, str | None]:
+        """Price, provider and tier for a call, cached: the catalog does not change under a Ledger."""
+        key = (model, requested, provider)
+        hit = self._resolved.get(key)
+        if hit is None:
+            price, prov = self.price(model, requested, provider)
+            m = self.catalog.find(requested or "") or self.catalog.find(model or "")
+            hit = self._resolved[key] = (price, prov, m.tier if m else None)
+        return hit
 
     def premium_price(self) -> tuple[str, ModelPrice]:
         m = self.catalog.tier_models("premium")[0]
@@ -157,17 +189,17 @@ class Ledger:
             provider = provider or decision.provider
             task_type = task_type or decision.analysis.task_type
             reasons = reasons if reasons is not None else decision.reasons
-            estimated_cost_usd = estimated_cost_usd if estimated_cost_usd is not None else decision.estimated_cost_usd
+            estimated_cost_usd = (
+                estimated_cost_usd if estimated_cost_usd is not None else decision.estimated_cost_usd
+            )
             model = model or decision.model_name
         if not model and not requested_model:
             raise LedgerError("record: give the model that answered (model=...) or the requested model")
         if tier is not None and tier not in TIERS:
             raise LedgerError(f"record: tier must be one of {', '.join(TIERS)}, got {tier!r}")
-        price, found_provider = self.price(model, requested_model, provider)
+        price, found_provider, found_tier = self._resolve(model, requested_model, provider)
         provider = provider or found_provider
-        if tier is None:
-            m = self.catalog.find(requested_model or "") or self.catalog.find(model or "")
-            tier = m.tier if m else None
+        tier = tier or found_tier
         if usage is None:
             u = Usage(source="estimated")
         elif isinstance(usage, Usage):
@@ -177,21 +209,28 @@ class Ledger:
                 u = normalize(usage, provider or "openai")
             except UsageError as e:
                 raise LedgerError(f"record: {e}") from None
-        cost = price.cost(u.input, u.output, u.cached_input, u.cache_write) if cost_usd is None else float(cost_usd)
+        cost = (
+            price.cost(u.input, u.output, u.cached_input, u.cache_write)
+            if cost_usd is None
+            else float(cost_usd)
+        )
         if isinstance(time, datetime):
-            t = iso(time)
+            t = self._iso_cache[1] if self._iso_cache[0] is time else iso(time)
+            self._iso_cache = (time, t)  # record_many stamps a whole batch with one datetime
         elif isinstance(time, str):
             try:
                 t = iso(datetime.fromisoformat(time))
             except ValueError:
                 raise LedgerError(f"record: time {time!r} is not ISO 8601") from None
         else:
-            t = iso(datetime.now(UTC))
+            t = iso(datetime.now(UTC))  # the call just finished
         store_prompt = None
         if prompt is not None and self.settings.ledger.store_prompts:
-            store_prompt = self._scrub(prompt if isinstance(prompt, str) else json.dumps(prompt, ensure_ascii=False))
+            store_prompt = self._scrub(
+                prompt if isinstance(prompt, str) else json.dumps(prompt, ensure_ascii=False)
+            )
         return {
-            "uid": uuid.uuid4().hex,
+            "uid": _uid(),
             "time": t,
             "conversation_id": None if conversation_id is None else str(conversation_id),
             "agent_id": None if agent_id is None else str(agent_id),
@@ -220,9 +259,10 @@ class Ledger:
             "saved_usd": float(saved_usd),
         }
 
-    def record(self, model: str | None = None, usage: Any = None, *, reservation_id: str | None = None,
-               **fields: Any) -> int | None:
-        """Write one call; return its row id (None only if the database stayed locked and the row was spooled).
+    def record(
+        self, model: str | None = None, usage: Any = None, *, reservation_id: str | None = None, **fields: Any
+    ) -> int | None:
+        """Write one call; return its row id (None only if the database stayed locked: the row is spooled).
 
         `usage` is a `Usage`, or a provider's response / usage payload (normalized for `provider`).
         `reservation_id` (from `check`) is settled in the same transaction.
@@ -234,11 +274,13 @@ class Ledger:
     def record_many(self, rows: Iterable[dict[str, Any]]) -> list[int]:
         """Write many calls in one transaction (each dict holds `record`'s arguments); return their ids."""
         built, rids = [], []
+        now = datetime.now(UTC)
         for r in rows:
             r = dict(r)
             rid = r.pop("reservation_id", None)
             if rid:
                 rids.append(rid)
+            r.setdefault("time", now)  # one clock read for the batch
             built.append(self.build_row(r.pop("model", None), r.pop("usage", None), **r))
         return self._write(built, rids) if built else []
 
@@ -252,9 +294,7 @@ class Ledger:
                 one = store.insert_call(rows[0])
                 ids = [one] if one is not None else []
             else:
-                store.insert_calls(rows)
-                found = store.ids_for([r["uid"] for r in rows])
-                ids = [found[r["uid"]] for r in rows if r["uid"] in found]
+                ids = store.insert_calls(rows)
             if reservation_ids:
                 store.delete_reservations(reservation_ids)
             alerts: list[dict] = []
@@ -265,20 +305,30 @@ class Ledger:
 
         try:
             ids, alerts = self.store.write(tx)
-        except LedgerBusy as e:
-            spool.append(self.spool_path, rows)
-            log.error("ledger: %s; %d row(s) kept in %s and replayed on next open", e, len(rows), self.spool_path)
+        except (LedgerBusy, sqlite3.OperationalError) as e:  # locked through all retries, disk full, I/O
+            try:
+                spool.append(self.spool_path, rows)
+            except OSError as se:
+                raise LedgerError(
+                    f"{self.path}: write failed ({e}) and the spool {self.spool_path} too ({se.strerror})"
+                ) from None
+            log.error(
+                "ledger: %s; %d row(s) kept in %s and replayed on next open", e, len(rows), self.spool_path
+            )
             return []
-        for row, rid in zip(rows, ids, strict=False):
-            self._hook("on_usage", record={"id": rid, **{k: v for k, v in row.items() if k != "prompt"}})
+        if self.pm.hook.on_usage.get_hookimpls():  # building each record costs; skip it when no one listens
+            for row, rid in zip(rows, ids, strict=False):
+                self._hook("on_usage", record={"id": rid, **{k: v for k, v in row.items() if k != "prompt"}})
         for a in alerts:
             self._alert(a)
         return ids
 
     def replay_spool(self) -> int:
         """Insert rows left in the spool by writes that failed earlier; return how many were replayed."""
+
         def insert(rows: list[dict[str, Any]]) -> None:
-            self.store.write(lambda s: s.insert_calls(rows))
+            # Row by row: a line may already be in the database (a crash between commit and truncate).
+            self.store.write(lambda s: [s.insert_call(r) for r in rows])
 
         try:
             return spool.replay(self.spool_path, insert)
@@ -294,12 +344,20 @@ class Ledger:
 
     def _alert(self, alert: dict[str, Any]) -> None:
         pct = int(round(alert["threshold"] * 100))
-        log.warning("budget alert: %s budget %s at %d%%: $%.4f of $%.2f", alert["budget"], alert["period"], pct,
-                    alert["spent_usd"], alert["limit_usd"])
+        log.warning(
+            "budget alert: %s budget %s at %d%%: $%.4f of $%.2f",
+            alert["budget"],
+            alert["period"],
+            pct,
+            alert["spent_usd"],
+            alert["limit_usd"],
+        )
         self._hook("on_budget_alert", alert=alert)
 
     # -- budgets -------------------------------------------------------------------------------------------
-    def check(self, estimated_cost: float, conversation_id: str | None = None, reserve: bool = True) -> BudgetCheck:
+    def check(
+        self, estimated_cost: float, conversation_id: str | None = None, reserve: bool = True
+    ) -> BudgetCheck:
         """allow / downgrade / block for a call estimated at `estimated_cost` USD, decided atomically.
 
         When allowed and a budget applies, the estimate is reserved; pass `reservation_id` to `record` (or
@@ -311,8 +369,12 @@ class Ledger:
         conv = None if conversation_id is None else str(conversation_id)
         if b.per_request_usd is not None and estimated_cost > b.per_request_usd:
             action = "downgrade" if b.on_exceed == "downgrade" else "block"
-            return BudgetCheck(action, min(b.per_request_usd, self.remaining(conv) or b.per_request_usd), None,
-                               [f"per-request budget ${b.per_request_usd:.4f}; this call est. ${estimated_cost:.4f}"])
+            return BudgetCheck(
+                action,
+                min(b.per_request_usd, self.remaining(conv) or b.per_request_usd),
+                None,
+                [f"per-request budget ${b.per_request_usd:.4f}; this call est. ${estimated_cost:.4f}"],
+            )
         if not (b.daily_usd or b.monthly_usd or (b.per_conversation_usd and conv is not None)):
             return BudgetCheck("allow", None)
         rid = uuid.uuid4().hex if reserve else None
@@ -332,8 +394,7 @@ class Ledger:
         scs = budgets.scopes(self.budgets, now, conv)
         if not scs:
             return None
-        with self.store._lock:
-            rooms = [budgets.headroom(self.store, sc, iso(now))[0] for sc in scs]
+        rooms = [budgets.headroom(self.store, sc, iso(now))[0] for sc in scs]
         return max(0.0, min(rooms))
 
     def budget_context(self, conversation_id: str | None = None) -> dict[str, Any]:
@@ -346,8 +407,9 @@ class Ledger:
             ctx["conversation_id"] = conversation_id
         return ctx
 
-    def route(self, router: Any, messages: list[dict[str, Any]], context: dict[str, Any] | None = None
-              ) -> tuple[Any, BudgetCheck]:
+    def route(
+        self, router: Any, messages: list[dict[str, Any]], context: dict[str, Any] | None = None
+    ) -> tuple[Any, BudgetCheck]:
         """Route within budget: remaining budget -> router -> atomic check and reservation.
 
         If another agent took the headroom between the two steps, route once more with the new remaining
@@ -365,7 +427,9 @@ class Ledger:
         raise BudgetBlocked("; ".join(chk.reasons) or "budget exhausted")
 
     # -- feedback ------------------------------------------------------------------------------------------
-    def add_feedback(self, call_id: int, good: bool, source: str = "explicit", signal: str | None = None) -> int:
+    def add_feedback(
+        self, call_id: int, good: bool, source: str = "explicit", signal: str | None = None
+    ) -> int:
         """Record a verdict on a call; returns the feedback row id."""
         if source not in ("explicit", "implicit"):
             raise LedgerError(f"feedback: source must be 'explicit' or 'implicit', got {source!r}")
@@ -378,10 +442,19 @@ class Ledger:
         return self.store.write(lambda s: s.add_feedback(cid, verdict, source, signal, now))
 
     def outcomes(self, since: str | datetime | None = None) -> Iterator[dict[str, Any]]:
-        """Each feedback verdict joined with its call: {call_id, task_type, model, tier, good, source, signal}."""
+        """Each feedback verdict joined with its call:
+        {call_id, task_type, model, tier, good, source, signal, time}."""
         from .reports import parse_since
 
         s = parse_since(since) if since is not None else None
         for r in self.store.outcomes(s):
-            yield {"call_id": r["call_id"], "task_type": r["task_type"], "model": r["model"], "tier": r["tier"],
-                   "good": r["verdict"] == "good", "source": r["source"], "signal": r["signal"], "time": r["time"]}
+            yield {
+                "call_id": r["call_id"],
+                "task_type": r["task_type"],
+                "model": r["model"],
+                "tier": r["tier"],
+                "good": r["verdict"] == "good",
+                "source": r["source"],
+                "signal": r["signal"],
+                "time": r["time"],
+            }

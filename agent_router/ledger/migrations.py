@@ -85,8 +85,13 @@ def m001_calls(db: sqlite_utils.Database) -> None:
         pk="id",
         not_null=["uid", "time", "kind", "outcome"],
         defaults={
-            "input_tokens": 0, "cached_input_tokens": 0, "cache_write_tokens": 0, "output_tokens": 0,
-            "reasoning_tokens": 0, "cost_usd": 0.0, "outcome": "ok",
+            "input_tokens": 0,
+            "cached_input_tokens": 0,
+            "cache_write_tokens": 0,
+            "output_tokens": 0,
+            "reasoning_tokens": 0,
+            "cost_usd": 0.0,
+            "outcome": "ok",
         },
     )
     # uid makes replays from the spool idempotent.
@@ -95,13 +100,11 @@ def m001_calls(db: sqlite_utils.Database) -> None:
 
 @migration
 def m002_report_indexes(db: sqlite_utils.Database) -> None:
-    """Indexes for the budget sums (by time, by conversation) and the `costs --by` reports."""
-    db["calls"].create_index(["time", "cost_usd"], index_name="calls_time")
-    db["calls"].create_index(["conversation_id", "cost_usd"], index_name="calls_conversation")
-    db["calls"].create_index(["model"], index_name="calls_model")
-    db["calls"].create_index(["tier"], index_name="calls_tier")
-    db["calls"].create_index(["task_type"], index_name="calls_task_type")
-    db["calls"].create_index(["tool"], index_name="calls_tool")
+    """Indexes for `costs --since` / `report --since` (time) and for reading one conversation."""
+    # Only these two: GROUP BY model / tier / task type / tool reads the whole time range anyway, and every
+    # extra index is one more B-tree page written per commit (it halved single-row commit speed when tried).
+    db["calls"].create_index(["time"], index_name="calls_time")
+    db["calls"].create_index(["conversation_id"], index_name="calls_conversation")
 
 
 @migration
@@ -125,7 +128,18 @@ def m004_feedback(db: sqlite_utils.Database) -> None:
 
 @migration
 def m005_budgets(db: sqlite_utils.Database) -> None:
-    """Budget reservations (held between check and record) and alerts already fired."""
+    """Running spend per day, month and conversation; budget reservations; alerts already fired."""
+    # `spend` keeps budget checks O(1) however large the ledger grows; it is backfilled from older rows.
+    db["spend"].create({"key": str, "usd": float}, pk="key", not_null=["usd"])
+    db.execute(
+        """INSERT INTO spend (key, usd)
+        SELECT k, SUM(c) FROM (
+            SELECT 'day:' || substr(time, 1, 10) AS k, cost_usd AS c FROM calls
+            UNION ALL SELECT 'month:' || substr(time, 1, 7), cost_usd FROM calls
+            UNION ALL SELECT 'conversation:' || conversation_id, cost_usd FROM calls
+                WHERE conversation_id IS NOT NULL
+        ) AS all_keys GROUP BY k"""
+    )
     db["reservations"].create(
         {"id": str, "conversation_id": str, "amount_usd": float, "created": str, "expires": str},
         pk="id",
@@ -133,8 +147,15 @@ def m005_budgets(db: sqlite_utils.Database) -> None:
     )
     db["reservations"].create_index(["expires"], index_name="reservations_expires")
     db["budget_alerts"].create(
-        {"key": str, "budget": str, "period": str, "threshold": float, "spent_usd": float,
-         "limit_usd": float, "time": str},
+        {
+            "key": str,
+            "budget": str,
+            "period": str,
+            "threshold": float,
+            "spent_usd": float,
+            "limit_usd": float,
+            "time": str,
+        },
         pk="key",
         not_null=["budget", "threshold", "time"],
     )
@@ -179,6 +200,10 @@ DESCRIPTIONS: dict[str, dict[str, str]] = {
         "signal": "What implied it: switch_model, retry, tool_error, cli, ...",
         "time": "UTC time, ISO 8601.",
     },
+    "spend": {
+        "key": "day:YYYY-MM-DD, month:YYYY-MM or conversation:<id>.",
+        "usd": "Sum of calls.cost_usd for that key, kept up to date in the transaction that writes the call.",
+    },
     "reservations": {
         "id": "Reservation id returned by a budget check.",
         "conversation_id": "Conversation the reserved call belongs to.",
@@ -202,15 +227,18 @@ DESCRIPTIONS: dict[str, dict[str, str]] = {
 def schema_markdown(db: sqlite_utils.Database) -> str:
     """Markdown documentation of the tables as the migrations built them."""
     out = ["# agent-router ledger schema", ""]
-    out.append("Migrations, in order: " + ", ".join(f"`{fn.__name__}` ({(fn.__doc__ or '').strip()})"
-                                                   for fn in MIGRATIONS))
-    for table in ("calls", "feedback", "reservations", "budget_alerts", "_migrations"):
+    out.append(
+        "Migrations, in order: "
+        + ", ".join(f"`{fn.__name__}` ({(fn.__doc__ or '').strip()})" for fn in MIGRATIONS)
+    )
+    for table in ("calls", "feedback", "spend", "reservations", "budget_alerts", "_migrations"):
         if table not in db.table_names():
             continue
         out += ["", f"## {table}", "", "| column | type | description |", "| --- | --- | --- |"]
         docs = DESCRIPTIONS.get(table, {})
         for col in db[table].columns:
-            out.append(f"| {col.name} | {col.type} | {docs.get(col.name, '')} |")
+            desc = docs.get(col.name, "").replace("|", "\\|")
+            out.append(f"| {col.name} | {col.type} | {desc} |")
         idx = [i.name for i in db[table].indexes if not i.name.startswith("sqlite_")]
         if idx:
             out += ["", "Indexes: " + ", ".join(idx)]

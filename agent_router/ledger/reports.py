@@ -51,8 +51,9 @@ def parse_since(value: str | datetime | date | None, now: datetime | None = None
 
 
 def _priced(row: dict[str, Any], price: Any) -> float:
-    return price.cost(row["input_tokens"], row["output_tokens"], row["cached_input_tokens"],
-                      row["cache_write_tokens"])
+    return price.cost(
+        row["input_tokens"], row["output_tokens"], row["cached_input_tokens"], row["cache_write_tokens"]
+    )
 
 
 def costs(ledger: Ledger, by: str | None = "model", since: str | datetime | None = None) -> dict[str, Any]:
@@ -84,22 +85,33 @@ def costs(ledger: Ledger, by: str | None = "model", since: str | datetime | None
         return out
 
     rows = [finish(r) for r in ledger.store.totals(by, since_s)]
+    if by == "day":  # a time series reads in time order; other groupings by cost
+        rows.sort(key=lambda r: r["key"] or "")
     total = [finish(r) for r in ledger.store.totals(None, since_s)]
-    return {"by": by, "since": since_s, "premium_model": premium_alias, "rows": rows,
-            "total": total[0] if total and total[0]["calls"] else None}
+    return {
+        "by": by,
+        "since": since_s,
+        "premium_model": premium_alias,
+        "rows": rows,
+        "total": total[0] if total and total[0]["calls"] else None,
+    }
 
 
 def format_table(report: dict[str, Any]) -> str:
     """The report as an aligned text table."""
-    head = (f"{report['by'] or 'all':<28} {'calls':>7} {'input':>11} {'cached':>10} {'output':>10} "
-            f"{'cost $':>11} {'err %':>6} {'ms':>7} {'premium $':>11} {'saved $':>11}")
+    head = (
+        f"{report['by'] or 'all':<28} {'calls':>7} {'input':>11} {'cached':>10} {'output':>10} "
+        f"{'cost $':>11} {'err %':>6} {'ms':>7} {'premium $':>11} {'saved $':>11}"
+    )
     lines = [head, "-" * len(head)]
 
     def line(name: str, r: dict[str, Any]) -> str:
         lat = "-" if r["mean_latency_ms"] is None else f"{r['mean_latency_ms']:.0f}"
-        return (f"{name[:28]:<28} {r['calls']:>7,} {r['input_tokens']:>11,} {r['cached_input_tokens']:>10,} "
-                f"{r['output_tokens']:>10,} {r['cost_usd']:>11.4f} {100 * r['error_rate']:>6.1f} {lat:>7} "
-                f"{r['premium_cost_usd']:>11.4f} {r['routing_saved_usd']:>11.4f}")
+        return (
+            f"{name[:28]:<28} {r['calls']:>7,} {r['input_tokens']:>11,} {r['cached_input_tokens']:>10,} "
+            f"{r['output_tokens']:>10,} {r['cost_usd']:>11.4f} {100 * r['error_rate']:>6.1f} {lat:>7} "
+            f"{r['premium_cost_usd']:>11.4f} {r['routing_saved_usd']:>11.4f}"
+        )
 
     for r in report["rows"]:
         lines.append(line("(none)" if r["key"] is None else str(r["key"]), r))
@@ -108,9 +120,12 @@ def format_table(report: dict[str, Any]) -> str:
         return f"no calls recorded{' since ' + report['since'] if report['since'] else ''}\n"
     lines += ["-" * len(head), line("TOTAL", t)]
     pct = 100 * t["routing_saved_usd"] / t["premium_cost_usd"] if t["premium_cost_usd"] else 0.0
-    lines.append(f"routing saved ${t['routing_saved_usd']:.4f} ({pct:.1f}%) against every call on "
-                 f"{report['premium_model']} (premium tier)")
+    lines.append(
+        f"routing saved ${t['routing_saved_usd']:.4f} ({pct:.1f}%) against every call on "
+        f"{report['premium_model']} (premium tier)"
+    )
     if t["compression_tokens_saved"]:
-        lines.append(f"compression saved {t['compression_tokens_saved']:,} tokens, "
-                     f"${t['compression_saved_usd']:.4f}")
+        lines.append(
+            f"compression saved {t['compression_tokens_saved']:,} tokens, ${t['compression_saved_usd']:.4f}"
+        )
     return "\n".join(lines) + "\n"

@@ -7,6 +7,7 @@ with its own placeholders and locking (`write()` maps to a transaction holding t
 
 from __future__ import annotations
 
+import operator
 import os
 import random
 import sqlite3
@@ -25,11 +26,36 @@ from .errors import LedgerBusy, LedgerError
 T = TypeVar("T")
 
 CALL_COLUMNS: tuple[str, ...] = (
-    "uid", "time", "conversation_id", "agent_id", "kind", "tool", "task_type", "tier", "requested_model",
-    "model", "provider", "input_tokens", "cached_input_tokens", "cache_write_tokens", "output_tokens",
-    "reasoning_tokens", "token_source", "cost_usd", "estimated_cost_usd", "price_source", "latency_ms",
-    "outcome", "fallback_of", "reasons", "prompt", "tokens_saved", "saved_usd",
+    "uid",
+    "time",
+    "conversation_id",
+    "agent_id",
+    "kind",
+    "tool",
+    "task_type",
+    "tier",
+    "requested_model",
+    "model",
+    "provider",
+    "input_tokens",
+    "cached_input_tokens",
+    "cache_write_tokens",
+    "output_tokens",
+    "reasoning_tokens",
+    "token_source",
+    "cost_usd",
+    "estimated_cost_usd",
+    "price_source",
+    "latency_ms",
+    "outcome",
+    "fallback_of",
+    "reasons",
+    "prompt",
+    "tokens_saved",
+    "saved_usd",
 )
+# A built row (Ledger.build_row) has every column; itemgetter reads them in C, which batches notice.
+_row_values = operator.itemgetter(*CALL_COLUMNS)
 _INSERT_CALL = (
     f"INSERT INTO calls ({', '.join(CALL_COLUMNS)}) VALUES ({', '.join('?' for _ in CALL_COLUMNS)})"
     " ON CONFLICT (uid) DO NOTHING"
@@ -44,6 +70,16 @@ GROUPS: dict[str, str] = {
     "tool": "tool",
     "kind": "kind",
 }
+
+
+def spend_keys(row: dict[str, Any]) -> list[tuple[str, float]]:
+    """The running-spend keys a call adds its cost to."""
+    cost = float(row.get("cost_usd") or 0.0)
+    t = row["time"]
+    keys = [(f"day:{t[:10]}", cost), (f"month:{t[:7]}", cost)]
+    if row.get("conversation_id") is not None:
+        keys.append((f"conversation:{row['conversation_id']}", cost))
+    return keys
 
 
 def _is_busy(e: sqlite3.OperationalError) -> bool:
@@ -67,8 +103,9 @@ class SQLiteStore:
             raise LedgerError(f"{self.path}: cannot create its folder ({e.strerror})") from None
         try:
             # isolation_level=None: every transaction here is explicit (BEGIN IMMEDIATE ... COMMIT).
-            self.conn = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False,
-                                        timeout=busy_timeout_ms / 1000)
+            self.conn = sqlite3.connect(
+                str(self.path), isolation_level=None, check_same_thread=False, timeout=busy_timeout_ms / 1000
+            )
             self.conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
             self._pragma_wal()
             self.conn.execute("PRAGMA synchronous = NORMAL")  # safe with WAL; a crash loses no committed row
@@ -78,13 +115,16 @@ class SQLiteStore:
             if isinstance(e, sqlite3.OperationalError) and _is_busy(e):
                 raise LedgerBusy(f"{self.path}: database stayed locked while opening ({e})") from None
             raise LedgerError(
-                f"{self.path}: not a usable SQLite ledger ({e}); move it aside or set ledger.path to another file"
+                f"{self.path}: not a usable SQLite ledger ({e}); "
+                "move it aside or set ledger.path to another file"
             ) from None
 
     def _pragma_wal(self) -> None:
         mode = self.conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
         if str(mode).lower() != "wal":
-            raise LedgerError(f"{self.path}: cannot switch to WAL mode (got {mode!r}); is it on a network drive?")
+            raise LedgerError(
+                f"{self.path}: cannot switch to WAL mode (got {mode!r}); is it on a network drive?"
+            )
 
     def close(self) -> None:
         with self._lock:
@@ -117,7 +157,9 @@ class SQLiteStore:
             except sqlite3.OperationalError as e:
                 if not _is_busy(e) or attempt == attempts:
                     if _is_busy(e):
-                        raise LedgerBusy(f"{self.path}: still locked after {attempts + 1} attempts ({e})") from e
+                        raise LedgerBusy(
+                            f"{self.path}: still locked after {attempts + 1} attempts ({e})"
+                        ) from e
                     raise
                 time.sleep(delay * (1 + random.random()))
                 delay = min(delay * 2, 1.0)
@@ -132,27 +174,52 @@ class SQLiteStore:
     # -- writes (call inside write()) ----------------------------------------------------------------------
     def insert_call(self, row: dict[str, Any]) -> int | None:
         cur = self.conn.execute(_INSERT_CALL, [row.get(c) for c in CALL_COLUMNS])
-        if cur.rowcount == 0:  # uid already present (a replayed spool line)
+        if cur.rowcount == 0:  # uid already present (a replayed spool line): counted once already
             found = self.conn.execute("SELECT id FROM calls WHERE uid = ?", (row["uid"],)).fetchone()
             return int(found[0]) if found else None
+        self._add_spend(spend_keys(row))
         return int(cur.lastrowid) if cur.lastrowid is not None else None
 
-    def insert_calls(self, rows: list[dict[str, Any]]) -> int:
-        cur = self.conn.executemany(_INSERT_CALL, ([r.get(c) for c in CALL_COLUMNS] for r in rows))
-        return cur.rowcount
+    def insert_calls(self, rows: list[dict[str, Any]]) -> list[int]:
+        """Insert rows with fresh uids (record_many) and return their ids, in order.
 
-    def ids_for(self, uids: list[str]) -> dict[str, int]:
-        out: dict[str, int] = {}
-        for i in range(0, len(uids), 500):
-            chunk = uids[i:i + 500]
-            q = f"SELECT uid, id FROM calls WHERE uid IN ({', '.join('?' for _ in chunk)})"
-            out.update({u: int(n) for u, n in self.conn.execute(q, chunk).fetchall()})
-        return out
+        Inside write()'s transaction nobody else inserts, and a rowid table without AUTOINCREMENT gives each
+        new row max(id) + 1, so the batch's ids are the consecutive run ending at last_insert_rowid().
+        A replay of rows that may already be present goes through insert_call instead.
+        """
+        cur = self.conn.executemany(_INSERT_CALL, map(_row_values, rows))
+        if cur.rowcount != len(rows):
+            raise LedgerError(f"{self.path}: {len(rows) - cur.rowcount} row(s) of a batch had duplicate uids")
+        last = int(self.conn.execute("SELECT last_insert_rowid()").fetchone()[0])
+        days: dict[str, float] = {}
+        convs: dict[str, float] = {}
+        for r in rows:  # sum per day and conversation first: one key string per group, not per row
+            c = r["cost_usd"] or 0.0
+            d = r["time"][:10]
+            days[d] = days.get(d, 0.0) + c
+            if r["conversation_id"] is not None:
+                convs[r["conversation_id"]] = convs.get(r["conversation_id"], 0.0) + c
+        sums: dict[str, float] = {}
+        for d, c in days.items():
+            sums[f"day:{d}"] = c
+            sums[f"month:{d[:7]}"] = sums.get(f"month:{d[:7]}", 0.0) + c
+        sums.update({f"conversation:{k}": c for k, c in convs.items()})
+        self._add_spend(list(sums.items()))
+        return list(range(last - len(rows) + 1, last + 1))
 
-    def add_reservation(self, rid: str, conversation_id: str | None, amount: float, created: str,
-                        expires: str) -> None:
+    def _add_spend(self, items: list[tuple[str, float]]) -> None:
+        self.conn.executemany(
+            "INSERT INTO spend (key, usd) VALUES (?, ?)"
+            " ON CONFLICT (key) DO UPDATE SET usd = spend.usd + excluded.usd",
+            items,
+        )
+
+    def add_reservation(
+        self, rid: str, conversation_id: str | None, amount: float, created: str, expires: str
+    ) -> None:
         self.conn.execute(
-            "INSERT INTO reservations (id, conversation_id, amount_usd, created, expires) VALUES (?, ?, ?, ?, ?)",
+            "INSERT INTO reservations (id, conversation_id, amount_usd, created, expires)"
+            " VALUES (?, ?, ?, ?, ?)",
             (rid, conversation_id, amount, created, expires),
         )
 
@@ -162,8 +229,9 @@ class SQLiteStore:
     def purge_expired(self, now: str) -> None:
         self.conn.execute("DELETE FROM reservations WHERE expires <= ?", (now,))
 
-    def mark_alert(self, key: str, budget: str, period: str, threshold: float, spent: float, limit: float,
-                   now: str) -> bool:
+    def mark_alert(
+        self, key: str, budget: str, period: str, threshold: float, spent: float, limit: float, now: str
+    ) -> bool:
         """Record that an alert fired; False when it had already fired (fire once per key)."""
         cur = self.conn.execute(
             "INSERT INTO budget_alerts (key, budget, period, threshold, spent_usd, limit_usd, time)"
@@ -182,12 +250,11 @@ class SQLiteStore:
         return int(cur.lastrowid or 0)
 
     # -- sums (inside write() for atomic budget checks, or alone) -------------------------------------------
-    def spent(self, since: str | None = None, conversation_id: str | None = None) -> float:
-        if conversation_id is not None:
-            q, p = "SELECT COALESCE(SUM(cost_usd), 0) FROM calls WHERE conversation_id = ?", (conversation_id,)
-        else:
-            q, p = "SELECT COALESCE(SUM(cost_usd), 0) FROM calls WHERE time >= ?", (since or "",)
-        return float(self.conn.execute(q, p).fetchone()[0])
+    def spent(self, key: str) -> float:
+        """Running spend for a key of `spend_keys` (day:..., month:..., conversation:...)."""
+        with self._lock:  # also called outside write() (remaining budget), from any thread
+            found = self.conn.execute("SELECT usd FROM spend WHERE key = ?", (key,)).fetchone()
+        return float(found[0]) if found else 0.0
 
     def reserved(self, now: str, since: str | None = None, conversation_id: str | None = None) -> float:
         q = "SELECT COALESCE(SUM(amount_usd), 0) FROM reservations WHERE expires > ?"
@@ -198,7 +265,8 @@ class SQLiteStore:
         elif since is not None:
             q += " AND created >= ?"
             p.append(since)
-        return float(self.conn.execute(q, p).fetchone()[0])
+        with self._lock:
+            return float(self.conn.execute(q, p).fetchone()[0])
 
     # -- reports -------------------------------------------------------------------------------------------
     def totals(self, by: str | None, since: str | None) -> list[dict[str, Any]]:
@@ -223,13 +291,14 @@ class SQLiteStore:
     def outcomes(self, since: str | None) -> list[dict[str, Any]]:
         where, params = ("WHERE f.time >= ?", [since]) if since else ("", [])
         return self.read(
-            f"""SELECT f.call_id AS call_id, c.task_type AS task_type, COALESCE(c.requested_model, c.model) AS model,
+            f"""SELECT f.call_id AS call_id, c.task_type AS task_type,
+                COALESCE(c.requested_model, c.model) AS model,
                 c.tier AS tier, f.verdict AS verdict, f.source AS source, f.signal AS signal, f.time AS time
             FROM feedback f JOIN calls c ON c.id = f.call_id {where} ORDER BY f.id""",
             params,
         )
 
     def count(self, table: str = "calls") -> int:
-        if table not in ("calls", "feedback", "reservations", "budget_alerts"):
+        if table not in ("calls", "feedback", "spend", "reservations", "budget_alerts"):
             raise ValueError(table)
         return int(self.read(f"SELECT COUNT(*) AS n FROM {table}")[0]["n"])

@@ -1,0 +1,133 @@
+"""Ledger commands: costs, report, feedback, and `ledger` (path, schema, budget)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from ..hookspecs import hookimpl
+from ..ledger import BY_CHOICES, Ledger, LedgerError
+from ..ledger.html import render
+from ..ledger.migrations import schema_markdown
+from ..ledger.reports import costs, format_table
+from ._common import get_settings, settings_option
+
+db_option = click.option(
+    "--db",
+    "db_path",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Ledger file (default: ledger.path from settings, else $AGENT_ROUTER_HOME/ledger.db).",
+)
+
+
+def open_ledger(settings_path: str | None, db_path: str | None, must_exist: bool = True) -> Ledger:
+    s = get_settings(settings_path)
+    led_path = Path(db_path) if db_path else None
+    from ..ledger import default_path
+
+    p = led_path or default_path(s)
+    if must_exist and not p.exists():
+        raise LedgerError(f"{p}: no ledger there yet (nothing recorded); pass --db or set ledger.path")
+    return Ledger(p, s)
+
+
+@hookimpl
+def register_commands(cli: click.Group) -> None:
+    cli.add_command(costs_cmd)
+    cli.add_command(report_cmd)
+    cli.add_command(feedback_cmd)
+    cli.add_command(ledger_group)
+
+
+@click.command("costs")
+@click.option(
+    "--by", type=click.Choice(BY_CHOICES), default="model", show_default=True, help="Group rows by."
+)
+@click.option(
+    "--since", default=None, help="Only calls since: 30m, 24h, 7d, 2w, today, month, or an ISO date."
+)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@settings_option
+@db_option
+def costs_cmd(
+    by: str, since: str | None, as_json: bool, settings_path: str | None, db_path: str | None
+) -> None:
+    """Tokens, calls, cost, error rate, latency, and the saving against every call on the premium tier."""
+    with open_ledger(settings_path, db_path) as led:
+        rep = costs(led, by, since)
+    if as_json:
+        click.echo(json.dumps(rep, indent=2))
+    else:
+        click.echo(format_table(rep), nl=False)
+
+
+@click.command("report")
+@click.option(
+    "--html", "html_path", type=click.Path(dir_okay=False), required=True, help="Write the page here."
+)
+@click.option(
+    "--since", default=None, help="Only calls since: 30m, 24h, 7d, 2w, today, month, or an ISO date."
+)
+@settings_option
+@db_option
+def report_cmd(html_path: str, since: str | None, settings_path: str | None, db_path: str | None) -> None:
+    """Write a self-contained HTML cost report with charts (opens offline in any browser)."""
+    with open_ledger(settings_path, db_path) as led:
+        page = render(led, since)
+    try:
+        Path(html_path).write_text(page, encoding="utf-8")
+    except OSError as e:
+        raise LedgerError(f"{html_path}: cannot write the report ({e.strerror})") from None
+    click.echo(f"wrote {html_path}")
+
+
+@click.command("feedback")
+@click.argument("call_id", type=int)
+@click.argument("verdict", type=click.Choice(["good", "bad"]))
+@click.option("--signal", default="cli", show_default=True, help="What prompted the verdict.")
+@settings_option
+@db_option
+def feedback_cmd(
+    call_id: int, verdict: str, signal: str, settings_path: str | None, db_path: str | None
+) -> None:
+    """Mark the call CALL_ID (the `id` column of the ledger) as good or bad, for learned routing."""
+    with open_ledger(settings_path, db_path) as led:
+        fid = led.add_feedback(call_id, verdict == "good", "explicit", signal)
+    click.echo(f"feedback {fid}: call {call_id} {verdict}")
+
+
+@click.group("ledger")
+def ledger_group() -> None:
+    """The cost ledger file: where it is, its schema, the budgets' state."""
+
+
+@ledger_group.command("path")
+@settings_option
+def path_cmd(settings_path: str | None) -> None:
+    """Print the ledger file's path."""
+    from ..ledger import default_path
+
+    click.echo(str(default_path(get_settings(settings_path))))
+
+
+@ledger_group.command("schema")
+@settings_option
+@db_option
+def schema_cmd(settings_path: str | None, db_path: str | None) -> None:
+    """Print the schema (Markdown), documented from the migrations themselves; migrates the file first."""
+    with open_ledger(settings_path, db_path, must_exist=False) as led:
+        click.echo(schema_markdown(led.store.db), nl=False)
+
+
+@ledger_group.command("budget")
+@click.option("--conversation", default=None, help="Conversation id, for its per-conversation budget.")
+@settings_option
+@db_option
+def budget_cmd(conversation: str | None, settings_path: str | None, db_path: str | None) -> None:
+    """USD left before the tightest budget (daily, monthly, per conversation)."""
+    with open_ledger(settings_path, db_path, must_exist=False) as led:
+        rem = led.remaining(conversation)
+    click.echo("no budget set" if rem is None else f"${rem:.4f} left")
