@@ -39,7 +39,9 @@ def test_session_routes_each_turn_to_the_tier_it_needs(session):
     assert first[0]["analysis"]["task_type"] == "chat" and first[1]["analysis"]["task_type"] == "code"
     for d in first:
         assert any(r.startswith("complexity") for r in d["reasons"])
-        assert "compression not configured" in d["reasons"]  # the seam says so until compression is merged
+        assert not any(
+            r.startswith("compressed prompt") for r in d["reasons"]
+        )  # short prompts fit as they are
 
 
 def test_last_turn_is_downgraded_as_the_budget_nears_its_limit(session):
@@ -176,3 +178,42 @@ def test_a_failed_call_is_a_ledger_row_and_frees_its_budget_reservation(tmp_path
     assert row["outcome"].startswith("error: ") and row["cost_usd"] == 0.0 and row["input_tokens"] > 0
     assert getattr(err.value, "kind", type(err.value).__name__) in row["outcome"]
     assert rt.ledger.remaining("c1") == pytest.approx(1.0)  # nothing spent, nothing left reserved
+
+
+def test_an_expensive_model_gets_a_compressed_prompt_and_the_saving_is_recorded(tmp_path):
+    with DemoServer() as srv:
+        s = settings_for(
+            srv.base_url,
+            tmp_path / "l.db",
+            compression={
+                "summarize": False,
+                "expensive_input_price": 1.0,
+            },  # sonnet ($3/M) counts as expensive
+            routing={"strategy": "manual", "manual_model": "sonnet"},
+        )
+        rt = make_runtime(s)
+        rtmod.activate(rt)
+        with ProviderClient(s, catalog=rt.catalog) as client:
+            agent = ReferenceAgent(rt, provider_complete(client), conversation_id="c1")
+            for i in range(6):
+                log = "\n".join(f"line {j} ok value={j * i}" for j in range(300))
+                agent.messages += [
+                    {"role": "user", "content": f"Here is log part {i}:\n{log}"},
+                    {"role": "assistant", "content": "noted"},
+                ]
+            res = agent.run_turn(
+                "Prove step by step and analyze the trade-offs of the three approaches; derive the bound, "
+                "compare and justify the final design under constraints."
+            )
+        (sent,) = srv.requests
+    d = res.decisions[0]
+    assert d["tier"] == "premium", d["reasons"]
+    (note,) = [r for r in d["reasons"] if r.startswith("compressed prompt")]
+    before, after = (int(x.replace(",", "")) for x in note.split()[2:5:2])
+    assert after < 0.8 * before and note.endswith("(cost)")
+    (row,) = rows(tmp_path / "l.db")
+    counted_sent = (
+        TokenCounter().count_messages(sent["messages"], "openai_compatible", "claude-sonnet-4-5").tokens
+    )
+    assert row["input_tokens"] == counted_sent == after  # the server got the compressed prompt
+    assert row["tokens_saved"] == before - after and row["saved_usd"] > 0
