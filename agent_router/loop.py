@@ -217,6 +217,20 @@ class ReferenceAgent:
 
     # -- the loop ----------------------------------------------------------------------------------------
     def run_turn(self, user_text: str) -> TurnResult:
+        """One user turn. While it runs, compression's summaries go through this agent's utility calls (so
+        they are routed, capped at routing.utility_max_tier and recorded like any utility call)."""
+        from . import compression
+
+        previous = compression.get_utility_caller()
+        compression.set_utility_caller(
+            lambda system, message, timeout_s: self.call_utility_model(system, message)
+        )
+        try:
+            return self._run_turn(user_text)
+        finally:
+            compression.set_utility_caller(previous)
+
+    def _run_turn(self, user_text: str) -> TurnResult:
         self.messages.append({"role": "user", "content": user_text})
         self.turn_decisions, self.turn_events = [], []
         used: list[tuple[str, dict[str, Any], str]] = []

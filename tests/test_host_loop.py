@@ -217,3 +217,42 @@ def test_an_expensive_model_gets_a_compressed_prompt_and_the_saving_is_recorded(
     )
     assert row["input_tokens"] == counted_sent == after  # the server got the compressed prompt
     assert row["tokens_saved"] == before - after and row["saved_usd"] > 0
+
+
+def test_compression_summaries_are_capped_utility_calls_recorded_in_the_ledger(tmp_path):
+    with DemoServer() as srv:
+        s = settings_for(
+            srv.base_url,
+            tmp_path / "l.db",
+            compression={"expensive_input_price": 1.0},
+            routing={"strategy": "manual", "manual_model": "sonnet"},  # every chat call on premium
+        )
+        rt = make_runtime(s)
+        rtmod.activate(rt)
+        with ProviderClient(s, catalog=rt.catalog) as client:
+            agent = ReferenceAgent(rt, provider_complete(client), conversation_id="c1")
+            topics = ["billing", "auth", "search", "cache", "deploy", "logging", "metrics", "backups"]
+            for i in range(40):
+                t = topics[i % 8]
+                agent.messages += [
+                    {
+                        "role": "user",
+                        "content": f"Question {i} about {t}: how should we handle the {t} retries "
+                        "when the upstream is slow and the queue grows past its soft limit?",
+                    },
+                    {
+                        "role": "assistant",
+                        "content": f"For {t}, cap retries at three with jittered backoff, shed "
+                        "load at the soft limit, and alert when the queue stays above it for five minutes.",
+                    },
+                ]
+            agent.run_turn("Now compare the approaches and justify one.")
+    summary, chat = rows(tmp_path / "l.db")
+    assert (
+        summary["kind"] == "utility" and summary["tier"] == "chat"
+    )  # routing.utility_max_tier (default chat)
+    assert "override: tier chat (routing.utility_max_tier)" in json.loads(summary["reasons"])
+    assert chat["kind"] == "chat" and chat["tier"] == "premium" and chat["tokens_saved"] > 0
+    from agent_router import compression
+
+    assert compression.get_utility_caller() is None  # the agent's caller is set for its turn only

@@ -16,6 +16,7 @@ from __future__ import annotations
 from typing import Any
 
 from .. import runtime as rtmod
+from ..catalog import TIER_RANK
 from ..errors import InputError
 from ..hookspecs import hookimpl
 from ..router import BudgetBlocked, Decision
@@ -90,6 +91,10 @@ def _before(agent: Any, call_data: Any, kind: str) -> None:
             decision = rt.route(conv, messages, kind)
         except InputError:
             return  # nothing to route (empty messages): the host's own model takes the call as it is
+    cap = rt.settings.routing.utility_max_tier
+    if kind == "utility" and TIER_RANK.get(decision.tier, 0) > TIER_RANK[cap]:
+        # A named model (manual strategy, task preference) must not lift a summary above the cap either.
+        decision = rt.route(conv, messages, kind, {"tier": cap, "reason": "routing.utility_max_tier"})
     override = st.turn_override if kind == "chat" else None
     decision, reservation = _within_budget(rt, conv, decision, messages, kind, override)
     if kind == "chat":
