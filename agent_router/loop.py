@@ -223,7 +223,7 @@ class ReferenceAgent:
 
         previous = compression.get_utility_caller()
         compression.set_utility_caller(
-            lambda system, message, timeout_s: self.call_utility_model(system, message)
+            lambda system, message, timeout_s: self.rt.adapter.call_utility_model(self, system, message)
         )
         try:
             return self._run_turn(user_text)
