@@ -29,7 +29,6 @@ class ConversationState:
     turn_override: dict[str, Any] | None = None  # the override the current turn was routed with
     last_messages: list[dict[str, Any]] = field(default_factory=list)  # as routed at the turn's start
     turn: int = 0
-    legacy_call: Any = None  # Agent Zero v0.9: the chat call synthesized between two loop points
     saved: tuple[int, float] | None = None  # (tokens, USD) compression saved on the prompt being built
 
 

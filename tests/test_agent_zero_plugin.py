@@ -148,6 +148,7 @@ class AgentV1:
         self.loader, self.models = loader, models
         self.context, self.history, self.data = Context("ctx-v1"), History(), {}
         self.loop_data = LoopData()
+        self.subordinate: AgentV1 | None = None
 
     def get_chat_model(self):
         return self.models.get_chat_model("openai", "host-default", mock_response="from the host's own model")
@@ -200,6 +201,8 @@ class AgentV1:
         response, _ = await self.call_chat_model(prompt)
         ld.last_response = response
         self.history.items.append({"ai": True, "content": response})
+        if self.subordinate is not None:  # process_tools -> call_subordinate: its whole loop runs here
+            await self.subordinate.iteration("You are agent 1; say hello.")
         await self.loader.call("message_loop_end", self, loop_data=ld)
         return response
 
@@ -485,3 +488,30 @@ def test_edited_settings_take_effect_and_bad_ones_keep_the_last_good(tmp_path, a
     assert asyncio.run(step(premium)).startswith("Switched")  # last good settings kept
     assert "settings not reloaded, keeping the last good ones" in caplog.text
     assert "$.tool_policy.max_tier" in caplog.text
+
+
+def test_v09_a_subordinate_running_inside_a_turn_does_not_take_its_superiors_call(
+    tmp_path, a0_legacy_imports
+):
+    import models
+    from python.helpers.extension import Extension
+    from python.helpers.tool import Tool
+
+    root = _checkout(tmp_path, "legacy")
+    inst.install(root, str(_settings_file(tmp_path)))
+    loader = Loader([root / "usr/extensions"], [root / "usr/tools"], Extension, Tool)
+
+    def config() -> AgentConfigV09:
+        return AgentConfigV09(
+            chat_model=models.ModelConfig(models.ModelType.CHAT, "openai", "host-default"),
+            utility_model=models.ModelConfig(models.ModelType.CHAT, "openai", "host-util"),
+        )
+
+    agent0 = AgentV09(loader, models, config())
+    agent1 = AgentV09(loader, models, config())
+    agent1.context = agent0.context  # a subordinate shares its superior's chat
+    agent0.subordinate = agent1
+    asyncio.run(agent0.iteration("hello!"))
+    got = rows(tmp_path / "ledger.db")
+    assert [(r["kind"], r["conversation_id"]) for r in got] == [("chat", "ctx-v09"), ("chat", "ctx-v09")]
+    assert agent0.data == {} and agent1.data == {}  # both calls recorded, nothing left pending

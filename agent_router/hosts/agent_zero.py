@@ -29,6 +29,7 @@ from ..errors import AgentRouterError
 from ..settings import load
 
 MANIFEST = "agent_router_manifest.json"
+_LEGACY_CALL = "_agent_router_legacy_call"
 # Our provider names -> Agent Zero provider ids (conf/model_providers.yaml); others pass through unchanged.
 _PROVIDERS = {
     "gemini": "google",
@@ -231,10 +232,11 @@ def forward(point: str, ext: Any, origin: str, **kwargs: Any) -> Any:
         ld = kwargs["loop_data"]
         call_data = {"model": None, "messages": rt.adapter.prompt_messages(agent, ld), "legacy": True}
         hook.chat_model_call_before(agent=agent, call_data=call_data)
-        rt.state(rt.adapter.conversation_id(agent)).legacy_call = call_data
+        # Kept on the agent, not the conversation: a subordinate agent shares the chat and runs its own
+        # loop between this call and this agent's message_loop_end.
+        agent.data[_LEGACY_CALL] = call_data
     elif point == "message_loop_end" and legacy:
-        st = rt.state(rt.adapter.conversation_id(agent))
-        call_data, st.legacy_call = st.legacy_call, None
+        call_data = agent.data.pop(_LEGACY_CALL, None)
         if call_data is not None:
             hook.chat_model_call_after(
                 agent=agent, call_data=call_data, response=kwargs["loop_data"].last_response
