@@ -256,3 +256,19 @@ def test_compression_summaries_are_capped_utility_calls_recorded_in_the_ledger(t
     from agent_router import compression
 
     assert compression.get_utility_caller() is None  # the agent's caller is set for its turn only
+
+
+def test_prompts_are_stored_only_when_settings_say_so(tmp_path):
+    for store in (False, True):
+        path = tmp_path / f"{store}.db"
+        s = settings_for("http://127.0.0.1:9/v1", path, ledger={"path": str(path), "store_prompts": store})
+        rt = make_runtime(s)
+        rtmod.activate(rt)
+        agent = ReferenceAgent(rt, lambda m, msgs: Completion("plain answer", None), conversation_id="c1")
+        agent.run_turn("hello there, my key is sk-proj-abcdefghijklmnop1234")
+        (row,) = rows(path)
+        if not store:
+            assert row["prompt"] is None
+        else:
+            sent = json.loads(row["prompt"])
+            assert sent[-1]["content"] == "hello there, my key is [REDACTED]"  # the ledger masks keys

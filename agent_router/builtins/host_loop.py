@@ -172,6 +172,7 @@ def _after(agent: Any, call_data: Any, response: Any, kind: str) -> None:
         reservation_id=rec.reservation_id,
         tokens_saved=rec.saved[0],
         saved_usd=rec.saved[1],
+        prompt=rec.messages,  # stored only when ledger.store_prompts is on (keys masked by the ledger)
     )
 
 
