@@ -97,6 +97,9 @@ class ReferenceAdapter:
             ]
         return list(call_data["messages"])
 
+    def is_main_call(self, agent: ReferenceAgent, call_data: dict[str, Any]) -> bool:
+        return True  # the reference loop makes chat calls only for its iterations
+
     def set_model(
         self, agent: ReferenceAgent, call_data: dict[str, Any], model: ModelInfo, kind: str
     ) -> None:

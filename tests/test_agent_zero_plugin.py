@@ -515,3 +515,26 @@ def test_v09_a_subordinate_running_inside_a_turn_does_not_take_its_superiors_cal
     got = rows(tmp_path / "ledger.db")
     assert [(r["kind"], r["conversation_id"]) for r in got] == [("chat", "ctx-v09"), ("chat", "ctx-v09")]
     assert agent0.data == {} and agent1.data == {}  # both calls recorded, nothing left pending
+
+
+def test_v1_chat_calls_outside_the_iteration_are_routed_on_their_own_messages(tmp_path, a0_imports):
+    import models
+    from helpers.extension import Extension
+    from helpers.tool import Tool
+
+    root = _checkout(tmp_path, "v1")
+    inst.install(root, str(_settings_file(tmp_path)))
+    plugin = root / "usr/plugins/agent_router"
+    agent = AgentV1(Loader([plugin / "extensions/python"], [plugin / "tools"], Extension, Tool), models)
+    assert "nano answered" in asyncio.run(agent.iteration("hi, thanks!"))  # the turn: utility tier
+    # A tool (Agent Zero's document_query does this) asks the chat model about a document mid-turn:
+    question = (
+        "Write a Python function that parses this document's tables, then analyze and compare the three "
+        "schemas step by step and explain the trade-offs of each for the migration."
+    )
+    response, _ = asyncio.run(
+        agent.call_chat_model([Msg("system", "Answer from the document."), Msg("human", question)])
+    )
+    assert "nano answered" not in response
+    assert rows(tmp_path / "ledger.db")[-1]["tier"] in ("chat", "premium")
+    assert "nano answered" in asyncio.run(agent.iteration())  # the iteration's own call keeps the turn's tier

@@ -84,9 +84,11 @@ def _before(agent: Any, call_data: Any, kind: str) -> None:
     conv = ad.conversation_id(agent)
     st = rt.state(conv)
     messages = ad.call_messages(call_data, kind)
-    decision = st.decision if kind == "chat" else None
+    main = kind == "chat" and ad.is_main_call(agent, call_data)
+    decision = st.decision if main else None
     if decision is None:
-        # Utility calls (and chat calls outside a loop iteration) are routed on their own messages.
+        # Utility calls, and chat calls other than the iteration's own (tools, plugins), are routed on
+        # their own messages.
         try:
             decision = rt.route(conv, messages, kind)
         except InputError:
@@ -95,14 +97,14 @@ def _before(agent: Any, call_data: Any, kind: str) -> None:
     if kind == "utility" and TIER_RANK.get(decision.tier, 0) > TIER_RANK[cap]:
         # A named model (manual strategy, task preference) must not lift a summary above the cap either.
         decision = rt.route(conv, messages, kind, {"tier": cap, "reason": "routing.utility_max_tier"})
-    override = st.turn_override if kind == "chat" else None
+    override = st.turn_override if main else None
     decision, reservation = _within_budget(rt, conv, decision, messages, kind, override)
-    if kind == "chat":
+    if main:
         st.decision = decision
     model = rt.catalog.get(decision.model)
     ad.set_model(agent, call_data, model, kind)
     rec = rtmod.CallRecord(kind, conv, model, decision, messages, rtmod.now(), reservation)
-    if kind == "chat" and st.saved is not None:
+    if main and st.saved is not None:
         rec.saved, st.saved = st.saved, None
     rt.begin_call(call_data, rec)
 

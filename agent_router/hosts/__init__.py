@@ -40,6 +40,11 @@ class HostAdapter(Protocol):
         """The messages of one model call (`kind` is "chat" or "utility")."""
         ...
 
+    def is_main_call(self, agent: Any, call_data: Any) -> bool:
+        """Whether this chat call is the loop iteration's own (it takes the turn's decision); other chat calls
+        (a tool asking a model about a document) are routed on their own messages."""
+        ...
+
     def set_model(self, agent: Any, call_data: Any, model: ModelInfo, kind: str) -> None:
         """Make this one call use `model`."""
         ...

@@ -30,6 +30,7 @@ from ..settings import load
 
 MANIFEST = "agent_router_manifest.json"
 _LEGACY_CALL = "_agent_router_legacy_call"
+_MAIN_CALL = "_agent_router_main_call"
 # Our provider names -> Agent Zero provider ids (conf/model_providers.yaml); others pass through unchanged.
 _PROVIDERS = {
     "gemini": "google",
@@ -109,6 +110,11 @@ class AgentZeroAdapter:
             else:  # LangChain BaseMessage
                 out.append({"role": _ROLES.get(getattr(m, "type", ""), "user"), "content": _text(m.content)})
         return out
+
+    def is_main_call(self, agent: Any, call_data: dict[str, Any]) -> bool:
+        # v1.x: before_main_llm_call marks the iteration's call (call_chat_model is also used by tools such
+        # as document_query); v0.9.x: only the iteration's call is synthesized.
+        return bool(call_data.get("legacy")) or bool(agent.data.pop(_MAIN_CALL, False))
 
     def set_model(self, agent: Any, call_data: dict[str, Any], model: ModelInfo, kind: str) -> None:
         provider = _PROVIDERS.get(model.provider, model.provider)
@@ -228,6 +234,8 @@ def forward(point: str, ext: Any, origin: str, **kwargs: Any) -> Any:
         hook.message_loop_start(agent=agent, loop_data=kwargs["loop_data"])
     elif point == "message_loop_prompts_after":
         hook.message_loop_prompts_after(agent=agent, loop_data=kwargs["loop_data"])
+    elif point == "before_main_llm_call" and not legacy:
+        agent.data[_MAIN_CALL] = True
     elif point == "before_main_llm_call" and legacy:
         ld = kwargs["loop_data"]
         call_data = {"model": None, "messages": rt.adapter.prompt_messages(agent, ld), "legacy": True}
