@@ -309,6 +309,24 @@ class TokenSettings(_Model):
     )
 
 
+class ToolPolicySettings(_Model):
+    """What the agent may choose by itself through the `switch_model` tool."""
+
+    enabled: bool = Field(
+        True, description="When false the tool refuses every switch (and says so to the agent)."
+    )
+    max_tier: Tier = Field(
+        "chat", description="Highest tier the agent may switch to by itself; higher tiers are refused."
+    )
+    allowed_models: list[str] = Field(
+        default_factory=list,
+        description="Model aliases the agent may name; empty: any model of a tier at or below `max_tier`.",
+    )
+    check_budget: bool = Field(
+        True, description="Refuse a switch whose next call is estimated to exceed the remaining budget."
+    )
+
+
 class TranscriptionProvider(_Model):
     """One OpenAI-compatible speech-to-text endpoint (`POST {base_url}/audio/transcriptions`, multipart)."""
 
@@ -396,6 +414,9 @@ class Settings(_Model):
         default_factory=RedisSettings, description="Shared limits and health state through Redis (optional)."
     )
     tokens: TokenSettings = Field(default_factory=TokenSettings, description="Token counting.")
+    tool_policy: ToolPolicySettings = Field(
+        default_factory=ToolPolicySettings, description="Policy of the agent's `switch_model` tool."
+    )
     providers: ProviderSettings = Field(
         default_factory=ProviderSettings, description="Direct model API calls and transcription."
     )
