@@ -13,7 +13,7 @@ import os
 import re
 import sqlite3
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from time import time_ns
@@ -21,7 +21,7 @@ from typing import Any
 
 from ..catalog import Catalog, ModelPrice, price_for
 from ..settings import TIERS, BudgetSettings, ModelConfig, Settings, default_home
-from ..usage import Usage, UsageError, normalize
+from ..usage import TOKEN_SOURCES, Usage, UsageError, normalize
 from . import budgets, spool
 from .budgets import BudgetCheck, iso
 from .errors import LedgerBusy, LedgerError
@@ -289,6 +289,40 @@ class Ledger:
         row = self.build_row(model, usage, **fields)
         ids = self._write([row], [reservation_id] if reservation_id else [])
         return ids[0] if ids else None
+
+    def attempt_recorder(self, decision: Any = None, **fields: Any) -> Callable[[dict[str, Any]], int | None]:
+        """A callback for `ProviderClient(on_attempt=...)`: one row per attempt, each failover linked to the
+        row of the attempt it replaced (`fallback_of`). `fields` (conversation_id, agent_id, kind...) apply
+        to every row."""
+        row_of: dict[str, int | None] = {}
+
+        def on_attempt(rec: dict[str, Any]) -> int | None:
+            usage = Usage(
+                input=rec.get("input_tokens") or 0,
+                cached_input=rec.get("cached_input_tokens") or 0,
+                cache_write=rec.get("cache_write_tokens") or 0,
+                output=rec.get("output_tokens") or 0,
+                reasoning=rec.get("reasoning_tokens") or 0,
+                source=rec.get("token_source") if rec.get("token_source") in TOKEN_SOURCES else "estimated",
+            )
+            outcome = "ok" if rec.get("outcome") == "ok" else (rec.get("error_kind") or rec.get("outcome"))
+            rid = self.record(
+                rec.get("model_name") or rec.get("model"),
+                usage,
+                **{"kind": "chat", **fields},
+                requested_model=(decision.model if decision is not None else None) or rec.get("model"),
+                provider=rec.get("provider"),
+                tier=decision.tier if decision is not None and rec.get("model") == decision.model else None,
+                task_type=decision.analysis.task_type if decision is not None else None,
+                reasons=decision.reasons if decision is not None else None,
+                latency_ms=rec.get("latency_ms"),
+                outcome=outcome,
+                fallback_of=row_of.get(rec.get("fallback_of") or ""),
+            )
+            row_of[rec.get("id") or ""] = rid
+            return rid
+
+        return on_attempt
 
     def record_many(self, rows: Iterable[dict[str, Any]]) -> list[int]:
         """Write many calls in one transaction (each dict holds `record`'s arguments); return their ids."""
