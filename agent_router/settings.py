@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 from .errors import SettingsError
 
@@ -191,25 +192,112 @@ class CompressionSettings(_Model):
         5.0, ge=0, description="USD per million input tokens at or above which a model counts as expensive."
     )
     important_patterns: list[str] = Field(
+        # Written so Python's regex engine can skip ahead on a literal or a narrow first character: these run
+        # over every removed line, and a leading \b or (?i) makes each pattern several times slower.
         default_factory=lambda: [
-            r"(?i)\b(remember|constraint|important|note|must|never|always|deadline)\b\s*:?",
-            r"(?:[\w.-]+/)+[\w.-]+\.\w+",
-            r"\b\d+(?:\.\d+)?\s?(?:ms|s|kb|mb|gb|tb|%|usd|eur|km|kg|m|h|min)\b",
+            r"(?:remember|constraint|important|note:|must|never|always|deadline|Remember|Constraint|Important"
+            r"|Note:|Must|Never|Always|Deadline|REMEMBER|CONSTRAINT|IMPORTANT|NOTE:|MUST|NEVER|ALWAYS|DEADLINE)\b",
+            r"/[\w.-]+(?:/[\w.-]+)*\.[A-Za-z]\w*",
+            r"\d(?:[.,]\d+)?\s?(?:ms|s|sec|min|h|[KMGT]B|[kmgt]b|USD|usd|EUR|eur|km|kg|m|tokens|rpm|%)(?!\w)|[$€£]\d",
+            r"[A-Z][A-Z0-9]+-\d+\b",
+            r"[0-9a-f]{7,40}\b",
         ],
-        description="Regular expressions: lines matching any are carried into the compressed prompt.",
+        description="Regular expressions (Python syntax, ^ and $ match at line ends), most important first: "
+        "lines matching any (by default keywords such as 'remember' or 'never', file paths, numbers with "
+        "units, ticket ids, hashes and UUIDs) are carried into the compressed prompt when their message is "
+        "elided or summarized.",
+    )
+    facts_share: float = Field(
+        0.2, gt=0, le=1, description="Largest share of the budget that carried important lines may take."
     )
     summarize: bool = Field(True, description="Summarize older spans through the utility tier.")
     summarize_timeout_s: float = Field(20.0, gt=0, description="Give up on a summary after this many seconds.")
+    summarize_retry_after_s: float = Field(
+        120.0, ge=0, description="After a summary fails or times out, use the deterministic digest for this "
+        "many seconds before asking the summarizer again.",
+    )
+
+    @field_validator("important_patterns")
+    @classmethod
+    def _patterns_compile(cls, v: list[str]) -> list[str]:
+        import re
+
+        for i, p in enumerate(v):
+            try:
+                re.compile(p)
+            except re.error as e:
+                raise ValueError(f"[{i}] {p!r} is not a valid regular expression: {e}") from None
+        return v
+
+
+def _env_name(v: str | None, what: str, example: str) -> str | None:
+    """Reject values that hold a secret (a DSN or URL) where the name of an environment variable belongs.
+
+    The error type is "secret_in_settings" so the message never repeats the value (it may hold a password).
+    """
+    if v is not None and (not v or len(v) > 64 or not v.replace("_", "").isalnum() or v[0].isdigit()):
+        raise PydanticCustomError(
+            "secret_in_settings",
+            f"must name an environment variable that holds the {what} (e.g. {example}), not hold the {what} "
+            "itself (value not shown: it may contain a password)",
+        )
+    return v
 
 
 class LedgerSettings(_Model):
     """Where usage is recorded."""
 
-    backend: Literal["sqlite"] = Field("sqlite", description="Ledger engine.")
+    backend: Literal["sqlite", "postgresql"] = Field(
+        "sqlite",
+        description="Ledger engine: 'sqlite' (embedded file, the default) or 'postgresql' (a shared server, "
+        "so many agents on many machines share one ledger and one budget; needs the [postgres] extra).",
+    )
     path: str | None = Field(
         None, description="SQLite file; default $AGENT_ROUTER_HOME/ledger.db (~/.agent-router/ledger.db)."
     )
+    dsn_env: str | None = Field(
+        None,
+        description="backend 'postgresql': name of the environment variable holding the connection string "
+        "(e.g. AGENT_ROUTER_PG_DSN=postgresql://user:pass@host/db). Never the DSN itself.",
+    )
     store_prompts: bool = Field(False, description="Also store message contents (off: only counts and costs).")
+
+    @field_validator("dsn_env")
+    @classmethod
+    def _dsn_env_is_a_name(cls, v: str | None) -> str | None:
+        return _env_name(v, "database DSN", "AGENT_ROUTER_PG_DSN")
+
+    @model_validator(mode="after")
+    def _backend_needs(self) -> LedgerSettings:
+        if self.backend == "postgresql" and not self.dsn_env:
+            raise ValueError("backend 'postgresql' needs `dsn_env`: the name of an environment variable "
+                             "holding the connection string")
+        return self
+
+
+class RedisSettings(_Model):
+    """Shared rate limits, cooldowns, health and key rotation for many processes (needs the [redis] extra)."""
+
+    url_env: str | None = Field(
+        None,
+        description="Name of the environment variable holding the Redis URL (e.g. AGENT_ROUTER_REDIS_URL="
+        "redis://127.0.0.1:6379/0). Unset: limits and health are kept per process.",
+    )
+    key_prefix: str = Field(
+        "agent_router", min_length=1,
+        description="Prefix of every Redis key, so several teams can share a server.",
+    )
+    timeout_s: float = Field(
+        0.5, gt=0, description="Socket timeout per Redis command; past it the call uses local limits."
+    )
+    retry_after_s: float = Field(
+        2.0, gt=0, description="After Redis failed, use local limits for this long before trying Redis again."
+    )
+
+    @field_validator("url_env")
+    @classmethod
+    def _url_env_is_a_name(cls, v: str | None) -> str | None:
+        return _env_name(v, "Redis URL", "AGENT_ROUTER_REDIS_URL")
 
 
 class TokenSettings(_Model):
@@ -273,6 +361,24 @@ class LearnedSettings(_Model):
     )
     adaptive_prior_strength: float = Field(
         20.0, gt=0, description="Pseudo-outcomes behind each task type's prior; higher adapts more slowly."
+    )
+
+
+class ToolPolicySettings(_Model):
+    """What the agent may choose by itself through the `switch_model` tool."""
+
+    enabled: bool = Field(
+        True, description="When false the tool refuses every switch (and says so to the agent)."
+    )
+    max_tier: Tier = Field(
+        "chat", description="Highest tier the agent may switch to by itself; higher tiers are refused."
+    )
+    allowed_models: list[str] = Field(
+        default_factory=list,
+        description="Model aliases the agent may name; empty: any model of a tier at or below `max_tier`.",
+    )
+    check_budget: bool = Field(
+        True, description="Refuse a switch whose next call is estimated to exceed the remaining budget."
     )
 
 
@@ -359,8 +465,14 @@ class Settings(_Model):
     budgets: BudgetSettings = Field(default_factory=BudgetSettings, description="Budgets.")
     compression: CompressionSettings = Field(default_factory=CompressionSettings, description="Compression.")
     ledger: LedgerSettings = Field(default_factory=LedgerSettings, description="Cost ledger.")
+    redis: RedisSettings = Field(
+        default_factory=RedisSettings, description="Shared limits and health state through Redis (optional)."
+    )
     tokens: TokenSettings = Field(default_factory=TokenSettings, description="Token counting.")
     learned: LearnedSettings = Field(default_factory=LearnedSettings, description="Learned, calibrated routing.")
+    tool_policy: ToolPolicySettings = Field(
+        default_factory=ToolPolicySettings, description="Policy of the agent's `switch_model` tool."
+    )
     providers: ProviderSettings = Field(
         default_factory=ProviderSettings, description="Direct model API calls and transcription."
     )
@@ -449,7 +561,8 @@ def _problems(err: ValidationError) -> list[tuple[str, str]]:
             msg = "unknown key (not a setting; check the spelling against settings.example.json)"
         elif "api_key" in str(loc):
             pass  # never echo what may be a secret
-        elif "input" in e and e["type"] not in ("missing",) and not isinstance(e["input"], dict | list):
+        elif ("input" in e and e["type"] not in ("missing", "secret_in_settings")
+              and not isinstance(e["input"], dict | list)):
             msg = f"{msg} (got {e['input']!r})"
         out.append((_json_path(loc), msg))
     return out

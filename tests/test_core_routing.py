@@ -194,3 +194,11 @@ def test_a_plugin_can_replace_the_analyzer():
     assert Router(small_settings(), pm=pm).route(user("hi")).tier == "utility"
 
 
+
+
+def test_huge_input_and_unknown_model_are_clear_errors():
+    r = Router(small_settings())
+    with pytest.raises(InputError, match="larger than 20,000,000 characters at message 0"):
+        r.route(user("x" * 20_000_001))
+    with pytest.raises(UnknownModelError, match="unknown model 'gpt-9'; known aliases"):
+        r.route(user("hi"), {"override": {"model": "gpt-9"}})

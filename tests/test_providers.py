@@ -797,6 +797,7 @@ def write_settings(tmp_path, llm: FakeLLM, **extra: Any) -> str:
         "models": models,
         "tiers": {"utility": ["u"], "chat": ["c"], "premium": ["p"]},
         "providers": FAST,
+        "ledger": {"path": str(tmp_path / "ledger.db")},
         **extra,
     }
     path = tmp_path / "settings.json"
@@ -883,6 +884,14 @@ def test_cli_ask_fails_over_and_says_so(llm, tmp_path, monkeypatch):
     assert out["model"] == "p" and out["answer"] == "Hello from cli-prem"
     assert [a["error_kind"] for a in out["attempts"]] == ["server", "server", None]
     assert out["cost_usd"] == pytest.approx((16 * 3 + 5 * 3 + 7 * 6) / 1e6)
+    # Every attempt is a ledger row; each failover points at the attempt it replaced.
+    import sqlite3
+
+    rows = sqlite3.connect(tmp_path / "ledger.db").execute(
+        "select id, model, outcome, fallback_of, cost_usd from calls order by id").fetchall()
+    assert [(r[1], r[2]) for r in rows] == [("cli-util", "server"), ("cli-util", "server"), ("cli-prem", "ok")]
+    assert rows[0][3] is None and rows[1][3] == rows[0][0] and rows[2][3] == rows[1][0]
+    assert rows[2][4] == pytest.approx(out["cost_usd"])
 
 
 def test_cli_ask_all_failed_is_one_line_error(llm, tmp_path, monkeypatch):

@@ -25,6 +25,8 @@ db_option = click.option(
 
 def open_ledger(settings_path: str | None, db_path: str | None, must_exist: bool = True) -> Ledger:
     s = get_settings(settings_path)
+    if db_path is None and s.ledger.backend == "postgresql":
+        return Ledger.from_settings(s)  # the shared server named by ledger.dsn_env
     led_path = Path(db_path) if db_path else None
     from ..ledger import default_path
 
@@ -107,10 +109,16 @@ def ledger_group() -> None:
 @ledger_group.command("path")
 @settings_option
 def path_cmd(settings_path: str | None) -> None:
-    """Print the ledger file's path."""
+    """Print the ledger file's path (PostgreSQL: the server and database, without the password)."""
     from ..ledger import default_path
 
-    click.echo(str(default_path(get_settings(settings_path))))
+    s = get_settings(settings_path)
+    if s.ledger.backend == "postgresql":
+        from ..ledger.pg_store import dsn_from_settings, safe_dsn
+
+        click.echo(safe_dsn(dsn_from_settings(s)))
+        return
+    click.echo(str(default_path(s)))
 
 
 @ledger_group.command("schema")
@@ -119,7 +127,15 @@ def path_cmd(settings_path: str | None) -> None:
 def schema_cmd(settings_path: str | None, db_path: str | None) -> None:
     """Print the schema (Markdown), documented from the migrations themselves; migrates the file first."""
     with open_ledger(settings_path, db_path, must_exist=False) as led:
-        click.echo(schema_markdown(led.store.db), nl=False)
+        db = getattr(led.store, "db", None)
+        if db is None:  # PostgreSQL: the same migrations build the same tables; document them from SQLite's
+            import sqlite_utils
+
+            from ..ledger.migrations import migrate
+
+            db = sqlite_utils.Database(memory=True)
+            migrate(db)
+        click.echo(schema_markdown(db), nl=False)
 
 
 @ledger_group.command("budget")

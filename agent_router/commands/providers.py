@@ -74,7 +74,13 @@ def ask_cmd(
     override = {"model": model_alias} if model_alias else {"tier": tier} if tier else None
     d = router.route(messages, {"override": override} if override else {})
     opts = {"max_tokens": max_tokens} if max_tokens else {}
-    with ProviderClient(router.settings, catalog=router.catalog, counter=router.counter) as client:
+    from ..ledger import Ledger
+
+    ledger = Ledger.from_settings(router.settings)
+    recorder = ledger.attempt_recorder(decision=d, kind="chat")
+    with ledger, ProviderClient(
+        router.settings, catalog=router.catalog, counter=router.counter, on_attempt=recorder
+    ) as client:
         if stream and not as_json:
             c = None
             for delta in client.stream(d, messages, **opts):

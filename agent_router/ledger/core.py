@@ -13,7 +13,7 @@ import os
 import re
 import sqlite3
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from time import time_ns
@@ -21,7 +21,7 @@ from typing import Any
 
 from ..catalog import Catalog, ModelPrice, price_for
 from ..settings import TIERS, BudgetSettings, ModelConfig, Settings, default_home
-from ..usage import Usage, UsageError, normalize
+from ..usage import TOKEN_SOURCES, Usage, UsageError, normalize
 from . import budgets, spool
 from .budgets import BudgetCheck, iso
 from .errors import LedgerBusy, LedgerError
@@ -48,6 +48,13 @@ def default_path(settings: Settings | None = None) -> Path:
     return default_home() / "ledger.db"
 
 
+def pg_spool_path(settings: Settings) -> Path:
+    """Where rows wait while the PostgreSQL ledger is unreachable: beside ledger.path, else in the home."""
+    path = settings.ledger.path
+    base = Path(path).expanduser() if path else default_home() / "ledger-postgresql"
+    return spool.spool_path(base)
+
+
 class Ledger:
     """`Ledger(path | settings)`; `record(...)` returns the new row's id."""
 
@@ -63,12 +70,21 @@ class Ledger:
         if isinstance(path, Settings):
             settings, path = path, None
         self.settings = settings or Settings()
-        self.path = Path(path) if path is not None else default_path(self.settings)
         self.catalog = Catalog(self.settings)
         self._pm = pm
-        self.store = SQLiteStore(self.path, busy_timeout_ms=busy_timeout_ms, retries=retries)
-        self.spool_path = spool.spool_path(self.path)
+        if path is None and self.settings.ledger.backend == "postgresql":
+            # A shared server: same tables, methods and reports; rows that cannot reach it spool locally.
+            from .pg_store import PostgresStore, dsn_from_settings
+
+            self.store: Any = PostgresStore(dsn_from_settings(self.settings), retries=retries)
+            self.path: Any = self.store.where  # a display DSN without password, not a file
+            self.spool_path = pg_spool_path(self.settings)
+        else:
+            self.path = Path(path) if path is not None else default_path(self.settings)
+            self.store = SQLiteStore(self.path, busy_timeout_ms=busy_timeout_ms, retries=retries)
+            self.spool_path = spool.spool_path(self.path)
         self._secrets = self._secret_values()
+        self._spooled = False  # this Ledger spooled rows since its last successful write
         self._iso_cache: tuple[datetime | None, str] = (None, "")
         self._resolved: dict[
             tuple[str | None, str | None, str | None], tuple[ModelPrice, str | None, str | None]
@@ -77,6 +93,9 @@ class Ledger:
 
     @classmethod
     def from_settings(cls, settings: Settings, **kw: Any) -> Ledger:
+        """The ledger the settings name: SQLite at its path, or the PostgreSQL server of `ledger.dsn_env`."""
+        if settings.ledger.backend == "postgresql":
+            return cls(None, settings, **kw)
         return cls(default_path(settings), settings, **kw)
 
     def close(self) -> None:
@@ -271,6 +290,40 @@ class Ledger:
         ids = self._write([row], [reservation_id] if reservation_id else [])
         return ids[0] if ids else None
 
+    def attempt_recorder(self, decision: Any = None, **fields: Any) -> Callable[[dict[str, Any]], int | None]:
+        """A callback for `ProviderClient(on_attempt=...)`: one row per attempt, each failover linked to the
+        row of the attempt it replaced (`fallback_of`). `fields` (conversation_id, agent_id, kind...) apply
+        to every row."""
+        row_of: dict[str, int | None] = {}
+
+        def on_attempt(rec: dict[str, Any]) -> int | None:
+            usage = Usage(
+                input=rec.get("input_tokens") or 0,
+                cached_input=rec.get("cached_input_tokens") or 0,
+                cache_write=rec.get("cache_write_tokens") or 0,
+                output=rec.get("output_tokens") or 0,
+                reasoning=rec.get("reasoning_tokens") or 0,
+                source=rec.get("token_source") if rec.get("token_source") in TOKEN_SOURCES else "estimated",
+            )
+            outcome = "ok" if rec.get("outcome") == "ok" else (rec.get("error_kind") or rec.get("outcome"))
+            rid = self.record(
+                rec.get("model_name") or rec.get("model"),
+                usage,
+                **{"kind": "chat", **fields},
+                requested_model=(decision.model if decision is not None else None) or rec.get("model"),
+                provider=rec.get("provider"),
+                tier=decision.tier if decision is not None and rec.get("model") == decision.model else None,
+                task_type=decision.analysis.task_type if decision is not None else None,
+                reasons=decision.reasons if decision is not None else None,
+                latency_ms=rec.get("latency_ms"),
+                outcome=outcome,
+                fallback_of=row_of.get(rec.get("fallback_of") or ""),
+            )
+            row_of[rec.get("id") or ""] = rid
+            return rid
+
+        return on_attempt
+
     def record_many(self, rows: Iterable[dict[str, Any]]) -> list[int]:
         """Write many calls in one transaction (each dict holds `record`'s arguments); return their ids."""
         built, rids = [], []
@@ -312,10 +365,16 @@ class Ledger:
                 raise LedgerError(
                     f"{self.path}: write failed ({e}) and the spool {self.spool_path} too ({se.strerror})"
                 ) from None
-            log.error(
+            # Once per outage: an agent recording every call would otherwise log every call.
+            (log.debug if self._spooled else log.error)(
                 "ledger: %s; %d row(s) kept in %s and replayed on next open", e, len(rows), self.spool_path
             )
+            self._spooled = True
             return []
+        if self._spooled:  # the database answers again: write what waited, without waiting for a restart
+            self._spooled = False
+            n = self.replay_spool()
+            log.warning("ledger: %s answers again; wrote %d spooled row(s)", self.path, n)
         if self.pm.hook.on_usage.get_hookimpls():  # building each record costs; skip it when no one listens
             for row, rid in zip(rows, ids, strict=False):
                 self._hook("on_usage", record={"id": rid, **{k: v for k, v in row.items() if k != "prompt"}})

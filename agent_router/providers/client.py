@@ -64,6 +64,15 @@ def needs_key(m: ModelInfo) -> bool:
     return bool(m.config.key_envs()) or m.provider not in wire_openai.KEYLESS
 
 
+def default_state(settings: Settings) -> StateStore:
+    """Redis-backed state shared by every process when `redis.url_env` is set, else this process's memory."""
+    if settings.redis.url_env:
+        from ..shared_state import open_state
+
+        return open_state(settings)
+    return MemoryState()
+
+
 class ProviderClient:
     """Thread-safe; share one per process. Pass `http` (an httpx.Client) or `transport` to control I/O,
     `state` (a StateStore) to share health and limits between processes, `env` to read keys elsewhere."""
@@ -84,7 +93,7 @@ class ProviderClient:
         self.settings = settings or Settings()
         self.ps: ProviderSettings = self.settings.providers
         self.catalog = catalog or Catalog(self.settings)
-        self.state = state or MemoryState()
+        self.state = state if state is not None else default_state(self.settings)
         self.on_attempt = on_attempt
         self.counter = counter
         self.sleep = sleep
@@ -100,7 +109,7 @@ class ProviderClient:
             self.ps.cooldown_s,
             probe_ttl_s=self.ps.timeout_s + self.ps.connect_timeout_s,
         )
-        self.limiter = Limiter(self.state)
+        self.limiter = Limiter(self.state, max_wait_s=self.ps.max_retry_wait_s, sleep=sleep)
         self.keys = KeyPool(self.state, env, self.ps.key_set_aside_s)
         self._no_stream_options: set[str] = set()
 

@@ -17,9 +17,11 @@ LEARNED_TTL_S = 3600.0
 
 
 class Limiter:
-    def __init__(self, state: StateStore, clock=time.time):
+    def __init__(self, state: StateStore, clock=time.time, max_wait_s: float = 5.0, sleep=time.sleep):
         self.state = state
         self.clock = clock
+        self.max_wait_s = max_wait_s
+        self.sleep = sleep
 
     def limits(self, alias: str, configured: RateLimits | None) -> dict[str, float]:
         out: dict[str, float] = {}
@@ -45,6 +47,12 @@ class Limiter:
         """Seconds to wait before one more request fits every limit (inf when it never will)."""
         if not limits:
             return 0.0
+        admit = getattr(self.state, "acquire", None)
+        if admit is not None:  # a shared state (agent_router.shared_state): count the call as it is admitted
+            wait = self._admit(admit, alias, limits, input_tokens)
+            if wait or "output_tpm" not in limits:
+                return wait
+            limits = {"output_tpm": limits["output_tpm"]}  # known only after calls: estimated as below
         now = self.clock()
         worst = 0.0
         for metric, need in (("rpm", 1.0), ("input_tpm", float(input_tokens)), ("output_tpm", 1.0)):
@@ -62,6 +70,30 @@ class Limiter:
                 wait = 60 * ((1 - frac) - (limit - cur - need) / prev)
             worst = max(worst, wait)
         return worst
+
+    def _admit(self, admit, alias: str, limits: dict[str, float], input_tokens: int) -> float:
+        """Atomic admission through `state.acquire` (a sliding window, one Redis script): with a check
+        then an add, processes sharing one limit could all pass the same check. The caller sends right
+        after any wait without asking again, so waiting happens here, up to `max_wait_s`; beyond that the
+        returned wait exceeds it and the caller fails over. (An rpm slot taken before an input_tpm refusal
+        stays counted: a conservative error.)"""
+        waited = 0.0  # counted, not read from a clock: an injected sleep need not pass real time
+        for metric, need in (("rpm", 1), ("input_tpm", max(1, input_tokens))):
+            limit = limits.get(metric)
+            if limit is None:
+                continue
+            if need > limit:
+                return math.inf
+            while True:
+                a = admit(f"{alias}:{metric}", int(limit), 60.0, int(need))
+                if a.allowed:
+                    break
+                wait = max(a.retry_after_s, 0.001)
+                if waited + wait > self.max_wait_s:
+                    return max(wait, self.max_wait_s + 0.001)
+                self.sleep(wait)
+                waited += wait
+        return 0.0
 
     def add(self, alias: str, rpm: float = 0, input_tokens: float = 0, output_tokens: float = 0) -> None:
         minute = math.floor(self.clock() / 60)

@@ -22,9 +22,10 @@ from ..errors import InputError
 from ..settings import Settings, TranscriptionProvider
 from . import types as t
 from .classify import classify, error_text, retry_after
+from .client import default_state
 from .health import Health
 from .keys import KeyPool, Secret, redact
-from .state import MemoryState, StateStore
+from .state import StateStore
 
 log = logging.getLogger("agent_router.providers")
 MB = 1_000_000
@@ -55,7 +56,7 @@ class TranscriptionPool:
         self.settings = settings or Settings()
         ps = self.settings.providers
         self.providers = list(ps.transcription)
-        self.state = state or MemoryState()
+        self.state = state if state is not None else default_state(self.settings)  # Redis when configured
         self.on_attempt = on_attempt
         self._own_http = http is None
         self.http = http or httpx.Client(

@@ -1,0 +1,226 @@
+"""Built-in host-loop hooks: route each turn, compress the prompt, swap the model per call, record usage.
+
+Every hook finds the active `Runtime` (agent_router.runtime) and reaches host objects only through its
+adapter. With no active runtime the hooks do nothing, so loading the pack never changes a host by itself.
+
+Flow of one loop iteration:
+  message_loop_start          analyze + route the turn; the decision is kept for the turn
+  message_loop_prompts_after  compression entry point (`compress_prompt`)
+  chat_model_call_before      budget check, apply the decision (swap the model), start timing
+  chat_model_call_after       usage (provider-reported, else counted) -> ledger row
+  util_model_call_before/after  the same for utility calls, routed no higher than routing.utility_max_tier
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .. import runtime as rtmod
+from ..catalog import TIER_RANK
+from ..errors import InputError
+from ..hookspecs import hookimpl
+from ..router import BudgetBlocked, Decision
+from ..usage import Usage, counted, normalize
+
+
+def compress_prompt(rt: rtmod.Runtime, messages: list[dict[str, Any]], decision: Decision) -> Any | None:
+    """Fit `messages` to the chosen model's budget: the compression result, or None when nothing changed.
+
+    The seam to agent_router.compression (branch `compression`: `plan_budget`, `compress`). When that module
+    is not installed the step says so in the decision's reasons and leaves the prompt alone.
+    """
+    try:
+        from .. import compression
+    except ImportError:
+        decision.reasons.append("compression not configured")
+        return None
+    model = rt.catalog.get(decision.model)
+    budget = compression.plan_budget(messages, model, rt.settings, rt.counter)
+    if budget is None:
+        return None
+    result = compression.compress(messages, budget, model, settings=rt.settings, counter=rt.counter, pm=rt.pm)
+    if result.after >= result.before:
+        return None
+    decision.reasons.append(
+        f"compressed prompt {result.before:,} -> {result.after:,} tokens ({budget.reason})"
+    )
+    return result
+
+
+@hookimpl
+def message_loop_start(agent: Any, loop_data: Any) -> None:
+    rt = rtmod.current()
+    if rt is None:
+        return
+    conv = rt.adapter.conversation_id(agent)
+    messages = rt.adapter.messages(agent, loop_data)
+    try:
+        rt.route_turn(conv, messages)
+    except InputError:
+        # Nothing routable yet (an empty history): the host's own model answers; calls are still recorded.
+        rt.state(conv).decision = None
+
+
+@hookimpl
+def message_loop_prompts_after(agent: Any, loop_data: Any) -> None:
+    rt = rtmod.current()
+    if rt is None:
+        return
+    st = rt.state(rt.adapter.conversation_id(agent))
+    if st.decision is None or not rt.settings.compression.enabled:
+        return
+    messages = rt.adapter.prompt_messages(agent, loop_data)
+    result = compress_prompt(rt, messages, st.decision)
+    if result is not None:
+        rt.adapter.set_prompt_messages(agent, loop_data, result.messages)
+        st.saved = (result.tokens_saved, result.saved_usd)  # credited to the turn's chat call in the ledger
+
+
+def _before(agent: Any, call_data: Any, kind: str) -> None:
+    rt = rtmod.current()
+    if rt is None:
+        return
+    ad = rt.adapter
+    conv = ad.conversation_id(agent)
+    st = rt.state(conv)
+    messages = ad.call_messages(call_data, kind)
+    main = kind == "chat" and ad.is_main_call(agent, call_data)
+    decision = st.decision if main else None
+    if decision is None:
+        # Utility calls, and chat calls other than the iteration's own (tools, plugins), are routed on
+        # their own messages.
+        try:
+            decision = rt.route(conv, messages, kind)
+        except InputError:
+            return  # nothing to route (empty messages): the host's own model takes the call as it is
+    cap = rt.settings.routing.utility_max_tier
+    if kind == "utility" and TIER_RANK.get(decision.tier, 0) > TIER_RANK[cap]:
+        # A named model (manual strategy, task preference) must not lift a summary above the cap either.
+        decision = rt.route(conv, messages, kind, {"tier": cap, "reason": "routing.utility_max_tier"})
+    override = st.turn_override if main else None
+    decision, reservation = _within_budget(rt, conv, decision, messages, kind, override)
+    if main:
+        st.decision = decision
+    model = rt.catalog.get(decision.model)
+    ad.set_model(agent, call_data, model, kind)
+    rec = rtmod.CallRecord(kind, conv, model, decision, messages, rtmod.now(), reservation)
+    if main and st.saved is not None:
+        rec.saved, st.saved = st.saved, None
+    rt.begin_call(call_data, rec)
+
+
+def _within_budget(
+    rt: rtmod.Runtime,
+    conv: str,
+    d: Decision,
+    messages: list[dict[str, Any]],
+    kind: str,
+    override: dict[str, Any] | None,
+) -> tuple[Decision, str | None]:
+    """Check the call against the budgets atomically just before it is made (spend may have grown since
+    the turn began), reserving its estimate. Over budget: re-route with what is left, which downgrades, or
+    raises BudgetBlocked when settings say block or nothing cheaper fits. Returns the decision and the
+    reservation to settle when the call is recorded."""
+    model = rt.catalog.get(d.model)
+    n_in = rt.counter.count_messages(messages, model.provider, model.name).tokens
+    est = model.estimate_cost(n_in, d.estimated_output_tokens)
+    # The turn was routed on the conversation; the call carries the host's whole prompt (system prompt,
+    # tools): its estimate is what the budget and the ledger should see.
+    d.estimated_input_tokens, d.estimated_cost_usd = n_in, est
+    chk = rt.ledger.check(est, conv)
+    if chk.allowed:
+        return d, chk.reservation_id
+    if chk.action == "block":
+        raise BudgetBlocked("; ".join(chk.reasons) or f"budget exhausted for conversation {conv}")
+    ctx: dict[str, Any] = {"call_kind": kind, "conversation_id": conv}
+    if override:
+        ctx["override"] = override
+    new, chk2 = rt.ledger.route(rt.router, messages, ctx)
+    new.reasons.insert(0, f"budget check before the call: {'; '.join(chk.reasons) or 'over budget'}")
+    return new, chk2.reservation_id
+
+
+def _after(agent: Any, call_data: Any, response: Any, kind: str) -> None:
+    rt = rtmod.current()
+    if rt is None:
+        return
+    rec = rt.end_call(call_data)
+    if rec is None:  # the before-hook did not run for this call (pack activated mid-call)
+        return
+    ad = rt.adapter
+    latency_ms = (rtmod.now() - rec.started) * 1000.0
+    m = rec.model
+    usage: Usage | None = None
+    payload = ad.provider_usage(call_data, response)
+    if isinstance(payload, Usage):
+        usage = payload
+    elif payload is not None:
+        usage = normalize(payload, m.provider)
+    if usage is None:
+        n_in = rt.counter.count_messages(rec.messages, m.provider, m.name)
+        text = ad.response_text(response, rec.reasoning)
+        n_out = rt.counter.count_text(text, m.provider, m.name)
+        usage = counted(n_in.tokens, n_out.tokens, "counted" if n_in.source == "counted" else "estimated")
+    rt.record(
+        model=m.name,
+        requested_model=m.alias,
+        provider=m.provider,
+        usage=usage,
+        kind=kind,
+        conversation_id=rec.conversation_id,
+        tier=m.tier,
+        decision=rec.decision,
+        latency_ms=latency_ms,
+        reservation_id=rec.reservation_id,
+        tokens_saved=rec.saved[0],
+        saved_usd=rec.saved[1],
+        prompt=rec.messages,  # stored only when ledger.store_prompts is on (keys masked by the ledger)
+    )
+
+
+def record_failure(agent: Any, call_data: Any, error: BaseException) -> None:
+    """For hosts that see a model call fail (the hookspec has no failure hook): one ledger row with outcome
+    `error: <kind>`, no cost, its budget reservation settled. The caller re-raises."""
+    rt = rtmod.current()
+    if rt is None:
+        return
+    rec = rt.end_call(call_data)
+    if rec is None:
+        return
+    m = rec.model
+    n_in = rt.counter.count_messages(rec.messages, m.provider, m.name)
+    kind = getattr(error, "kind", None) or type(error).__name__
+    rt.record(
+        model=m.name,
+        requested_model=m.alias,
+        provider=m.provider,
+        usage=counted(n_in.tokens, 0, "counted" if n_in.source == "counted" else "estimated"),
+        cost_usd=0.0,
+        kind=rec.kind,
+        conversation_id=rec.conversation_id,
+        tier=m.tier,
+        decision=rec.decision,
+        latency_ms=(rtmod.now() - rec.started) * 1000.0,
+        outcome=f"error: {kind}",
+        reservation_id=rec.reservation_id,
+    )
+
+
+@hookimpl
+def chat_model_call_before(agent: Any, call_data: Any) -> None:
+    _before(agent, call_data, "chat")
+
+
+@hookimpl
+def chat_model_call_after(agent: Any, call_data: Any, response: Any) -> None:
+    _after(agent, call_data, response, "chat")
+
+
+@hookimpl
+def util_model_call_before(agent: Any, call_data: Any) -> None:
+    _before(agent, call_data, "utility")
+
+
+@hookimpl
+def util_model_call_after(agent: Any, call_data: Any, response: Any) -> None:
+    _after(agent, call_data, response, "utility")

@@ -1,0 +1,99 @@
+"""Copy an SQLite ledger into the PostgreSQL ledger (`agent-router ledger copy`).
+
+Calls, feedback and fired budget alerts are copied in one PostgreSQL transaction: all or nothing. Copying
+is idempotent (calls are matched by their unique `uid`, feedback by all its fields, alerts by key), so a
+copy can be re-run, and several machines' SQLite ledgers can be gathered into one server. Into an empty
+ledger the call ids are kept (so CALL_IDs people noted still work); into one that already holds calls they
+are renumbered, and feedback and `fallback_of` follow the new ids. Open reservations are not copied: they
+belong to calls in flight on the old ledger.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from .errors import LedgerError
+from .pg_store import PostgresStore
+from .store import CALL_COLUMNS, SQLiteStore, spend_keys
+
+BATCH = 1000
+
+
+def copy_sqlite_to_postgres(src_path: str | Path, dst: PostgresStore) -> dict[str, Any]:
+    """Copy the ledger file at `src_path` into `dst`; return counts of what was copied and skipped."""
+    p = Path(src_path).expanduser()
+    if not p.is_file():
+        raise LedgerError(f"{p}: no SQLite ledger there (--from sqlite:PATH must name an existing file)")
+    src = SQLiteStore(p)  # also brings an older ledger file up to the current schema first
+    try:
+        return dst.write(lambda d: _copy(src, d))
+    finally:
+        src.close()
+
+
+def _copy(src: SQLiteStore, d: PostgresStore) -> dict[str, Any]:
+    keep_ids = d.conn.execute("SELECT NOT EXISTS (SELECT 1 FROM calls) AS empty").fetchone()["empty"]
+    id_map: dict[int, int] = {}
+    inserted = present = 0
+    cols = ("id", *CALL_COLUMNS) if keep_ids else CALL_COLUMNS
+    sql = (f"INSERT INTO calls ({', '.join(cols)}) VALUES ({', '.join('%s' for _ in cols)})"
+           " ON CONFLICT (uid) DO NOTHING")
+    last = 0
+    while True:
+        rows = src.read("SELECT * FROM calls WHERE id > ? ORDER BY id LIMIT ?", (last, BATCH))
+        if not rows:
+            break
+        last = rows[-1]["id"]
+        # Uids already there keep their rows; leaving them out also spares the id sequence (an insert that
+        # hits ON CONFLICT still draws a number).
+        there = d.ids_for([r["uid"] for r in rows])
+        new = [r for r in rows if r["uid"] not in there]
+        if new:
+            with d.conn.cursor() as cur:
+                cur.executemany(sql, [[r.get(c) for c in cols] for r in new])
+            sums: dict[str, float] = {}
+            for r in new:  # the copied calls count against the shared budgets from now on
+                for k, v in spend_keys(r):
+                    sums[k] = sums.get(k, 0.0) + v
+            d._add_spend(list(sums.items()))
+        inserted += len(new)
+        present += len(rows) - len(new)
+        found = {**there, **d.ids_for([r["uid"] for r in new])}
+        for r in rows:
+            id_map[r["id"]] = found[r["uid"]]
+        moved = [(id_map[r["fallback_of"]], r["uid"]) for r in new
+                 if not keep_ids and r.get("fallback_of") in id_map]
+        if moved:  # fallback_of named the failed call by its old id
+            with d.conn.cursor() as cur:
+                cur.executemany("UPDATE calls SET fallback_of = %s WHERE uid = %s", moved)
+    if keep_ids:
+        # Ids were given explicitly: move the identity past them so new calls do not collide.
+        d.conn.execute("SELECT setval(pg_get_serial_sequence('calls', 'id'),"
+                       " GREATEST((SELECT MAX(id) FROM calls), 1))")
+    feedback = 0
+    for f in src.read("SELECT * FROM feedback ORDER BY id"):
+        call_id = id_map.get(f["call_id"])
+        if call_id is None:
+            continue
+        exists = d.conn.execute(
+            "SELECT 1 FROM feedback WHERE call_id = %s AND verdict = %s AND source = %s"
+            " AND signal IS NOT DISTINCT FROM %s AND time = %s",
+            (call_id, f["verdict"], f["source"], f["signal"], f["time"]),
+        ).fetchone()
+        if exists is None:
+            d.conn.execute(
+                "INSERT INTO feedback (call_id, verdict, source, signal, time) VALUES (%s, %s, %s, %s, %s)",
+                (call_id, f["verdict"], f["source"], f["signal"], f["time"]),
+            )
+            feedback += 1
+    alerts = 0
+    for a in src.read("SELECT * FROM budget_alerts"):
+        cur = d.conn.execute(
+            "INSERT INTO budget_alerts (key, budget, period, threshold, spent_usd, limit_usd, time)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT (key) DO NOTHING",
+            (a["key"], a["budget"], a["period"], a["threshold"], a["spent_usd"], a["limit_usd"], a["time"]),
+        )
+        alerts += cur.rowcount
+    return {"calls_copied": inserted, "calls_already_there": present, "feedback_copied": feedback,
+            "alerts_copied": alerts, "ids": "kept" if keep_ids else "renumbered"}

@@ -1,0 +1,190 @@
+"""The `switch_model` tool, host-agnostic: the agent asks for a tier, a model or `auto`; policy decides.
+
+Arguments: `tier` (utility | chat | premium) or `model` (an alias) or `auto` (true: back to routing);
+`reason` (required, logged); `scope` (`next_turn`, the default, or `conversation`).
+
+Policy (settings.tool_policy): the tool may be disabled; the agent may not pick a tier above `max_tier`
+nor a model outside `allowed_models` (when given) or above `max_tier`; the target must be able to take the
+conversation (vision, context window) and its next call must fit the remaining budget. A refusal is one
+sentence addressed to the agent. Every decision, accepted or refused, is a ledger row of kind "tool" with
+tool_name "switch_model"; an accepted switch also shows in the reasons of the next call's decision
+("override: tier chat (agent: ...)").
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from .catalog import TIER_RANK, ModelInfo
+from .router import estimate_output_tokens
+from .runtime import Runtime
+from .settings import TIERS
+from .usage import counted
+
+SCOPES = ("next_turn", "conversation")
+_TRUE = (True, "true", "yes", "1", 1)
+
+
+@dataclass
+class SwitchResult:
+    accepted: bool
+    message: str  # one sentence for the agent
+    target: dict[str, Any] | None = None  # {"tier": t} | {"model": alias} | None for auto
+    scope: str = "next_turn"
+
+
+def _refuse(msg: str, scope: str = "next_turn") -> SwitchResult:
+    return SwitchResult(False, msg, None, scope)
+
+
+def decide(rt: Runtime, conversation_id: str, args: dict[str, Any]) -> SwitchResult:
+    """Check a switch request against the policy; does not change any state."""
+    pol = rt.settings.tool_policy
+    scope = str(args.get("scope") or "next_turn")
+    if scope not in SCOPES:
+        return _refuse(f"Switch refused: scope must be one of {', '.join(SCOPES)}, not {scope!r}.")
+    reason = str(args.get("reason") or "").strip()
+    if not reason:
+        return _refuse("Switch refused: give a `reason` saying why this task needs a different model.", scope)
+    tier, model, auto = args.get("tier"), args.get("model"), args.get("auto")
+    chosen = [k for k, v in (("tier", tier), ("model", model), ("auto", auto)) if v not in (None, "", False)]
+    if len(chosen) != 1:
+        return _refuse(
+            "Switch refused: pass exactly one of `tier` (utility, chat or premium), `model`, "
+            "or `auto`: true.",
+            scope,
+        )
+    if not pol.enabled:
+        return _refuse(
+            "Switch refused: the operator turned the switch_model tool off (tool_policy.enabled is false).",
+            scope,
+        )
+    if chosen == ["auto"]:
+        if auto not in _TRUE:
+            return _refuse("Switch refused: `auto` must be true to hand the choice back to routing.", scope)
+        return SwitchResult(
+            True, f"Model choice is back to automatic routing ({scope.replace('_', ' ')}).", None, scope
+        )
+
+    max_rank = TIER_RANK[pol.max_tier]
+    candidates: list[ModelInfo]
+    if chosen == ["tier"]:
+        tier = str(tier).strip().lower()
+        if tier not in TIERS:
+            return _refuse(f"Switch refused: tier {tier!r} is not one of {', '.join(TIERS)}.", scope)
+        if TIER_RANK[tier] > max_rank:
+            return _refuse(
+                f"Switch refused: the {tier} tier is above {pol.max_tier}, the highest tier you may "
+                "choose yourself; routing will pick it when the task needs it.",
+                scope,
+            )
+        candidates = rt.catalog.tier_models(tier)
+        target: dict[str, Any] = {"tier": tier}
+        label = f"the {tier} tier"
+    else:
+        m = rt.catalog.find(str(model))
+        if m is None:
+            return _refuse(
+                f"Switch refused: model {model!r} is not configured; configured: "
+                f"{', '.join(sorted(x.alias for x in rt.catalog))}.",
+                scope,
+            )
+        if pol.allowed_models and m.alias not in pol.allowed_models:
+            return _refuse(
+                f"Switch refused: {m.alias} is not among the models you may pick "
+                f"({', '.join(pol.allowed_models)}).",
+                scope,
+            )
+        if m.tier is None and not pol.allowed_models:
+            return _refuse(
+                f"Switch refused: {m.alias} has no tier, so only an explicit allowed_models entry "
+                "lets you pick it.",
+                scope,
+            )
+        if m.tier is not None and TIER_RANK[m.tier] > max_rank and m.alias not in pol.allowed_models:
+            return _refuse(
+                f"Switch refused: {m.alias} is in the {m.tier} tier, above {pol.max_tier}, the highest "
+                "tier you may choose yourself.",
+                scope,
+            )
+        candidates = [m]
+        target = {"model": m.alias}
+        label = m.alias
+
+    # Capability and size: the target must be able to take this conversation.
+    st = rt.state(conversation_id)
+    messages = st.last_messages
+    analysis = st.decision.analysis if st.decision else (rt.router.analyze(messages) if messages else None)
+    fit: list[ModelInfo] = []
+    why = ""
+    for c in candidates:
+        if analysis is not None and analysis.needs_vision and not c.capabilities.vision:
+            why = "cannot read the images in this conversation"
+            continue
+        if messages:
+            n = rt.counter.count_messages(messages, c.provider, c.name).tokens
+            if n + min(c.max_output_tokens, 1024) > c.context_window:
+                why = f"cannot hold this conversation ({n:,} tokens, window {c.context_window:,})"
+                continue
+        fit.append(c)
+    if not fit:
+        return _refuse(f"Switch refused: {label} {why}.", scope)
+
+    # Budget: the next call on the target must fit what is left.
+    remaining = rt.budget_remaining(conversation_id) if rt.settings.tool_policy.check_budget else None
+    if remaining is not None and messages:
+        c = fit[0]
+        n = rt.counter.count_messages(messages, c.provider, c.name).tokens
+        out = estimate_output_tokens(analysis) if analysis is not None else 350
+        est = c.estimate_cost(n, out)
+        if est > remaining:
+            return _refuse(
+                f"Switch refused: a call on {c.alias} is estimated at ${est:.4f} but only "
+                f"${remaining:.4f} of budget is left.",
+                scope,
+            )
+    where = "for the next turn" if scope == "next_turn" else "for the rest of this conversation"
+    return SwitchResult(True, f"Switched to {label} {where}.", target, scope)
+
+
+def switch_model(rt: Runtime, conversation_id: str, args: dict[str, Any]) -> SwitchResult:
+    """Decide, apply (set the override) and record the decision as a ledger row of kind 'tool'."""
+    res = decide(rt, conversation_id, args)
+    st = rt.state(conversation_id)
+    reason = str(args.get("reason") or "").strip()
+    if res.accepted:
+        override = None if res.target is None else {**res.target, "reason": f"agent: {reason}"}
+        if res.scope == "conversation":
+            st.override, st.next_turn = override, None
+        else:
+            st.next_turn = override
+            if override is None:  # auto for the next turn: drop any sticky choice as well
+                st.override = None
+    shown = {k: args[k] for k in ("tier", "model", "auto", "scope") if k in args}
+    target = _target_model(rt, res, st)
+    rt.record(
+        model="switch_model",
+        requested_model=target.alias,
+        provider=target.provider,
+        usage=counted(0, 0),
+        cost_usd=0.0,
+        kind="tool",
+        tool="switch_model",
+        conversation_id=conversation_id,
+        tier=target.tier,
+        outcome="ok" if res.accepted else "refused",
+        reasons=[res.message, f"args: {shown}", f"reason: {reason}"],
+    )
+    return res
+
+
+def _target_model(rt: Runtime, res: SwitchResult, st: Any) -> ModelInfo:
+    """The model a tool row names: the switch's target, else the model the conversation is on."""
+    if res.accepted and res.target:
+        if "model" in res.target:
+            return rt.catalog.get(res.target["model"])
+        return rt.catalog.tier_models(res.target["tier"])[0]
+    if st.decision is not None:
+        return rt.catalog.get(st.decision.model)
+    return rt.catalog.tier_models("chat")[0]
