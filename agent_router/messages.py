@@ -60,14 +60,18 @@ def validate(messages: Any, where: str = "messages") -> list[dict[str, Any]]:
     return messages
 
 
-def text_of(m: dict[str, Any]) -> str:
-    """The text of a message (text parts joined)."""
-    c = m.get("content")
+def content_text(c: Any) -> str:
+    """The text of a message's content: the string itself, or its text parts joined by newlines."""
     if isinstance(c, str):
         return c
     if isinstance(c, list):
         return "\n".join(str(p.get("text", "")) for p in c if isinstance(p, dict) and "text" in p)
     return ""
+
+
+def text_of(m: dict[str, Any]) -> str:
+    """The text of a message (text parts joined)."""
+    return content_text(m.get("content"))
 
 
 def has_image(m: dict[str, Any]) -> bool:

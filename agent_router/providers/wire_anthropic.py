@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from ..messages import content_text
 from . import types as t
 
 DEFAULT_BASE_URL = "https://api.anthropic.com/v1"
@@ -57,14 +58,6 @@ def _blocks(content: Any) -> list[dict[str, Any]]:
     return out
 
 
-def _text(content: Any) -> str:
-    if isinstance(content, str):
-        return content
-    return "\n".join(
-        p.get("text", "") for p in content or [] if isinstance(p, dict) and p.get("type") == "text"
-    )
-
-
 def convert(messages: list[dict[str, Any]]) -> tuple[str, list[dict[str, Any]]]:
     """OpenAI chat messages -> (system text, Anthropic messages with strictly alternating roles)."""
     system: list[str] = []
@@ -81,7 +74,7 @@ def convert(messages: list[dict[str, Any]]) -> tuple[str, list[dict[str, Any]]]:
     for m in messages:
         role = m.get("role")
         if role in ("system", "developer"):
-            system.append(_text(m.get("content")))
+            system.append(content_text(m.get("content")))
         elif role == "user":
             push("user", _blocks(m.get("content")))
         elif role == "assistant":
@@ -101,7 +94,7 @@ def convert(messages: list[dict[str, Any]]) -> tuple[str, list[dict[str, Any]]]:
                     {
                         "type": "tool_result",
                         "tool_use_id": m.get("tool_call_id") or m.get("name"),
-                        "content": _text(m.get("content")),
+                        "content": content_text(m.get("content")),
                     }
                 ],
             )

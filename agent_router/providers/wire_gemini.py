@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from ..messages import content_text
 from . import types as t
 
 DEFAULT_BASE_URL = "https://generativelanguage.googleapis.com/v1beta"
@@ -54,14 +55,6 @@ def _parts(content: Any) -> list[dict[str, Any]]:
     return out
 
 
-def _text(content: Any) -> str:
-    if isinstance(content, str):
-        return content
-    return "\n".join(
-        p.get("text", "") for p in content or [] if isinstance(p, dict) and p.get("type") == "text"
-    )
-
-
 def convert(messages: list[dict[str, Any]]) -> tuple[str, list[dict[str, Any]]]:
     """OpenAI chat messages -> (system text, Gemini contents)."""
     system: list[str] = []
@@ -79,7 +72,7 @@ def convert(messages: list[dict[str, Any]]) -> tuple[str, list[dict[str, Any]]]:
     for m in messages:
         role = m.get("role")
         if role in ("system", "developer"):
-            system.append(_text(m.get("content")))
+            system.append(content_text(m.get("content")))
         elif role == "user":
             push("user", _parts(m.get("content")))
         elif role == "assistant":
@@ -94,7 +87,7 @@ def convert(messages: list[dict[str, Any]]) -> tuple[str, list[dict[str, Any]]]:
                 parts.append({"functionCall": {"name": fn.get("name", ""), "args": args}})
             push("model", parts)
         elif role in ("tool", "function"):
-            text = _text(m.get("content"))
+            text = content_text(m.get("content"))
             try:
                 result = json.loads(text)
             except ValueError:
