@@ -39,6 +39,7 @@ POINTS = (
     "util_model_call_before",
     "util_model_call_after",
     "message_loop_end",
+    "tool_execute_after",
 )
 
 
