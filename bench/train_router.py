@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from agent_router.commands._common import iter_rows
-from agent_router.errors import AgentRouterError
+from agent_router.errors import AgentRouterError, InputError
 from agent_router.evaluation import evaluate_pair, prepare
 from agent_router.learned import calibrate
 from agent_router.learned_features import extract
@@ -79,14 +79,14 @@ def prepare_partial(rows: list[dict], models: list[str], where: str) -> tuple[li
     """Rows with a quality for at least one model (ledger rows know one side); NaN where a row has none."""
     kept = [r for r in rows if any((r.get("quality") or {}).get(m) is not None for m in models)]
     if not kept:
-        raise AgentRouterError(f"{where}: no row has a quality for any of {', '.join(models)}")
+        raise InputError(f"{where}: no row has a quality for any of {', '.join(models)}")
     q = np.array([[np.nan if (v := (r.get("quality") or {}).get(m)) is None else float(v) for m in models]
                   for r in kept])
     c = np.array([[np.nan if (v := (r.get("cost_usd") or {}).get(m)) is None else float(v) for m in models]
                   for r in kept])
     for j, m in enumerate(models):
         if np.isnan(c[:, j]).any():
-            raise AgentRouterError(f"{where}: no recorded call prices {m}; the ledger needs calls on that side")
+            raise InputError(f"{where}: no recorded call prices {m}; the ledger needs calls on that side")
     return kept, q, c
 
 
@@ -98,7 +98,7 @@ def check_heads(q: np.ndarray, models: list[str], k: int, where: str) -> None:
             train_part = np.ones(len(q), bool)
             train_part[f::k] = False
             if not labelled[train_part, j].any():
-                raise AgentRouterError(
+                raise InputError(
                     f"{where}: too few verdicts for {m} ({int(labelled[:, j].sum())}) to train its head with "
                     f"{k} folds; judge more calls on that side, or add eval rows (ROWS) beside --ledger")
 
@@ -137,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
         rows = list(iter_rows(a.rows))
     if a.ledger:
         if len(models) < 2:
-            raise AgentRouterError("--models: give at least two models, cheapest first")
+            raise InputError("--models: give at least two models, cheapest first")
         from_ledger = ledger_rows(a.ledger, (models[0], models[-1]))
         digest.update(json.dumps(from_ledger, sort_keys=True).encode())
         print(f"{a.ledger}: {len(from_ledger)} judged calls with stored prompts")

@@ -151,6 +151,6 @@ def test_too_few_verdicts_on_one_side_names_it(tmp_path):
             led.add_feedback(cid, i % 2 == 0, "explicit")
         led.record("claude-sonnet-4-5", counted(30, 30), provider="anthropic", tier="premium",
                    prompt=[{"role": "user", "content": "unjudged"}])
-    with pytest.raises(Exception, match="too few verdicts for strong"):
+    with pytest.raises(InputError, match="too few verdicts for strong"):
         _train_script().main(["--ledger", str(db), "--out", str(tmp_path / "x.npz"), "--folds", "2"])
     assert json.dumps(ledger_rows(db))  # the rows themselves are fine JSON
