@@ -186,7 +186,8 @@ def _escalates(rt: Runtime, st: Any, target: ModelInfo) -> bool:
     """Whether the switch goes to a higher tier than the model the conversation's last answer came from."""
     if st.decision is None or target.tier is None:
         return False
-    current = rt.catalog.get(st.decision.model).tier or st.decision.tier
+    m = rt.catalog.find(st.decision.model)  # None when a settings reload removed it: the decision's tier says
+    current = (m.tier if m is not None else None) or st.decision.tier
     return TIER_RANK.get(target.tier, 0) > TIER_RANK.get(current, 0)
 
 
