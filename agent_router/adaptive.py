@@ -169,10 +169,19 @@ class SignalTracker:
 
     def __init__(self, feedback: Feedback, max_conversations: int = 10_000):
         self.feedback = feedback
-        self._last: dict[str, tuple[int, int]] = {}  # conversation -> (call_id, request fingerprint)
+        # conversation -> (call_id, request fingerprint, request key)
+        self._last: dict[str, tuple[int, int, Any]] = {}
         self._flagged: set[int] = set()
         self._max = max_conversations
         self._lock = threading.Lock()
+
+    def adopt(self, other: SignalTracker) -> None:
+        """Take over another tracker's conversations and verdicts (a runtime rebuilt after a settings reload)."""
+        with other._lock:
+            last, flagged = dict(other._last), set(other._flagged)
+        with self._lock:
+            self._last.update(last)
+            self._flagged |= flagged
 
     def _flag(self, call_id: int, signal: str) -> int | None:
         with self._lock:
@@ -182,17 +191,26 @@ class SignalTracker:
         self.feedback(call_id, False, "implicit", signal)
         return call_id
 
-    def on_call(self, conversation_id: str, messages: list[dict[str, Any]], call_id: int) -> int | None:
-        """Remember this call; if it repeats the previous request of the conversation, flag that one (retry)."""
+    def on_call(
+        self, conversation_id: str, messages: list[dict[str, Any]], call_id: int, request_key: Any = None
+    ) -> int | None:
+        """Remember this call; if it repeats the previous request of the conversation, flag that one (retry).
+
+        `request_key` tells one sending of a request from another (e.g. the position of the user's message in
+        the history): the calls of one turn share it, so an agent working through its tools on one request is
+        not taken for a retry. Without it every call is taken as a new sending.
+        """
         fp = _fingerprint(messages)
         with self._lock:
             prev = self._last.get(conversation_id)
             if len(self._last) >= self._max and conversation_id not in self._last:
                 self._last.pop(next(iter(self._last)))
-            self._last[conversation_id] = (call_id, fp)
-        if prev is not None and prev[1] == fp and prev[0] != call_id:
-            return self._flag(prev[0], "retry")
-        return None
+            self._last[conversation_id] = (call_id, fp, request_key)
+        if prev is None or prev[0] == call_id or prev[1] != fp:
+            return None
+        if request_key is not None and prev[2] == request_key:
+            return None  # the same sending, a later step of its turn
+        return self._flag(prev[0], "retry")
 
     def on_switch_model(self, conversation_id: str) -> int | None:
         """The agent asked for a stronger model: the last answer in this conversation was not good enough."""

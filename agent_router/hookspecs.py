@@ -47,6 +47,12 @@ def util_model_call_after(agent: Any, call_data: dict[str, Any], response: Any) 
     """A utility-model call finished: record its usage and cost in the ledger."""
 
 
+@hookspec
+def tool_execute_after(agent: Any, tool_name: str, response: Any) -> None:
+    """A tool the agent called finished: if its response says it failed, that is an implicit bad verdict on
+    the answer that called it (feedback source "implicit", signal "tool_error")."""
+
+
 # --- extension hooks -------------------------------------------------------------------------------------
 @hookspec(firstresult=True)
 def analyze(messages: list[dict[str, Any]], context: dict[str, Any]) -> Any:

@@ -3,6 +3,8 @@
 For hosts without a loop of their own, and for tests. The agent talks in Agent Zero's protocol: each model
 reply is a JSON object `{"tool_name": ..., "tool_args": {...}}`; the `response` tool ends the turn, the
 `switch_model` tool goes through agent_router.switch, other tools are Python callables given to the agent.
+A tool that raises does not end the turn: the agent reads "Tool X failed: ..." and the `tool_execute_after`
+hook sees a response with its `error` set (an implicit bad verdict on the answer that called it).
 A tool output longer than `summarize_over` tokens is summarized by a utility-model call (so utility calls
 are routed and recorded like the host's summaries).
 
@@ -64,6 +66,14 @@ class TurnResult:
     events: list[tuple[str, Any]] = field(
         default_factory=list
     )  # ("call", decision) | ("tool", (name, args, result)), in order
+
+
+@dataclass
+class ToolResponse:
+    """What `tool_execute_after` receives from this loop: the tool's message, and the error when it failed."""
+
+    message: str
+    error: str | None = None
 
 
 class ReferenceAdapter:
@@ -265,19 +275,30 @@ class ReferenceAgent:
         raise AgentRouterError(f"turn did not finish within {self.max_iterations} iterations")
 
     def run_tool(self, name: str, args: dict[str, Any]) -> str:
+        res = self._execute_tool(name, args)
+        self.hook.tool_execute_after(agent=self, tool_name=name, response=res)
+        return res.message
+
+    def _execute_tool(self, name: str, args: dict[str, Any]) -> ToolResponse:
         if not args:
-            return f"Tool {name} needs arguments (tool_args was empty)."
+            msg = f"Tool {name} needs arguments (tool_args was empty)."
+            return ToolResponse(msg, msg)
         if name == "switch_model":
             res: SwitchResult = switch_model(self.rt, self.conversation_id, args)
-            return res.message
+            return ToolResponse(res.message)
         fn = self.tools.get(name)
         if fn is None:
             known = ", ".join(["response", "switch_model", *sorted(self.tools)])
-            return f"Tool {name!r} does not exist; tools: {known}."
-        out = fn(**args)
+            msg = f"Tool {name!r} does not exist; tools: {known}."
+            return ToolResponse(msg, msg)
+        try:
+            out = fn(**args)
+        except Exception as e:  # the agent sees the failure and may correct itself, as in a real host
+            err = f"{type(e).__name__}: {e}"
+            return ToolResponse(f"Tool {name} failed: {err}", err)
         m = self._default_model("utility")
         if self.rt.counter.count_text(out, m.provider, m.name).tokens > self.summarize_over:
             out = "summary: " + self.call_utility_model(
                 "Summarize this tool output for the agent; keep errors, paths and numbers.", out
             )
-        return out
+        return ToolResponse(out)

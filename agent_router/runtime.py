@@ -7,16 +7,20 @@ what is needed to record it when the call returns (kind, decision, messages, sta
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from .adaptive import SignalTracker
 from .catalog import ModelInfo
 from .hosts import HostAdapter
 from .plugins import load_plugins
 from .router import Decision, Router
 from .settings import Settings
+
+log = logging.getLogger("agent_router.runtime")
 
 
 @dataclass
@@ -45,6 +49,7 @@ class CallRecord:
     reservation_id: str | None = None  # the budget reservation to settle when the call is recorded
     reasoning: Any = None
     saved: tuple[int, float] = (0, 0.0)  # compression's saving on this call's prompt
+    main: bool = False  # the loop iteration's own chat call (the agent's answer), not a tool's or a summary
 
 
 class Runtime:
@@ -73,6 +78,8 @@ class Runtime:
         self._states: dict[str, ConversationState] = {}
         self._calls: dict[int, CallRecord] = {}
         self._lock = threading.Lock()
+        # What the agent does next (retry, escalate, a failing tool) becomes an implicit verdict in the ledger.
+        self.signals = SignalTracker(self.implicit_feedback)
 
     # -- state -------------------------------------------------------------------------------------------
     def state(self, conversation_id: str) -> ConversationState:
@@ -89,6 +96,7 @@ class Runtime:
         with self._lock:
             self._states.update(states)
             self._calls.update(calls)
+        self.signals.adopt(other.signals)
 
     def begin_call(self, call_data: Any, rec: CallRecord) -> None:
         with self._lock:
@@ -136,6 +144,24 @@ class Runtime:
         """Write one ledger row (arguments of `Ledger.record`); returns its id."""
         row.setdefault("agent_id", self.agent_name)
         return self.ledger.record(**row)
+
+    def implicit_feedback(self, call_id: int, good: bool, source: str, signal: str) -> None:
+        """Record a verdict the agent's behaviour gave (SignalTracker's sink), then let learned routing read it
+        now rather than at its next periodic sync. A failure is logged, never raised: a verdict must not
+        break the agent's turn."""
+        import sqlite3
+
+        from .errors import AgentRouterError
+
+        try:
+            self.ledger.add_feedback(call_id, good, source=source, signal=signal)
+        except (AgentRouterError, OSError, sqlite3.Error) as e:
+            log.warning("agent_router: implicit verdict %r on call %s not recorded: %s", signal, call_id, e)
+            return
+        if self.settings.learned.enabled and self.settings.learned.adaptive:
+            from .learned import sync_ledger
+
+            sync_ledger(self.settings)
 
 
 _current: Runtime | None = None

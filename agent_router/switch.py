@@ -8,7 +8,8 @@ nor a model outside `allowed_models` (when given) or above `max_tier`; the targe
 conversation (vision, context window) and its next call must fit the remaining budget. A refusal is one
 sentence addressed to the agent. Every decision, accepted or refused, is a ledger row of kind "tool" with
 tool_name "switch_model"; an accepted switch also shows in the reasons of the next call's decision
-("override: tier chat (agent: ...)").
+("override: tier chat (agent: ...)"). An accepted switch to a higher tier than the conversation is on is also an
+implicit bad verdict on the answer just given (signal "switch_model"): the agent found it not good enough.
 """
 
 from __future__ import annotations
@@ -163,6 +164,8 @@ def switch_model(rt: Runtime, conversation_id: str, args: dict[str, Any]) -> Swi
                 st.override = None
     shown = {k: args[k] for k in ("tier", "model", "auto", "scope") if k in args}
     target = _target_model(rt, res, st)
+    if res.accepted and res.target and _escalates(rt, st, target):
+        rt.signals.on_switch_model(conversation_id)
     rt.record(
         model="switch_model",
         requested_model=target.alias,
@@ -177,6 +180,15 @@ def switch_model(rt: Runtime, conversation_id: str, args: dict[str, Any]) -> Swi
         reasons=[res.message, f"args: {shown}", f"reason: {reason}"],
     )
     return res
+
+
+def _escalates(rt: Runtime, st: Any, target: ModelInfo) -> bool:
+    """Whether the switch goes to a higher tier than the model the conversation's last answer came from."""
+    if st.decision is None or target.tier is None:
+        return False
+    m = rt.catalog.find(st.decision.model)  # None when a settings reload removed it: the decision's tier says
+    current = (m.tier if m is not None else None) or st.decision.tier
+    return TIER_RANK.get(target.tier, 0) > TIER_RANK.get(current, 0)
 
 
 def _target_model(rt: Runtime, res: SwitchResult, st: Any) -> ModelInfo:

@@ -13,12 +13,21 @@ Besides the weights it stores, from k-fold out-of-fold predictions on the same r
 (cut point for --target of premium-only quality) and each task type's success rates of the calls routed to
 each side (the adaptive estimator's priors). Users retrain on their own rows the same way and point
 `learned.weights` at the file.
+
+From a ledger (calls recorded with `ledger.store_prompts` on, judged by `agent-router feedback` or implicit
+signals), alone or added to eval rows:
+    python bench/train_router.py --ledger ~/.agent_router/ledger.db --out my_weights.npz
+    python bench/train_router.py ROWS.jsonl --ledger ledger.db --models WEAK,STRONG --out my_weights.npz
+A ledger call has a verdict for the side that answered it only (below premium: the first model's head;
+premium: the last one's): each head learns from the rows that have its verdict, and calibration fills the
+unknown side of a row with its out-of-fold prediction.
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import sys
 import time
 from pathlib import Path
@@ -26,10 +35,11 @@ from pathlib import Path
 import numpy as np
 
 from agent_router.commands._common import iter_rows
-from agent_router.errors import AgentRouterError
+from agent_router.errors import AgentRouterError, InputError
 from agent_router.evaluation import evaluate_pair, prepare
 from agent_router.learned import calibrate
 from agent_router.learned_features import extract
+from agent_router.learned_ledger import ledger_rows
 from agent_router.learned_model import id_hash
 from agent_router.learned_train import (
     TrainOptions,
@@ -65,10 +75,40 @@ def task_priors(task_types: list[str], q: np.ndarray, scores: np.ndarray, high: 
     return out
 
 
+def prepare_partial(rows: list[dict], models: list[str], where: str) -> tuple[list[dict], np.ndarray, np.ndarray]:
+    """Rows with a quality for at least one model (ledger rows know one side); NaN where a row has none."""
+    kept = [r for r in rows if any((r.get("quality") or {}).get(m) is not None for m in models)]
+    if not kept:
+        raise InputError(f"{where}: no row has a quality for any of {', '.join(models)}")
+    q = np.array([[np.nan if (v := (r.get("quality") or {}).get(m)) is None else float(v) for m in models]
+                  for r in kept])
+    c = np.array([[np.nan if (v := (r.get("cost_usd") or {}).get(m)) is None else float(v) for m in models]
+                  for r in kept])
+    for j, m in enumerate(models):
+        if np.isnan(c[:, j]).any():
+            raise InputError(f"{where}: no recorded call prices {m}; the ledger needs calls on that side")
+    return kept, q, c
+
+
+def check_heads(q: np.ndarray, models: list[str], k: int, where: str) -> None:
+    """Every head needs verdicts in the training part of every fold."""
+    labelled = ~np.isnan(q)
+    for j, m in enumerate(models):
+        for f in range(k):
+            train_part = np.ones(len(q), bool)
+            train_part[f::k] = False
+            if not labelled[train_part, j].any():
+                raise InputError(
+                    f"{where}: too few verdicts for {m} ({int(labelled[:, j].sum())}) to train its head with "
+                    f"{k} folds; judge more calls on that side, or add eval rows (ROWS) beside --ledger")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("rows", help="routing-eval JSONL rows with per-model quality")
-    ap.add_argument("--models", required=True, help="cheapest first: WEAK,STRONG (or three, one head each)")
+    ap.add_argument("rows", nargs="?", help="routing-eval JSONL rows with per-model quality")
+    ap.add_argument("--ledger", help="also train on this ledger's judged calls with stored prompts")
+    ap.add_argument("--models", help="cheapest first: WEAK,STRONG (or three, one head each); "
+                    "with --ledger alone the default is weak,strong")
     ap.add_argument("--out", required=True, help="weights file to write (.npz)")
     ap.add_argument("--folds", type=int, default=5, help="k for the out-of-fold calibration (default 5)")
     ap.add_argument("--target", type=float, default=0.95, help="quality target of the default calibration")
@@ -79,17 +119,38 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--allow-unlicensed", action="store_true",
                     help="train on rows whose licence does not allow shipping (private use only)")
     a = ap.parse_args(argv)
-    name = Path(a.rows).name
-    if any(k in name.lower() for k in NOT_SHIPPABLE) and not a.allow_unlicensed:
-        print(f"{name}: its licence does not allow shipping weights trained on it; pass --allow-unlicensed "
+    if not a.rows and not a.ledger:
+        ap.error("give ROWS, --ledger PATH, or both")
+    if a.rows and not a.models:
+        ap.error("--models is required with ROWS")
+    names = [Path(p).name for p in (a.rows, a.ledger) if p]
+    name = " + ".join(names)
+    if a.rows and any(k in names[0].lower() for k in NOT_SHIPPABLE) and not a.allow_unlicensed:
+        print(f"{names[0]}: its licence does not allow shipping weights trained on it; pass --allow-unlicensed "
               "for weights you keep to yourself", file=sys.stderr)
         return 2
-    models = [m.strip() for m in a.models.split(",") if m.strip()]
-    raw = Path(a.rows).read_bytes()
-    rows = list(iter_rows(a.rows))
+    models = [m.strip() for m in (a.models or "weak,strong").split(",") if m.strip()]
+    digest = hashlib.sha256()
+    rows: list[dict] = []
+    if a.rows:
+        digest.update(Path(a.rows).read_bytes())
+        rows = list(iter_rows(a.rows))
+    if a.ledger:
+        if len(models) < 2:
+            raise InputError("--models: give at least two models, cheapest first")
+        from_ledger = ledger_rows(a.ledger, (models[0], models[-1]))
+        digest.update(json.dumps(from_ledger, sort_keys=True).encode())
+        print(f"{a.ledger}: {len(from_ledger)} judged calls with stored prompts")
+        rows += from_ledger
     if a.limit:
         rows = rows[: a.limit]
-    kept, qual, cost = prepare(rows, models, a.rows)
+    where = " + ".join(p for p in (a.rows, a.ledger) if p)
+    if a.ledger:
+        kept, q, c = prepare_partial(rows, models, where)
+        check_heads(q, models, a.folds, where)
+    else:
+        kept, qual, cost = prepare(rows, models, a.rows)
+        q, c = np.asarray(qual), np.asarray(cost)
     t0 = time.perf_counter()
     feats = [extract(r["messages"]) for r in kept]
     x = to_matrix(feats)
@@ -97,7 +158,8 @@ def main(argv: list[str] | None = None) -> int:
     opts = TrainOptions(l2_dense=a.l2_dense, l2_hash=a.l2_hash, iterations=a.iterations)
     oof = cross_val_probs(x, y, a.folds, opts)
     scores = need_scores(oof)
-    q, c = np.asarray(qual), np.asarray(cost)
+    # A side a row has no verdict for (ledger rows) is scored by its out-of-fold prediction.
+    q = np.where(np.isnan(q), oof, q)
     cal = calibrate(scores, q, c, target=a.target, models=models)
     cal.source = f"{name} ({a.folds}-fold out-of-fold)"
     pair = evaluate_pair(list(scores), q[:, 0], q[:, -1], c[:, 0], c[:, -1])
@@ -120,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
               f"cut point {ccal.high:.4f} (premium share {ccal.premium_share:.1%}, cost {ccal.cost_share:.1%})")
     meta = {
         "models": models,
-        "trained_on": {"file": name, "sha256": hashlib.sha256(raw).hexdigest(), "rows": len(kept)},
+        "trained_on": {"file": name, "sha256": digest.hexdigest(), "rows": len(kept)},
         "calibration": cal.model_dump(exclude_none=True),
         "task_priors": priors,
         "cv": {"folds": a.folds, "apgr": round(pair.apgr, 4), "save95": round(pair.save95, 4)},
@@ -135,8 +197,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{len(kept)} rows, {a.folds}-fold out-of-fold APGR {pair.apgr:.3f}, save95 {pair.save95:.1%}; "
           f"calibration low {cal.low:.4f} high {cal.high:.4f} (premium share {cal.premium_share:.1%}, "
           f"quality {cal.quality:.1%}, cost {cal.cost_share:.1%}); {time.perf_counter() - t0:.0f}s")
-    digest = hashlib.sha256(out.read_bytes()).hexdigest()[:16]
-    print(f"wrote {out} ({out.stat().st_size / 1e6:.2f} MB, sha256 {digest})")
+    out_digest = hashlib.sha256(out.read_bytes()).hexdigest()[:16]
+    print(f"wrote {out} ({out.stat().st_size / 1e6:.2f} MB, sha256 {out_digest})")
     return 0
 
 

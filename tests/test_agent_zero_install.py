@@ -35,7 +35,7 @@ def test_repo_root_folders_are_the_packaged_files():
     files = set(inst.source_files())
     assert "plugin.yaml" in files and "tools/switch_model.py" in files
     assert "prompts/agent.system.tool.switch_model.md" in files
-    assert len([f for f in files if f.startswith("extensions/python/")]) == 8
+    assert len([f for f in files if f.startswith("extensions/python/")]) == 9
 
 
 def test_package_data_globs_ship_every_plugin_file_in_the_wheel():
@@ -62,7 +62,7 @@ def test_v1_install_then_uninstall_leaves_the_checkout_as_it_was(tmp_path):
     assert (plugin / "tools/switch_model.py").is_file()
     manifest = json.loads((plugin / "agent_router_manifest.json").read_text())
     assert manifest["layout"] == "v1" and manifest["settings"] == str(settings.resolve())
-    assert len(manifest["files"]) == 11
+    assert len(manifest["files"]) == 12
     # Agent Zero's loader compiles imported modules next to them; uninstall cleans that up too.
     cache = plugin / "tools/__pycache__"
     cache.mkdir()

@@ -39,6 +39,7 @@ POINTS = (
     "util_model_call_before",
     "util_model_call_after",
     "message_loop_end",
+    "tool_execute_after",
 )
 
 
@@ -211,7 +212,10 @@ class AgentV1:
         tool = self.loader.get_tool(
             self, request["tool_name"], request["tool_args"], json.dumps(request), self.loop_data
         )
+        # As helpers/tool execution runs it: tool_execute_before, execute, tool_execute_after(response, tool_name).
+        await self.loader.call("tool_execute_before", self, tool_args=request["tool_args"], tool_name=tool.name)
         response = await tool.execute(**request["tool_args"])
+        await self.loader.call("tool_execute_after", self, response=response, tool_name=tool.name)
         self.history.items.append(
             {"ai": False, "content": {"tool_name": tool.name, "tool_result": response.message}}
         )
@@ -538,3 +542,35 @@ def test_v1_chat_calls_outside_the_iteration_are_routed_on_their_own_messages(tm
     assert "nano answered" not in response
     assert rows(tmp_path / "ledger.db")[-1]["tier"] in ("chat", "premium")
     assert "nano answered" in asyncio.run(agent.iteration())  # the iteration's own call keeps the turn's tier
+
+
+def test_v1_a_failing_tool_and_an_escalation_are_implicit_verdicts_on_the_answers(tmp_path, a0_imports):
+    import models
+    from helpers.extension import Extension
+    from helpers.tool import Tool
+
+    root = _checkout(tmp_path, "v1")
+    inst.install(root, str(_settings_file(tmp_path)))
+    plugin = root / "usr/plugins/agent_router"
+    host_tools = tmp_path / "host_tools"  # Agent Zero's own tools folder, after the plugin's
+    host_tools.mkdir()
+    (host_tools / "code_execution_tool.py").write_text(
+        "from helpers.tool import Response, Tool\n\n"
+        "class CodeExecution(Tool):\n"
+        "    async def execute(self, **kwargs):\n"
+        "        return Response(message='Traceback (most recent call last):\\n  File \"x.py\"\\n"
+        "ZeroDivisionError: division by zero', break_loop=False)\n"
+    )
+    agent = AgentV1(
+        Loader([plugin / "extensions/python"], [plugin / "tools", host_tools], Extension, Tool), models
+    )
+
+    async def session() -> None:
+        await agent.iteration("hi, thanks!")  # call 1 (nano)
+        await agent.run_tool({"tool_name": "code_execution_tool", "tool_args": {"code": "1/0"}})
+        await agent.iteration()  # call 2 (nano)
+        await agent.run_tool({"tool_name": "switch_model", "tool_args": {"tier": "chat", "reason": "stuck"}})
+
+    asyncio.run(session())
+    got = [(r["call_id"], r["source"], r["signal"]) for r in rtmod.current().ledger.outcomes()]
+    assert got == [(1, "implicit", "tool_error"), (2, "implicit", "switch_model")]

@@ -9,16 +9,24 @@ Flow of one loop iteration:
   chat_model_call_before      budget check, apply the decision (swap the model), start timing
   chat_model_call_after       usage (provider-reported, else counted) -> ledger row
   util_model_call_before/after  the same for utility calls, routed no higher than routing.utility_max_tier
+  tool_execute_after          a tool that failed on the answer: an implicit bad verdict on that call
+
+Implicit verdicts (the runtime's SignalTracker): after each recorded answer (the iteration's own chat call) the
+request it answered is remembered; the same request sent again marks the earlier answer bad ("retry"), and so
+do a failing tool run on it ("tool_error") and the agent escalating with switch_model ("switch_model", in
+agent_router.switch).
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from .. import runtime as rtmod
 from ..catalog import TIER_RANK
 from ..errors import InputError
 from ..hookspecs import hookimpl
+from ..messages import last_user_index
 from ..router import BudgetBlocked, Decision
 from ..usage import Usage, counted, normalize
 
@@ -103,7 +111,7 @@ def _before(agent: Any, call_data: Any, kind: str) -> None:
         st.decision = decision
     model = rt.catalog.get(decision.model)
     ad.set_model(agent, call_data, model, kind)
-    rec = rtmod.CallRecord(kind, conv, model, decision, messages, rtmod.now(), reservation)
+    rec = rtmod.CallRecord(kind, conv, model, decision, messages, rtmod.now(), reservation, main=main)
     if main and st.saved is not None:
         rec.saved, st.saved = st.saved, None
     rt.begin_call(call_data, rec)
@@ -161,7 +169,7 @@ def _after(agent: Any, call_data: Any, response: Any, kind: str) -> None:
         text = ad.response_text(response, rec.reasoning)
         n_out = rt.counter.count_text(text, m.provider, m.name)
         usage = counted(n_in.tokens, n_out.tokens, "counted" if n_in.source == "counted" else "estimated")
-    rt.record(
+    call_id = rt.record(
         model=m.name,
         requested_model=m.alias,
         provider=m.provider,
@@ -176,6 +184,18 @@ def _after(agent: Any, call_data: Any, response: Any, kind: str) -> None:
         saved_usd=rec.saved[1],
         prompt=rec.messages,  # stored only when ledger.store_prompts is on (keys masked by the ledger)
     )
+    if rec.main and call_id is not None:
+        _track_answer(rt, rec.conversation_id, call_id)
+
+
+def _track_answer(rt: rtmod.Runtime, conv: str, call_id: int) -> None:
+    """Remember the answer for implicit verdicts, keyed by the request it answers: the user's newest message
+    in the turn's history (tool results are not requests) and its position, so the steps of one turn are
+    not a retry but the same text sent again as a new message is."""
+    turn = rt.state(conv).last_messages
+    if not any(m.get("role") == "user" for m in turn):
+        return
+    rt.signals.on_call(conv, turn, call_id, request_key=last_user_index(turn))
 
 
 def record_failure(agent: Any, call_data: Any, error: BaseException) -> None:
@@ -224,3 +244,31 @@ def util_model_call_before(agent: Any, call_data: Any) -> None:
 @hookimpl
 def util_model_call_after(agent: Any, call_data: Any, response: Any) -> None:
     _after(agent, call_data, response, "utility")
+
+
+# A tool's output that reports a failure: a Python traceback, or a first line that says error / failed.
+_FAILED = re.compile(
+    r"Traceback \(most recent call last\)|\A\s*(?:\W{0,3}\s*)?(?:error|exception|failed|fatal)\b",
+    re.IGNORECASE,
+)
+
+
+def tool_failed(response: Any) -> bool:
+    """Whether a tool's response says it failed: an `error` attribute or key that is set, an exception, or
+    a text (the response itself or its `message`) that starts with an error or carries a traceback."""
+    if isinstance(response, BaseException):
+        return True
+    err = response.get("error") if isinstance(response, dict) else getattr(response, "error", None)
+    if err:
+        return True
+    text = response.get("message") if isinstance(response, dict) else getattr(response, "message", response)
+    return isinstance(text, str) and bool(_FAILED.search(text))
+
+
+@hookimpl
+def tool_execute_after(agent: Any, tool_name: str, response: Any) -> None:
+    rt = rtmod.current()
+    if rt is None or tool_name in ("response", "switch_model"):
+        return  # the final answer is no tool run on an answer; switch_model gives its own signal
+    if tool_failed(response):
+        rt.signals.on_tool_error(rt.adapter.conversation_id(agent))

@@ -26,6 +26,15 @@ def _analyzer(settings_path: str | None) -> Scorer:
 SCORERS["analyzer"] = _analyzer
 
 
+class _RouterOption(click.Option):
+    """`--router`, whose help names the scorers registered when help is shown: other command modules (the
+    learned router's) add theirs after this module is imported."""
+
+    def get_help_record(self, ctx: click.Context) -> tuple[str, str] | None:
+        self.help = f"Router(s) to score: {', '.join(SCORERS)} (repeatable)."
+        return super().get_help_record(ctx)
+
+
 @hookimpl
 def register_commands(cli: click.Group) -> None:
     cli.add_command(eval_cmd)
@@ -67,8 +76,7 @@ def format_table(report: dict[str, Any], title: str = "") -> str:
 @click.command("eval")
 @click.argument("rows", type=click.Path(dir_okay=False))
 @click.option("--models", required=True, help="Comma-separated models, cheapest first: weak,strong or a,b,c.")
-@click.option("--router", "routers", multiple=True, default=["analyzer"], show_default=True,
-              help=f"Router(s) to score: {', '.join(SCORERS)} (repeatable).")
+@click.option("--router", "routers", cls=_RouterOption, multiple=True, default=["analyzer"], show_default=True)
 @click.option("--peer", "peers", multiple=True, help="NAME=SCORES.jsonl of another router's {id, score} rows.")
 @click.option("--seeds", default=10, show_default=True, help="Seeds averaged for the random baseline.")
 @click.option("--limit", type=int, default=None, help="Only the first N rows.")

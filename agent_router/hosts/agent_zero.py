@@ -268,6 +268,10 @@ def forward(point: str, ext: Any, origin: str, **kwargs: Any) -> Any:
         hook.util_model_call_after(
             agent=agent, call_data=kwargs["call_data"], response=kwargs.get("response")
         )
+    elif point == "tool_execute_after":
+        hook.tool_execute_after(
+            agent=agent, tool_name=str(kwargs.get("tool_name") or ""), response=kwargs.get("response")
+        )
     return None
 
 
