@@ -214,3 +214,30 @@ def test_embedding_heads_learn_what_the_hashed_features_cannot_see(tmp_path: Pat
     assert f.emb is not None and f.focus == extract(test_rows[0]["messages"]).focus
     probs = back.predict(f)
     assert probs[STRONG] - probs[WEAK] == pytest.approx(gain[0], abs=1e-4)
+
+
+@needs_real
+def test_eval_scores_learned_emb_beside_learned(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import json as _json
+
+    from click.testing import CliRunner
+    from learned_fixtures import write_rows
+
+    from agent_router.cli import cli
+
+    cache = tmp_path / "emb-cache"
+    monkeypatch.setenv("AGENT_ROUTER_EMBED_CACHE", str(cache))
+    path = write_rows(tmp_path / "fixture.jsonl")
+    args = ["eval", str(path), "--models", f"{WEAK},{STRONG}", "--router", "learned", "--router", "learned_emb",
+            "--json"]
+    r = CliRunner().invoke(cli, args)
+    assert r.exit_code == 0, r.output
+    res = _json.loads(r.output)["results"]
+    assert {"learned", "learned_emb", "oracle", "random"} <= set(res)
+    assert 0.0 <= res["learned_emb"]["apgr"] <= res["oracle"]["apgr"]
+    shards = sorted(cache.glob("emb-*.npz"))
+    assert shards, "the rows' embeddings are cached where AGENT_ROUTER_EMBED_CACHE says"
+    # A second run reads them back: same scores, no new shard.
+    r2 = CliRunner().invoke(cli, args)
+    assert _json.loads(r2.output)["results"]["learned_emb"] == res["learned_emb"]
+    assert sorted(cache.glob("emb-*.npz")) == shards
