@@ -22,7 +22,7 @@ import numpy as np
 from .adaptive import AdaptiveEstimator
 from .analyzer import Analysis
 from .errors import AgentRouterError, InputError
-from .learned_features import DENSE_KEYS, extract
+from .learned_features import DENSE_KEYS
 from .learned_model import QualityModel, objective_score
 from .settings import LearnedCalibration, LearnedSettings, Settings
 
@@ -42,9 +42,10 @@ _LABELS = {
 
 
 @lru_cache(maxsize=8)
-def load_model(path: str | None) -> QualityModel:
-    """Weights by path (None: packaged), loaded once per process."""
-    return QualityModel.load(path)
+def load_model(path: str | None, embeddings: bool = False) -> QualityModel:
+    """Weights by path (None: packaged; `embeddings`: the packaged weights with embedding heads), loaded once
+    per process."""
+    return QualityModel.load(path, embeddings)
 
 
 def rescale(raw: float, cal: LearnedCalibration, low: float, high: float) -> float:
@@ -66,7 +67,11 @@ class LearnedRouter:
                  estimator: AdaptiveEstimator | None = None, feed: LedgerFeed | None = None):
         self.settings = settings or LearnedSettings()
         self.feed = feed
-        self.model = model or load_model(self.settings.weights)
+        self.model = model or load_model(self.settings.weights, self.settings.embeddings)
+        if self.model.w_emb is not None:
+            from .embeddings import model_dir
+
+            model_dir()  # fail now, naming the install command, rather than on the first request
         self.objective = self.settings.objective if self.model.cost_dense is not None else "quality"
         self.calibration = self.settings.calibration or default_calibration(self.model, self.objective)
         priors = self.model.meta.get("task_priors") or {}
@@ -77,7 +82,7 @@ class LearnedRouter:
         """Features, head probabilities, raw need before and after adaptive outcomes."""
         if self.settings.adaptive and self.feed is not None:
             self.feed.sync(self.estimator)
-        f = extract(messages)
+        f = self.model.features(messages)
         probs = self.model.predict(f)
         p_w, p_s = probs[self.model.heads[0]], probs[self.model.heads[-1]]
         lc = self.model.log_cost(f) if self.objective == "cost" else None
@@ -212,15 +217,15 @@ def for_settings(settings: Settings) -> LearnedRouter | None:
 
 _routers: dict[str, LearnedRouter] = {}
 _routers_lock = threading.Lock()
-_estimators: dict[tuple[str | None, float], AdaptiveEstimator] = {}
+_estimators: dict[tuple[str | None, bool, float], AdaptiveEstimator] = {}
 
 
 def _shared_estimator(ls: LearnedSettings) -> AdaptiveEstimator:
     """One estimator per weights file and prior strength, shared by routers of changing settings."""
-    key = (ls.weights, ls.adaptive_prior_strength)
+    key = (ls.weights, ls.embeddings, ls.adaptive_prior_strength)
     est = _estimators.get(key)
     if est is None:
-        priors = load_model(ls.weights).meta.get("task_priors") or {}
+        priors = load_model(ls.weights, ls.embeddings).meta.get("task_priors") or {}
         est = AdaptiveEstimator(priors, ls.adaptive_prior_strength)
         _estimators[key] = est
     return est

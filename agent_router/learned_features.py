@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
+import numpy as np
+
 from .analyzer import features as analyzer_features
 from .analyzer import task_type as analyzer_task_type
 from .messages import has_image, last_user_index, text_of
@@ -55,6 +57,8 @@ class RequestFeatures:
     focus: str
     analyzer: dict[str, float]
     shots: int
+    # Sentence embedding of `focus` (384 floats), set only for weights with embedding heads.
+    emb: np.ndarray | None = None
 
 
 def focus_text(request: str) -> tuple[str, int]:

@@ -22,6 +22,8 @@ from .errors import AgentRouterError
 from .learned_features import DENSE_KEYS, HASH_BITS, RequestFeatures, extract
 
 FORMAT = "agent_router.learned/1"
+WEIGHTS = "data/router_weights.npz"
+EMB_WEIGHTS = "data/router_weights_emb.npz"
 
 
 class WeightsError(AgentRouterError):
@@ -40,6 +42,8 @@ class QualityModel:
     train_ids: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.uint32))
     # Ridge weights over the dense features predicting log(cost) of the strongest model, when trained with costs.
     cost_dense: np.ndarray | None = None
+    # (heads, 384) weights over the sentence embedding of the real question (agent_router.embeddings), if any.
+    w_emb: np.ndarray | None = None
 
     # -- inference -----------------------------------------------------------------------------------------
     def logits(self, f: RequestFeatures) -> np.ndarray:
@@ -48,7 +52,22 @@ class QualityModel:
             idx = np.fromiter(f.hashed.keys(), dtype=np.int64, count=len(f.hashed))
             val = np.fromiter(f.hashed.values(), dtype=np.float32, count=len(f.hashed))
             z = z + self.w_hash[:, idx] @ val
+        if self.w_emb is not None:
+            if f.emb is None:
+                raise WeightsError("these weights use sentence embeddings: build features with "
+                                   "QualityModel.features(messages)")
+            z = z + self.w_emb @ f.emb
         return z
+
+    def features(self, messages: list[dict[str, Any]]) -> RequestFeatures:
+        """Request features for these weights: with the sentence embedding of the real question when the
+        weights have embedding heads (needs the embedding model; see agent_router.embeddings)."""
+        f = extract(messages)
+        if self.w_emb is not None:
+            from .embeddings import encoder
+
+            f.emb = encoder().encode(f.focus)
+        return f
 
     def predict(self, f: RequestFeatures) -> dict[str, float]:
         """Head name -> probability that the model answers well."""
@@ -71,7 +90,7 @@ class QualityModel:
         return objective_score(p_w, p_s, self.log_cost(f) if objective == "cost" else None)
 
     def score_messages(self, messages: list[dict[str, Any]], objective: str = "quality") -> float:
-        return self.score(extract(messages), objective)
+        return self.score(self.features(messages), objective)
 
     # -- persistence ---------------------------------------------------------------------------------------
     def save(self, path: str | Path) -> None:
@@ -85,6 +104,7 @@ class QualityModel:
                 meta=np.frombuffer(json.dumps(meta, sort_keys=True).encode("utf-8"), dtype=np.uint8),
                 train_ids=np.unique(self.train_ids.astype(np.uint32)),
                 **({"cost_dense": self.cost_dense.astype(np.float32)} if self.cost_dense is not None else {}),
+                **({"w_emb": self.w_emb.astype(np.float32)} if self.w_emb is not None else {}),
             )
 
     def seen(self, row_id: str) -> bool:
@@ -94,14 +114,16 @@ class QualityModel:
         return i < len(self.train_ids) and int(self.train_ids[i]) == h
 
     @classmethod
-    def load(cls, path: str | Path | None = None) -> QualityModel:
-        """Load weights from `path`, or the packaged default weights."""
-        where = str(path) if path else "agent_router/data/router_weights.npz"
+    def load(cls, path: str | Path | None = None, embeddings: bool = False) -> QualityModel:
+        """Load weights from `path`, or the packaged default weights (`embeddings`: the packaged weights with
+        sentence-embedding heads)."""
+        packaged = EMB_WEIGHTS if embeddings else WEIGHTS
+        where = str(path) if path else f"agent_router/{packaged}"
         try:
             if path:
                 fh = open(path, "rb")  # noqa: SIM115 - closed below
             else:
-                fh = resources.files("agent_router").joinpath("data/router_weights.npz").open("rb")
+                fh = resources.files("agent_router").joinpath(packaged).open("rb")
         except OSError as e:
             raise WeightsError(f"{where}: cannot open learned-router weights ({e.strerror or e})") from None
         try:
@@ -111,6 +133,7 @@ class QualityModel:
                 w_hash = z["w_hash"].astype(np.float32)
                 train_ids = z["train_ids"].astype(np.uint32) if "train_ids" in z else np.zeros(0, np.uint32)
                 cost_dense = z["cost_dense"].astype(np.float32) if "cost_dense" in z else None
+                w_emb = z["w_emb"].astype(np.float32) if "w_emb" in z else None
         except (ValueError, KeyError, OSError, json.JSONDecodeError) as e:
             raise WeightsError(f"{where}: not a learned-router weights file ({e})") from None
         if meta.get("format") != FORMAT:
@@ -122,8 +145,13 @@ class QualityModel:
         if w_dense.shape != (len(heads), len(DENSE_KEYS)) or w_hash.shape != (len(heads), 1 << HASH_BITS):
             raise WeightsError(
                 f"{where}: weight shapes {w_dense.shape}, {w_hash.shape} do not match {len(heads)} heads")
+        if w_emb is not None and w_emb.shape[0] != len(heads):
+            raise WeightsError(f"{where}: embedding weights {w_emb.shape} do not match {len(heads)} heads")
+        if embeddings and w_emb is None:
+            raise WeightsError(f"{where}: learned.embeddings is on but these weights have no embedding heads; "
+                               "retrain with bench/train_router.py --embeddings")
         return cls(heads=heads, w_dense=w_dense, w_hash=w_hash, meta=meta, train_ids=np.unique(train_ids),
-                   cost_dense=cost_dense)
+                   cost_dense=cost_dense, w_emb=w_emb)
 
 
 def id_hash(row_id: str) -> int:

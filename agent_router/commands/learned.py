@@ -8,6 +8,9 @@ Scorers (``--router``):
   per predicted dollar, the cost head likewise out-of-fold on the weights' own training rows.
 - ``learned_cv``: k-fold cross-validation on the evaluated file itself (same split), one head per --models
   model: what retraining on your own rows would give.
+- ``learned_emb``: as ``learned`` with the weights that also use sentence embeddings (`learned.embeddings`;
+  default the packaged embedding weights; needs the embedding model, see agent_router.embeddings). Set
+  AGENT_ROUTER_EMBED_CACHE to a directory to cache the rows' embeddings between runs.
 """
 
 from __future__ import annotations
@@ -57,12 +60,12 @@ def learned_probs(rows: list[dict[str, Any]], models: list[str], model: QualityM
     out = np.zeros((len(rows), 2))
     if (~seen).any():
         unseen = [r for r, s in zip(rows, seen, strict=True) if not s]
-        p = predict_matrix(model, featurize(unseen))
+        p = predict_matrix(model, featurize(unseen, embeddings=model.w_emb is not None))
         out[~seen] = p[:, [0, -1]]
     if seen.any():
         idx = np.flatnonzero(seen)
         sub = [rows[i] for i in idx]
-        p = _cv_probs(sub, models, folds, _options(model))
+        p = _cv_probs(sub, models, folds, _options(model), embeddings=model.w_emb is not None)
         out[idx] = p[:, [0, -1]]
     return out
 
@@ -70,13 +73,15 @@ def learned_probs(rows: list[dict[str, Any]], models: list[str], model: QualityM
 _cv_cache: dict[tuple, np.ndarray] = {}
 
 
-def _cv_probs(rows: list[dict[str, Any]], models: list[str], folds: int, opts: TrainOptions) -> np.ndarray:
+def _cv_probs(rows: list[dict[str, Any]], models: list[str], folds: int, opts: TrainOptions,
+              embeddings: bool = False) -> np.ndarray:
     """Out-of-fold probabilities, remembered for the process: `learned` and `learned_cv` on the weights' own
     training file compute the same folds, so one `eval` run trains them once."""
-    key = (tuple(str(r.get("id")) for r in rows), tuple(models), folds, tuple(sorted(vars(opts).items())))
+    key = (tuple(str(r.get("id")) for r in rows), tuple(models), folds, tuple(sorted(vars(opts).items())),
+           embeddings)
     if key not in _cv_cache:
         _cv_cache.clear()
-        _cv_cache[key] = cross_val_probs(featurize(rows), labels(rows, models), folds, opts)
+        _cv_cache[key] = cross_val_probs(featurize(rows, embeddings), labels(rows, models), folds, opts)
     return _cv_cache[key]
 
 
@@ -124,7 +129,14 @@ def _learned_cost(settings_path: str | None) -> evaluate.Scorer:
     return lambda rows, models: learned_scores(rows, models, model, objective="cost")
 
 
+def _learned_emb(settings_path: str | None) -> evaluate.Scorer:
+    ls = get_settings(settings_path).learned
+    model = load_model(ls.weights, True)
+    return lambda rows, models: learned_scores(rows, models, model)
+
+
 evaluate.SCORERS["learned"] = _learned
+evaluate.SCORERS["learned_emb"] = _learned_emb
 evaluate.SCORERS["learned_cost"] = _learned_cost
 evaluate.SCORERS["learned_cv"] = _learned_cv
 
@@ -184,7 +196,7 @@ def calibrate_cmd(rows: str, models: str | None, target: float | None, cost_cap:
     # A settings file named but not there yet is created with the calibration (defaults otherwise).
     settings = get_settings(str(path)) if path.exists() else Settings()
     ls = settings.learned
-    model = load_model(ls.weights)
+    model = load_model(ls.weights, ls.embeddings)
     model_list = [m.strip() for m in models.split(",") if m.strip()] if models else list(model.meta.get("models") or [])
     tier_list = [t.strip() for t in tiers.split(",")] if tiers else []
     if tier_list and len(tier_list) != len(model_list):
