@@ -565,10 +565,12 @@ def _problems(err: ValidationError) -> list[tuple[str, str]]:
         msg = e["msg"]
         if e["type"] == "extra_forbidden":
             msg = "unknown key (not a setting; check the spelling against settings.example.json)"
-        elif "api_key" in str(loc):
-            pass  # never echo what may be a secret
-        elif ("input" in e and e["type"] not in ("missing", "secret_in_settings")
-              and not isinstance(e["input"], dict | list)):
+        elif (
+            "api_key" not in str(loc)  # never echo what may be a secret
+            and "input" in e
+            and e["type"] not in ("missing", "secret_in_settings")
+            and not isinstance(e["input"], dict | list)
+        ):
             msg = f"{msg} (got {e['input']!r})"
         out.append((_json_path(loc), msg))
     return out

@@ -14,6 +14,7 @@ reservations by id); when the server stays away the write raises LedgerBusy and 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import threading
@@ -156,10 +157,8 @@ class PostgresStore:
                 except (self._pg.OperationalError, self._pg.InterfaceError) as e:
                     last = e
                     if not isinstance(e, self._pg.errors.TransactionRollback):
-                        try:
+                        with contextlib.suppress(self._pg.Error):
                             self.conn.close()
-                        except self._pg.Error:
-                            pass
             if attempt < attempts:
                 time.sleep(delay * (1 + random.random()))
                 delay = min(delay * 2, 0.5)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import time
@@ -66,10 +67,8 @@ _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
 def parse_duration(v: str) -> float | None:
     """'1s', '6m0s', '20ms', '7.5s', '2' -> seconds."""
     v = v.strip()
-    try:
+    with contextlib.suppress(ValueError):
         return max(0.0, float(v))
-    except ValueError:
-        pass
     total, found = 0.0, False
     for num, unit in _DURATION.findall(v):
         found = True
@@ -79,10 +78,8 @@ def parse_duration(v: str) -> float | None:
 
 def _until(v: str, now: float) -> float | None:
     """An HTTP date or RFC 3339 timestamp -> seconds from now."""
-    try:
+    with contextlib.suppress(TypeError, ValueError, IndexError):
         return max(0.0, parsedate_to_datetime(v).timestamp() - now)
-    except (TypeError, ValueError, IndexError):
-        pass
     try:
         from datetime import datetime
 
@@ -96,10 +93,8 @@ def retry_after(headers: Any, body: bytes | str = b"", message: str = "") -> flo
     now = time.time()
     ms = headers.get("retry-after-ms")
     if ms:
-        try:
+        with contextlib.suppress(ValueError):
             return max(0.0, float(ms) / 1000)
-        except ValueError:
-            pass
     ra = headers.get("retry-after")
     if ra:
         d = parse_duration(ra)
