@@ -1,14 +1,5 @@
 """Stand-in for Agent Zero v1.x helpers/extension.py: the Extension base class (sync or async execute)."""
 
-from abc import abstractmethod
-from typing import Any
+from a0_base import Extension
 
-
-class Extension:
-    def __init__(self, agent: Any, **kwargs: Any):
-        self.agent = agent
-        self.kwargs = kwargs
-
-    @abstractmethod
-    def execute(self, **kwargs: Any) -> Any:
-        pass
+__all__ = ["Extension"]

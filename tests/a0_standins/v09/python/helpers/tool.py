@@ -1,36 +1,5 @@
 """Stand-in for Agent Zero v0.9.x python/helpers/tool.py: Response and the Tool base class."""
 
-from abc import abstractmethod
-from dataclasses import dataclass
-from typing import Any
+from a0_base import Response, Tool
 
-
-@dataclass
-class Response:
-    message: str
-    break_loop: bool
-    additional: dict[str, Any] | None = None
-
-
-class Tool:
-    def __init__(
-        self,
-        agent: Any,
-        name: str,
-        method: str | None,
-        args: dict,
-        message: str,
-        loop_data: Any,
-        **kwargs: Any,
-    ) -> None:
-        self.agent = agent
-        self.name = name
-        self.method = method
-        self.args = args
-        self.loop_data = loop_data
-        self.message = message
-        self.progress = ""
-
-    @abstractmethod
-    async def execute(self, **kwargs: Any) -> Response:
-        pass
+__all__ = ["Response", "Tool"]
