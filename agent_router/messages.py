@@ -87,3 +87,20 @@ def last_user_index(messages: list[dict[str, Any]]) -> int:
         if messages[i].get("role") == "user":
             return i
     return len(messages) - 1
+
+
+def tool_call_arguments(tc: dict[str, Any]) -> dict[str, Any]:
+    """The decoded arguments of an OpenAI tool call; text that is not JSON is kept under "_raw"."""
+    raw = (tc.get("function") or {}).get("arguments")
+    try:
+        return json.loads(raw or "{}")
+    except ValueError:
+        return {"_raw": raw}
+
+
+def data_url(url: str) -> tuple[str, str] | None:
+    """(media type, base64 data) of a data: URL, or None for any other URL."""
+    if not url.startswith("data:"):
+        return None
+    head, _, data = url.partition(",")
+    return head[5:].split(";")[0] or "image/png", data

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from ..messages import content_text
+from ..messages import content_text, data_url, tool_call_arguments
 from . import types as t
 
 DEFAULT_BASE_URL = "https://api.anthropic.com/v1"
@@ -33,10 +33,9 @@ def auth_headers(key: str | None) -> dict[str, str]:
 
 
 def _image(url: str) -> dict[str, Any]:
-    if url.startswith("data:"):
-        head, _, data = url.partition(",")
-        media = head[5:].split(";")[0] or "image/png"
-        return {"type": "image", "source": {"type": "base64", "media_type": media, "data": data}}
+    inline = data_url(url)
+    if inline:
+        return {"type": "image", "source": {"type": "base64", "media_type": inline[0], "data": inline[1]}}
     return {"type": "image", "source": {"type": "url", "url": url}}
 
 
@@ -81,11 +80,9 @@ def convert(messages: list[dict[str, Any]]) -> tuple[str, list[dict[str, Any]]]:
             blocks = _blocks(m.get("content"))
             for tc in m.get("tool_calls") or []:
                 fn = tc.get("function") or {}
-                try:
-                    args = json.loads(fn.get("arguments") or "{}")
-                except ValueError:
-                    args = {"_raw": fn.get("arguments")}
-                blocks.append({"type": "tool_use", "id": tc.get("id"), "name": fn.get("name"), "input": args})
+                blocks.append(
+                    {"type": "tool_use", "id": tc.get("id"), "name": fn.get("name"), "input": tool_call_arguments(tc)}
+                )
             push("assistant", blocks)
         elif role in ("tool", "function"):
             push(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from ..messages import content_text
+from ..messages import content_text, data_url, tool_call_arguments
 from . import types as t
 
 DEFAULT_BASE_URL = "https://generativelanguage.googleapis.com/v1beta"
@@ -34,9 +34,9 @@ def auth_headers(key: str | None) -> dict[str, str]:
 
 
 def _image(url: str) -> dict[str, Any]:
-    if url.startswith("data:"):
-        head, _, data = url.partition(",")
-        return {"inline_data": {"mime_type": head[5:].split(";")[0] or "image/png", "data": data}}
+    inline = data_url(url)
+    if inline:
+        return {"inline_data": {"mime_type": inline[0], "data": inline[1]}}
     return {"file_data": {"mime_type": "image/*", "file_uri": url}}
 
 
@@ -80,11 +80,7 @@ def convert(messages: list[dict[str, Any]]) -> tuple[str, list[dict[str, Any]]]:
             for tc in m.get("tool_calls") or []:
                 fn = tc.get("function") or {}
                 names[tc.get("id") or ""] = fn.get("name", "")
-                try:
-                    args = json.loads(fn.get("arguments") or "{}")
-                except ValueError:
-                    args = {"_raw": fn.get("arguments")}
-                parts.append({"functionCall": {"name": fn.get("name", ""), "args": args}})
+                parts.append({"functionCall": {"name": fn.get("name", ""), "args": tool_call_arguments(tc)}})
             push("model", parts)
         elif role in ("tool", "function"):
             text = content_text(m.get("content"))
