@@ -8,6 +8,7 @@ to run as root, so as root the cluster is created and run as the `postgres` syst
 from __future__ import annotations
 
 import glob
+import importlib
 import multiprocessing
 import os
 import pwd
@@ -16,8 +17,9 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import scale_workers
@@ -206,15 +208,15 @@ def _skip_missing(what: str) -> None:
     pytest.skip(f"{what} not installed; to run these tests install it: {APT_LINE}")
 
 
-@pytest.fixture(scope="session")
-def pg_server() -> Iterator[PostgresServer]:
-    """One PostgreSQL server for the session; tests take a fresh database each through `pg_dsn`."""
+def _serve(client: str, module: str, extra: str, server_cls: Callable[[], Any]) -> Iterator[Any]:
+    """Start a server of `server_cls` for a fixture and clean it up; skip, saying what to install, when its
+    Python client or its binaries are missing."""
     try:
-        import psycopg  # noqa: F401
+        importlib.import_module(module)
     except ImportError:
-        pytest.skip("psycopg not installed; install the [postgres] extra: pip install -e '.[postgres]'")
+        pytest.skip(f"{client} not installed; install the [{extra}] extra: pip install -e '.[{extra}]'")
     try:
-        server = PostgresServer()
+        server = server_cls()
     except FileNotFoundError as e:
         _skip_missing(str(e))
     try:
@@ -222,6 +224,12 @@ def pg_server() -> Iterator[PostgresServer]:
         yield server
     finally:
         server.cleanup()
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[PostgresServer]:
+    """One PostgreSQL server for the session; tests take a fresh database each through `pg_dsn`."""
+    yield from _serve("psycopg", "psycopg", "postgres", PostgresServer)
 
 
 @pytest.fixture
@@ -234,19 +242,7 @@ def pg_dsn(pg_server: PostgresServer, request: pytest.FixtureRequest) -> str:
 @pytest.fixture
 def redis_server() -> Iterator[RedisServer]:
     """A fresh redis-server per test (tests stop and restart it)."""
-    try:
-        import redis  # noqa: F401
-    except ImportError:
-        pytest.skip("redis-py not installed; install the [redis] extra: pip install -e '.[redis]'")
-    try:
-        server = RedisServer()
-    except FileNotFoundError as e:
-        _skip_missing(str(e))
-    try:
-        server.start()
-        yield server
-    finally:
-        server.cleanup()
+    yield from _serve("redis-py", "redis", "redis", RedisServer)
 
 
 # --- many processes ------------------------------------------------------------------------------------
