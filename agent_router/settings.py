@@ -325,6 +325,12 @@ class LearnedCalibration(_Model):
     rows: int | None = Field(None, ge=0, description="Calibration rows used.")
     source: str | None = Field(None, description="Where the calibration rows came from (file name).")
     models: list[str] = Field(default_factory=list, description="Calibration models, cheapest first.")
+    cost_head: dict[str, float] | None = Field(
+        None,
+        description="The cost objective's log-cost coefficients per request feature, refit on the calibration "
+        "rows' recorded costs (replaces the weights' own cost head).",
+    )
+    cost_ref: float | None = Field(None, description="Mean predicted log cost of the calibration rows (the centre).")
 
     @model_validator(mode="after")
     def _ordered(self) -> LearnedCalibration:
