@@ -354,9 +354,10 @@ class LearnedSettings(_Model):
     )
     objective: Literal["quality", "cost"] = Field(
         "quality",
-        description="quality: send the requests with the highest predicted quality gain to premium first; cost: "
-        "the highest predicted gain per predicted dollar first (least spend for the quality target, but cheap "
-        "short requests then often go to premium).",
+        description="quality: send the requests with the highest predicted quality gain to premium first. cost: "
+        "the highest gain discounted by predicted cost (gain x cost^-w, w stored with the weights) first: less "
+        "spend for the quality target, but a short request may go to premium because it costs little there; "
+        "`agent-router calibrate` refits the cost prediction on your own rows' costs.",
     )
     quality_target: float = Field(
         0.95, gt=0, le=1, description="Keep at least this share of premium-only quality when calibrating."

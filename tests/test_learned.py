@@ -272,3 +272,11 @@ def test_unknown_cost_head_feature_is_named(tmp_path):
     s = learned.LearnedSettings(objective="cost", calibration={"low": 0.1, "high": 0.5, "cost_head": {"lenght": 1.0}})
     with pytest.raises(learned.InputError, match=r"learned\.calibration\.cost_head: unknown feature 'lenght'"):
         learned.LearnedRouter(s)
+
+
+def test_cost_moves_a_score_at_most_e_fold():
+    from agent_router.learned_model import objective_score
+
+    # A greeting predicted 20x cheaper than usual is boosted no more than one predicted e (2.7x) cheaper.
+    assert objective_score(0.8, 0.9, -3.0) == objective_score(0.8, 0.9, -1.0) > objective_score(0.8, 0.9, 0.0)
+    assert objective_score(0.8, 0.9, 5.0) == objective_score(0.8, 0.9, 1.0) < objective_score(0.8, 0.9, 0.0)

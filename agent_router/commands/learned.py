@@ -13,6 +13,7 @@ Scorers (``--router``):
 - ``learned_emb``: as ``learned`` with the weights that also use sentence embeddings (`learned.embeddings`;
   default the packaged embedding weights; needs the embedding model, see agent_router.embeddings). Set
   AGENT_ROUTER_EMBED_CACHE to a directory to cache the rows' embeddings between runs.
+- ``learned_emb_cost``: the embedding weights with the "cost" objective, cost head refit as for ``learned_cost``.
 """
 
 from __future__ import annotations
@@ -144,7 +145,13 @@ def _learned_emb(settings_path: str | None) -> evaluate.Scorer:
     return lambda rows, models: learned_scores(rows, models, model)
 
 
+def _learned_emb_cost(settings_path: str | None) -> evaluate.Scorer:
+    model = load_model(get_settings(settings_path).learned.weights, True)
+    return lambda rows, models: learned_scores(rows, models, model, objective="cost", refit_costs=True)
+
+
 evaluate.SCORERS["learned"] = _learned
+evaluate.SCORERS["learned_emb_cost"] = _learned_emb_cost
 evaluate.SCORERS["learned_emb"] = _learned_emb
 evaluate.SCORERS["learned_cost"] = _learned_cost
 evaluate.SCORERS["learned_cv"] = _learned_cv
