@@ -307,6 +307,22 @@ def encoder(path: str | None = None) -> MiniLM:
         return _load(path)
 
 
+KINDS = ("static", "contextual")
+
+
+def embedder(kind: str = "contextual"):
+    """The process-wide encoder of this kind: "static" (agent_router.static_embeddings: the distilled token
+    table, microseconds, needs `agent-router embeddings build` once) or "contextual" (MiniLM, above). Both have
+    `.encode(texts)` and `.tokenizer`."""
+    if kind == "contextual":
+        return encoder()
+    if kind == "static":
+        from .static_embeddings import static_encoder
+
+        return static_encoder()
+    raise EmbeddingsUnavailable(f"unknown embedding kind {kind!r}; expected one of {', '.join(KINDS)}")
+
+
 def available() -> bool:
     """Whether the embedding model is installed."""
     try:
@@ -316,10 +332,15 @@ def available() -> bool:
     return True
 
 
-def encode_cached(texts: list[str], cache_dir: str | Path | None = None, path: str | None = None) -> np.ndarray:
-    """Embeddings of `texts` (n, 384); with `cache_dir`, vectors already computed there (keyed by the text's
-    SHA-1) are reused and new ones are added as one more shard, so training and evaluation runs are quick."""
+def encode_cached(texts: list[str], cache_dir: str | Path | None = None, path: str | None = None,
+                  kind: str = "contextual") -> np.ndarray:
+    """Embeddings of `texts` (n, dim); contextual ones: with `cache_dir`, vectors already computed there (keyed
+    by the text's SHA-1) are reused and new ones are added as one more shard, so training and evaluation runs
+    are quick. Static ones are not cached: computing them is as quick as reading them."""
     import hashlib
+
+    if kind != "contextual":
+        return np.asarray(embedder(kind).encode(list(texts)), dtype=np.float32).reshape(len(texts), -1)
 
     keys = [hashlib.sha1(t.encode("utf-8")).hexdigest() for t in texts]
     known: dict[str, np.ndarray] = {}
