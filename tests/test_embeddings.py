@@ -189,12 +189,22 @@ def test_real_model_similar_sentences_are_closer_than_unrelated_ones() -> None:
 
 
 @needs_real
-def test_packaged_embedding_weights_route_through_learned_settings() -> None:
+def test_contextual_weights_route_through_learned_settings(tmp_path: Path) -> None:
+    """Weights trained on the contextual encoder (the packaged ones are static: tests/test_static_embeddings.py)
+    embed requests with it when named by learned.weights."""
+    train_rows = rows(40)
+    model = train(featurize(train_rows, embeddings=True), labels(train_rows, [WEAK, STRONG]), [WEAK, STRONG],
+                  TrainOptions(iterations=50))
+    path = tmp_path / "ctx.npz"
+    model.save(path)
     reset()
     try:
-        router = LearnedRouter(LearnedSettings(enabled=True, embeddings=True, adaptive=False))
-        assert router.model.w_emb is not None and router.model.w_emb.shape[1] == E.DIM
-        a = router.analyze([{"role": "user", "content": "Prove that there are infinitely many primes."}])
+        router = LearnedRouter(LearnedSettings(enabled=True, weights=str(path), embeddings=True, adaptive=False))
+        assert router.model.embedding_kind == "contextual" and router.model.w_emb.shape[1] == E.DIM
+        msgs = [{"role": "user", "content": "Prove that there are infinitely many primes."}]
+        f = router.model.features(msgs)
+        np.testing.assert_array_equal(f.emb, E.encoder().encode(f.focus))
+        a = router.analyze(msgs)
         assert a.source == "learned" and 0.0 <= a.score <= 1.0
     finally:
         reset()
@@ -238,8 +248,15 @@ def test_eval_scores_learned_emb_beside_learned(tmp_path: Path, monkeypatch: pyt
     cache = tmp_path / "emb-cache"
     monkeypatch.setenv("AGENT_ROUTER_EMBED_CACHE", str(cache))
     path = write_rows(tmp_path / "fixture.jsonl")
+    # Contextual weights (the packaged ones are static, which are not cached: computing them is as quick).
+    train_rows = rows(40)
+    weights = tmp_path / "ctx.npz"
+    train(featurize(train_rows, embeddings=True), labels(train_rows, [WEAK, STRONG]), [WEAK, STRONG],
+          TrainOptions(iterations=50)).save(weights)
+    settings = tmp_path / "settings.json"
+    settings.write_text(_json.dumps({"learned": {"weights": str(weights)}}))
     args = ["eval", str(path), "--models", f"{WEAK},{STRONG}", "--router", "learned", "--router", "learned_emb",
-            "--json"]
+            "--json", "--settings", str(settings)]
     r = CliRunner().invoke(cli, args)
     assert r.exit_code == 0, r.output
     res = _json.loads(r.output)["results"]

@@ -65,21 +65,25 @@ def learned_probs(rows: list[dict[str, Any]], models: list[str], model: QualityM
     out = np.zeros((len(rows), 2))
     if (~seen).any():
         unseen = [r for r, s in zip(rows, seen, strict=True) if not s]
-        p = predict_matrix(model, featurize(unseen, embeddings=model.w_emb is not None))
+        p = predict_matrix(model, featurize(unseen, embeddings=_emb_kind(model)))
         out[~seen] = p[:, [0, -1]]
     if seen.any():
         idx = np.flatnonzero(seen)
         sub = [rows[i] for i in idx]
-        p = _cv_probs(sub, models, folds, _options(model), embeddings=model.w_emb is not None)
+        p = _cv_probs(sub, models, folds, _options(model), embeddings=_emb_kind(model))
         out[idx] = p[:, [0, -1]]
     return out
+
+
+def _emb_kind(model: QualityModel) -> str | bool:
+    return model.embedding_kind if model.w_emb is not None else False
 
 
 _cv_cache: dict[tuple, np.ndarray] = {}
 
 
 def _cv_probs(rows: list[dict[str, Any]], models: list[str], folds: int, opts: TrainOptions,
-              embeddings: bool = False) -> np.ndarray:
+              embeddings: bool | str = False) -> np.ndarray:
     """Out-of-fold probabilities, remembered for the process: `learned` and `learned_cv` on the weights' own
     training file compute the same folds, so one `eval` run trains them once."""
     key = (tuple(str(r.get("id")) for r in rows), tuple(models), folds, tuple(sorted(vars(opts).items())),

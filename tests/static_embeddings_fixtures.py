@@ -1,0 +1,49 @@
+"""A static embedding table built from the real all-MiniLM-L6-v2 for a subset of its vocabulary (the full
+30,522-token table takes ~45 s; ~1,200 tokens take ~2 s), for tests/test_static_embeddings.py and
+tests/test_embeddings.py."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from agent_router import embeddings as E
+from agent_router import static_embeddings as S
+
+# Texts whose every token is in the subset table, so their static vectors are the real thing.
+TEXTS = [
+    "How do I reverse a linked list in Python?",
+    "Write a function to invert a singly linked list.",
+    "What is the capital of France?",
+    "Which city is the capital of France?",
+    "Solve 3x + 5 = 20 for x.",
+    "Find x if 3x plus 5 equals 20.",
+    "Write a poem about autumn leaves.",
+    "Compose a short verse on falling leaves in fall.",
+    "Prove that there are infinitely many primes.",
+    "Demonstrate rigorously that sqrt(2) is irrational, showing every deduction.",
+    "Greetings! Pass my regards along, pal.",
+]
+# Frequent words (BERT's vocabulary lists them roughly by frequency from id 1996 on).
+COMMON = range(1996, 3196)
+
+
+def subset_ids(extra: list[str] = ()) -> np.ndarray:
+    tok = E.encoder().tokenizer
+    ids = {i for t in [*TEXTS, *extra] for i in tok.encode(t)}
+    return np.array(sorted(ids | set(COMMON)), dtype=np.int64)
+
+
+def build_subset(out: Path, extra: list[str] = ()) -> Path:
+    return S.build(out, ids=subset_ids(extra))
+
+
+def install(table: Path) -> Path:
+    """Make `table` the static table of the current $AGENT_ROUTER_HOME (where the router looks for it)."""
+    dest = S.default_path()
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    if not dest.exists():
+        os.symlink(table, dest)
+    return dest
