@@ -17,12 +17,16 @@ answer) weigh less than explicit feedback, since they are noisier.
 
 from __future__ import annotations
 
+import json
 import math
 import threading
 import zlib
-from collections.abc import Callable, Iterable, Mapping
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
+
+import numpy as np
 
 from .errors import InputError
 
@@ -45,6 +49,7 @@ class Posterior:
     bad: float = 0.0
     expected: float = 0.0  # sum of the predictions the router acted on
     predictions: int = 0
+    n_seen: float = 0.0  # outcomes read (weighted), whichever layer they went to
 
     @property
     def prior_mean(self) -> float:
@@ -72,13 +77,24 @@ def group_of(tier: str | None) -> str:
 class AdaptiveEstimator:
     """Per task type and tier group success posteriors; thread-safe."""
 
-    def __init__(self, priors: Mapping[str, Mapping[str, float]] | None = None, strength: float = 20.0):
+    def __init__(self, priors: Mapping[str, Mapping[str, float]] | None = None, strength: float = 20.0, *,
+                 per_request: bool = True, precision: float = 8.0, explore: float = 0.5, keep_spend: float = 0.002,
+                 seed: int = 0, memory: int = 10_000):
         # priors: task_type -> {"weak": rate, "strong": rate}; "*" is used for task types not listed.
         self.priors = {k: dict(v) for k, v in (priors or {}).items()}
         self.strength = strength
         self._post: dict[tuple[str, str], Posterior] = {}
         self._lock = threading.Lock()
         self.seen = 0
+        # Per-request layer (None: per task type only): corrections over the request's features.
+        from .learned_features import DENSE_KEYS
+
+        self.dense_keys = DENSE_KEYS
+        self.residual = OnlineResidual(len(DENSE_KEYS) + HASH_FOLD, precision, explore, seed) if per_request else None
+        self.keeper = SpendKeeper(keep_spend)
+        # Full features (with n-grams) of this process's recent decisions, by key, for outcomes that come back.
+        self._memory: OrderedDict[str, tuple[np.ndarray, float, float]] = OrderedDict()
+        self._memory_max = memory
 
     def _prior(self, task_type: str, group: str) -> float:
         for key in (task_type, "*"):
@@ -115,11 +131,76 @@ class AdaptiveEstimator:
             raise InputError(f"outcome {dict(outcome)!r}: 'good' must be true/false or 0..1, got {good!r}")
         w = SOURCE_WEIGHT.get(str(outcome.get("source") or "explicit"), 0.5)
         g = float(good)
+        group = group_of(outcome.get("tier"))
         with self._lock:
-            p = self.posterior(task_type, group_of(outcome.get("tier")))
-            p.good += w * g
-            p.bad += w * (1 - g)
+            p = self.posterior(task_type, group)
+            if self.residual is not None:
+                x, p_static = self._features_of(outcome, task_type, group, p)
+                self.residual.update(int(group == "strong"), x, p_static, g, w)
+            else:
+                p.good += w * g
+                p.bad += w * (1 - g)
+            p.n_seen += w
             self.seen += 1
+
+    def _features_of(self, outcome: Mapping[str, Any], task_type: str, group: str,
+                     post: Posterior) -> tuple[np.ndarray, float]:
+        """The features the outcome's call was routed on and that side's static P(good): from this process's
+        memory (with n-grams), else the ledger's sketch (dense only), else the task type alone."""
+        gi = int(group == "strong")
+        key = outcome.get("key")
+        sk = parse_sketch(outcome.get("sketch"), len(self.dense_keys))
+        if key is None and sk is not None:
+            key = sk[3]
+        if key is not None and key in self._memory:
+            x, pw, ps = self._memory[key]
+            return x, (pw, ps)[gi]
+        if sk is not None:
+            return sk[0], (sk[1], sk[2])[gi]
+        return self.coarse(task_type), post.prior_mean
+
+    def coarse(self, task_type: str) -> np.ndarray:
+        """The dense vector of a request known only by its task type: the bias and its task one-hot."""
+        x = np.zeros(len(self.dense_keys))
+        for k in ("bias", f"task_{task_type}"):
+            if k in self.dense_keys:
+                x[self.dense_keys.index(k)] = 1.0
+        return x
+
+    def decide(self, task_type: str, p_weak: float, p_strong: float, cut: float, dense: Sequence[float] | None = None,
+               hashed: Mapping[int, float] | None = None, log_cost: float | None = None,
+               key: str | None = None) -> tuple[float, bool, float, bool]:
+        """Route one request: (need after outcomes, premium?, static need, static premium?).
+
+        The need comes from the head probabilities corrected per task type (no per-request layer) or per
+        request (its features, with a Thompson draw for exploration), compared with the cut point the spend
+        keeper holds at the static router's premium share. The call's features are remembered under `key`,
+        for its outcome.
+        """
+        from .learned_model import objective_score
+
+        raw = objective_score(p_weak, p_strong, log_cost)
+        static_strong = raw >= cut
+        with self._lock:
+            pw, ps = p_weak, p_strong
+            if self.residual is not None:
+                x = self.coarse(task_type) if dense is None else np.asarray(dense, dtype=np.float64)
+                if hashed:
+                    x = np.concatenate([x, fold_hashed(hashed)])
+                pw, ps = self.residual.adjust(x, p_weak, p_strong, sample=True)
+                if key is not None:
+                    self._memory[key] = (x, p_weak, p_strong)
+                    while len(self._memory) > self._memory_max:
+                        self._memory.popitem(last=False)
+            c = self.keeper.cut(cut)
+        if self.residual is None:
+            pw, ps = self.adjust(task_type, p_weak, p_strong)
+        need = objective_score(pw, ps, log_cost)
+        strong = need >= c
+        with self._lock:
+            self.keeper.routed(strong, static_strong)
+        self.expect(task_type, "strong" if strong else "weak", p_strong if strong else p_weak)
+        return need, strong, raw, static_strong
 
     def consume(self, outcomes: Iterable[Mapping[str, Any]]) -> int:
         """Add every outcome of an iterable (e.g. `Ledger.outcomes()`); returns how many were read."""
@@ -150,8 +231,118 @@ class AdaptiveEstimator:
         with self._lock:
             for (tt, g), p in sorted(self._post.items()):
                 out.setdefault(tt, {})[g] = {"expected": round(p.prior_mean, 4), "mean": round(p.mean, 4),
-                                             "outcomes": round(p.n, 2), "predictions": p.predictions}
+                                             "outcomes": round(p.n_seen, 2), "predictions": p.predictions}
         return out
+
+
+# -- per-request learning ------------------------------------------------------------------------------
+SKETCH_VERSION = 1
+HASH_FOLD = 256  # hashed n-grams folded into this many buckets, for in-process outcomes only
+
+
+def _sigmoid(z: float) -> float:
+    return 1.0 / (1.0 + math.exp(-max(-30.0, min(30.0, z))))
+
+
+def sketch(dense: Sequence[float], p_weak: float, p_strong: float, key: str | None = None) -> str:
+    """What the ledger keeps of a routed request so an outcome read back later (another process, `agent-router
+    feedback`) can still update the per-request model: the dense structure features (lengths, shares of
+    digits and capitals, option counts, analyzer cues, the task type) rounded to 3 decimals, and the two head
+    probabilities the call was routed on. Unlike hashed word buckets (a dictionary attack recovers many
+    words), these numbers do not let anyone read the prompt back. `key` finds the full features (with
+    n-grams) in the routing process's own memory."""
+    d: dict[str, Any] = {"v": SKETCH_VERSION, "x": [round(float(v), 3) for v in dense],
+                         "p": [round(float(p_weak), 4), round(float(p_strong), 4)]}
+    if key is not None:
+        d["k"] = key
+    return json.dumps(d, separators=(",", ":"))
+
+
+def parse_sketch(text: str | None, dim: int) -> tuple[np.ndarray, float, float, str | None] | None:
+    """(dense features, p_weak, p_strong, key) from `sketch()` text; None when absent or of another shape."""
+    if not text:
+        return None
+    try:
+        d = json.loads(text)
+        x = np.asarray(d["x"], dtype=np.float64)
+        pw, ps = (float(v) for v in d["p"])
+    except (ValueError, KeyError, TypeError):
+        return None
+    if d.get("v") != SKETCH_VERSION or x.shape != (dim,):
+        return None  # written by another version of the features: fall back to the task type
+    return x, pw, ps, d.get("k")
+
+
+def fold_hashed(hashed: Mapping[int, float]) -> np.ndarray:
+    """Hashed n-gram values summed into HASH_FOLD buckets (kept in memory only, never written)."""
+    out = np.zeros(HASH_FOLD)
+    for k, v in hashed.items():
+        out[k % HASH_FOLD] += v
+    return out
+
+
+class OnlineResidual:
+    """Per-request corrections to the learned model's weak and strong heads, learned from outcomes.
+
+    For each head, a logistic model whose offset is the head's own logit: P(good) = sigmoid(static logit +
+    w . x), x the request's dense features (task type one-hot, structure, a bias) and, for outcomes of
+    requests routed by this process, its folded n-grams. Each outcome updates only the head of the side that
+    answered, by a diagonal online-Newton step; the diagonal precision `h` (prior `prior_precision`) also
+    gives each weight's uncertainty, so `sample` can draw a Thompson sample: requests near the cut point
+    whose correction is still uncertain sometimes go the other way, and the unchosen side gets outcomes too.
+    """
+
+    def __init__(self, dim: int, prior_precision: float = 8.0, explore: float = 0.5, seed: int = 0):
+        self.dim = dim
+        self.prior_precision = prior_precision
+        self.explore = explore
+        self.w = np.zeros((2, dim))
+        self.h = np.full((2, dim), prior_precision)
+        self.rng = np.random.default_rng(seed)
+        self.updates = [0.0, 0.0]
+
+    def shift(self, group: int, x: np.ndarray) -> float:
+        return float(self.w[group, : len(x)] @ x)
+
+    def spread(self, group: int, x: np.ndarray) -> float:
+        return math.sqrt(float((x * x / self.h[group, : len(x)]).sum()))
+
+    def adjust(self, x: np.ndarray, p_weak: float, p_strong: float, sample: bool = False) -> tuple[float, float]:
+        out = []
+        for g, p in enumerate((p_weak, p_strong)):
+            z = _logit(p) + self.shift(g, x)
+            if sample and self.explore > 0:
+                z += self.explore * self.spread(g, x) * float(self.rng.standard_normal())
+            out.append(_sigmoid(z))
+        return out[0], out[1]
+
+    def update(self, group: int, x: np.ndarray, p_static: float, good: float, weight: float = 1.0) -> None:
+        n = len(x)
+        p = _sigmoid(_logit(p_static) + self.shift(group, x))
+        self.h[group, :n] += weight * max(p * (1 - p), 0.02) * x * x
+        self.w[group, :n] -= weight * (p - good) * x / self.h[group, :n]
+        self.updates[group] += weight
+
+
+class SpendKeeper:
+    """Keeps the adaptive router's premium share at the static router's on the same traffic.
+
+    The cut point moves by `gain` per call of difference between the premium calls the adaptive router made
+    and those the static router would have made: outcomes re-rank requests, they do not buy quality with
+    spend. `gain` 0 lets outcomes move spend freely.
+    """
+
+    def __init__(self, gain: float = 0.002, limit: float = 0.3):
+        self.gain = gain
+        self.limit = limit
+        self.excess = 0.0
+
+    def cut(self, base: float) -> float:
+        return min(1.0, max(0.0, base + max(-self.limit, min(self.limit, self.gain * self.excess))))
+
+    def routed(self, strong: bool, static_strong: bool) -> None:
+        if self.gain:
+            self.excess += float(strong) - float(static_strong)
 
 
 # -- implicit signals ------------------------------------------------------------------------------------

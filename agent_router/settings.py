@@ -368,6 +368,25 @@ class LearnedSettings(_Model):
     adaptive_prior_strength: float = Field(
         20.0, gt=0, description="Pseudo-outcomes behind each task type's prior; higher adapts more slowly."
     )
+    adaptive_per_request: bool = Field(
+        True,
+        description="Learn from outcomes per request (over its structure features, task type and, for calls "
+        "routed by this process, its words), not only per task type.",
+    )
+    adaptive_precision: float = Field(
+        8.0, gt=0, description="Prior precision of the per-request corrections; higher adapts more slowly."
+    )
+    adaptive_explore: float = Field(
+        0.5, ge=0,
+        description="Scale of the random (Thompson) draw that sometimes sends a request whose correction is still "
+        "uncertain to the other side, so both sides get outcomes; 0 never explores.",
+    )
+    adaptive_keep_spend: float = Field(
+        0.002, ge=0,
+        description="Hold the premium share at the static router's on the same traffic: the cut point moves by "
+        "this much per premium call over it (outcomes re-rank requests rather than buy quality with spend); "
+        "0 lets outcomes raise or lower spend.",
+    )
 
 
 class ToolPolicySettings(_Model):

@@ -30,7 +30,7 @@ from agent_router.commands.learned import learned_log_costs, learned_probs
 from agent_router.evaluation import prepare
 from agent_router.learned import default_calibration, load_model
 from agent_router.learned_features import extract
-from agent_router.learned_model import objective_score
+from agent_router.settings import LearnedSettings
 
 
 def quality_at_spend(scores: np.ndarray, qw: np.ndarray, qs: np.ndarray, cw: np.ndarray, cs: np.ndarray,
@@ -52,6 +52,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--models", required=True, help="WEAK,STRONG as named in the rows")
     ap.add_argument("--weights", default=None, help="weights file (default: packaged)")
     ap.add_argument("--strength", type=float, default=20.0, help="prior pseudo-outcomes per task type")
+    ap.add_argument("--per-task-type", action="store_true",
+                    help="the coarse layer only: per task type posteriors, no per-request model")
+    ap.add_argument("--precision", type=float, default=LearnedSettings().adaptive_precision,
+                    help="prior precision of the per-request corrections (higher adapts more slowly)")
+    ap.add_argument("--explore", type=float, default=LearnedSettings().adaptive_explore,
+                    help="scale of the Thompson draw (0: no exploration)")
+    ap.add_argument("--keep-spend", type=float, default=LearnedSettings().adaptive_keep_spend,
+                    help="cut point step per premium call over the static router's (0: spend may move)")
+    ap.add_argument("--no-ngrams", action="store_true", help="dense features only (as for outcomes read back "
+                    "from the ledger by another process)")
+    ap.add_argument("--seed", type=int, default=0, help="seed of the exploration draws")
     ap.add_argument("--objective", choices=["quality", "cost"], default="quality",
                     help="the router's objective (default quality, as learned.objective)")
     ap.add_argument("--shuffle", type=int, default=None, help="shuffle the stream with this seed (default: in order)")
@@ -69,24 +80,26 @@ def main(argv: list[str] | None = None) -> int:
     cal = default_calibration(model, a.objective)
     probs = learned_probs(rows, models, model)
     lcs = learned_log_costs(rows, models, model) if a.objective == "cost" else [None] * len(rows)
-    types = [extract(r["messages"]).task_type for r in rows]
-    est = AdaptiveEstimator(model.meta.get("task_priors") or {}, a.strength)
+    feats = [extract(r["messages"]) for r in rows]
+    est = AdaptiveEstimator(model.meta.get("task_priors") or {}, a.strength, per_request=not a.per_task_type,
+                            precision=a.precision, explore=a.explore, keep_spend=a.keep_spend, seed=a.seed)
 
     n = len(rows)
-    static_need = np.array([objective_score(pw, ps, lc) for (pw, ps), lc in zip(probs, lcs, strict=True)])
+    static_need = np.zeros(n)
     adaptive_need = np.zeros(n)
     pick = {k: np.zeros(n, dtype=int) for k in ("static", "adaptive", "oracle", "always-weak", "always-strong")}
     pick["always-strong"][:] = 1
     for i in range(n):
-        pw, ps = est.adjust(types[i], float(probs[i, 0]), float(probs[i, 1]))
-        adaptive_need[i] = objective_score(pw, ps, lcs[i])
-        pick["static"][i] = int(static_need[i] >= cal.high)
-        pick["adaptive"][i] = chosen = int(adaptive_need[i] >= cal.high)
-        est.expect(types[i], "strong" if chosen else "weak", float(probs[i, chosen]))
+        f = feats[i]
+        adaptive_need[i], chosen, static_need[i], static_strong = est.decide(
+            f.task_type, float(probs[i, 0]), float(probs[i, 1]), cal.high, dense=f.dense,
+            hashed=None if a.no_ngrams else f.hashed, log_cost=lcs[i], key=str(i))
+        pick["static"][i] = int(static_strong)
+        pick["adaptive"][i] = int(chosen)
         pick["oracle"][i] = int(q[i, 1] > q[i, 0])
-        # Reveal the chosen model's quality, as feedback on that call would.
-        est.update({"task_type": types[i], "tier": "premium" if chosen else "chat", "good": float(q[i, chosen]),
-                    "source": "explicit"})
+        # Reveal the chosen model's quality, as feedback on that call would (the call found by its key).
+        est.update({"task_type": f.task_type, "tier": "premium" if chosen else "chat", "good": float(q[i, int(chosen)]),
+                    "source": "explicit", "key": str(i)})
 
     def totals(p: np.ndarray, upto: int) -> dict[str, float]:
         sl = slice(0, upto)
@@ -108,7 +121,8 @@ def main(argv: list[str] | None = None) -> int:
     qo_eq = quality_at_spend(oracle_scores, q[:, 0], q[:, 1], c[:, 0], c[:, 1], spend, positive_only=True)
     report["at_adaptive_spend"] = {"static": qs_eq, "adaptive": qa, "oracle": qo_eq}
     report["gap_closed_at_equal_spend"] = (qa - qs_eq) / (qo_eq - qs_eq) if qo_eq != qs_eq else None
-    report["adaptive_state"] = est.summary()
+    if a.per_task_type:
+        report["adaptive_state"] = est.summary()
     if a.json:
         print(json.dumps(report, indent=2))
         return 0
