@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import math
 import threading
+import uuid
 import zlib
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -78,8 +79,8 @@ class AdaptiveEstimator:
     """Per task type and tier group success posteriors; thread-safe."""
 
     def __init__(self, priors: Mapping[str, Mapping[str, float]] | None = None, strength: float = 20.0, *,
-                 per_request: bool = True, precision: float = 8.0, explore: float = 0.5, keep_spend: float = 0.002,
-                 seed: int = 0, memory: int = 10_000):
+                 per_request: bool = True, precision: float = 8.0, explore: float = 0.5, keep_spend: int = 400,
+                 per_dollar: bool = True, seed: int = 0, memory: int = 10_000):
         # priors: task_type -> {"weak": rate, "strong": rate}; "*" is used for task types not listed.
         self.priors = {k: dict(v) for k, v in (priors or {}).items()}
         self.strength = strength
@@ -92,9 +93,12 @@ class AdaptiveEstimator:
         self.dense_keys = DENSE_KEYS
         self.residual = OnlineResidual(len(DENSE_KEYS) + HASH_FOLD, precision, explore, seed) if per_request else None
         self.keeper = SpendKeeper(keep_spend)
+        self.cost = CostModel(len(DENSE_KEYS)) if per_dollar and per_request else None
         # Full features (with n-grams) of this process's recent decisions, by key, for outcomes that come back.
         self._memory: OrderedDict[str, tuple[np.ndarray, float, float]] = OrderedDict()
         self._memory_max = memory
+        self._nonce = uuid.uuid4().hex[:12]
+        self._seq = 0
 
     def _prior(self, task_type: str, group: str) -> float:
         for key in (task_type, "*"):
@@ -137,6 +141,9 @@ class AdaptiveEstimator:
             if self.residual is not None:
                 x, p_static = self._features_of(outcome, task_type, group, p)
                 self.residual.update(int(group == "strong"), x, p_static, g, w)
+                cost = outcome.get("cost_usd")
+                if self.cost is not None and cost is not None and len(x) >= len(self.dense_keys):
+                    self.cost.update(x, group == "strong", float(cost))
             else:
                 p.good += w * g
                 p.bad += w * (1 - g)
@@ -158,6 +165,26 @@ class AdaptiveEstimator:
         if sk is not None:
             return sk[0], (sk[1], sk[2])[gi]
         return self.coarse(task_type), post.prior_mean
+
+    def new_key(self) -> str:
+        """A key for one decision's features in this process's memory (unique across processes)."""
+        with self._lock:
+            self._seq += 1
+            return f"{self._nonce}:{self._seq}"
+
+    def remember(self, key: str, dense: Sequence[float], hashed: Mapping[int, float] | None, p_weak: float,
+                 p_strong: float) -> None:
+        """Keep a request's full features under `key` (bounded: the oldest are forgotten first)."""
+        x = np.asarray(dense, dtype=np.float64)
+        if hashed:
+            x = np.concatenate([x, fold_hashed(hashed)])
+        with self._lock:
+            self._remember(key, x, p_weak, p_strong)
+
+    def _remember(self, key: str, x: np.ndarray, p_weak: float, p_strong: float) -> None:
+        self._memory[key] = (x, p_weak, p_strong)
+        while len(self._memory) > self._memory_max:
+            self._memory.popitem(last=False)
 
     def coarse(self, task_type: str) -> np.ndarray:
         """The dense vector of a request known only by its task type: the bias and its task one-hot."""
@@ -189,16 +216,18 @@ class AdaptiveEstimator:
                     x = np.concatenate([x, fold_hashed(hashed)])
                 pw, ps = self.residual.adjust(x, p_weak, p_strong, sample=True)
                 if key is not None:
-                    self._memory[key] = (x, p_weak, p_strong)
-                    while len(self._memory) > self._memory_max:
-                        self._memory.popitem(last=False)
-            c = self.keeper.cut(cut)
+                    self._remember(key, x, p_weak, p_strong)
         if self.residual is None:
             pw, ps = self.adjust(task_type, p_weak, p_strong)
         need = objective_score(pw, ps, log_cost)
-        strong = need >= c
+        score = need
         with self._lock:
-            self.keeper.routed(strong, static_strong)
+            if self.cost is not None and dense is not None:
+                lc = self.cost.predict(np.asarray(dense, dtype=np.float64))
+                if lc is not None:
+                    score = (ps - pw) * math.exp(-max(-20.0, min(20.0, lc)))
+            strong = self.keeper.strong(score, need, cut)
+            self.keeper.routed(score, strong, static_strong)
         self.expect(task_type, "strong" if strong else "weak", p_strong if strong else p_weak)
         return need, strong, raw, static_strong
 
@@ -324,25 +353,72 @@ class OnlineResidual:
         self.updates[group] += weight
 
 
+class CostModel:
+    """Online ridge regression (recursive least squares) of log(cost in USD) of a call over the request's
+    dense features and its side, learned from the costs of the calls that answered. Ranking requests by
+    predicted quality gain per predicted premium dollar is what spends a given budget best: a long-output
+    request costs several short ones on premium."""
+
+    def __init__(self, dim: int, ridge: float = 1.0):
+        self.dim = dim + 1  # + the side (1 for premium)
+        self.P = np.eye(self.dim) / ridge
+        self.w = np.zeros(self.dim)
+        self.n = 0
+
+    def _x(self, dense: np.ndarray, strong: bool) -> np.ndarray:
+        return np.concatenate([dense[: self.dim - 1], [1.0 if strong else 0.0]])
+
+    def predict(self, dense: np.ndarray, strong: bool = True) -> float | None:
+        return float(self.w @ self._x(dense, strong)) if self.n else None
+
+    def update(self, dense: np.ndarray, strong: bool, cost_usd: float) -> None:
+        if not cost_usd or cost_usd <= 0 or not math.isfinite(cost_usd):
+            return
+        x = self._x(dense, strong)
+        px = self.P @ x
+        k = px / (1.0 + float(x @ px))
+        self.w += k * (math.log(cost_usd) - float(self.w @ x))
+        self.P -= np.outer(k, px)
+        self.n += 1
+
+
 class SpendKeeper:
     """Keeps the adaptive router's premium share at the static router's on the same traffic.
 
-    The cut point moves by `gain` per call of difference between the premium calls the adaptive router made
-    and those the static router would have made: outcomes re-rank requests, they do not buy quality with
-    spend. `gain` 0 lets outcomes move spend freely.
+    A request goes to premium when its score is in the top share of the last `window` scores, the share
+    being the static router's so far, corrected by how many premium calls the adaptive router is over or
+    under it. So outcomes re-rank requests; they do not buy quality with spend. Until `window // 10` scores
+    are seen, the cut point is the calibrated one. `window` 0 keeps the calibrated cut point (spend may move).
     """
 
-    def __init__(self, gain: float = 0.002, limit: float = 0.3):
-        self.gain = gain
-        self.limit = limit
-        self.excess = 0.0
+    def __init__(self, window: int = 400):
+        self.window = window
+        self.scores: list[float] = []
+        self.static_calls = 0
+        self.adaptive_calls = 0
+        self.calls = 0
 
-    def cut(self, base: float) -> float:
-        return min(1.0, max(0.0, base + max(-self.limit, min(self.limit, self.gain * self.excess))))
+    def strong(self, score: float, need: float, cut: float) -> bool:
+        """Premium? `score` ranks (gain per dollar, or need); `need` against `cut` decides until warmed up."""
+        if not self.window or len(self.scores) < max(10, self.window // 10):
+            return need >= cut
+        share = (self.static_calls + 1e-9) / max(1, self.calls)
+        share += (self.static_calls - self.adaptive_calls) / max(20.0, self.window / 4)
+        share = min(1.0, max(0.0, share))
+        if share <= 0.0:
+            return False
+        below = sum(1 for s in self.scores if s < score)
+        return below >= (1.0 - share) * len(self.scores)
 
-    def routed(self, strong: bool, static_strong: bool) -> None:
-        if self.gain:
-            self.excess += float(strong) - float(static_strong)
+    def routed(self, score: float, strong: bool, static_strong: bool) -> None:
+        if not self.window:
+            return
+        self.scores.append(score)
+        if len(self.scores) > self.window:
+            del self.scores[0]
+        self.calls += 1
+        self.static_calls += int(static_strong)
+        self.adaptive_calls += int(strong)
 
 
 # -- implicit signals ------------------------------------------------------------------------------------

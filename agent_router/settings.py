@@ -381,11 +381,16 @@ class LearnedSettings(_Model):
         description="Scale of the random (Thompson) draw that sometimes sends a request whose correction is still "
         "uncertain to the other side, so both sides get outcomes; 0 never explores.",
     )
-    adaptive_keep_spend: float = Field(
-        0.002, ge=0,
-        description="Hold the premium share at the static router's on the same traffic: the cut point moves by "
-        "this much per premium call over it (outcomes re-rank requests rather than buy quality with spend); "
-        "0 lets outcomes raise or lower spend.",
+    adaptive_keep_spend: int = Field(
+        400, ge=0,
+        description="Hold the premium share at the static router's on the same traffic, over this many recent "
+        "decisions: outcomes re-rank requests rather than buy quality with spend; 0 keeps the calibrated cut "
+        "point, so outcomes may raise or lower spend.",
+    )
+    adaptive_per_dollar: bool = Field(
+        True,
+        description="Rank requests for premium by predicted quality gain per predicted premium dollar, the cost "
+        "learned from the calls that answered (needs adaptive_per_request and adaptive_keep_spend).",
     )
 
 

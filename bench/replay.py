@@ -58,8 +58,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="prior precision of the per-request corrections (higher adapts more slowly)")
     ap.add_argument("--explore", type=float, default=LearnedSettings().adaptive_explore,
                     help="scale of the Thompson draw (0: no exploration)")
-    ap.add_argument("--keep-spend", type=float, default=LearnedSettings().adaptive_keep_spend,
-                    help="cut point step per premium call over the static router's (0: spend may move)")
+    ap.add_argument("--keep-spend", type=int, default=LearnedSettings().adaptive_keep_spend,
+                    help="recent decisions the premium share is held over (0: spend may move)")
+    ap.add_argument("--per-need", action="store_true", help="rank by need, not by gain per predicted dollar")
     ap.add_argument("--no-ngrams", action="store_true", help="dense features only (as for outcomes read back "
                     "from the ledger by another process)")
     ap.add_argument("--seed", type=int, default=0, help="seed of the exploration draws")
@@ -82,7 +83,9 @@ def main(argv: list[str] | None = None) -> int:
     lcs = learned_log_costs(rows, models, model) if a.objective == "cost" else [None] * len(rows)
     feats = [extract(r["messages"]) for r in rows]
     est = AdaptiveEstimator(model.meta.get("task_priors") or {}, a.strength, per_request=not a.per_task_type,
-                            precision=a.precision, explore=a.explore, keep_spend=a.keep_spend, seed=a.seed)
+                            precision=a.precision, explore=a.explore, keep_spend=a.keep_spend,
+                            per_dollar=not a.per_need,
+                            seed=a.seed)
 
     n = len(rows)
     static_need = np.zeros(n)
@@ -99,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
         pick["oracle"][i] = int(q[i, 1] > q[i, 0])
         # Reveal the chosen model's quality, as feedback on that call would (the call found by its key).
         est.update({"task_type": f.task_type, "tier": "premium" if chosen else "chat", "good": float(q[i, int(chosen)]),
-                    "source": "explicit", "key": str(i)})
+                    "source": "explicit", "key": str(i), "cost_usd": float(c[i, int(chosen)])})
 
     def totals(p: np.ndarray, upto: int) -> dict[str, float]:
         sl = slice(0, upto)
