@@ -313,12 +313,14 @@ def fold_hashed(hashed: Mapping[int, float]) -> np.ndarray:
 class OnlineResidual:
     """Per-request corrections to the learned model's weak and strong heads, learned from outcomes.
 
-    For each head, a logistic model whose offset is the head's own logit: P(good) = sigmoid(static logit +
-    w . x), x the request's dense features (task type one-hot, structure, a bias) and, for outcomes of
+    For each head, a Bayesian logistic model whose offset is the head's own logit: P(good) = sigmoid(static
+    logit + w . x), x the request's dense features (task type one-hot, structure, a bias) and, for outcomes of
     requests routed by this process, its folded n-grams. Each outcome updates only the head of the side that
-    answered, by a diagonal online-Newton step; the diagonal precision `h` (prior `prior_precision`) also
-    gives each weight's uncertainty, so `sample` can draw a Thompson sample: requests near the cut point
-    whose correction is still uncertain sometimes go the other way, and the unchosen side gets outcomes too.
+    answered, by an online Newton (extended Kalman) step with the full covariance, so features that always
+    come together (the bias, the task type) do not soak up what only one kind of request showed. The
+    covariance also gives each correction's uncertainty, so `adjust(sample=True)` draws a Thompson sample:
+    a request whose correction is still uncertain sometimes goes to the other side, which then gets outcomes
+    too.
     """
 
     def __init__(self, dim: int, prior_precision: float = 8.0, explore: float = 0.5, seed: int = 0):
@@ -326,15 +328,19 @@ class OnlineResidual:
         self.prior_precision = prior_precision
         self.explore = explore
         self.w = np.zeros((2, dim))
-        self.h = np.full((2, dim), prior_precision)
+        self.cov = np.stack([np.eye(dim) / prior_precision] * 2)
         self.rng = np.random.default_rng(seed)
         self.updates = [0.0, 0.0]
+
+    def _pad(self, x: np.ndarray) -> np.ndarray:
+        return x if len(x) == self.dim else np.concatenate([x, np.zeros(self.dim - len(x))])
 
     def shift(self, group: int, x: np.ndarray) -> float:
         return float(self.w[group, : len(x)] @ x)
 
     def spread(self, group: int, x: np.ndarray) -> float:
-        return math.sqrt(float((x * x / self.h[group, : len(x)]).sum()))
+        n = len(x)
+        return math.sqrt(max(0.0, float(x @ self.cov[group, :n, :n] @ x)))
 
     def adjust(self, x: np.ndarray, p_weak: float, p_strong: float, sample: bool = False) -> tuple[float, float]:
         out = []
@@ -346,10 +352,13 @@ class OnlineResidual:
         return out[0], out[1]
 
     def update(self, group: int, x: np.ndarray, p_static: float, good: float, weight: float = 1.0) -> None:
-        n = len(x)
-        p = _sigmoid(_logit(p_static) + self.shift(group, x))
-        self.h[group, :n] += weight * max(p * (1 - p), 0.02) * x * x
-        self.w[group, :n] -= weight * (p - good) * x / self.h[group, :n]
+        x = self._pad(np.asarray(x, dtype=np.float64))
+        cov = self.cov[group]
+        p = _sigmoid(_logit(p_static) + float(self.w[group] @ x))
+        r = weight * max(p * (1 - p), 0.02)
+        cx = cov @ x
+        cov -= np.outer(cx, cx) * (r / (1.0 + r * float(x @ cx)))
+        self.w[group] -= weight * (p - good) * (cov @ x)
         self.updates[group] += weight
 
 
@@ -387,8 +396,9 @@ class SpendKeeper:
 
     A request goes to premium when its score is in the top share of the last `window` scores, the share
     being the static router's so far, corrected by how many premium calls the adaptive router is over or
-    under it. So outcomes re-rank requests; they do not buy quality with spend. Until `window // 10` scores
-    are seen, the cut point is the calibrated one. `window` 0 keeps the calibrated cut point (spend may move).
+    under it; a request never goes to premium while the adaptive router is more than 2 calls + 2% over. So
+    outcomes re-rank requests; they do not buy quality with spend. Until `window // 10` scores are seen, the
+    cut point is the calibrated one. `window` 0 keeps the calibrated cut point (spend may move).
     """
 
     def __init__(self, window: int = 400):
@@ -400,7 +410,11 @@ class SpendKeeper:
 
     def strong(self, score: float, need: float, cut: float) -> bool:
         """Premium? `score` ranks (gain per dollar, or need); `need` against `cut` decides until warmed up."""
-        if not self.window or len(self.scores) < max(10, self.window // 10):
+        if not self.window:
+            return need >= cut
+        if self.adaptive_calls + 1 > self.static_calls + 1 + 2 + 0.02 * self.calls:
+            return False  # already over the static router's premium calls (by 2 + 2%): no more for now
+        if len(self.scores) < max(10, self.window // 10):
             return need >= cut
         share = (self.static_calls + 1e-9) / max(1, self.calls)
         share += (self.static_calls - self.adaptive_calls) / max(20.0, self.window / 4)

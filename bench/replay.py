@@ -46,6 +46,32 @@ def quality_at_spend(scores: np.ndarray, qw: np.ndarray, qs: np.ndarray, cw: np.
     return float(np.where(strong, qs, qw).mean())
 
 
+def ceiling(feats: list, probs: np.ndarray, q: np.ndarray, c: np.ndarray, budget: float, folds: int = 5,
+            alpha: float = 10.0) -> dict[str, float]:
+    """What full information could buy at `budget`: quality when rows are ranked by a 5-fold out-of-fold ridge
+    model of the quality gain (over the same dense features, folded n-grams and the heads' logits the adaptive
+    router sees), by gain alone and per predicted premium dollar (a ridge model of log cost). An upper bound
+    for any router that learns from these features, since every row's outcome on both sides is known."""
+    from agent_router.adaptive import fold_hashed
+
+    pc = np.clip(probs, 1e-4, 1 - 1e-4)
+    dense = np.array([f.dense for f in feats], dtype=np.float64)
+    x = np.hstack([dense, np.log(pc / (1 - pc)), np.array([fold_hashed(f.hashed) for f in feats])])
+    gain = q[:, 1] - q[:, 0]
+    idx = np.random.default_rng(0).permutation(len(q))
+    pred, lc = np.zeros(len(q)), np.zeros(len(q))
+
+    def ridge(a: np.ndarray, y: np.ndarray, lam: float) -> np.ndarray:
+        return np.linalg.solve(a.T @ a + lam * np.eye(a.shape[1]), a.T @ y)
+
+    for part in np.array_split(idx, folds):
+        tr = np.setdiff1d(idx, part)
+        pred[part] = x[part] @ ridge(x[tr], gain[tr], alpha)
+        lc[part] = dense[part] @ ridge(dense[tr], np.log(np.maximum(c[tr, 1], 1e-9)), 1.0)
+    return {"by_gain": quality_at_spend(pred, q[:, 0], q[:, 1], c[:, 0], c[:, 1], budget),
+            "per_dollar": quality_at_spend(pred / np.exp(lc), q[:, 0], q[:, 1], c[:, 0], c[:, 1], budget)}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("rows")
@@ -67,6 +93,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--objective", choices=["quality", "cost"], default="quality",
                     help="the router's objective (default quality, as learned.objective)")
     ap.add_argument("--shuffle", type=int, default=None, help="shuffle the stream with this seed (default: in order)")
+    ap.add_argument("--ceiling", action="store_true",
+                    help="also print what a full-information, out-of-fold model of these features reaches at the "
+                    "adaptive router's spend (an upper bound for learning from them)")
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args(argv)
     models = [m.strip() for m in a.models.split(",")]
@@ -124,6 +153,10 @@ def main(argv: list[str] | None = None) -> int:
     qo_eq = quality_at_spend(oracle_scores, q[:, 0], q[:, 1], c[:, 0], c[:, 1], spend, positive_only=True)
     report["at_adaptive_spend"] = {"static": qs_eq, "adaptive": qa, "oracle": qo_eq}
     report["gap_closed_at_equal_spend"] = (qa - qs_eq) / (qo_eq - qs_eq) if qo_eq != qs_eq else None
+    if a.ceiling:
+        report["ceiling_at_adaptive_spend"] = ceil = ceiling(feats, np.asarray(probs), q, c, spend)
+        report["ceiling_gap_closed"] = {k: (v - qs_eq) / (qo_eq - qs_eq) if qo_eq != qs_eq else None
+                                        for k, v in ceil.items()}
     if a.per_task_type:
         report["adaptive_state"] = est.summary()
     if a.json:
@@ -141,6 +174,10 @@ def main(argv: list[str] | None = None) -> int:
     g1, g2 = report["gap_closed_at_operating_point"], report["gap_closed_at_equal_spend"]
     print(f"gap static->oracle closed by adaptive: {g1:.1%} at the operating point; "
           f"{g2:.1%} at equal spend (static {qs_eq:.3f}, adaptive {qa:.3f}, oracle {qo_eq:.3f} at ${spend:.4f})")
+    if a.ceiling:
+        cg = report["ceiling_gap_closed"]
+        print(f"full-information ceiling at that spend: {ceil['by_gain']:.3f} ranked by gain ({cg['by_gain']:.1%} of "
+              f"the gap), {ceil['per_dollar']:.3f} by gain per predicted dollar ({cg['per_dollar']:.1%})")
     return 0
 
 
