@@ -80,7 +80,7 @@ class AdaptiveEstimator:
 
     def __init__(self, priors: Mapping[str, Mapping[str, float]] | None = None, strength: float = 20.0, *,
                  per_request: bool = True, precision: float = 8.0, explore: float = 0.5, keep_spend: int = 400,
-                 per_dollar: bool = True, seed: int = 0, memory: int = 10_000):
+                 per_dollar: bool = True, seed: int = 0, memory: int = 4096):
         # priors: task_type -> {"weak": rate, "strong": rate}; "*" is used for task types not listed.
         self.priors = {k: dict(v) for k, v in (priors or {}).items()}
         self.strength = strength
@@ -161,7 +161,7 @@ class AdaptiveEstimator:
             key = sk[3]
         if key is not None and key in self._memory:
             x, pw, ps = self._memory[key]
-            return x, (pw, ps)[gi]
+            return x.astype(np.float64), (pw, ps)[gi]
         if sk is not None:
             return sk[0], (sk[1], sk[2])[gi]
         return self.coarse(task_type), post.prior_mean
@@ -182,7 +182,7 @@ class AdaptiveEstimator:
             self._remember(key, x, p_weak, p_strong)
 
     def _remember(self, key: str, x: np.ndarray, p_weak: float, p_strong: float) -> None:
-        self._memory[key] = (x, p_weak, p_strong)
+        self._memory[key] = (x.astype(np.float32), p_weak, p_strong)  # ~1 KB a call
         while len(self._memory) > self._memory_max:
             self._memory.popitem(last=False)
 
