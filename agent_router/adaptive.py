@@ -1,18 +1,26 @@
-"""Online success estimates from recorded outcomes, and the shift they make to the learned router's predictions.
+"""Online learning from recorded outcomes, and the shift it makes to the learned router's decisions.
 
-Each (task type, tier group) keeps a Beta posterior of "the answer was good". The tier group is `weak` for
-every tier below premium and `strong` for premium, matching the learned model's cheapest and strongest heads.
-The posterior is compared with what the learned model expected for the same calls: the router reports each
-prediction it acts on (`expect`), so the comparison is made on the calls actually routed to that side (the easy
-ones go to the cheap tier, and their success says little about the hard ones). Before any prediction is
-reported (e.g. outcomes read from an old ledger) the expectation is the weights' per-task-type prior. The prior
-weighs `strength` pseudo-outcomes, so with no outcomes nothing changes; as outcomes arrive, the logit gap
-between posterior and expectation is added to that head's prediction. Bad outcomes for the cheap tier on a task
-type raise the need for premium on that task type; bad outcomes for premium lower it.
+Per request (the default, `learned.adaptive_per_request`): `OnlineResidual` corrects each head's logit by a
+Bayesian logistic model over the request's features (dense structure features and task type; for calls this
+process routed, also its folded n-grams), updated by each outcome for the side that answered; a Thompson draw
+from its uncertainty explores, so the side not chosen also gets outcomes. `SpendKeeper` holds the premium share
+at the static router's on the same traffic, so outcomes re-rank requests instead of buying quality with spend,
+and `CostModel` learns each request's premium cost so the ranking is by predicted gain per dollar. An outcome
+finds its call's features in this process's memory (by key) or in the ledger's `route_sketch` (`sketch`),
+else falls back to the task type alone.
 
-Outcomes are dicts as `Ledger.outcomes()` yields them: {call_id, task_type, model, tier, good, source, signal}.
-Implicit signals (an escalation with switch_model, a retry of the same request, a tool error after the
-answer) weigh less than explicit feedback, since they are noisier.
+Per task type (the coarse layer, `adaptive_per_request` off): each (task type, tier group) keeps a Beta posterior
+of "the answer was good". The tier group is `weak` for every tier below premium and `strong` for premium,
+matching the learned model's cheapest and strongest heads. The posterior is compared with what the learned
+model expected for the same calls: the router reports each prediction it acts on (`expect`), so the comparison
+is made on the calls actually routed to that side. Before any prediction is reported (e.g. outcomes read from an
+old ledger) the expectation is the weights' per-task-type prior. The prior weighs `strength` pseudo-outcomes, so
+with no outcomes nothing changes; as outcomes arrive, the logit gap between posterior and expectation is added to
+that head's prediction.
+
+Outcomes are dicts as `Ledger.outcomes()` yields them: {call_id, task_type, model, tier, good, source, signal,
+sketch, cost_usd}, optionally with `key`. Implicit signals (an escalation with switch_model, a retry of the same
+request, a tool error after the answer) weigh less than explicit feedback, since they are noisier.
 """
 
 from __future__ import annotations

@@ -1,11 +1,14 @@
 """Replay: stream routing-eval rows in order, route each, reveal the chosen model's quality, learn online.
 
-    python bench/replay.py ROWS.jsonl --models WEAK,STRONG [--weights F] [--target 0.95] [--strength 20]
+    python bench/replay.py ROWS.jsonl --models WEAK,STRONG [--shuffle SEED] [--ceiling] [--keep-spend 0]
 
 Routers compared on the same stream:
 - static: the learned router with its calibrated cut point, never updated;
-- adaptive: the same router, fed each revealed outcome ({task_type, tier, good}, as the ledger yields them)
-  through `AdaptiveEstimator`; its next decisions use the shifted predictions;
+- adaptive: the same router deciding through `AdaptiveEstimator.decide` exactly as the live router does (the
+  per-request layer over the request's features, a Thompson draw, the spend keeper holding the static router's
+  premium share, ranking by gain per predicted dollar), fed each revealed outcome (and the chosen side's cost)
+  as the ledger would; `--per-task-type` uses the per task type posteriors alone, `--keep-spend 0` lets
+  outcomes move spend;
 - oracle: the cheaper model unless only the stronger one answers well; always-weak and always-strong.
 
 Rows the weights were trained on are predicted out-of-fold (5-fold, as `agent-router eval --router learned`).
@@ -14,6 +17,7 @@ stream, and the share of the static-to-oracle gap the adaptive router closes, me
 - at the operating point: (Q_adaptive - Q_static) / (Q_oracle - Q_static), with the costs beside;
 - at equal spend: the same ratio with the static router and the oracle each given the adaptive router's
   spend (the static router's cut point moved, the oracle choosing the largest gain per dollar first).
+`--ceiling` adds what a full-information model of the same features reaches at that spend (see `ceiling`).
 """
 
 from __future__ import annotations
