@@ -228,14 +228,15 @@ class AdaptiveEstimator:
         if self.residual is None:
             pw, ps = self.adjust(task_type, p_weak, p_strong)
         need = objective_score(pw, ps, log_cost)
-        score = need
+        score, cost = need, 1.0
         with self._lock:
             if self.cost is not None and dense is not None:
                 lc = self.cost.predict(np.asarray(dense, dtype=np.float64))
                 if lc is not None:
-                    score = (ps - pw) * math.exp(-max(-20.0, min(20.0, lc)))
-            strong = self.keeper.strong(score, need, cut)
-            self.keeper.routed(score, strong, static_strong)
+                    cost = math.exp(max(-20.0, min(20.0, lc)))
+                    score = (ps - pw) / cost
+            strong = self.keeper.strong(score, need, cut, cost)
+            self.keeper.routed(score, strong, static_strong, cost)
         self.expect(task_type, "strong" if strong else "weak", p_strong if strong else p_weak)
         return need, strong, raw, static_strong
 
@@ -400,47 +401,54 @@ class CostModel:
 
 
 class SpendKeeper:
-    """Keeps the adaptive router's premium share at the static router's on the same traffic.
+    """Keeps the adaptive router's premium spend at the static router's on the same traffic.
 
     A request goes to premium when its score is in the top share of the last `window` scores, the share
-    being the static router's so far, corrected by how many premium calls the adaptive router is over or
-    under it; a request never goes to premium while the adaptive router is more than 2 calls + 2% over. So
-    outcomes re-rank requests; they do not buy quality with spend. Until `window // 10` scores are seen, the
-    cut point is the calibrated one. `window` 0 keeps the calibrated cut point (spend may move).
+    being the static router's so far, corrected by how far the adaptive router's premium spend is over or under
+    it (in predicted premium dollars, or calls while no cost is learned); a request never goes to premium while
+    the adaptive router is more than 2 calls + 2% over. So outcomes re-rank requests; they do not buy quality
+    with spend. Until `window // 10` scores are seen, the cut point is the calibrated one. `window` 0 keeps the
+    calibrated cut point (spend may move).
     """
 
     def __init__(self, window: int = 400):
         self.window = window
         self.scores: list[float] = []
         self.static_calls = 0
-        self.adaptive_calls = 0
         self.calls = 0
+        self.static_usd = 0.0
+        self.adaptive_usd = 0.0
+        self.usd = 0.0  # predicted premium cost of every call seen
 
-    def strong(self, score: float, need: float, cut: float) -> bool:
-        """Premium? `score` ranks (gain per dollar, or need); `need` against `cut` decides until warmed up."""
+    def strong(self, score: float, need: float, cut: float, cost: float = 1.0) -> bool:
+        """Premium? `score` ranks (gain per dollar, or need); `need` against `cut` decides until warmed up;
+        `cost` is the request's predicted premium cost."""
         if not self.window:
             return need >= cut
-        if self.adaptive_calls + 1 > self.static_calls + 1 + 2 + 0.02 * self.calls:
-            return False  # already over the static router's premium calls (by 2 + 2%): no more for now
+        unit = self.usd / self.calls if self.calls else cost
+        if self.adaptive_usd + cost > self.static_usd + cost + (2 + 0.02 * self.calls) * unit:
+            return False  # already over the static router's premium spend: no more for now
         if len(self.scores) < max(10, self.window // 10):
             return need >= cut
-        share = (self.static_calls + 1e-9) / max(1, self.calls)
-        share += (self.static_calls - self.adaptive_calls) / max(20.0, self.window / 4)
+        share = self.static_calls / max(1, self.calls)
+        share += (self.static_usd - self.adaptive_usd) / (unit * max(20.0, self.window / 4)) if unit else 0.0
         share = min(1.0, max(0.0, share))
         if share <= 0.0:
             return False
         below = sum(1 for s in self.scores if s < score)
         return below >= (1.0 - share) * len(self.scores)
 
-    def routed(self, score: float, strong: bool, static_strong: bool) -> None:
+    def routed(self, score: float, strong: bool, static_strong: bool, cost: float = 1.0) -> None:
         if not self.window:
             return
         self.scores.append(score)
         if len(self.scores) > self.window:
             del self.scores[0]
         self.calls += 1
+        self.usd += cost
         self.static_calls += int(static_strong)
-        self.adaptive_calls += int(strong)
+        self.static_usd += cost * static_strong
+        self.adaptive_usd += cost * strong
 
 
 # -- implicit signals ------------------------------------------------------------------------------------
