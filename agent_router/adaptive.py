@@ -105,6 +105,7 @@ class AdaptiveEstimator:
         # Full features (with n-grams) of this process's recent decisions, by key, for outcomes that come back.
         self._memory: OrderedDict[str, tuple[np.ndarray, float, float]] = OrderedDict()
         self._memory_max = memory
+        self._spent: OrderedDict[str, float] = OrderedDict()  # key -> predicted cost the keeper counted
         self._nonce = uuid.uuid4().hex[:12]
         self._seq = 0
 
@@ -152,6 +153,11 @@ class AdaptiveEstimator:
                 cost = outcome.get("cost_usd")
                 if self.cost is not None and cost is not None and len(x) >= len(self.dense_keys):
                     self.cost.update(x, group == "strong", float(cost))
+                    spent = self._spent.pop(str(outcome.get("key")), None)
+                    if spent is not None and group == "strong":
+                        # The keeper counted this premium call at its predicted cost; it cost this much. (The
+                        # requests picked for premium are those predicted cheap, so predictions alone run low.)
+                        self.keeper.adaptive_usd += float(cost) - spent
             else:
                 p.good += w * g
                 p.bad += w * (1 - g)
@@ -237,6 +243,10 @@ class AdaptiveEstimator:
                     score = (ps - pw) / cost
             strong = self.keeper.strong(score, need, cut, cost)
             self.keeper.routed(score, strong, static_strong, cost)
+            if strong and key is not None and self.cost is not None and self.cost.n:
+                self._spent[key] = cost
+                while len(self._spent) > self._memory_max:
+                    self._spent.popitem(last=False)
         self.expect(task_type, "strong" if strong else "weak", p_strong if strong else p_weak)
         return need, strong, raw, static_strong
 
