@@ -74,6 +74,7 @@ class LearnedRouter:
             model_dir()  # fail now, naming the install command, rather than on the first request
         self.objective = self.settings.objective if self.model.cost_dense is not None else "quality"
         self.calibration = self.settings.calibration or default_calibration(self.model, self.objective)
+        self._cost_head = _cost_head(self.calibration)
         priors = self.model.meta.get("task_priors") or {}
         self.estimator = estimator or estimator_for(self.settings, priors)
         self._lock = threading.Lock()
@@ -90,7 +91,7 @@ class LearnedRouter:
         f = self.model.features(messages)
         probs = self.model.predict(f)
         p_w, p_s = probs[self.model.heads[0]], probs[self.model.heads[-1]]
-        lc = self.model.log_cost(f) if self.objective == "cost" else None
+        lc = self._log_cost(f) if self.objective == "cost" else None
         raw = objective_score(p_w, p_s, lc)
         if not self.settings.adaptive:
             return f, probs, raw, raw, None
@@ -107,6 +108,12 @@ class LearnedRouter:
         from .adaptive import sketch
 
         return f, probs, raw, need, sketch(f.dense, p_w, p_s, key)
+
+    def _log_cost(self, f: Any) -> float | None:
+        if self._cost_head is None:
+            return self.model.log_cost(f)
+        w, ref = self._cost_head
+        return self.model.cost_weight * (float(w @ np.asarray(f.dense, dtype=np.float64)) - ref)
 
     def analyze(self, messages: list[dict[str, Any]], low: float = 0.3, high: float = 0.7) -> Analysis:
         f, probs, raw, need, sk = self._predict(messages)
@@ -130,6 +137,18 @@ class LearnedRouter:
         feats.update({"need_raw": raw, "need": need, "shots": float(f.shots)})
         return Analysis(score=score, task_type=f.task_type, reasons=reasons, features=feats,
                         needs_vision=f.analyzer.get("images", 0.0) > 0, source="learned", sketch=sk)
+
+
+def _cost_head(cal: LearnedCalibration) -> tuple[np.ndarray, float] | None:
+    """The calibration's refit cost head as a vector over DENSE_KEYS, or None to use the weights' own."""
+    if not cal.cost_head:
+        return None
+    unknown = sorted(set(cal.cost_head) - set(DENSE_KEYS))
+    if unknown:
+        raise InputError(f"learned.calibration.cost_head: unknown feature {unknown[0]!r} (known: "
+                         f"{', '.join(DENSE_KEYS)}); rerun `agent-router calibrate`")
+    w = np.array([float(cal.cost_head.get(k, 0.0)) for k in DENSE_KEYS])
+    return w, float(cal.cost_ref or 0.0)
 
 
 def default_calibration(model: QualityModel, objective: str = "quality") -> LearnedCalibration:

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from .learned_features import DENSE_KEYS, HASH_DIM, RequestFeatures, extract
-from .learned_model import QualityModel
+from .learned_model import COST_CLIP, QualityModel
 
 
 @dataclass
@@ -208,7 +208,7 @@ def objective_scores(probs: np.ndarray, log_cost: np.ndarray | None = None) -> n
     """Vectorised `objective_score`: need scores, or gain per predicted dollar squashed into 0..1."""
     if log_cost is None:
         return need_scores(probs)
-    x = (probs[:, -1] - probs[:, 0]) * np.exp(-np.clip(log_cost, -20, 20))
+    x = (probs[:, -1] - probs[:, 0]) * np.exp(-np.clip(log_cost, -COST_CLIP, COST_CLIP))
     return 1.0 / (1.0 + np.exp(-4.0 * np.clip(x, -50, 50)))
 
 

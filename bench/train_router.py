@@ -124,6 +124,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--l2-dense", type=float, default=TrainOptions.l2_dense)
     ap.add_argument("--l2-hash", type=float, default=TrainOptions.l2_hash)
     ap.add_argument("--iterations", type=int, default=TrainOptions.iterations)
+    ap.add_argument("--cost-weight", type=float, default=0.5,
+                    help="the cost objective's discount: score = predicted gain x predicted cost^-W (default 0.5; "
+                    "1 = gain per dollar, which lets noisy gain predictions be swamped by the cost ordering)")
     ap.add_argument("--embeddings", action="store_true", help="add sentence-embedding weights to every head")
     ap.add_argument("--l2-emb", type=float, default=TrainOptions.l2_emb)
     ap.add_argument("--no-hashed", action="store_true", help="no hashed n-gram weights (dense + embedding only)")
@@ -189,12 +192,12 @@ def main(argv: list[str] | None = None) -> int:
     cost_w = None
     if np.isfinite(lc).sum() >= 10:
         oof_cost = cross_val_log_cost(x, np.where(np.isfinite(lc), lc, np.nanmean(lc)), a.folds)
-        cscores = objective_scores(oof, oof_cost)
+        cscores = objective_scores(oof, a.cost_weight * oof_cost)
         ccal = calibrate(cscores, q, c, target=a.target, models=models)
         ccal.source = cal.source
         cpair = evaluate_pair(list(cscores), q[:, 0], q[:, -1], c[:, 0], c[:, -1])
         cost_w = fit_cost(x.dense, lc)
-        cost_meta = {"calibration_cost": ccal.model_dump(exclude_none=True),
+        cost_meta = {"calibration_cost": ccal.model_dump(exclude_none=True), "cost_weight": a.cost_weight,
                      "cost_ref": float(np.mean(x.dense @ cost_w)),
                      "cv_cost": {"apgr": round(cpair.apgr, 4), "save95": round(cpair.save95, 4)}}
         print(f"cost objective: {a.folds}-fold out-of-fold APGR {cpair.apgr:.3f}, save95 {cpair.save95:.1%}; "

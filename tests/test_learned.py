@@ -230,3 +230,54 @@ def test_eval_scores_the_learned_routers_beside_the_baselines(tmp_path):
     # Trained on the other folds, the fixture's hard kind is found on held-out rows: as good as the oracle.
     assert res["learned_cv"]["apgr"] >= res["oracle"]["apgr"] - 0.01 > res["random"]["apgr"] + 0.2
     assert {"learned", "length", "oracle"} <= set(res)
+
+
+def _cost_rows(path: Path, n: int = 120) -> Path:
+    """Rows where essays cost the strong model 50x what short questions do (long answers), gains alike."""
+    out = []
+    for i in range(n):
+        essay = i % 2 == 0
+        text = (f"Write a long, detailed essay of at least 2000 words on the history of bridge {i}."
+                if essay else f"What is the capital of country {i}?")
+        out.append({"id": f"cost-{i}", "messages": [{"role": "user", "content": text}],
+                    "quality": {WEAK: float(i % 3 == 0), STRONG: 1.0},
+                    "cost_usd": {WEAK: 0.0005 if essay else 0.00001, STRONG: 0.05 if essay else 0.001}})
+    path.write_text("".join(json.dumps(r) + "\n" for r in out), encoding="utf-8")
+    return path
+
+
+def test_calibrate_refits_the_cost_head_on_the_rows_recorded_costs(tmp_path):
+    rows = _cost_rows(tmp_path / "costs.jsonl")
+    settings = tmp_path / "settings.json"
+    settings.write_text(json.dumps({"learned": {"objective": "cost"}}), encoding="utf-8")
+    r = CliRunner().invoke(cli, ["calibrate", str(rows), "--models", f"{WEAK},{STRONG}",
+                                "--settings", str(settings)])
+    assert r.exit_code == 0, r.output
+    assert "cost head refit" in r.output
+    cal = json.loads(settings.read_text())["learned"]["calibration"]
+    assert cal["cost_head"] and "cost_ref" in cal
+    essay = [{"role": "user", "content": "Write a long, detailed essay of at least 2000 words on the history of "
+              "bridge 999."}]
+    short = [{"role": "user", "content": "What is the capital of country 999?"}]
+    refit = learned.LearnedRouter(load(settings).learned)
+    own = learned.LearnedRouter(learned.LearnedSettings(objective="cost"))
+    w = refit.model.cost_weight
+    # The refit head learned the 50x cost gap (log 50 = 3.9) from the rows; the weights' own head, trained on
+    # short-answer benchmark rows, sees far less of it.
+    gap_refit = (refit._log_cost(refit.model.features(essay)) - refit._log_cost(refit.model.features(short))) / w
+    gap_own = (own._log_cost(own.model.features(essay)) - own._log_cost(own.model.features(short))) / w
+    assert gap_refit > 3.0 and gap_refit > gap_own + 2.0
+
+
+def test_unknown_cost_head_feature_is_named(tmp_path):
+    s = learned.LearnedSettings(objective="cost", calibration={"low": 0.1, "high": 0.5, "cost_head": {"lenght": 1.0}})
+    with pytest.raises(learned.InputError, match=r"learned\.calibration\.cost_head: unknown feature 'lenght'"):
+        learned.LearnedRouter(s)
+
+
+def test_cost_moves_a_score_at_most_e_fold():
+    from agent_router.learned_model import objective_score
+
+    # A greeting predicted 20x cheaper than usual is boosted no more than one predicted e (2.7x) cheaper.
+    assert objective_score(0.8, 0.9, -3.0) == objective_score(0.8, 0.9, -1.0) > objective_score(0.8, 0.9, 0.0)
+    assert objective_score(0.8, 0.9, 5.0) == objective_score(0.8, 0.9, 1.0) < objective_score(0.8, 0.9, 0.0)

@@ -5,12 +5,15 @@ Scorers (``--router``):
   (recognised by id) are scored out-of-fold instead: k-fold cross-validation (k=5, row i in fold i mod 5)
   retraining on that file with the weights' own options.
 - ``learned_cost``: as ``learned`` with the "cost" objective (`learned.objective = "cost"`): predicted quality gain
-  per predicted dollar, the cost head likewise out-of-fold on the weights' own training rows.
+  discounted by predicted cost (gain x cost^-w, w the weights' cost_weight). The cost head is refit k-fold on the
+  evaluated rows' recorded costs (the same split), as `agent-router calibrate` refits it on a deployment's own
+  rows: a cost is recorded for every call, unlike a verdict. The quality heads are the weights' own.
 - ``learned_cv``: k-fold cross-validation on the evaluated file itself (same split), one head per --models
   model: what retraining on your own rows would give.
 - ``learned_emb``: as ``learned`` with the weights that also use sentence embeddings (`learned.embeddings`;
   default the packaged embedding weights; needs the embedding model, see agent_router.embeddings). Set
   AGENT_ROUTER_EMBED_CACHE to a directory to cache the rows' embeddings between runs.
+- ``learned_emb_cost``: the embedding weights with the "cost" objective, cost head refit as for ``learned_cost``.
 """
 
 from __future__ import annotations
@@ -28,12 +31,14 @@ from ..errors import InputError
 from ..evaluation import prepare
 from ..hookspecs import hookimpl
 from ..learned import calibrate, load_model
+from ..learned_features import DENSE_KEYS
 from ..learned_model import QualityModel
 from ..learned_train import (
     TrainOptions,
     cross_val_log_cost,
     cross_val_probs,
     featurize,
+    fit_cost,
     labels,
     log_costs,
     need_scores,
@@ -86,27 +91,32 @@ def _cv_probs(rows: list[dict[str, Any]], models: list[str], folds: int, opts: T
 
 
 def learned_log_costs(rows: list[dict[str, Any]], models: list[str], model: QualityModel,
-                      folds: int = FOLDS) -> np.ndarray:
-    """Predicted log cost of the strongest model (centred): the weights' cost head on unseen rows, k-fold
-    out-of-fold ridge on the rows' own costs for rows the weights were trained on."""
+                      folds: int = FOLDS, refit: bool = False) -> np.ndarray:
+    """Predicted log cost of the strongest model (centred, times the weights' cost_weight): the weights' cost
+    head, or on rows the weights were trained on a k-fold out-of-fold ridge on the rows' own costs. With `refit`,
+    every row's cost comes from that k-fold fit (when the rows record the strongest model's cost): what
+    `agent-router calibrate` does with a deployment's recorded costs. Only costs are refit; the quality heads
+    never see these rows' outcomes."""
     if model.cost_dense is None:
         raise InputError("these weights have no cost head; retrain with bench/train_router.py (rows with cost_usd)")
-    seen = np.array([model.seen(str(r.get("id"))) for r in rows], dtype=bool)
     x = featurize(rows)
     out = x.dense @ model.cost_dense.astype(np.float64) - float(model.meta.get("cost_ref", 0.0))
-    if seen.any():
-        idx = np.flatnonzero(seen)
-        lc = log_costs([rows[i] for i in idx], models[-1])
-        lc = np.where(np.isfinite(lc), lc, np.nanmean(lc) if np.isfinite(lc).any() else 0.0)
-        out[idx] = cross_val_log_cost(x.take(idx), lc, folds)
-    return out
+    lc = log_costs(rows, models[-1])
+    redo = np.ones(len(rows), bool) if refit and np.isfinite(lc).sum() >= 10 * folds else \
+        np.array([model.seen(str(r.get("id"))) for r in rows], dtype=bool)
+    if redo.any():
+        idx = np.flatnonzero(redo)
+        sub = lc[idx]
+        sub = np.where(np.isfinite(sub), sub, np.nanmean(sub) if np.isfinite(sub).any() else 0.0)
+        out[idx] = cross_val_log_cost(x.take(idx), sub, folds)
+    return model.cost_weight * out
 
 
 def learned_scores(rows: list[dict[str, Any]], models: list[str], model: QualityModel,
-                   folds: int = FOLDS, objective: str = "quality") -> list[float]:
-    """Raw router scores for `objective` ("quality": need; "cost": gain per predicted dollar)."""
+                   folds: int = FOLDS, objective: str = "quality", refit_costs: bool = False) -> list[float]:
+    """Raw router scores for `objective` ("quality": need; "cost": gain discounted by predicted cost)."""
     probs = learned_probs(rows, models, model, folds)
-    lc = learned_log_costs(rows, models, model, folds) if objective == "cost" else None
+    lc = learned_log_costs(rows, models, model, folds, refit_costs) if objective == "cost" else None
     return [float(v) for v in objective_scores(probs, lc)]
 
 
@@ -126,7 +136,7 @@ def _learned_cv(settings_path: str | None) -> evaluate.Scorer:
 
 def _learned_cost(settings_path: str | None) -> evaluate.Scorer:
     model = load_model(get_settings(settings_path).learned.weights)
-    return lambda rows, models: learned_scores(rows, models, model, objective="cost")
+    return lambda rows, models: learned_scores(rows, models, model, objective="cost", refit_costs=True)
 
 
 def _learned_emb(settings_path: str | None) -> evaluate.Scorer:
@@ -135,7 +145,13 @@ def _learned_emb(settings_path: str | None) -> evaluate.Scorer:
     return lambda rows, models: learned_scores(rows, models, model)
 
 
+def _learned_emb_cost(settings_path: str | None) -> evaluate.Scorer:
+    model = load_model(get_settings(settings_path).learned.weights, True)
+    return lambda rows, models: learned_scores(rows, models, model, objective="cost", refit_costs=True)
+
+
 evaluate.SCORERS["learned"] = _learned
+evaluate.SCORERS["learned_emb_cost"] = _learned_emb_cost
 evaluate.SCORERS["learned_emb"] = _learned_emb
 evaluate.SCORERS["learned_cost"] = _learned_cost
 evaluate.SCORERS["learned_cv"] = _learned_cv
@@ -173,6 +189,16 @@ def write_learned(path: Path, updates: dict[str, Any]) -> dict[str, Any]:
     return section
 
 
+def _refit_cost_head(rows: list[dict[str, Any]], model: str) -> tuple[dict[str, float], float] | None:
+    """Ridge of log cost on the dense features over rows recording `model`'s cost; None if too few do."""
+    lc = log_costs(rows, model)
+    if np.isfinite(lc).sum() < 10 * FOLDS:
+        return None
+    x = featurize(rows)
+    w = fit_cost(x.dense, lc)
+    return {k: round(float(v), 6) for k, v in zip(DENSE_KEYS, w, strict=True) if v}, float(np.mean(x.dense @ w))
+
+
 @click.command("calibrate")
 @click.argument("rows", type=click.Path(dir_okay=False))
 @click.option("--models", default=None,
@@ -205,15 +231,22 @@ def calibrate_cmd(rows: str, models: str | None, target: float | None, cost_cap:
     cap = cost_cap if cost_cap is not None else (ls.cost_cap if target is None else None)
     kept, qual, cost = prepare(list(iter_rows(rows)), model_list, rows)
     objective = ls.objective if model.cost_dense is not None else "quality"
-    scores = learned_scores(kept, model_list, model, objective=objective)
+    # The cost objective's cost head is refit on these rows' recorded costs (their own requests and output
+    # lengths), scored out-of-fold for the cut points, then fit on all of them for routing.
+    head = _refit_cost_head(kept, model_list[-1]) if objective == "cost" else None
+    scores = learned_scores(kept, model_list, model, objective=objective, refit_costs=head is not None)
     cal = calibrate(scores, np.asarray(qual), np.asarray(cost), target=tgt, cost_cap=cap, models=model_list,
                     tiers=tier_list)
     cal.source = Path(rows).name
+    if head is not None:
+        cal.cost_head, cal.cost_ref = head
     goal = f"cost <= {cap:.0%} of premium-only" if cap is not None else f"quality >= {tgt:.0%} of premium-only"
     mid = f", mid tier {cal.mid_share:.1%}" if cal.mid_share is not None else ""
     click.echo(f"{cal.rows} rows, {goal}, objective {objective}: cut points low {cal.low:.4f} high {cal.high:.4f}")
     click.echo(f"  expected: premium share {cal.premium_share:.1%}{mid}, quality {cal.quality:.1%} of premium-only, "
                f"cost {cal.cost_share:.1%} of premium-only")
+    if head is not None:
+        click.echo(f"  cost head refit on the {model_list[-1]} costs recorded in {Path(rows).name}")
     if dry_run:
         return
     updates: dict[str, Any] = {"calibration": cal.model_dump(exclude_none=True)}
