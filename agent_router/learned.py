@@ -82,10 +82,13 @@ class LearnedRouter:
     def predict(self, messages: list[dict[str, Any]]) -> tuple[Any, dict[str, float], float, float]:
         """Features, head probabilities, raw need before and after adaptive outcomes (the latter on the same
         side of the cut point as the adaptive decision, so the router's thresholds follow it)."""
-        f, probs, raw, need, _sketch = self._predict(messages)
+        f, probs, raw, need, _sketch, _held = self._predict(messages)
         return f, probs, raw, need
 
-    def _predict(self, messages: list[dict[str, Any]]) -> tuple[Any, dict[str, float], float, float, str | None]:
+    def _predict(self, messages: list[dict[str, Any]]
+                 ) -> tuple[Any, dict[str, float], float, float, str | None, bool]:
+        """As `predict`, plus the request's sketch for the ledger and whether the spend keeper moved the
+        decision across the cut point."""
         if self.settings.adaptive and self.feed is not None:
             self.feed.sync(self.estimator)
         f = self.model.features(messages)
@@ -94,20 +97,21 @@ class LearnedRouter:
         lc = self._log_cost(f) if self.objective == "cost" else None
         raw = objective_score(p_w, p_s, lc)
         if not self.settings.adaptive:
-            return f, probs, raw, raw, None
+            return f, probs, raw, raw, None, False
         key = self.estimator.new_key()
         need, strong, _raw, _static = self.estimator.decide(
             f.task_type, p_w, p_s, self.calibration.high, dense=f.dense, hashed=f.hashed, log_cost=lc, key=key)
         # The spend keeper may send a request across the cut point its need alone would not cross (or hold
         # one back): the need reported to the router lands on the decided side.
         cut = self.calibration.high
+        held = (strong and need < cut) or (not strong and need >= cut)
         if strong and need < cut:
             need = cut
         elif not strong and need >= cut:
             need = max(0.0, cut - 1e-6)
         from .adaptive import sketch
 
-        return f, probs, raw, need, sketch(f.dense, p_w, p_s, key)
+        return f, probs, raw, need, sketch(f.dense, p_w, p_s, key), held
 
     def _log_cost(self, f: Any) -> float | None:
         if self._cost_head is None:
@@ -116,7 +120,7 @@ class LearnedRouter:
         return self.model.cost_weight * (float(w @ np.asarray(f.dense, dtype=np.float64)) - ref)
 
     def analyze(self, messages: list[dict[str, Any]], low: float = 0.3, high: float = 0.7) -> Analysis:
-        f, probs, raw, need, sk = self._predict(messages)
+        f, probs, raw, need, sk, held = self._predict(messages)
         cal = self.calibration
         score = rescale(need, cal, low, high)
         heads = self.model.heads
@@ -125,7 +129,8 @@ class LearnedRouter:
                    f" -> {'gain per $' if self.objective == 'cost' else 'need'} {need:.2f}"
                    f" (cut points {cal.low:.3f}/{cal.high:.3f})"]
         if abs(need - raw) >= 0.005:
-            reasons.append(f"adaptive: outcomes for {f.task_type} moved need {raw:.2f} -> {need:.2f}")
+            reasons.append(f"adaptive: outcomes for {f.task_type} moved need {raw:.2f} -> {need:.2f}"
+                           + (" (premium spend held at the static router's)" if held else ""))
         gain_w = self.model.w_dense[-1] - self.model.w_dense[0]
         contrib = sorted(((float(gain_w[i]) * v, k) for i, (k, v) in enumerate(zip(DENSE_KEYS, f.dense, strict=True))
                           if v and k in _LABELS), reverse=True)
