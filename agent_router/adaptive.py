@@ -1,28 +1,41 @@
-"""Online success estimates from recorded outcomes, and the shift they make to the learned router's predictions.
+"""Online learning from recorded outcomes, and the shift it makes to the learned router's decisions.
 
-Each (task type, tier group) keeps a Beta posterior of "the answer was good". The tier group is `weak` for
-every tier below premium and `strong` for premium, matching the learned model's cheapest and strongest heads.
-The posterior is compared with what the learned model expected for the same calls: the router reports each
-prediction it acts on (`expect`), so the comparison is made on the calls actually routed to that side (the easy
-ones go to the cheap tier, and their success says little about the hard ones). Before any prediction is
-reported (e.g. outcomes read from an old ledger) the expectation is the weights' per-task-type prior. The prior
-weighs `strength` pseudo-outcomes, so with no outcomes nothing changes; as outcomes arrive, the logit gap
-between posterior and expectation is added to that head's prediction. Bad outcomes for the cheap tier on a task
-type raise the need for premium on that task type; bad outcomes for premium lower it.
+Per request (the default, `learned.adaptive_per_request`): `OnlineResidual` corrects each head's logit by a
+Bayesian logistic model over the request's features (dense structure features and task type; for calls this
+process routed, also its folded n-grams), updated by each outcome for the side that answered; a Thompson draw
+from its uncertainty explores, so the side not chosen also gets outcomes. `SpendKeeper` holds the premium share
+at the static router's on the same traffic, so outcomes re-rank requests instead of buying quality with spend,
+and `CostModel` learns each request's premium cost so the ranking is by predicted gain per dollar. An outcome
+finds its call's features in this process's memory (by key) or in the ledger's `route_sketch` (`sketch`),
+else falls back to the task type alone.
 
-Outcomes are dicts as `Ledger.outcomes()` yields them: {call_id, task_type, model, tier, good, source, signal}.
-Implicit signals (an escalation with switch_model, a retry of the same request, a tool error after the
-answer) weigh less than explicit feedback, since they are noisier.
+Per task type (the coarse layer, `adaptive_per_request` off): each (task type, tier group) keeps a Beta posterior
+of "the answer was good". The tier group is `weak` for every tier below premium and `strong` for premium,
+matching the learned model's cheapest and strongest heads. The posterior is compared with what the learned
+model expected for the same calls: the router reports each prediction it acts on (`expect`), so the comparison
+is made on the calls actually routed to that side. Before any prediction is reported (e.g. outcomes read from an
+old ledger) the expectation is the weights' per-task-type prior. The prior weighs `strength` pseudo-outcomes, so
+with no outcomes nothing changes; as outcomes arrive, the logit gap between posterior and expectation is added to
+that head's prediction.
+
+Outcomes are dicts as `Ledger.outcomes()` yields them: {call_id, task_type, model, tier, good, source, signal,
+sketch, cost_usd}, optionally with `key`. Implicit signals (an escalation with switch_model, a retry of the same
+request, a tool error after the answer) weigh less than explicit feedback, since they are noisier.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import threading
+import uuid
 import zlib
-from collections.abc import Callable, Iterable, Mapping
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
+
+import numpy as np
 
 from .errors import InputError
 
@@ -45,6 +58,7 @@ class Posterior:
     bad: float = 0.0
     expected: float = 0.0  # sum of the predictions the router acted on
     predictions: int = 0
+    n_seen: float = 0.0  # outcomes read (weighted), whichever layer they went to
 
     @property
     def prior_mean(self) -> float:
@@ -72,13 +86,28 @@ def group_of(tier: str | None) -> str:
 class AdaptiveEstimator:
     """Per task type and tier group success posteriors; thread-safe."""
 
-    def __init__(self, priors: Mapping[str, Mapping[str, float]] | None = None, strength: float = 20.0):
+    def __init__(self, priors: Mapping[str, Mapping[str, float]] | None = None, strength: float = 20.0, *,
+                 per_request: bool = True, precision: float = 8.0, explore: float = 0.5, keep_spend: int = 400,
+                 per_dollar: bool = True, seed: int = 0, memory: int = 4096):
         # priors: task_type -> {"weak": rate, "strong": rate}; "*" is used for task types not listed.
         self.priors = {k: dict(v) for k, v in (priors or {}).items()}
         self.strength = strength
         self._post: dict[tuple[str, str], Posterior] = {}
         self._lock = threading.Lock()
         self.seen = 0
+        # Per-request layer (None: per task type only): corrections over the request's features.
+        from .learned_features import DENSE_KEYS
+
+        self.dense_keys = DENSE_KEYS
+        self.residual = OnlineResidual(len(DENSE_KEYS) + HASH_FOLD, precision, explore, seed) if per_request else None
+        self.keeper = SpendKeeper(keep_spend)
+        self.cost = CostModel(len(DENSE_KEYS)) if per_dollar and per_request else None
+        # Full features (with n-grams) of this process's recent decisions, by key, for outcomes that come back.
+        self._memory: OrderedDict[str, tuple[np.ndarray, float, float]] = OrderedDict()
+        self._memory_max = memory
+        self._spent: OrderedDict[str, float] = OrderedDict()  # key -> predicted cost the keeper counted
+        self._nonce = uuid.uuid4().hex[:12]
+        self._seq = 0
 
     def _prior(self, task_type: str, group: str) -> float:
         for key in (task_type, "*"):
@@ -115,11 +144,111 @@ class AdaptiveEstimator:
             raise InputError(f"outcome {dict(outcome)!r}: 'good' must be true/false or 0..1, got {good!r}")
         w = SOURCE_WEIGHT.get(str(outcome.get("source") or "explicit"), 0.5)
         g = float(good)
+        group = group_of(outcome.get("tier"))
         with self._lock:
-            p = self.posterior(task_type, group_of(outcome.get("tier")))
-            p.good += w * g
-            p.bad += w * (1 - g)
+            p = self.posterior(task_type, group)
+            if self.residual is not None:
+                x, p_static = self._features_of(outcome, task_type, group, p)
+                self.residual.update(int(group == "strong"), x, p_static, g, w)
+                cost = outcome.get("cost_usd")
+                if self.cost is not None and cost is not None and len(x) >= len(self.dense_keys):
+                    self.cost.update(x, group == "strong", float(cost))
+                    spent = self._spent.pop(str(outcome.get("key")), None)
+                    if spent is not None and group == "strong":
+                        # The keeper counted this premium call at its predicted cost; it cost this much. (The
+                        # requests picked for premium are those predicted cheap, so predictions alone run low.)
+                        self.keeper.adaptive_usd += float(cost) - spent
+            else:
+                p.good += w * g
+                p.bad += w * (1 - g)
+            p.n_seen += w
             self.seen += 1
+
+    def _features_of(self, outcome: Mapping[str, Any], task_type: str, group: str,
+                     post: Posterior) -> tuple[np.ndarray, float]:
+        """The features the outcome's call was routed on and that side's static P(good): from this process's
+        memory (with n-grams), else the ledger's sketch (dense only), else the task type alone."""
+        gi = int(group == "strong")
+        key = outcome.get("key")
+        sk = parse_sketch(outcome.get("sketch"), len(self.dense_keys))
+        if key is None and sk is not None:
+            key = sk[3]
+        if key is not None and key in self._memory:
+            x, pw, ps = self._memory[key]
+            return x.astype(np.float64), (pw, ps)[gi]
+        if sk is not None:
+            return sk[0], (sk[1], sk[2])[gi]
+        return self.coarse(task_type), post.prior_mean
+
+    def new_key(self) -> str:
+        """A key for one decision's features in this process's memory (unique across processes)."""
+        with self._lock:
+            self._seq += 1
+            return f"{self._nonce}:{self._seq}"
+
+    def remember(self, key: str, dense: Sequence[float], hashed: Mapping[int, float] | None, p_weak: float,
+                 p_strong: float) -> None:
+        """Keep a request's full features under `key` (bounded: the oldest are forgotten first)."""
+        x = np.asarray(dense, dtype=np.float64)
+        if hashed:
+            x = np.concatenate([x, fold_hashed(hashed)])
+        with self._lock:
+            self._remember(key, x, p_weak, p_strong)
+
+    def _remember(self, key: str, x: np.ndarray, p_weak: float, p_strong: float) -> None:
+        self._memory[key] = (x.astype(np.float32), p_weak, p_strong)  # ~1 KB a call
+        while len(self._memory) > self._memory_max:
+            self._memory.popitem(last=False)
+
+    def coarse(self, task_type: str) -> np.ndarray:
+        """The dense vector of a request known only by its task type: the bias and its task one-hot."""
+        x = np.zeros(len(self.dense_keys))
+        for k in ("bias", f"task_{task_type}"):
+            if k in self.dense_keys:
+                x[self.dense_keys.index(k)] = 1.0
+        return x
+
+    def decide(self, task_type: str, p_weak: float, p_strong: float, cut: float, dense: Sequence[float] | None = None,
+               hashed: Mapping[int, float] | None = None, log_cost: float | None = None,
+               key: str | None = None) -> tuple[float, bool, float, bool]:
+        """Route one request: (need after outcomes, premium?, static need, static premium?).
+
+        The need comes from the head probabilities corrected per task type (no per-request layer) or per
+        request (its features, with a Thompson draw for exploration), compared with the cut point the spend
+        keeper holds at the static router's premium share. The call's features are remembered under `key`,
+        for its outcome.
+        """
+        from .learned_model import objective_score
+
+        raw = objective_score(p_weak, p_strong, log_cost)
+        static_strong = raw >= cut
+        with self._lock:
+            pw, ps = p_weak, p_strong
+            if self.residual is not None:
+                x = self.coarse(task_type) if dense is None else np.asarray(dense, dtype=np.float64)
+                if hashed:
+                    x = np.concatenate([x, fold_hashed(hashed)])
+                pw, ps = self.residual.adjust(x, p_weak, p_strong, sample=True)
+                if key is not None:
+                    self._remember(key, x, p_weak, p_strong)
+        if self.residual is None:
+            pw, ps = self.adjust(task_type, p_weak, p_strong)
+        need = objective_score(pw, ps, log_cost)
+        score, cost = need, 1.0
+        with self._lock:
+            if self.cost is not None and dense is not None:
+                lc = self.cost.predict(np.asarray(dense, dtype=np.float64))
+                if lc is not None:
+                    cost = math.exp(max(-20.0, min(20.0, lc)))
+                    score = (ps - pw) / cost
+            strong = self.keeper.strong(score, need, cut, cost)
+            self.keeper.routed(score, strong, static_strong, cost)
+            if strong and key is not None and self.cost is not None and self.cost.n:
+                self._spent[key] = cost
+                while len(self._spent) > self._memory_max:
+                    self._spent.popitem(last=False)
+        self.expect(task_type, "strong" if strong else "weak", p_strong if strong else p_weak)
+        return need, strong, raw, static_strong
 
     def consume(self, outcomes: Iterable[Mapping[str, Any]]) -> int:
         """Add every outcome of an iterable (e.g. `Ledger.outcomes()`); returns how many were read."""
@@ -150,8 +279,186 @@ class AdaptiveEstimator:
         with self._lock:
             for (tt, g), p in sorted(self._post.items()):
                 out.setdefault(tt, {})[g] = {"expected": round(p.prior_mean, 4), "mean": round(p.mean, 4),
-                                             "outcomes": round(p.n, 2), "predictions": p.predictions}
+                                             "outcomes": round(p.n_seen, 2), "predictions": p.predictions}
         return out
+
+
+# -- per-request learning ------------------------------------------------------------------------------
+SKETCH_VERSION = 1
+HASH_FOLD = 256  # hashed n-grams folded into this many buckets, for in-process outcomes only
+
+
+def _sigmoid(z: float) -> float:
+    return 1.0 / (1.0 + math.exp(-max(-30.0, min(30.0, z))))
+
+
+def sketch(dense: Sequence[float], p_weak: float, p_strong: float, key: str | None = None) -> str:
+    """What the ledger keeps of a routed request so an outcome read back later (another process, `agent-router
+    feedback`) can still update the per-request model: the dense structure features (lengths, shares of
+    digits and capitals, option counts, analyzer cues, the task type) rounded to 3 decimals, and the two head
+    probabilities the call was routed on. Unlike hashed word buckets (a dictionary attack recovers many
+    words), these numbers do not let anyone read the prompt back. `key` finds the full features (with
+    n-grams) in the routing process's own memory."""
+    d: dict[str, Any] = {"v": SKETCH_VERSION, "x": [round(float(v), 3) for v in dense],
+                         "p": [round(float(p_weak), 4), round(float(p_strong), 4)]}
+    if key is not None:
+        d["k"] = key
+    return json.dumps(d, separators=(",", ":"))
+
+
+def parse_sketch(text: str | None, dim: int) -> tuple[np.ndarray, float, float, str | None] | None:
+    """(dense features, p_weak, p_strong, key) from `sketch()` text; None when absent or of another shape."""
+    if not text:
+        return None
+    try:
+        d = json.loads(text)
+        x = np.asarray(d["x"], dtype=np.float64)
+        pw, ps = (float(v) for v in d["p"])
+    except (ValueError, KeyError, TypeError):
+        return None
+    if d.get("v") != SKETCH_VERSION or x.shape != (dim,):
+        return None  # written by another version of the features: fall back to the task type
+    return x, pw, ps, d.get("k")
+
+
+def fold_hashed(hashed: Mapping[int, float]) -> np.ndarray:
+    """Hashed n-gram values summed into HASH_FOLD buckets (kept in memory only, never written)."""
+    out = np.zeros(HASH_FOLD)
+    for k, v in hashed.items():
+        out[k % HASH_FOLD] += v
+    return out
+
+
+class OnlineResidual:
+    """Per-request corrections to the learned model's weak and strong heads, learned from outcomes.
+
+    For each head, a Bayesian logistic model whose offset is the head's own logit: P(good) = sigmoid(static
+    logit + w . x), x the request's dense features (task type one-hot, structure, a bias) and, for outcomes of
+    requests routed by this process, its folded n-grams. Each outcome updates only the head of the side that
+    answered, by an online Newton (extended Kalman) step with the full covariance, so features that always
+    come together (the bias, the task type) do not soak up what only one kind of request showed. The
+    covariance also gives each correction's uncertainty, so `adjust(sample=True)` draws a Thompson sample:
+    a request whose correction is still uncertain sometimes goes to the other side, which then gets outcomes
+    too.
+    """
+
+    def __init__(self, dim: int, prior_precision: float = 8.0, explore: float = 0.5, seed: int = 0):
+        self.dim = dim
+        self.prior_precision = prior_precision
+        self.explore = explore
+        self.w = np.zeros((2, dim))
+        self.cov = np.stack([np.eye(dim) / prior_precision] * 2)
+        self.rng = np.random.default_rng(seed)
+        self.updates = [0.0, 0.0]
+
+    def _pad(self, x: np.ndarray) -> np.ndarray:
+        return x if len(x) == self.dim else np.concatenate([x, np.zeros(self.dim - len(x))])
+
+    def shift(self, group: int, x: np.ndarray) -> float:
+        return float(self.w[group, : len(x)] @ x)
+
+    def spread(self, group: int, x: np.ndarray) -> float:
+        n = len(x)
+        return math.sqrt(max(0.0, float(x @ self.cov[group, :n, :n] @ x)))
+
+    def adjust(self, x: np.ndarray, p_weak: float, p_strong: float, sample: bool = False) -> tuple[float, float]:
+        out = []
+        for g, p in enumerate((p_weak, p_strong)):
+            z = _logit(p) + self.shift(g, x)
+            if sample and self.explore > 0:
+                z += self.explore * self.spread(g, x) * float(self.rng.standard_normal())
+            out.append(_sigmoid(z))
+        return out[0], out[1]
+
+    def update(self, group: int, x: np.ndarray, p_static: float, good: float, weight: float = 1.0) -> None:
+        x = self._pad(np.asarray(x, dtype=np.float64))
+        cov = self.cov[group]
+        p = _sigmoid(_logit(p_static) + float(self.w[group] @ x))
+        r = weight * max(p * (1 - p), 0.02)
+        cx = cov @ x
+        cov -= np.outer(cx, cx) * (r / (1.0 + r * float(x @ cx)))
+        self.w[group] -= weight * (p - good) * (cov @ x)
+        self.updates[group] += weight
+
+
+class CostModel:
+    """Online ridge regression (recursive least squares) of log(cost in USD) of a call over the request's
+    dense features and its side, learned from the costs of the calls that answered. Ranking requests by
+    predicted quality gain per predicted premium dollar is what spends a given budget best: a long-output
+    request costs several short ones on premium."""
+
+    def __init__(self, dim: int, ridge: float = 1.0):
+        self.dim = dim + 1  # + the side (1 for premium)
+        self.P = np.eye(self.dim) / ridge
+        self.w = np.zeros(self.dim)
+        self.n = 0
+
+    def _x(self, dense: np.ndarray, strong: bool) -> np.ndarray:
+        return np.concatenate([dense[: self.dim - 1], [1.0 if strong else 0.0]])
+
+    def predict(self, dense: np.ndarray, strong: bool = True) -> float | None:
+        return float(self.w @ self._x(dense, strong)) if self.n else None
+
+    def update(self, dense: np.ndarray, strong: bool, cost_usd: float) -> None:
+        if not cost_usd or cost_usd <= 0 or not math.isfinite(cost_usd):
+            return
+        x = self._x(dense, strong)
+        px = self.P @ x
+        k = px / (1.0 + float(x @ px))
+        self.w += k * (math.log(cost_usd) - float(self.w @ x))
+        self.P -= np.outer(k, px)
+        self.n += 1
+
+
+class SpendKeeper:
+    """Keeps the adaptive router's premium spend at the static router's on the same traffic.
+
+    A request goes to premium when its score is in the top share of the last `window` scores, the share
+    being the static router's so far, corrected by how far the adaptive router's premium spend is over or under
+    it (in predicted premium dollars, or calls while no cost is learned); a request never goes to premium while
+    the adaptive router is more than 2 calls + 2% over. So outcomes re-rank requests; they do not buy quality
+    with spend. Until `window // 10` scores are seen, the cut point is the calibrated one. `window` 0 keeps the
+    calibrated cut point (spend may move).
+    """
+
+    def __init__(self, window: int = 400):
+        self.window = window
+        self.scores: list[float] = []
+        self.static_calls = 0
+        self.calls = 0
+        self.static_usd = 0.0
+        self.adaptive_usd = 0.0
+        self.usd = 0.0  # predicted premium cost of every call seen
+
+    def strong(self, score: float, need: float, cut: float, cost: float = 1.0) -> bool:
+        """Premium? `score` ranks (gain per dollar, or need); `need` against `cut` decides until warmed up;
+        `cost` is the request's predicted premium cost."""
+        if not self.window:
+            return need >= cut
+        unit = self.usd / self.calls if self.calls else cost
+        if self.adaptive_usd + cost > self.static_usd + cost + (2 + 0.02 * self.calls) * unit:
+            return False  # already over the static router's premium spend: no more for now
+        if len(self.scores) < max(10, self.window // 10):
+            return need >= cut
+        share = self.static_calls / max(1, self.calls)
+        share += (self.static_usd - self.adaptive_usd) / (unit * max(20.0, self.window / 4)) if unit else 0.0
+        share = min(1.0, max(0.0, share))
+        if share <= 0.0:
+            return False
+        below = sum(1 for s in self.scores if s < score)
+        return below >= (1.0 - share) * len(self.scores)
+
+    def routed(self, score: float, strong: bool, static_strong: bool, cost: float = 1.0) -> None:
+        if not self.window:
+            return
+        self.scores.append(score)
+        if len(self.scores) > self.window:
+            del self.scores[0]
+        self.calls += 1
+        self.usd += cost
+        self.static_calls += int(static_strong)
+        self.static_usd += cost * static_strong
+        self.adaptive_usd += cost * strong
 
 
 # -- implicit signals ------------------------------------------------------------------------------------

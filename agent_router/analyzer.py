@@ -25,6 +25,8 @@ class Analysis:
     features: dict[str, float] = field(default_factory=dict)
     needs_vision: bool = False
     source: str = "heuristic"
+    # The learned router's compact, non-reversible record of the request (adaptive.sketch), for the ledger.
+    sketch: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {

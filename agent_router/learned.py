@@ -78,11 +78,19 @@ class LearnedRouter:
         self.calibration = self.settings.calibration or default_calibration(self.model, self.objective)
         self._cost_head = _cost_head(self.calibration)
         priors = self.model.meta.get("task_priors") or {}
-        self.estimator = estimator or AdaptiveEstimator(priors, self.settings.adaptive_prior_strength)
+        self.estimator = estimator or estimator_for(self.settings, priors)
         self._lock = threading.Lock()
 
     def predict(self, messages: list[dict[str, Any]]) -> tuple[Any, dict[str, float], float, float]:
-        """Features, head probabilities, raw need before and after adaptive outcomes."""
+        """Features, head probabilities, raw need before and after adaptive outcomes (the latter on the same
+        side of the cut point as the adaptive decision, so the router's thresholds follow it)."""
+        f, probs, raw, need, _sketch, _held = self._predict(messages)
+        return f, probs, raw, need
+
+    def _predict(self, messages: list[dict[str, Any]]
+                 ) -> tuple[Any, dict[str, float], float, float, str | None, bool]:
+        """As `predict`, plus the request's sketch for the ledger and whether the spend keeper moved the
+        decision across the cut point."""
         if self.settings.adaptive and self.feed is not None:
             self.feed.sync(self.estimator)
         f = self.model.features(messages)
@@ -91,13 +99,21 @@ class LearnedRouter:
         lc = self._log_cost(f) if self.objective == "cost" else None
         raw = objective_score(p_w, p_s, lc)
         if not self.settings.adaptive:
-            return f, probs, raw, raw
-        aw, as_ = self.estimator.adjust(f.task_type, p_w, p_s)
-        need = objective_score(aw, as_, lc)
-        # Tell the estimator which prediction this call is routed on, to judge its outcome against.
-        strong = need >= self.calibration.high
-        self.estimator.expect(f.task_type, "strong" if strong else "weak", p_s if strong else p_w)
-        return f, probs, raw, need
+            return f, probs, raw, raw, None, False
+        key = self.estimator.new_key()
+        need, strong, _raw, _static = self.estimator.decide(
+            f.task_type, p_w, p_s, self.calibration.high, dense=f.dense, hashed=f.hashed, log_cost=lc, key=key)
+        # The spend keeper may send a request across the cut point its need alone would not cross (or hold
+        # one back): the need reported to the router lands on the decided side.
+        cut = self.calibration.high
+        held = (strong and need < cut) or (not strong and need >= cut)
+        if strong and need < cut:
+            need = cut
+        elif not strong and need >= cut:
+            need = max(0.0, cut - 1e-6)
+        from .adaptive import sketch
+
+        return f, probs, raw, need, sketch(f.dense, p_w, p_s, key), held
 
     def _log_cost(self, f: Any) -> float | None:
         if self._cost_head is None:
@@ -106,7 +122,7 @@ class LearnedRouter:
         return self.model.cost_weight * (float(w @ np.asarray(f.dense, dtype=np.float64)) - ref)
 
     def analyze(self, messages: list[dict[str, Any]], low: float = 0.3, high: float = 0.7) -> Analysis:
-        f, probs, raw, need = self.predict(messages)
+        f, probs, raw, need, sk, held = self._predict(messages)
         cal = self.calibration
         score = rescale(need, cal, low, high)
         heads = self.model.heads
@@ -114,8 +130,9 @@ class LearnedRouter:
                    f"learned: P(good) {heads[0]} {probs[heads[0]]:.2f}, {heads[-1]} {probs[heads[-1]]:.2f}"
                    f" -> {'gain per $' if self.objective == 'cost' else 'need'} {need:.2f}"
                    f" (cut points {cal.low:.3f}/{cal.high:.3f})"]
-        if need != raw:
-            reasons.append(f"adaptive: outcomes for {f.task_type} moved need {raw:.2f} -> {need:.2f}")
+        if abs(need - raw) >= 0.005:
+            reasons.append(f"adaptive: outcomes for {f.task_type} moved need {raw:.2f} -> {need:.2f}"
+                           + (" (premium spend held at the static router's)" if held else ""))
         gain_w = self.model.w_dense[-1] - self.model.w_dense[0]
         contrib = sorted(((float(gain_w[i]) * v, k) for i, (k, v) in enumerate(zip(DENSE_KEYS, f.dense, strict=True))
                           if v and k in _LABELS), reverse=True)
@@ -126,7 +143,7 @@ class LearnedRouter:
         feats.update({"p_" + h: p for h, p in probs.items()})
         feats.update({"need_raw": raw, "need": need, "shots": float(f.shots)})
         return Analysis(score=score, task_type=f.task_type, reasons=reasons, features=feats,
-                        needs_vision=f.analyzer.get("images", 0.0) > 0, source="learned")
+                        needs_vision=f.analyzer.get("images", 0.0) > 0, source="learned", sketch=sk)
 
 
 def _cost_head(cal: LearnedCalibration) -> tuple[np.ndarray, float] | None:
@@ -238,16 +255,25 @@ def for_settings(settings: Settings) -> LearnedRouter | None:
 
 _routers: dict[str, LearnedRouter] = {}
 _routers_lock = threading.Lock()
-_estimators: dict[tuple[str | None, bool, float], AdaptiveEstimator] = {}
+_estimators: dict[tuple[Any, ...], AdaptiveEstimator] = {}
+
+
+def estimator_for(ls: LearnedSettings, priors: dict[str, Any]) -> AdaptiveEstimator:
+    """A fresh adaptive estimator configured by the learned settings (seeded: the same outcomes in the same
+    order give the same decisions)."""
+    return AdaptiveEstimator(priors, ls.adaptive_prior_strength, per_request=ls.adaptive_per_request,
+                             precision=ls.adaptive_precision, explore=ls.adaptive_explore,
+                             keep_spend=ls.adaptive_keep_spend, per_dollar=ls.adaptive_per_dollar)
 
 
 def _shared_estimator(ls: LearnedSettings) -> AdaptiveEstimator:
-    """One estimator per weights file and prior strength, shared by routers of changing settings."""
-    key = (ls.weights, ls.embeddings, ls.adaptive_prior_strength)
+    """One estimator per weights file and adaptive configuration, shared by routers of changing settings."""
+    key = (ls.weights, ls.embeddings, ls.adaptive_prior_strength, ls.adaptive_per_request, ls.adaptive_precision,
+           ls.adaptive_explore, ls.adaptive_keep_spend, ls.adaptive_per_dollar)
     est = _estimators.get(key)
     if est is None:
         priors = load_model(ls.weights, ls.embeddings).meta.get("task_priors") or {}
-        est = AdaptiveEstimator(priors, ls.adaptive_prior_strength)
+        est = estimator_for(ls, priors)
         _estimators[key] = est
     return est
 
@@ -321,10 +347,27 @@ def sync_ledger(settings: Settings) -> int:
     return r.feed.sync(r.estimator, force=True)
 
 
-def record_outcome(settings: Settings, task_type: str, tier: str, good: bool, source: str = "explicit") -> None:
-    """Python API: feed one outcome straight to the learned router's adaptive estimator for `settings`."""
-    _shared_estimator(settings.learned).update({"task_type": task_type, "tier": tier, "good": good,
-                                                 "source": source})
+def record_outcome(settings: Settings, task_type: str | None, tier: str, good: bool, source: str = "explicit",
+                   messages: list[dict[str, Any]] | None = None) -> None:
+    """Python API: feed one outcome straight to the learned router's adaptive estimator for `settings`.
+
+    With the request's `messages` the outcome teaches the per-request layer about requests like this one;
+    without, it counts for every request of `task_type`. (For a call in the ledger, prefer
+    `Ledger.add_feedback(call_id, ...)` then `sync_ledger(settings)`: the call's own features are used.)
+    """
+    est = _shared_estimator(settings.learned)
+    outcome: dict[str, Any] = {"task_type": task_type, "tier": tier, "good": good, "source": source}
+    if messages is not None:
+        from .adaptive import sketch
+
+        model = load_model(settings.learned.weights, settings.learned.embeddings)
+        f = model.features(messages)
+        probs = model.predict(f)
+        key = est.new_key()
+        est.remember(key, f.dense, f.hashed, probs[model.heads[0]], probs[model.heads[-1]])
+        outcome.update(task_type=task_type or f.task_type, key=key,
+                       sketch=sketch(f.dense, probs[model.heads[0]], probs[model.heads[-1]]))
+    est.update(outcome)
 
 
 def reset() -> None:

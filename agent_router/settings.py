@@ -376,6 +376,30 @@ class LearnedSettings(_Model):
     adaptive_prior_strength: float = Field(
         20.0, gt=0, description="Pseudo-outcomes behind each task type's prior; higher adapts more slowly."
     )
+    adaptive_per_request: bool = Field(
+        True,
+        description="Learn from outcomes per request (over its structure features, task type and, for calls "
+        "routed by this process, its words), not only per task type.",
+    )
+    adaptive_precision: float = Field(
+        8.0, gt=0, description="Prior precision of the per-request corrections; higher adapts more slowly."
+    )
+    adaptive_explore: float = Field(
+        0.5, ge=0,
+        description="Scale of the random (Thompson) draw that sometimes sends a request whose correction is still "
+        "uncertain to the other side, so both sides get outcomes; 0 never explores.",
+    )
+    adaptive_keep_spend: int = Field(
+        400, ge=0,
+        description="Hold the premium share at the static router's on the same traffic, over this many recent "
+        "decisions: outcomes re-rank requests rather than buy quality with spend; 0 keeps the calibrated cut "
+        "point, so outcomes may raise or lower spend.",
+    )
+    adaptive_per_dollar: bool = Field(
+        True,
+        description="Rank requests for premium by predicted quality gain per predicted premium dollar, the cost "
+        "learned from the calls that answered (needs adaptive_per_request and adaptive_keep_spend).",
+    )
 
 
 class ToolPolicySettings(_Model):

@@ -173,7 +173,8 @@ def test_bad_feedback_on_the_cheap_tier_shifts_routing_up():
 
 
 def test_adaptive_estimator_without_outcomes_changes_nothing_and_good_premium_feedback_raises_need():
-    est = AdaptiveEstimator({"chat": {"weak": 0.8, "strong": 0.9}}, strength=10)
+    # The per task type layer alone (learned.adaptive_per_request off).
+    est = AdaptiveEstimator({"chat": {"weak": 0.8, "strong": 0.9}}, strength=10, per_request=False)
     assert est.adjust("chat", 0.7, 0.9) == (0.7, 0.9)
     est.consume([{"task_type": "chat", "tier": "premium", "good": True, "source": "explicit"}] * 30)
     pw, ps = est.adjust("chat", 0.7, 0.9)

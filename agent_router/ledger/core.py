@@ -276,6 +276,9 @@ class Ledger:
             "prompt": store_prompt,
             "tokens_saved": int(tokens_saved),
             "saved_usd": float(saved_usd),
+            # The learned router's non-reversible sketch of the request (adaptive.sketch), so an outcome read
+            # back by another process still teaches the per-request layer; never the prompt text.
+            "route_sketch": getattr(getattr(decision, "analysis", None), "sketch", None),
         }
 
     def record(
@@ -502,7 +505,7 @@ class Ledger:
 
     def outcomes(self, since: str | datetime | None = None) -> Iterator[dict[str, Any]]:
         """Each feedback verdict joined with its call:
-        {call_id, task_type, model, tier, good, source, signal, time}."""
+        {call_id, task_type, model, tier, good, source, signal, time, sketch, cost_usd}."""
         from .reports import parse_since
 
         s = parse_since(since) if since is not None else None
@@ -516,4 +519,6 @@ class Ledger:
                 "source": r["source"],
                 "signal": r["signal"],
                 "time": r["time"],
+                "sketch": r["sketch"],
+                "cost_usd": r["cost_usd"],
             }

@@ -161,6 +161,12 @@ def m005_budgets(db: sqlite_utils.Database) -> None:
     )
 
 
+@migration
+def m006_route_sketch(db: sqlite_utils.Database) -> None:
+    """The learned router's sketch of each routed request, for per-request adaptive routing."""
+    db["calls"].add_column("route_sketch", str)
+
+
 DESCRIPTIONS: dict[str, dict[str, str]] = {
     "calls": {
         "id": "Row id; the CALL_ID of `agent-router feedback`.",
@@ -191,6 +197,8 @@ DESCRIPTIONS: dict[str, dict[str, str]] = {
         "prompt": "Message contents; only when ledger.store_prompts is on, else empty.",
         "tokens_saved": "Prompt tokens removed by compression before the call.",
         "saved_usd": "USD those removed tokens would have cost.",
+        "route_sketch": "JSON: the learned router's structure features and head probabilities for the request "
+        "(no text), so outcomes can teach adaptive routing per request.",
     },
     "feedback": {
         "id": "Row id.",

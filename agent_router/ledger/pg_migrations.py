@@ -86,4 +86,5 @@ PG_MIGRATIONS: dict[str, list[str]] = {
             time TEXT NOT NULL
         )""",
     ],
+    "m006_route_sketch": ["ALTER TABLE calls ADD COLUMN route_sketch TEXT"],
 }

@@ -366,7 +366,8 @@ class PostgresStore:
         return self.read(
             f"""SELECT f.call_id AS call_id, c.task_type AS task_type,
                 COALESCE(c.requested_model, c.model) AS model, c.tier AS tier, f.verdict AS verdict,
-                f.source AS source, f.signal AS signal, f.time AS time
+                f.source AS source, f.signal AS signal, f.time AS time, c.route_sketch AS sketch,
+                c.cost_usd AS cost_usd
             FROM feedback f JOIN calls c ON c.id = f.call_id {where} ORDER BY f.id""",
             params,
         )

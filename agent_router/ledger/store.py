@@ -53,6 +53,7 @@ CALL_COLUMNS: tuple[str, ...] = (
     "prompt",
     "tokens_saved",
     "saved_usd",
+    "route_sketch",
 )
 # A built row (Ledger.build_row) has every column; itemgetter reads them in C, which batches notice.
 _row_values = operator.itemgetter(*CALL_COLUMNS)
@@ -293,7 +294,8 @@ class SQLiteStore:
         return self.read(
             f"""SELECT f.call_id AS call_id, c.task_type AS task_type,
                 COALESCE(c.requested_model, c.model) AS model,
-                c.tier AS tier, f.verdict AS verdict, f.source AS source, f.signal AS signal, f.time AS time
+                c.tier AS tier, f.verdict AS verdict, f.source AS source, f.signal AS signal, f.time AS time,
+                c.route_sketch AS sketch, c.cost_usd AS cost_usd
             FROM feedback f JOIN calls c ON c.id = f.call_id {where} ORDER BY f.id""",
             params,
         )
