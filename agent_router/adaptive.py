@@ -25,6 +25,7 @@ request, a tool error after the answer) weigh less than explicit feedback, since
 
 from __future__ import annotations
 
+import bisect
 import json
 import math
 import threading
@@ -423,7 +424,8 @@ class SpendKeeper:
 
     def __init__(self, window: int = 400):
         self.window = window
-        self.scores: list[float] = []
+        self.scores: list[float] = []  # the last `window` scores, in arrival order
+        self._sorted: list[float] = []  # the same, sorted: a rank is one bisect, not a pass over the window
         self.static_calls = 0
         self.calls = 0
         self.static_usd = 0.0
@@ -445,15 +447,16 @@ class SpendKeeper:
         share = min(1.0, max(0.0, share))
         if share <= 0.0:
             return False
-        below = sum(1 for s in self.scores if s < score)
+        below = bisect.bisect_left(self._sorted, score)
         return below >= (1.0 - share) * len(self.scores)
 
     def routed(self, score: float, strong: bool, static_strong: bool, cost: float = 1.0) -> None:
         if not self.window:
             return
         self.scores.append(score)
+        bisect.insort(self._sorted, score)
         if len(self.scores) > self.window:
-            del self.scores[0]
+            del self._sorted[bisect.bisect_left(self._sorted, self.scores.pop(0))]
         self.calls += 1
         self.usd += cost
         self.static_calls += int(static_strong)

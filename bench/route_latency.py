@@ -19,6 +19,7 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 
 import argparse  # noqa: E402 - after the thread settings, which must precede numpy's import
 import statistics  # noqa: E402
+import tempfile  # noqa: E402
 import time  # noqa: E402
 
 from agent_router import embeddings  # noqa: E402
@@ -66,6 +67,13 @@ def learned_rows(repeat: int) -> None:
             fn()
     line("learned analyzer, no embeddings, short prompt:", timed(lambda: lr.analyze(short), repeat))
     line("Router.route, learned on, short prompt:", timed(lambda: on.route(short), repeat))
+    # The default adaptive layer (per-request correction, exploration, spend keeping) on top; no ledger outcomes.
+    with tempfile.TemporaryDirectory() as home:
+        os.environ["AGENT_ROUTER_HOME"] = home
+        ad = Router(Settings.model_validate({"learned": {"enabled": True}}), pm=load_plugins())
+        for _ in range(200):
+            ad.route(short)
+        line("Router.route, learned + adaptive (defaults):", timed(lambda: ad.route(short), repeat))
     if not embeddings.available():
         print(f"(no embedding model: {embeddings.INSTALL_HINT} to time the embedding path)")
         return
