@@ -96,7 +96,7 @@ class LearnedRouter:
         f = self.model.features(messages)
         probs = self.model.predict(f)
         p_w, p_s = probs[self.model.heads[0]], probs[self.model.heads[-1]]
-        lc = self._log_cost(f) if self.objective == "cost" else None
+        lc = self.model.log_cost(f, self._cost_head) if self.objective == "cost" else None
         raw = objective_score(p_w, p_s, lc)
         if not self.settings.adaptive:
             return f, probs, raw, raw, None, False
@@ -106,20 +106,12 @@ class LearnedRouter:
         # The spend keeper may send a request across the cut point its need alone would not cross (or hold
         # one back): the need reported to the router lands on the decided side.
         cut = self.calibration.high
-        held = (strong and need < cut) or (not strong and need >= cut)
-        if strong and need < cut:
-            need = cut
-        elif not strong and need >= cut:
-            need = max(0.0, cut - 1e-6)
+        held = strong != (need >= cut)
+        if held:
+            need = cut if strong else max(0.0, cut - 1e-6)
         from .adaptive import sketch
 
         return f, probs, raw, need, sketch(f.dense, p_w, p_s, key), held
-
-    def _log_cost(self, f: Any) -> float | None:
-        if self._cost_head is None:
-            return self.model.log_cost(f)
-        w, ref = self._cost_head
-        return self.model.cost_weight * (float(w @ np.asarray(f.dense, dtype=np.float64)) - ref)
 
     def analyze(self, messages: list[dict[str, Any]], low: float = 0.3, high: float = 0.7) -> Analysis:
         f, probs, raw, need, sk, held = self._predict(messages)

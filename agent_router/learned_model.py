@@ -90,13 +90,16 @@ class QualityModel:
         cost^-w): 1 is gain per dollar; weights trained before this option stored none and meant 1."""
         return float(self.meta.get("cost_weight", 1.0))
 
-    def log_cost(self, f: RequestFeatures) -> float | None:
+    def log_cost(self, f: RequestFeatures, head: tuple[np.ndarray, float] | None = None) -> float | None:
         """Predicted log(cost) of the strongest model for this request, relative to the training rows' mean,
-        times `cost_weight`: the exponent the "cost" objective discounts the gain by."""
-        if self.cost_dense is None:
-            return None
-        lc = float(self.cost_dense @ np.asarray(f.dense, dtype=np.float32)) - float(self.meta.get("cost_ref", 0.0))
-        return self.cost_weight * lc
+        times `cost_weight`: the exponent the "cost" objective discounts the gain by. `head` (coefficients over
+        DENSE_KEYS, centre) replaces the weights' own cost head, as a calibration refit on your costs does."""
+        if head is None:
+            if self.cost_dense is None:
+                return None
+            head = (self.cost_dense, float(self.meta.get("cost_ref", 0.0)))
+        w, ref = head
+        return self.cost_weight * (float(w @ np.asarray(f.dense, dtype=w.dtype)) - ref)
 
     def score(self, f: RequestFeatures, objective: str = "quality") -> float:
         probs = self.predict(f)

@@ -264,8 +264,11 @@ def test_calibrate_refits_the_cost_head_on_the_rows_recorded_costs(tmp_path):
     w = refit.model.cost_weight
     # The refit head learned the 50x cost gap (log 50 = 3.9) from the rows; the weights' own head, trained on
     # short-answer benchmark rows, sees far less of it.
-    gap_refit = (refit._log_cost(refit.model.features(essay)) - refit._log_cost(refit.model.features(short))) / w
-    gap_own = (own._log_cost(own.model.features(essay)) - own._log_cost(own.model.features(short))) / w
+    def gap(r: learned.LearnedRouter) -> float:
+        return (r.model.log_cost(r.model.features(essay), r._cost_head)
+                - r.model.log_cost(r.model.features(short), r._cost_head)) / w
+
+    gap_refit, gap_own = gap(refit), gap(own)
     assert gap_refit > 3.0 and gap_refit > gap_own + 2.0
 
 
