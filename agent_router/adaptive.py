@@ -190,9 +190,7 @@ class AdaptiveEstimator:
     def remember(self, key: str, dense: Sequence[float], hashed: Mapping[int, float] | None, p_weak: float,
                  p_strong: float) -> None:
         """Keep a request's full features under `key` (bounded: the oldest are forgotten first)."""
-        x = np.asarray(dense, dtype=np.float64)
-        if hashed:
-            x = np.concatenate([x, fold_hashed(hashed)])
+        x = request_vector(dense, hashed)
         with self._lock:
             self._remember(key, x, p_weak, p_strong)
 
@@ -226,9 +224,7 @@ class AdaptiveEstimator:
         with self._lock:
             pw, ps = p_weak, p_strong
             if self.residual is not None:
-                x = self.coarse(task_type) if dense is None else np.asarray(dense, dtype=np.float64)
-                if hashed:
-                    x = np.concatenate([x, fold_hashed(hashed)])
+                x = request_vector(self.coarse(task_type) if dense is None else dense, hashed)
                 pw, ps = self.residual.adjust(x, p_weak, p_strong, sample=True)
                 if key is not None:
                     self._remember(key, x, p_weak, p_strong)
@@ -320,6 +316,12 @@ def parse_sketch(text: str | None, dim: int) -> tuple[np.ndarray, float, float, 
     if d.get("v") != SKETCH_VERSION or x.shape != (dim,):
         return None  # written by another version of the features: fall back to the task type
     return x, pw, ps, d.get("k")
+
+
+def request_vector(dense: Sequence[float], hashed: Mapping[int, float] | None) -> np.ndarray:
+    """What the per-request layer sees of a request: its dense features, then its folded n-grams if known."""
+    x = np.asarray(dense, dtype=np.float64)
+    return np.concatenate([x, fold_hashed(hashed)]) if hashed else x
 
 
 def fold_hashed(hashed: Mapping[int, float]) -> np.ndarray:
