@@ -34,6 +34,7 @@ from ..learned import calibrate, load_model
 from ..learned_features import DENSE_KEYS
 from ..learned_model import QualityModel
 from ..learned_train import (
+    Matrix,
     TrainOptions,
     cross_val_log_cost,
     cross_val_probs,
@@ -95,15 +96,15 @@ def _cv_probs(rows: list[dict[str, Any]], models: list[str], folds: int, opts: T
 
 
 def learned_log_costs(rows: list[dict[str, Any]], models: list[str], model: QualityModel,
-                      folds: int = FOLDS, refit: bool = False) -> np.ndarray:
+                      folds: int = FOLDS, refit: bool = False, x: Matrix | None = None) -> np.ndarray:
     """Predicted log cost of the strongest model (centred, times the weights' cost_weight): the weights' cost
     head, or on rows the weights were trained on a k-fold out-of-fold ridge on the rows' own costs. With `refit`,
     every row's cost comes from that k-fold fit (when the rows record the strongest model's cost): what
     `agent-router calibrate` does with a deployment's recorded costs. Only costs are refit; the quality heads
-    never see these rows' outcomes."""
+    never see these rows' outcomes. `x`: the rows' features, if already computed."""
     if model.cost_dense is None:
         raise InputError("these weights have no cost head; retrain with bench/train_router.py (rows with cost_usd)")
-    x = featurize(rows)
+    x = featurize(rows) if x is None else x
     out = x.dense @ model.cost_dense.astype(np.float64) - float(model.meta.get("cost_ref", 0.0))
     lc = log_costs(rows, models[-1])
     redo = np.ones(len(rows), bool) if refit and np.isfinite(lc).sum() >= 10 * folds else \
@@ -117,10 +118,12 @@ def learned_log_costs(rows: list[dict[str, Any]], models: list[str], model: Qual
 
 
 def learned_scores(rows: list[dict[str, Any]], models: list[str], model: QualityModel,
-                   folds: int = FOLDS, objective: str = "quality", refit_costs: bool = False) -> list[float]:
-    """Raw router scores for `objective` ("quality": need; "cost": gain discounted by predicted cost)."""
+                   folds: int = FOLDS, objective: str = "quality", refit_costs: bool = False,
+                   x: Matrix | None = None) -> list[float]:
+    """Raw router scores for `objective` ("quality": need; "cost": gain discounted by predicted cost); `x`: the
+    rows' features (without embeddings), if already computed."""
     probs = learned_probs(rows, models, model, folds)
-    lc = learned_log_costs(rows, models, model, folds, refit_costs) if objective == "cost" else None
+    lc = learned_log_costs(rows, models, model, folds, refit_costs, x) if objective == "cost" else None
     return [float(v) for v in objective_scores(probs, lc)]
 
 
@@ -193,12 +196,11 @@ def write_learned(path: Path, updates: dict[str, Any]) -> dict[str, Any]:
     return section
 
 
-def _refit_cost_head(rows: list[dict[str, Any]], model: str) -> tuple[dict[str, float], float] | None:
-    """Ridge of log cost on the dense features over rows recording `model`'s cost; None if too few do."""
+def _refit_cost_head(rows: list[dict[str, Any]], model: str, x: Matrix) -> tuple[dict[str, float], float] | None:
+    """Ridge of log cost on the rows' dense features `x` over rows recording `model`'s cost; None if too few do."""
     lc = log_costs(rows, model)
     if np.isfinite(lc).sum() < 10 * FOLDS:
         return None
-    x = featurize(rows)
     w = fit_cost(x.dense, lc)
     return {k: round(float(v), 6) for k, v in zip(DENSE_KEYS, w, strict=True) if v}, float(np.mean(x.dense @ w))
 
@@ -237,8 +239,9 @@ def calibrate_cmd(rows: str, models: str | None, target: float | None, cost_cap:
     objective = ls.objective if model.cost_dense is not None else "quality"
     # The cost objective's cost head is refit on these rows' recorded costs (their own requests and output
     # lengths), scored out-of-fold for the cut points, then fit on all of them for routing.
-    head = _refit_cost_head(kept, model_list[-1]) if objective == "cost" else None
-    scores = learned_scores(kept, model_list, model, objective=objective, refit_costs=head is not None)
+    x = featurize(kept) if objective == "cost" else None
+    head = _refit_cost_head(kept, model_list[-1], x) if x is not None else None
+    scores = learned_scores(kept, model_list, model, objective=objective, refit_costs=head is not None, x=x)
     cal = calibrate(scores, np.asarray(qual), np.asarray(cost), target=tgt, cost_cap=cap, models=model_list,
                     tiers=tier_list)
     cal.source = Path(rows).name
