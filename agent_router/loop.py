@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Callable
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -40,6 +41,7 @@ class Completion:
 
     text: str
     usage: Usage | dict[str, Any] | None = None
+    answered_by: str | None = None  # the alias that answered when a fallback did (priced and recorded as it)
 
 
 class Complete(Protocol):
@@ -125,14 +127,20 @@ class ReferenceAdapter:
         return agent.call_utility_model(system, message)
 
 
+# The routed call's fallback chain while ReferenceAgent makes it (None: the call was not routed).
+_FALLBACKS: ContextVar[list[str] | None] = ContextVar("agent_router_fallbacks", default=None)
+
+
 def provider_complete(client: Any) -> Complete:
-    """A `Complete` over agent_router.providers.ProviderClient (real HTTP, provider-reported usage)."""
+    """A `Complete` over agent_router.providers.ProviderClient (real HTTP, provider-reported usage). A routed
+    call fails over only along its decision's chain, which keeps to the ceiling and budget of the first choice."""
 
     def complete(model: ModelInfo, messages: list[dict[str, Any]]) -> Completion:
-        c = client.complete(model.alias, messages)
+        c = client.complete(model.alias, messages, fallbacks=_FALLBACKS.get())
+        by = c.alias if c.alias != model.alias else None
         u = c.usage
         if u.source != "provider":  # the server reported none: leave counting (and its flag) to the hooks
-            return Completion(c.text, None)
+            return Completion(c.text, None, by)
         usage = Usage(
             input=u.input_tokens,
             output=max(u.output_tokens, u.reasoning_tokens),
@@ -140,9 +148,18 @@ def provider_complete(client: Any) -> Complete:
             cache_write=u.cache_write_tokens,
             reasoning=u.reasoning_tokens,
         )
-        return Completion(c.text, usage)
+        return Completion(c.text, usage, by)
 
     return complete
+
+
+def _complete_routed(agent: ReferenceAgent, call_data: dict[str, Any], messages: list[dict[str, Any]]) -> Any:
+    rec = agent.rt.pending_call(call_data)
+    token = _FALLBACKS.set(list(rec.decision.fallbacks) if rec is not None and rec.decision is not None else None)
+    try:
+        return agent.complete(call_data["model"], messages)
+    finally:
+        _FALLBACKS.reset(token)
 
 
 def parse_tool(text: str) -> tuple[str, dict[str, Any]] | None:
@@ -202,7 +219,7 @@ class ReferenceAgent:
             self.turn_decisions.append(rec.decision.to_dict())
             self.turn_events.append(("call", self.turn_decisions[-1]))
         try:
-            result = self.complete(call_data["model"], call_data["messages"])
+            result = _complete_routed(self, call_data, call_data["messages"])
         except Exception as e:
             record_failure(self, call_data, e)
             raise
@@ -221,7 +238,7 @@ class ReferenceAgent:
             self.turn_decisions.append({**rec.decision.to_dict(), "kind": "utility"})
             self.turn_events.append(("call", self.turn_decisions[-1]))
         try:
-            result = self.complete(call_data["model"], self.rt.adapter.call_messages(call_data, "utility"))
+            result = _complete_routed(self, call_data, self.rt.adapter.call_messages(call_data, "utility"))
         except Exception as e:
             record_failure(self, call_data, e)
             raise

@@ -6,7 +6,12 @@ remaining, health, and manual or agent overrides. Every decision explains itself
 Context keys (all optional): ``call_kind`` ("chat" | "utility"), ``override`` ({"tier": t} or {"model": a}),
 ``budget_remaining_usd`` (float), ``on_exceed`` ("downgrade" | "block", default from settings),
 ``unhealthy`` (aliases to skip), ``require`` (capabilities such as "tools", "json"), ``output_tokens``
-(expected output, else estimated), ``conversation_id``.
+(expected output, else estimated), ``conversation_id``, ``max_tier`` (a ceiling no candidate may exceed).
+
+Ceilings are hard: a utility call never goes above ``routing.utility_max_tier``, and a call routed on the agent's
+own override (switch_model, ``override["by"] == "agent"``) never above ``tool_policy.max_tier``. The fallback
+chain (``Decision.fallbacks``) passes the same filter as the first choice: admissible, under the ceiling, and
+estimated within the remaining budget.
 """
 
 from __future__ import annotations
@@ -151,9 +156,10 @@ class Router:
             if strategy == "quality_first" and tier != "premium" and wanted_model is None:
                 tier = TIERS[TIER_RANK[tier] + 1]
                 reasons.append(f"quality_first: one tier up -> {tier}")
-        if kind == "utility" and TIER_RANK[tier] > TIER_RANK[s.routing.utility_max_tier]:
-            tier = s.routing.utility_max_tier
-            reasons.append(f"utility call: capped at {tier}")
+        ceiling = self._ceiling(ctx, kind)
+        if ceiling is not None and TIER_RANK[tier] > TIER_RANK[ceiling]:
+            tier = ceiling
+            reasons.append(f"{'utility call' if kind == 'utility' else 'agent override'}: capped at {tier}")
 
         # 2. Constraints.
         need_vision = analysis.needs_vision
@@ -171,6 +177,9 @@ class Router:
         rejected: dict[str, str] = {}
 
         def admissible(m: ModelInfo) -> bool:
+            if ceiling is not None and TIER_RANK.get(m.tier or "", -1) > TIER_RANK[ceiling]:
+                rejected[m.alias] = f"{m.tier} tier above the {ceiling} ceiling"
+                return False
             if m.alias in unhealthy:
                 rejected[m.alias] = "unhealthy or cooling down"
                 return False
@@ -190,9 +199,6 @@ class Router:
         # Candidates: the wanted tier first, then the others ordered by distance (up before down when the
         # constraint is capability or size, since a smaller tier rarely fixes those).
         order = sorted(TIERS, key=lambda t: (abs(TIER_RANK[t] - TIER_RANK[tier]), -TIER_RANK[t]))
-        if kind == "utility":
-            cap = TIER_RANK[s.routing.utility_max_tier]
-            order = [t for t in order if TIER_RANK[t] <= cap] + [t for t in order if TIER_RANK[t] > cap]
         candidates: list[ModelInfo] = []
         if wanted_model:
             candidates.append(self.catalog.get(wanted_model))
@@ -239,6 +245,8 @@ class Router:
             n_in, source = prompt_tokens(chosen)
             cost = chosen.estimate_cost(n_in, out_tokens)
 
+        # 5. The fallback chain: only models that passed the same filter and fit the same budget limit.
+        affordable = [m for m in ok if m.estimate_cost(prompt_tokens(m)[0], out_tokens) <= limit]
         reasons.append(f"model {chosen.alias} ({chosen.provider}/{chosen.name}), est. ${cost:.5f}")
         decision = Decision(
             tier=chosen.tier or tier,
@@ -251,7 +259,7 @@ class Router:
             estimated_output_tokens=out_tokens,
             estimated_cost_usd=cost,
             token_source=source,
-            fallbacks=self.fallbacks_for(chosen.alias, ok),
+            fallbacks=self.fallbacks_for(chosen.alias, affordable),
             strategy=strategy,
         )
         return decision
@@ -271,11 +279,30 @@ class Router:
             return same[i % len(same)]
         return same[0]
 
+    def _ceiling(self, ctx: dict[str, Any], kind: str) -> str | None:
+        """The highest tier this call may use: the tightest of ctx["max_tier"], routing.utility_max_tier
+        (utility calls) and tool_policy.max_tier (calls on the agent's own override)."""
+        caps = [ctx.get("max_tier")]
+        if kind == "utility":
+            caps.append(self.settings.routing.utility_max_tier)
+        if (ctx.get("override") or {}).get("by") == "agent":
+            caps.append(self.settings.tool_policy.max_tier)
+        for c in caps:
+            if c is not None and c not in TIERS:
+                raise AgentRouterError(f"max_tier {c!r} is not one of {', '.join(TIERS)}")
+        known = [c for c in caps if c is not None]
+        return min(known, key=lambda t: TIER_RANK[t]) if known else None
+
     def fallbacks_for(self, alias: str, admissible: list[ModelInfo] | None = None) -> list[str]:
-        """The configured chain for `alias`, else other admissible models, nearest tier first."""
+        """The configured chain for `alias`, else other admissible models, nearest tier first. When
+        `admissible` is given (route() passes the models that passed its filter and budget), a configured
+        chain keeps only those: a fallback never escapes the limits the first choice obeyed."""
+        allowed = None if admissible is None else {m.alias for m in admissible}
         chain = list(self.settings.routing.fallbacks.get(alias, []))
         if chain:
-            return [a for a in chain if a != alias]
+            return [
+                a for a in chain if a != alias and (allowed is None or self.catalog.get(a).alias in allowed)
+            ]
         pool = admissible if admissible is not None else list(self.catalog)
         me = self.catalog.get(alias)
         rank = TIER_RANK.get(me.tier or "chat", 1)

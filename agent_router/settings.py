@@ -28,7 +28,9 @@ Strategy = Literal["cost_optimized", "balanced", "quality_first", "latency", "ro
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    # A NaN or infinite number (Python's json reads NaN and Infinity) is never a usable budget, price, TTL or
+    # timeout: rejected at load, naming its JSON path.
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, allow_inf_nan=False)
 
 
 class Capabilities(_Model):

@@ -3,17 +3,23 @@
 Arguments: `tier` (utility | chat | premium) or `model` (an alias) or `auto` (true: back to routing);
 `reason` (required, logged); `scope` (`next_turn`, the default, or `conversation`).
 
-Policy (settings.tool_policy): the tool may be disabled; the agent may not pick a tier above `max_tier`
-nor a model outside `allowed_models` (when given) or above `max_tier`; the target must be able to take the
-conversation (vision, context window) and its next call must fit the remaining budget. A refusal is one
-sentence addressed to the agent. Every decision, accepted or refused, is a ledger row of kind "tool" with
-tool_name "switch_model"; an accepted switch also shows in the reasons of the next call's decision
-("override: tier chat (agent: ...)"). An accepted switch to a higher tier than the conversation is on is also an
-implicit bad verdict on the answer just given (signal "switch_model"): the agent found it not good enough.
+Policy (settings.tool_policy): the tool may be disabled; the agent may not pick a tier above `max_tier` nor a
+model outside `allowed_models` (when given) nor, even when listed there, a model above `max_tier`; the target
+must be able to take the conversation (vision, context window) and its next call must fit the remaining budget.
+A refusal is one sentence addressed to the agent. Every decision, accepted or refused, is a ledger row of kind
+"tool" with tool_name "switch_model"; an accepted switch also shows in the reasons of the next call's decision
+("override: tier chat (agent: ...)"), and that call and its fallbacks stay at or below `max_tier`.
+Arguments are bounded: a tier, model or scope longer than 100 characters or a reason longer than 4,000 is
+refused without being echoed; the reason is kept as one line of at most 200 characters (control characters,
+ANSI escapes and line separators removed), so it cannot forge lines in decision printouts. An accepted switch
+to a higher tier than the conversation is on is also an implicit bad verdict on the answer just given
+(signal "switch_model"): the agent found it not good enough.
 """
 
 from __future__ import annotations
 
+import re
+import unicodedata
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,6 +31,38 @@ from .usage import counted
 
 SCOPES = ("next_turn", "conversation")
 _TRUE = (True, "true", "yes", "1", 1)
+MAX_NAME_CHARS = 100  # tier, model, scope: longer is refused
+MAX_REASON_CHARS = 4000  # longer is refused
+REASON_KEPT_CHARS = 200  # what the override, the decision's reasons and the ledger keep
+# An ANSI/VT escape sequence (CSI with its parameters, or OSC up to its terminator), one linear pass.
+_ESCAPE = re.compile(r"\x1b(?:\[[0-?]{0,64}[ -/]{0,16}[@-~]?|\][^\x07\x1b]{0,4096}(?:\x07|\x1b\\)?|.?)", re.S)
+
+
+def one_line(text: str, limit: int = REASON_KEPT_CHARS) -> str:
+    """`text` as one printable line of at most `limit` characters: escape sequences dropped, control,
+    format and line/paragraph-separator characters (\\n, \\r, U+2028...) turned into spaces, runs of space
+    collapsed; cut with "..." when longer."""
+    text = _ESCAPE.sub("", text[: limit * 4])
+    text = "".join(" " if unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp", "Cs") else c for c in text)
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 3].rstrip() + "..."
+
+
+def _too_long(args: dict[str, Any]) -> str | None:
+    """The name of the first argument over its bound (strings only; other types are judged later)."""
+    for k in ("tier", "model", "scope", "auto"):
+        v = args.get(k)
+        if v is not None and len(v if isinstance(v, str) else repr(v)[: MAX_NAME_CHARS + 1]) > MAX_NAME_CHARS:
+            return f"`{k}` is longer than {MAX_NAME_CHARS} characters"
+    r = args.get("reason")
+    if r is not None and len(r if isinstance(r, str) else repr(r)[: MAX_REASON_CHARS + 1]) > MAX_REASON_CHARS:
+        return f"`reason` is longer than {MAX_REASON_CHARS:,} characters"
+    return None
+
+
+def clean_reason(args: dict[str, Any]) -> str:
+    r = args.get("reason")
+    return one_line(r if isinstance(r, str) else "" if r is None else repr(r)[:MAX_REASON_CHARS])
 
 
 @dataclass
@@ -42,10 +80,15 @@ def _refuse(msg: str, scope: str = "next_turn") -> SwitchResult:
 def decide(rt: Runtime, conversation_id: str, args: dict[str, Any]) -> SwitchResult:
     """Check a switch request against the policy; does not change any state."""
     pol = rt.settings.tool_policy
-    scope = str(args.get("scope") or "next_turn")
+    if not isinstance(args, dict):
+        return _refuse("Switch refused: the arguments must be an object with `tier`, `model` or `auto`, and `reason`.")
+    too_long = _too_long(args)
+    if too_long:
+        return _refuse(f"Switch refused: {too_long}.")
+    scope = one_line(str(args.get("scope") or "next_turn"), MAX_NAME_CHARS)
     if scope not in SCOPES:
         return _refuse(f"Switch refused: scope must be one of {', '.join(SCOPES)}, not {scope!r}.")
-    reason = str(args.get("reason") or "").strip()
+    reason = clean_reason(args)
     if not reason:
         return _refuse("Switch refused: give a `reason` saying why this task needs a different model.", scope)
     tier, model, auto = args.get("tier"), args.get("model"), args.get("auto")
@@ -71,7 +114,7 @@ def decide(rt: Runtime, conversation_id: str, args: dict[str, Any]) -> SwitchRes
     max_rank = TIER_RANK[pol.max_tier]
     candidates: list[ModelInfo]
     if chosen == ["tier"]:
-        tier = str(tier).strip().lower()
+        tier = one_line(str(tier), MAX_NAME_CHARS).lower()
         if tier not in TIERS:
             return _refuse(f"Switch refused: tier {tier!r} is not one of {', '.join(TIERS)}.", scope)
         if TIER_RANK[tier] > max_rank:
@@ -84,7 +127,8 @@ def decide(rt: Runtime, conversation_id: str, args: dict[str, Any]) -> SwitchRes
         target: dict[str, Any] = {"tier": tier}
         label = f"the {tier} tier"
     else:
-        m = rt.catalog.find(str(model))
+        model = one_line(str(model), MAX_NAME_CHARS)
+        m = rt.catalog.find(model)
         if m is None:
             return _refuse(
                 f"Switch refused: model {model!r} is not configured; configured: "
@@ -103,7 +147,7 @@ def decide(rt: Runtime, conversation_id: str, args: dict[str, Any]) -> SwitchRes
                 "lets you pick it.",
                 scope,
             )
-        if m.tier is not None and TIER_RANK[m.tier] > max_rank and m.alias not in pol.allowed_models:
+        if m.tier is not None and TIER_RANK[m.tier] > max_rank:  # allowed_models never lifts max_tier
             return _refuse(
                 f"Switch refused: {m.alias} is in the {m.tier} tier, above {pol.max_tier}, the highest "
                 "tier you may choose yourself.",
@@ -153,16 +197,18 @@ def switch_model(rt: Runtime, conversation_id: str, args: dict[str, Any]) -> Swi
     """Decide, apply (set the override) and record the decision as a ledger row of kind 'tool'."""
     res = decide(rt, conversation_id, args)
     st = rt.state(conversation_id)
-    reason = str(args.get("reason") or "").strip()
+    args = args if isinstance(args, dict) else {}
+    reason = clean_reason(args) if _too_long(args) is None else "(refused: too long)"
     if res.accepted:
-        override = None if res.target is None else {**res.target, "reason": f"agent: {reason}"}
+        # "by": the router holds an agent's override (and its fallbacks) at or below tool_policy.max_tier.
+        override = None if res.target is None else {**res.target, "reason": f"agent: {reason}", "by": "agent"}
         if res.scope == "conversation":
             st.override, st.next_turn = override, None
         else:
             st.next_turn = override
             if override is None:  # auto for the next turn: drop any sticky choice as well
                 st.override = None
-    shown = {k: args[k] for k in ("tier", "model", "auto", "scope") if k in args}
+    shown = {k: one_line(str(args[k]), MAX_NAME_CHARS) for k in ("tier", "model", "auto", "scope") if k in args}
     target = _target_model(rt, res, st)
     if res.accepted and res.target and _escalates(rt, st, target):
         rt.signals.on_switch_model(conversation_id)

@@ -251,7 +251,7 @@ def test_compression_summaries_are_capped_utility_calls_recorded_in_the_ledger(t
     assert (
         summary["kind"] == "utility" and summary["tier"] == "chat"
     )  # routing.utility_max_tier (default chat)
-    assert "override: tier chat (routing.utility_max_tier)" in json.loads(summary["reasons"])
+    assert "utility call: capped at chat" in json.loads(summary["reasons"])
     assert chat["kind"] == "chat" and chat["tier"] == "premium" and chat["tokens_saved"] > 0
     from agent_router import compression
 

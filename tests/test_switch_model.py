@@ -142,3 +142,58 @@ def test_every_decision_is_a_tool_row_in_the_ledger(rt, tmp_path):
     assert reasons[0][-1] == "reason: most expensive please"
     assert reasons[1][0] == "Switched to the chat tier for the rest of this conversation."
     assert got[1]["requested_model"] == "mini" and got[1]["tier"] == "chat"
+
+
+def test_allowed_models_never_lift_max_tier(tmp_path):
+    s = settings_for(
+        "http://127.0.0.1:9/v1",
+        tmp_path / "l.db",
+        tool_policy={"max_tier": "chat", "allowed_models": ["nano", "sonnet"]},
+    )
+    rt = make_runtime(s)
+    rt.route_turn(CONV, [{"role": "user", "content": "hi"}])
+    res = switch_model(rt, CONV, {"model": "sonnet", "reason": "it is on the allowed list", "scope": "conversation"})
+    assert not res.accepted and "above chat" in res.message
+    _one_sentence(res.message)
+    assert decide(rt, CONV, {"model": "nano", "reason": "cheap"}).accepted
+    assert rt.route_turn(CONV, rt.state(CONV).last_messages).tier != "premium"
+
+
+BIG = "a" * 1_000_000
+
+
+@pytest.mark.parametrize(
+    "args, says",
+    [
+        ({"tier": BIG, "reason": "x"}, "`tier` is longer than 100 characters"),
+        ({"model": BIG, "reason": "x"}, "`model` is longer than 100 characters"),
+        ({"tier": "chat", "reason": BIG}, "`reason` is longer than 4,000 characters"),
+        ({"tier": "chat", "reason": "x", "scope": BIG}, "`scope` is longer than 100 characters"),
+        ({"model": ["a"] * 100_000, "reason": "x"}, "`model` is longer than 100 characters"),
+    ],
+)
+def test_huge_arguments_are_refused_in_one_short_sentence(rt, tmp_path, args, says):
+    res = switch_model(rt, CONV, args)
+    assert not res.accepted and says in res.message and "aaaaaaaaaa" not in res.message
+    _one_sentence(res.message)
+    row = rows(tmp_path / "l.db")[-1]
+    assert row["outcome"] == "refused" and len(row["reasons"]) < 1000
+
+
+def test_the_reason_cannot_forge_lines_in_decision_printouts(rt, tmp_path):
+    forged = (
+        "fine\nmodel sonnet (anthropic/claude-sonnet-4-5), est. $0.00000\r\x1b[2K\x1b[31mAPPROVED\x1b[0m"
+        "\u2028budget: ok\u2029\x00\x07\u200b done " + "z" * 500
+    )
+    res = switch_model(rt, CONV, {"tier": "chat", "reason": forged})
+    assert res.accepted
+    d = rt.route_turn(CONV, rt.state(CONV).last_messages)
+    override = next(r for r in d.reasons if r.startswith("override:"))
+    stored = json.loads(rows(tmp_path / "l.db")[-1]["reasons"])[-1]
+    for text in (override, stored):
+        assert not any(c in text for c in "\n\r\x1b\x00\x07\u2028\u2029\u200b"), text
+        assert "[2K" not in text and "[31m" not in text and "APPROVED" in text
+    assert stored.startswith("reason: fine model sonnet") and stored.endswith("...") and len(stored) <= 8 + 200
+    # The decision as a user sees it: each reason on its own line, the forged text inside one of them.
+    lines = "\n".join(d.reasons).splitlines()
+    assert len(lines) == len(d.reasons)

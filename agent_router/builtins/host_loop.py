@@ -23,7 +23,6 @@ import re
 from typing import Any
 
 from .. import runtime as rtmod
-from ..catalog import TIER_RANK
 from ..errors import InputError
 from ..hookspecs import hookimpl
 from ..messages import last_user_index
@@ -101,10 +100,8 @@ def _before(agent: Any, call_data: Any, kind: str) -> None:
             decision = rt.route(conv, messages, kind)
         except InputError:
             return  # nothing to route (empty messages): the host's own model takes the call as it is
-    cap = rt.settings.routing.utility_max_tier
-    if kind == "utility" and TIER_RANK.get(decision.tier, 0) > TIER_RANK[cap]:
-        # A named model (manual strategy, task preference) must not lift a summary above the cap either.
-        decision = rt.route(conv, messages, kind, {"tier": cap, "reason": "routing.utility_max_tier"})
+    # The router holds utility calls (and their fallbacks) at or below routing.utility_max_tier, even when a
+    # named model (manual strategy, task preference) sits above it.
     override = st.turn_override if main else None
     decision, reservation = _within_budget(rt, conv, decision, messages, kind, override)
     if main:
@@ -158,6 +155,9 @@ def _after(agent: Any, call_data: Any, response: Any, kind: str) -> None:
     ad = rt.adapter
     latency_ms = (rtmod.now() - rec.started) * 1000.0
     m = rec.model
+    by = getattr(response, "answered_by", None)  # a fallback answered (agent_router.loop's Completion)
+    if isinstance(by, str) and by != m.alias:
+        m = rt.catalog.find(by) or m
     usage: Usage | None = None
     payload = ad.provider_usage(call_data, response)
     if isinstance(payload, Usage):

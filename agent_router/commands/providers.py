@@ -68,30 +68,42 @@ def ask_cmd(
     max_tokens: int | None,
     as_json: bool,
 ) -> None:
-    """Route PROMPT, call the chosen model (failing over along its chain), print answer, decision and cost."""
+    """Route PROMPT within the budgets, call the chosen model (failing over along its chain, which keeps to
+    the same limits), print answer, decision and cost.
+
+    Budgets are checked and the call's estimate reserved in the ledger before any request is sent; over
+    budget, budgets.on_exceed decides: downgrade to a model that fits, or stop with one line and exit 2."""
     router = get_router(settings_path)
     messages = [{"role": "user", "content": prompt}]
     override = {"model": model_alias} if model_alias else {"tier": tier} if tier else None
-    d = router.route(messages, {"override": override} if override else {})
     opts = {"max_tokens": max_tokens} if max_tokens else {}
     from ..ledger import Ledger
 
-    ledger = Ledger.from_settings(router.settings)
-    recorder = ledger.attempt_recorder(decision=d, kind="chat")
-    with ledger, ProviderClient(
-        router.settings, catalog=router.catalog, counter=router.counter, on_attempt=recorder
-    ) as client:
-        if stream and not as_json:
-            c = None
-            for delta in client.stream(d, messages, **opts):
-                if delta.text:
-                    click.echo(delta.text, nl=False)
-                c = delta.completion or c
-            click.echo()
-        else:
-            c = client.complete(d, messages, **opts)
-            if not as_json:
-                click.echo(c.text)
+    with Ledger.from_settings(router.settings) as ledger:
+        # BudgetBlocked (an AgentRouterError) ends the command here: one line on stderr, exit 2, no request.
+        ctx: dict = {"override": override} if override else {}
+        if max_tokens:  # the answer cannot be longer: the estimate (and the reservation) use it
+            ctx["output_tokens"] = max_tokens
+        d, chk = ledger.route(router, messages, ctx)
+        recorder = ledger.attempt_recorder(decision=d, kind="chat")
+        try:
+            with ProviderClient(
+                router.settings, catalog=router.catalog, counter=router.counter, on_attempt=recorder
+            ) as client:
+                if stream and not as_json:
+                    c = None
+                    for delta in client.stream(d, messages, **opts):
+                        if delta.text:
+                            click.echo(delta.text, nl=False)
+                        c = delta.completion or c
+                    click.echo()
+                else:
+                    c = client.complete(d, messages, **opts)
+                    if not as_json:
+                        click.echo(c.text)
+        finally:
+            if chk.reservation_id:  # every attempt is recorded by now: its real cost replaces the estimate
+                ledger.release(chk.reservation_id)
     assert c is not None
     u = c.usage
     cost, price_source = router.catalog.cost(
