@@ -32,7 +32,8 @@ _known_lock = threading.Lock()
 # characters is scanned once, never once per position. Literals with variants (`Bearer`, `bearer`, `BEARER`) are
 # separate patterns, since an alternation at the start would cost a try at every position.
 _TOK = r"[A-Za-z0-9_\-]"
-_SEP = r"""["']?[ \t]{0,5}(?:=>|[:=])[ \t]{0,5}["']?"""  # `: `, ` = "`, `"=>"` between a keyword and its value
+# Between a keyword and its value: `: `, ` = "`, `"=>"`, and the same with JSON-escaped quotes (`=\\"`).
+_SEP = r"""(?:\\?["'])?[ \t]{0,5}(?:=>|[:=])[ \t]{0,5}(?:\\?["'])?"""
 # Keywords whose value is a credential, matched on their last word and checked by look-behinds:
 # api-key / x-api-key / Ocp-Apim-Subscription-Key (Azure's 32-hex keys), AccountKey= / SharedAccessKey= (Azure
 # connection strings), aws_secret_access_key, client_secret, and the sig= of an Azure SAS URL.
