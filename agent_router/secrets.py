@@ -21,7 +21,7 @@ from collections.abc import Iterable
 from typing import Any
 
 REDACTED = "[redacted]"
-MIN_KEY_LEN = 4  # shorter "keys" would mask ordinary words
+MIN_KEY_LEN = 8  # shorter values are placeholders for local servers ("dummy", "ollama"), masked they would hit words
 
 _known: frozenset[str] = frozenset()
 _known_sorted: tuple[str, ...] = ()

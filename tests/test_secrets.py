@@ -191,3 +191,8 @@ def test_other_loggers_records_are_left_alone(caplog):
     caplog.set_level(logging.INFO)
     logging.getLogger("someapp").info("token sk-%s", "A" * 30)
     assert caplog.records[-1].getMessage() == "token sk-" + "A" * 30
+
+
+def test_short_placeholder_keys_do_not_mask_ordinary_words():
+    secrets.remember("dummy")  # what local OpenAI-compatible servers are often given as a key
+    assert secrets.redact("a dummy variable") == "a dummy variable"
