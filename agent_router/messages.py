@@ -5,27 +5,22 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from . import json_input
 from .errors import InputError
+from .json_input import decode
+
+__all__ = ["ROLES", "MAX_INPUT_CHARS", "MAX_INPUT_BYTES", "decode", "from_json_text", "validate"]
 
 ROLES = ("system", "user", "assistant", "tool", "developer", "function")
 # About 5M tokens of text: beyond any model's window, and a guard against runaway input.
 MAX_INPUT_CHARS = 20_000_000
-
-
-def decode(raw: bytes, where: str = "input") -> str:
-    """Bytes to text; non-UTF-8 input is an InputError naming the byte offset."""
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise InputError(f"{where}: not valid UTF-8 (byte {e.start}: {raw[e.start:e.start + 4]!r})") from None
+MAX_INPUT_BYTES = 4 * MAX_INPUT_CHARS  # read bound for stdin and each JSONL row (UTF-8: up to 4 bytes a char)
 
 
 def from_json_text(text: str, where: str = "input") -> list[dict[str, Any]]:
-    """Parse a JSON list of messages (or {"messages": [...]}) and validate it."""
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise InputError(f"{where}: invalid JSON at line {e.lineno} column {e.colno}: {e.msg}") from None
+    """Parse a JSON list of messages (or {"messages": [...]}) and validate it. Invalid JSON, nesting deeper than
+    json_input.MAX_DEPTH and lone surrogates are InputErrors naming `where` and the JSON path."""
+    data = json_input.loads(text, where)
     if isinstance(data, dict) and "messages" in data:
         data = data["messages"]
     return validate(data, where)
@@ -49,7 +44,7 @@ def validate(messages: Any, where: str = "messages") -> list[dict[str, Any]]:
             raise InputError(f"{where}[{i}].content: missing")
         if c is not None and not isinstance(c, str | list):
             raise InputError(f"{where}[{i}].content: expected a string or a list of parts, got {type(c).__name__}")
-        total += len(c) if isinstance(c, str) else len(json.dumps(c, default=str)) if c else 0
+        total += len(c) if isinstance(c, str) else _json_len(c, f"{where}[{i}].content") if c else 0
         if total > MAX_INPUT_CHARS:
             raise InputError(
                 f"{where}: larger than {MAX_INPUT_CHARS:,} characters at message {i}; "
@@ -58,6 +53,13 @@ def validate(messages: Any, where: str = "messages") -> list[dict[str, Any]]:
     if not any(text_of(m).strip() or has_image(m) for m in messages):
         raise InputError(f"{where}: every message is empty; nothing to route")
     return messages
+
+
+def _json_len(c: Any, where: str) -> int:
+    try:
+        return len(json.dumps(c, default=str))
+    except (RecursionError, ValueError):  # nested too deep, or a circular reference from the Python API
+        raise InputError(f"{where}: nested too deeply (or circular) to be message content") from None
 
 
 def content_text(c: Any) -> str:

@@ -7,7 +7,6 @@ built-in defaults, which work offline.
 
 from __future__ import annotations
 
-import json
 import os
 import threading
 from pathlib import Path
@@ -16,7 +15,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
-from .errors import SettingsError
+from . import json_input, secrets
+from .errors import InputError, SettingsError, clip
 
 TIERS: tuple[str, ...] = ("utility", "chat", "premium")
 Tier = Literal["utility", "chat", "premium"]
@@ -588,7 +588,7 @@ DEFAULT_TIERS: dict[str, list[str]] = {
 def _json_path(loc: tuple[Any, ...]) -> str:
     out = "$"
     for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else f".{part}"
+        out += f"[{part}]" if isinstance(part, int) else f".{clip(part)}"
     return out
 
 
@@ -605,8 +605,8 @@ def _problems(err: ValidationError) -> list[tuple[str, str]]:
             and e["type"] not in ("missing", "secret_in_settings")
             and not isinstance(e["input"], dict | list)
         ):
-            msg = f"{msg} (got {e['input']!r})"
-        out.append((_json_path(loc), msg))
+            msg = f"{clip(msg, 300)} (got {clip(repr(e['input']) if isinstance(e['input'], str) else e['input'])})"
+        out.append((_json_path(loc), secrets.redact(clip(msg, 400))))
     return out
 
 
@@ -640,26 +640,24 @@ def _raise(source: str, err: ValidationError) -> Settings:
     raise SettingsError(source, _problems(err)) from None
 
 
+MAX_SETTINGS_BYTES = 10 * 1024 * 1024  # a settings file is a few kB; /dev/zero or a 2 GB file is a mistake
+
+
 def load(path: str | os.PathLike[str] | None = None) -> Settings:
-    """Load settings from `path` (or the resolved default); built-in defaults when there is no file."""
+    """Load settings from `path` (or the resolved default); built-in defaults when there is no file.
+
+    The file is read bounded (at most MAX_SETTINGS_BYTES), must be UTF-8 JSON nested at most
+    json_input.MAX_DEPTH deep with no lone surrogates; each problem is a one-line SettingsError."""
     p = resolve_path(path)
     if p is None:
         return Settings()
+    source = str(p)
     try:
-        raw = p.read_bytes()
-    except FileNotFoundError:
-        raise SettingsError(str(p), [("$", "file not found")]) from None
-    except OSError as e:
-        raise SettingsError(str(p), [("$", f"cannot read: {e.strerror}")]) from None
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise SettingsError(str(p), [("$", f"not UTF-8 (byte {e.start})")]) from None
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise SettingsError(str(p), [("$", f"invalid JSON at line {e.lineno} column {e.colno}: {e.msg}")]) from None
-    return parse(data, str(p))
+        raw = json_input.read_file(p, MAX_SETTINGS_BYTES, where=source)
+        data = json_input.loads(json_input.decode(raw, source), source)
+    except InputError as e:  # "<path>: file not found" -> "<path>: invalid settings at $: file not found"
+        raise SettingsError(source, [("$", str(e).removeprefix(f"{source}: "))]) from None
+    return parse(data, source)
 
 
 class SettingsStore:

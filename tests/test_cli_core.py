@@ -3,6 +3,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from agent_router.cli import cli
@@ -72,3 +73,15 @@ def test_settings_example_is_current():
     example = Path(__file__).parent.parent / "settings.example.json"
     r = run("settings", "example")
     assert json.loads(r.output) == json.loads(example.read_text()), "regenerate: agent-router settings example"
+
+
+def test_unexpected_os_error_is_one_line_not_a_traceback():
+    """Output to a full device raises an OSError no command expects; the top-level handler reports it in one
+    line with exit status 2."""
+    if not Path("/dev/full").exists():
+        pytest.skip("no /dev/full")
+    with open("/dev/full", "w") as full:
+        p = subprocess.run([sys.executable, "-m", "agent_router", "settings", "example"], stdout=full,
+                           stderr=subprocess.PIPE, text=True, timeout=60)
+    assert p.returncode == 2 and "Traceback" not in p.stderr
+    assert p.stderr.strip().splitlines() == ["error: No space left on device"]

@@ -271,4 +271,4 @@ def test_prompts_are_stored_only_when_settings_say_so(tmp_path):
             assert row["prompt"] is None
         else:
             sent = json.loads(row["prompt"])
-            assert sent[-1]["content"] == "hello there, my key is [REDACTED]"  # the ledger masks keys
+            assert sent[-1]["content"] == "hello there, my key is [redacted]"  # the ledger masks keys

@@ -196,7 +196,7 @@ def test_prompts_and_keys_never_stored_by_default(tmp_path, monkeypatch):
     led2 = Ledger(tmp_path / "p.db", s, pm=plugin_manager())
     led2.record("gpt-4.1-nano", Usage(input=5, output=5), prompt=[{"role": "user", "content": f"x {key}"}])
     assert led2.store.read("SELECT prompt FROM calls")[0]["prompt"] == json.dumps(
-        [{"role": "user", "content": "x [REDACTED]"}]
+        [{"role": "user", "content": "x [redacted]"}]
     )
 
 

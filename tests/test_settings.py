@@ -65,7 +65,7 @@ def test_invalid_json_and_non_utf8(tmp_path):
         load(write(tmp_path, "{nope"))
     bad = tmp_path / "latin.json"
     bad.write_bytes(b'{"a": "\xe9"}')
-    with pytest.raises(SettingsError, match="not UTF-8"):
+    with pytest.raises(SettingsError, match="not valid UTF-8"):
         load(bad)
 
 

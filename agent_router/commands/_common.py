@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -10,8 +9,10 @@ from typing import Any
 
 import click
 
+from .. import json_input
 from .. import messages as msgs
 from ..errors import InputError
+from ..json_input import read_bounded
 from ..plugins import load_plugins
 from ..router import Router
 from ..settings import Settings, load
@@ -19,7 +20,7 @@ from ..settings import Settings, load
 settings_option = click.option(
     "--settings",
     "settings_path",
-    type=click.Path(dir_okay=False),
+    type=click.Path(),  # a directory, a device or an unreadable file is reported by settings.load in one line
     default=None,
     help="Settings JSON file (default: $AGENT_ROUTER_SETTINGS, then ~/.agent-router/settings.json, "
     "then built-in defaults).",
@@ -35,7 +36,7 @@ def get_router(path: str | None) -> Router:
 
 
 def read_stdin_messages() -> list[dict[str, Any]]:
-    raw = sys.stdin.buffer.read()
+    raw = read_bounded(sys.stdin.buffer, msgs.MAX_INPUT_BYTES, "stdin")
     return msgs.from_json_text(msgs.decode(raw, "stdin"), "stdin")
 
 
@@ -44,18 +45,20 @@ def iter_rows(path: str) -> Iterator[dict[str, Any]]:
     p = Path(path)
     try:
         fh = p.open("rb")
+    except IsADirectoryError:
+        raise InputError(f"{path}: is a directory, not a file") from None
     except OSError as e:
         raise InputError(f"{path}: cannot open ({e.strerror})") from None
     with fh:
-        for n, raw in enumerate(fh, 1):
+        n = 0
+        while raw := fh.readline(msgs.MAX_INPUT_BYTES + 1):  # bounded: a 2 GB line is refused, not read whole
+            n += 1
+            where = f"{path}:{n}"
+            if len(raw) > msgs.MAX_INPUT_BYTES:
+                raise InputError(f"{where}: line longer than {msgs.MAX_INPUT_BYTES:,} bytes")
             if not raw.strip():
                 continue
-            where = f"{path}:{n}"
-            line = msgs.decode(raw, where)
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise InputError(f"{where}: invalid JSON ({e.msg} at column {e.colno})") from None
+            row = json_input.loads(msgs.decode(raw, where), where)
             if not isinstance(row, dict) or "messages" not in row:
                 raise InputError(f"{where}: expected an object with 'messages'")
             row["messages"] = msgs.validate(row["messages"], f"{where} messages")

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 import sqlite3
 import uuid
 from collections.abc import Callable, Iterable, Iterator
@@ -19,6 +18,7 @@ from pathlib import Path
 from time import time_ns
 from typing import Any
 
+from .. import secrets
 from ..catalog import Catalog, ModelPrice, price_for
 from ..settings import TIERS, BudgetSettings, ModelConfig, Settings, default_home
 from ..usage import TOKEN_SOURCES, Usage, UsageError, normalize
@@ -30,10 +30,6 @@ from .store import SQLiteStore
 log = logging.getLogger("agent_router.ledger")
 
 KINDS: tuple[str, ...] = ("chat", "utility", "summary", "tool")
-_KEY_PATTERNS = re.compile(
-    r"(sk-(?:ant-|proj-)?[A-Za-z0-9_\-]{8,}|AIza[0-9A-Za-z_\-]{10,}|gsk_[A-Za-z0-9]{10,}|xai-[A-Za-z0-9]{10,}"
-    r"|(?i:bearer)\s+[A-Za-z0-9._\-]{8,})"
-)
 
 
 def _uid() -> str:
@@ -83,7 +79,7 @@ class Ledger:
             self.path = Path(path) if path is not None else default_path(self.settings)
             self.store = SQLiteStore(self.path, busy_timeout_ms=busy_timeout_ms, retries=retries)
             self.spool_path = spool.spool_path(self.path)
-        self._secrets = self._secret_values()
+        secrets.remember_settings(self.settings)  # the configured keys' values, masked wherever they appear
         self._spooled = False  # this Ledger spooled rows since its last successful write
         self._iso_cache: tuple[datetime | None, str] = (None, "")
         self._resolved: dict[
@@ -120,21 +116,11 @@ class Ledger:
         return self._pm
 
     # -- secrets -------------------------------------------------------------------------------------------
-    def _secret_values(self) -> list[str]:
-        vals = set()
-        for cfg in self.settings.models.values():
-            for env in cfg.key_envs():
-                v = os.environ.get(env)
-                if v and len(v) >= 8:
-                    vals.add(v)
-        return sorted(vals, key=len, reverse=True)
-
     def _scrub(self, text: str | None) -> str | None:
+        """`text` with the configured keys and anything shaped like a secret masked (agent_router.secrets)."""
         if not text or text == "ok":
             return text
-        for v in self._secrets:
-            text = text.replace(v, "[REDACTED]")
-        return _KEY_PATTERNS.sub("[REDACTED]", text)
+        return secrets.redact(text)
 
     # -- pricing -------------------------------------------------------------------------------------------
     def price(

@@ -4,41 +4,20 @@ redacted from every text we produce. Keys are identified by their variable's nam
 from __future__ import annotations
 
 import os
-import re
-import threading
 import time
 from collections.abc import Mapping
 
+from .. import secrets
+from ..secrets import REDACTED, redact
 from .state import StateStore
 
-_known: set[str] = set()
-_known_lock = threading.Lock()
-_pattern: re.Pattern[str] | None = None
-REDACTED = "[redacted]"
+__all__ = ["REDACTED", "KeyPool", "Secret", "redact", "remember"]
+
 
 
 def remember(value: str) -> None:
-    """Register a secret so `redact` removes it from any text."""
-    global _pattern
-    if len(value) < 4 or value in _known:
-        return
-    with _known_lock:
-        _known.add(value)
-        _pattern = re.compile("|".join(re.escape(k) for k in sorted(_known, key=len, reverse=True)))
-
-
-# Key-like tokens we never print even when we did not read them ourselves (e.g. echoed by a server).
-_KEYLIKE = re.compile(
-    r"\b(?:sk-[A-Za-z0-9_\-*]{8,}|sk-ant-[A-Za-z0-9_\-]{8,}|AIza[0-9A-Za-z_\-]{20,}|gsk_[A-Za-z0-9]{8,}|"
-    r"xai-[A-Za-z0-9]{8,})"
-)
-
-
-def redact(text: str) -> str:
-    """`text` with every known API key (and anything shaped like one) replaced by [redacted]."""
-    if _pattern is not None:
-        text = _pattern.sub(REDACTED, text)
-    return _KEYLIKE.sub(REDACTED, text)
+    """Register a secret so `redact` removes it from any text (the one redactor lives in agent_router.secrets)."""
+    secrets.remember(value)
 
 
 class Secret:
