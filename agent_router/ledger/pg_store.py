@@ -277,13 +277,24 @@ class PostgresStore:
         return {r["uid"]: int(r["id"]) for r in rows}
 
     def add_reservation(self, rid: str, conversation_id: str | None, amount: float, created: str,
-                        expires: str) -> None:
+                        expires: str, holder: tuple[str, int, str] | None = None) -> None:
         self._budget_lock()
+        host, pid, start = holder or (None, None, None)
         self.conn.execute(
-            "INSERT INTO reservations (id, conversation_id, amount_usd, created, expires)"
-            " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (id) DO NOTHING",
-            (rid, conversation_id, amount, created, expires),
+            "INSERT INTO reservations (id, conversation_id, amount_usd, created, expires, host, pid, proc_start)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (id) DO NOTHING",
+            (rid, conversation_id, amount, created, expires, host, pid, start),
         )
+
+    def held_on(self, host: str) -> list[tuple[str, int, str]]:
+        """(id, pid, proc_start) of the reservations made by processes of `host`."""
+        sql = "SELECT id, pid, proc_start FROM reservations WHERE host = %s AND pid IS NOT NULL"
+        if self._in_tx:
+            self._budget_lock()
+            rows = self.conn.execute(sql, (host,)).fetchall()
+        else:
+            rows = self.read(sql, (host,))
+        return [(r["id"], int(r["pid"]), r["proc_start"] or "") for r in rows]
 
     def delete_reservations(self, rids: Iterable[str]) -> None:
         self._budget_lock()
