@@ -9,6 +9,7 @@ import os
 import sqlite3
 import threading
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -261,8 +262,8 @@ def test_reservation_of_a_crashed_agent_is_released_and_a_foreign_one_expires(pg
     assert led.remaining() == pytest.approx(1.0)
     assert led.check(0.5).allowed
     # A hold made on another machine cannot be judged from here: it lasts until it expires.
-    led.store.write(lambda s: s.add_reservation("elsewhere", None, 0.4, "2000-01-01T00:00:00.000000+00:00",
-                                                "2999-01-01T00:00:00.000000+00:00",
+    now = datetime.now(UTC).isoformat(timespec="microseconds")
+    led.store.write(lambda s: s.add_reservation("elsewhere", None, 0.4, now, "2999-01-01T00:00:00.000000+00:00",
                                                 ("other-host/pid:[1]", 1, "boot:1")))
     assert led.check(0.2).action == "block"  # 0.5 (ours, alive) + 0.4 (the other host's) held of 1.0
     assert led.store.count("reservations") == 2
