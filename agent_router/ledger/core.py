@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import re
 import uuid
@@ -259,6 +260,8 @@ class Ledger:
             if cost_usd is None
             else float(cost_usd)
         )
+        if not math.isfinite(cost) or cost < 0:  # a NaN in the running spend would switch every budget off
+            raise LedgerError(f"record: cost_usd must be a finite number >= 0, got {cost}")
         if isinstance(time, datetime):
             t = self._iso_cache[1] if self._iso_cache[0] is time else iso(time)
             self._iso_cache = (time, t)  # record_many stamps a whole batch with one datetime
@@ -500,8 +503,8 @@ class Ledger:
         When allowed and a budget applies, the estimate is reserved; pass `reservation_id` to `record` (or
         `release` it if the call is not made). Unsettled reservations expire after budgets.reservation_ttl_s.
         """
-        if estimated_cost < 0:
-            raise LedgerError(f"check: estimated_cost must be >= 0, got {estimated_cost}")
+        if not math.isfinite(estimated_cost) or estimated_cost < 0:  # a NaN would pass every comparison
+            raise LedgerError(f"check: estimated_cost must be a finite number >= 0, got {estimated_cost}")
         b = self.budgets
         conv = None if conversation_id is None else str(conversation_id)
         if b.per_request_usd is not None and estimated_cost > b.per_request_usd:
@@ -552,20 +555,15 @@ class Ledger:
     ) -> tuple[Any, BudgetCheck]:
         """Route within budget: remaining budget -> router -> atomic check and reservation.
 
-        The router sees the tightest of the remaining budget and `per_request_usd`, so it picks a model that
-        fits both. If another agent took the headroom between the two steps, route once more with the new
-        remaining budget; if that still does not fit, raise the router's BudgetBlocked.
+        If another agent took the headroom between the two steps, route once more with the new remaining
+        budget; if that still does not fit, raise the router's BudgetBlocked.
         """
         from ..router import BudgetBlocked
 
         ctx = dict(context or {})
         conv = ctx.get("conversation_id")
-        cap = self.budgets.per_request_usd
         for _ in range(2):
-            bctx = self.budget_context(conv)
-            if cap is not None:
-                bctx["budget_remaining_usd"] = min(bctx.get("budget_remaining_usd", cap), cap)
-            d = router.route(messages, {**ctx, **bctx})
+            d = router.route(messages, {**ctx, **self.budget_context(conv)})
             chk = self.check(d.estimated_cost_usd, conv)
             if chk.allowed:
                 return d, chk
@@ -583,7 +581,7 @@ class Ledger:
         except (TypeError, ValueError):
             raise LedgerError(f"feedback: call id must be a whole number, got {call_id!r}") from None
         if not 1 <= cid < 2**63:
-            raise LedgerError(f"feedback: no call with id {cid} in {self.path} (ids are whole numbers from 1)")
+            raise LedgerError(f"feedback: no call with id {cid} in {self.path}")
         verdict = "good" if good else "bad"
         now = iso(datetime.now(UTC))
         return self.store.write(lambda s: s.add_feedback(cid, verdict, source, signal, now))
