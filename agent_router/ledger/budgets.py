@@ -123,16 +123,16 @@ def decide(
     return BudgetCheck("allow", remaining, None, [])
 
 
-def dead_holds(store: SQLiteStore) -> list[str]:
-    """Ids of the reservations made on this host by processes that no longer run (a crashed agent)."""
-    return [rid for rid, pid, start in store.held_on(holders.host()) if holders.gone(pid, start)]
+def dead_holders(store: SQLiteStore) -> list[tuple[int, str]]:
+    """(pid, proc_start) of processes of this host that hold reservations but no longer run (crashed)."""
+    return [(pid, start) for pid, start in store.holders_on(holders.host()) if holders.gone(pid, start)]
 
 
 def release_dead(store: SQLiteStore) -> int:
-    """Inside store.write(): drop the reservations of processes gone from this host; return how many."""
-    dead = dead_holds(store)
-    if dead:
-        store.delete_reservations(dead)
+    """Inside store.write(): drop the reservations of processes gone from this host; return how many holders."""
+    dead = dead_holders(store)
+    for pid, start in dead:
+        store.release_holder(holders.host(), pid, start)
     return len(dead)
 
 

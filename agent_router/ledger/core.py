@@ -535,7 +535,7 @@ class Ledger:
         scs = budgets.scopes(self.budgets, now, conv)
         if not scs:
             return None
-        if budgets.dead_holds(self.store):  # a read; the write only when a crashed agent left a hold
+        if budgets.dead_holders(self.store):  # a read; the write only when a crashed agent left a hold
             self.store.write(budgets.release_dead)
         rooms = [budgets.headroom(self.store, sc, iso(now))[0] for sc in scs]
         return max(0.0, min(rooms))

@@ -57,14 +57,21 @@ def _exists(pid: int) -> bool:
     return True
 
 
+@functools.cache
+def _own_start(pid: int) -> str:
+    return start_identity(pid) or ""
+
+
 def me() -> tuple[str, int, str]:
-    """(host, pid, proc_start) of the calling process, for a reservation row."""
+    """(host, pid, proc_start) of the calling process, for a reservation row (cached per pid: forks differ)."""
     pid = os.getpid()
-    return host(), pid, start_identity(pid) or ""
+    return host(), pid, _own_start(pid)
 
 
 def gone(pid: int, proc_start: str) -> bool:
     """True when the process that made a reservation on this host no longer runs."""
+    if pid == os.getpid():  # this process (a fork's child has its own pid)
+        return bool(proc_start) and proc_start != me()[2]
     now = start_identity(pid)
     if now is None:
         return True

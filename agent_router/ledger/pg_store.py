@@ -159,6 +159,8 @@ class PostgresStore:
                     if not isinstance(e, self._pg.errors.TransactionRollback):
                         with contextlib.suppress(self._pg.Error):
                             self.conn.close()
+                except self._pg.Error as e:  # integrity, permissions, data: not retried, named for the ledger
+                    raise LedgerError(f"{self.where}: the ledger refused the write ({self._clean(e)})") from None
             if attempt < attempts:
                 time.sleep(delay * (1 + random.random()))
                 delay = min(delay * 2, 0.5)
@@ -230,8 +232,10 @@ class PostgresStore:
 
         try:
             return self.write(tx, retries=2)
-        except self._pg.Error as e:
-            raise LedgerError(f"{self.where}: migration failed ({self._clean(e)})") from None
+        except LedgerBusy:
+            raise
+        except LedgerError as e:
+            raise LedgerError(f"{self.where}: migration failed ({e})") from None
 
     # -- writes (call inside write()) ----------------------------------------------------------------------
     def insert_call(self, row: dict[str, Any]) -> int | None:
@@ -286,15 +290,22 @@ class PostgresStore:
             (rid, conversation_id, amount, created, expires, host, pid, start),
         )
 
-    def held_on(self, host: str) -> list[tuple[str, int, str]]:
-        """(id, pid, proc_start) of the reservations made by processes of `host`."""
-        sql = "SELECT id, pid, proc_start FROM reservations WHERE host = %s AND pid IS NOT NULL"
+    def holders_on(self, host: str) -> list[tuple[int, str]]:
+        """Distinct (pid, proc_start) of the processes of `host` that hold reservations."""
+        sql = "SELECT DISTINCT pid, proc_start FROM reservations WHERE host = %s AND pid IS NOT NULL"
         if self._in_tx:
             self._budget_lock()
             rows = self.conn.execute(sql, (host,)).fetchall()
         else:
             rows = self.read(sql, (host,))
-        return [(r["id"], int(r["pid"]), r["proc_start"] or "") for r in rows]
+        return [(int(r["pid"]), r["proc_start"] or "") for r in rows]
+
+    def release_holder(self, host: str, pid: int, proc_start: str) -> None:
+        self._budget_lock()
+        self.conn.execute(
+            "DELETE FROM reservations WHERE host = %s AND pid = %s AND COALESCE(proc_start, '') = %s",
+            (host, pid, proc_start),
+        )
 
     def delete_reservations(self, rids: Iterable[str]) -> None:
         self._budget_lock()

@@ -255,14 +255,20 @@ class SQLiteStore:
             (rid, conversation_id, amount, created, expires, host, pid, start),
         )
 
-    def held_on(self, host: str) -> list[tuple[str, int, str]]:
-        """(id, pid, proc_start) of the reservations made by processes of `host`."""
+    def holders_on(self, host: str) -> list[tuple[int, str]]:
+        """Distinct (pid, proc_start) of the processes of `host` that hold reservations."""
         return [
-            (r[0], int(r[1]), r[2] or "")
+            (int(r[0]), r[1] or "")
             for r in self._query(
-                "SELECT id, pid, proc_start FROM reservations WHERE host = ? AND pid IS NOT NULL", (host,)
+                "SELECT DISTINCT pid, proc_start FROM reservations WHERE host = ? AND pid IS NOT NULL", (host,)
             )
         ]
+
+    def release_holder(self, host: str, pid: int, proc_start: str) -> None:
+        self.conn.execute(
+            "DELETE FROM reservations WHERE host = ? AND pid = ? AND COALESCE(proc_start, '') = ?",
+            (host, pid, proc_start),
+        )
 
     def delete_reservations(self, rids: Iterable[str]) -> None:
         self.conn.executemany("DELETE FROM reservations WHERE id = ?", ((r,) for r in rids))
