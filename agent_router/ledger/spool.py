@@ -31,8 +31,13 @@ def candidates(primary: Path, home: Path) -> list[Path]:
     paths named by a hash of the ledger's path (so each ledger finds its own)."""
     tag = hashlib.sha256(str(primary.absolute()).encode()).hexdigest()[:16]
     name = f"{primary.name}-{tag}"
-    tmp = Path(tempfile.gettempdir()) / f"agent-router-{os.getuid() if hasattr(os, 'getuid') else 'user'}"
-    return [primary, home / "spool" / name, tmp / name]
+    uid = os.getuid() if hasattr(os, "getuid") else None
+    tmp = Path(tempfile.gettempdir()) / f"agent-router-{uid if uid is not None else 'user'}"
+    out = [primary, home / "spool" / name]
+    # A shared temp folder: use our folder there only if nobody else made it (or a link in its place).
+    if not tmp.is_symlink() and (not tmp.exists() or uid is None or tmp.stat().st_uid == uid):
+        out.append(tmp / name)
+    return out
 
 
 def append(path: Path, rows: list[dict[str, Any]]) -> None:
