@@ -419,7 +419,7 @@ class Ledger:
                 kept_in=kept,
                 rows=len(rows),
             )
-            (log.debug if self._spooled else log.error)("ledger: %s", err)
+            log.debug("ledger: %s", err)  # the caller is told by the exception: no second line on stderr
             self._spooled = True
             raise err from None
         if self._spooled or self._held:  # the database answers again: write what waited, without a restart

@@ -30,7 +30,7 @@ def candidates(primary: Path, home: Path) -> list[Path]:
     """Where rows may be spooled, in order of preference: beside the ledger, then two fallbacks on other
     paths named by a hash of the ledger's path (so each ledger finds its own)."""
     tag = hashlib.sha256(str(primary.absolute()).encode()).hexdigest()[:16]
-    name = f"{primary.name}-{tag}"
+    name = f"{primary.name.removesuffix('.spool.jsonl')}-{tag}.spool.jsonl"
     uid = os.getuid() if hasattr(os, "getuid") else None
     tmp = Path(tempfile.gettempdir()) / f"agent-router-{uid if uid is not None else 'user'}"
     out = [primary, home / "spool" / name]
