@@ -108,7 +108,7 @@ def test_schema_is_documented_from_the_migrations(tmp_path):
 def test_corrupt_or_unusable_paths_give_clear_errors(tmp_path):
     bad = tmp_path / "bad.db"
     bad.write_bytes(b"this is not sqlite" * 100)
-    with pytest.raises(LedgerError, match=r"bad\.db: not a usable SQLite ledger"):
+    with pytest.raises(LedgerError, match=r"bad\.db: the ledger file is corrupt"):
         Ledger(bad)
     assert bad.read_bytes().startswith(b"this is not sqlite")  # nothing overwritten
     with pytest.raises(LedgerError, match="is a directory"):

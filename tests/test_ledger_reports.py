@@ -145,7 +145,7 @@ def test_cli_corrupt_and_missing_db(tmp_path):
     r = CliRunner().invoke(cli, ["costs", "--db", str(bad)])
     assert (
         r.exit_code == 2
-        and "corrupt.db: not a usable SQLite ledger" in r.output
+        and "corrupt.db: the ledger file is corrupt" in r.output
         and "Traceback" not in r.output
     )
     r = CliRunner().invoke(

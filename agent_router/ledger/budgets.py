@@ -3,7 +3,8 @@
 A check runs in one write transaction (BEGIN IMMEDIATE): it sums what was spent and what other callers have
 reserved, decides, and reserves this call's estimate. N concurrent agents therefore cannot all see the same
 headroom; the most a budget can be exceeded by is each in-flight call's real cost beyond its estimate.
-Recording the call deletes its reservation in the same transaction; an unsettled one expires.
+Recording the call deletes its reservation in the same transaction; an unsettled one expires, and one whose
+process is gone from this host (a crashed agent) is released by the next check.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from ..settings import BudgetSettings
+from . import holders
 from .store import SQLiteStore
 
 Action = Literal["allow", "downgrade", "block"]
@@ -93,6 +95,7 @@ def decide(
     """Run inside store.write(): decide and, when allowed and `reservation_id` is given, reserve."""
     now_s = iso(now)
     store.purge_expired(now_s)
+    release_dead(store)
     reasons: list[str] = []
     remaining: float | None = None
     for sc in scopes(b, now, conversation_id):
@@ -109,10 +112,28 @@ def decide(
         return BudgetCheck(action, max(0.0, remaining or 0.0), None, reasons)
     if remaining is not None and reservation_id is not None:
         store.add_reservation(
-            reservation_id, conversation_id, estimated, now_s, iso(now + timedelta(seconds=ttl_s))
+            reservation_id,
+            conversation_id,
+            estimated,
+            now_s,
+            iso(now + timedelta(seconds=ttl_s)),
+            holders.me(),
         )
         return BudgetCheck("allow", remaining, reservation_id, [])
     return BudgetCheck("allow", remaining, None, [])
+
+
+def dead_holders(store: SQLiteStore) -> list[tuple[int, str]]:
+    """(pid, proc_start) of processes of this host that hold reservations but no longer run (crashed)."""
+    return [(pid, start) for pid, start in store.holders_on(holders.host()) if holders.gone(pid, start)]
+
+
+def release_dead(store: SQLiteStore) -> int:
+    """Inside store.write(): drop the reservations of processes gone from this host; return how many holders."""
+    dead = dead_holders(store)
+    for pid, start in dead:
+        store.release_holder(holders.host(), pid, start)
+    return len(dead)
 
 
 def crossed(store: SQLiteStore, b: BudgetSettings, conversation_id: str | None, now: datetime) -> list[dict]:
@@ -122,7 +143,8 @@ def crossed(store: SQLiteStore, b: BudgetSettings, conversation_id: str | None, 
         spent = store.spent(sc.key)
         for t in sorted(b.alert_thresholds):
             if spent >= t * sc.limit and store.mark_alert(
-                f"{sc.budget}|{sc.period}|{t:g}", sc.budget, sc.period, t, spent, sc.limit, iso(now)
+                # The limit is part of the key: another settings with another limit on this ledger alerts too.
+                f"{sc.budget}|{sc.period}|{t:g}|{sc.limit!r}", sc.budget, sc.period, t, spent, sc.limit, iso(now)
             ):
                 alerts.append(
                     {

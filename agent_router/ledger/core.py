@@ -1,7 +1,9 @@
 """The Ledger: records each model call as one row, prices it, enforces budgets, fires hooks.
 
-Writes are retried while the database is busy; a write that still fails goes to a JSONL spool next to the
-database and is replayed the next time a Ledger opens it. Message contents are stored only when
+Writes are retried while the database is busy; a write that still fails goes to a JSONL spool (next to the
+database, else a fallback on another path, else memory) and is replayed when the ledger can be written again.
+A busy database only spools (record returns None); a full disk, a read-only folder or file, or a corrupt file
+spools and raises LedgerWriteError naming the real cause and where the row waits. Message contents are stored only when
 `ledger.store_prompts` is on, and anything that looks like an API key is masked before it is stored.
 """
 
@@ -9,8 +11,8 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
-import sqlite3
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
@@ -24,7 +26,7 @@ from ..settings import TIERS, BudgetSettings, ModelConfig, Settings, default_hom
 from ..usage import TOKEN_SOURCES, Usage, UsageError, normalize
 from . import budgets, spool
 from .budgets import BudgetCheck, iso
-from .errors import LedgerBusy, LedgerError
+from .errors import LedgerBusy, LedgerError, LedgerUnwritable, LedgerWriteError
 from .store import SQLiteStore
 
 log = logging.getLogger("agent_router.ledger")
@@ -81,6 +83,8 @@ class Ledger:
             self.spool_path = spool.spool_path(self.path)
         secrets.remember_settings(self.settings)  # the configured keys' values, masked wherever they appear
         self._spooled = False  # this Ledger spooled rows since its last successful write
+        self._held: list[dict[str, Any]] = []  # rows no spool path could take: retried, never dropped silently
+        self._unreported: LedgerWriteError | None = None  # a write failure no caller has been told of yet
         self._iso_cache: tuple[datetime | None, str] = (None, "")
         self._resolved: dict[
             tuple[str | None, str | None, str | None], tuple[ModelPrice, str | None, str | None]
@@ -95,13 +99,36 @@ class Ledger:
         return cls(default_path(settings), settings, **kw)
 
     def close(self) -> None:
+        """Close the database. Raises LedgerWriteError when a call of this Ledger's life was not written to it
+        and no caller was told yet (an attempt recorder cannot raise into a provider client), or when rows
+        could only be kept in memory and are lost now."""
+        if self._held:
+            try:
+                self.replay_spool()
+            except LedgerError:
+                pass
+        held, err = self._held, self._unreported
+        self._held, self._unreported = [], None
         self.store.close()
+        if held:
+            raise LedgerError(
+                f"{self.path}: {len(held)} call row(s) could not be written to the ledger or any spool "
+                "file and are lost now; they were only in memory"
+            )
+        if err is not None:
+            raise err
 
     def __enter__(self) -> Ledger:
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def __exit__(self, exc_type: object, *exc: object) -> None:
+        if exc_type is None:
+            self.close()
+            return
+        try:  # an exception is already on its way: do not replace it with the ledger's
+            self.close()
+        except LedgerError as e:
+            log.error("%s", e)
 
     @property
     def budgets(self) -> BudgetSettings:
@@ -219,6 +246,8 @@ class Ledger:
             if cost_usd is None
             else float(cost_usd)
         )
+        if not math.isfinite(cost) or cost < 0:  # a NaN in the running spend would switch every budget off
+            raise LedgerError(f"record: cost_usd must be a finite number >= 0, got {cost}")
         if isinstance(time, datetime):
             t = self._iso_cache[1] if self._iso_cache[0] is time else iso(time)
             self._iso_cache = (time, t)  # record_many stamps a whole batch with one datetime
@@ -272,6 +301,9 @@ class Ledger:
     ) -> int | None:
         """Write one call; return its row id (None only if the database stayed locked: the row is spooled).
 
+        Raises LedgerWriteError when the ledger cannot be written (disk full, read-only, corrupt): the row is
+        then kept in a spool (`kept_in`) and written when the ledger can be written again.
+
         `usage` is a `Usage`, or a provider's response / usage payload (normalized for `provider`).
         `reservation_id` (from `check`) is settled in the same transaction.
         """
@@ -295,19 +327,23 @@ class Ledger:
                 source=rec.get("token_source") if rec.get("token_source") in TOKEN_SOURCES else "estimated",
             )
             outcome = "ok" if rec.get("outcome") == "ok" else (rec.get("error_kind") or rec.get("outcome"))
-            rid = self.record(
-                rec.get("model_name") or rec.get("model"),
-                usage,
-                **{"kind": "chat", **fields},
-                requested_model=(decision.model if decision is not None else None) or rec.get("model"),
-                provider=rec.get("provider"),
-                tier=decision.tier if decision is not None and rec.get("model") == decision.model else None,
-                task_type=decision.analysis.task_type if decision is not None else None,
-                reasons=decision.reasons if decision is not None else None,
-                latency_ms=rec.get("latency_ms"),
-                outcome=outcome,
-                fallback_of=row_of.get(rec.get("fallback_of") or ""),
-            )
+            try:
+                rid = self.record(
+                    rec.get("model_name") or rec.get("model"),
+                    usage,
+                    **{"kind": "chat", **fields},
+                    requested_model=(decision.model if decision is not None else None) or rec.get("model"),
+                    provider=rec.get("provider"),
+                    tier=decision.tier if decision is not None and rec.get("model") == decision.model else None,
+                    task_type=decision.analysis.task_type if decision is not None else None,
+                    reasons=decision.reasons if decision is not None else None,
+                    latency_ms=rec.get("latency_ms"),
+                    outcome=outcome,
+                    fallback_of=row_of.get(rec.get("fallback_of") or ""),
+                )
+            except LedgerWriteError as e:  # the provider client cannot act on it: close() raises it
+                self._unreported = e
+                rid = None
             row_of[rec.get("id") or ""] = rid
             return rid
 
@@ -347,20 +383,32 @@ class Ledger:
 
         try:
             ids, alerts = self.store.write(tx)
-        except (LedgerBusy, sqlite3.OperationalError) as e:  # locked through all retries, disk full, I/O
-            try:
-                spool.append(self.spool_path, rows)
-            except OSError as se:
-                raise LedgerError(
-                    f"{self.path}: write failed ({e}) and the spool {self.spool_path} too ({se.strerror})"
-                ) from None
+        except LedgerBusy as e:  # locked through all retries, or the PostgreSQL server away: transient
+            kept = self._keep(rows, e)
             # Once per outage: an agent recording every call would otherwise log every call.
             (log.debug if self._spooled else log.error)(
-                "ledger: %s; %d row(s) kept in %s and replayed on next open", e, len(rows), self.spool_path
+                "ledger: %s; %d row(s) kept in %s and written when it answers again", e, len(rows), kept or "memory"
             )
             self._spooled = True
             return []
-        if self._spooled:  # the database answers again: write what waited, without waiting for a restart
+        except LedgerUnwritable as e:  # full disk, read-only folder or file, corrupt file: the caller must know
+            kept = self._keep(rows, e)
+            where = (
+                f"kept in {kept} and written when the ledger can be written again"
+                if kept
+                else "kept ONLY IN MEMORY (no spool path was writable) and lost if this process exits first"
+            )
+            err = LedgerWriteError(
+                f"{e}. The call was not recorded in the ledger: {len(rows)} row(s) {where}",
+                path=str(self.path),
+                reason=e.reason,
+                kept_in=kept,
+                rows=len(rows),
+            )
+            log.debug("ledger: %s", err)  # the caller is told by the exception: no second line on stderr
+            self._spooled = True
+            raise err from None
+        if self._spooled or self._held:  # the database answers again: write what waited, without a restart
             self._spooled = False
             n = self.replay_spool()
             log.warning("ledger: %s answers again; wrote %d spooled row(s)", self.path, n)
@@ -371,18 +419,48 @@ class Ledger:
             self._alert(a)
         return ids
 
+    def spool_paths(self) -> list[Path]:
+        """Every file this ledger's unwritten rows may wait in: beside it, then the fallbacks elsewhere."""
+        return spool.candidates(Path(self.spool_path), default_home())
+
+    def _keep(self, rows: list[dict[str, Any]], cause: LedgerError) -> Path | None:
+        """Append rows to the first spool path that takes them; None when none does (kept in memory)."""
+        problems = []
+        for path in self.spool_paths():
+            try:
+                spool.append(path, rows)
+                return path
+            except OSError as se:
+                problems.append(f"{path} ({se.strerror})")
+        self._held.extend(rows)
+        log.critical(
+            "ledger: %s; and no spool file could be written: %s. %d row(s) are kept only in memory and will be "
+            "LOST if this process exits before the ledger can be written",
+            cause,
+            "; ".join(problems),
+            len(self._held),
+        )
+        return None
+
     def replay_spool(self) -> int:
-        """Insert rows left in the spool by writes that failed earlier; return how many were replayed."""
+        """Insert rows left in the spools (and in memory) by writes that failed earlier; return how many."""
 
         def insert(rows: list[dict[str, Any]]) -> None:
             # Row by row: a line may already be in the database (a crash between commit and truncate).
             self.store.write(lambda s: [s.insert_call(r) for r in rows])
 
+        n = 0
         try:
-            return spool.replay(self.spool_path, insert)
-        except LedgerBusy as e:
-            log.warning("ledger: spool %s not replayed yet (%s)", self.spool_path, e)
-            return 0
+            if self._held:
+                held = list(self._held)
+                insert(held)
+                del self._held[: len(held)]
+                n += len(held)
+            for path in self.spool_paths():
+                n += spool.replay(path, insert)
+        except (LedgerBusy, LedgerUnwritable) as e:
+            log.warning("ledger: spooled rows not written yet (%s)", e)
+        return n
 
     def _hook(self, name: str, **kw: Any) -> None:
         try:
@@ -411,8 +489,8 @@ class Ledger:
         When allowed and a budget applies, the estimate is reserved; pass `reservation_id` to `record` (or
         `release` it if the call is not made). Unsettled reservations expire after budgets.reservation_ttl_s.
         """
-        if estimated_cost < 0:
-            raise LedgerError(f"check: estimated_cost must be >= 0, got {estimated_cost}")
+        if not math.isfinite(estimated_cost) or estimated_cost < 0:  # a NaN would pass every comparison
+            raise LedgerError(f"check: estimated_cost must be a finite number >= 0, got {estimated_cost}")
         b = self.budgets
         conv = None if conversation_id is None else str(conversation_id)
         if b.per_request_usd is not None and estimated_cost > b.per_request_usd:
@@ -436,12 +514,15 @@ class Ledger:
 
     def remaining(self, conversation_id: str | None = None) -> float | None:
         """USD left before the tightest conversation / daily / monthly budget (reservations held count as
-        spent); None when no such budget is set. Pass it to the router as `budget_remaining_usd`."""
+        spent, except those of processes gone from this host, which are released here); None when no such
+        budget is set. Pass it to the router as `budget_remaining_usd`."""
         now = datetime.now(UTC)
         conv = None if conversation_id is None else str(conversation_id)
         scs = budgets.scopes(self.budgets, now, conv)
         if not scs:
             return None
+        if budgets.dead_holders(self.store):  # a read; the write only when a crashed agent left a hold
+            self.store.write(budgets.release_dead)
         rooms = [budgets.headroom(self.store, sc, iso(now))[0] for sc in scs]
         return max(0.0, min(rooms))
 
@@ -485,6 +566,8 @@ class Ledger:
             cid = int(call_id)
         except (TypeError, ValueError):
             raise LedgerError(f"feedback: call id must be a whole number, got {call_id!r}") from None
+        if not 1 <= cid < 2**63:
+            raise LedgerError(f"feedback: no call with id {cid} in {self.path}")
         verdict = "good" if good else "bad"
         now = iso(datetime.now(UTC))
         return self.store.write(lambda s: s.add_feedback(cid, verdict, source, signal, now))

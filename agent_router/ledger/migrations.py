@@ -167,6 +167,15 @@ def m006_route_sketch(db: sqlite_utils.Database) -> None:
     db["calls"].add_column("route_sketch", str)
 
 
+@migration
+def m007_reservation_holder(db: sqlite_utils.Database) -> None:
+    """Which process holds each reservation, so one left by a crashed agent is released at once."""
+    db["reservations"].add_column("host", str)
+    db["reservations"].add_column("pid", int)
+    db["reservations"].add_column("proc_start", str)
+    db["reservations"].create_index(["host"], index_name="reservations_host")
+
+
 DESCRIPTIONS: dict[str, dict[str, str]] = {
     "calls": {
         "id": "Row id; the CALL_ID of `agent-router feedback`.",
@@ -218,9 +227,12 @@ DESCRIPTIONS: dict[str, dict[str, str]] = {
         "amount_usd": "Estimated cost held against the budgets until the call is recorded.",
         "created": "UTC time of the check.",
         "expires": "UTC time after which an unsettled reservation no longer counts.",
+        "host": "Host name and PID namespace of the process that reserved.",
+        "pid": "Its process id; when that process is gone from this host, the next check releases the hold.",
+        "proc_start": "Boot id and start time of that process, so a reused pid is not mistaken for it.",
     },
     "budget_alerts": {
-        "key": "budget|period|threshold: an alert fires once per key.",
+        "key": "budget|period|threshold|limit: an alert fires once per key (a new limit fires anew).",
         "budget": "daily | monthly | conversation.",
         "period": "The day, the month, or the conversation id.",
         "threshold": "Fraction of the limit crossed (0.8, 1.0, ...).",

@@ -87,4 +87,8 @@ PG_MIGRATIONS: dict[str, list[str]] = {
         )""",
     ],
     "m006_route_sketch": ["ALTER TABLE calls ADD COLUMN route_sketch TEXT"],
+    "m007_reservation_holder": [
+        "ALTER TABLE reservations ADD COLUMN host TEXT, ADD COLUMN pid BIGINT, ADD COLUMN proc_start TEXT",
+        "CREATE INDEX reservations_host ON reservations (host)",
+    ],
 }

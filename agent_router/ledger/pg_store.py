@@ -159,6 +159,8 @@ class PostgresStore:
                     if not isinstance(e, self._pg.errors.TransactionRollback):
                         with contextlib.suppress(self._pg.Error):
                             self.conn.close()
+                except self._pg.Error as e:  # integrity, permissions, data: not retried, named for the ledger
+                    raise LedgerError(f"{self.where}: the ledger refused the write ({self._clean(e)})") from None
             if attempt < attempts:
                 time.sleep(delay * (1 + random.random()))
                 delay = min(delay * 2, 0.5)
@@ -230,8 +232,10 @@ class PostgresStore:
 
         try:
             return self.write(tx, retries=2)
-        except self._pg.Error as e:
-            raise LedgerError(f"{self.where}: migration failed ({self._clean(e)})") from None
+        except LedgerBusy:
+            raise
+        except LedgerError as e:
+            raise LedgerError(f"{self.where}: migration failed ({e})") from None
 
     # -- writes (call inside write()) ----------------------------------------------------------------------
     def insert_call(self, row: dict[str, Any]) -> int | None:
@@ -277,12 +281,30 @@ class PostgresStore:
         return {r["uid"]: int(r["id"]) for r in rows}
 
     def add_reservation(self, rid: str, conversation_id: str | None, amount: float, created: str,
-                        expires: str) -> None:
+                        expires: str, holder: tuple[str, int, str] | None = None) -> None:
+        self._budget_lock()
+        host, pid, start = holder or (None, None, None)
+        self.conn.execute(
+            "INSERT INTO reservations (id, conversation_id, amount_usd, created, expires, host, pid, proc_start)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (id) DO NOTHING",
+            (rid, conversation_id, amount, created, expires, host, pid, start),
+        )
+
+    def holders_on(self, host: str) -> list[tuple[int, str]]:
+        """Distinct (pid, proc_start) of the processes of `host` that hold reservations."""
+        sql = "SELECT DISTINCT pid, proc_start FROM reservations WHERE host = %s AND pid IS NOT NULL"
+        if self._in_tx:
+            self._budget_lock()
+            rows = self.conn.execute(sql, (host,)).fetchall()
+        else:
+            rows = self.read(sql, (host,))
+        return [(int(r["pid"]), r["proc_start"] or "") for r in rows]
+
+    def release_holder(self, host: str, pid: int, proc_start: str) -> None:
         self._budget_lock()
         self.conn.execute(
-            "INSERT INTO reservations (id, conversation_id, amount_usd, created, expires)"
-            " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (id) DO NOTHING",
-            (rid, conversation_id, amount, created, expires),
+            "DELETE FROM reservations WHERE host = %s AND pid = %s AND COALESCE(proc_start, '') = %s",
+            (host, pid, proc_start),
         )
 
     def delete_reservations(self, rids: Iterable[str]) -> None:

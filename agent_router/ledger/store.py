@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 import sqlite_utils
 
 from . import migrations
+from .diagnose import error_for
 from .errors import LedgerBusy, LedgerError
 
 T = TypeVar("T")
@@ -112,13 +113,22 @@ class SQLiteStore:
             self.conn.execute("PRAGMA synchronous = NORMAL")  # safe with WAL; a crash loses no committed row
             self.db = sqlite_utils.Database(self.conn, execute_plugins=False)
             self.write(lambda s: migrations.migrate(s.db) if migrations.pending(s.db) else [])
-        except sqlite3.DatabaseError as e:
+        except LedgerError:
+            self._close_quietly()
+            raise
+        except sqlite3.Error as e:
+            self._close_quietly()
             if isinstance(e, sqlite3.OperationalError) and _is_busy(e):
                 raise LedgerBusy(f"{self.path}: database stayed locked while opening ({e})") from None
-            raise LedgerError(
-                f"{self.path}: not a usable SQLite ledger ({e}); "
-                "move it aside or set ledger.path to another file"
-            ) from None
+            raise error_for(self.path, e) from None
+
+    def _close_quietly(self) -> None:
+        conn = getattr(self, "conn", None)
+        if conn is not None:
+            try:
+                conn.close()
+            except sqlite3.Error:
+                pass
 
     def _pragma_wal(self) -> None:
         mode = self.conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
@@ -156,21 +166,35 @@ class SQLiteStore:
                 with self._lock, self._immediate():
                     return fn(self)
             except sqlite3.OperationalError as e:
-                if not _is_busy(e) or attempt == attempts:
-                    if _is_busy(e):
-                        raise LedgerBusy(
-                            f"{self.path}: still locked after {attempts + 1} attempts ({e})"
-                        ) from e
-                    raise
+                if not _is_busy(e):
+                    raise error_for(self.path, e) from None
+                if attempt == attempts:
+                    raise LedgerBusy(f"{self.path}: still locked after {attempts + 1} attempts ({e})") from None
                 time.sleep(delay * (1 + random.random()))
                 delay = min(delay * 2, 1.0)
+            except sqlite3.Error as e:  # corrupt page, integrity: named for the file, never a bare sqlite3 error
+                raise error_for(self.path, e) from None
         raise AssertionError("unreachable")
 
+    def _run(self, sql: str, params: Iterable[Any] = ()) -> tuple[list[str], list[tuple[Any, ...]]]:
+        """Column names and rows of a query; a sqlite3 error becomes a LedgerError naming the file."""
+        try:
+            with self._lock:
+                cur = self.conn.execute(sql, tuple(params))
+                return [d[0] for d in cur.description or ()], cur.fetchall()
+        except sqlite3.OperationalError as e:
+            if _is_busy(e):
+                raise LedgerBusy(f"{self.path}: database stayed locked while reading ({e})") from None
+            raise error_for(self.path, e) from None
+        except sqlite3.Error as e:
+            raise error_for(self.path, e) from None
+
+    def _query(self, sql: str, params: Iterable[Any] = ()) -> list[tuple[Any, ...]]:
+        return self._run(sql, params)[1]
+
     def read(self, sql: str, params: Iterable[Any] = ()) -> list[dict[str, Any]]:
-        with self._lock:
-            cur = self.conn.execute(sql, tuple(params))
-            cols = [d[0] for d in cur.description or ()]
-            return [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
+        cols, rows = self._run(sql, params)
+        return [dict(zip(cols, r, strict=True)) for r in rows]
 
     # -- writes (call inside write()) ----------------------------------------------------------------------
     def insert_call(self, row: dict[str, Any]) -> int | None:
@@ -216,12 +240,34 @@ class SQLiteStore:
         )
 
     def add_reservation(
-        self, rid: str, conversation_id: str | None, amount: float, created: str, expires: str
+        self,
+        rid: str,
+        conversation_id: str | None,
+        amount: float,
+        created: str,
+        expires: str,
+        holder: tuple[str, int, str] | None = None,
     ) -> None:
+        host, pid, start = holder or (None, None, None)
         self.conn.execute(
-            "INSERT INTO reservations (id, conversation_id, amount_usd, created, expires)"
-            " VALUES (?, ?, ?, ?, ?)",
-            (rid, conversation_id, amount, created, expires),
+            "INSERT INTO reservations (id, conversation_id, amount_usd, created, expires, host, pid, proc_start)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (rid, conversation_id, amount, created, expires, host, pid, start),
+        )
+
+    def holders_on(self, host: str) -> list[tuple[int, str]]:
+        """Distinct (pid, proc_start) of the processes of `host` that hold reservations."""
+        return [
+            (int(r[0]), r[1] or "")
+            for r in self._query(
+                "SELECT DISTINCT pid, proc_start FROM reservations WHERE host = ? AND pid IS NOT NULL", (host,)
+            )
+        ]
+
+    def release_holder(self, host: str, pid: int, proc_start: str) -> None:
+        self.conn.execute(
+            "DELETE FROM reservations WHERE host = ? AND pid = ? AND COALESCE(proc_start, '') = ?",
+            (host, pid, proc_start),
         )
 
     def delete_reservations(self, rids: Iterable[str]) -> None:
@@ -253,9 +299,8 @@ class SQLiteStore:
     # -- sums (inside write() for atomic budget checks, or alone) -------------------------------------------
     def spent(self, key: str) -> float:
         """Running spend for a key of `spend_keys` (day:..., month:..., conversation:...)."""
-        with self._lock:  # also called outside write() (remaining budget), from any thread
-            found = self.conn.execute("SELECT usd FROM spend WHERE key = ?", (key,)).fetchone()
-        return float(found[0]) if found else 0.0
+        found = self._query("SELECT usd FROM spend WHERE key = ?", (key,))  # also outside write(), any thread
+        return float(found[0][0]) if found else 0.0
 
     def reserved(self, now: str, since: str | None = None, conversation_id: str | None = None) -> float:
         q = "SELECT COALESCE(SUM(amount_usd), 0) FROM reservations WHERE expires > ?"
@@ -266,8 +311,7 @@ class SQLiteStore:
         elif since is not None:
             q += " AND created >= ?"
             p.append(since)
-        with self._lock:
-            return float(self.conn.execute(q, p).fetchone()[0])
+        return float(self._query(q, p)[0][0])
 
     # -- reports -------------------------------------------------------------------------------------------
     def totals(self, by: str | None, since: str | None) -> list[dict[str, Any]]:
