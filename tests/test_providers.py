@@ -264,7 +264,6 @@ def test_429_honours_retry_after(llm, fmt):
         ("500", "server"),
         ("reset", "connect"),
         ("malformed", "malformed"),
-        ("timeout", "timeout"),
         ("cut", "connect"),
     ],
 )
@@ -353,21 +352,20 @@ def test_failover_reaches_a_healthy_model_in_under_two_seconds(llm):
     }
     s = settings_for(models, fallbacks={"a": ["b", "c"]}, timeout_s=0.4, max_retries=1)
     c, records = client_for(s)
-    llm.fault("slow", "timeout", "timeout")
+    llm.fault("slow", "timeout")
     llm.fault("broken", "500", "500")
     t0 = time.monotonic()
     out = c.complete("a", USER)
     elapsed = time.monotonic() - t0
     assert out.alias == "c" and out.text == "Hello from healthy"
     assert [(r["model"], r["outcome"], r["error_kind"]) for r in records] == [
-        ("a", "error", "timeout"),
-        ("a", "error", "timeout"),
+        ("a", "error", "timeout"),  # a timeout fails over at once: no second wait on the same model
         ("b", "error", "server"),
         ("b", "error", "server"),
         ("c", "ok", None),
     ]
     assert [r["fallback_of"] for r in records[1:]] == [r["id"] for r in records[:-1]]
-    assert [r["attempt"] for r in records] == [1, 2, 3, 4, 5]
+    assert [r["attempt"] for r in records] == [1, 2, 3, 4]
     assert elapsed < 2.0, f"failover took {elapsed:.2f}s"
 
 
