@@ -10,6 +10,7 @@ while the state machine stayed ours.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import random
@@ -27,7 +28,7 @@ from ..settings import ProviderSettings, Settings
 from . import types as t
 from . import wire_anthropic, wire_gemini, wire_openai
 from .classify import classify, error_text, learned_limits, retry_after
-from .deadline import Watchdog
+from .deadline import Watchdog, guard_client
 from .health import Health
 from .keys import KeyPool, Secret, redact
 from .limits import Limiter
@@ -109,6 +110,8 @@ class ProviderClient:
             ),
             follow_redirects=False,
         )
+        if self._own_http:
+            guard_client(self.http)
         self.health = Health(
             self.state,
             self.ps.failure_threshold,
@@ -529,16 +532,27 @@ class ProviderClient:
             if wait:
                 self.state.set(f"block:{m.alias}:{key.env}", time.time() + wait, ttl_s=min(wait, 86400))
 
+    @contextlib.contextmanager
+    def _exchange(self, url: str, headers: dict, body: dict, end: float, wd: Watchdog) -> Iterator[httpx.Response]:
+        """POST and hold the streamed response; `wd` learns the socket, whether new or reused."""
+        request = self.http.build_request(
+            "POST", url, json=body, headers=headers, timeout=self._timeout(end), extensions={"trace": wd.trace}
+        )
+        with wd.opening():
+            resp = self.http.send(request, stream=True)
+        try:
+            wd.watch(resp.extensions.get("network_stream"))
+            yield resp
+        finally:
+            resp.close()
+
     def _send(self, m: ModelInfo, key: Secret | None, req: t.Request, deadline: float | None) -> t.Completion:
         url, headers, body = self._prepare(m, key, req, stream=False)
         self.limiter.add(m.alias, rpm=1)
         end = self._attempt_end(deadline)
         with Watchdog(end) as wd:
             try:
-                with self.http.stream(
-                    "POST", url, json=body, headers=headers, timeout=self._timeout(end), extensions={"trace": wd.trace}
-                ) as resp:
-                    wd.watch(resp.extensions.get("network_stream"))
+                with self._exchange(url, headers, body, end, wd) as resp:
                     raw = self._read(m, resp, wd)
                     wd.disarm()
             except httpx.HTTPError as e:
@@ -568,10 +582,7 @@ class ProviderClient:
 
         with Watchdog(end) as wd:
             try:
-                with self.http.stream(
-                    "POST", url, json=body, headers=headers, timeout=self._timeout(end), extensions={"trace": wd.trace}
-                ) as resp:
-                    wd.watch(resp.extensions.get("network_stream"))
+                with self._exchange(url, headers, body, end, wd) as resp:
                     if resp.status_code >= 400:
                         raw = self._read(m, resp, wd)
                         err = self._http_error(m, resp, raw, key)
