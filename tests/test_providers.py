@@ -695,7 +695,7 @@ def test_dripping_server_on_a_reused_connection_is_cut_too(llm):
     # The first call leaves a keep-alive connection; the second, dripping, reuses it.
     c, records = _pair(llm, "openai", "drip", "good", timeout_s=1.0, first_byte_timeout_s=5.0)
     assert c.complete("a", USER).alias == "a"
-    llm.fault("drip", "driphead:0.2")
+    llm.fault("drip", "driphead:0.5")  # ~70 header bytes: 35 s if the drip were not cut
     t0 = time.monotonic()
     assert c.complete("a", USER).alias == "b"
     assert time.monotonic() - t0 < HANG_GUARD_S

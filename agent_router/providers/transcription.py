@@ -74,7 +74,8 @@ class TranscriptionPool:
         ok, skipped = [], []
         for p in self.providers:
             if p.key_envs() and not self.keys.present(p.key_envs()):
-                skipped.append(f"{p.name}: no key ({', '.join(p.key_envs())} unset)")
+                why = "; ".join(self.keys.unusable(p.key_envs())) or f"{', '.join(p.key_envs())} unset"
+                skipped.append(f"{p.name}: no key ({why})")
             elif size_bytes > p.max_file_mb * MB:
                 skipped.append(
                     f"{p.name}: file {size_bytes / MB:.1f} MB exceeds its {p.max_file_mb:g} MB limit"
