@@ -289,8 +289,11 @@ class ProviderClient:
                     self.sleep(wait)
                     key = self._unblocked(alias, keys)
                 if deadline is not None and time.monotonic() >= deadline:
+                    tried = "; ".join(f"{r['model']}: {r['error_kind']}" for r in attempts) or "none tried"
                     raise t.AllModelsFailed(
-                        t.TIMEOUT, "deadline reached before any model answered", attempts=attempts
+                        t.TIMEOUT,
+                        f"deadline_s={self.ps.deadline_s:g}s reached before any model answered ({tried})",
+                        attempts=attempts,
                     )
                 prev = attempts[-1]["id"] if attempts else None
                 t0 = time.perf_counter()
