@@ -454,31 +454,71 @@ class TranscriptionProvider(_Model):
 class ProviderSettings(_Model):
     """Calling model APIs directly: timeouts, retries, health and the transcription pool."""
 
-    timeout_s: float = Field(
-        120.0, gt=0, description="Longest wait for a response (or between stream chunks)."
+    connect_timeout_s: float = Field(
+        5.0, gt=0, allow_inf_nan=False, description="Longest wait to open a connection (TCP and TLS)."
     )
-    connect_timeout_s: float = Field(5.0, gt=0, description="Longest wait to open a connection.")
+    first_byte_timeout_s: float = Field(
+        30.0,
+        gt=0,
+        allow_inf_nan=False,
+        description=(
+            "Longest silence from the server: before the answer starts, and between two pieces of it. A server "
+            "that hangs fails over after this long. A non-streamed call receives nothing until the whole answer "
+            "is written, so long answers or reasoning models (o-series, extended thinking: minutes of thought) "
+            "need more here, or streaming."
+        ),
+    )
+    timeout_s: float = Field(
+        120.0,
+        gt=0,
+        allow_inf_nan=False,
+        description=(
+            "Longest time for one attempt on one model, from sending the request to the last byte of the answer "
+            "(a whole stream included): about 6,000 output tokens at 50 tokens/s. Raise it for long answers or "
+            "long reasoning; a stream cut by it after output began raises StreamBroken (no failover)."
+        ),
+    )
     max_retries: int = Field(
-        2, ge=0, description="Retries on the same model (timeouts, 5xx, 429) before failover."
+        2,
+        ge=0,
+        description=(
+            "Retries on the same model (5xx, 429, refused connections, malformed answers) before failover; "
+            "a timeout fails over at once."
+        ),
     )
     backoff_base_s: float = Field(
-        0.5, ge=0, description="First retry delay; doubles each retry, with full jitter."
+        0.5, ge=0, allow_inf_nan=False, description="First retry delay; doubles each retry, with full jitter."
     )
-    backoff_max_s: float = Field(8.0, ge=0, description="Longest delay between two retries.")
+    backoff_max_s: float = Field(8.0, ge=0, allow_inf_nan=False, description="Longest delay between two retries.")
     max_retry_wait_s: float = Field(
-        5.0, ge=0, description="Longest Retry-After / rate-limit wait honoured; beyond it, fail over instead."
+        5.0,
+        ge=0,
+        allow_inf_nan=False,
+        description="Longest Retry-After / rate-limit wait honoured; beyond it, fail over instead.",
     )
     deadline_s: float | None = Field(
-        None, gt=0, description="Longest time for one call including retries and failover; unset: no limit."
+        None,
+        gt=0,
+        allow_inf_nan=False,
+        description=(
+            "Longest wall-clock time for one call including retries and failover, also against a server that "
+            "drips bytes; unset: each attempt is bounded by timeout_s only."
+        ),
     )
     failure_threshold: int = Field(
         3, ge=1, description="Consecutive failures after which a model cools down (is skipped)."
     )
     cooldown_s: float = Field(
-        30.0, ge=0, description="How long a failing model is skipped before one probe call."
+        30.0, ge=0, allow_inf_nan=False, description="How long a failing model is skipped before one probe call."
     )
     key_set_aside_s: float = Field(
-        3600.0, ge=0, description="How long an API key that failed authentication is left out of rotation."
+        3600.0,
+        ge=0,
+        allow_inf_nan=False,
+        description=(
+            "How long an API key the server rejected (401/403) is left out of rotation for that endpoint; "
+            "other endpoints reading the same variable keep using it."
+        ),
     )
     stream_usage: bool = Field(
         True, description="Ask OpenAI-compatible servers for usage on streams (stream_options.include_usage)."

@@ -3,8 +3,11 @@ generateContent and OpenAI audio-transcription wire formats, with faults injecte
 
 `server.fault("model-name", "500", "ok")` queues behaviours for the next requests naming that model:
 ok, 429[:retry_after], 500, 503, timeout, delay:<s>, reset, malformed, cut, cut_clean, context, policy,
-filtered, nostream, exhausted.
-nostreamopts. Requests are logged in `server.requests` (path, headers, parsed body).
+filtered, nostream, exhausted, nostreamopts,
+hang (read the request, never answer), drip:<s> (headers at once, then the body one byte every <s> seconds),
+driphead:<s> (the status line and headers one byte every <s> seconds too), body:<name> (a 200 whose body is
+BAD_BODIES[format][name]), sse:<name> (a 200 event stream of BAD_EVENTS[format][name]).
+Requests are logged in `server.requests` (path, headers, parsed body).
 """
 
 from __future__ import annotations
@@ -24,6 +27,77 @@ GOOD_KEYS = {"test-key-GOOD-0123456789abcdef", "test-key-SECOND-0123456789abcdef
 BAD_KEY = "test-key-WRONG-0123456789abcdef"
 USAGE = {"input": 21, "output": 7, "cached": 5}
 
+_OK_OPENAI = {"role": "assistant", "content": "x"}
+# 2xx bodies of the wrong shape, per wire format: each must be a `malformed` error that fails over.
+BAD_BODIES: dict[str, dict[str, bytes]] = {
+    fmt: {k: v if isinstance(v, bytes) else json.dumps(v).encode() for k, v in bodies.items()}
+    for fmt, bodies in {
+        "openai": {
+            "message_is_text": {"choices": [{"message": "hi", "finish_reason": "stop"}]},
+            "usage_is_text": {"choices": [{"message": _OK_OPENAI, "finish_reason": "stop"}], "usage": "lots"},
+            "tool_call_is_number": {"choices": [{"message": {"content": None, "tool_calls": [5]}}]},
+            "no_choices": {"choices": []},
+            "choices_is_object": {"choices": {"message": _OK_OPENAI}},
+            "content_is_number": {"choices": [{"message": {"content": 5}, "finish_reason": "stop"}]},
+            "finish_is_list": {"choices": [{"message": _OK_OPENAI, "finish_reason": ["stop"]}]},
+            "tokens_negative": {"choices": [{"message": _OK_OPENAI}], "usage": {"prompt_tokens": -3}},
+            "tokens_text": {"choices": [{"message": _OK_OPENAI}], "usage": {"completion_tokens": "many"}},
+            "function_is_text": {"choices": [{"message": {"tool_calls": [{"id": "a", "function": "f"}]}}]},
+            "top_is_list": [1, 2, 3],
+            "not_json": b"<html><body>502 Bad Gateway</body></html>",
+            "deeply_nested": b"[" * 100_000,
+        },
+        "anthropic": {
+            "content_is_text": {"content": "hi", "stop_reason": "end_turn"},
+            "block_is_number": {"content": [5], "stop_reason": "end_turn"},
+            "text_is_number": {"content": [{"type": "text", "text": 5}]},
+            "usage_is_text": {"content": [{"type": "text", "text": "x"}], "usage": "lots"},
+            "tokens_text": {"content": [{"type": "text", "text": "x"}], "usage": {"input_tokens": "many"}},
+            "stop_is_object": {"content": [{"type": "text", "text": "x"}], "stop_reason": {"a": 1}},
+            "not_json": b"oops",
+        },
+        "gemini": {
+            "candidates_is_text": {"candidates": "hi"},
+            "part_is_number": {"candidates": [{"content": {"parts": [5]}, "finishReason": "STOP"}]},
+            "text_is_object": {"candidates": [{"content": {"parts": [{"text": {"a": 1}}]}, "finishReason": "STOP"}]},
+            "usage_is_text": {
+                "candidates": [{"content": {"parts": [{"text": "x"}]}, "finishReason": "STOP"}],
+                "usageMetadata": "lots",
+            },
+            "call_is_text": {"candidates": [{"content": {"parts": [{"functionCall": "f"}]}}]},
+            "not_json": b"",
+        },
+    }.items()
+}
+# Event streams whose events are of the wrong shape (`data:` payloads, in order).
+BAD_EVENTS: dict[str, dict[str, list[str]]] = {
+    "openai": {
+        "number": ["5"],
+        "delta_is_text": ['{"choices": [{"delta": "hi"}]}'],
+        "choices_is_text": ['{"choices": "hi"}'],
+        "tool_call_is_number": ['{"choices": [{"delta": {"tool_calls": [5]}}]}'],
+        "usage_is_text": ['{"choices": [], "usage": "lots"}', "[DONE]"],
+        "null": ["null"],
+    },
+    "anthropic": {
+        "number": ["5"],
+        "message_is_text": ['{"type": "message_start", "message": "hi"}'],
+        "delta_is_text": ['{"type": "content_block_delta", "index": 0, "delta": "x"}'],
+        "usage_is_text": ['{"type": "message_delta", "delta": {"stop_reason": "end_turn"}, "usage": "lots"}'],
+        "index_is_text": ['{"type": "content_block_start", "index": "a", "content_block": {"type": "tool_use"}}'],
+    },
+    "gemini": {
+        "number": ["5"],
+        "candidates_is_text": ['{"candidates": "hi"}'],
+        "part_is_number": ['{"candidates": [{"content": {"parts": [5]}}]}'],
+        "list": ["[1]"],
+    },
+}
+# Streams that go wrong after text was delivered (served by sse:<name> too).
+MIDSTREAM_EVENTS: dict[str, dict[str, list[str]]] = {
+    "openai": {"partial_then_bad": ['{"choices": [{"delta": {"content": "Hel"}}]}', '{"choices": [{"delta": 7}]}']},
+}
+
 
 class FakeLLM:
     def __init__(self, valid_keys: set[str] | None = None, hang_s: float = 3.0):
@@ -31,6 +105,7 @@ class FakeLLM:
         self.hang_s = hang_s
         self.faults: dict[str, deque[str]] = defaultdict(deque)
         self.requests: list[dict[str, Any]] = []
+        self.closing = threading.Event()  # set at shutdown: hanging and dripping handlers stop
         self._lock = threading.Lock()
         outer = self
 
@@ -65,6 +140,7 @@ class FakeLLM:
         return self
 
     def __exit__(self, *exc: Any) -> None:
+        self.closing.set()
         self.httpd.shutdown()
         self.httpd.server_close()
 
@@ -137,6 +213,28 @@ class _Handler(BaseHTTPRequestHandler):
         except OSError:
             pass
 
+    def _drip(self, full: dict[str, Any], stream: bool, every_s: float, head: bool) -> None:
+        """A server alive but slow: one byte every `every_s` seconds (httpx's read timeout never trips)."""
+        if stream:
+            payload = f"data: {json.dumps(full)}\n\n".encode()
+            heads = "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nConnection: close\r\n\r\n"
+        else:
+            payload = json.dumps(full).encode()
+            heads = f"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {len(payload)}\r\n\r\n"
+        self.close_connection = True
+        if not head:
+            self.wfile.write(heads.encode())
+            self.wfile.flush()
+        for b in (heads.encode() if head else b"") + payload:
+            if self.server_obj.closing.wait(every_s):
+                break
+            try:
+                self.wfile.write(bytes([b]))
+                self.wfile.flush()
+            except OSError:  # the client gave up: what the test wants
+                break
+        self._drop()
+
     # -- dispatch ------------------------------------------------------------------------------------------
     def do_POST(self) -> None:  # noqa: N802 - http.server's naming
         raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
@@ -174,6 +272,19 @@ class _Handler(BaseHTTPRequestHandler):
             return self._auth_error(fmt, key)
         fault = srv.next_fault(model)
         name, _, arg = fault.partition(":")
+        if name == "hang":
+            srv.closing.wait(60)
+            return self._drop()
+        if name == "body":
+            return self._send(200, BAD_BODIES[fmt][arg])
+        if name == "sse":
+            self._start_stream()
+            for data in {**BAD_EVENTS[fmt], **MIDSTREAM_EVENTS.get(fmt, {})}[arg]:
+                self._event(data)
+            return self._end_stream()
+        if name in ("drip", "driphead"):
+            return self._drip(getattr(self, f"_full_{fmt}")(model, self._reply(body, fmt, model)), stream,
+                              float(arg), head=name == "driphead")
         if name == "timeout":
             time.sleep(srv.hang_s)
             name = "ok"

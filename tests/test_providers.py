@@ -21,9 +21,16 @@ from agent_router.router import Router
 from agent_router.settings import Settings
 
 try:  # works whether or not tests/ is a package
-    from .providers_fixtures import BAD_KEY, GOOD_KEYS, USAGE, FakeLLM
+    from .providers_fixtures import BAD_BODIES, BAD_EVENTS, BAD_KEY, GOOD_KEYS, USAGE, FakeLLM
 except ImportError:
-    from providers_fixtures import BAD_KEY, GOOD_KEYS, USAGE, FakeLLM  # type: ignore[no-redef]
+    from providers_fixtures import (  # type: ignore[no-redef]
+        BAD_BODIES,
+        BAD_EVENTS,
+        BAD_KEY,
+        GOOD_KEYS,
+        USAGE,
+        FakeLLM,
+    )
 
 GOOD = sorted(GOOD_KEYS)[0]
 SECOND = sorted(GOOD_KEYS)[1]
@@ -264,7 +271,6 @@ def test_429_honours_retry_after(llm, fmt):
         ("500", "server"),
         ("reset", "connect"),
         ("malformed", "malformed"),
-        ("timeout", "timeout"),
         ("cut", "connect"),
     ],
 )
@@ -353,21 +359,20 @@ def test_failover_reaches_a_healthy_model_in_under_two_seconds(llm):
     }
     s = settings_for(models, fallbacks={"a": ["b", "c"]}, timeout_s=0.4, max_retries=1)
     c, records = client_for(s)
-    llm.fault("slow", "timeout", "timeout")
+    llm.fault("slow", "timeout")
     llm.fault("broken", "500", "500")
     t0 = time.monotonic()
     out = c.complete("a", USER)
     elapsed = time.monotonic() - t0
     assert out.alias == "c" and out.text == "Hello from healthy"
     assert [(r["model"], r["outcome"], r["error_kind"]) for r in records] == [
-        ("a", "error", "timeout"),
-        ("a", "error", "timeout"),
+        ("a", "error", "timeout"),  # a timeout fails over at once: no second wait on the same model
         ("b", "error", "server"),
         ("b", "error", "server"),
         ("c", "ok", None),
     ]
     assert [r["fallback_of"] for r in records[1:]] == [r["id"] for r in records[:-1]]
-    assert [r["attempt"] for r in records] == [1, 2, 3, 4, 5]
+    assert [r["attempt"] for r in records] == [1, 2, 3, 4]
     assert elapsed < 2.0, f"failover took {elapsed:.2f}s"
 
 
@@ -601,6 +606,196 @@ def test_shared_state_is_injectable(llm):
     llm.fault("x", "500")
     assert c1.complete("a", USER).alias == "b"
     assert c2.complete("a", USER).alias == "b" and llm.count("x") == 1  # c2 sees c1's cooldown
+
+
+# --- hostile servers: wrong shapes, drips, hangs, rejected and unusable keys ----------------------------
+HANG_GUARD_S = 20.0  # far above every bound under test; only catches a call that would hang for minutes
+
+
+def _pair(llm: FakeLLM, fmt: str, bad: str, good: str, **kw: Any) -> tuple[ProviderClient, list[dict]]:
+    """Model a (on `bad`) fails over to model b (on `good`), both in wire format `fmt`."""
+    s = settings_for(
+        {"a": model(llm.url, fmt, bad), "b": model(llm.url, fmt, good)}, fallbacks={"a": ["b"]}, **kw
+    )
+    return client_for(s)
+
+
+@pytest.mark.parametrize(
+    "fmt,shape", [(fmt, shape) for fmt, shapes in BAD_BODIES.items() for shape in shapes]
+)
+def test_wrong_shape_body_is_malformed_and_fails_over(llm, fmt, shape):
+    c, records = _pair(llm, fmt, f"{fmt}-bad", f"{fmt}-good", max_retries=0)
+    llm.fault(f"{fmt}-bad", f"body:{shape}")
+    out = c.complete("a", USER)
+    assert out.alias == "b" and out.text == f"Hello from {fmt}-good"
+    assert [(r["model"], r["error_kind"]) for r in records] == [("a", "malformed"), ("b", None)]
+
+
+@pytest.mark.parametrize(
+    "fmt,shape", [(fmt, shape) for fmt, shapes in BAD_EVENTS.items() for shape in shapes]
+)
+def test_wrong_shape_stream_event_is_malformed_and_fails_over(llm, fmt, shape):
+    c, records = _pair(llm, fmt, f"{fmt}-bad", f"{fmt}-good", max_retries=0)
+    llm.fault(f"{fmt}-bad", f"sse:{shape}")
+    text = "".join(d.text for d in c.stream("a", USER))
+    assert text == f"Hello from {fmt}-good"
+    assert [(r["model"], r["error_kind"]) for r in records] == [("a", "malformed"), ("b", None)]
+
+
+def test_wrong_shape_error_names_the_json_path_not_the_value(llm):
+    c, records = one(llm, "openai", max_retries=0)
+    llm.fault("openai-model", "body:message_is_text")
+    with pytest.raises(AllModelsFailed):
+        c.complete("m", USER)
+    assert "choices[0].message: expected an object, got a string" in records[0]["error"]
+    assert "'hi'" not in records[0]["error"]
+
+
+def test_wrong_shape_after_partial_output_is_stream_broken_with_the_partial_text(llm):
+    # A stream that already delivered text never silently switches models: it breaks, keeping what arrived.
+    c, records = one(llm, "openai", max_retries=0)
+    llm.fault("openai-model", "sse:partial_then_bad")
+    got = []
+    with pytest.raises(StreamBroken) as ei:
+        for d in c.stream("m", USER):
+            got.append(d.text)
+    assert "".join(got) == "Hel" and ei.value.partial == "Hel"
+    assert "chunk.choices[0].delta" in str(ei.value)
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize("fault", ["drip:0.2", "driphead:0.2"])
+def test_deadline_is_wall_clock_against_a_dripping_server(llm, fmt, stream, fault):
+    # One byte every 0.2 s never trips a read timeout; the call still ends at its deadline.
+    c, records = _pair(llm, fmt, f"{fmt}-drip", f"{fmt}-good", timeout_s=30.0, first_byte_timeout_s=5.0,
+                       deadline_s=1.0)
+    llm.fault(f"{fmt}-drip", fault)
+    t0 = time.monotonic()
+    with pytest.raises(AllModelsFailed) as ei:
+        list(c.stream("a", USER)) if stream else c.complete("a", USER)
+    assert time.monotonic() - t0 < HANG_GUARD_S
+    assert ei.value.kind == "timeout"
+    assert [(r["model"], r["error_kind"]) for r in records] == [("a", "timeout")]
+    assert "deadline_s=1s" in records[0]["error"]
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_attempt_timeout_cuts_a_dripping_server_and_fails_over(llm, stream):
+    c, records = _pair(llm, "anthropic", "drip", "good", timeout_s=1.0, first_byte_timeout_s=5.0)
+    llm.fault("drip", "drip:0.2")
+    t0 = time.monotonic()
+    out = c.complete("a", USER) if not stream else [d for d in c.stream("a", USER)][-1].completion
+    assert time.monotonic() - t0 < HANG_GUARD_S
+    assert out.alias == "b" and out.text == "Hello from good"
+    assert [(r["model"], r["error_kind"]) for r in records] == [("a", "timeout"), ("b", None)]
+
+
+def test_dripping_server_on_a_reused_connection_is_cut_too(llm):
+    # The first call leaves a keep-alive connection; the second, dripping, reuses it.
+    c, records = _pair(llm, "openai", "drip", "good", timeout_s=1.0, first_byte_timeout_s=5.0)
+    assert c.complete("a", USER).alias == "a"
+    llm.fault("drip", "driphead:0.5")  # ~70 header bytes: 35 s if the drip were not cut
+    t0 = time.monotonic()
+    assert c.complete("a", USER).alias == "b"
+    assert time.monotonic() - t0 < HANG_GUARD_S
+    assert [r["error_kind"] for r in records] == [None, "timeout", None]
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_hanging_server_fails_over_after_first_byte_timeout_without_retry(llm, stream):
+    c, records = _pair(llm, "gemini", "hung", "good", first_byte_timeout_s=0.5, timeout_s=30.0, max_retries=2)
+    llm.fault("hung", "hang", "hang", "hang")
+    t0 = time.monotonic()
+    out = c.complete("a", USER) if not stream else [d for d in c.stream("a", USER)][-1].completion
+    assert time.monotonic() - t0 < HANG_GUARD_S
+    assert out.alias == "b"
+    assert [(r["model"], r["error_kind"]) for r in records] == [("a", "timeout"), ("b", None)]
+    assert llm.count("hung") == 1  # a timeout is not retried on the same model
+    assert "first_byte_timeout_s=0.5s" in records[0]["error"]
+
+
+def test_timeouts_are_settings_and_reject_nan_and_inf(tmp_path):
+    from agent_router.errors import SettingsError
+    from agent_router.settings import load
+
+    p = tmp_path / "s.json"
+    for field in ("connect_timeout_s", "first_byte_timeout_s", "timeout_s", "deadline_s", "cooldown_s"):
+        for bad in ("NaN", "Infinity", "-1"):
+            p.write_text(f'{{"providers": {{"{field}": {bad}}}}}')
+            with pytest.raises(SettingsError) as ei:
+                load(p)
+            assert f"$.providers.{field}" in str(ei.value)
+
+
+def test_rejected_key_is_set_aside_for_that_endpoint_only(monkeypatch):
+    # Two endpoints read the same variable: one rejects the key, the other accepts it and keeps doing so.
+    with FakeLLM(valid_keys={"other-key-0123456789"}) as strict, FakeLLM() as lenient:
+        s = settings_for(
+            {"a": model(strict.url, "openai", "s"), "b": model(lenient.url, "anthropic", "l")},
+            fallbacks={"a": ["b"]},
+        )
+        c, records = client_for(s)
+        assert c.complete("a", USER).alias == "b"
+        assert c.complete("b", USER).alias == "b"  # not set aside at b's endpoint
+        assert [r["error_kind"] for r in records] == ["auth", None, None]
+        with pytest.raises(AllModelsFailed) as ei:
+            c.complete("a", USER, fallbacks=[])
+        msg = str(ei.value)
+        assert ei.value.kind == "auth" and "TEST_KEY was rejected by" in msg and strict.url in msg
+        assert "no API key set" not in msg and GOOD not in msg
+        assert strict.count("s") == 1  # set aside: not sent again to the endpoint that refused it
+
+
+def test_rejected_key_error_says_rejected_and_names_the_variable(llm):
+    c, _ = client_for(settings_for({"m": model(llm.url, "openai", "x")}), env={"TEST_KEY": BAD_KEY})
+    with pytest.raises(AllModelsFailed) as ei:
+        c.complete("m", USER)
+    msg = str(ei.value)
+    assert "key in TEST_KEY rejected by" in msg and BAD_KEY not in msg
+
+
+@pytest.mark.parametrize("bad", ["\u201ctest-key-GOOD\u201d", "test-key\u00a0GOOD", "test key", "test\tkey"])
+def test_unusable_key_is_a_clear_error_naming_the_variable(llm, bad):
+    c, records = client_for(settings_for({"m": model(llm.url, "openai", "x")}), env={"TEST_KEY": bad})
+    with pytest.raises(AllModelsFailed) as ei:
+        c.complete("m", USER)
+    msg = str(ei.value)
+    assert "TEST_KEY holds a" in msg and "position" in msg
+    assert bad not in msg and bad.strip("\u201c\u201d") not in msg
+    assert llm.count("x") == 0  # never sent
+
+
+def test_unusable_key_falls_back_to_the_next_key(llm):
+    s = settings_for({"m": model(llm.url, "openai", "x", api_key_env=["PASTED", "OK_KEY"])})
+    c, _ = client_for(s, env={"PASTED": GOOD + "\u201d", "OK_KEY": GOOD})
+    assert c.complete("m", USER).text == "Hello from x"
+
+
+@pytest.mark.parametrize("fault", ["body:usage_is_text", "hang", "drip:0.2"])
+def test_cli_ask_surfaces_a_hostile_server_as_one_line(llm, tmp_path, monkeypatch, fault):
+    monkeypatch.setenv("TEST_KEY", GOOD)
+    path = write_settings(
+        tmp_path, llm, providers={**FAST, "first_byte_timeout_s": 0.5, "timeout_s": 1.0, "max_retries": 0}
+    )
+    kind = "malformed" if fault.startswith("body") else "timeout"
+    llm.fault("cli-util", fault)
+    r = run_cli(["ask", "hi", "--settings", path, "--model", "u"])
+    assert r.exit_code == 0, r.output  # the chain's next model answers, and the failover is one line
+    assert f"failover: u {kind} -> p" in r.stdout
+    llm.fault("cli-util", fault)
+    llm.fault("cli-prem", fault)  # c has no key: every model fails
+    r = run_cli(["ask", "hi", "--settings", path, "--model", "u"])
+    assert r.exit_code == 2, r.output
+    assert r.output.startswith("error: ") and r.output.count("\n") == 1 and "Traceback" not in r.output
+    assert f"u: {kind}; p: {kind}" in r.output
+
+
+def test_cli_ask_with_a_pasted_curly_quote_in_the_key(llm, tmp_path, monkeypatch):
+    monkeypatch.setenv("TEST_KEY", GOOD + "\u201d")
+    r = run_cli(["ask", "hi", "--settings", write_settings(tmp_path, llm), "--model", "u"])
+    assert r.exit_code == 2 and r.output.count("\n") == 1
+    assert "TEST_KEY holds a non-ASCII character" in r.output and GOOD not in r.output
 
 
 # --- secrets --------------------------------------------------------------------------------------------

@@ -28,7 +28,7 @@ def error_text(body: bytes | str) -> str:
     text = body.decode("utf-8", "replace") if isinstance(body, bytes) else body
     try:
         data = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):
         return text.strip()[:300]
     err = data.get("error", data) if isinstance(data, dict) else data
     if isinstance(err, dict):

@@ -10,6 +10,7 @@ while the state machine stayed ours.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import random
@@ -27,14 +28,18 @@ from ..settings import ProviderSettings, Settings
 from . import types as t
 from . import wire_anthropic, wire_gemini, wire_openai
 from .classify import classify, error_text, learned_limits, retry_after
+from .deadline import Watchdog, guard_client
 from .health import Health
 from .keys import KeyPool, Secret, redact
 from .limits import Limiter
+from .shape import ShapeError
 from .state import MemoryState, StateStore
 
 log = logging.getLogger("agent_router.providers")
 
 Record = dict[str, Any]
+# Largest non-streamed answer read: far above any real completion, a bound against a hostile server.
+MAX_BODY_BYTES = 64 * 2**20
 
 
 def wire_for(provider: str) -> Any:
@@ -100,9 +105,13 @@ class ProviderClient:
         self._own_http = http is None
         self.http = http or httpx.Client(
             transport=transport,
-            timeout=httpx.Timeout(self.ps.timeout_s, connect=self.ps.connect_timeout_s),
+            timeout=httpx.Timeout(
+                self.ps.timeout_s, connect=self.ps.connect_timeout_s, read=self.ps.first_byte_timeout_s
+            ),
             follow_redirects=False,
         )
+        if self._own_http:
+            guard_client(self.http)
         self.health = Health(
             self.state,
             self.ps.failure_threshold,
@@ -165,11 +174,12 @@ class ProviderClient:
         """One tiny request, no retries or failover: {'model', 'status', 'latency_ms', 'error'}."""
         m = self.catalog.get(alias)
         if needs_key(m) and not self.keys.present(m.config.key_envs()):
-            return {"model": alias, "status": "no key", "latency_ms": None, "error": None}
-        keys = self.keys.rotation(self._group(m), m.config.key_envs()) or [None]
+            bad = self.keys.unusable(m.config.key_envs())
+            return {"model": alias, "status": "no key", "latency_ms": None, "error": "; ".join(bad) or None}
         req = t.Request(messages=[{"role": "user", "content": "ping"}], max_tokens=1)
         t0 = time.perf_counter()
         try:
+            keys = self.keys.rotation(self._group(m), m.config.key_envs(), base_url_for(m)) or [None]
             self._send(m, keys[0], req, deadline=time.monotonic() + timeout_s)
         except t.ProviderError as e:
             ms = (time.perf_counter() - t0) * 1000
@@ -253,14 +263,13 @@ class ProviderClient:
             if not self.health.available(alias):
                 skipped.append(f"{alias}: cooling down")
                 continue
-            envs = m.config.key_envs()
-            keys: list[Secret | None] = list(self.keys.rotation(self._group(m), envs))
+            endpoint = base_url_for(m)
+            keys: list[Secret | None] = list(self.keys.rotation(self._group(m), m.config.key_envs(), endpoint))
             if not keys:
                 if needs_key(m):
-                    skipped.append(f"{alias}: no API key set ({', '.join(envs) or 'api_key_env unset'})")
-                    last = t.ProviderError(
-                        t.NO_KEY, f"none of {', '.join(envs) or 'api_key_env'} is set", model=alias
-                    )
+                    why, reason = self._no_key(m, endpoint)
+                    last = t.ProviderError(why, reason, model=alias)
+                    skipped.append(f"{alias}: {reason}")
                     continue
                 keys = [None]
             retries = 0
@@ -280,8 +289,11 @@ class ProviderClient:
                     self.sleep(wait)
                     key = self._unblocked(alias, keys)
                 if deadline is not None and time.monotonic() >= deadline:
+                    tried = "; ".join(f"{r['model']}: {r['error_kind']}" for r in attempts) or "none tried"
                     raise t.AllModelsFailed(
-                        t.TIMEOUT, "deadline reached before any model answered", attempts=attempts
+                        t.TIMEOUT,
+                        f"deadline_s={self.ps.deadline_s:g}s reached before any model answered ({tried})",
+                        attempts=attempts,
                     )
                 prev = attempts[-1]["id"] if attempts else None
                 t0 = time.perf_counter()
@@ -314,7 +326,8 @@ class ProviderClient:
                         err.attempts = attempts
                         raise err from None
                     if e.kind == t.AUTH and key is not None:
-                        self.keys.set_aside(key)
+                        self.keys.set_aside(key, endpoint)  # only here: another endpoint may accept it
+                        skipped.append(f"{alias}: key in {key.env} rejected by {endpoint}")
                         keys.remove(key)
                         continue
                     if e.kind == t.RATE_LIMIT:
@@ -363,6 +376,21 @@ class ProviderClient:
             last.kind if last else t.COOLDOWN, f"every model failed ({detail})", attempts=attempts
         )
 
+    def _no_key(self, m: ModelInfo, endpoint: str) -> tuple[str, str]:
+        """(error kind, reason) `m` has no key to try: a value that cannot be sent, keys this endpoint
+        rejected, or none set. Names variables, never values."""
+        envs = m.config.key_envs()
+        unusable = self.keys.unusable(envs)
+        rejected = [k.env for k in self.keys.present(envs) if self.keys.is_set_aside(k, endpoint)]
+        if unusable:
+            return t.NO_KEY, "; ".join(unusable)
+        if rejected:
+            return t.AUTH, (
+                f"key in {', '.join(rejected)} was rejected by {endpoint} and is set aside there "
+                f"for up to {self.ps.key_set_aside_s:g}s"
+            )
+        return t.NO_KEY, f"no API key set ({', '.join(envs) or 'api_key_env unset'})"
+
     def _can_wait(self, wait: float, deadline: float | None) -> bool:
         if wait > self.ps.max_retry_wait_s:
             return False
@@ -407,18 +435,33 @@ class ProviderClient:
         headers = wire.auth_headers(key.value if key is not None else None)
         return base + wire.path(m.name, stream), headers, body
 
-    def _timeout(self, deadline: float | None) -> httpx.Timeout:
-        total = self.ps.timeout_s
-        if deadline is not None:
-            total = max(0.001, min(total, deadline - time.monotonic()))
-        return httpx.Timeout(total, connect=min(self.ps.connect_timeout_s, total))
+    def _attempt_end(self, deadline: float | None) -> float:
+        """The monotonic instant this attempt must be over by: timeout_s from now, or the call's deadline."""
+        end = time.monotonic() + self.ps.timeout_s
+        return end if deadline is None else min(end, deadline)
 
-    def _http_error(self, m: ModelInfo, resp: httpx.Response, body: bytes) -> t.ProviderError:
+    def _timeout(self, end: float) -> httpx.Timeout:
+        """httpx's per-operation timeouts, none beyond the attempt's end (the Watchdog bounds the sum)."""
+        left = max(0.001, end - time.monotonic())
+        return httpx.Timeout(
+            left,
+            connect=min(self.ps.connect_timeout_s, left),
+            read=min(self.ps.first_byte_timeout_s, left),
+            pool=min(self.ps.connect_timeout_s, left),
+        )
+
+    def _http_error(
+        self, m: ModelInfo, resp: httpx.Response, body: bytes, key: Secret | None = None
+    ) -> t.ProviderError:
         msg = redact(error_text(body))
         kind = classify(resp.status_code, msg)
+        text = msg or resp.reason_phrase
+        if kind == t.AUTH:  # say which key, by its variable: "no key" would send the user looking elsewhere
+            who = f"the key in {key.env}" if key is not None else "the request without a key"
+            text = f"{who} was rejected by {base_url_for(m)}: {text}"
         e = t.ProviderError(
             kind,
-            msg or resp.reason_phrase,
+            text,
             model=m.alias,
             status=resp.status_code,
             retry_after=retry_after(resp.headers, body, msg) if kind == t.RATE_LIMIT else None,
@@ -428,10 +471,54 @@ class ProviderClient:
             e.retry_after = retry_after(resp.headers, body, msg)
         return e
 
-    def _transport_error(self, m: ModelInfo, e: Exception) -> t.ProviderError:
+    def _transport_error(self, m: ModelInfo, e: Exception, wd: Watchdog | None = None) -> t.ProviderError:
+        if wd is not None and wd.expired():
+            return self._time_up(m)
+        if isinstance(e, httpx.ConnectTimeout):
+            why = f"no connection within connect_timeout_s={self.ps.connect_timeout_s:g}s"
+            return t.ProviderError(t.TIMEOUT, why, model=m.alias)
         if isinstance(e, httpx.TimeoutException):
-            return t.ProviderError(t.TIMEOUT, f"no answer in time ({type(e).__name__})", model=m.alias)
+            why = f"server silent for first_byte_timeout_s={self.ps.first_byte_timeout_s:g}s"
+            return t.ProviderError(t.TIMEOUT, f"{why} ({type(e).__name__})", model=m.alias)
         return t.ProviderError(t.CONNECT, redact(f"{type(e).__name__}: {e}"), model=m.alias)
+
+    def _time_up(self, m: ModelInfo) -> t.ProviderError:
+        limit = f"timeout_s={self.ps.timeout_s:g}s"
+        if self.ps.deadline_s:
+            limit += f" / deadline_s={self.ps.deadline_s:g}s"
+        return t.ProviderError(t.TIMEOUT, f"answer not complete within the time limit ({limit})", model=m.alias)
+
+    def _read(self, m: ModelInfo, resp: httpx.Response, wd: Watchdog) -> bytes:
+        """The whole body, at most MAX_BODY_BYTES, checking the attempt's end between chunks."""
+        parts, size = [], 0
+        for chunk in resp.iter_bytes():
+            size += len(chunk)
+            if size > MAX_BODY_BYTES:
+                raise t.ProviderError(
+                    t.MALFORMED, f"response larger than {MAX_BODY_BYTES // 2**20} MiB", model=m.alias
+                )
+            parts.append(chunk)
+            if wd.expired():
+                raise self._time_up(m)
+        if wd.fired:  # the watchdog ended a body that had no length: what we have is cut short
+            raise self._time_up(m)
+        return b"".join(parts)
+
+    def _decode(self, m: ModelInfo, raw: bytes, status: int | None = None) -> t.Completion:
+        """A 2xx body -> Completion; any body not of the wire format's shape is a `malformed` error."""
+        try:
+            data = json.loads(raw)
+        except (ValueError, RecursionError):
+            raise t.ProviderError(
+                t.MALFORMED,
+                f"response is not JSON: {redact(raw[:80].decode('utf-8', 'replace'))!r}",
+                model=m.alias,
+                status=status,
+            ) from None
+        try:
+            return wire_for(m.provider).parse(data, m.name)
+        except ShapeError as e:
+            raise t.ProviderError(t.MALFORMED, f"response {e}", model=m.alias, status=status) from None
 
     def _after_ok(self, m: ModelInfo, key: Secret | None, resp: httpx.Response) -> None:
         # Honour exhausted rate-limit headers on success too: the next call waits instead of getting a 429.
@@ -448,25 +535,34 @@ class ProviderClient:
             if wait:
                 self.state.set(f"block:{m.alias}:{key.env}", time.time() + wait, ttl_s=min(wait, 86400))
 
+    @contextlib.contextmanager
+    def _exchange(self, url: str, headers: dict, body: dict, end: float, wd: Watchdog) -> Iterator[httpx.Response]:
+        """POST and hold the streamed response; `wd` learns the socket, whether new or reused."""
+        request = self.http.build_request(
+            "POST", url, json=body, headers=headers, timeout=self._timeout(end), extensions={"trace": wd.trace}
+        )
+        with wd.opening():
+            resp = self.http.send(request, stream=True)
+        try:
+            wd.watch(resp.extensions.get("network_stream"))
+            yield resp
+        finally:
+            resp.close()
+
     def _send(self, m: ModelInfo, key: Secret | None, req: t.Request, deadline: float | None) -> t.Completion:
         url, headers, body = self._prepare(m, key, req, stream=False)
         self.limiter.add(m.alias, rpm=1)
-        try:
-            resp = self.http.post(url, json=body, headers=headers, timeout=self._timeout(deadline))
-        except httpx.HTTPError as e:
-            raise self._transport_error(m, e) from None
+        end = self._attempt_end(deadline)
+        with Watchdog(end) as wd:
+            try:
+                with self._exchange(url, headers, body, end, wd) as resp:
+                    raw = self._read(m, resp, wd)
+                    wd.disarm()
+            except httpx.HTTPError as e:
+                raise self._transport_error(m, e, wd) from None
         if resp.status_code >= 400:
-            raise self._http_error(m, resp, resp.content)
-        try:
-            data = resp.json()
-        except ValueError:
-            raise t.ProviderError(
-                t.MALFORMED,
-                f"response is not JSON: {redact(resp.text[:80])!r}",
-                model=m.alias,
-                status=resp.status_code,
-            ) from None
-        c = wire_for(m.provider).parse(data, m.name)
+            raise self._http_error(m, resp, raw, key)
+        c = self._decode(m, raw, resp.status_code)
         self._after_ok(m, key, resp)
         return c
 
@@ -479,53 +575,62 @@ class ProviderClient:
         parser = wire_for(m.provider).StreamParser(m.name)
         t0 = time.perf_counter()
         first_at: float | None = None
-        try:
-            with self.http.stream(
-                "POST", url, json=body, headers=headers, timeout=self._timeout(deadline)
-            ) as resp:
-                if resp.status_code >= 400:
-                    raw = resp.read()
-                    err = self._http_error(m, resp, raw)
-                    if (
-                        "stream_options" in str(err)
-                        and "stream_options" in body
-                        and err.kind == t.BAD_REQUEST
-                    ):
-                        # This server rejects stream_options: remember, and ask again without it.
-                        self._no_stream_options.add(base_url_for(m))
-                        yield from self._send_stream(m, key, req, deadline)
-                        return
-                    raise err
-                if "text/event-stream" not in resp.headers.get("content-type", ""):
-                    # Some servers ignore `stream` and answer in one piece: take it as a one-delta stream.
-                    raw = resp.read()
-                    try:
-                        data = json.loads(raw)
-                    except ValueError:
-                        raise t.ProviderError(
-                            t.MALFORMED,
-                            f"stream response is neither SSE nor JSON: {raw[:60]!r}",
-                            model=m.alias,
-                        ) from None
-                    c = wire_for(m.provider).parse(data, m.name)
-                    first_at = time.perf_counter()
-                    if c.text:
-                        yield t.Delta(text=c.text)
-                else:
-                    for sse in EventSource(resp).iter_sse():
-                        for d in parser.feed(sse.event, sse.data):
-                            if first_at is None:
-                                first_at = time.perf_counter()
-                            yield d
-                    c = parser.finish()
-                self._after_ok(m, key, resp)
-        except httpx.HTTPError as e:
-            err = self._transport_error(m, e)
+        end = self._attempt_end(deadline)
+
+        def broken(why: str, err: t.ProviderError) -> t.ProviderError:
+            # Before any output another model may answer instead; after it, the caller must hear of the break.
             if first_at is not None or parser_has_output(parser):
-                raise t.StreamBroken(
-                    f"connection lost mid-stream ({type(e).__name__})", model=m.alias
-                ) from None
-            raise err from None
+                return t.StreamBroken(why, model=m.alias, partial=parser_text(parser))
+            return err
+
+        with Watchdog(end) as wd:
+            try:
+                with self._exchange(url, headers, body, end, wd) as resp:
+                    if resp.status_code >= 400:
+                        raw = self._read(m, resp, wd)
+                        err = self._http_error(m, resp, raw, key)
+                        if (
+                            "stream_options" in str(err)
+                            and "stream_options" in body
+                            and err.kind == t.BAD_REQUEST
+                        ):
+                            # This server rejects stream_options: remember, and ask again without it.
+                            self._no_stream_options.add(base_url_for(m))
+                            wd.disarm()
+                            yield from self._send_stream(m, key, req, deadline)
+                            return
+                        raise err
+                    if "text/event-stream" not in resp.headers.get("content-type", ""):
+                        # Some servers ignore `stream` and answer in one piece: take it as a one-delta stream.
+                        c = self._decode(m, self._read(m, resp, wd))
+                        first_at = time.perf_counter()
+                        if c.text:
+                            yield t.Delta(text=c.text)
+                    else:
+                        for sse in EventSource(resp).iter_sse():
+                            try:
+                                deltas = parser.feed(sse.event, sse.data)
+                            except ShapeError as e:
+                                bad = t.ProviderError(t.MALFORMED, f"stream event {e}", model=m.alias)
+                                raise broken(f"stream event {e}", bad) from None
+                            for d in deltas:
+                                if first_at is None:
+                                    first_at = time.perf_counter()
+                                yield d
+                            if wd.expired():
+                                raise broken("time limit reached mid-stream", self._time_up(m))
+                        if wd.fired:
+                            raise broken("time limit reached mid-stream", self._time_up(m))
+                        try:
+                            c = parser.finish()
+                        except ShapeError as e:
+                            raise t.ProviderError(t.MALFORMED, f"stream event {e}", model=m.alias) from None
+                    wd.disarm()
+                    self._after_ok(m, key, resp)
+            except httpx.HTTPError as e:
+                err = self._transport_error(m, e, wd)
+                kind = "time limit reached" if wd.fired else f"connection lost ({type(e).__name__})"
+                raise broken(f"{kind} mid-stream", err) from None
         if first_at is not None:
             c.ttft_ms = (first_at - t0) * 1000
         yield t.Delta(completion=c)
@@ -592,8 +697,12 @@ class ProviderClient:
         return t.Usage(input_tokens=cin.tokens, output_tokens=cout.tokens, source=source)
 
 
-def parser_has_output(parser: Any) -> bool:
+def parser_text(parser: Any) -> str:
     text = getattr(parser, "text", None)
     if text is None and hasattr(parser, "acc"):
         text = parser.acc.text
-    return bool(text)
+    return "".join(text or ())
+
+
+def parser_has_output(parser: Any) -> bool:
+    return bool(parser_text(parser))

@@ -36,8 +36,21 @@ class Secret:
     __str__ = __repr__
 
 
+def key_problem(value: str) -> str | None:
+    """Why `value` cannot go into an HTTP header, without quoting it; None when it can."""
+    for i, ch in enumerate(value):
+        if not ch.isascii():
+            return (
+                f"holds a non-ASCII character at position {i + 1} (a pasted curly quote or non-breaking space?); "
+                "API keys are plain ASCII"
+            )
+        if not ch.isprintable() or ch.isspace():
+            return f"holds a space or control character at position {i + 1}; API keys have none"
+    return None
+
+
 class KeyPool:
-    """Round-robin over a model's keys; a key that failed authentication sits out for `set_aside_s`."""
+    """Round-robin over a model's keys; a key an endpoint rejected sits out there for `set_aside_s`."""
 
     def __init__(
         self,
@@ -51,19 +64,41 @@ class KeyPool:
         self.set_aside_s = set_aside_s
         self.clock = clock
 
-    def present(self, envs: list[str]) -> list[Secret]:
-        # Stripped: a trailing newline from `export K=$(cat file)` would make an invalid header whose
-        # error message might quote the key.
-        return [Secret(n, v) for n in envs if (v := (self.env.get(n) or "").strip())]
+    def _values(self, envs: list[str]) -> list[tuple[str, str]]:
+        # Stripped: a trailing newline from `export K=$(cat file)` would make an invalid header.
+        return [(n, v) for n in envs if (v := (self.env.get(n) or "").strip())]
 
-    def rotation(self, group: str, envs: list[str]) -> list[Secret]:
-        """This call's keys, in order to try: usable keys starting at the group's next position."""
-        keys = [k for k in self.present(envs) if self.state.get(f"keybad:{k.env}") is None]
+    def present(self, envs: list[str]) -> list[Secret]:
+        """The usable keys that are set (see `unusable` for set ones that cannot be sent)."""
+        return [Secret(n, v) for n, v in self._values(envs) if key_problem(v) is None]
+
+    def unusable(self, envs: list[str]) -> list[str]:
+        """'ENV holds ...' for each set variable whose value cannot be sent as a key; never the value."""
+        out = []
+        for n, v in self._values(envs):
+            problem = key_problem(v)
+            if problem is not None:
+                remember(v)
+                out.append(f"{n} {problem}")
+        return out
+
+    def rotation(self, group: str, envs: list[str], endpoint: str = "") -> list[Secret]:
+        """This call's keys, in order to try: usable keys not set aside at `endpoint`, starting at the group's
+        next position."""
+        keys = [k for k in self.present(envs) if not self.is_set_aside(k, endpoint)]
         if len(keys) > 1:
             pos = int(self.state.incr(f"keys:{group}:pos", 1)) - 1
             i = pos % len(keys)
             keys = keys[i:] + keys[:i]
         return keys
 
-    def set_aside(self, key: Secret) -> None:
-        self.state.set(f"keybad:{key.env}", self.clock(), ttl_s=self.set_aside_s)
+    def set_aside(self, key: Secret, endpoint: str = "") -> None:
+        """`endpoint` (a base URL) rejected `key`: leave it out there; other endpoints may still accept it."""
+        self.state.set(self._bad(key, endpoint), self.clock(), ttl_s=self.set_aside_s)
+
+    def is_set_aside(self, key: Secret, endpoint: str = "") -> bool:
+        return self.state.get(self._bad(key, endpoint)) is not None
+
+    @staticmethod
+    def _bad(key: Secret, endpoint: str) -> str:
+        return f"keybad:{endpoint}:{key.env}" if endpoint else f"keybad:{key.env}"

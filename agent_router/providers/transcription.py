@@ -74,7 +74,8 @@ class TranscriptionPool:
         ok, skipped = [], []
         for p in self.providers:
             if p.key_envs() and not self.keys.present(p.key_envs()):
-                skipped.append(f"{p.name}: no key ({', '.join(p.key_envs())} unset)")
+                why = "; ".join(self.keys.unusable(p.key_envs())) or f"{', '.join(p.key_envs())} unset"
+                skipped.append(f"{p.name}: no key ({why})")
             elif size_bytes > p.max_file_mb * MB:
                 skipped.append(
                     f"{p.name}: file {size_bytes / MB:.1f} MB exceeds its {p.max_file_mb:g} MB limit"
@@ -119,7 +120,8 @@ class TranscriptionPool:
             if not self.health.available(alias):
                 skipped.append(f"{p.name}: cooling down")
                 continue
-            keys: list[Secret | None] = list(self.keys.rotation(f"stt:{p.name}", p.key_envs())) or [None]
+            endpoint = p.base_url.rstrip("/")
+            keys: list[Secret | None] = list(self.keys.rotation(f"stt:{p.name}", p.key_envs(), endpoint)) or [None]
             while keys:
                 key = keys[0]
                 t0 = time.perf_counter()
@@ -130,7 +132,7 @@ class TranscriptionPool:
                     attempts.append(self._record(p, t0, None, e, prev, len(attempts) + 1))
                     self.health.failure(alias, e.kind)
                     if e.kind == t.AUTH and key is not None:
-                        self.keys.set_aside(key)
+                        self.keys.set_aside(key, endpoint)
                         keys.pop(0)
                         continue
                     if e.kind == t.RATE_LIMIT and e.retry_after:

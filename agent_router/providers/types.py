@@ -23,8 +23,9 @@ STREAM_BROKEN = "stream_broken"
 NO_KEY = "no_key"
 COOLDOWN = "cooldown"
 
-# Kinds worth another try on the same model (after a wait), and kinds that move on to the next model.
-RETRYABLE = frozenset({TIMEOUT, CONNECT, SERVER, RATE_LIMIT, MALFORMED})
+# Kinds worth another try on the same model (after a wait), and kinds that move on to the next model. A timeout
+# is not retried: the model just used a whole time budget, so the next model gets the time left.
+RETRYABLE = frozenset({CONNECT, SERVER, RATE_LIMIT, MALFORMED})
 FAILOVER = frozenset(
     {
         TIMEOUT,

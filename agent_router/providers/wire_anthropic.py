@@ -6,10 +6,13 @@ import json
 from typing import Any
 
 from ..messages import content_text, data_url, tool_call_arguments
+from . import shape as sh
 from . import types as t
 
 DEFAULT_BASE_URL = "https://api.anthropic.com/v1"
 API_VERSION = "2023-06-01"
+# Tool-use blocks one stream may open: a bound on memory against a hostile stream.
+MAX_STREAM_BLOCKS = 1024
 JSON_INSTRUCTION = "Respond with a single JSON object and nothing else."
 _FINISH = {
     "end_turn": "stop",
@@ -141,39 +144,50 @@ def build(req: t.Request, model: str, provider: str, stream: bool, stream_usage:
     return body
 
 
-def _usage(u: dict[str, Any]) -> t.Usage:
-    read = int(u.get("cache_read_input_tokens") or 0)
-    write = int(u.get("cache_creation_input_tokens") or 0)
+def _usage(v: Any, path: str = "usage") -> t.Usage:
+    u = sh.obj(v, path)
+    read = sh.count(u.get("cache_read_input_tokens"), f"{path}.cache_read_input_tokens")
+    write = sh.count(u.get("cache_creation_input_tokens"), f"{path}.cache_creation_input_tokens")
     # Anthropic's input_tokens excludes cache reads and writes; we count them in, as OpenAI does.
     return t.Usage(
-        input_tokens=int(u.get("input_tokens") or 0) + read + write,
-        output_tokens=int(u.get("output_tokens") or 0),
+        input_tokens=sh.count(u.get("input_tokens"), f"{path}.input_tokens") + read + write,
+        output_tokens=sh.count(u.get("output_tokens"), f"{path}.output_tokens"),
         cached_input_tokens=read,
         cache_write_tokens=write,
     )
 
 
+def _finish(v: Any, path: str) -> str | None:
+    reason = sh.text(v, path)
+    return _FINISH.get(reason, "other") if reason else None
+
+
 def parse(data: Any, model: str) -> t.Completion:
+    """A Messages API body -> Completion; raises ProviderError, or ShapeError for a value of the wrong type."""
     if not isinstance(data, dict) or not isinstance(data.get("content"), list):
         raise t.ProviderError(t.MALFORMED, "response has no content blocks", model=model)
     text, calls = [], []
-    for b in data["content"]:
-        if b.get("type") == "text":
-            text.append(b.get("text", ""))
-        elif b.get("type") == "tool_use":
+    for i, b in enumerate(sh.objs(data["content"], "content")):
+        kind = sh.text(b.get("type"), f"content[{i}].type")
+        if kind == "text":
+            text.append(sh.text(b.get("text"), f"content[{i}].text"))
+        elif kind == "tool_use":
             calls.append(
                 t.ToolCall(
-                    id=b.get("id", ""), name=b.get("name", ""), arguments=json.dumps(b.get("input") or {})
+                    id=sh.text(b.get("id"), f"content[{i}].id"),
+                    name=sh.text(b.get("name"), f"content[{i}].name"),
+                    arguments=json.dumps(b.get("input") or {}),
                 )
             )
-    if data.get("stop_reason") == "refusal" and not "".join(text) and not calls:
+    stop = sh.text(data.get("stop_reason"), "stop_reason")
+    if stop == "refusal" and not "".join(text) and not calls:
         raise t.ProviderError(t.CONTENT_POLICY, "the model refused (stop_reason refusal)", model=model)
     return t.Completion(
         text="".join(text),
         tool_calls=calls,
-        finish_reason=_FINISH.get(data.get("stop_reason") or "", "other"),
+        finish_reason=_finish(stop, "stop_reason") or "other",
         usage=_usage(data["usage"]) if data.get("usage") else t.Usage(source="estimated"),
-        model=data.get("model") or model,
+        model=sh.text(data.get("model"), "model") or model,
         raw=data,
     )
 
@@ -191,45 +205,56 @@ class StreamParser:
     def feed(self, event: str, data: str) -> list[t.Delta]:
         try:
             ev = json.loads(data)
-        except ValueError:
+        except (ValueError, RecursionError):
             raise t.StreamBroken(
                 f"undecodable stream event {data[:80]!r}", model=self.model, partial="".join(self.text)
             ) from None
-        kind = ev.get("type") or event
+        ev = sh.obj(ev, "event", required=True)
+        kind = sh.text(ev.get("type"), "event.type") or event
         if kind == "message_start":
-            msg = ev.get("message") or {}
-            self.resolved = msg.get("model") or self.resolved
-            self.usage.update(msg.get("usage") or {})
+            msg = sh.obj(ev.get("message"), "event.message")
+            self.resolved = sh.text(msg.get("model"), "event.message.model") or self.resolved
+            self._add_usage(msg.get("usage"), "event.message.usage")
         elif kind == "content_block_start":
-            b = ev.get("content_block") or {}
-            if b.get("type") == "tool_use":
-                self.blocks[ev.get("index", 0)] = {
-                    "id": b.get("id", ""),
-                    "name": b.get("name", ""),
+            b = sh.obj(ev.get("content_block"), "event.content_block")
+            if sh.text(b.get("type"), "event.content_block.type") == "tool_use":
+                index = sh.count(ev.get("index"), "event.index")
+                if index not in self.blocks and len(self.blocks) >= MAX_STREAM_BLOCKS:
+                    raise sh.ShapeError("event.index", f"at most {MAX_STREAM_BLOCKS} tool blocks", index)
+                self.blocks[index] = {
+                    "id": sh.text(b.get("id"), "event.content_block.id"),
+                    "name": sh.text(b.get("name"), "event.content_block.name"),
                     "args": "",
                 }
         elif kind == "content_block_delta":
-            d = ev.get("delta") or {}
-            if d.get("type") == "text_delta":
-                self.text.append(d.get("text", ""))
-                return [t.Delta(text=d.get("text", ""))]
-            if d.get("type") == "input_json_delta" and ev.get("index", 0) in self.blocks:
-                self.blocks[ev.get("index", 0)]["args"] += d.get("partial_json", "")
+            d = sh.obj(ev.get("delta"), "event.delta")
+            dtype = sh.text(d.get("type"), "event.delta.type")
+            if dtype == "text_delta":
+                piece = sh.text(d.get("text"), "event.delta.text")
+                self.text.append(piece)
+                return [t.Delta(text=piece)]
+            index = sh.count(ev.get("index"), "event.index")
+            if dtype == "input_json_delta" and index in self.blocks:
+                self.blocks[index]["args"] += sh.text(d.get("partial_json"), "event.delta.partial_json")
         elif kind == "message_delta":
-            stop = (ev.get("delta") or {}).get("stop_reason")
-            if stop:
-                self.finish_reason = _FINISH.get(stop, "other")
-            self.usage.update({k: v for k, v in (ev.get("usage") or {}).items() if v is not None})
+            delta = sh.obj(ev.get("delta"), "event.delta")
+            self.finish_reason = _finish(delta.get("stop_reason"), "event.delta.stop_reason") or self.finish_reason
+            self._add_usage(ev.get("usage"), "event.usage")
         elif kind == "message_stop":
             self.done = True
         elif kind == "error":
-            err = ev.get("error") or {}
+            err = sh.obj(ev.get("error"), "event.error")
             raise t.StreamBroken(
-                f"server error mid-stream: {err.get('type')}: {err.get('message')}",
+                f"server error mid-stream: {str(err.get('type'))[:80]}: {str(err.get('message'))[:300]}",
                 model=self.model,
                 partial="".join(self.text),
             )
         return []
+
+    def _add_usage(self, v: Any, path: str) -> None:
+        u = sh.obj(v, path)
+        _usage(u, path)  # checks each count's type now, where the error can name the event
+        self.usage.update({k: x for k, x in u.items() if x is not None})
 
     def finish(self) -> t.Completion:
         if not self.done:

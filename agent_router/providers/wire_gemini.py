@@ -6,9 +6,12 @@ import json
 from typing import Any
 
 from ..messages import content_text, data_url, tool_call_arguments
+from . import shape as sh
 from . import types as t
 
 DEFAULT_BASE_URL = "https://generativelanguage.googleapis.com/v1beta"
+# Function calls one answer (or stream) may carry: a bound on memory against a hostile stream.
+MAX_CALLS = 1024
 _FINISH = {
     "STOP": "stop",
     "MAX_TOKENS": "length",
@@ -148,23 +151,25 @@ def build(req: t.Request, model: str, provider: str, stream: bool, stream_usage:
     return body
 
 
-def _usage(u: dict[str, Any] | None) -> t.Usage | None:
+def _usage(v: Any) -> t.Usage | None:
+    u = sh.obj(v, "usageMetadata")
     if not u:
         return None
-    thoughts = int(u.get("thoughtsTokenCount") or 0)
+    thoughts = sh.count(u.get("thoughtsTokenCount"), "usageMetadata.thoughtsTokenCount")
     return t.Usage(
-        input_tokens=int(u.get("promptTokenCount") or 0),
+        input_tokens=sh.count(u.get("promptTokenCount"), "usageMetadata.promptTokenCount"),
         # Gemini bills thinking as output; candidatesTokenCount leaves it out.
-        output_tokens=int(u.get("candidatesTokenCount") or 0) + thoughts,
-        cached_input_tokens=int(u.get("cachedContentTokenCount") or 0),
+        output_tokens=sh.count(u.get("candidatesTokenCount"), "usageMetadata.candidatesTokenCount") + thoughts,
+        cached_input_tokens=sh.count(u.get("cachedContentTokenCount"), "usageMetadata.cachedContentTokenCount"),
         reasoning_tokens=thoughts,
     )
 
 
 def _blocked(data: dict[str, Any], model: str) -> None:
-    reason = (data.get("promptFeedback") or {}).get("blockReason")
+    feedback = sh.obj(data.get("promptFeedback"), "promptFeedback")
+    reason = sh.text(feedback.get("blockReason"), "promptFeedback.blockReason")
     if reason:
-        raise t.ProviderError(t.CONTENT_POLICY, f"prompt blocked: {reason}", model=model)
+        raise t.ProviderError(t.CONTENT_POLICY, f"prompt blocked: {reason[:80]}", model=model)
 
 
 class _Acc:
@@ -178,31 +183,38 @@ class _Acc:
         self.finish: str | None = None
         self.usage: t.Usage | None = None
 
-    def add(self, data: dict[str, Any]) -> list[t.Delta]:
+    def add(self, data: Any) -> list[t.Delta]:
+        data = sh.obj(data, "response")
         _blocked(data, self.model)
-        self.resolved = data.get("modelVersion") or self.resolved
+        self.resolved = sh.text(data.get("modelVersion"), "modelVersion") or self.resolved
         self.usage = _usage(data.get("usageMetadata")) or self.usage
         out = []
-        cands = data.get("candidates") or []
+        cands = sh.objs(data.get("candidates"), "candidates")
         if cands:
             c = cands[0]
-            for p in (c.get("content") or {}).get("parts") or []:
+            content = sh.obj(c.get("content"), "candidates[0].content")
+            for i, p in enumerate(sh.objs(content.get("parts"), "candidates[0].content.parts")):
+                where = f"candidates[0].content.parts[{i}]"
                 if p.get("thought"):
                     continue
                 if "text" in p:
-                    self.text.append(p["text"])
-                    out.append(t.Delta(text=p["text"]))
+                    piece = sh.text(p["text"], f"{where}.text")
+                    self.text.append(piece)
+                    out.append(t.Delta(text=piece))
                 elif "functionCall" in p:
-                    fc = p["functionCall"]
+                    fc = sh.obj(p["functionCall"], f"{where}.functionCall")
+                    if len(self.calls) >= MAX_CALLS:
+                        raise sh.ShapeError(f"{where}.functionCall", f"at most {MAX_CALLS} function calls", fc)
                     self.calls.append(
                         t.ToolCall(
-                            id=fc.get("id") or f"call_{len(self.calls)}",
-                            name=fc.get("name", ""),
+                            id=sh.text(fc.get("id"), f"{where}.functionCall.id") or f"call_{len(self.calls)}",
+                            name=sh.text(fc.get("name"), f"{where}.functionCall.name"),
                             arguments=json.dumps(fc.get("args") or {}),
                         )
                     )
-            if c.get("finishReason"):
-                self.finish = _FINISH.get(c["finishReason"], "other")
+            reason = sh.text(c.get("finishReason"), "candidates[0].finishReason")
+            if reason:
+                self.finish = _FINISH.get(reason, "other")
         return out
 
     def completion(self, raw: Any = None) -> t.Completion:
@@ -239,11 +251,12 @@ class StreamParser:
     def feed(self, event: str, data: str) -> list[t.Delta]:
         try:
             chunk = json.loads(data)
-        except ValueError:
+        except (ValueError, RecursionError):
             raise t.StreamBroken(
                 f"undecodable stream chunk {data[:80]!r}", model=self.model, partial="".join(self.acc.text)
             ) from None
-        if isinstance(chunk, dict) and chunk.get("error"):
+        chunk = sh.obj(chunk, "chunk", required=True)
+        if chunk.get("error"):
             raise t.StreamBroken(
                 f"server error mid-stream: {str(chunk['error'])[:300]}",
                 model=self.model,

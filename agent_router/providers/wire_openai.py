@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from . import shape as sh
 from . import types as t
 
 DEFAULT_BASE_URLS = {
@@ -26,6 +27,8 @@ DEFAULT_BASE_URLS = {
 }
 # Local servers that need no key.
 KEYLESS = frozenset({"ollama", "lmstudio", "vllm", "openai_compatible"})
+# Distinct tool-call indexes one stream may open: a bound on memory against a hostile stream.
+MAX_STREAM_TOOL_CALLS = 1024
 
 _FINISH = {
     "stop": "stop",
@@ -69,55 +72,67 @@ def build(req: t.Request, model: str, provider: str, stream: bool, stream_usage:
     return body
 
 
-def _usage(u: dict[str, Any] | None) -> t.Usage | None:
+def _usage(v: Any, path: str = "usage") -> t.Usage | None:
+    u = sh.obj(v, path)
     if not u:
         return None
-    pd = u.get("prompt_tokens_details") or {}
-    cd = u.get("completion_tokens_details") or {}
+    pd = sh.obj(u.get("prompt_tokens_details"), f"{path}.prompt_tokens_details")
+    cd = sh.obj(u.get("completion_tokens_details"), f"{path}.completion_tokens_details")
+    cached = sh.count(pd.get("cached_tokens"), f"{path}.prompt_tokens_details.cached_tokens")
     return t.Usage(
-        input_tokens=int(u.get("prompt_tokens") or 0),
-        output_tokens=int(u.get("completion_tokens") or 0),
-        cached_input_tokens=int(pd.get("cached_tokens") or u.get("prompt_cache_hit_tokens") or 0),
+        input_tokens=sh.count(u.get("prompt_tokens"), f"{path}.prompt_tokens"),
+        output_tokens=sh.count(u.get("completion_tokens"), f"{path}.completion_tokens"),
+        cached_input_tokens=cached or sh.count(u.get("prompt_cache_hit_tokens"), f"{path}.prompt_cache_hit_tokens"),
         cache_write_tokens=0,
-        reasoning_tokens=int(cd.get("reasoning_tokens") or 0),
+        reasoning_tokens=sh.count(cd.get("reasoning_tokens"), f"{path}.completion_tokens_details.reasoning_tokens"),
     )
 
 
-def _text(content: Any) -> str:
+def _text(content: Any, path: str) -> str:
     if isinstance(content, list):  # some servers return parts
-        return "".join(p.get("text", "") for p in content if isinstance(p, dict))
-    return content or ""
+        return "".join(sh.text(p.get("text"), f"{path}[{i}].text") for i, p in enumerate(sh.objs(content, path)))
+    return sh.text(content, path)
+
+
+def _finish(v: Any, path: str) -> str | None:
+    reason = sh.text(v, path)
+    return _FINISH.get(reason, "other") if reason else None
 
 
 def parse(data: Any, model: str) -> t.Completion:
+    """A chat.completion body -> Completion; raises ProviderError, or ShapeError for a value of the wrong type."""
     if not isinstance(data, dict):
         raise t.ProviderError(t.MALFORMED, "response is not a JSON object", model=model)
     if data.get("error"):
         raise t.ProviderError(t.SERVER, f"error in a 200 response: {str(data['error'])[:300]}", model=model)
-    choices = data.get("choices")
-    if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
+    choices = sh.objs(data.get("choices"), "choices")
+    if not choices:
         raise t.ProviderError(t.MALFORMED, "response has no choices", model=model)
-    msg = choices[0].get("message") or {}
-    calls = [
-        t.ToolCall(
-            id=c.get("id") or f"call_{i}",
-            name=(c.get("function") or {}).get("name", ""),
-            arguments=(c.get("function") or {}).get("arguments") or "{}",
+    msg = sh.obj(choices[0].get("message"), "choices[0].message")
+    calls = []
+    for i, c in enumerate(sh.objs(msg.get("tool_calls"), "choices[0].message.tool_calls")):
+        where = f"choices[0].message.tool_calls[{i}]"
+        fn = sh.obj(c.get("function"), f"{where}.function")
+        calls.append(
+            t.ToolCall(
+                id=sh.text(c.get("id"), f"{where}.id") or f"call_{i}",
+                name=sh.text(fn.get("name"), f"{where}.function.name"),
+                arguments=sh.text(fn.get("arguments"), f"{where}.function.arguments") or "{}",
+            )
         )
-        for i, c in enumerate(msg.get("tool_calls") or [])
-    ]
-    finish = _FINISH.get(choices[0].get("finish_reason") or "", "other")
+    text = _text(msg.get("content"), "choices[0].message.content")
+    finish = _finish(choices[0].get("finish_reason"), "choices[0].finish_reason") or "other"
     if calls and finish == "stop":
         finish = "tool_calls"
-    if finish == "content_filter" and not msg.get("content") and not calls:
+    if finish == "content_filter" and not text and not calls:
         raise t.ProviderError(t.CONTENT_POLICY, "response withheld by the content filter", model=model)
     usage = _usage(data.get("usage"))
     return t.Completion(
-        text=_text(msg.get("content")),
+        text=text,
         tool_calls=calls,
         finish_reason=finish,
         usage=usage or t.Usage(source="estimated"),
-        model=data.get("model") or model,
+        model=sh.text(data.get("model"), "model") or model,
         raw=data,
     )
 
@@ -140,36 +155,40 @@ class StreamParser:
             return []
         try:
             chunk = json.loads(data)
-        except ValueError:
+        except (ValueError, RecursionError):
             raise t.StreamBroken(
                 f"undecodable stream chunk {data[:80]!r}", model=self.model, partial="".join(self.text)
             ) from None
+        chunk = sh.obj(chunk, "chunk", required=True)
         if chunk.get("error"):
             raise t.StreamBroken(
                 f"server error mid-stream: {str(chunk['error'])[:300]}",
                 model=self.model,
                 partial="".join(self.text),
             )
-        self.resolved = chunk.get("model") or self.resolved
-        if chunk.get("usage"):
-            self.usage = _usage(chunk["usage"])
+        self.resolved = sh.text(chunk.get("model"), "chunk.model") or self.resolved
+        self.usage = _usage(chunk.get("usage"), "chunk.usage") or self.usage
         out = []
-        for ch in chunk.get("choices") or []:
-            delta = ch.get("delta") or {}
-            piece = _text(delta.get("content"))
+        for i, ch in enumerate(sh.objs(chunk.get("choices"), "chunk.choices")):
+            where = f"chunk.choices[{i}]"
+            delta = sh.obj(ch.get("delta"), f"{where}.delta")
+            piece = _text(delta.get("content"), f"{where}.delta.content")
             if piece:
                 self.text.append(piece)
                 out.append(t.Delta(text=piece))
-            for tc in delta.get("tool_calls") or []:
-                slot = self.calls.setdefault(
-                    int(tc.get("index", len(self.calls))), {"id": "", "name": "", "args": ""}
-                )
-                slot["id"] = tc.get("id") or slot["id"]
-                fn = tc.get("function") or {}
-                slot["name"] += fn.get("name") or ""
-                slot["args"] += fn.get("arguments") or ""
-            if ch.get("finish_reason"):
-                self.finish_reason = _FINISH.get(ch["finish_reason"], "other")
+            for j, tc in enumerate(sh.objs(delta.get("tool_calls"), f"{where}.delta.tool_calls")):
+                at = f"{where}.delta.tool_calls[{j}]"
+                index = sh.count(tc["index"], f"{at}.index") if "index" in tc else len(self.calls)
+                fn = sh.obj(tc.get("function"), f"{at}.function")
+                pieces = (sh.text(tc.get("id"), f"{at}.id"), sh.text(fn.get("name"), f"{at}.function.name"))
+                args = sh.text(fn.get("arguments"), f"{at}.function.arguments")
+                if index not in self.calls and len(self.calls) >= MAX_STREAM_TOOL_CALLS:
+                    raise sh.ShapeError(f"{at}.index", f"at most {MAX_STREAM_TOOL_CALLS} tool calls", index)
+                slot = self.calls.setdefault(index, {"id": "", "name": "", "args": ""})
+                slot["id"] = pieces[0] or slot["id"]
+                slot["name"] += pieces[1]
+                slot["args"] += args
+            self.finish_reason = _finish(ch.get("finish_reason"), f"{where}.finish_reason") or self.finish_reason
         return out
 
     def finish(self) -> t.Completion:

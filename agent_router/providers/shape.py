@@ -1,0 +1,85 @@
+"""Reading a decoded provider payload with its shape checked: each accessor returns the value with the type the
+wire format promises, or raises ShapeError naming the JSON path and what was there. The client turns a
+ShapeError into a `malformed` provider error (a bad response: retried, then failed over), so a 2xx body of the
+wrong shape never surfaces as an AttributeError or TypeError.
+
+Absent and null values read as empty (servers leave optional fields out or send null); a present value of
+another type is an error. Values are never quoted back: only their JSON type is named."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+
+class ShapeError(ValueError):
+    """A payload value of the wrong type, at `path`."""
+
+    def __init__(self, path: str, expected: str, got: Any):
+        self.path = path
+        super().__init__(f"{path}: expected {expected}, got {json_type(got)}")
+
+
+def json_type(v: Any) -> str:
+    if v is None:
+        return "null"
+    if isinstance(v, bool):
+        return "a boolean"
+    if isinstance(v, int | float):
+        return "a number"
+    if isinstance(v, str):
+        return "a string"
+    if isinstance(v, list):
+        return "an array"
+    if isinstance(v, dict):
+        return "an object"
+    return type(v).__name__
+
+
+def obj(v: Any, path: str, *, required: bool = False) -> dict[str, Any]:
+    """An object; absent/null -> {} unless `required`."""
+    if v is None and not required:
+        return {}
+    if not isinstance(v, dict):
+        raise ShapeError(path, "an object", v)
+    return v
+
+
+def arr(v: Any, path: str) -> list[Any]:
+    """An array; absent/null -> []."""
+    if v is None:
+        return []
+    if not isinstance(v, list):
+        raise ShapeError(path, "an array", v)
+    return v
+
+
+def objs(v: Any, path: str) -> list[dict[str, Any]]:
+    """An array of objects (a null element is an error too); absent/null -> []."""
+    out = arr(v, path)
+    for i, x in enumerate(out):
+        if not isinstance(x, dict):
+            raise ShapeError(f"{path}[{i}]", "an object", x)
+    return out
+
+
+def text(v: Any, path: str) -> str:
+    """A string; absent/null -> ''."""
+    if v is None:
+        return ""
+    if not isinstance(v, str):
+        raise ShapeError(path, "a string", v)
+    return v
+
+
+def count(v: Any, path: str) -> int:
+    """A token count: a non-negative whole number (12 or 12.0); absent/null -> 0."""
+    if v is None:
+        return 0
+    if isinstance(v, bool) or not isinstance(v, int | float):
+        raise ShapeError(path, "a number", v)
+    if isinstance(v, float) and (not math.isfinite(v) or v != int(v)):
+        raise ShapeError(path, "a whole number", v)
+    if v < 0:
+        raise ShapeError(path, "a non-negative number", v)
+    return int(v)
