@@ -74,6 +74,8 @@ _PATTERNS: tuple[tuple[str, tuple[str, ...], str, bool], ...] = (
     ("authorization", ("Authorization", "authorization", "AUTHORIZATION"),
      "(?P<keep>" + _SEP + r"(?:[A-Za-z]{1,20}[ \t]{1,5})?)[A-Za-z0-9._~+/=\-]{8,8192}", False),
     ("bearer", ("Bearer", "bearer", "BEARER"), r"(?P<keep>[ \t]{1,5})[A-Za-z0-9._~+/=\-]{8,8192}", True),
+    # The password of a URL's user info (`postgresql://user:PASSWORD@host`, a base_url with credentials).
+    ("url_password", ("://",), r"(?P<keep>[^\s:/@]{1,256}:)[^\s/@]{1,256}(?=@)", False),
     ("keyword", ("key", "KEY", "Key", "secret", "SECRET", "Secret", "sig"),
      _KEYWORDS + "(?P<keep>" + _SEP + r")[A-Za-z0-9+/=_\-%]{16,1024}", False),
 )

@@ -196,3 +196,11 @@ def test_other_loggers_records_are_left_alone(caplog):
 def test_short_placeholder_keys_do_not_mask_ordinary_words():
     secrets.remember("dummy")  # what local OpenAI-compatible servers are often given as a key
     assert secrets.redact("a dummy variable") == "a dummy variable"
+
+
+def test_password_in_a_url_is_masked_and_the_rest_kept():
+    text = "cannot reach https://svc:hunter2-Secret@example.invalid/v1 (postgresql://app:p%40ss@127.0.0.1/db)"
+    out = secrets.redact(text)
+    assert "hunter2" not in out and "p%40ss" not in out
+    assert "https://svc:[redacted]@example.invalid/v1" in out and "postgresql://app:[redacted]@127.0.0.1/db" in out
+    assert secrets.redact("see https://example.invalid/a:b/c@d") == "see https://example.invalid/a:b/c@d"
