@@ -39,7 +39,7 @@ FOLDS = 5
 LENGTH_KEYS: tuple[str, ...] = ("answer_log_chars", "answer_ratio", "answer_lines")
 ANSWER_KEYS: tuple[str, ...] = tuple(f"check_{c}" for c in CHECKS) + (
     "any_check", "arith_checked", "arith_wrong", "repetition_share", "answer_code", "answer_question",
-    "request_overlap", "apology", "hedge", "self_correction", "numbers_used", "structure",
+    "request_overlap", "apology", "hedge", "self_correction", "numbers_used", "structure", "caveats",
 ) + LENGTH_KEYS
 
 _WORD = re.compile(r"[a-z]{3,30}")
@@ -49,6 +49,10 @@ _APOLOGY = re.compile(r"(?i)\b(?:sorry|apologi[sz]e|unfortunately|i'm not sure|i
 
 _NUMBER = re.compile(r"\d{1,15}(?:\.\d{1,8})?")
 _STRUCT = re.compile(r"(?m)^[ \t]{0,8}(?:[-*+•] |\d{1,3}[.)] |#{1,6} )")
+_CAVEAT = re.compile(r"(?i)\b(?:i must (?:point out|inform|clarify|emphasi[sz]e)|i would like to (?:point out|clarify)|"
+                     r"(?:not|in)appropriate|harmful|offensive|unethical|respectful|(?:socially )?responsible|"
+                     r"it is (?:important|essential) to (?:note|remember)|please (?:note|keep in mind)|"
+                     r"safe and (?:positive|respectful)|i cannot (?:provide|recommend|encourage))")
 _HEDGE = re.compile(r"(?i)\b(?:assum(?:e|es|ing|ption)|approximately|roughly|unclear|not (?:specified|given|mentioned|"
                     r"enough information)|(?:doesn't|does not|didn't|did not) (?:say|specify|mention)|"
                     r"(?:can't|cannot|can not) be determined|probably|likely)\b")
@@ -84,6 +88,7 @@ def answer_features(messages: list[dict[str, Any]], answer: str | None,
     head = answer[:20_000]
     out["hedge"] = min(len(_HEDGE.findall(head)), 3) / 3
     out["self_correction"] = min(len(_CORRECTION.findall(head)), 3) / 3
+    out["caveats"] = min(len(_CAVEAT.findall(head)), 4) / 4
     rn = set(_NUMBER.findall(request[:20_000])[:200])
     out["numbers_used"] = len(rn & set(_NUMBER.findall(head))) / len(rn) if rn else 0.0
     lines = head.count("\n") + 1
