@@ -8,6 +8,7 @@ import sys
 import click
 
 from ..catalog import Catalog
+from ..errors import InputError
 from ..hookspecs import hookimpl
 from ..plugins import get_plugins
 from ..router import tier_for_score
@@ -48,8 +49,28 @@ def route_cmd(prompt: str | None, settings_path: str | None, as_json: bool, kind
 @click.command("score")
 @click.argument("rows", type=click.Path(dir_okay=False))
 @settings_option
-def score_cmd(rows: str, settings_path: str | None) -> None:
+@click.option("--escalate", is_flag=True, help="Print {\"id\",\"score\"}: the escalation scorer's predicted gain "
+              "of STRONG over CHEAP's answer (rows need answers.CHEAP); out-of-fold on rows it is trained on.")
+@click.option("--models", default=None, help="With --escalate: CHEAP,STRONG.")
+@click.option("--train", "train_path", type=click.Path(dir_okay=False), default=None,
+              help="With --escalate: train on these rows (default: ROWS' rows with both qualities; with fewer "
+              "than 50, the packaged weights).")
+@click.option("--no-length", is_flag=True, help="With --escalate: leave out the answer and request length features.")
+def score_cmd(rows: str, settings_path: str | None, escalate: bool, models: str | None, train_path: str | None,
+              no_length: bool) -> None:
     """Print {"id","score","task_type","tier"} as JSONL for each routing-eval row in ROWS."""
+    if escalate:
+        from ..escalation.scorer import scores_for_rows
+
+        pair = [m.strip() for m in (models or "").split(",") if m.strip()]
+        if len(pair) < 2:
+            raise InputError("--escalate needs --models CHEAP,STRONG")
+        data = list(iter_rows(rows))
+        train = list(iter_rows(train_path)) if train_path else None
+        scores = scores_for_rows(data, [pair[0], pair[-1]], length=not no_length, train_rows=train, where=rows)
+        for row, s in zip(data, scores, strict=True):
+            sys.stdout.write(json.dumps({"id": row.get("id"), "score": round(float(s), 6)}) + "\n")
+        return
     router = get_router(settings_path)
     out = sys.stdout
     for row in iter_rows(rows):

@@ -81,9 +81,14 @@ def format_table(report: dict[str, Any], title: str = "") -> str:
 @click.option("--seeds", default=10, show_default=True, help="Seeds averaged for the random baseline.")
 @click.option("--limit", type=int, default=None, help="Only the first N rows.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.option("--escalate", is_flag=True,
+              help="Rows with answers: compare request-only routing (--router; default analyzer and learned), "
+              "escalation after checking the cheap answer, hybrid, random and oracle on cost-normalised curves "
+              "(out-of-fold; the cheap call's cost counted). See docs/escalation.md.")
 @settings_option
-def eval_cmd(rows: str, models: str, routers: tuple[str, ...], peers: tuple[str, ...], seeds: int,
-             limit: int | None, as_json: bool, settings_path: str | None) -> None:
+@click.pass_context
+def eval_cmd(ctx: click.Context, rows: str, models: str, routers: tuple[str, ...], peers: tuple[str, ...],
+             seeds: int, limit: int | None, as_json: bool, escalate: bool, settings_path: str | None) -> None:
     """APGR, CPT(50%), CPT(80%) and save95 of each router on ROWS, beside random, length and oracle."""
     model_list = [m.strip() for m in models.split(",") if m.strip()]
     unknown = [r for r in routers if r not in SCORERS]
@@ -94,6 +99,16 @@ def eval_cmd(rows: str, models: str, routers: tuple[str, ...], peers: tuple[str,
         data.append(row)
         if limit and len(data) >= limit:
             break
+    if escalate:
+        from ..escalation.evaluation import evaluate_rows
+        from ..escalation.evaluation import format_table as escalation_table
+
+        if ctx.get_parameter_source("routers") == click.core.ParameterSource.DEFAULT:
+            routers = tuple(r for r in ("analyzer", "learned") if r in SCORERS)
+        report = evaluate_rows(data, model_list, {name: SCORERS[name](settings_path) for name in routers},
+                               seeds=seeds, where=rows)
+        click.echo(json.dumps(report, indent=2) if as_json else escalation_table(report, rows))
+        return
     scorers = {name: SCORERS[name](settings_path) for name in routers}
     extra = dict(_read_peer(p) for p in peers)
     report = evaluate(data, model_list, scorers, seeds=seeds, extra_scores=extra, where=rows)
