@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from .messages import has_image, last_user_index, text_of
+from .messages import has_image, last_user_index, scan_window, text_of
 
 
 @dataclass
@@ -49,11 +49,17 @@ _REASONING = _rx(
     r"hypothes[ie]s", r"explain why", r"what would happen", r"pros and cons", r"root cause", r"design",
     r"architect(?:ure)?", r"strategy", r"optimi[sz]e", r"debug", r"edge cases?", r"counter-?example",
 )
-_MULTISTEP = re.compile(r"(?im)^\s*(?:\d+[.)]|[-*•]|step \d+)\s+|\b(?:then|after that|finally|next,|first,|second,)\b")
+# Every pattern below runs on untrusted text, so each is linear: a line start is found by ^ with only [ \t]
+# after it (never \s, which would run across every following newline), and every repetition that could
+# overlap another is bounded. The text itself is bounded first (scan_window).
+_MULTISTEP = re.compile(
+    r"(?im)^[ \t]{0,64}(?:\d{1,9}[.)]|[-*•]|step \d{1,9})\s{1,16}|\b(?:then|after that|finally|next,|first,|second,)\b"
+)
 _CODE_FENCE = re.compile(r"```")
 _CODE_LINE = re.compile(
-    r"(?m)^\s*(?:def |class |import |from \S+ import|#include|public |private |function |const |let |var |"
-    r"return\b|if \(|for \(|while \(|SELECT |CREATE |\}|\{$)|;\s*$|=>|->|::|\w+\(.*\)\s*[:{]?$"
+    r"(?m)^[ \t]{0,64}(?:def |class |import |from \S{1,200} import|#include|public |private |function |const |"
+    r"let |var |return\b|if \(|for \(|while \(|SELECT |CREATE |\}|\{$)|;[ \t]{0,64}$|=>|->|::|"
+    r"\b\w{1,64}\([^\n]{0,256}\)[ \t]{0,16}[:{]?$"
 )
 _CODE_ASK = _rx(
     r"write (?:a |an |the )?(?:python |js |javascript |rust |go |java |c\+\+ |sql |bash )?(?:function|script|program|"
@@ -65,9 +71,9 @@ _CODE_ASK = _rx(
 _MATH = re.compile(
     r"(?i)\b(?:solve|calculate|compute|equation|integral|derivative|probability|percent(?:age)?|sum of|product of|"
     r"how many|how much|average|ratio|remainder|prime|factor|matrix|theorem|lemma|polynomial|logarithm|"
-    r"expected value|variance)\b|[=+\-*/^]\s*\d|\d\s*[=+\-*/^×÷]|\$[^$]+\$|\\frac|\\sum|\\int"
+    r"expected value|variance)\b|[=+\-*/^][ \t]{0,8}\d|\d[ \t]{0,8}[=+\-*/^×÷]|\$[^$\n]{1,200}\$|\\frac|\\sum|\\int"
 )
-_NUMBER = re.compile(r"\d+(?:[.,]\d+)?")
+_NUMBER = re.compile(r"\d+(?:[.,]\d+)?")  # never fails once started: linear
 _RESEARCH = _rx(
     r"research", r"sources?", r"citations?", r"literature", r"papers?", r"survey", r"find out", r"look up", r"search",
     r"latest", r"state of the art", r"references?", r"history of",
@@ -98,7 +104,7 @@ _CONSTRAINTS = _rx(
     r"must", r"should", r"without", r"only", r"exactly", r"at least", r"at most", r"no more than", r"ensure",
     r"make sure", r"don't", r"do not", r"never", r"always", r"constraint", r"require(?:s|d|ment)?",
 )
-_CHOICES = re.compile(r"(?m)^\s*(?:\(?[A-Ea-e][.):]|[A-E]\s*[-–]|Option [A-E])\s+\S")
+_CHOICES = re.compile(r"(?m)^[ \t]{0,64}(?:\(?[A-Ea-e][.):]|[A-E][ \t]{0,8}[-–]|Option [A-E])[ \t]{1,16}\S")
 
 # Weights of the logistic score; each feature is scaled to about 0..1. Fitted by coordinate search on the
 # routing-eval dev rows (signs held to their meaning: more work -> higher; fixed choices -> lower), then rounded.
@@ -136,7 +142,7 @@ def _sat(x: float, half: float) -> float:
 
 
 # A worked example inside a prompt: "...Answer:\n<short answer>\n\n" (few-shot prompting).
-_SHOT_END = re.compile(r"(?:Answer|A|Output|Solution):[ \t]*\n?[^\n]{1,80}\n\s*\n")
+_SHOT_END = re.compile(r"(?:Answer|A|Output|Solution):[ \t]{0,16}\n?[^\n]{1,80}\n(?:[ \t]{0,16}\n)+")
 
 
 def split_examples(text: str) -> tuple[str, int]:
@@ -150,10 +156,14 @@ def split_examples(text: str) -> tuple[str, int]:
 def features(messages: list[dict[str, Any]]) -> tuple[dict[str, float], str, bool]:
     """Feature values (about 0..1), the request text and whether images are attached."""
     i = last_user_index(messages)
-    request, shots = split_examples(text_of(messages[i]))
+    full = text_of(messages[i])
+    window = scan_window(full)  # bounded: a megabyte message costs what ~32 KB do
+    request, shots = split_examples(window)
     # Context size in words, estimated from characters: walking a long history must stay cheap.
     context_words = sum(len(text_of(m)) for m in messages[:i]) // 6
     words = len(request.split())
+    if len(window) < len(full):  # the unread middle counts at the window's words per character
+        words = round(words * (len(request) + len(full) - len(window)) / max(1, len(request)))
     f = {
         "length": _sat(math.log1p(words), math.log1p(120)),
         "reasoning": _sat(len(_REASONING.findall(request)), 1.5),

@@ -24,7 +24,6 @@ Rules, in order of precedence:
 from __future__ import annotations
 
 import json
-import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -32,7 +31,7 @@ from typing import Any
 
 from . import messages as msgs
 from .errors import InputError
-from .facts import Fact, find_facts
+from .facts import Fact, compile_patterns, find_facts
 from .settings import CompressionSettings, Settings
 from .summaries import BREAKER, SUMMARIES, call_hook, span_key, timeout_var
 from .text_blocks import (
@@ -267,7 +266,7 @@ class _Compressor:
         self.enc = counter._encoding(self.provider, self.name)  # same package: share its encoding lookup
         self.pm = pm
         self.compress_system = compress_system
-        self.patterns = [re.compile(p, re.MULTILINE) for p in cs.important_patterns]
+        self.patterns = compile_patterns(cs.important_patterns)
         self._facts_cache: dict[int, list[Fact]] = {}
         self._args_cache: dict[int, list[Fact]] = {}
         self.actions: list[str] = []

@@ -10,6 +10,11 @@ from .errors import InputError
 ROLES = ("system", "user", "assistant", "tool", "developer", "function")
 # About 5M tokens of text: beyond any model's window, and a guard against runaway input.
 MAX_INPUT_CHARS = 20_000_000
+# Text features (the analyzer's patterns, the learned router's features) read at most this much of one
+# message: its start and its end. Their counts saturate long before, and the time per request stays bounded
+# however long the message is.
+SCAN_HEAD_CHARS = 24_000
+SCAN_TAIL_CHARS = 8_000
 
 
 def decode(raw: bytes, where: str = "input") -> str:
@@ -72,6 +77,13 @@ def content_text(c: Any) -> str:
 def text_of(m: dict[str, Any]) -> str:
     """The text of a message (text parts joined)."""
     return content_text(m.get("content"))
+
+
+def scan_window(text: str) -> str:
+    """`text` itself, or for a very long text its first SCAN_HEAD_CHARS and last SCAN_TAIL_CHARS characters."""
+    if len(text) <= SCAN_HEAD_CHARS + SCAN_TAIL_CHARS:
+        return text
+    return text[:SCAN_HEAD_CHARS] + "\n" + text[-SCAN_TAIL_CHARS:]
 
 
 def has_image(m: dict[str, Any]) -> bool:
