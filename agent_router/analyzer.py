@@ -161,7 +161,7 @@ def _sat(x: float, half: float) -> float:
 
 
 # A worked example inside a prompt: "...Answer:\n<short answer>\n\n" (few-shot prompting).
-_SHOT_END = re.compile(r"(?:Answer|A|Output|Solution):[ \t]{0,16}\n?[^\n]{1,80}\n(?:[ \t]{0,16}\n)+")
+_SHOT_END = re.compile(r"(?:Answer|A|Output|Solution):[ \t]{0,16}\n?[^\n]{1,80}\n(?:[ \t]{0,16}\n){1,64}")
 
 
 def split_examples(text: str) -> tuple[str, int]:
