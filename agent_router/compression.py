@@ -24,15 +24,14 @@ Rules, in order of precedence:
 from __future__ import annotations
 
 import json
-import re
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from . import messages as msgs
 from .errors import InputError
-from .facts import Fact, find_facts
+from .facts import Fact, compile_patterns, find_facts
 from .settings import CompressionSettings, Settings
 from .summaries import BREAKER, SUMMARIES, call_hook, span_key, timeout_var
 from .text_blocks import (
@@ -146,12 +145,16 @@ class CompressionResult:
 
 
 # --- the plan --------------------------------------------------------------------------------------------
-@dataclass
+@dataclass(eq=False)  # units are compared by identity (a group holds its own unit)
 class _Unit:
     idx: list[int]  # message indices, in order (an assistant tool call and its results together)
     tokens: int
     band: int = 0
     dropped: bool = False
+    # Units holding the other half of a tool call or result (they go into a summary together), and whether
+    # a half is in the kept part (then the unit stays: its blocks may be elided, the message never).
+    group: list[_Unit] = field(default_factory=list)
+    fixed: bool = False
 
 
 def _tool_units(indices: list[int], work: list[dict[str, Any]]) -> list[_Unit]:
@@ -267,7 +270,7 @@ class _Compressor:
         self.enc = counter._encoding(self.provider, self.name)  # same package: share its encoding lookup
         self.pm = pm
         self.compress_system = compress_system
-        self.patterns = [re.compile(p, re.MULTILINE) for p in cs.important_patterns]
+        self.patterns = compile_patterns(cs.important_patterns)
         self._facts_cache: dict[int, list[Fact]] = {}
         self._args_cache: dict[int, list[Fact]] = {}
         self.actions: list[str] = []
@@ -329,6 +332,7 @@ class _Compressor:
         self.units = units
         self.blocks: dict[int, list[Block]] = {}
 
+        self._link_calls(units)
         self._assign_bands(units)
 
         self.summaries: dict[int, str] = {}
@@ -340,7 +344,7 @@ class _Compressor:
             # and on the last attempt with none (everything in the middle summarized).
             out = self._plan_and_render(available if attempt < 5 else 0)
             after = self.total(out)
-            if after <= self.budget or all(u.dropped for u in units):
+            if after <= self.budget or all(u.dropped or u.fixed for u in units):
                 break
             available -= (after - self.budget) + max(8, self.budget // 200)
         assert out is not None
@@ -466,10 +470,13 @@ class _Compressor:
         for n, u in enumerate(units):
             if have + _HEADER_TOKENS + facts_cost <= alloc:
                 break
-            have -= self._unit_tokens(u)
-            u.dropped = True
+            if u.dropped or u.fixed:
+                continue
+            for g in self._drop(u):
+                if g.band == band:
+                    have -= self._unit_tokens(g)
+                facts_cost += sum(est_tokens(f.line) for f in self._unit_facts(g))
             last = n
-            facts_cost += sum(est_tokens(f.line) for f in self._unit_facts(u))
         # End the span before a user message when one is near: the summary then stands as its own
         # message instead of being merged into a neighbour.
         if last >= 0:
@@ -478,9 +485,48 @@ class _Compressor:
                 if role_kind(self.work[u.idx[0]]) == "user":
                     if sum(self._unit_tokens(t) for t in tail) <= alloc // 4:
                         for t in tail:
-                            t.dropped = True
+                            if not t.fixed:
+                                self._drop(t)
                     break
                 tail.append(u)
+
+    def _link_calls(self, units: list[_Unit]) -> None:
+        """Tie each tool result to the assistant message that called it, wherever the two sit (other messages
+        may stand between them): both go into a summary, or neither does, so no tool_call_id is ever left
+        without its other half. A unit whose other half is kept (system, first request, recent turns) stays."""
+        call_at: dict[str, int] = {}
+        for i, m in enumerate(self.work):
+            if role_kind(m) == "assistant":
+                for tc in m.get("tool_calls") or []:
+                    if isinstance(tc, dict) and tc.get("id") is not None:
+                        call_at[str(tc["id"])] = i
+        unit_of = {i: u for u in units for i in u.idx}
+        for u in units:
+            u.group = [u]
+        for i, m in enumerate(self.work):
+            if role_kind(m) != "tool" or m.get("tool_call_id") is None:
+                continue
+            a = call_at.get(str(m["tool_call_id"]))
+            ua, ur = unit_of.get(a) if a is not None else None, unit_of.get(i)
+            if a is None or ua is ur:
+                continue
+            if ua is None or ur is None:  # the other half is kept
+                (ua or ur).fixed = True  # type: ignore[union-attr]
+                continue
+            merged = ua.group + [g for g in ur.group if g not in ua.group]
+            for g in merged:
+                g.group = merged
+        for u in units:
+            if any(g.fixed for g in u.group):
+                for g in u.group:
+                    g.fixed = True
+
+    def _drop(self, u: _Unit) -> list[_Unit]:
+        """Drop `u` and the units tied to it; the ones newly dropped."""
+        out = [g for g in u.group if not g.dropped]
+        for g in out:
+            g.dropped = True
+        return out
 
     def _block_facts(self, i: int, b: Block) -> list[str]:
         if b.kind == "image":

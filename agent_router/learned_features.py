@@ -19,7 +19,7 @@ import numpy as np
 
 from .analyzer import features as analyzer_features
 from .analyzer import task_type as analyzer_task_type
-from .messages import has_image, last_user_index, text_of
+from .messages import has_image, last_user_index, scan_window, text_of
 from .settings import TASK_TYPES
 
 # Hashed feature space: 2**17 buckets keeps shipped weights small (float16, a few hundred KB compressed).
@@ -40,11 +40,14 @@ EXTRA_KEYS: tuple[str, ...] = (
 )
 DENSE_KEYS: tuple[str, ...] = ANALYZER_KEYS + EXTRA_KEYS + tuple(f"task_{t}" for t in TASK_TYPES)
 
+# Linear on any text: no repetition can overlap another without a bound (see analyzer), and the text is
+# bounded first (scan_window).
 _WORD = re.compile(r"[a-z0-9]+|[^\sa-z0-9]")
 # A worked example ends with an answer cue, a short answer, then a blank line.
-_SHOT_END = re.compile(r"(?im)\b(?:answer|a)\s*:[ \t]*\n?[ \t]*[^\n]{1,80}\n[ \t]*\n")
-_OPTION = re.compile(r"(?m)^\s*(?:\(?[A-Ja-j][.):]|Option [A-J]\b)\s*\S")
-_ANSWER_CUE = re.compile(r"(?i)\banswer\s*:\s*$")
+_SHOT_END = re.compile(r"(?im)\b(?:answer|a)\s{0,16}:[ \t]{0,16}\n?[ \t]{0,16}[^\n]{1,80}\n[ \t]{0,16}\n")
+_OPTION = re.compile(r"(?m)^[ \t]{0,64}(?:\(?[A-Ja-j][.):]|Option [A-J]\b)\s{0,16}\S")
+_ANSWER_CUE = re.compile(r"(?i)\banswer\s{0,16}:\s{0,16}$")
+_BLANK = re.compile(r"(?<!\w)_(?!\w)")
 
 
 @dataclass
@@ -103,8 +106,11 @@ def _hashed(text: str) -> dict[int, float]:
 def extract(messages: list[dict[str, Any]]) -> RequestFeatures:
     """Features of validated OpenAI-shape chat messages (the last user message is the request)."""
     i = last_user_index(messages)
-    request = text_of(messages[i])
+    full = text_of(messages[i])
+    request = scan_window(full)  # bounded: a megabyte message costs what ~32 KB do
     focus, shots = focus_text(request)
+    # Characters of the real question in the whole message (the window reads only its two ends).
+    focus_chars = len(focus) + len(full) - len(request)
     fmsgs = [*messages[:i], {"role": "user", "content": focus}]
     if has_image(messages[i]):
         fmsgs[-1] = messages[i]
@@ -113,19 +119,19 @@ def extract(messages: list[dict[str, Any]]) -> RequestFeatures:
     n = max(1, len(focus))
     options = len(_OPTION.findall(focus))
     extra = {
-        "log_chars": math.log1p(len(focus)) / 8,
-        "log_chars_full": math.log1p(len(request) + sum(len(text_of(m)) for m in messages[:i])) / 10,
+        "log_chars": math.log1p(focus_chars) / 8,
+        "log_chars_full": math.log1p(len(full) + sum(len(text_of(m)) for m in messages[:i])) / 10,
         "shots": min(shots, 10) / 5,
         "n_options": min(options, 10) / 5,
         "two_options": 1.0 if options == 2 else 0.0,
-        "blank": 1.0 if re.search(r"(?<!\w)_(?!\w)", focus) else 0.0,
-        "digit_share": min(1.0, 5 * sum(c.isdigit() for c in focus) / n),
-        "upper_share": min(1.0, 5 * sum(c.isupper() for c in focus) / n),
+        "blank": 1.0 if _BLANK.search(focus) else 0.0,
+        "digit_share": min(1.0, 5 * sum(map(str.isdigit, focus)) / n),
+        "upper_share": min(1.0, 5 * sum(map(str.isupper, focus)) / n),
         "code_fence": 1.0 if "```" in focus else 0.0,
         "lines": math.log1p(focus.count("\n")) / 4,
         "turns": min(sum(1 for m in messages[:i] if m.get("role") == "user"), 10) / 5,
         "system": 1.0 if any(m.get("role") in ("system", "developer") for m in messages) else 0.0,
-        "answer_cue": 1.0 if _ANSWER_CUE.search(focus.rstrip()) else 0.0,
+        "answer_cue": 1.0 if _ANSWER_CUE.search(focus.rstrip()[-200:]) else 0.0,
         "question_mark": 1.0 if "?" in focus else 0.0,
         "bias": 1.0,
     }

@@ -15,6 +15,11 @@ ROLES = ("system", "user", "assistant", "tool", "developer", "function")
 # About 5M tokens of text: beyond any model's window, and a guard against runaway input.
 MAX_INPUT_CHARS = 20_000_000
 MAX_INPUT_BYTES = 4 * MAX_INPUT_CHARS  # read bound for stdin and each JSONL row (UTF-8: up to 4 bytes a char)
+# Text features (the analyzer's patterns, the learned router's features) read at most this much of one
+# message: its start and its end. Their counts saturate long before, and the time per request stays bounded
+# however long the message is.
+SCAN_HEAD_CHARS = 24_000
+SCAN_TAIL_CHARS = 8_000
 
 
 def from_json_text(text: str, where: str = "input") -> list[dict[str, Any]]:
@@ -74,6 +79,13 @@ def content_text(c: Any) -> str:
 def text_of(m: dict[str, Any]) -> str:
     """The text of a message (text parts joined)."""
     return content_text(m.get("content"))
+
+
+def scan_window(text: str) -> str:
+    """`text` itself, or for a very long text its first SCAN_HEAD_CHARS and last SCAN_TAIL_CHARS characters."""
+    if len(text) <= SCAN_HEAD_CHARS + SCAN_TAIL_CHARS:
+        return text
+    return text[:SCAN_HEAD_CHARS] + "\n" + text[-SCAN_TAIL_CHARS:]
 
 
 def has_image(m: dict[str, Any]) -> bool:

@@ -169,10 +169,12 @@ class Router:
 
         def prompt_tokens(m: ModelInfo) -> tuple[int, str]:
             # Models sharing an encoding share one count: a long history is walked once per encoding.
-            enc, source = self.counter.encoding_of(m.provider, m.name)
+            # The count's own source: "estimated" also when a very long text was counted on samples.
+            enc, _ = self.counter.encoding_of(m.provider, m.name)
             if enc not in prompt_counts:
-                prompt_counts[enc] = (self.counter.count_messages(messages, m.provider, m.name).tokens, "")
-            return prompt_counts[enc][0], source
+                c = self.counter.count_messages(messages, m.provider, m.name)
+                prompt_counts[enc] = (c.tokens, c.source)
+            return prompt_counts[enc]
 
         rejected: dict[str, str] = {}
 

@@ -194,20 +194,14 @@ class CompressionSettings(_Model):
         5.0, ge=0, description="USD per million input tokens at or above which a model counts as expensive."
     )
     important_patterns: list[str] = Field(
-        # Written so Python's regex engine can skip ahead on a literal or a narrow first character: these run
-        # over every removed line, and a leading \b or (?i) makes each pattern several times slower.
-        default_factory=lambda: [
-            r"(?:remember|constraint|important|note:|must|never|always|deadline|Remember|Constraint|Important"
-            r"|Note:|Must|Never|Always|Deadline|REMEMBER|CONSTRAINT|IMPORTANT|NOTE:|MUST|NEVER|ALWAYS|DEADLINE)\b",
-            r"/[\w.-]+(?:/[\w.-]+)*\.[A-Za-z]\w*",
-            r"\d(?:[.,]\d+)?\s?(?:ms|s|sec|min|h|[KMGT]B|[kmgt]b|USD|usd|EUR|eur|km|kg|m|tokens|rpm|%)(?!\w)|[$€£]\d",
-            r"[A-Z][A-Z0-9]+-\d+\b",
-            r"[0-9a-f]{7,40}\b",
-        ],
+        default_factory=lambda: list(DEFAULT_IMPORTANT_PATTERNS),
+        max_length=64,
         description="Regular expressions (Python syntax, ^ and $ match at line ends), most important first: "
         "lines matching any (by default keywords such as 'remember' or 'never', file paths, numbers with "
         "units, ticket ids, hashes and UUIDs) are carried into the compressed prompt when their message is "
-        "elided or summarized.",
+        "elided or summarized. A pattern with nested repetition (such as (a+)+) is refused at load; each "
+        "pattern is tried on the first 1,000 characters of a line, on the first 48,000 and last 16,000 "
+        "characters of a message, and for at most 50 ms per message.",
     )
     facts_share: float = Field(
         0.2, gt=0, le=1, description="Largest share of the budget that carried important lines may take."
@@ -222,14 +216,99 @@ class CompressionSettings(_Model):
     @field_validator("important_patterns")
     @classmethod
     def _patterns_compile(cls, v: list[str]) -> list[str]:
-        import re
-
+        v = [_FORMER_DEFAULT_PATTERNS.get(p, p) for p in v]
         for i, p in enumerate(v):
-            try:
-                re.compile(p)
-            except re.error as e:
-                raise ValueError(f"[{i}] {p!r} is not a valid regular expression: {e}") from None
+            problem = pattern_problem(p)
+            if problem:
+                shown = p if len(p) <= 80 else p[:80] + "…"
+                raise ValueError(f"[{i}] {shown!r} {problem}")
         return v
+
+
+# Written so Python's regex engine can skip ahead on a literal or a narrow first character (these run over
+# every removed line; a leading \b or (?i) makes a pattern several times slower), and linear on any text: no
+# repetition overlaps another without a bound, and a run (of capitals, hex digits) is tried from its start only.
+DEFAULT_IMPORTANT_PATTERNS: tuple[str, ...] = (
+    r"(?:remember|constraint|important|note:|must|never|always|deadline|Remember|Constraint|Important"
+    r"|Note:|Must|Never|Always|Deadline|REMEMBER|CONSTRAINT|IMPORTANT|NOTE:|MUST|NEVER|ALWAYS|DEADLINE)\b",
+    r"/[\w.-]{1,128}\.[A-Za-z]\w{0,16}",
+    r"\d(?:[.,]\d{1,12})?\s?(?:ms|s|sec|min|h|[KMGT]B|[kmgt]b|USD|usd|EUR|eur|km|kg|m|tokens|rpm|%)(?!\w)|[$€£]\d",
+    r"(?<![A-Z0-9])[A-Z][A-Z0-9]{1,15}-\d{1,12}\b",
+    r"(?<![0-9a-f])[0-9a-f]{7,64}\b",
+)
+# Defaults of earlier versions (written out by `settings example`), replaced by their linear equivalents
+# instead of being refused: "/a/a/a..." made the old path pattern quadratic.
+_FORMER_DEFAULT_PATTERNS: dict[str, str] = {
+    r"/[\w.-]+(?:/[\w.-]+)*\.[A-Za-z]\w*": DEFAULT_IMPORTANT_PATTERNS[1],
+    r"\d(?:[.,]\d+)?\s?(?:ms|s|sec|min|h|[KMGT]B|[kmgt]b|USD|usd|EUR|eur|km|kg|m|tokens|rpm|%)(?!\w)|[$€£]\d":
+        DEFAULT_IMPORTANT_PATTERNS[2],
+    r"[A-Z][A-Z0-9]+-\d+\b": DEFAULT_IMPORTANT_PATTERNS[3],
+    r"[0-9a-f]{7,40}\b": DEFAULT_IMPORTANT_PATTERNS[4],
+}
+_MAX_PATTERN_CHARS = 1_000
+
+
+def pattern_problem(p: str) -> str:
+    r"""Why `p` cannot be an operator-supplied pattern run on message text, or "" when it can.
+
+    Refused: what Python or the `regex` engine cannot compile, and nested repetition (a repeated group that
+    holds another repetition, at least one of them unbounded, such as (a+)+, (a*)*, (?:x\w+)*), which takes
+    exponential time on text that almost matches."""
+    import re
+    from re import _constants as c
+    from re import _parser
+
+    import regex
+
+    if len(p) > _MAX_PATTERN_CHARS:
+        return f"is {len(p):,} characters long; at most {_MAX_PATTERN_CHARS:,}"
+    try:
+        tree = _parser.parse(p)
+        regex.compile(p, regex.MULTILINE)
+    except (re.error, regex.error) as e:
+        return f"is not a valid regular expression: {e}"
+    except (RecursionError, OverflowError):
+        return "is nested too deeply to check"
+    repeats = (c.MAX_REPEAT, c.MIN_REPEAT)
+
+    def children(op: Any, av: Any) -> list[Any]:
+        if op in repeats or op is c.POSSESSIVE_REPEAT:
+            return [av[2]]
+        if op is c.SUBPATTERN:
+            return [av[3]]
+        if op is c.BRANCH:
+            return list(av[1])
+        if op in (c.ASSERT, c.ASSERT_NOT):
+            return [av[1]]
+        if op is c.ATOMIC_GROUP:
+            return [av]
+        if op is c.GROUPREF_EXISTS:
+            return [x for x in av[1:] if x is not None]
+        return []
+
+    def repeats_inside(items: Any) -> list[tuple[int, int]]:
+        out = []
+        for op, av in items:
+            if op in repeats and av[1] > 1:
+                out.append((av[0], av[1]))
+            for ch in children(op, av):
+                out += repeats_inside(ch)
+        return out
+
+    def nested(items: Any) -> bool:
+        for op, av in items:
+            if op in repeats and av[1] > 1:
+                if any(av[1] == c.MAXREPEAT or hi == c.MAXREPEAT for _, hi in repeats_inside(av[2])):
+                    return True
+            if any(nested(ch) for ch in children(op, av)):
+                return True
+        return False
+
+    if nested(tree):
+        return ("has nested repetition (a repeated group holding another unbounded repetition, such as (a+)+ "
+                "or (?:/\\w+)*), which can take exponential time on some text; bound both (e.g. "
+                "{1,64}) or rewrite it")
+    return ""
 
 
 def _env_name(v: str | None, what: str, example: str) -> str | None:

@@ -11,6 +11,7 @@ import json
 import math
 import re
 from dataclasses import dataclass
+from itertools import islice
 from typing import Any
 
 from . import messages as msgs
@@ -38,12 +39,95 @@ class Block:
     start: int = -1  # offset in the message's string content; -1 when it is not string content
 
 
+# Line breaks other than \n and \r\n (str.splitlines knows them): text with any takes the line-by-line path.
+_ODD_BREAKS = re.compile("\r(?!\n)|[\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029]")
+# Lines that may open a block: a fence, or "[" / "{" after leading whitespace. Tried at line starts only.
+_BLOCK_START = re.compile(r"(?m)^(?: {0,3}(?:`{3}|~{3})|[^\S\n]*[\[{])")
+_FENCE_START = re.compile(r"(?m)^ {0,3}(?:`{3}|~{3})")
+_JSON_START = re.compile(r"(?m)^[^\S\n]*[\[{]")
+
+
+def _prose_kind(chunk: str) -> tuple[str, str, str]:
+    """Unfenced text (no \r or odd line breaks): "text" when long enough to be a pasted file, else "prose"."""
+    lines = chunk.count("\n") + (0 if chunk.endswith("\n") else 1)
+    return ("text" if lines >= _PASTED_LINES or len(chunk) >= _PASTED_CHARS else "prose"), chunk, ""
+
+
 def split_text(text: str) -> list[tuple[str, str, str]]:
     """Partition text into (kind, text, label) pieces that concatenate back to it exactly.
 
     Fenced code blocks (CommonMark fences; an unclosed fence runs to the end) and multi-line JSON documents
     are atomic; long unfenced runs are "text" (pasted files); the rest is prose.
+
+    Only lines that can open a block are looked at one by one (found by one scan in C), so text of a million
+    short lines costs what a few long ones do; text with unusual line breaks goes line by line.
     """
+    if not text or _ODD_BREAKS.search(text):
+        return _split_lines(text)
+    fences = "```" in text or "~~~" in text
+    if not fences and "[" not in text and "{" not in text:  # no line can open a block
+        return [_prose_kind(text)]
+    starts = _BLOCK_START if fences else _JSON_START
+    out: list[tuple[str, str, str]] = []
+    n = len(text)
+    json_budget = 2 * n + 100_000  # as in _split_lines
+    pos = 0  # start of text not yet given out
+
+    def flush(upto: int) -> None:
+        if upto > pos:
+            out.append(_prose_kind(text[pos:upto]))
+
+    def line_end(at: int) -> int:  # end of the line holding `at`, past its newline
+        e = text.find("\n", at)
+        return n if e < 0 else e + 1
+
+    at = 0
+    while True:
+        m = (starts if json_budget > 0 else _FENCE_START).search(text, at)
+        if m is None:
+            break
+        ls = m.start()
+        le = line_end(ls)
+        at = le
+        bare = text[ls:le].rstrip("\r\n")
+        f = FENCE_OPEN.match(bare)
+        if f and not (f.group(1)[0] == "`" and "`" in f.group(2)):
+            fence = f.group(1)
+            end = n
+            for c in _FENCE_START.finditer(text, le):
+                cl = line_end(c.start())
+                cm = FENCE_CLOSE.match(text[c.start():cl].rstrip("\r\n"))
+                if cm and cm.group(1)[0] == fence[0] and len(cm.group(1)) >= len(fence):
+                    end = cl
+                    break
+            flush(ls)
+            out.append(("code", text[ls:end], f.group(2).strip().split(" ")[0]))
+            pos = at = end
+            continue
+        stripped = bare.lstrip()
+        if stripped[:1] in ("{", "[") and (le < n or len(stripped) >= 200) and json_budget > 0:
+            start = ls + (len(bare) - len(stripped))
+            try:
+                _, end = _JSON.raw_decode(text, start)
+                json_budget -= end - start
+            except json.JSONDecodeError as e:
+                end = -1
+                json_budget -= e.pos - start + 1
+            except (ValueError, RecursionError):  # nested deeper than the decoder goes ("[" * 100000)
+                end = -1
+                json_budget -= n - start
+            if end > 0:
+                ke = line_end(end - 1)  # the document must end its line
+                if not text[end:ke].strip() and (text.find("\n", ls, end) >= 0 or end - start >= 200):
+                    flush(ls)
+                    out.append(("json", text[ls:ke], ""))
+                    pos = at = ke
+    flush(n)
+    return out
+
+
+def _split_lines(text: str) -> list[tuple[str, str, str]]:
+    """split_text, line by line (for text with line breaks other than \n and \r\n)."""
     lines = text.splitlines(keepends=True)
     out: list[tuple[str, str, str]] = []
     prose: list[str] = []
@@ -62,6 +146,9 @@ def split_text(text: str) -> list[tuple[str, str, str]]:
 
     i = 0
     n = len(lines)
+    # Characters the JSON decoder may read in all: a failed attempt reads up to where the document breaks, and
+    # many lines opening "[" or "{" that break only at the end would otherwise read the text once per line.
+    json_budget = 2 * len(text) + 100_000
     while i < n:
         line = lines[i]
         bare = line.rstrip("\r\n")
@@ -79,12 +166,17 @@ def split_text(text: str) -> list[tuple[str, str, str]]:
             i = j + 1
             continue
         stripped = bare.lstrip()
-        if stripped[:1] in ("{", "[") and (i + 1 < n or len(stripped) >= 200):
+        if stripped[:1] in ("{", "[") and (i + 1 < n or len(stripped) >= 200) and json_budget > 0:
             start = offsets[i] + (len(bare) - len(stripped))
             try:
                 _, end = _JSON.raw_decode(text, start)
-            except ValueError:
+                json_budget -= end - start
+            except json.JSONDecodeError as e:
                 end = -1
+                json_budget -= e.pos - start + 1
+            except (ValueError, RecursionError):  # nested deeper than the decoder goes ("[" * 100000)
+                end = -1
+                json_budget -= len(text) - start
             if end > 0:
                 # The document must end its line; find the line holding `end`.
                 k = i
@@ -104,8 +196,15 @@ def split_text(text: str) -> list[tuple[str, str, str]]:
 
 def unclosed_fence(text: str) -> bool:
     """True when a code fence in `text` is opened and never closed (CommonMark rules)."""
+    if "```" not in text and "~~~" not in text:
+        return False
+    if _ODD_BREAKS.search(text):
+        lines: Any = text.splitlines()
+    else:  # only the lines that start like a fence, found by one scan in C
+        lines = (text[m.start():(text.find("\n", m.start()) + 1 or len(text) + 1) - 1].rstrip("\r")
+                 for m in _FENCE_START.finditer(text))
     fence = None
-    for line in text.splitlines():
+    for line in lines:
         if fence is None:
             m = FENCE_OPEN.match(line)
             if m and not (m.group(1)[0] == "`" and "`" in m.group(2)):
@@ -173,8 +272,15 @@ def call_name(tc: Any) -> str:
 
 
 
+_NON_SPACE = re.compile(r"\S")
+
+
 def first_line(text: str, limit: int = 70) -> str:
-    for ln in text.splitlines():
+    m = _NON_SPACE.search(text)  # blank lines are skipped in C; at most 1,000 lines of fences are read
+    if m is None:
+        return ""
+    start = text.rfind("\n", 0, m.start()) + 1
+    for ln in islice(text[start:start + 100_000].splitlines(), 1000):
         s = ln.strip().strip("`~").strip()
         if s:
             s = s.replace("`", "'")
@@ -258,6 +364,11 @@ def marker(b: Block, m: dict[str, Any], facts: list[str]) -> str:
 
 
 
+# Whitespace at a line's end, taken from the start of the run only (else each space of a long run would start
+# a scan of the rest of it).
+_TRAILING_SPACE = re.compile(r"(?m)(?<![^\S\n])[^\S\n]+$")
+
+
 def tidy_whitespace(text: str) -> str:
     """Whitespace-only tidying outside code fences: trailing spaces, blank-line runs, repeated paragraphs."""
     out: list[str] = []
@@ -266,7 +377,7 @@ def tidy_whitespace(text: str) -> str:
         if kind in ("code", "json"):
             out.append(piece)
             continue
-        piece = "\n".join(ln.rstrip() for ln in piece.split("\n"))
+        piece = _TRAILING_SPACE.sub("", piece)
         piece = re.sub(r"\n{3,}", "\n\n", piece)
         paras = piece.split("\n\n")
         kept = []

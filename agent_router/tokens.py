@@ -35,6 +35,13 @@ _REPLY_PRIMER = 3
 # A flat estimate for one image part (OpenAI "high" detail 512px tile math lands near this).
 IMAGE_TOKENS = 765
 _CACHE_LIMIT = 200_000
+# A text up to this long is encoded whole (exact). A longer one is counted on evenly spaced samples and scaled
+# to its length, and the count is flagged "estimated": BPE time grows with the text (and faster than linearly
+# on one very long run such as 1 MB of "a" or of spaces), and a count that large only decides that the text
+# does not fit, never by one token.
+EXACT_CHARS = 32_000
+_SAMPLES = 16
+_SAMPLE_CHARS = 2_000
 
 
 @dataclass(frozen=True)
@@ -42,6 +49,17 @@ class TokenCount:
     tokens: int
     source: str  # "counted" (the model's own encoding) | "estimated"
     encoding: str
+
+
+def encoded_length(enc: Any, text: str) -> tuple[int, bool]:
+    """(tokens of `text` under tiktoken encoding `enc`, whether that is exact). Bounded in time: a text longer
+    than EXACT_CHARS is counted on _SAMPLES evenly spaced pieces of _SAMPLE_CHARS and scaled."""
+    if len(text) <= EXACT_CHARS:
+        return len(enc.encode(text, disallowed_special=())), True
+    step = (len(text) - _SAMPLE_CHARS) / (_SAMPLES - 1)
+    pieces = [text[int(k * step):int(k * step) + _SAMPLE_CHARS] for k in range(_SAMPLES)]
+    counted = sum(len(enc.encode(p, disallowed_special=())) for p in pieces)
+    return -(-counted * len(text) // (_SAMPLES * _SAMPLE_CHARS)), False
 
 
 def encoding_for(provider: str, name: str) -> str:
@@ -115,6 +133,8 @@ class TokenCounter:
     def __init__(self, cache_dir: str | None = None):
         self.cache_dir = cache_dir
         self._cache: dict[tuple[str, str], int] = {}
+        self._sampled: set[tuple[str, str]] = set()  # keys whose count is a sampled estimate
+        self._inexact = False  # set by _count when a sampled count went into the current total
         self.hits = 0
         self.misses = 0
 
@@ -136,30 +156,36 @@ class TokenCounter:
         n = self._cache.get(key)
         if n is not None:
             self.hits += 1
+            if key in self._sampled:
+                self._inexact = True
             return n
         self.misses += 1
-        if enc is None:
-            n = (len(text) + 3) // 4
-        else:
-            n = len(enc.encode(text, disallowed_special=()))
+        n, exact = ((len(text) + 3) // 4, True) if enc is None else encoded_length(enc, text)
         if len(self._cache) >= _CACHE_LIMIT:
             self._cache.clear()  # rare; bounded memory matters more than a perfect LRU here
+            self._sampled.clear()
         self._cache[key] = n
+        if not exact:
+            self._sampled.add(key)
+            self._inexact = True
         return n
 
     def count_text(self, text: str, provider: str = "openai", name: str = "gpt-4o") -> TokenCount:
         enc, enc_name, source = self._encoding(provider, name)
-        return TokenCount(self._count(enc, enc_name, text), source, enc_name)
+        self._inexact = False
+        n = self._count(enc, enc_name, text)
+        return TokenCount(n, "estimated" if self._inexact else source, enc_name)
 
     def count_messages(
         self, messages: list[dict[str, Any]], provider: str = "openai", name: str = "gpt-4o"
     ) -> TokenCount:
         """Tokens a chat request of these messages takes, with OpenAI's per-message framing."""
         enc, enc_name, source = self._encoding(provider, name)
+        self._inexact = False
         total = _REPLY_PRIMER
         for m in messages:
             total += _PER_MESSAGE + self.message_tokens(m, enc, enc_name)
-        return TokenCount(total, source, enc_name)
+        return TokenCount(total, "estimated" if self._inexact else source, enc_name)
 
     def message_tokens(self, m: dict[str, Any], enc: Any | None = None, enc_name: str | None = None) -> int:
         if enc_name is None:

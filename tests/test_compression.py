@@ -588,3 +588,101 @@ def test_random_conversations_keep_every_invariant(seed):
     if res.fits:
         assert res.after <= budget
     assert compress(copy.deepcopy(msgs), budget, settings=cs).messages == out  # deterministic
+
+
+# --- tool-call integrity when results stand apart from their calls; histories without a user ---------------
+def _id_problems(out, given):
+    """Tool ids left without their other half in `out`, for pairs that `given` held complete."""
+    def halves(ms):
+        calls = {str(tc["id"]): i for i, m in enumerate(ms) for tc in (m.get("tool_calls") or [])}
+        results = {str(m["tool_call_id"]): i for i, m in enumerate(ms) if m.get("role") == "tool"}
+        return calls, results
+
+    gc, gr = halves(given)
+    oc, orr = halves(out)
+    problems = [f"result {cid} without its call" for cid in orr if cid in gc and cid not in oc]
+    problems += [f"call {cid} without its result" for cid in oc if cid in gr and cid not in orr]
+    problems += [f"result {cid} before its call" for cid in orr if cid in oc and orr[cid] < oc[cid]]
+    return problems
+
+
+def _separated(rng, msgs):
+    """Move some tool results later, past other messages (as some agents write their histories)."""
+    msgs = copy.deepcopy(msgs)
+    for _ in range(rng.randint(1, 6)):
+        tools = [i for i, m in enumerate(msgs) if m.get("role") == "tool"]
+        if not tools:
+            break
+        i = rng.choice(tools)
+        m = msgs.pop(i)
+        msgs.insert(rng.randint(i, len(msgs)), m)
+    return msgs
+
+
+def test_separated_tool_results_are_never_orphaned():
+    rng = random.Random(12)
+    checked = 0
+    for _ in range(60):
+        given = _separated(rng, random_conversation(rng))
+        total = tokens(given)
+        for share in (0.05, 0.2, 0.4, 0.7, 0.9):
+            r = compress(given, max(50, int(total * share)), settings=NO_HOOK)
+            assert _id_problems(r.messages, given) == [], (share, [m["role"] for m in given])
+            checked += 1
+    assert checked == 300
+
+
+def test_separated_result_goes_with_its_call_into_the_summary():
+    call = {"id": "call_far", "type": "function", "function": {"name": "grep", "arguments": '{"q": "x"}'}}
+    msgs = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": FIRST},
+            {"role": "assistant", "content": None, "tool_calls": [call]}]
+    rng = random.Random(3)
+    from compression_fixtures import filler
+    for _ in range(5):
+        msgs += [{"role": "user", "content": filler(rng, 300)}, {"role": "assistant", "content": filler(rng, 300)}]
+    msgs.append({"role": "tool", "tool_call_id": "call_far", "content": filler(rng, 400)})
+    for _ in range(6):
+        msgs += [{"role": "user", "content": filler(rng, 300)}, {"role": "assistant", "content": filler(rng, 300)}]
+    summarized_both = 0
+    for share in (0.3, 0.45, 0.6, 0.7, 0.8, 0.9):
+        r = compress(msgs, int(tokens(msgs) * share), settings=NO_HOOK)
+        assert _id_problems(r.messages, msgs) == []
+        kept = [m for m in r.messages if m.get("tool_call_id") == "call_far" or m.get("tool_calls")]
+        assert len(kept) in (0, 2)  # both halves kept, or both summarized together; never one of them
+        summarized_both += not kept
+    assert summarized_both >= 1
+
+
+def test_history_without_a_user_message_is_compressed():
+    rng = random.Random(5)
+    from compression_fixtures import filler
+    msgs = [{"role": "system", "content": SYSTEM}]
+    for k in range(12):
+        msgs.append({"role": "assistant", "content": filler(rng, 20),
+                     "tool_calls": [{"id": f"t{k}", "type": "function",
+                                     "function": {"name": "shell", "arguments": '{"cmd": "make"}'}}]})
+        msgs.append({"role": "tool", "tool_call_id": f"t{k}", "content": filler(rng, 600)})
+    msgs.append({"role": "assistant", "content": "All steps ran; the build is green."})
+    before = tokens(msgs)
+    for share in (0.1, 0.3, 0.6):
+        r = compress(msgs, int(before * share), settings=NO_HOOK)
+        assert r.after < before and r.tokens_saved > 0
+        assert r.messages[0] == msgs[0] and r.messages[-1] == msgs[-1]
+        assert _id_problems(r.messages, msgs) == []
+        # Well formed for a provider: no orphan call or result, no two messages of one role in a row.
+        assert [p for p in structure_problems(r.messages) if "first message" not in p] == []
+        if share >= 0.3:
+            assert r.fits, r.actions
+
+
+def test_history_without_a_user_message_random():
+    rng = random.Random(21)
+    for _ in range(40):
+        given = [m for m in _separated(rng, random_conversation(rng)) if m["role"] != "user"]
+        if len(given) < 2:
+            continue
+        total = tokens(given)
+        for share in (0.1, 0.5):
+            r = compress(given, max(50, int(total * share)), settings=NO_HOOK)
+            assert not any(m.get("role") == "user" and "_agent_router_summary" in m for m in r.messages)
+            assert _id_problems(r.messages, given) == []

@@ -247,8 +247,9 @@ def util_model_call_after(agent: Any, call_data: Any, response: Any) -> None:
 
 
 # A tool's output that reports a failure: a Python traceback, or a first line that says error / failed.
+# The runs of space are bounded: unbounded, \s* and \W\s* overlap and 100 KB of blanks took minutes.
 _FAILED = re.compile(
-    r"Traceback \(most recent call last\)|\A\s*(?:\W{0,3}\s*)?(?:error|exception|failed|fatal)\b",
+    r"Traceback \(most recent call last\)|\A\s{0,64}(?:\W{0,3}\s{0,8})?(?:error|exception|failed|fatal)\b",
     re.IGNORECASE,
 )
 

@@ -61,7 +61,7 @@ def classify(status: int, message: str) -> str:
     return t.BAD_REQUEST
 
 
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
+_DURATION = re.compile(r"(?<![\d.])(\d{1,12}(?:\.\d{1,9})?)(ms|h|m|s)")  # from a number's start: linear
 
 
 def parse_duration(v: str) -> float | None:
