@@ -26,7 +26,7 @@ import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 from agent_router.analyzer import analyze  # noqa: E402
-from agent_router.compression import compress  # noqa: E402
+from agent_router.compression.compressor import compress  # noqa: E402
 from agent_router.plugins import load_plugins  # noqa: E402
 from agent_router.router import Router  # noqa: E402
 from agent_router.settings import CompressionSettings, Settings  # noqa: E402

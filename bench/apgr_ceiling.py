@@ -27,9 +27,9 @@ from collections import defaultdict
 import numpy as np
 
 from agent_router.commands._common import iter_rows
-from agent_router.embeddings import available
-from agent_router.evaluation import evaluate_pair, prepare
-from agent_router.learned_train import EMBED_CACHE_ENV, TrainOptions, cross_val_probs, featurize, folds, labels
+from agent_router.learned.embeddings.minilm import available
+from agent_router.learned.evaluation import evaluate_pair, prepare
+from agent_router.learned.train import EMBED_CACHE_ENV, TrainOptions, cross_val_probs, featurize, folds, labels
 
 
 def ridge_cv(x: np.ndarray, y: np.ndarray, alpha: float, k: int) -> np.ndarray:

@@ -28,12 +28,12 @@ import sys
 
 import numpy as np
 
-from agent_router.adaptive import AdaptiveEstimator
 from agent_router.commands._common import iter_rows
 from agent_router.commands.learned import learned_log_costs, learned_probs
-from agent_router.evaluation import prepare
-from agent_router.learned import default_calibration, load_model
-from agent_router.learned_features import extract
+from agent_router.learned.adaptive import AdaptiveEstimator
+from agent_router.learned.evaluation import prepare
+from agent_router.learned.features import extract
+from agent_router.learned.router import default_calibration, load_model
 from agent_router.settings import LearnedSettings
 
 
@@ -56,7 +56,7 @@ def ceiling(feats: list, probs: np.ndarray, q: np.ndarray, c: np.ndarray, budget
     model of the quality gain (over the same dense features, folded n-grams and the heads' logits the adaptive
     router sees), by gain alone and per predicted premium dollar (a ridge model of log cost). An upper bound
     for any router that learns from these features, since every row's outcome on both sides is known."""
-    from agent_router.adaptive import fold_hashed
+    from agent_router.learned.adaptive import fold_hashed
 
     pc = np.clip(probs, 1e-4, 1 - 1e-4)
     dense = np.array([f.dense for f in feats], dtype=np.float64)

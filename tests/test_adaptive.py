@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from agent_router import learned
-from agent_router.adaptive import AdaptiveEstimator
 from agent_router.cli import cli
+from agent_router.learned import router as learned
+from agent_router.learned.adaptive import AdaptiveEstimator
 from agent_router.ledger import Ledger
 from agent_router.plugins import load_plugins
 from agent_router.router import Router

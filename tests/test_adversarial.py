@@ -18,17 +18,20 @@ from pathlib import Path
 
 import pytest
 
-from agent_router import analyzer, facts, learned_features, text_blocks, tokens
+from agent_router import analyzer, tokens
 from agent_router.analyzer import analyze
-from agent_router.compression import compress, structure_problems
+from agent_router.compression import blocks as text_blocks
+from agent_router.compression import facts
+from agent_router.compression.blocks import split_text
+from agent_router.compression.compressor import compress, structure_problems
+from agent_router.compression.facts import OperatorPattern, compile_patterns, find_facts
 from agent_router.errors import SettingsError
-from agent_router.facts import OperatorPattern, compile_patterns, find_facts
-from agent_router.learned_features import extract
+from agent_router.learned import features as learned_features
+from agent_router.learned.features import extract
 from agent_router.messages import SCAN_HEAD_CHARS, SCAN_TAIL_CHARS
 from agent_router.plugins import load_plugins
 from agent_router.router import Router
 from agent_router.settings import DEFAULT_IMPORTANT_PATTERNS, CompressionSettings, Settings, parse, pattern_problem
-from agent_router.text_blocks import split_text
 from agent_router.tokens import EXACT_CHARS, TokenCounter
 
 sys.path.insert(0, str(Path(__file__).parent))

@@ -26,8 +26,8 @@ from typing import Any
 import pytest
 from host_fixtures import rows
 
-from agent_router import runtime as rtmod
 from agent_router.hosts import install as inst
+from agent_router.runtime import core as rtmod
 
 STANDINS = Path(__file__).parent / "a0_standins"
 POINTS = (

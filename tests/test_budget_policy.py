@@ -18,14 +18,14 @@ try:
 except ImportError:
     from providers_fixtures import GOOD_KEYS, FakeLLM  # type: ignore[no-redef]
 
-from agent_router import runtime as rtmod
 from agent_router.cli import cli
 from agent_router.errors import SettingsError
-from agent_router.loop import ReferenceAgent, provider_complete
 from agent_router.providers import AllModelsFailed, ProviderClient
 from agent_router.router import BudgetBlocked, Router
+from agent_router.runtime import core as rtmod
+from agent_router.runtime.loop import ReferenceAgent, provider_complete
+from agent_router.runtime.switch import switch_model
 from agent_router.settings import Settings, load
-from agent_router.switch import switch_model
 
 GOOD = sorted(GOOD_KEYS)[0]
 FAST = {"timeout_s": 0.5, "connect_timeout_s": 0.5, "backoff_base_s": 0.01, "backoff_max_s": 0.05,

@@ -14,10 +14,11 @@ from pathlib import Path
 import pluggy
 import pytest
 
-from agent_router import compression, hookspecs
+from agent_router import hookspecs
 from agent_router.builtins import summarize as builtin_summarize
 from agent_router.catalog import Catalog
-from agent_router.compression import Budget, compress, plan_budget, structure_problems, unclosed_fence
+from agent_router.compression import compressor as compression
+from agent_router.compression.compressor import Budget, compress, plan_budget, structure_problems, unclosed_fence
 from agent_router.errors import InputError, SettingsError
 from agent_router.settings import CompressionSettings, Settings, parse
 from agent_router.tokens import TokenCounter
@@ -554,7 +555,7 @@ TRICKY = [
 
 @pytest.mark.parametrize("text", TRICKY)
 def test_blocks_partition_the_text_exactly_and_fences_are_whole(text):
-    from agent_router.text_blocks import split_text
+    from agent_router.compression.blocks import split_text
 
     pieces = split_text(text)
     assert "".join(p for _, p, _ in pieces) == text

@@ -1,4 +1,4 @@
-"""The numpy sentence encoder (agent_router.embeddings) and the learned router's embedding path.
+"""The numpy sentence encoder (agent_router.learned.embeddings.minilm) and the learned router's embedding path.
 
 A tiny BERT written to disk by the test (safetensors + vocab.txt, random weights) checks the forward pass, the
 tokenizer and the file reading without the real model; the real all-MiniLM-L6-v2 (package
@@ -15,12 +15,12 @@ import pytest
 from embeddings_fixtures import REFERENCE
 from learned_fixtures import STRONG, WEAK, rows
 
-from agent_router import embeddings as E
 from agent_router.errors import AgentRouterError
-from agent_router.learned import LearnedRouter, reset
-from agent_router.learned_features import extract
-from agent_router.learned_model import QualityModel, WeightsError
-from agent_router.learned_train import TrainOptions, featurize, labels, predict_matrix, train
+from agent_router.learned.embeddings import minilm as E
+from agent_router.learned.features import extract
+from agent_router.learned.model import QualityModel, WeightsError
+from agent_router.learned.router import LearnedRouter, reset
+from agent_router.learned.train import TrainOptions, featurize, labels, predict_matrix, train
 from agent_router.settings import LearnedSettings
 
 REAL = E.available()

@@ -2,7 +2,7 @@ import random
 
 import pytest
 
-from agent_router.evaluation import evaluate_pair, evaluate_tiers
+from agent_router.learned.evaluation import evaluate_pair, evaluate_tiers
 
 
 def test_perfect_constant_and_inverse_routers():

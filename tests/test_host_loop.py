@@ -9,13 +9,13 @@ import pytest
 from click.testing import CliRunner
 from host_fixtures import make_runtime, rows, settings_for
 
-from agent_router import runtime as rtmod
 from agent_router.cli import cli
 from agent_router.commands.demo import DEFAULT_BUDGET, SCRIPT, run_demo
-from agent_router.demo_server import DemoServer
-from agent_router.loop import Completion, ReferenceAgent, provider_complete
+from agent_router.demo.server import DemoServer
 from agent_router.providers import ProviderClient
 from agent_router.router import BudgetBlocked
+from agent_router.runtime import core as rtmod
+from agent_router.runtime.loop import Completion, ReferenceAgent, provider_complete
 from agent_router.tokens import TokenCounter
 
 
@@ -253,7 +253,7 @@ def test_compression_summaries_are_capped_utility_calls_recorded_in_the_ledger(t
     )  # routing.utility_max_tier (default chat)
     assert "utility call: capped at chat" in json.loads(summary["reasons"])
     assert chat["kind"] == "chat" and chat["tier"] == "premium" and chat["tokens_saved"] > 0
-    from agent_router import compression
+    from agent_router.compression import compressor as compression
 
     assert compression.get_utility_caller() is None  # the agent's caller is set for its turn only
 

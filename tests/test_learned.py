@@ -11,11 +11,11 @@ import pytest
 from click.testing import CliRunner
 from learned_fixtures import STRONG, WEAK, write_rows
 
-from agent_router import learned
-from agent_router.adaptive import AdaptiveEstimator
 from agent_router.cli import cli
-from agent_router.learned_features import focus_text
-from agent_router.learned_model import QualityModel, WeightsError
+from agent_router.learned import router as learned
+from agent_router.learned.adaptive import AdaptiveEstimator
+from agent_router.learned.features import focus_text
+from agent_router.learned.model import QualityModel, WeightsError
 from agent_router.plugins import load_plugins
 from agent_router.router import Router
 from agent_router.settings import TASK_TYPES, Settings, load
@@ -208,7 +208,7 @@ def test_ledger_feedback_reaches_the_router(tmp_path):
 
 
 def test_signal_tracker_turns_retries_and_escalations_into_implicit_verdicts():
-    from agent_router.adaptive import SignalTracker
+    from agent_router.learned.adaptive import SignalTracker
 
     got = []
     t = SignalTracker(lambda cid, good, source, signal: got.append((cid, good, source, signal)))
@@ -279,7 +279,7 @@ def test_unknown_cost_head_feature_is_named(tmp_path):
 
 
 def test_cost_moves_a_score_at_most_e_fold():
-    from agent_router.learned_model import objective_score
+    from agent_router.learned.model import objective_score
 
     # A greeting predicted 20x cheaper than usual is boosted no more than one predicted e (2.7x) cheaper.
     assert objective_score(0.8, 0.9, -3.0) == objective_score(0.8, 0.9, -1.0) > objective_score(0.8, 0.9, 0.0)

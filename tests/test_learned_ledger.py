@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 from learned_fixtures import EASY, HARD, STRONG, WEAK, write_rows
 
-from agent_router import learned
 from agent_router.errors import InputError
-from agent_router.learned_ledger import ledger_rows
-from agent_router.learned_model import QualityModel
+from agent_router.learned import router as learned
+from agent_router.learned.ledger_rows import ledger_rows
+from agent_router.learned.model import QualityModel
 from agent_router.ledger import Ledger
 from agent_router.settings import Settings
 from agent_router.usage import counted

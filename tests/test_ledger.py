@@ -23,7 +23,7 @@ from ledger_fixtures import (
 
 from agent_router import hookspecs
 from agent_router.ledger import Ledger, LedgerError
-from agent_router.ledger import migrations as mig
+from agent_router.ledger.migrations import sqlite as mig
 from agent_router.router import Router
 from agent_router.usage import Usage
 

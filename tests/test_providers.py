@@ -9,13 +9,7 @@ from typing import Any
 
 import pytest
 
-from agent_router.providers import (
-    AllModelsFailed,
-    ProviderClient,
-    ProviderError,
-    StreamBroken,
-    TranscriptionPool,
-)
+from agent_router.providers import AllModelsFailed, ProviderClient, ProviderError, StreamBroken, TranscriptionPool
 from agent_router.providers import types as t
 from agent_router.router import Router
 from agent_router.settings import Settings

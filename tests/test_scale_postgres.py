@@ -29,8 +29,8 @@ psycopg = pytest.importorskip("psycopg", reason="psycopg not installed: pip inst
 
 from agent_router.cli import cli  # noqa: E402
 from agent_router.ledger import BY_CHOICES, Ledger, LedgerError, costs  # noqa: E402
-from agent_router.ledger.migrations import MIGRATIONS  # noqa: E402
-from agent_router.ledger.pg_store import PostgresStore  # noqa: E402
+from agent_router.ledger.migrations.sqlite import MIGRATIONS  # noqa: E402
+from agent_router.ledger.stores.postgresql import PostgresStore  # noqa: E402
 from agent_router.settings import parse  # noqa: E402
 
 ENV = "AR_TEST_PG_DSN"

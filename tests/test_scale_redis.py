@@ -11,8 +11,8 @@ from scale_fixtures import RedisServer, free_port, redis_server, run_workers  # 
 
 pytest.importorskip("redis", reason="redis-py not installed: pip install -e '.[redis]'")
 
+from agent_router.providers.shared_state import LocalState, RedisState, SharedStateError, open_state  # noqa: E402
 from agent_router.settings import parse  # noqa: E402
-from agent_router.shared_state import LocalState, RedisState, SharedStateError, open_state  # noqa: E402
 
 
 def worst_window(admitted: list[tuple[float, int]], window_s: float) -> int:
@@ -127,14 +127,14 @@ def test_cooldown_health_and_learned_limits_seen_by_other_clients(redis_server: 
 
 def test_unreachable_redis_uses_local_limits_logs_once_without_password(caplog) -> None:
     port = free_port()  # nothing listens there
-    caplog.set_level(logging.WARNING, logger="agent_router.shared_state")
+    caplog.set_level(logging.WARNING, logger="agent_router.providers.shared_state")
     s = RedisState(f"redis://:s3cret-pw@127.0.0.1:{port}/0", retry_after_s=60)
     t0 = time.monotonic()
     got = [s.acquire("m", 5, 10.0).allowed for _ in range(50)]
     assert got == [True] * 5 + [False] * 45
     assert time.monotonic() - t0 < 2.0  # one quick failure, then local without waiting on Redis
     assert not s.shared
-    warnings = [r for r in caplog.records if r.name == "agent_router.shared_state"]
+    warnings = [r for r in caplog.records if r.name == "agent_router.providers.shared_state"]
     assert len(warnings) == 1
     assert f"127.0.0.1:{port}" in warnings[0].getMessage()
     assert "s3cret" not in caplog.text
@@ -236,7 +236,7 @@ def test_provider_client_keeps_working_when_redis_is_unreachable(llm, monkeypatc
     from agent_router.providers import ProviderClient, ProviderError
 
     monkeypatch.setenv("AR_TEST_REDIS_URL", f"redis://127.0.0.1:{free_port()}/0")  # nothing listens
-    caplog.set_level(logging.WARNING, logger="agent_router.shared_state")
+    caplog.set_level(logging.WARNING, logger="agent_router.providers.shared_state")
     c = ProviderClient(provider_settings(llm.url, rpm=3), env={"TEST_KEY": sorted(GOOD_KEYS)[0]})
     ok = 0
     for _ in range(5):
@@ -254,7 +254,7 @@ def test_redis_refusing_writes_falls_back_and_recovers(redis_server, caplog) -> 
 
     admin = redis.Redis.from_url(redis_server.url)
     s = RedisState(redis_server.url, retry_after_s=0.05)
-    caplog.set_level(logging.WARNING, logger="agent_router.shared_state")
+    caplog.set_level(logging.WARNING, logger="agent_router.providers.shared_state")
     assert s.acquire("m", 2, 10.0).shared
     admin.config_set("min-replicas-to-write", 1)  # the server now answers writes with NOREPLICAS
     got = [s.acquire("m", 2, 10.0) for _ in range(3)]

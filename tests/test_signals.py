@@ -11,16 +11,16 @@ import json
 import pytest
 from host_fixtures import make_runtime, rows, settings_for
 
-from agent_router import learned
-from agent_router import runtime as rtmod
 from agent_router.builtins.host_loop import tool_failed
 from agent_router.catalog import TIER_RANK
-from agent_router.demo_server import DemoServer
-from agent_router.loop import ReferenceAgent, ToolResponse, provider_complete
+from agent_router.demo.server import DemoServer
+from agent_router.learned import router as learned
 from agent_router.messages import text_of
 from agent_router.plugins import load_plugins
 from agent_router.providers import ProviderClient
 from agent_router.router import Router
+from agent_router.runtime import core as rtmod
+from agent_router.runtime.loop import ReferenceAgent, ToolResponse, provider_complete
 
 HELLO = "hi, thanks!"
 
@@ -136,7 +136,7 @@ def test_a_switch_to_a_lower_tier_or_back_to_auto_is_no_verdict(tmp_path):
         with ProviderClient(s, catalog=rt.catalog) as client:
             agent = ReferenceAgent(rt, provider_complete(client), conversation_id="c3")
             agent.run_turn("Summarize our plan.")
-            from agent_router.switch import switch_model
+            from agent_router.runtime.switch import switch_model
 
             assert switch_model(rt, "c3", {"tier": "utility", "reason": "plain formatting"}).accepted
             assert switch_model(rt, "c3", {"auto": True, "reason": "back to routing"}).accepted

@@ -1,4 +1,4 @@
-"""The static sentence embedding distilled from all-MiniLM-L6-v2 (agent_router.static_embeddings): built from
+"""The static sentence embedding distilled from all-MiniLM-L6-v2 (agent_router.learned.embeddings.static): built from
 the real model for a subset of its vocabulary, checked for determinism, meaning, agreement with the
 contextual encoder, integrity checks, and the error naming `agent-router embeddings build`."""
 
@@ -13,11 +13,11 @@ import pytest
 from learned_fixtures import STRONG, WEAK, rows, write_rows
 from static_embeddings_fixtures import TEXTS, build_subset, install, subset_ids
 
-from agent_router import embeddings as E
-from agent_router import static_embeddings as S
-from agent_router.learned import LearnedRouter, reset
-from agent_router.learned_model import QualityModel
-from agent_router.learned_train import TrainOptions, featurize, labels, predict_matrix, train
+from agent_router.learned.embeddings import minilm as E
+from agent_router.learned.embeddings import static as S
+from agent_router.learned.model import QualityModel
+from agent_router.learned.router import LearnedRouter, reset
+from agent_router.learned.train import TrainOptions, featurize, labels, predict_matrix, train
 from agent_router.settings import LearnedSettings
 
 pytestmark = pytest.mark.skipif(not E.available(), reason=f"embedding model not installed ({E.INSTALL_HINT})")

@@ -7,8 +7,8 @@ import json
 import pytest
 from host_fixtures import make_runtime, rows, settings_for
 
-from agent_router import runtime as rtmod
-from agent_router.switch import decide, switch_model
+from agent_router.runtime import core as rtmod
+from agent_router.runtime.switch import decide, switch_model
 
 CONV = "c1"
 

@@ -14,7 +14,7 @@ Flow of one loop iteration:
 Implicit verdicts (the runtime's SignalTracker): after each recorded answer (the iteration's own chat call) the
 request it answered is remembered; the same request sent again marks the earlier answer bad ("retry"), and so
 do a failing tool run on it ("tool_error") and the agent escalating with switch_model ("switch_model", in
-agent_router.switch).
+agent_router.runtime.switch).
 """
 
 from __future__ import annotations
@@ -22,11 +22,11 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from .. import runtime as rtmod
 from ..errors import InputError
 from ..hookspecs import hookimpl
 from ..messages import last_user_index
 from ..router import BudgetBlocked, Decision
+from ..runtime import core as rtmod
 from ..usage import Usage, counted, normalize
 
 
@@ -37,7 +37,7 @@ def compress_prompt(rt: rtmod.Runtime, messages: list[dict[str, Any]], decision:
     is not installed the step says so in the decision's reasons and leaves the prompt alone.
     """
     try:
-        from .. import compression
+        from ..compression import compressor as compression
     except ImportError:
         decision.reasons.append("compression not configured")
         return None
@@ -155,7 +155,7 @@ def _after(agent: Any, call_data: Any, response: Any, kind: str) -> None:
     ad = rt.adapter
     latency_ms = (rtmod.now() - rec.started) * 1000.0
     m = rec.model
-    by = getattr(response, "answered_by", None)  # a fallback answered (agent_router.loop's Completion)
+    by = getattr(response, "answered_by", None)  # a fallback answered (agent_router.runtime.loop's Completion)
     if isinstance(by, str) and by != m.alias:
         m = rt.catalog.find(by) or m
     usage: Usage | None = None

@@ -7,7 +7,7 @@ from typing import Any
 
 from ..analyzer import Analysis
 from ..hookspecs import hookimpl
-from ..learned import for_settings
+from ..learned.router import for_settings
 from ..settings import Settings, load
 
 

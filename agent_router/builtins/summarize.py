@@ -12,8 +12,8 @@ from functools import lru_cache
 from importlib import resources
 from typing import Any
 
-from .. import compression
 from .. import messages as msgs
+from ..compression import compressor as compression
 from ..hookspecs import hookimpl
 
 # Per message in the transcript sent to the summarizer; the rest is marked as cut (it is the summarizer's

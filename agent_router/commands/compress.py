@@ -9,7 +9,7 @@ import click
 
 from .. import messages as msgs
 from ..catalog import Catalog
-from ..compression import compress
+from ..compression.compressor import compress
 from ..errors import InputError
 from ..hookspecs import hookimpl
 from ._common import get_settings, settings_option

@@ -1,8 +1,8 @@
 """`agent-router demo`: a scripted multi-turn agent session, offline, with real HTTP, usage and ledger rows.
 
-The demo starts an OpenAI-compatible server on 127.0.0.1 (random free port; agent_router.demo_server) that
+The demo starts an OpenAI-compatible server on 127.0.0.1 (random free port; agent_router.demo.server) that
 plays three models (utility / chat / premium, priced by the packaged price table) with scripted,
-deterministic answers and real token counts in `usage`. The reference agent loop (agent_router.loop) runs
+deterministic answers and real token counts in `usage`. The reference agent loop (agent_router.runtime.loop) runs
 the session through the same hooks a host fires: routing per turn, budgets checked before each call, a long
 tool output summarized by a utility call, the agent calling `switch_model` (once refused by policy, once
 accepted), and a conversation budget nearing its limit. Then it prints the ledger's cost table and the
@@ -19,15 +19,15 @@ from typing import Any
 
 import click
 
-from .. import runtime as rtmod
-from ..demo_server import DemoServer
+from ..demo.server import DemoServer
 from ..hookspecs import hookimpl
 from ..ledger import Ledger, costs
 from ..ledger.reports import format_table
-from ..loop import ReferenceAdapter, ReferenceAgent, provider_complete
 from ..messages import text_of
 from ..plugins import load_plugins
 from ..providers import ProviderClient
+from ..runtime import core as rtmod
+from ..runtime.loop import ReferenceAdapter, ReferenceAgent, provider_complete
 from ..settings import Settings
 
 # The session: (user message, what it shows).

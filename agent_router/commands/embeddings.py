@@ -7,9 +7,9 @@ from pathlib import Path
 
 import click
 
-from ..embeddings import EmbeddingsUnavailable
 from ..hookspecs import hookimpl
-from ..static_embeddings import StaticEncoder, build, default_path, read_meta
+from ..learned.embeddings.minilm import EmbeddingsUnavailable
+from ..learned.embeddings.static import StaticEncoder, build, default_path, read_meta
 
 
 @hookimpl

@@ -9,8 +9,8 @@ from typing import Any
 import click
 
 from ..errors import InputError
-from ..evaluation import evaluate
 from ..hookspecs import hookimpl
+from ..learned.evaluation import evaluate
 from ._common import get_router, iter_rows, settings_option
 
 Scorer = Callable[[list[dict[str, Any]], list[str]], list[float]]

@@ -11,7 +11,7 @@ Scorers (``--router``):
 - ``learned_cv``: k-fold cross-validation on the evaluated file itself (same split), one head per --models
   model: what retraining on your own rows would give.
 - ``learned_emb``: as ``learned`` with the weights that also use sentence embeddings (`learned.embeddings`;
-  default the packaged embedding weights; needs the embedding model, see agent_router.embeddings). Set
+  default the packaged embedding weights; needs the embedding model, see agent_router.learned.embeddings.minilm). Set
   AGENT_ROUTER_EMBED_CACHE to a directory to cache the rows' embeddings between runs.
 - ``learned_emb_cost``: the embedding weights with the "cost" objective, cost head refit as for ``learned_cost``.
 """
@@ -28,12 +28,12 @@ import click
 import numpy as np
 
 from ..errors import InputError
-from ..evaluation import prepare
 from ..hookspecs import hookimpl
-from ..learned import calibrate, load_model
-from ..learned_features import DENSE_KEYS
-from ..learned_model import QualityModel
-from ..learned_train import (
+from ..learned.evaluation import prepare
+from ..learned.features import DENSE_KEYS
+from ..learned.model import QualityModel
+from ..learned.router import calibrate, load_model
+from ..learned.train import (
     Matrix,
     TrainOptions,
     cross_val_log_cost,

@@ -10,7 +10,7 @@ import click
 from ..hookspecs import hookimpl
 from ..ledger import BY_CHOICES, Ledger, LedgerError
 from ..ledger.html import render
-from ..ledger.migrations import schema_markdown
+from ..ledger.migrations.sqlite import schema_markdown
 from ..ledger.reports import costs, format_table
 from ._common import get_settings, settings_option
 
@@ -114,7 +114,7 @@ def path_cmd(settings_path: str | None) -> None:
 
     s = get_settings(settings_path)
     if s.ledger.backend == "postgresql":
-        from ..ledger.pg_store import dsn_from_settings, safe_dsn
+        from ..ledger.stores.postgresql import dsn_from_settings, safe_dsn
 
         click.echo(safe_dsn(dsn_from_settings(s)))
         return
@@ -131,7 +131,7 @@ def schema_cmd(settings_path: str | None, db_path: str | None) -> None:
         if db is None:  # PostgreSQL: the same migrations build the same tables; document them from SQLite's
             import sqlite_utils
 
-            from ..ledger.migrations import migrate
+            from ..ledger.migrations.sqlite import migrate
 
             db = sqlite_utils.Database(memory=True)
             migrate(db)

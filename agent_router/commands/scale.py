@@ -35,7 +35,7 @@ def migrate_cmd(settings_path: str | None, db_path: str | None, status: bool) ->
     """Apply the ledger's schema migrations to the configured backend (SQLite file or PostgreSQL server)."""
     s = get_settings(settings_path)
     if db_path is None and s.ledger.backend == "postgresql":
-        from ..ledger.pg_store import PostgresStore, dsn_from_settings
+        from ..ledger.stores.postgresql import PostgresStore, dsn_from_settings
 
         store = PostgresStore(dsn_from_settings(s), migrate=False)
         where, applied, pending = store.where, store.applied(), store.pending()
@@ -45,8 +45,8 @@ def migrate_cmd(settings_path: str | None, db_path: str | None, status: bool) ->
         import sqlite_utils
 
         from ..ledger import default_path
-        from ..ledger import migrations as m
-        from ..ledger.store import SQLiteStore
+        from ..ledger.migrations import sqlite as m
+        from ..ledger.stores.sqlite import SQLiteStore
 
         path = Path(db_path) if db_path else default_path(s)
         where = str(path)
@@ -80,7 +80,7 @@ def _target_dsn(to: str, settings_path: str | None) -> str:
         if not dsn:
             raise LedgerError(f"--to: environment variable {env} is not set")
         return dsn
-    from ..ledger.pg_store import dsn_from_settings
+    from ..ledger.stores.postgresql import dsn_from_settings
 
     s = get_settings(settings_path)
     if not s.ledger.dsn_env:
@@ -98,7 +98,7 @@ def _target_dsn(to: str, settings_path: str | None) -> str:
 def copy_cmd(src: str, dst: str, settings_path: str | None, as_json: bool) -> None:
     """Copy an SQLite ledger (calls, feedback, alerts) into PostgreSQL; safe to re-run."""
     from ..ledger.copy import copy_sqlite_to_postgres
-    from ..ledger.pg_store import PostgresStore
+    from ..ledger.stores.postgresql import PostgresStore
 
     kind, _, path = src.partition(":")
     if kind != "sqlite" or not path:

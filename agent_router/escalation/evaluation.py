@@ -13,7 +13,7 @@ Summary per policy (quality and spend summed over the rows):
   PGR at each u being the best any threshold reaches at that spend or less (what a calibration would pick);
 - save95: the largest saving against strong-only spend with quality >= 95% of strong-only quality;
 - share95: the share of rows sent to (or re-asked of) STRONG at that point.
-Ties in scores are averaged (agent_router.evaluation's rule), so a constant score is exactly random.
+Ties in scores are averaged (agent_router.learned.evaluation's rule), so a constant score is exactly random.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from ..evaluation import _prefix, _tie_averaged, oracle_scores, random_scores
+from ..learned.evaluation import _prefix, _tie_averaged, oracle_scores, random_scores
 
 GRID = 201
 
@@ -140,7 +140,7 @@ def evaluate_rows(rows: list[dict[str, Any]], models: Sequence[str], request: di
     """The comparison on answer rows: `request` maps router names to functions (rows, models) -> scores (as
     `agent-router eval --router`); escalation scores are out-of-fold (5 folds grouped by prompt), with and
     without the length features. Hybrid uses the `learned` router if given, else the first."""
-    from ..evaluation import prepare
+    from ..learned.evaluation import prepare
     from .scorer import scores_for_rows
 
     pair = [models[0], models[-1]]

@@ -1,10 +1,10 @@
 """The escalation scorer: predicted quality gain of the next tier over a cheap answer already in hand.
 
-Features are the request's dense features (agent_router.learned_features) plus the answer features below (one
+Features are the request's dense features (agent_router.learned.features) plus the answer features below (one
 indicator per check of agent_router.escalation.checks, and a few continuous ones). One logistic head, trained
-with agent_router.learned_train.fit_head on soft labels (1 + q_strong - q_cheap) / 2, so its output is the
+with agent_router.learned.train.fit_head on soft labels (1 + q_strong - q_cheap) / 2, so its output is the
 expected gain mapped to 0..1: higher = escalate sooner. The escalation threshold is calibrated to a quality
-target with agent_router.learned.calibrate, counting the cheap call's cost on every row.
+target with agent_router.learned.router.calibrate, counting the cheap call's cost on every row.
 
 `length=False` drops the features that measure the answer's length (LENGTH_KEYS), for judges that prefer long
 answers (AlpacaEval's): what is left must find failures by what the answer says, not how long it is.
@@ -27,8 +27,8 @@ from typing import Any
 import numpy as np
 
 from ..errors import AgentRouterError, InputError
-from ..learned_features import DENSE_KEYS, extract
-from ..learned_train import Matrix, TrainOptions, fit_head
+from ..learned.features import DENSE_KEYS, extract
+from ..learned.train import Matrix, TrainOptions, fit_head
 from ..messages import last_user_index, text_of
 from .checks import CHECKS, MAX_SCAN, Finding, arithmetic, repetition_share, run_checks
 
@@ -251,8 +251,8 @@ def cross_val_scores(x: np.ndarray, quality: np.ndarray, keys: Sequence[str], fo
 
 def calibrate_threshold(scores: np.ndarray, quality: np.ndarray, cost: np.ndarray, target: float = 0.95) -> dict:
     """The escalation threshold meeting `target` x strong-only quality at the least spend, the cheap call paid on
-    every row (agent_router.learned.calibrate on costs [cheap, cheap + strong])."""
-    from ..learned import calibrate
+    every row (agent_router.learned.router.calibrate on costs [cheap, cheap + strong])."""
+    from ..learned.router import calibrate
 
     c = np.stack([cost[:, 0], cost[:, 0] + cost[:, -1]], axis=1)
     cal = calibrate(scores, quality[:, [0, -1]], c, target=target)

@@ -2,7 +2,7 @@
 
 The core never imports a host. Each host is one adapter implementing `HostAdapter`; the built-in host-loop
 hooks (`agent_router.builtins.host_loop`) only talk to host objects through it, so they run the same in
-Agent Zero, in the reference loop (`agent_router.loop`) and in tests.
+Agent Zero, in the reference loop (`agent_router.runtime.loop`) and in tests.
 
 Messages crossing the adapter are OpenAI-shape dicts (`{"role": ..., "content": ...}`).
 """

@@ -23,9 +23,9 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from .. import runtime as rtmod
 from ..catalog import ModelInfo
 from ..errors import AgentRouterError
+from ..runtime import core as rtmod
 from ..settings import load
 
 MANIFEST = "agent_router_manifest.json"
@@ -277,7 +277,7 @@ def forward(point: str, ext: Any, origin: str, **kwargs: Any) -> Any:
 
 def run_switch_model(tool: Any, origin: str, **args: Any) -> str:
     """The body of Agent Zero's `switch_model` tool: policy, override, ledger row; returns the message."""
-    from ..switch import switch_model
+    from ..runtime.switch import switch_model
 
     rt = ensure_runtime(origin)
     res = switch_model(rt, rt.adapter.conversation_id(tool.agent), args)

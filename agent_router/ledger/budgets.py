@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 from ..settings import BudgetSettings
 from . import holders
-from .store import SQLiteStore
+from .stores.sqlite import SQLiteStore
 
 Action = Literal["allow", "downgrade", "block"]
 _SPEND_PREFIX = {"daily": "day", "monthly": "month", "conversation": "conversation"}

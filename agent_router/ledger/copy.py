@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from .errors import LedgerError
-from .pg_store import PostgresStore
-from .store import CALL_COLUMNS, SQLiteStore, spend_keys
+from .stores.postgresql import PostgresStore
+from .stores.sqlite import CALL_COLUMNS, SQLiteStore, spend_keys
 
 BATCH = 1000
 

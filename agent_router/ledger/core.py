@@ -27,7 +27,7 @@ from ..usage import TOKEN_SOURCES, Usage, UsageError, normalize
 from . import budgets, spool
 from .budgets import BudgetCheck, iso
 from .errors import LedgerBusy, LedgerError, LedgerUnwritable, LedgerWriteError
-from .store import SQLiteStore
+from .stores.sqlite import SQLiteStore
 
 log = logging.getLogger("agent_router.ledger")
 
@@ -72,7 +72,7 @@ class Ledger:
         self._pm = pm
         if path is None and self.settings.ledger.backend == "postgresql":
             # A shared server: same tables, methods and reports; rows that cannot reach it spool locally.
-            from .pg_store import PostgresStore, dsn_from_settings
+            from .stores.postgresql import PostgresStore, dsn_from_settings
 
             self.store: Any = PostgresStore(dsn_from_settings(self.settings), retries=retries)
             self.path: Any = self.store.where  # a display DSN without password, not a file

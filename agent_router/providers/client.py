@@ -72,7 +72,7 @@ def needs_key(m: ModelInfo) -> bool:
 def default_state(settings: Settings) -> StateStore:
     """Redis-backed state shared by every process when `redis.url_env` is set, else this process's memory."""
     if settings.redis.url_env:
-        from ..shared_state import open_state
+        from .shared_state import open_state
 
         return open_state(settings)
     return MemoryState()

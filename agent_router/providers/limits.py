@@ -48,7 +48,7 @@ class Limiter:
         if not limits:
             return 0.0
         admit = getattr(self.state, "acquire", None)
-        if admit is not None:  # a shared state (agent_router.shared_state): count the call as it is admitted
+        if admit is not None:  # a shared state (agent_router.providers.shared_state): count the call as it is admitted
             wait = self._admit(admit, alias, limits, input_tokens)
             if wait or "output_tpm" not in limits:
                 return wait

@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from generate import Conversation, generate  # noqa: E402
 
-from agent_router.compression import _turn_starts, compress, structure_problems  # noqa: E402
+from agent_router.compression.compressor import _turn_starts, compress, structure_problems  # noqa: E402
 from agent_router.settings import CompressionSettings  # noqa: E402
 from agent_router.tokens import TokenCounter  # noqa: E402
 

@@ -1,4 +1,4 @@
-"""agent_router for Agent Zero: the `switch_model` tool (policy and ledger live in agent_router.switch)."""
+"""agent_router for Agent Zero: the `switch_model` tool (policy and ledger live in agent_router.runtime.switch)."""
 
 try:  # Agent Zero v1.x
     from helpers.tool import Response, Tool

@@ -19,12 +19,12 @@ from typing import Any
 
 import numpy as np
 
+from ..analyzer import Analysis
+from ..errors import AgentRouterError, InputError
+from ..settings import LearnedCalibration, LearnedSettings, Settings
 from .adaptive import AdaptiveEstimator
-from .analyzer import Analysis
-from .errors import AgentRouterError, InputError
-from .learned_features import DENSE_KEYS
-from .learned_model import QualityModel, objective_score
-from .settings import LearnedCalibration, LearnedSettings, Settings
+from .features import DENSE_KEYS
+from .model import QualityModel, objective_score
 
 __all__ = ["LearnedRouter", "LearnedSettings", "calibrate", "for_settings", "record_outcome", "reset",
            "sync_ledger"]
@@ -69,7 +69,7 @@ class LearnedRouter:
         self.feed = feed
         self.model = model or load_model(self.settings.weights, self.settings.embeddings)
         if self.model.w_emb is not None:
-            from .embeddings import embedder, model_dir
+            from .embeddings.minilm import embedder, model_dir
 
             model_dir()  # fail now, naming the install command, rather than on the first request
             if self.model.embedding_kind == "static":
@@ -279,7 +279,7 @@ class LedgerFeed:
     routing goes on with what was learned so far."""
 
     def __init__(self, settings: Settings, every_s: float = SYNC_EVERY_S):
-        from .ledger import default_path
+        from ..ledger import default_path
 
         self.settings = settings
         self.path = default_path(settings)
@@ -298,7 +298,7 @@ class LedgerFeed:
             self._next = now + self.every_s
             if not self.path.exists():
                 return 0
-            from .ledger import Ledger
+            from ..ledger import Ledger
 
             n = 0
             try:
@@ -322,7 +322,7 @@ _feeds: dict[str, LedgerFeed] = {}
 
 
 def _shared_feed(settings: Settings) -> LedgerFeed:
-    from .ledger import default_path
+    from ..ledger import default_path
 
     key = str(default_path(settings))
     feed = _feeds.get(key)

@@ -2,7 +2,7 @@
 
 For hosts without a loop of their own, and for tests. The agent talks in Agent Zero's protocol: each model
 reply is a JSON object `{"tool_name": ..., "tool_args": {...}}`; the `response` tool ends the turn, the
-`switch_model` tool goes through agent_router.switch, other tools are Python callables given to the agent.
+`switch_model` tool goes through agent_router.runtime.switch, other tools are Python callables given to the agent.
 A tool that raises does not end the turn: the agent reads "Tool X failed: ..." and the `tool_execute_after`
 hook sees a response with its `error` set (an implicit bad verdict on the answer that called it).
 A tool output longer than `summarize_over` tokens is summarized by a utility-model call (so utility calls
@@ -22,12 +22,12 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from . import runtime as rtmod
-from .builtins.host_loop import record_failure
-from .catalog import ModelInfo
-from .errors import AgentRouterError
+from ..builtins.host_loop import record_failure
+from ..catalog import ModelInfo
+from ..errors import AgentRouterError
+from ..usage import Usage
+from . import core as rtmod
 from .switch import SwitchResult, switch_model
-from .usage import Usage
 
 SYSTEM_PROMPT = """You are an agent. Reply with one JSON object {"tool_name": ..., "tool_args": {...}}.
 Tools: response(text) ends your turn; switch_model(tier|model|auto, reason, scope) changes your model within
@@ -249,7 +249,7 @@ class ReferenceAgent:
     def run_turn(self, user_text: str) -> TurnResult:
         """One user turn. While it runs, compression's summaries go through this agent's utility calls (so
         they are routed, capped at routing.utility_max_tier and recorded like any utility call)."""
-        from . import compression
+        from ..compression import compressor as compression
 
         previous = compression.get_utility_caller()
         compression.set_utility_caller(

@@ -3,7 +3,7 @@ embedding is the mean of its tokens' vectors (L2-normalised). Tens of microsecon
 tokenizing, instead of ~145 ms for the full transformer pass on a 256-token prompt on one core.
 
 The recipe is model2vec's (MinishLab, MIT; its distiller needs torch and its models come from the Hugging Face
-hub, so it is reimplemented here in numpy from the same installed model, agent_router.embeddings):
+hub, so it is reimplemented here in numpy from the same installed model, agent_router.learned.embeddings.minilm):
 1. every vocabulary token runs through the encoder alone, as [SEP] token [CLS] (model2vec found the reversed
    special tokens work better), and the three output vectors are averaged;
 2. PCA (centred, by the eigenvectors of the covariance) down to `dims` components, signs fixed so the
@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .embeddings import EmbeddingsUnavailable, MiniLM, WordPiece, model_dir
+from .minilm import EmbeddingsUnavailable, MiniLM, WordPiece, model_dir
 
 RECIPE = "agent_router.static_minilm/1"
 DIMS = 256
@@ -37,7 +37,7 @@ BUILD_HINT = "agent-router embeddings build"
 
 def default_path(dims: int = DIMS) -> Path:
     """Where the table lives: $AGENT_ROUTER_HOME/embeddings/minilm-static-<dims>.npz."""
-    from .settings import default_home
+    from ...settings import default_home
 
     return default_home() / "embeddings" / f"minilm-static-{dims}.npz"
 

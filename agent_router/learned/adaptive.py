@@ -38,7 +38,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import InputError
+from ..errors import InputError
 
 PREMIUM_TIERS = frozenset({"premium", "strong"})
 SOURCE_WEIGHT = {"explicit": 1.0, "implicit": 0.5}
@@ -97,7 +97,7 @@ class AdaptiveEstimator:
         self._lock = threading.Lock()
         self.seen = 0
         # Per-request layer (None: per task type only): corrections over the request's features.
-        from .learned_features import DENSE_KEYS
+        from .features import DENSE_KEYS
 
         self.dense_keys = DENSE_KEYS
         self.residual = OnlineResidual(len(DENSE_KEYS) + HASH_FOLD, precision, explore, seed) if per_request else None
@@ -217,7 +217,7 @@ class AdaptiveEstimator:
         keeper holds at the static router's premium share. The call's features are remembered under `key`,
         for its outcome.
         """
-        from .learned_model import objective_score
+        from .model import objective_score
 
         raw = objective_score(p_weak, p_strong, log_cost)
         static_strong = raw >= cut
@@ -536,7 +536,7 @@ class SignalTracker:
 
 
 def _fingerprint(messages: list[dict[str, Any]]) -> int:
-    from .messages import last_user_index, text_of
+    from ..messages import last_user_index, text_of
 
     text = " ".join(text_of(messages[last_user_index(messages)]).split()).lower()
     return zlib.crc32(text.encode("utf-8"))

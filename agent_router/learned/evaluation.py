@@ -19,8 +19,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import InputError
-from .messages import last_user_index, text_of
+from ..errors import InputError
+from ..messages import last_user_index, text_of
 
 
 @dataclass

@@ -15,8 +15,8 @@ from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from .messages import text_of
-from .tokens import TokenCounter
+from ..messages import text_of
+from ..tokens import TokenCounter
 
 Reply = Callable[[str, list[dict[str, Any]]], str]
 

@@ -20,9 +20,9 @@ from typing import Any, TypeVar
 
 import sqlite_utils
 
-from . import migrations
-from .diagnose import error_for
-from .errors import LedgerBusy, LedgerError
+from ..diagnose import error_for
+from ..errors import LedgerBusy, LedgerError
+from ..migrations import sqlite as migrations
 
 T = TypeVar("T")
 

@@ -17,8 +17,8 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
+from ..errors import InputError
 from .adaptive import group_of
-from .errors import InputError
 
 GROUPS = ("weak", "strong")
 

@@ -22,10 +22,10 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
-from . import migrations
-from .errors import LedgerBusy, LedgerError
-from .pg_migrations import PG_MIGRATIONS
-from .store import CALL_COLUMNS, GROUPS, spend_keys
+from ..errors import LedgerBusy, LedgerError
+from ..migrations import sqlite as migrations
+from ..migrations.postgresql import PG_MIGRATIONS
+from .sqlite import CALL_COLUMNS, GROUPS, spend_keys
 
 T = TypeVar("T")
 

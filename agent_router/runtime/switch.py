@@ -23,11 +23,11 @@ import unicodedata
 from dataclasses import dataclass
 from typing import Any
 
-from .catalog import TIER_RANK, ModelInfo
-from .router import estimate_output_tokens
-from .runtime import Runtime
-from .settings import TIERS
-from .usage import counted
+from ..catalog import TIER_RANK, ModelInfo
+from ..router import estimate_output_tokens
+from ..settings import TIERS
+from ..usage import counted
+from .core import Runtime
 
 SCOPES = ("next_turn", "conversation")
 _TRUE = (True, "true", "yes", "1", 1)

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from itertools import islice
 from typing import Any
 
-from . import messages as msgs
-from .tokens import IMAGE_TOKENS
+from .. import messages as msgs
+from ..tokens import IMAGE_TOKENS
 
 # Unfenced text this long is treated as a pasted file: elided whole, never cut.
 _PASTED_LINES = 40

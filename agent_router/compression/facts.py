@@ -16,8 +16,8 @@ from typing import Any
 
 import regex
 
-from .settings import DEFAULT_IMPORTANT_PATTERNS
-from .text_blocks import FENCE_OPEN
+from ..settings import DEFAULT_IMPORTANT_PATTERNS
+from .blocks import FENCE_OPEN
 
 FACT_CHARS = 300
 LINE_CHARS = 1_000

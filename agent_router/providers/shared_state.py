@@ -30,10 +30,10 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
-from .errors import AgentRouterError
-from .providers.state import MemoryState
+from ..errors import AgentRouterError
+from .state import MemoryState
 
-log = logging.getLogger("agent_router.shared_state")
+log = logging.getLogger("agent_router.providers.shared_state")
 
 
 class SharedStateError(AgentRouterError):

@@ -18,8 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from .errors import AgentRouterError
-from .learned_features import DENSE_KEYS, HASH_BITS, RequestFeatures, extract
+from ..errors import AgentRouterError
+from .features import DENSE_KEYS, HASH_BITS, RequestFeatures, extract
 
 FORMAT = "agent_router.learned/1"
 WEIGHTS = "data/router_weights.npz"
@@ -42,7 +42,7 @@ class QualityModel:
     train_ids: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.uint32))
     # Ridge weights over the dense features predicting log(cost) of the strongest model, when trained with costs.
     cost_dense: np.ndarray | None = None
-    # (heads, 384) weights over the sentence embedding of the real question (agent_router.embeddings), if any.
+    # (heads, 384) weights over the sentence embedding of the real question (learned.embeddings.minilm), if any.
     w_emb: np.ndarray | None = None
 
     # -- inference -----------------------------------------------------------------------------------------
@@ -61,10 +61,10 @@ class QualityModel:
 
     def features(self, messages: list[dict[str, Any]]) -> RequestFeatures:
         """Request features for these weights: with the sentence embedding of the real question when the
-        weights have embedding heads (needs the embedding model; see agent_router.embeddings)."""
+        weights have embedding heads (needs the embedding model; see agent_router.learned.embeddings.minilm)."""
         f = extract(messages)
         if self.w_emb is not None:
-            from .embeddings import embedder
+            from .embeddings.minilm import embedder
 
             f.emb = embedder(self.embedding_kind).encode(f.focus)
         return f

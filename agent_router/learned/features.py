@@ -17,10 +17,10 @@ from typing import Any
 
 import numpy as np
 
-from .analyzer import features as analyzer_features
-from .analyzer import task_type as analyzer_task_type
-from .messages import has_image, last_user_index, scan_window, text_of
-from .settings import TASK_TYPES
+from ..analyzer import features as analyzer_features
+from ..analyzer import task_type as analyzer_task_type
+from ..messages import has_image, last_user_index, scan_window, text_of
+from ..settings import TASK_TYPES
 
 # Hashed feature space: 2**17 buckets keeps shipped weights small (float16, a few hundred KB compressed).
 HASH_BITS = 17

@@ -29,12 +29,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import messages as msgs
-from .errors import InputError
-from .facts import Fact, compile_patterns, find_facts
-from .settings import CompressionSettings, Settings
-from .summaries import BREAKER, SUMMARIES, call_hook, span_key, timeout_var
-from .text_blocks import (
+from .. import messages as msgs
+from ..errors import InputError
+from ..settings import CompressionSettings, Settings
+from ..tokens import TokenCounter
+from .blocks import (
     Block,
     append_text,
     blocks_of,
@@ -51,7 +50,8 @@ from .text_blocks import (
     tidy_whitespace,
     unclosed_fence,
 )
-from .tokens import TokenCounter
+from .facts import Fact, compile_patterns, find_facts
+from .summaries import BREAKER, SUMMARIES, call_hook, span_key, timeout_var
 
 __all__ = [
     "Budget", "CompressionResult", "clear_summary_cache", "compress", "get_utility_caller", "plan_budget",
@@ -886,7 +886,7 @@ def compress(
         raise InputError(f"budget: must be a positive number of tokens, got {tokens}")
     cs = _settings_of(settings)
     if pm is None and cs.summarize:
-        from .plugins import load_plugins
+        from ..plugins import load_plugins
 
         pm = load_plugins()
     c = _Compressor(messages, tokens, model, cs, counter or TokenCounter(), pm, bool(compress_system))

@@ -14,8 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from .learned_features import DENSE_KEYS, HASH_DIM, RequestFeatures, extract
-from .learned_model import COST_CLIP, QualityModel
+from .features import DENSE_KEYS, HASH_DIM, RequestFeatures, extract
+from .model import COST_CLIP, QualityModel
 
 
 @dataclass
@@ -65,7 +65,7 @@ def featurize(rows: Sequence[dict[str, Any]], embeddings: bool | str = False) ->
     kind), also the sentence embedding of each real question (cached in $AGENT_ROUTER_EMBED_CACHE when set)."""
     feats = [extract(r["messages"]) for r in rows]
     if embeddings:
-        from .embeddings import encode_cached
+        from .embeddings.minilm import encode_cached
 
         kind = embeddings if isinstance(embeddings, str) else "contextual"
         vecs = encode_cached([f.focus for f in feats], os.environ.get(EMBED_CACHE_ENV) or None, kind=kind)

@@ -1,0 +1,1 @@
+"""The ledger's schema as ordered migration functions, one module per SQL dialect."""
