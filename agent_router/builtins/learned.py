@@ -13,13 +13,15 @@ if TYPE_CHECKING:
 
 @hookimpl
 def analyze(messages: list[dict[str, Any]], context: dict[str, Any]) -> Analysis | None:
-    # Imported on the first call: registering the plugin (and `agent-router --help`) loads no numpy.
-    from ..learned.router import for_settings
     from ..settings import Settings, load
 
     settings = context.get("settings")
     if not isinstance(settings, Settings):
         settings = load()
+    if not settings.learned.enabled:
+        return None  # before importing the learned router: heuristic routing loads no numpy
+    from ..learned.router import for_settings
+
     lr = for_settings(settings)
     if lr is None:
         return None
