@@ -62,7 +62,8 @@ def tool_execute_after(agent: Any, tool_name: str, response: Any) -> None:
 # --- extension hooks -------------------------------------------------------------------------------------
 @hookspec(firstresult=True)
 def analyze(messages: list[dict[str, Any]], context: dict[str, Any]) -> Any:
-    """Return an `Analysis` for these messages; the first plugin to return one wins (built-in: heuristics)."""
+    """Return an `Analysis` for these messages; the first plugin to return one wins (built-ins: the learned
+    analyzer when `learned.enabled`, then the heuristic one). `context` carries the router's `settings`."""
 
 
 @hookspec(firstresult=True)
