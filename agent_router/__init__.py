@@ -1,30 +1,85 @@
-"""agent_router: analyze, route, compress and account for an LLM agent's model calls."""
+"""agent_router: analyze, route, compress and account for an LLM agent's model calls.
 
+The public API. The light names (errors, `hookimpl`) are imported here; the rest load on first use (module
+`__getattr__`), so `import agent_router` (and `agent-router --help`) stays fast.
+"""
+
+import importlib
 import importlib.abc
 import importlib.machinery
 import importlib.util
 import sys
 import types
 import warnings
+from typing import TYPE_CHECKING, Any
 
-from .analyzer import Analysis, analyze
 from .errors import AgentRouterError, InputError, SettingsError, UnknownModelError
-from .router import Decision, Router, route
-from .settings import Settings, load
+from .hookspecs import hookimpl
+
+if TYPE_CHECKING:
+    from .analyzer import Analysis, analyze
+    from .compression.compressor import compress
+    from .ledger import Ledger, LedgerError
+    from .providers import AllModelsFailed, ProviderError
+    from .router import BudgetBlocked, Decision, NoModelFits, Router, route
+    from .runtime.core import Runtime
+    from .settings import Settings, load
+
+# Public name -> the module that defines it, imported on first access.
+_LAZY = {
+    "Analysis": "agent_router.analyzer",
+    "analyze": "agent_router.analyzer",
+    "Router": "agent_router.router",
+    "route": "agent_router.router",
+    "Decision": "agent_router.router",
+    "NoModelFits": "agent_router.router",
+    "BudgetBlocked": "agent_router.router",
+    "Settings": "agent_router.settings",
+    "load": "agent_router.settings",
+    "Ledger": "agent_router.ledger",
+    "LedgerError": "agent_router.ledger",
+    "Runtime": "agent_router.runtime.core",
+    "compress": "agent_router.compression.compressor",
+    "ProviderError": "agent_router.providers",
+    "AllModelsFailed": "agent_router.providers",
+}
 
 __all__ = [
     "AgentRouterError",
+    "AllModelsFailed",
     "Analysis",
+    "BudgetBlocked",
     "Decision",
     "InputError",
+    "Ledger",
+    "LedgerError",
+    "NoModelFits",
+    "ProviderError",
     "Router",
+    "Runtime",
     "Settings",
     "SettingsError",
     "UnknownModelError",
     "analyze",
+    "compress",
+    "hookimpl",
     "load",
     "route",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'agent_router' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})
+
 
 # Modules that moved into subsystem packages. Importing an old path still works, warns once, and gives the
 # module itself (so patching through either name patches the same object).

@@ -11,8 +11,11 @@ from decimal import Decimal
 from functools import lru_cache
 from typing import Any
 
-from .errors import UnknownModelError
+from pydantic import ValidationError
+
+from .errors import SettingsError, UnknownModelError
 from .settings import TIERS, Capabilities, ModelConfig, Settings
+from .settings import _problems as settings_problems
 
 TIER_RANK = {t: i for i, t in enumerate(TIERS)}
 # Prior quality by tier, for strategies that weigh quality when a model gives none.
@@ -203,16 +206,40 @@ def price_for(cfg: ModelConfig) -> ModelPrice:
 
 
 class Catalog:
-    """Models from settings, resolved to prices, windows, capabilities and tiers."""
+    """Models from settings and from plugins (`register_models`), resolved to prices, windows, capabilities
+    and tiers. `pm`: None (default) asks the installed plugins; False asks none; else that plugin manager."""
 
-    def __init__(self, settings: Settings):
+    def __init__(self, settings: Settings, pm: Any = None):
+        from .plugins import manager
+
         self.settings = settings
         self._models: dict[str, ModelInfo] = {}
+        self._plugin_tiers: dict[str, list[str]] = {t: [] for t in TIERS}
         for alias, cfg in settings.models.items():
             self._models[alias] = self._build(alias, cfg)
+        plugins = manager(pm)
+        if plugins is not None:
+            plugins.hook.register_models(register=self._register)
         self._by_name = {m.name: m for m in self._models.values()}
 
-    def _build(self, alias: str, cfg: ModelConfig) -> ModelInfo:
+    def _register(self, alias: str, config: dict[str, Any] | ModelConfig, tier: str | None = None) -> None:
+        """The `register` a `register_models` hook calls. The settings' own models win over a plugin's."""
+        where = f"register_models({alias!r})"
+        if not isinstance(alias, str) or not alias:
+            raise SettingsError(where, [("$.alias", "expected a non-empty string")])
+        if tier is not None and tier not in TIERS:
+            raise SettingsError(where, [("$.tier", f"expected one of {', '.join(TIERS)} or None, got {tier!r}")])
+        if alias in self._models:
+            return
+        try:
+            cfg = config if isinstance(config, ModelConfig) else ModelConfig.model_validate(config)
+        except ValidationError as err:
+            raise SettingsError(where, settings_problems(err)) from None
+        self._models[alias] = self._build(alias, cfg, tier)
+        if tier is not None:
+            self._plugin_tiers[tier].append(alias)
+
+    def _build(self, alias: str, cfg: ModelConfig, plugin_tier: str | None = None) -> ModelInfo:
         fam = _family(cfg.name)
         _, packaged_window = _packaged(cfg.provider, cfg.name)
         window = cfg.context_window or packaged_window or fam.get("context") or _DEFAULT_CONTEXT
@@ -228,7 +255,7 @@ class Catalog:
             )
         else:
             caps = Capabilities(vision=fam.get("vision", False), reasoning=fam.get("reasoning", False))
-        tier = self.settings.tier_of(alias)
+        tier = self.settings.tier_of(alias) or plugin_tier
         quality = cfg.quality if cfg.quality is not None else _TIER_QUALITY.get(tier or "chat", 0.75)
         latency = cfg.latency_ms if cfg.latency_ms is not None else 400.0 + 400.0 * TIER_RANK.get(tier or "chat", 1)
         return ModelInfo(
@@ -266,8 +293,9 @@ class Catalog:
         return self._models.get(alias_or_name) or self._by_name.get(alias_or_name)
 
     def tier_models(self, tier: str) -> list[ModelInfo]:
-        """Models of a tier, in preference order."""
-        return [self._models[a] for a in self.settings.tiers.get(tier, [])]  # type: ignore[call-overload]
+        """Models of a tier, in preference order: the settings' list, then the plugins' models of that tier."""
+        listed = self.settings.tiers.get(tier, [])  # type: ignore[call-overload]
+        return [self._models[a] for a in [*listed, *self._plugin_tiers.get(tier, [])]]
 
     def cost(
         self,

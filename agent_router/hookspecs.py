@@ -1,12 +1,14 @@
 """The pluggy contract of agent_router.
 
-Two families of hooks. Host-loop hooks are named as Agent Zero names its extension points, so a host forwards
-its events one-to-one (keyword arguments only). Extension hooks let third-party plugins change how the pack
-analyzes, selects, summarizes, records and alerts. Every hook here is documented; a test checks it.
+Two families of hooks. The seven host-loop hooks are named as Agent Zero names its extension points, so a host
+forwards its events one-to-one (keyword arguments only). Extension hooks let third-party plugins change how
+the pack analyzes, selects, summarizes, records and alerts, and add models, commands and eval scorers.
+Every hook here is documented in docs/plugins.md.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import pluggy
@@ -14,6 +16,10 @@ import pluggy
 PROJECT = "agent_router"
 hookspec = pluggy.HookspecMarker(PROJECT)
 hookimpl = pluggy.HookimplMarker(PROJECT)
+
+# What a `register_scorers` factory returns: (routing-eval rows, models cheapest first) -> one score per row,
+# higher meaning "needs the stronger model".
+Scorer = Callable[[list[dict[str, Any]], list[str]], list[float]]
 
 
 # --- host-loop hooks -------------------------------------------------------------------------------------
@@ -56,7 +62,8 @@ def tool_execute_after(agent: Any, tool_name: str, response: Any) -> None:
 # --- extension hooks -------------------------------------------------------------------------------------
 @hookspec(firstresult=True)
 def analyze(messages: list[dict[str, Any]], context: dict[str, Any]) -> Any:
-    """Return an `Analysis` for these messages; the first plugin to return one wins (built-in: heuristics)."""
+    """Return an `Analysis` for these messages; the first plugin to return one wins (built-ins: the learned
+    analyzer when `learned.enabled`, then the heuristic one). `context` carries the router's `settings`."""
 
 
 @hookspec(firstresult=True)
@@ -82,7 +89,17 @@ def on_budget_alert(alert: dict[str, Any]) -> None:
 
 @hookspec
 def register_models(register: Any) -> None:
-    """Call `register(alias, config_dict, tier=None)` to add models to the catalog."""
+    """Call `register(alias, config, tier=None)` to add a model to every catalog: `config` is a dict with the
+    keys of a `models` entry in settings (provider, name, base_url, price, ...), `tier` one of utility / chat /
+    premium (appended after that tier's models from settings) or None. A model the settings already name
+    under the same alias keeps the settings' definition."""
+
+
+@hookspec
+def register_scorers(register: Any) -> None:
+    """Call `register(name, factory, help="")` to add a router that `agent-router eval --router NAME` can
+    score: `factory(settings_path)` returns a `Scorer`, `(rows, models) -> list[float]` with one score per
+    routing-eval row."""
 
 
 @hookspec

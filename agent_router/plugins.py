@@ -1,47 +1,55 @@
-"""The plugin manager: built-in plugins plus setuptools entry points of group "agent_router".
+"""The plugin manager: the built-in plugins named in `DEFAULT_PLUGINS`, plus setuptools entry points of group
+"agent_router".
 
-Built-ins are ordinary plugins: every module in `agent_router.builtins` and `agent_router.commands` is
-registered. `AGENT_ROUTER_LOAD_PLUGINS` (comma-separated distribution names; empty for none) restricts which
-installed entry-point plugins load, as in simonw/llm.
+Built-ins are ordinary plugins, listed explicitly (as simonw/llm and datasette do): a module that is not in
+`DEFAULT_PLUGINS` is not registered, whatever folder it sits in. `AGENT_ROUTER_LOAD_PLUGINS` (comma-separated
+distribution names; empty for none) restricts which installed entry-point plugins load, as in simonw/llm.
 """
 
 from __future__ import annotations
 
 import importlib
 import os
-import pkgutil
+from collections.abc import Callable
 from importlib import metadata
+from typing import Any
 
 import pluggy
 
 from . import hookspecs
 
+DEFAULT_PLUGINS: tuple[str, ...] = (
+    "agent_router.builtins.heuristics",
+    "agent_router.builtins.host_loop",
+    "agent_router.builtins.learned",
+    "agent_router.builtins.summarize",
+    "agent_router.commands.compress",
+    "agent_router.commands.core",
+    "agent_router.commands.demo",
+    "agent_router.commands.embeddings",
+    "agent_router.commands.evaluate",
+    "agent_router.commands.hosts",
+    "agent_router.commands.learned",
+    "agent_router.commands.ledger",
+    "agent_router.commands.providers",
+    "agent_router.commands.scale",
+)
+
 pm = pluggy.PluginManager(hookspecs.PROJECT)
 pm.add_hookspecs(hookspecs)
 
-_BUILTIN_PACKAGES = ("agent_router.builtins", "agent_router.commands")
 _loaded = False
 
 
-def builtin_modules() -> list[str]:
-    """Names of the built-in plugin modules, sorted."""
-    names = []
-    for pkg_name in _BUILTIN_PACKAGES:
-        pkg = importlib.import_module(pkg_name)
-        names += [f"{pkg_name}.{m.name}" for m in pkgutil.iter_modules(pkg.__path__) if not m.name.startswith("_")]
-    return sorted(names)
-
-
 def load_plugins() -> pluggy.PluginManager:
-    """Register built-ins and entry points once; return the manager."""
+    """Register the built-ins and the entry-point plugins once; return the manager."""
     global _loaded
     if _loaded:
         return pm
     _loaded = True
-    for name in builtin_modules():
-        mod = importlib.import_module(name)
+    for name in DEFAULT_PLUGINS:
         if pm.get_plugin(name) is None:
-            pm.register(mod, name)
+            pm.register(importlib.import_module(name), name)
     allow = os.environ.get("AGENT_ROUTER_LOAD_PLUGINS")
     if allow is None:
         pm.load_setuptools_entrypoints(hookspecs.PROJECT)
@@ -54,6 +62,16 @@ def load_plugins() -> pluggy.PluginManager:
     return pm
 
 
+def manager(pm_arg: Any = None) -> pluggy.PluginManager | None:
+    """The plugin manager a component should use: None (the default) loads the plugins; False means none
+    (opt out); any other value is a caller's own manager."""
+    if pm_arg is None:
+        return load_plugins()
+    if pm_arg is False:
+        return None
+    return pm_arg
+
+
 def get_plugins() -> list[dict[str, object]]:
     """Each registered plugin with the hooks it implements."""
     load_plugins()
@@ -63,3 +81,18 @@ def get_plugins() -> list[dict[str, object]]:
         hooks = sorted(h.name for h in pm.get_hookcallers(plugin) or [])
         out.append({"name": name, "hooks": hooks})
     return sorted(out, key=lambda d: str(d["name"]))
+
+
+def get_scorers(pm_arg: Any = None) -> dict[str, tuple[Callable[[str | None], Any], str]]:
+    """Named scorers from the `register_scorers` hook: name -> (factory, help). The first plugin to register a
+    name keeps it (plugins run in reverse registration order, so an installed plugin may take a built-in's
+    name)."""
+    found: dict[str, tuple[Callable[[str | None], Any], str]] = {}
+
+    def register(name: str, factory: Callable[[str | None], Any], help: str = "") -> None:
+        found.setdefault(name, (factory, help))
+
+    m = manager(pm_arg)
+    if m is not None:
+        m.hook.register_scorers(register=register)
+    return found

@@ -93,10 +93,14 @@ class Router:
     """Holds settings, catalog and token counter; `route()` is thread-safe."""
 
     def __init__(self, settings: Settings | None = None, counter: TokenCounter | None = None, pm: Any = None):
+        """`pm`: the plugin manager whose hooks analyze and select; None (default) loads the installed plugins
+        (built-ins included, so `learned.enabled` is honoured), False routes on the heuristic analyzer alone."""
+        from .plugins import manager
+
         self.settings = settings or Settings()
-        self.catalog = Catalog(self.settings)
+        self._pm = manager(pm)
+        self.catalog = Catalog(self.settings, pm=self._pm or False)
         self.counter = counter or TokenCounter(self.settings.tokens.cache_dir)
-        self._pm = pm
         self._rr: dict[str, itertools.count[int]] = {t: itertools.count() for t in TIERS}
         self._lock = threading.Lock()
 
@@ -317,8 +321,10 @@ def route(
     messages: list[dict[str, Any]] | str,
     context: dict[str, Any] | None = None,
     settings: Settings | None = None,
+    pm: Any = None,
 ) -> Decision:
-    """Route one request with a fresh Router (use a Router instance to keep caches between calls)."""
+    """Route one request with a fresh Router (use a Router instance to keep caches between calls); plugins
+    load as for `Router` (`pm=False`: none)."""
     if isinstance(messages, str):
         messages = [{"role": "user", "content": messages}]
-    return Router(settings).route(messages, context)
+    return Router(settings, pm=pm).route(messages, context)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from agent_router.commands.evaluate import SCORERS
+from agent_router.commands.evaluate import scorers
 from agent_router.plugins import load_plugins
 
 
@@ -17,4 +17,4 @@ def test_eval_help_lists_every_registered_scorer():
     for name in ("analyzer", "learned", "learned_cost", "learned_cv"):
         assert name in listed, (name, listed)
     load_plugins()  # as the CLI does: what --router accepts is what help shows
-    assert set(SCORERS) <= set(listed.replace(",", " ").split())
+    assert set(scorers()) <= set(listed.replace(",", " ").split())

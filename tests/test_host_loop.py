@@ -10,8 +10,8 @@ from click.testing import CliRunner
 from host_fixtures import make_runtime, rows, settings_for
 
 from agent_router.cli import cli
-from agent_router.commands.demo import DEFAULT_BUDGET, SCRIPT, run_demo
 from agent_router.demo.server import DemoServer
+from agent_router.demo.session import DEFAULT_BUDGET, SCRIPT, run_demo
 from agent_router.providers import ProviderClient
 from agent_router.router import BudgetBlocked
 from agent_router.runtime import core as rtmod

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ..analyzer import Analysis
-from ..analyzer import analyze as heuristic_analyze
 from ..hookspecs import hookimpl
+
+if TYPE_CHECKING:
+    from ..analyzer import Analysis
 
 
 @hookimpl(trylast=True)
 def analyze(messages: list[dict[str, Any]], context: dict[str, Any]) -> Analysis:
+    from ..analyzer import analyze as heuristic_analyze
+
     return heuristic_analyze(messages)

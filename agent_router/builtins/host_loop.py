@@ -20,14 +20,16 @@ agent_router.runtime.switch).
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import InputError
 from ..hookspecs import hookimpl
 from ..messages import last_user_index
-from ..router import BudgetBlocked, Decision
-from ..runtime import core as rtmod
 from ..usage import Usage, counted, normalize
+
+if TYPE_CHECKING:  # imported by the hooks when they run: loading the plugins (and `agent-router --help`) stays light
+    from ..router import Decision
+    from ..runtime import core as rtmod
 
 
 def compress_prompt(rt: rtmod.Runtime, messages: list[dict[str, Any]], decision: Decision) -> Any | None:
@@ -56,6 +58,8 @@ def compress_prompt(rt: rtmod.Runtime, messages: list[dict[str, Any]], decision:
 
 @hookimpl
 def message_loop_start(agent: Any, loop_data: Any) -> None:
+    from ..runtime import core as rtmod
+
     rt = rtmod.current()
     if rt is None:
         return
@@ -70,6 +74,8 @@ def message_loop_start(agent: Any, loop_data: Any) -> None:
 
 @hookimpl
 def message_loop_prompts_after(agent: Any, loop_data: Any) -> None:
+    from ..runtime import core as rtmod
+
     rt = rtmod.current()
     if rt is None:
         return
@@ -84,6 +90,8 @@ def message_loop_prompts_after(agent: Any, loop_data: Any) -> None:
 
 
 def _before(agent: Any, call_data: Any, kind: str) -> None:
+    from ..runtime import core as rtmod
+
     rt = rtmod.current()
     if rt is None:
         return
@@ -136,6 +144,8 @@ def _within_budget(
     if chk.allowed:
         return d, chk.reservation_id
     if chk.action == "block":
+        from ..router import BudgetBlocked
+
         raise BudgetBlocked("; ".join(chk.reasons) or f"budget exhausted for conversation {conv}")
     ctx: dict[str, Any] = {"call_kind": kind, "conversation_id": conv}
     if override:
@@ -146,6 +156,8 @@ def _within_budget(
 
 
 def _after(agent: Any, call_data: Any, response: Any, kind: str) -> None:
+    from ..runtime import core as rtmod
+
     rt = rtmod.current()
     if rt is None:
         return
@@ -201,6 +213,8 @@ def _track_answer(rt: rtmod.Runtime, conv: str, call_id: int) -> None:
 def record_failure(agent: Any, call_data: Any, error: BaseException) -> None:
     """For hosts that see a model call fail (the hookspec has no failure hook): one ledger row with outcome
     `error: <kind>`, no cost, its budget reservation settled. The caller re-raises."""
+    from ..runtime import core as rtmod
+
     rt = rtmod.current()
     if rt is None:
         return
@@ -268,6 +282,8 @@ def tool_failed(response: Any) -> bool:
 
 @hookimpl
 def tool_execute_after(agent: Any, tool_name: str, response: Any) -> None:
+    from ..runtime import core as rtmod
+
     rt = rtmod.current()
     if rt is None or tool_name in ("response", "switch_model"):
         return  # the final answer is no tool run on an answer; switch_model gives its own signal

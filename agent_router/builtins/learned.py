@@ -3,19 +3,25 @@ built-in heuristic (which is `trylast`). Returns None when learned routing is of
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ..analyzer import Analysis
 from ..hookspecs import hookimpl
-from ..learned.router import for_settings
-from ..settings import Settings, load
+
+if TYPE_CHECKING:
+    from ..analyzer import Analysis
 
 
 @hookimpl
 def analyze(messages: list[dict[str, Any]], context: dict[str, Any]) -> Analysis | None:
+    from ..settings import Settings, load
+
     settings = context.get("settings")
     if not isinstance(settings, Settings):
         settings = load()
+    if not settings.learned.enabled:
+        return None  # before importing the learned router: heuristic routing loads no numpy
+    from ..learned.router import for_settings
+
     lr = for_settings(settings)
     if lr is None:
         return None

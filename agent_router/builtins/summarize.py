@@ -13,7 +13,6 @@ from importlib import resources
 from typing import Any
 
 from .. import messages as msgs
-from ..compression import compressor as compression
 from ..hookspecs import hookimpl
 
 # Per message in the transcript sent to the summarizer; the rest is marked as cut (it is the summarizer's
@@ -48,6 +47,8 @@ def transcript(messages: list[dict[str, Any]]) -> str:
 
 @hookimpl(trylast=True)
 def summarize(messages: list[dict[str, Any]], budget: int) -> str | None:
+    from ..compression import compressor as compression
+
     fn = compression.get_utility_caller()
     if fn is None:
         return None

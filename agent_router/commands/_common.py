@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import importlib
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -13,9 +14,10 @@ from .. import json_input
 from .. import messages as msgs
 from ..errors import InputError
 from ..json_input import read_bounded
-from ..plugins import load_plugins
-from ..router import Router
-from ..settings import Settings, load
+
+if TYPE_CHECKING:  # the CLI imports settings and the router only when a command runs (fast --help)
+    from ..router import Router
+    from ..settings import Settings
 
 settings_option = click.option(
     "--settings",
@@ -27,12 +29,35 @@ settings_option = click.option(
 )
 
 
+class LazyChoice(click.Choice):
+    """A click.Choice whose choices are `module:NAME`, imported only when an option is parsed or its help is
+    shown, so listing the commands imports no library module."""
+
+    def __init__(self, ref: str) -> None:
+        self._ref = ref
+        super().__init__(())
+
+    @property  # type: ignore[override]
+    def choices(self) -> Sequence[str]:
+        module, _, name = self._ref.partition(":")
+        return tuple(getattr(importlib.import_module(module, __package__), name))
+
+    @choices.setter
+    def choices(self, value: Sequence[str]) -> None:
+        """click.Choice.__init__ assigns the choices; ours come from `ref`."""
+
+
 def get_settings(path: str | None) -> Settings:
+    from ..settings import load
+
     return load(path)
 
 
 def get_router(path: str | None) -> Router:
-    return Router(load(path), pm=load_plugins())
+    """A Router on the settings at `path`, with the installed plugins (the default of Router)."""
+    from ..router import Router
+
+    return Router(get_settings(path))
 
 
 def read_stdin_messages() -> list[dict[str, Any]]:

@@ -8,8 +8,6 @@ from pathlib import Path
 import click
 
 from .. import messages as msgs
-from ..catalog import Catalog
-from ..compression.compressor import compress
 from ..errors import InputError
 from ..hookspecs import hookimpl
 from ._common import get_settings, settings_option
@@ -41,6 +39,9 @@ def compress_cmd(path: str, budget_arg: str | None, model: str | None, as_json: 
             raise InputError(f"{path}: cannot read ({e.strerror})") from None
     messages = msgs.from_json_text(msgs.decode(raw, path), path)
     settings = get_settings(settings_path)
+    from ..catalog import Catalog
+    from ..compression.compressor import compress
+
     info = Catalog(settings).get(model) if model else None
     res = compress(messages, budget, info, settings=settings)
     if as_json:

@@ -7,11 +7,8 @@ import sys
 
 import click
 
-from ..catalog import Catalog
 from ..errors import InputError
 from ..hookspecs import hookimpl
-from ..plugins import get_plugins
-from ..router import tier_for_score
 from ._common import get_router, get_settings, iter_rows, read_stdin_messages, settings_option
 
 
@@ -71,6 +68,8 @@ def score_cmd(rows: str, settings_path: str | None, escalate: bool, models: str 
         for row, s in zip(data, scores, strict=True):
             sys.stdout.write(json.dumps({"id": row.get("id"), "score": round(float(s), 6)}) + "\n")
         return
+    from ..router import tier_for_score
+
     router = get_router(settings_path)
     out = sys.stdout
     for row in iter_rows(rows):
@@ -84,6 +83,8 @@ def score_cmd(rows: str, settings_path: str | None, escalate: bool, models: str 
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def models_cmd(settings_path: str | None, as_json: bool) -> None:
     """The catalog: each model with tier, window, capabilities and price (USD per million tokens)."""
+    from ..catalog import Catalog
+
     cat = Catalog(get_settings(settings_path))
     rows = []
     for m in cat:
@@ -107,6 +108,7 @@ def models_cmd(settings_path: str | None, as_json: bool) -> None:
 @settings_option
 def check_cmd(settings_path: str | None) -> None:
     """Validate the settings file; print a summary, or the problems and exit 2."""
+    from ..catalog import Catalog
     from ..settings import resolve_path
 
     s = get_settings(settings_path)
@@ -124,6 +126,8 @@ def check_cmd(settings_path: str | None) -> None:
 @click.command("plugins")
 def plugins_cmd() -> None:
     """List registered plugins and their hooks."""
+    from ..plugins import get_plugins
+
     click.echo(json.dumps(get_plugins(), indent=2))
 
 

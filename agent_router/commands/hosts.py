@@ -5,7 +5,6 @@ from __future__ import annotations
 import click
 
 from ..hookspecs import hookimpl
-from ..hosts import install as inst
 
 
 @hookimpl
@@ -38,6 +37,8 @@ def install_agent_zero(path: str, settings_path: str | None) -> None:
     """Install the plugin into the Agent Zero checkout at PATH (v1.x plugin folder or v0.9.x usr/ folders).
 
     Agent Zero's Python environment must also have agent-router installed (pip install agent-router)."""
+    from ..hosts import install as inst
+
     res = inst.install(path, settings_path)
     where = "usr/plugins/agent_router/" if res.layout == "v1" else "usr/extensions, usr/tools, usr/prompts"
     click.echo(
@@ -52,6 +53,8 @@ def install_agent_zero(path: str, settings_path: str | None) -> None:
 @click.argument("path", type=click.Path(file_okay=False, exists=True))
 def uninstall_agent_zero(path: str) -> None:
     """Remove the files `install agent-zero` wrote into PATH (files edited since are kept)."""
+    from ..hosts import install as inst
+
     res = inst.uninstall(path)
     click.echo(f"removed agent_router from {res.root}; {len(res.removed)} files")
     for f in res.removed:

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from ..hookspecs import hookimpl
-from ..ledger import BY_CHOICES, Ledger, LedgerError
-from ..ledger.html import render
-from ..ledger.migrations.sqlite import schema_markdown
-from ..ledger.reports import costs, format_table
-from ._common import get_settings, settings_option
+from ._common import LazyChoice, get_settings, settings_option
+
+if TYPE_CHECKING:
+    from ..ledger import Ledger
 
 db_option = click.option(
     "--db",
@@ -24,6 +24,8 @@ db_option = click.option(
 
 
 def open_ledger(settings_path: str | None, db_path: str | None, must_exist: bool = True) -> Ledger:
+    from ..ledger import Ledger, LedgerError
+
     s = get_settings(settings_path)
     if db_path is None and s.ledger.backend == "postgresql":
         return Ledger.from_settings(s)  # the shared server named by ledger.dsn_env
@@ -46,7 +48,7 @@ def register_commands(cli: click.Group) -> None:
 
 @click.command("costs")
 @click.option(
-    "--by", type=click.Choice(BY_CHOICES), default="model", show_default=True, help="Group rows by."
+    "--by", type=LazyChoice("..ledger.reports:BY_CHOICES"), default="model", show_default=True, help="Group rows by."
 )
 @click.option(
     "--since", default=None, help="Only calls since: 30m, 24h, 7d, 2w, today, month, or an ISO date."
@@ -58,6 +60,8 @@ def costs_cmd(
     by: str, since: str | None, as_json: bool, settings_path: str | None, db_path: str | None
 ) -> None:
     """Tokens, calls, cost, error rate, latency, and the saving against every call on the premium tier."""
+    from ..ledger.reports import costs, format_table
+
     with open_ledger(settings_path, db_path) as led:
         rep = costs(led, by, since)
     if as_json:
@@ -77,6 +81,9 @@ def costs_cmd(
 @db_option
 def report_cmd(html_path: str, since: str | None, settings_path: str | None, db_path: str | None) -> None:
     """Write a self-contained HTML cost report with charts (opens offline in any browser)."""
+    from ..ledger import LedgerError
+    from ..ledger.html import render
+
     with open_ledger(settings_path, db_path) as led:
         page = render(led, since)
     try:
@@ -126,6 +133,8 @@ def path_cmd(settings_path: str | None) -> None:
 @db_option
 def schema_cmd(settings_path: str | None, db_path: str | None) -> None:
     """Print the schema (Markdown), documented from the migrations themselves; migrates the file first."""
+    from ..ledger.migrations.sqlite import schema_markdown
+
     with open_ledger(settings_path, db_path, must_exist=False) as led:
         db = getattr(led.store, "db", None)
         if db is None:  # PostgreSQL: the same migrations build the same tables; document them from SQLite's
@@ -147,3 +156,31 @@ def budget_cmd(conversation: str | None, settings_path: str | None, db_path: str
     with open_ledger(settings_path, db_path, must_exist=False) as led:
         rem = led.remaining(conversation)
     click.echo("no budget set" if rem is None else f"${rem:.4f} left")
+
+
+@ledger_group.command("copy")
+@click.option("--from", "src", required=True, metavar="sqlite:PATH", help="The SQLite ledger file to copy.")
+@click.option("--to", "dst", default="postgresql", show_default=True, metavar="postgresql[:ENV_VAR]",
+              help="The PostgreSQL ledger: from ledger.dsn_env in settings, or the DSN in ENV_VAR.")
+@settings_option
+@click.option("--json", "as_json", is_flag=True, help="Print the counts as JSON.")
+def copy_cmd(src: str, dst: str, settings_path: str | None, as_json: bool) -> None:
+    """Copy an SQLite ledger (calls, feedback, alerts) into PostgreSQL; safe to re-run."""
+    from ..ledger import LedgerError
+    from ..ledger.copy import copy_sqlite_to_postgres, target_dsn
+    from ..ledger.stores.postgresql import PostgresStore
+
+    kind, _, path = src.partition(":")
+    if kind != "sqlite" or not path:
+        raise LedgerError(f"--from: expected sqlite:PATH, got {src!r}")
+    store = PostgresStore(target_dsn(dst, settings_path))
+    try:
+        counts = copy_sqlite_to_postgres(path, store)
+    finally:
+        store.close()
+    if as_json:
+        click.echo(json.dumps({"from": path, "to": store.where, **counts}))
+        return
+    click.echo(f"copied {counts['calls_copied']} calls ({counts['calls_already_there']} already there, ids "
+               f"{counts['ids']}), {counts['feedback_copied']} feedback, {counts['alerts_copied']} alerts "
+               f"from {path} to {store.where}")

@@ -9,9 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 import click
 
 from ..hookspecs import hookimpl
-from ..providers import ProviderClient
-from ..settings import TIERS
-from ._common import get_router, get_settings, settings_option
+from ._common import LazyChoice, get_router, get_settings, settings_option
 
 
 @hookimpl
@@ -28,6 +26,9 @@ def health_cmd(settings_path: str | None, timeout_s: float, as_json: bool) -> No
     """Ping each configured model with a one-token request; exit 1 if a tier has no healthy model.
 
     A model whose API key variable is unset is reported as 'no key' and not pinged."""
+    from ..providers import ProviderClient
+    from ..settings import TIERS
+
     s = get_settings(settings_path)
     with ProviderClient(s) as client, ThreadPoolExecutor(max_workers=8) as pool:
         rows = list(pool.map(lambda a: client.ping(a, timeout_s), list(s.models)))
@@ -55,7 +56,7 @@ def health_cmd(settings_path: str | None, timeout_s: float, as_json: bool) -> No
 @click.argument("prompt")
 @settings_option
 @click.option("--stream", is_flag=True, help="Print the answer as it arrives.")
-@click.option("--tier", type=click.Choice(TIERS), default=None, help="Force a tier.")
+@click.option("--tier", type=LazyChoice("..settings:TIERS"), default=None, help="Force a tier.")
 @click.option("--model", "model_alias", default=None, help="Force a model alias.")
 @click.option("--max-tokens", type=int, default=None, help="Most output tokens.")
 @click.option("--json", "as_json", is_flag=True, help="Print answer, decision, usage and cost as JSON.")
@@ -78,6 +79,7 @@ def ask_cmd(
     override = {"model": model_alias} if model_alias else {"tier": tier} if tier else None
     opts = {"max_tokens": max_tokens} if max_tokens else {}
     from ..ledger import Ledger
+    from ..providers import ProviderClient
 
     with Ledger.from_settings(router.settings) as ledger:
         # BudgetBlocked (an AgentRouterError) ends the command here: one line on stderr, exit 2, no request.

@@ -10,14 +10,39 @@ belong to calls in flight on the old ledger.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
 from .errors import LedgerError
-from .stores.postgresql import PostgresStore
+from .stores.postgresql import PostgresStore, dsn_from_settings
 from .stores.sqlite import CALL_COLUMNS, SQLiteStore, spend_keys
 
 BATCH = 1000
+
+
+def target_dsn(to: str, settings_path: str | os.PathLike[str] | None = None) -> str:
+    """The DSN of the PostgreSQL ledger named by `to`: "postgresql" (ledger.dsn_env of the settings at
+    `settings_path`, read only then) or "postgresql:ENV_VAR" (the DSN in that environment variable). Errors
+    never show a DSN."""
+    kind, _, env = to.partition(":")
+    if kind != "postgresql":
+        raise LedgerError(f"--to: expected 'postgresql' or 'postgresql:ENV_VAR', got {kind!r}")
+    if env:
+        if not env.replace("_", "").isalnum():
+            raise LedgerError("--to postgresql:ENV_VAR: give the name of an environment variable holding "
+                              "the DSN, not the DSN itself (value not shown)")
+        dsn = os.environ.get(env)
+        if not dsn:
+            raise LedgerError(f"--to: environment variable {env} is not set")
+        return dsn
+    from ..settings import load
+
+    settings = load(settings_path)
+    if not settings.ledger.dsn_env:
+        raise LedgerError("--to postgresql: the settings have no ledger.dsn_env; set it (and ledger.backend "
+                          "'postgresql'), or pass --to postgresql:ENV_VAR")
+    return dsn_from_settings(settings)
 
 
 def copy_sqlite_to_postgres(src_path: str | Path, dst: PostgresStore) -> dict[str, Any]:
