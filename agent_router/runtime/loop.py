@@ -141,14 +141,7 @@ def provider_complete(client: Any) -> Complete:
         u = c.usage
         if u.source != "provider":  # the server reported none: leave counting (and its flag) to the hooks
             return Completion(c.text, None, by)
-        usage = Usage(
-            input=u.input_tokens,
-            output=max(u.output_tokens, u.reasoning_tokens),
-            cached_input=u.cached_input_tokens,
-            cache_write=u.cache_write_tokens,
-            reasoning=u.reasoning_tokens,
-        )
-        return Completion(c.text, usage, by)
+        return Completion(c.text, u, by)
 
     return complete
 
