@@ -34,7 +34,7 @@ from .health import Health
 from .keys import KeyPool, Secret, redact
 from .limits import Limiter
 from .shape import ShapeError
-from .state import MemoryState, StateStore
+from .state import StateStore, open_state
 
 log = logging.getLogger("agent_router.providers")
 
@@ -72,11 +72,7 @@ def needs_key(m: ModelInfo) -> bool:
 
 def default_state(settings: Settings) -> StateStore:
     """Redis-backed state shared by every process when `redis.url_env` is set, else this process's memory."""
-    if settings.redis.url_env:
-        from .shared_state import open_state
-
-        return open_state(settings)
-    return MemoryState()
+    return open_state(settings)
 
 
 class ProviderClient:
