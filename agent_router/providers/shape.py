@@ -8,11 +8,13 @@ another type is an error. Values are never quoted back: only their JSON type is 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import Any
 
 from .. import usage
 from ..usage import Usage, UsageError, json_type
+from . import types as t
 
 
 class ShapeError(ValueError):
@@ -84,3 +86,18 @@ def usage_of(parse: Callable[[Any, str], Usage], v: Any, path: str) -> Usage | N
         return parse(u, path)
     except UsageError as e:
         raise ShapeError.of(e) from None
+
+
+def stream_chunk(data: str, model: str, partial: list[str]) -> dict[str, Any]:
+    """One JSON chunk of an OpenAI or Gemini event stream, as an object. An undecodable chunk, or one that
+    reports an error, breaks the stream (StreamBroken keeps the text received so far, `partial`)."""
+    try:
+        chunk = json.loads(data)
+    except (ValueError, RecursionError):
+        raise t.StreamBroken(f"undecodable stream chunk {data[:80]!r}", model=model, partial="".join(partial)) from None
+    chunk = obj(chunk, "chunk", required=True)
+    if chunk.get("error"):
+        raise t.StreamBroken(
+            f"server error mid-stream: {str(chunk['error'])[:300]}", model=model, partial="".join(partial)
+        )
+    return chunk

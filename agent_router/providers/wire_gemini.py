@@ -240,19 +240,7 @@ class StreamParser:
         self.model = model
 
     def feed(self, event: str, data: str) -> list[t.Delta]:
-        try:
-            chunk = json.loads(data)
-        except (ValueError, RecursionError):
-            raise t.StreamBroken(
-                f"undecodable stream chunk {data[:80]!r}", model=self.model, partial="".join(self.acc.text)
-            ) from None
-        chunk = sh.obj(chunk, "chunk", required=True)
-        if chunk.get("error"):
-            raise t.StreamBroken(
-                f"server error mid-stream: {str(chunk['error'])[:300]}",
-                model=self.model,
-                partial="".join(self.acc.text),
-            )
+        chunk = sh.stream_chunk(data, self.model, self.acc.text)
         return self.acc.add(chunk)
 
     def finish(self) -> t.Completion:

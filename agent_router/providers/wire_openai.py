@@ -6,7 +6,6 @@ assembling streamed tool calls and noticing a stream that ends before `data: [DO
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from ..usage import Usage, from_openai
@@ -142,19 +141,7 @@ class StreamParser:
         if data.strip() == "[DONE]":
             self.done = True
             return []
-        try:
-            chunk = json.loads(data)
-        except (ValueError, RecursionError):
-            raise t.StreamBroken(
-                f"undecodable stream chunk {data[:80]!r}", model=self.model, partial="".join(self.text)
-            ) from None
-        chunk = sh.obj(chunk, "chunk", required=True)
-        if chunk.get("error"):
-            raise t.StreamBroken(
-                f"server error mid-stream: {str(chunk['error'])[:300]}",
-                model=self.model,
-                partial="".join(self.text),
-            )
+        chunk = sh.stream_chunk(data, self.model, self.text)
         self.resolved = sh.text(chunk.get("model"), "chunk.model") or self.resolved
         self.usage = _usage(chunk.get("usage"), "chunk.usage") or self.usage
         out = []
