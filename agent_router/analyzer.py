@@ -160,16 +160,26 @@ def _sat(x: float, half: float) -> float:
     return x / (x + half) if x > 0 else 0.0
 
 
-# A worked example inside a prompt: "...Answer:\n<short answer>\n\n" (few-shot prompting).
-_SHOT_END = re.compile(r"(?:Answer|A|Output|Solution):[ \t]{0,16}\n?[^\n]{1,80}\n(?:[ \t]{0,16}\n){1,64}")
+# A worked example inside a prompt ends with an answer cue, a short answer, then a blank line:
+# "...Answer:\n<short answer>\n\n" (few-shot prompting). Linear: every repetition is bounded.
+_SHOT_END = re.compile(
+    r"(?i)\b(?:answer|a|output|solution)\s{0,16}:[ \t]{0,16}\n?[ \t]{0,16}[^\n]{1,80}\n(?:[ \t]{0,16}\n){1,64}"
+)
+MIN_QUESTION_CHARS = 8
 
 
-def split_examples(text: str) -> tuple[str, int]:
-    """The real question of a few-shot prompt and the number of worked examples before it."""
-    parts = _SHOT_END.split(text)
-    if len(parts) >= 3:  # at least two worked examples: judge the last block, not the examples
-        return parts[-1], len(parts) - 1
-    return text, 0
+def split_examples(text: str, min_examples: int = 2) -> tuple[str, int]:
+    """The real question of a few-shot prompt (the text after its last worked example) and the number of worked
+    examples before it; `(text, 0)` when fewer than `min_examples` precede a question of at least
+    MIN_QUESTION_CHARS characters. The one few-shot splitter: the analyzer judges the real question with two or
+    more examples, the learned router's features (learned.features) with one or more."""
+    ends = list(_SHOT_END.finditer(text))
+    if len(ends) < max(1, min_examples):
+        return text, 0
+    tail = text[ends[-1].end():]
+    if len(tail.strip()) < MIN_QUESTION_CHARS:
+        return text, 0
+    return tail, len(ends)
 
 
 def features(messages: list[dict[str, Any]]) -> tuple[dict[str, float], str, bool]:

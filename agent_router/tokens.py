@@ -29,9 +29,10 @@ _URLS = {
         "223921b76ee99bde995b7ff738513eef100fb51d18c93597a113bcffe865b2a7",
     ),
 }
-# Per-message framing of OpenAI chat formats: tokens per message, plus the reply primer.
-_PER_MESSAGE = 3
-_REPLY_PRIMER = 3
+# Per-message framing of OpenAI chat formats: tokens per message, plus the reply primer. The one token framing:
+# compression counts with `framed_tokens` and `REPLY_PRIMER`, so its totals equal `count_messages`.
+PER_MESSAGE = 3
+REPLY_PRIMER = 3
 # A flat estimate for one image part (OpenAI "high" detail 512px tile math lands near this).
 IMAGE_TOKENS = 765
 _CACHE_LIMIT = 200_000
@@ -182,10 +183,12 @@ class TokenCounter:
         """Tokens a chat request of these messages takes, with OpenAI's per-message framing."""
         enc, enc_name, source = self._encoding(provider, name)
         self._inexact = False
-        total = _REPLY_PRIMER
-        for m in messages:
-            total += _PER_MESSAGE + self.message_tokens(m, enc, enc_name)
+        total = REPLY_PRIMER + sum(self.framed_tokens(m, enc, enc_name) for m in messages)
         return TokenCount(total, "estimated" if self._inexact else source, enc_name)
+
+    def framed_tokens(self, m: dict[str, Any], enc: Any | None = None, enc_name: str | None = None) -> int:
+        """One message's tokens in a chat request: its content (`message_tokens`) plus the per-message framing."""
+        return PER_MESSAGE + self.message_tokens(m, enc, enc_name)
 
     def message_tokens(self, m: dict[str, Any], enc: Any | None = None, enc_name: str | None = None) -> int:
         if enc_name is None:

@@ -9,8 +9,17 @@ writes included; `output` counts every generated token, reasoning included. Prov
 - Anthropic: `input_tokens` EXCLUDES `cache_read_input_tokens` and `cache_creation_input_tokens`; add them.
   In a stream, `message_start` carries the input side and `message_delta.usage.output_tokens` is cumulative,
   so the last value is the total (summing would double count).
-- Gemini: `promptTokenCount` includes `cachedContentTokenCount`; `candidatesTokenCount` EXCLUDES
-  `thoughtsTokenCount`, so output = candidates + thoughts. Streamed chunks carry cumulative `usageMetadata`.
+- Gemini: `promptTokenCount` includes `cachedContentTokenCount`, but not `toolUsePromptTokenCount` (the
+  tool results the server fed back to the model, billed as input): input = prompt + tool-use prompt.
+  `candidatesTokenCount` EXCLUDES `thoughtsTokenCount`, so output = candidates + thoughts
+  (`totalTokenCount` = prompt + tool-use prompt + candidates + thoughts). Streamed chunks carry cumulative
+  `usageMetadata`.
+
+Servers' counts are not always consistent (reasoning above output, cached above input). A paid call must be
+recorded whatever its payload says, so `Usage.reported` (which every parser here uses) settles such counts
+instead of raising: output is at least reasoning, cached reads and writes fit inside input. The plain
+constructor stays strict, for counts a program makes itself. This module is the one place payloads are read:
+the provider client's wire formats parse through `from_openai` / `from_anthropic` / `from_gemini` too.
 
 Why not `genai_prices.extract_usage`: it maps whole non-streamed responses well (tests check that we
 agree with it), but it raises for a model missing from its table (local and OpenAI-compatible servers) and
@@ -20,6 +29,7 @@ provider. The ledger must record every call, so this module normalizes the paylo
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
@@ -31,8 +41,13 @@ _ANTHROPIC = ("anthropic", "claude")
 _GEMINI = ("gemini", "google", "vertex", "vertex_ai")
 
 
-class UsageError(AgentRouterError):
-    """A usage payload that cannot be read (wrong shape, negative or non-numeric counts)."""
+class UsageError(AgentRouterError, ValueError):
+    """A usage payload that cannot be read (wrong shape, negative or non-numeric counts). `path` names the
+    JSON path of the bad value when there is one."""
+
+    def __init__(self, message: str, path: str | None = None):
+        super().__init__(message)
+        self.path = path
 
 
 @dataclass(frozen=True)
@@ -61,6 +76,54 @@ class Usage:
         if self.source not in TOKEN_SOURCES:
             raise UsageError(f"usage.source: expected one of {', '.join(TOKEN_SOURCES)}, got {self.source!r}")
 
+    @classmethod
+    def reported(
+        cls,
+        input: int = 0,  # noqa: A002 - the field's name
+        output: int = 0,
+        cached_input: int = 0,
+        cache_write: int = 0,
+        reasoning: int = 0,
+        source: str = "provider",
+    ) -> Usage:
+        """Counts as a server (or an attempt record) reported them, settled into this type's convention
+        instead of refused: output is at least reasoning (some servers count reasoning outside the completion),
+        cached reads then cache writes are cut to fit input, an unknown source reads as "estimated". Counts
+        must still be non-negative whole numbers (`count`)."""
+        inp = count(input, "usage.input")
+        read = min(count(cached_input, "usage.cached_input"), inp)
+        write = min(count(cache_write, "usage.cache_write"), inp - read)
+        think = count(reasoning, "usage.reasoning")
+        return cls(
+            input=inp,
+            output=max(count(output, "usage.output"), think),
+            cached_input=read,
+            cache_write=write,
+            reasoning=think,
+            source=source if source in TOKEN_SOURCES else "estimated",
+        )
+
+    # The provider client's former field names, kept so `Completion.usage.input_tokens` reads as before.
+    @property
+    def input_tokens(self) -> int:
+        return self.input
+
+    @property
+    def output_tokens(self) -> int:
+        return self.output
+
+    @property
+    def cached_input_tokens(self) -> int:
+        return self.cached_input
+
+    @property
+    def cache_write_tokens(self) -> int:
+        return self.cache_write
+
+    @property
+    def reasoning_tokens(self) -> int:
+        return self.reasoning
+
     @property
     def fresh_input(self) -> int:
         """Input tokens billed at the full input price."""
@@ -79,12 +142,39 @@ def _get(obj: Any, *path: str) -> Any:
     return obj
 
 
-def _int(v: Any, where: str) -> int:
+def json_type(v: Any) -> str:
+    if v is None:
+        return "null"
+    if isinstance(v, bool):
+        return "a boolean"
+    if isinstance(v, int | float):
+        return "a number"
+    if isinstance(v, str):
+        return "a string"
+    return {list: "an array", dict: "an object"}.get(type(v), type(v).__name__)
+
+
+def count(v: Any, where: str) -> int:
+    """A token count: a non-negative whole number (12 or 12.0); absent/null -> 0. Raises UsageError naming
+    `where` and the JSON type found (never the value: it may be a megabyte of hostile text)."""
     if v is None:
         return 0
-    if isinstance(v, bool) or not isinstance(v, int | float) or v < 0 or v != int(v):
-        raise UsageError(f"{where}: expected a non-negative whole number, got {v!r}")
+    if isinstance(v, bool) or not isinstance(v, int | float):
+        raise UsageError(f"{where}: expected a number, got {json_type(v)}", where)
+    if isinstance(v, float) and (not math.isfinite(v) or v != int(v)):
+        raise UsageError(f"{where}: expected a whole number, got {json_type(v)}", where)
+    if v < 0:
+        raise UsageError(f"{where}: expected a non-negative number, got {json_type(v)}", where)
     return int(v)
+
+
+def _obj(v: Any, where: str) -> Any:
+    """A nested usage object (dict or SDK object); absent/null -> {}."""
+    if v is None:
+        return {}
+    if isinstance(v, bool | int | float | str | list):
+        raise UsageError(f"{where}: expected an object, got {json_type(v)}", where)
+    return v
 
 
 def _as_mapping(payload: Any) -> Any:
@@ -93,63 +183,54 @@ def _as_mapping(payload: Any) -> Any:
     return dump() if callable(dump) else payload
 
 
-def from_openai(u: Any) -> Usage:
-    """An OpenAI-compatible `usage` object (Chat Completions or Responses API)."""
-    u = _as_mapping(u)
+def from_openai(u: Any, path: str = "usage") -> Usage:
+    """An OpenAI-compatible `usage` object (Chat Completions or Responses API). `path` names it in errors."""
+    u = _obj(_as_mapping(u), path)
+
+    def n(*keys: str) -> int:
+        return count(_get(_obj(_get(u, *keys[:-1]), ".".join((path, *keys[:-1]))), keys[-1]),
+                     ".".join((path, *keys)))
+
     if _get(u, "prompt_tokens") is not None or _get(u, "completion_tokens") is not None:
-        inp = _int(_get(u, "prompt_tokens"), "usage.prompt_tokens")
-        out = _int(_get(u, "completion_tokens"), "usage.completion_tokens")
-        cached = _int(
-            _get(u, "prompt_tokens_details", "cached_tokens"), "usage.prompt_tokens_details.cached_tokens"
-        )
-        if not cached:  # DeepSeek reports its cache hits (inside prompt_tokens) under its own name
-            cached = _int(_get(u, "prompt_cache_hit_tokens"), "usage.prompt_cache_hit_tokens")
-        reasoning = _int(
-            _get(u, "completion_tokens_details", "reasoning_tokens"),
-            "usage.completion_tokens_details.reasoning_tokens",
-        )
+        inp, out = n("prompt_tokens"), n("completion_tokens")
+        # DeepSeek reports its cache hits (inside prompt_tokens) under its own name.
+        cached = n("prompt_tokens_details", "cached_tokens") or n("prompt_cache_hit_tokens")
+        reasoning = n("completion_tokens_details", "reasoning_tokens")
     else:
-        inp = _int(_get(u, "input_tokens"), "usage.input_tokens")
-        out = _int(_get(u, "output_tokens"), "usage.output_tokens")
-        cached = _int(
-            _get(u, "input_tokens_details", "cached_tokens"), "usage.input_tokens_details.cached_tokens"
-        )
-        reasoning = _int(
-            _get(u, "output_tokens_details", "reasoning_tokens"),
-            "usage.output_tokens_details.reasoning_tokens",
-        )
-    # Some compatible servers report reasoning outside completion_tokens; never let it exceed output.
-    return Usage(input=inp, output=max(out, reasoning), cached_input=min(cached, inp), reasoning=reasoning)
+        inp, out = n("input_tokens"), n("output_tokens")
+        cached = n("input_tokens_details", "cached_tokens")
+        reasoning = n("output_tokens_details", "reasoning_tokens")
+    return Usage.reported(input=inp, output=out, cached_input=cached, reasoning=reasoning)
 
 
-def from_anthropic(u: Any) -> Usage:
+def from_anthropic(u: Any, path: str = "usage") -> Usage:
     """An Anthropic `usage` object: cache reads and writes are added to `input_tokens`."""
-    u = _as_mapping(u)
-    base = _int(_get(u, "input_tokens"), "usage.input_tokens")
-    read = _int(_get(u, "cache_read_input_tokens"), "usage.cache_read_input_tokens")
-    write = _int(_get(u, "cache_creation_input_tokens"), "usage.cache_creation_input_tokens")
-    out = _int(_get(u, "output_tokens"), "usage.output_tokens")
-    return Usage(input=base + read + write, output=out, cached_input=read, cache_write=write)
+    u = _obj(_as_mapping(u), path)
+
+    def n(key: str) -> int:
+        return count(_get(u, key), f"{path}.{key}")
+
+    read, write = n("cache_read_input_tokens"), n("cache_creation_input_tokens")
+    return Usage.reported(
+        input=n("input_tokens") + read + write, output=n("output_tokens"), cached_input=read, cache_write=write
+    )
 
 
-def from_gemini(u: Any) -> Usage:
+def from_gemini(u: Any, path: str = "usageMetadata") -> Usage:
     """A Gemini `usageMetadata` object (camelCase as on the wire, or snake_case as in the SDK)."""
-    u = _as_mapping(u)
+    u = _obj(_as_mapping(u), path)
 
-    def pick(camel: str, snake: str) -> int:
+    def n(camel: str, snake: str) -> int:
         v = _get(u, camel)
-        return _int(v if v is not None else _get(u, snake), f"usageMetadata.{camel}")
+        return count(v if v is not None else _get(u, snake), f"{path}.{camel}")
 
-    prompt = pick("promptTokenCount", "prompt_token_count")
-    cached = pick("cachedContentTokenCount", "cached_content_token_count")
-    candidates = pick("candidatesTokenCount", "candidates_token_count")
-    thoughts = pick("thoughtsTokenCount", "thoughts_token_count")
-    # Tool-use prompt tokens are billed as input.
-    tool_prompt = pick("toolUsePromptTokenCount", "tool_use_prompt_token_count")
-    return Usage(
-        input=prompt + tool_prompt,
-        output=candidates + thoughts,
-        cached_input=min(cached, prompt),
+    prompt = n("promptTokenCount", "prompt_token_count")  # includes the cached content
+    thoughts = n("thoughtsTokenCount", "thoughts_token_count")  # not inside candidatesTokenCount
+    return Usage.reported(
+        # Tool-use prompt tokens are not inside promptTokenCount, and are billed as input.
+        input=prompt + n("toolUsePromptTokenCount", "tool_use_prompt_token_count"),
+        output=n("candidatesTokenCount", "candidates_token_count") + thoughts,
+        cached_input=n("cachedContentTokenCount", "cached_content_token_count"),
         reasoning=thoughts,
     )
 
@@ -174,7 +255,7 @@ def normalize(payload: Any, provider: str) -> Usage:
     # A whole response has `usage`; an Anthropic message_start event nests it in `message`.
     u = _get(payload, "usage") or _get(payload, "message", "usage") or payload
     if not isinstance(u, dict):
-        raise UsageError(f"{provider}: no usage object in the response (got {type(u).__name__})")
+        raise UsageError(f"{provider}: no usage object in the response (got {json_type(u)})")
     return from_anthropic(u) if fam == "anthropic" else from_openai(u)
 
 
@@ -227,4 +308,4 @@ class StreamUsage:
 
 def counted(input_tokens: int, output_tokens: int, source: str = "counted") -> Usage:
     """Usage we counted (tokenizer) or estimated ourselves, when the provider reported none."""
-    return Usage(input=int(input_tokens), output=int(output_tokens), source=source)
+    return Usage.reported(input=input_tokens, output=output_tokens, source=source)

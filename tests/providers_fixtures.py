@@ -6,7 +6,8 @@ ok, 429[:retry_after], 500, 503, timeout, delay:<s>, reset, malformed, cut, cut_
 filtered, nostream, exhausted, nostreamopts,
 hang (read the request, never answer), drip:<s> (headers at once, then the body one byte every <s> seconds),
 driphead:<s> (the status line and headers one byte every <s> seconds too), body:<name> (a 200 whose body is
-BAD_BODIES[format][name]), sse:<name> (a 200 event stream of BAD_EVENTS[format][name]).
+BAD_BODIES[format][name]), sse:<name> (a 200 event stream of BAD_EVENTS[format][name]), reply:<name> (a 200
+whose body is REPLIES[format][name], a well-formed answer with the usage counts a test needs).
 Requests are logged in `server.requests` (path, headers, parsed body).
 """
 
@@ -68,6 +69,26 @@ BAD_BODIES: dict[str, dict[str, bytes]] = {
             "not_json": b"",
         },
     }.items()
+}
+# Well-formed answers whose usage counts are the point of a test.
+REPLIES: dict[str, dict[str, dict[str, Any]]] = {
+    "openai": {
+        # Some compatible servers count reasoning outside completion_tokens: more reasoning than output.
+        "reasoning_over_output": {
+            "choices": [{"message": {"role": "assistant", "content": "thought hard"}, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 20, "completion_tokens": 5,
+                      "completion_tokens_details": {"reasoning_tokens": 9}},
+        },
+    },
+    "gemini": {
+        # Gemini after a tool round: toolUsePromptTokenCount is not inside promptTokenCount.
+        "tool_use_prompt": {
+            "candidates": [{"content": {"role": "model", "parts": [{"text": "done"}]}, "finishReason": "STOP"}],
+            "usageMetadata": {"promptTokenCount": 1000, "toolUsePromptTokenCount": 400,
+                              "cachedContentTokenCount": 200, "candidatesTokenCount": 50,
+                              "thoughtsTokenCount": 30, "totalTokenCount": 1480},
+        },
+    },
 }
 # Event streams whose events are of the wrong shape (`data:` payloads, in order).
 BAD_EVENTS: dict[str, dict[str, list[str]]] = {
@@ -277,6 +298,8 @@ class _Handler(BaseHTTPRequestHandler):
             return self._drop()
         if name == "body":
             return self._send(200, BAD_BODIES[fmt][arg])
+        if name == "reply":
+            return self._send(200, REPLIES[fmt][arg])
         if name == "sse":
             self._start_stream()
             for data in {**BAD_EVENTS[fmt], **MIDSTREAM_EVENTS.get(fmt, {})}[arg]:

@@ -31,10 +31,10 @@ def entry(index: int, fn_name: str, args: tuple, barrier: Any, results: Any) -> 
 def limit_worker(url: str, key: str, limit: int, window_s: float, duration_s: float,
                  max_amount: int, seed: int, retry_after_s: float = 0.2, *, ready: Any) -> dict[str, Any]:
     """Hammer one shared limit until `start_at + duration_s`; report every decision and warnings logged."""
-    from agent_router.providers.shared_state import RedisState
+    from agent_router.providers.state import RedisState
 
     handler = _Count()
-    logging.getLogger("agent_router.providers.shared_state").addHandler(handler)
+    logging.getLogger("agent_router.providers.state").addHandler(handler)
     rng = random.Random(seed)
     state = RedisState(url, retry_after_s=retry_after_s, timeout_s=0.5)
     admitted: list[tuple[float, int, bool]] = []  # (at, amount, shared)
@@ -54,15 +54,22 @@ def limit_worker(url: str, key: str, limit: int, window_s: float, duration_s: fl
 
 
 def state_worker(url: str, rot_key: str, n: int, fail_key: str, times: int, *, ready: Any) -> dict[str, Any]:
-    """Take `times` positions of a shared key rotation over n keys and count `times` failures of a model."""
-    from agent_router.providers.shared_state import RedisState
+    """Take `times` keys from a shared rotation over n keys and report `times` failures of a model, as
+    ProviderClient does (KeyPool, Health), on one Redis."""
+    from agent_router.providers.health import Health
+    from agent_router.providers.keys import KeyPool
+    from agent_router.providers.state import RedisState
 
     state = RedisState(url)
+    envs = [f"K{i}" for i in range(n)]
+    pool = KeyPool(state, env={e: f"test-key-{e}-0123456789abcdef" for e in envs})
+    health = Health(state, failure_threshold=10**9)
     ready()
     picks, top = [], 0
     for _ in range(times):
-        picks.append(state.rotate(rot_key, n))
-        top = max(top, state.add_failure(fail_key, 30.0))
+        picks.append(envs.index(pool.rotation(rot_key, envs)[0].env))
+        health.failure(fail_key, "server")
+        top = max(top, int(state.get(f"health:{fail_key}:failures") or 0))
     state.close()
     return {"picks": picks, "top_failures": top}
 
@@ -140,7 +147,7 @@ def limited_writer(dsn: str, redis_url: str, worker: int, duration_s: float, spo
     """For `duration_s`, make calls each admitted by a shared Redis limit, then recorded in PostgreSQL. Either
     server may go away meanwhile; nothing may crash and no row may be lost (rows that cannot reach
     PostgreSQL spool). Returns how many calls were recorded, and how they were admitted."""
-    from agent_router.providers.shared_state import RedisState
+    from agent_router.providers.state import RedisState
 
     handler = _Count()
     logging.getLogger("agent_router").addHandler(handler)

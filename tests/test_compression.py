@@ -45,11 +45,9 @@ def tokens(messages):
 
 
 @pytest.fixture(autouse=True)
-def _no_utility_caller():
-    compression.set_utility_caller(None)
+def _no_cached_summaries():
     compression.clear_summary_cache()
     yield
-    compression.set_utility_caller(None)
     compression.clear_summary_cache()
 
 
@@ -249,15 +247,35 @@ def test_builtin_summarizer_asks_the_utility_caller_with_the_packaged_prompt():
         seen.update(system=system, message=message, timeout=timeout)
         return "Summary: the agent read many modules while fixing the nightly build."
 
-    compression.set_utility_caller(caller)
     msgs = conversation(30)
-    res = compress(msgs, int(tokens(msgs) * 0.15), pm=pm_with(builtin_summarize),
+    res = compress(msgs, int(tokens(msgs) * 0.15), pm=pm_with(builtin_summarize), utility_caller=caller,
                    settings=CompressionSettings(summarize_timeout_s=7))
     assert res.summarizer == "hook"
     assert "the agent read many modules" in text_of(res.messages)
     assert "faithful summary" in seen["system"] and re.search(r"at most \d+ tokens", seen["system"])
     assert "## tool (result of read_file" in seen["message"]
     assert 0 < seen["timeout"] <= 7
+
+
+def test_the_utility_caller_belongs_to_the_call_that_was_given_it():
+    msgs = conversation(30)
+    budget = int(tokens(msgs) * 0.15)
+    res = compress(msgs, budget, pm=pm_with(builtin_summarize),
+                   utility_caller=lambda system, message, timeout: "The agent fixed the nightly build.")
+    assert res.summarizer == "hook" and compression.get_utility_caller() is None
+    compression.clear_summary_cache()
+    assert compress(msgs, budget, pm=pm_with(builtin_summarize)).summarizer == "deterministic"
+
+
+def test_set_utility_caller_still_works_and_says_it_is_deprecated():
+    msgs = conversation(30)
+    with pytest.warns(DeprecationWarning, match="compress\\(..., utility_caller=fn\\)"):
+        compression.set_utility_caller(lambda system, message, timeout: "The agent fixed the nightly build.")
+    try:
+        res = compress(msgs, int(tokens(msgs) * 0.15), pm=pm_with(builtin_summarize))
+    finally:
+        compression.set_utility_caller(None)
+    assert res.summarizer == "hook" and "fixed the nightly build" in text_of(res.messages)
 
 
 def test_unchanged_span_is_not_summarized_twice():
@@ -267,12 +285,11 @@ def test_unchanged_span_is_not_summarized_twice():
         calls.append(message)
         return "The agent read modules and fixed imports."
 
-    compression.set_utility_caller(caller)
     msgs = conversation(30)
     budget = int(tokens(msgs) * 0.15)
-    first = compress(msgs, budget, pm=pm_with(builtin_summarize))
+    first = compress(msgs, budget, pm=pm_with(builtin_summarize), utility_caller=caller)
     n = len(calls)
-    again = compress(copy.deepcopy(msgs), budget, pm=pm_with(builtin_summarize))
+    again = compress(copy.deepcopy(msgs), budget, pm=pm_with(builtin_summarize), utility_caller=caller)
     assert n >= 1 and len(calls) == n  # the second call reused the summaries
     assert again.messages == first.messages and again.summarizer == "hook"
     assert any("reused" in a for a in again.actions)
@@ -282,9 +299,8 @@ def test_utility_model_that_fails_falls_back_to_the_digest():
     def caller(system, message, timeout):
         raise ConnectionError("provider down")
 
-    compression.set_utility_caller(caller)
     msgs = conversation(30)
-    res = compress(msgs, int(tokens(msgs) * 0.15), pm=pm_with(builtin_summarize))
+    res = compress(msgs, int(tokens(msgs) * 0.15), pm=pm_with(builtin_summarize), utility_caller=caller)
     assert res.summarizer == "deterministic" and res.fits
     assert any("failed (ConnectionError)" in a for a in res.actions)
     assert all(k in text_of(res.messages) for k in FACT_KEYS)
@@ -299,11 +315,10 @@ def test_utility_model_that_hangs_is_abandoned_after_the_timeout():
         release.wait(30)  # a stalled provider
         return "too late"
 
-    compression.set_utility_caller(caller)
     msgs = conversation(30)
     t0 = time.monotonic()
     try:
-        res = compress(msgs, int(tokens(msgs) * 0.15), pm=pm_with(builtin_summarize),
+        res = compress(msgs, int(tokens(msgs) * 0.15), pm=pm_with(builtin_summarize), utility_caller=caller,
                        settings=CompressionSettings(summarize_timeout_s=0.3))
         elapsed = time.monotonic() - t0
         assert not release.is_set()  # compress returned while the caller was still hanging
@@ -322,20 +337,19 @@ def test_after_a_failure_the_summarizer_rests_then_is_asked_again():
         calls.append(1)
         raise TimeoutError("read timeout")
 
-    compression.set_utility_caller(caller)
     msgs = conversation(30)
     budget = int(tokens(msgs) * 0.15)
-    compress(msgs, budget, pm=pm_with(builtin_summarize))
+    compress(msgs, budget, pm=pm_with(builtin_summarize), utility_caller=caller)
     assert len(calls) == 1  # one failure trips the breaker: the other spans are not tried either
-    res = compress(msgs, budget, pm=pm_with(builtin_summarize))
+    res = compress(msgs, budget, pm=pm_with(builtin_summarize), utility_caller=caller)
     assert len(calls) == 1 and res.summarizer == "deterministic" and res.fits
     assert any("summarizer skipped" in a and "failed (TimeoutError)" in a for a in res.actions)
     no_rest = CompressionSettings(summarize_retry_after_s=0)
-    compress(msgs, budget, pm=pm_with(builtin_summarize), settings=no_rest)
+    compress(msgs, budget, pm=pm_with(builtin_summarize), utility_caller=caller, settings=no_rest)
     assert len(calls) == 1  # still resting from the first failure (rest time is set when it trips)
     compression.clear_summary_cache()
-    compress(msgs, budget, pm=pm_with(builtin_summarize), settings=no_rest)
-    compress(msgs, budget, pm=pm_with(builtin_summarize), settings=no_rest)
+    compress(msgs, budget, pm=pm_with(builtin_summarize), utility_caller=caller, settings=no_rest)
+    compress(msgs, budget, pm=pm_with(builtin_summarize), utility_caller=caller, settings=no_rest)
     assert len(calls) >= 3  # with no rest it is asked on every call
 
 

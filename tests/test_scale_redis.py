@@ -11,7 +11,9 @@ from scale_fixtures import RedisServer, free_port, redis_server, run_workers  # 
 
 pytest.importorskip("redis", reason="redis-py not installed: pip install -e '.[redis]'")
 
-from agent_router.providers.shared_state import LocalState, RedisState, SharedStateError, open_state  # noqa: E402
+from agent_router.providers.health import Health  # noqa: E402
+from agent_router.providers.limits import Limiter  # noqa: E402
+from agent_router.providers.state import MemoryState, RedisState, SharedStateError, open_state  # noqa: E402
 from agent_router.settings import parse  # noqa: E402
 
 
@@ -105,36 +107,35 @@ def test_key_rotation_and_failure_counts_are_shared(redis_server: RedisServer) -
 
 def test_cooldown_health_and_learned_limits_seen_by_other_clients(redis_server: RedisServer) -> None:  # noqa: F811
     a, b = RedisState(redis_server.url), RedisState(redis_server.url)
-    a.set_cooldown("gpt-4.1", 5)
-    a.set_cooldown("gpt-4.1", 1)  # a shorter cooldown does not cut a running longer one
-    assert 4 < b.cooldown_left("gpt-4.1") <= 5
-    b.clear_cooldown("gpt-4.1")
-    assert a.cooldown_left("gpt-4.1") == 0.0
-    a.set_value("learned:gpt-4.1:rpm", 500, ttl_s=60)
-    assert b.get_value("learned:gpt-4.1:rpm") == 500.0
-    assert b.get_value("learned:other:rpm") is None
-    assert a.add_failure("x", 0.2) == 1 and b.add_failure("x", 0.2) == 2
+    ha, hb = Health(a, failure_threshold=2, cooldown_s=5), Health(b, failure_threshold=2, cooldown_s=5)
+    ha.failure("gpt-4.1", "server")
+    hb.failure("gpt-4.1", "server")  # the second failure, from another client, opens the breaker for both
+    assert not ha.available("gpt-4.1") and not hb.available("gpt-4.1")
+    assert 4 < hb.cooling_until("gpt-4.1") - time.time() <= 5
+    hb.success("gpt-4.1")
+    assert ha.available("gpt-4.1")
+    Limiter(a).learn("gpt-4.1", {"rpm": 500}, None)  # limits announced in a 429 seen by one client
+    assert Limiter(b).limits("gpt-4.1", None) == {"rpm": 500.0}
+    assert Limiter(b).limits("other", None) == {}
+    assert a.incr("x", 1, ttl_s=0.2) == 1 and b.incr("x", 1, ttl_s=0.2) == 2
     time.sleep(0.3)
-    assert b.failures("x") == 0  # failures are forgotten after their ttl
-    a.add_failure("y", 10)
-    b.reset_failures("y")
-    assert a.failures("y") == 0
+    assert b.get("x") is None  # counters expire one ttl after they were created, for every client
     other = RedisState(redis_server.url, prefix="team2")  # a second team on the same server
-    assert other.get_value("learned:gpt-4.1:rpm") is None
+    assert Limiter(other).limits("gpt-4.1", None) == {}
     for s in (a, b, other):
         s.close()
 
 
 def test_unreachable_redis_uses_local_limits_logs_once_without_password(caplog) -> None:
     port = free_port()  # nothing listens there
-    caplog.set_level(logging.WARNING, logger="agent_router.providers.shared_state")
+    caplog.set_level(logging.WARNING, logger="agent_router.providers.state")
     s = RedisState(f"redis://:s3cret-pw@127.0.0.1:{port}/0", retry_after_s=60)
     t0 = time.monotonic()
     got = [s.acquire("m", 5, 10.0).allowed for _ in range(50)]
     assert got == [True] * 5 + [False] * 45
     assert time.monotonic() - t0 < 2.0  # one quick failure, then local without waiting on Redis
     assert not s.shared
-    warnings = [r for r in caplog.records if r.name == "agent_router.providers.shared_state"]
+    warnings = [r for r in caplog.records if r.name == "agent_router.providers.state"]
     assert len(warnings) == 1
     assert f"127.0.0.1:{port}" in warnings[0].getMessage()
     assert "s3cret" not in caplog.text
@@ -142,7 +143,7 @@ def test_unreachable_redis_uses_local_limits_logs_once_without_password(caplog) 
 
 def test_local_state_sliding_window_semantics() -> None:
     now = [1000.0]
-    s = LocalState(clock=lambda: now[0])
+    s = MemoryState(clock=lambda: now[0])
     assert [s.acquire("k", 3, 1.0).allowed for _ in range(4)] == [True, True, True, False]
     now[0] += 0.5
     refused = s.acquire("k", 3, 1.0)
@@ -151,11 +152,10 @@ def test_local_state_sliding_window_semantics() -> None:
     assert s.acquire("k", 3, 1.0).allowed
     assert s.acquire("big", 10, 1.0, amount=25).allowed  # larger than the limit: admitted alone
     assert not s.acquire("big", 10, 1.0, amount=1).allowed
-    assert [s.rotate("r", 3) for _ in range(4)] == [0, 1, 2, 0]
 
 
 def test_open_state_follows_settings(redis_server: RedisServer, monkeypatch) -> None:  # noqa: F811
-    assert isinstance(open_state(parse({})), LocalState)
+    assert isinstance(open_state(parse({})), MemoryState)
     settings = parse({"redis": {"url_env": "AR_TEST_REDIS_URL", "key_prefix": "t"}})
     monkeypatch.delenv("AR_TEST_REDIS_URL", raising=False)
     with pytest.raises(SharedStateError, match="AR_TEST_REDIS_URL, which is not set"):
@@ -236,7 +236,7 @@ def test_provider_client_keeps_working_when_redis_is_unreachable(llm, monkeypatc
     from agent_router.providers import ProviderClient, ProviderError
 
     monkeypatch.setenv("AR_TEST_REDIS_URL", f"redis://127.0.0.1:{free_port()}/0")  # nothing listens
-    caplog.set_level(logging.WARNING, logger="agent_router.providers.shared_state")
+    caplog.set_level(logging.WARNING, logger="agent_router.providers.state")
     c = ProviderClient(provider_settings(llm.url, rpm=3), env={"TEST_KEY": sorted(GOOD_KEYS)[0]})
     ok = 0
     for _ in range(5):
@@ -254,7 +254,7 @@ def test_redis_refusing_writes_falls_back_and_recovers(redis_server, caplog) -> 
 
     admin = redis.Redis.from_url(redis_server.url)
     s = RedisState(redis_server.url, retry_after_s=0.05)
-    caplog.set_level(logging.WARNING, logger="agent_router.providers.shared_state")
+    caplog.set_level(logging.WARNING, logger="agent_router.providers.state")
     assert s.acquire("m", 2, 10.0).shared
     admin.config_set("min-replicas-to-write", 1)  # the server now answers writes with NOREPLICAS
     got = [s.acquire("m", 2, 10.0) for _ in range(3)]

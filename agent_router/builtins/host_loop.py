@@ -47,7 +47,8 @@ def compress_prompt(rt: rtmod.Runtime, messages: list[dict[str, Any]], decision:
     budget = compression.plan_budget(messages, model, rt.settings, rt.counter)
     if budget is None:
         return None
-    result = compression.compress(messages, budget, model, settings=rt.settings, counter=rt.counter, pm=rt.pm)
+    result = compression.compress(messages, budget, model, settings=rt.settings, counter=rt.counter, pm=rt.pm,
+                                  utility_caller=rt.utility_caller)
     if result.after >= result.before:
         return None
     decision.reasons.append(

@@ -1,8 +1,9 @@
-"""The built-in `summarize` implementation: ask the utility tier, through the caller the host set.
+"""The built-in `summarize` implementation: ask the utility tier, through the caller the host gave.
 
-It runs last, so a plugin's own summarizer wins. Without a caller (`compression.set_utility_caller`) it
-returns None and compression uses its deterministic digest; the caller gets the remaining timeout so it can
-abort its request, and `compression` abandons it when the time is up anyway.
+It runs last, so a plugin's own summarizer wins. It asks the caller given to the running `compress` call
+(`compress(..., utility_caller=fn)`; a Runtime passes its `utility_caller`). Without one it returns None and
+compression uses its deterministic digest; the caller gets the remaining timeout so it can abort its request,
+and `compression` abandons it when the time is up anyway.
 """
 
 from __future__ import annotations

@@ -109,7 +109,7 @@ def ask_cmd(
     assert c is not None
     u = c.usage
     cost, price_source = router.catalog.cost(
-        c.alias, u.input_tokens, u.output_tokens, u.cached_input_tokens, u.cache_write_tokens
+        c.alias, u.input, u.output, u.cached_input, u.cache_write
     )
     failed = [r for r in c.attempts if r["outcome"] != "ok"]
     if as_json:
@@ -122,7 +122,7 @@ def ask_cmd(
                     "model": c.alias,
                     "resolved_model": c.model,
                     "decision": d.to_dict(),
-                    "usage": vars(u),
+                    "usage": u.to_dict(),
                     "cost_usd": round(cost, 8),
                     "price_source": price_source,
                     "latency_ms": c.latency_ms,

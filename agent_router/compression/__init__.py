@@ -3,6 +3,7 @@
 from .compressor import (
     Budget,
     CompressionResult,
+    UtilityCaller,
     clear_summary_cache,
     compress,
     get_utility_caller,
@@ -15,5 +16,5 @@ from .compressor import (
 
 __all__ = [
     "Budget", "CompressionResult", "clear_summary_cache", "compress", "get_utility_caller", "plan_budget",
-    "set_utility_caller", "structure_problems", "summarize_timeout", "unclosed_fence",
+    "set_utility_caller", "structure_problems", "summarize_timeout", "unclosed_fence", "UtilityCaller",
 ]

@@ -53,6 +53,17 @@ def _prose_kind(chunk: str) -> tuple[str, str, str]:
     return ("text" if lines >= _PASTED_LINES or len(chunk) >= _PASTED_CHARS else "prose"), chunk, ""
 
 
+def _json_end(text: str, start: int, budget: int) -> tuple[int, int]:
+    """Where the JSON document starting at `start` ends (-1: none), and `budget` less the characters read."""
+    try:
+        _, end = _JSON.raw_decode(text, start)
+        return end, budget - (end - start)
+    except json.JSONDecodeError as e:
+        return -1, budget - (e.pos - start + 1)
+    except (ValueError, RecursionError):  # nested deeper than the decoder goes ("[" * 100000)
+        return -1, budget - (len(text) - start)
+
+
 def split_text(text: str) -> list[tuple[str, str, str]]:
     """Partition text into (kind, text, label) pieces that concatenate back to it exactly.
 
@@ -107,15 +118,7 @@ def split_text(text: str) -> list[tuple[str, str, str]]:
         stripped = bare.lstrip()
         if stripped[:1] in ("{", "[") and (le < n or len(stripped) >= 200) and json_budget > 0:
             start = ls + (len(bare) - len(stripped))
-            try:
-                _, end = _JSON.raw_decode(text, start)
-                json_budget -= end - start
-            except json.JSONDecodeError as e:
-                end = -1
-                json_budget -= e.pos - start + 1
-            except (ValueError, RecursionError):  # nested deeper than the decoder goes ("[" * 100000)
-                end = -1
-                json_budget -= n - start
+            end, json_budget = _json_end(text, start, json_budget)
             if end > 0:
                 ke = line_end(end - 1)  # the document must end its line
                 if not text[end:ke].strip() and (text.find("\n", ls, end) >= 0 or end - start >= 200):
@@ -168,15 +171,7 @@ def _split_lines(text: str) -> list[tuple[str, str, str]]:
         stripped = bare.lstrip()
         if stripped[:1] in ("{", "[") and (i + 1 < n or len(stripped) >= 200) and json_budget > 0:
             start = offsets[i] + (len(bare) - len(stripped))
-            try:
-                _, end = _JSON.raw_decode(text, start)
-                json_budget -= end - start
-            except json.JSONDecodeError as e:
-                end = -1
-                json_budget -= e.pos - start + 1
-            except (ValueError, RecursionError):  # nested deeper than the decoder goes ("[" * 100000)
-                end = -1
-                json_budget -= len(text) - start
+            end, json_budget = _json_end(text, start, json_budget)
             if end > 0:
                 # The document must end its line; find the line holding `end`.
                 k = i

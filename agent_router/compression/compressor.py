@@ -9,10 +9,10 @@ Rules, in order of precedence:
   replaced whole by a marker saying what was removed and how big it was; only then are whole exchanges
   (an assistant tool call and its results always together) replaced by a summary.
 - Lines matching ``important_patterns`` in removed content are carried into the marker or the summary.
-- Summaries come from the ``summarize`` hook (the built-in one asks the utility tier through
-  ``set_utility_caller``) within ``summarize_timeout_s``; on failure, absence or timeout a deterministic
-  digest is used, so compression never stalls the agent. The deterministic path gives the same output
-  for the same input.
+- Summaries come from the ``summarize`` hook (the built-in one asks the utility tier through the
+  ``utility_caller`` given to ``compress``, which a ``Runtime`` holds) within ``summarize_timeout_s``; on
+  failure, absence or timeout a deterministic digest is used, so compression never stalls the agent. The
+  deterministic path gives the same output for the same input.
 - A synthetic summary never creates two consecutive user or assistant messages, and no tool call is ever left
   without its result (or a result without its call).
 
@@ -23,8 +23,10 @@ Rules, in order of precedence:
 
 from __future__ import annotations
 
+import contextvars
 import json
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,7 +34,7 @@ from typing import Any
 from .. import messages as msgs
 from ..errors import InputError
 from ..settings import CompressionSettings, Settings
-from ..tokens import TokenCounter
+from ..tokens import PER_MESSAGE, REPLY_PRIMER, TokenCounter
 from .blocks import (
     Block,
     append_text,
@@ -55,13 +57,17 @@ from .summaries import BREAKER, SUMMARIES, call_hook, span_key, timeout_var
 
 __all__ = [
     "Budget", "CompressionResult", "clear_summary_cache", "compress", "get_utility_caller", "plan_budget",
-    "set_utility_caller", "structure_problems", "summarize_timeout", "unclosed_fence",
+    "set_utility_caller", "structure_problems", "summarize_timeout", "unclosed_fence", "UtilityCaller",
 ]
 
-# fn(system, message, timeout_s) -> reply text. Set by the host adapter or the providers client.
+# fn(system, message, timeout_s) -> reply text. Held by its owner (a Runtime, a host adapter) and passed to
+# `compress(..., utility_caller=...)`; during that call the summarize hook reads it from `utility_caller_var`.
 UtilityCaller = Callable[[str, str, float], str]
 
-_utility_caller: UtilityCaller | None = None
+utility_caller_var: contextvars.ContextVar[UtilityCaller | None] = contextvars.ContextVar(
+    "agent_router_utility_caller", default=None
+)
+_deprecated_default: UtilityCaller | None = None  # set_utility_caller's process-wide caller
 
 # Blocks smaller than this are not worth a marker (a marker costs ~30 tokens).
 _MIN_ELIDE_TOKENS = 60
@@ -74,18 +80,25 @@ _FACTS_PER_BLOCK = 12
 _GIST_CHARS = 140
 _USER_GIST_CHARS = 320
 _HEADER_TOKENS = 40
-_PER_MESSAGE = 3
-_PRIMER = 3
 
 
 def set_utility_caller(fn: UtilityCaller | None) -> None:
-    """Set (or clear, with None) the function that asks the utility tier: fn(system, message, timeout_s)."""
-    global _utility_caller
-    _utility_caller = fn
+    """Deprecated: pass `compress(..., utility_caller=fn)` (a Runtime passes its own). Sets (None: clears) a
+    process-wide caller, used by calls that give none."""
+    global _deprecated_default
+    if fn is not None:
+        warnings.warn(
+            "agent_router.compression.set_utility_caller is deprecated: pass compress(..., utility_caller=fn), "
+            "or set Runtime.utility_caller",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+    _deprecated_default = fn
 
 
 def get_utility_caller() -> UtilityCaller | None:
-    return _utility_caller
+    """The caller in effect: the one given to the running `compress` call, else set_utility_caller's."""
+    return utility_caller_var.get() or _deprecated_default
 
 
 def clear_summary_cache() -> None:
@@ -281,16 +294,16 @@ class _Compressor:
 
     def mtok(self, m: dict[str, Any]) -> int:
         enc, enc_name, _ = self.enc
-        return _PER_MESSAGE + self.counter.message_tokens(m, enc, enc_name)
+        return self.counter.framed_tokens(m, enc, enc_name)
 
     def total(self, ms: list[dict[str, Any]]) -> int:
-        return _PRIMER + sum(self.mtok(m) for m in ms)
+        return REPLY_PRIMER + sum(self.mtok(m) for m in ms)
 
     # -- main ----------------------------------------------------------------------------------------------
     def run(self) -> CompressionResult:
         work = self.work
         tokens = [self.mtok(m) for m in work]
-        before = _PRIMER + sum(tokens)
+        before = REPLY_PRIMER + sum(tokens)
         head_end = 0
         while head_end < len(work) and role_kind(work[head_end]) == "system":
             head_end += 1
@@ -305,7 +318,7 @@ class _Compressor:
                         self.actions.append(f"system prompt {i}: whitespace and repeated paragraphs tidied "
                                             f"({tokens[i] - t} tokens)")
                         tokens[i] = t
-        if _PRIMER + sum(tokens) <= self.budget:
+        if REPLY_PRIMER + sum(tokens) <= self.budget:
             if not self.actions:
                 self.actions.append(f"fits: {before:,} <= {self.budget:,} tokens; nothing removed")
             return self._result(work, before, "none")
@@ -326,7 +339,7 @@ class _Compressor:
         units = _tool_units(middle, work)
         for u in units:
             u.tokens = sum(tokens[i] for i in u.idx)
-        pinned_tokens = _PRIMER + sum(tokens[i] for i in pinned)
+        pinned_tokens = REPLY_PRIMER + sum(tokens[i] for i in pinned)
         self.pinned_tokens = pinned_tokens
         self.tokens = tokens
         self.units = units
@@ -411,7 +424,7 @@ class _Compressor:
     # -- planning ------------------------------------------------------------------------------------------
     def _blocks_of(self, i: int) -> list[Block]:
         if i not in self.blocks:
-            self.blocks[i] = blocks_of(self.work[i], self.tokens[i] - _PER_MESSAGE)
+            self.blocks[i] = blocks_of(self.work[i], self.tokens[i] - PER_MESSAGE)
         return self.blocks[i]
 
     def _plan_and_render(self, available: int) -> list[dict[str, Any]]:
@@ -808,7 +821,7 @@ class _Compressor:
             return False
         builtin = "agent_router.builtins.summarize"
         only_builtin = all(getattr(h.plugin, "__name__", "") == builtin for h in impls)
-        return not (only_builtin and _utility_caller is None)
+        return not (only_builtin and get_utility_caller() is None)
 
     def _try_hook(self) -> list[dict[str, Any]] | None:
         """Ask the summarize hook for each span; the re-rendered messages, or None to keep the digest."""
@@ -865,13 +878,15 @@ def compress(
     counter: TokenCounter | None = None,
     pm: Any = None,
     compress_system: bool | None = None,
+    utility_caller: UtilityCaller | None = None,
 ) -> CompressionResult:
     """Fit `messages` into `budget_tokens` (an int, or a `Budget` from `plan_budget`).
 
     `model` is a catalog ModelInfo (its encoding counts tokens, its input price values the saving), a model
     name, or None. `pm` is a pluggy manager whose `summarize` hook writes summaries; by default the loaded
-    plugins when ``settings.summarize`` is on. The input is never modified; unchanged messages in the result
-    are shallow copies (nested lists such as ``tool_calls`` are shared with the input).
+    plugins when ``settings.summarize`` is on. `utility_caller` (fn(system, message, timeout_s) -> text) is
+    what the built-in summarizer asks for summaries during this call. The input is never modified; unchanged
+    messages in the result are shallow copies (nested lists such as ``tool_calls`` are shared with the input).
     """
     msgs.validate(messages)
     if isinstance(budget_tokens, Budget):
@@ -890,4 +905,10 @@ def compress(
 
         pm = load_plugins()
     c = _Compressor(messages, tokens, model, cs, counter or TokenCounter(), pm, bool(compress_system))
-    return c.run()
+    if utility_caller is None:
+        return c.run()
+    token = utility_caller_var.set(utility_caller)
+    try:
+        return c.run()
+    finally:
+        utility_caller_var.reset(token)

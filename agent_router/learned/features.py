@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from ..analyzer import features as analyzer_features
+from ..analyzer import split_examples
 from ..analyzer import task_type as analyzer_task_type
 from ..messages import has_image, last_user_index, scan_window, text_of
 from ..settings import TASK_TYPES
@@ -43,8 +44,6 @@ DENSE_KEYS: tuple[str, ...] = ANALYZER_KEYS + EXTRA_KEYS + tuple(f"task_{t}" for
 # Linear on any text: no repetition can overlap another without a bound (see analyzer), and the text is
 # bounded first (scan_window).
 _WORD = re.compile(r"[a-z0-9]+|[^\sa-z0-9]")
-# A worked example ends with an answer cue, a short answer, then a blank line.
-_SHOT_END = re.compile(r"(?im)\b(?:answer|a)\s{0,16}:[ \t]{0,16}\n?[ \t]{0,16}[^\n]{1,80}\n[ \t]{0,16}\n")
 _OPTION = re.compile(r"(?m)^[ \t]{0,64}(?:\(?[A-Ja-j][.):]|Option [A-J]\b)\s{0,16}\S")
 _ANSWER_CUE = re.compile(r"(?i)\banswer\s{0,16}:\s{0,16}$")
 _BLANK = re.compile(r"(?<!\w)_(?!\w)")
@@ -65,15 +64,9 @@ class RequestFeatures:
 
 
 def focus_text(request: str) -> tuple[str, int]:
-    """The real question of a few-shot prompt (text after the last worked example) and the number of examples."""
-    ends = list(_SHOT_END.finditer(request))
-    if not ends:
-        return request, 0
-    tail = request[ends[-1].end():]
-    # A worked example only counts if a question follows it; else the whole request is the question.
-    if len(tail.strip()) < 8:
-        return request, 0
-    return tail, len(ends)
+    """The real question of a few-shot prompt and the number of worked examples (analyzer.split_examples, from
+    one example on)."""
+    return split_examples(request, min_examples=1)
 
 
 def _bucket(s: str) -> int:

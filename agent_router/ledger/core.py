@@ -23,7 +23,7 @@ from typing import Any
 from .. import secrets
 from ..catalog import Catalog, ModelPrice, price_for
 from ..settings import TIERS, BudgetSettings, ModelConfig, Settings, default_home
-from ..usage import TOKEN_SOURCES, Usage, UsageError, normalize
+from ..usage import Usage, UsageError, normalize
 from . import budgets, spool
 from .budgets import BudgetCheck, iso
 from .errors import LedgerBusy, LedgerError, LedgerUnwritable, LedgerWriteError
@@ -318,14 +318,20 @@ class Ledger:
         row_of: dict[str, int | None] = {}
 
         def on_attempt(rec: dict[str, Any]) -> int | None:
-            usage = Usage(
-                input=rec.get("input_tokens") or 0,
-                cached_input=rec.get("cached_input_tokens") or 0,
-                cache_write=rec.get("cache_write_tokens") or 0,
-                output=rec.get("output_tokens") or 0,
-                reasoning=rec.get("reasoning_tokens") or 0,
-                source=rec.get("token_source") if rec.get("token_source") in TOKEN_SOURCES else "estimated",
-            )
+            # A paid call is recorded whatever its counts say: the server's inconsistencies (reasoning above
+            # output...) are settled by Usage.reported, and counts that cannot be read at all become an
+            # estimated zero rather than a lost row.
+            try:
+                usage = Usage.reported(
+                    input=rec.get("input_tokens"),
+                    cached_input=rec.get("cached_input_tokens"),
+                    cache_write=rec.get("cache_write_tokens"),
+                    output=rec.get("output_tokens"),
+                    reasoning=rec.get("reasoning_tokens"),
+                    source=rec.get("token_source") or "estimated",
+                )
+            except UsageError:
+                usage = Usage(source="estimated")
             outcome = "ok" if rec.get("outcome") == "ok" else (rec.get("error_kind") or rec.get("outcome"))
             try:
                 rid = self.record(

@@ -25,6 +25,7 @@ from httpx_sse import EventSource
 from ..catalog import Catalog, ModelInfo
 from ..errors import AgentRouterError
 from ..settings import ProviderSettings, Settings
+from ..usage import Usage, counted
 from . import types as t
 from . import wire_anthropic, wire_gemini, wire_openai
 from .classify import classify, error_text, learned_limits, retry_after
@@ -33,7 +34,7 @@ from .health import Health
 from .keys import KeyPool, Secret, redact
 from .limits import Limiter
 from .shape import ShapeError
-from .state import MemoryState, StateStore
+from .state import StateStore, open_state
 
 log = logging.getLogger("agent_router.providers")
 
@@ -71,11 +72,7 @@ def needs_key(m: ModelInfo) -> bool:
 
 def default_state(settings: Settings) -> StateStore:
     """Redis-backed state shared by every process when `redis.url_env` is set, else this process's memory."""
-    if settings.redis.url_env:
-        from .shared_state import open_state
-
-        return open_state(settings)
-    return MemoryState()
+    return open_state(settings)
 
 
 class ProviderClient:
@@ -658,11 +655,11 @@ class ProviderClient:
             "model_name": m.name,
             "resolved_model": c.model if c is not None else None,
             "provider": m.provider,
-            "input_tokens": u.input_tokens if u else 0,
-            "cached_input_tokens": u.cached_input_tokens if u else 0,
-            "cache_write_tokens": u.cache_write_tokens if u else 0,
-            "output_tokens": u.output_tokens if u else 0,
-            "reasoning_tokens": u.reasoning_tokens if u else 0,
+            "input_tokens": u.input if u else 0,
+            "cached_input_tokens": u.cached_input if u else 0,
+            "cache_write_tokens": u.cache_write if u else 0,
+            "output_tokens": u.output if u else 0,
+            "reasoning_tokens": u.reasoning if u else 0,
             "token_source": u.source if u else "none",
             "latency_ms": latency,
             "outcome": "ok" if err is None else ("stream_broken" if err.kind == t.STREAM_BROKEN else "error"),
@@ -674,7 +671,7 @@ class ProviderClient:
         }
         if c is not None and u is not None:
             c.usage = u
-            self.limiter.add(m.alias, input_tokens=u.input_tokens, output_tokens=u.output_tokens)
+            self.limiter.add(m.alias, input_tokens=u.input, output_tokens=u.output)
         if err is not None:
             log.warning("%s attempt %d on %s failed: %s", kind, n, m.alias, rec["error"])
         if self.on_attempt is not None:
@@ -684,7 +681,7 @@ class ProviderClient:
                 log.exception("on_attempt callback failed")
         return rec
 
-    def _count(self, m: ModelInfo, req: t.Request, c: t.Completion) -> t.Usage:
+    def _count(self, m: ModelInfo, req: t.Request, c: t.Completion) -> Usage:
         """Usage the server did not report, counted offline."""
         if self.counter is None:
             from ..tokens import TokenCounter
@@ -694,7 +691,7 @@ class ProviderClient:
         out_text = c.text + "".join(tc.name + tc.arguments for tc in c.tool_calls)
         cout = self.counter.count_text(out_text, m.provider, m.name)
         source = "counted" if cin.source == "counted" and cout.source == "counted" else "estimated"
-        return t.Usage(input_tokens=cin.tokens, output_tokens=cout.tokens, source=source)
+        return counted(cin.tokens, cout.tokens, source)
 
 
 def parser_text(parser: Any) -> str:

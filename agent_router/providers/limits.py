@@ -47,8 +47,8 @@ class Limiter:
         """Seconds to wait before one more request fits every limit (inf when it never will)."""
         if not limits:
             return 0.0
-        admit = getattr(self.state, "acquire", None)
-        if admit is not None:  # a shared state (agent_router.providers.shared_state): count the call as it is admitted
+        if self.state.shared:  # other processes count too (Redis): admit atomically, counting the call now
+            admit = self.state.acquire
             wait = self._admit(admit, alias, limits, input_tokens)
             if wait or "output_tpm" not in limits:
                 return wait

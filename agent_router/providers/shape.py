@@ -8,8 +8,13 @@ another type is an error. Values are never quoted back: only their JSON type is 
 
 from __future__ import annotations
 
-import math
+import json
+from collections.abc import Callable
 from typing import Any
+
+from .. import usage
+from ..usage import Usage, UsageError, json_type
+from . import types as t
 
 
 class ShapeError(ValueError):
@@ -19,21 +24,13 @@ class ShapeError(ValueError):
         self.path = path
         super().__init__(f"{path}: expected {expected}, got {json_type(got)}")
 
-
-def json_type(v: Any) -> str:
-    if v is None:
-        return "null"
-    if isinstance(v, bool):
-        return "a boolean"
-    if isinstance(v, int | float):
-        return "a number"
-    if isinstance(v, str):
-        return "a string"
-    if isinstance(v, list):
-        return "an array"
-    if isinstance(v, dict):
-        return "an object"
-    return type(v).__name__
+    @classmethod
+    def of(cls, e: UsageError) -> ShapeError:
+        """The usage parsers' error (same message form) as a ShapeError: the client's `malformed`."""
+        err = cls.__new__(cls)
+        ValueError.__init__(err, str(e))
+        err.path = e.path or ""
+        return err
 
 
 def obj(v: Any, path: str, *, required: bool = False) -> dict[str, Any]:
@@ -73,13 +70,34 @@ def text(v: Any, path: str) -> str:
 
 
 def count(v: Any, path: str) -> int:
-    """A token count: a non-negative whole number (12 or 12.0); absent/null -> 0."""
-    if v is None:
-        return 0
-    if isinstance(v, bool) or not isinstance(v, int | float):
-        raise ShapeError(path, "a number", v)
-    if isinstance(v, float) and (not math.isfinite(v) or v != int(v)):
-        raise ShapeError(path, "a whole number", v)
-    if v < 0:
-        raise ShapeError(path, "a non-negative number", v)
-    return int(v)
+    """A token count or index: a non-negative whole number (12 or 12.0); absent/null -> 0."""
+    try:
+        return usage.count(v, path)
+    except UsageError as e:
+        raise ShapeError.of(e) from None
+
+
+def usage_of(parse: Callable[[Any, str], Usage], v: Any, path: str) -> Usage | None:
+    """A usage object read by one of agent_router.usage's parsers (`from_openai`...); absent/null/{} -> None."""
+    u = obj(v, path)
+    if not u:
+        return None
+    try:
+        return parse(u, path)
+    except UsageError as e:
+        raise ShapeError.of(e) from None
+
+
+def stream_chunk(data: str, model: str, partial: list[str]) -> dict[str, Any]:
+    """One JSON chunk of an OpenAI or Gemini event stream, as an object. An undecodable chunk, or one that
+    reports an error, breaks the stream (StreamBroken keeps the text received so far, `partial`)."""
+    try:
+        chunk = json.loads(data)
+    except (ValueError, RecursionError):
+        raise t.StreamBroken(f"undecodable stream chunk {data[:80]!r}", model=model, partial="".join(partial)) from None
+    chunk = obj(chunk, "chunk", required=True)
+    if chunk.get("error"):
+        raise t.StreamBroken(
+            f"server error mid-stream: {str(chunk['error'])[:300]}", model=model, partial="".join(partial)
+        )
+    return chunk

@@ -1,4 +1,5 @@
-"""What every provider call returns, and the errors it raises, whatever the wire format."""
+"""What every provider call returns, and the errors it raises, whatever the wire format. `Completion.usage`
+is agent_router.usage.Usage, the one token-count type (re-exported here for old imports)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import AgentRouterError
+from ..usage import Usage
 from .keys import redact
 
 # Error kinds, as recorded in attempt records (`error_kind`) and carried by ProviderError.kind.
@@ -94,18 +96,6 @@ class ToolCall:
             "type": "function",
             "function": {"name": self.name, "arguments": self.arguments},
         }
-
-
-@dataclass
-class Usage:
-    """Token counts, OpenAI convention: input includes cached and cache-write tokens, output reasoning."""
-
-    input_tokens: int = 0
-    output_tokens: int = 0
-    cached_input_tokens: int = 0
-    cache_write_tokens: int = 0
-    reasoning_tokens: int = 0
-    source: str = "provider"  # "provider" | "estimated" (the server reported none)
 
 
 @dataclass

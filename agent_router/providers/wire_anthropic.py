@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 from ..messages import content_text, data_url, tool_call_arguments
+from ..usage import StreamUsage, Usage, from_anthropic
 from . import shape as sh
 from . import types as t
 
@@ -144,17 +145,8 @@ def build(req: t.Request, model: str, provider: str, stream: bool, stream_usage:
     return body
 
 
-def _usage(v: Any, path: str = "usage") -> t.Usage:
-    u = sh.obj(v, path)
-    read = sh.count(u.get("cache_read_input_tokens"), f"{path}.cache_read_input_tokens")
-    write = sh.count(u.get("cache_creation_input_tokens"), f"{path}.cache_creation_input_tokens")
-    # Anthropic's input_tokens excludes cache reads and writes; we count them in, as OpenAI does.
-    return t.Usage(
-        input_tokens=sh.count(u.get("input_tokens"), f"{path}.input_tokens") + read + write,
-        output_tokens=sh.count(u.get("output_tokens"), f"{path}.output_tokens"),
-        cached_input_tokens=read,
-        cache_write_tokens=write,
-    )
+def _usage(v: Any, path: str = "usage") -> Usage | None:
+    return sh.usage_of(from_anthropic, v, path)
 
 
 def _finish(v: Any, path: str) -> str | None:
@@ -186,7 +178,7 @@ def parse(data: Any, model: str) -> t.Completion:
         text="".join(text),
         tool_calls=calls,
         finish_reason=_finish(stop, "stop_reason") or "other",
-        usage=_usage(data["usage"]) if data.get("usage") else t.Usage(source="estimated"),
+        usage=_usage(data.get("usage")) or Usage(source="estimated"),
         model=sh.text(data.get("model"), "model") or model,
         raw=data,
     )
@@ -198,7 +190,7 @@ class StreamParser:
         self.resolved = model
         self.text: list[str] = []
         self.blocks: dict[int, dict[str, str]] = {}
-        self.usage: dict[str, Any] = {}
+        self.usage = StreamUsage("anthropic")
         self.finish_reason: str | None = None
         self.done = False
 
@@ -214,7 +206,8 @@ class StreamParser:
         if kind == "message_start":
             msg = sh.obj(ev.get("message"), "event.message")
             self.resolved = sh.text(msg.get("model"), "event.message.model") or self.resolved
-            self._add_usage(msg.get("usage"), "event.message.usage")
+            _usage(msg.get("usage"), "event.message.usage")  # checked here, where the error names the event
+            self.usage.feed(ev)
         elif kind == "content_block_start":
             b = sh.obj(ev.get("content_block"), "event.content_block")
             if sh.text(b.get("type"), "event.content_block.type") == "tool_use":
@@ -239,7 +232,8 @@ class StreamParser:
         elif kind == "message_delta":
             delta = sh.obj(ev.get("delta"), "event.delta")
             self.finish_reason = _finish(delta.get("stop_reason"), "event.delta.stop_reason") or self.finish_reason
-            self._add_usage(ev.get("usage"), "event.usage")
+            _usage(ev.get("usage"), "event.usage")
+            self.usage.feed(ev)
         elif kind == "message_stop":
             self.done = True
         elif kind == "error":
@@ -250,11 +244,6 @@ class StreamParser:
                 partial="".join(self.text),
             )
         return []
-
-    def _add_usage(self, v: Any, path: str) -> None:
-        u = sh.obj(v, path)
-        _usage(u, path)  # checks each count's type now, where the error can name the event
-        self.usage.update({k: x for k, x in u.items() if x is not None})
 
     def finish(self) -> t.Completion:
         if not self.done:
@@ -269,6 +258,6 @@ class StreamParser:
             text="".join(self.text),
             tool_calls=calls,
             finish_reason=self.finish_reason or "other",
-            usage=_usage(self.usage) if self.usage else t.Usage(source="estimated"),
+            usage=self.usage.usage() if self.usage.seen else Usage(source="estimated"),
             model=self.resolved,
         )

@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 from ..messages import content_text, data_url, tool_call_arguments
+from ..usage import Usage, from_gemini
 from . import shape as sh
 from . import types as t
 
@@ -151,18 +152,8 @@ def build(req: t.Request, model: str, provider: str, stream: bool, stream_usage:
     return body
 
 
-def _usage(v: Any) -> t.Usage | None:
-    u = sh.obj(v, "usageMetadata")
-    if not u:
-        return None
-    thoughts = sh.count(u.get("thoughtsTokenCount"), "usageMetadata.thoughtsTokenCount")
-    return t.Usage(
-        input_tokens=sh.count(u.get("promptTokenCount"), "usageMetadata.promptTokenCount"),
-        # Gemini bills thinking as output; candidatesTokenCount leaves it out.
-        output_tokens=sh.count(u.get("candidatesTokenCount"), "usageMetadata.candidatesTokenCount") + thoughts,
-        cached_input_tokens=sh.count(u.get("cachedContentTokenCount"), "usageMetadata.cachedContentTokenCount"),
-        reasoning_tokens=thoughts,
-    )
+def _usage(v: Any) -> Usage | None:
+    return sh.usage_of(from_gemini, v, "usageMetadata")
 
 
 def _blocked(data: dict[str, Any], model: str) -> None:
@@ -181,7 +172,7 @@ class _Acc:
         self.text: list[str] = []
         self.calls: list[t.ToolCall] = []
         self.finish: str | None = None
-        self.usage: t.Usage | None = None
+        self.usage: Usage | None = None
 
     def add(self, data: Any) -> list[t.Delta]:
         data = sh.obj(data, "response")
@@ -225,7 +216,7 @@ class _Acc:
             text="".join(self.text),
             tool_calls=self.calls,
             finish_reason=finish,
-            usage=self.usage or t.Usage(source="estimated"),
+            usage=self.usage or Usage(source="estimated"),
             model=self.resolved,
             raw=raw,
         )
@@ -249,19 +240,7 @@ class StreamParser:
         self.model = model
 
     def feed(self, event: str, data: str) -> list[t.Delta]:
-        try:
-            chunk = json.loads(data)
-        except (ValueError, RecursionError):
-            raise t.StreamBroken(
-                f"undecodable stream chunk {data[:80]!r}", model=self.model, partial="".join(self.acc.text)
-            ) from None
-        chunk = sh.obj(chunk, "chunk", required=True)
-        if chunk.get("error"):
-            raise t.StreamBroken(
-                f"server error mid-stream: {str(chunk['error'])[:300]}",
-                model=self.model,
-                partial="".join(self.acc.text),
-            )
+        chunk = sh.stream_chunk(data, self.model, self.acc.text)
         return self.acc.add(chunk)
 
     def finish(self) -> t.Completion:

@@ -6,9 +6,9 @@ assembling streamed tool calls and noticing a stream that ends before `data: [DO
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
+from ..usage import Usage, from_openai
 from . import shape as sh
 from . import types as t
 
@@ -72,20 +72,8 @@ def build(req: t.Request, model: str, provider: str, stream: bool, stream_usage:
     return body
 
 
-def _usage(v: Any, path: str = "usage") -> t.Usage | None:
-    u = sh.obj(v, path)
-    if not u:
-        return None
-    pd = sh.obj(u.get("prompt_tokens_details"), f"{path}.prompt_tokens_details")
-    cd = sh.obj(u.get("completion_tokens_details"), f"{path}.completion_tokens_details")
-    cached = sh.count(pd.get("cached_tokens"), f"{path}.prompt_tokens_details.cached_tokens")
-    return t.Usage(
-        input_tokens=sh.count(u.get("prompt_tokens"), f"{path}.prompt_tokens"),
-        output_tokens=sh.count(u.get("completion_tokens"), f"{path}.completion_tokens"),
-        cached_input_tokens=cached or sh.count(u.get("prompt_cache_hit_tokens"), f"{path}.prompt_cache_hit_tokens"),
-        cache_write_tokens=0,
-        reasoning_tokens=sh.count(cd.get("reasoning_tokens"), f"{path}.completion_tokens_details.reasoning_tokens"),
-    )
+def _usage(v: Any, path: str = "usage") -> Usage | None:
+    return sh.usage_of(from_openai, v, path)
 
 
 def _text(content: Any, path: str) -> str:
@@ -131,7 +119,7 @@ def parse(data: Any, model: str) -> t.Completion:
         text=text,
         tool_calls=calls,
         finish_reason=finish,
-        usage=usage or t.Usage(source="estimated"),
+        usage=usage or Usage(source="estimated"),
         model=sh.text(data.get("model"), "model") or model,
         raw=data,
     )
@@ -146,26 +134,14 @@ class StreamParser:
         self.text: list[str] = []
         self.calls: dict[int, dict[str, str]] = {}
         self.finish_reason: str | None = None
-        self.usage: t.Usage | None = None
+        self.usage: Usage | None = None
         self.done = False
 
     def feed(self, event: str, data: str) -> list[t.Delta]:
         if data.strip() == "[DONE]":
             self.done = True
             return []
-        try:
-            chunk = json.loads(data)
-        except (ValueError, RecursionError):
-            raise t.StreamBroken(
-                f"undecodable stream chunk {data[:80]!r}", model=self.model, partial="".join(self.text)
-            ) from None
-        chunk = sh.obj(chunk, "chunk", required=True)
-        if chunk.get("error"):
-            raise t.StreamBroken(
-                f"server error mid-stream: {str(chunk['error'])[:300]}",
-                model=self.model,
-                partial="".join(self.text),
-            )
+        chunk = sh.stream_chunk(data, self.model, self.text)
         self.resolved = sh.text(chunk.get("model"), "chunk.model") or self.resolved
         self.usage = _usage(chunk.get("usage"), "chunk.usage") or self.usage
         out = []
@@ -205,6 +181,6 @@ class StreamParser:
             text="".join(self.text),
             tool_calls=calls,
             finish_reason=finish,
-            usage=self.usage or t.Usage(source="estimated"),
+            usage=self.usage or Usage(source="estimated"),
             model=self.resolved,
         )

@@ -11,7 +11,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..catalog import ModelInfo
 from ..hosts import HostAdapter
@@ -19,6 +19,9 @@ from ..learned.adaptive import SignalTracker
 from ..plugins import load_plugins
 from ..router import Decision, Router
 from ..settings import Settings
+
+if TYPE_CHECKING:
+    from ..compression import UtilityCaller
 
 log = logging.getLogger("agent_router.runtime")
 
@@ -53,7 +56,8 @@ class CallRecord:
 
 
 class Runtime:
-    """One configured pack: `Runtime(settings, adapter)`; the ledger opens from settings unless given."""
+    """One configured pack: `Runtime(settings, adapter)`; the ledger opens from settings unless given.
+    `utility_caller` is what compression's summaries ask (see agent_router.compression.UtilityCaller)."""
 
     def __init__(
         self,
@@ -62,8 +66,12 @@ class Runtime:
         ledger: Any = None,
         pm: Any = None,
         agent_name: str | None = None,
+        utility_caller: UtilityCaller | None = None,
     ):
         self.settings = settings
+        # fn(system, message, timeout_s) -> text: how compression's built-in summarizer asks the utility tier
+        # for this runtime (None: deterministic digests). The host adapter or the loop sets it.
+        self.utility_caller = utility_caller
         self.adapter = adapter
         self.pm = pm if pm is not None else load_plugins()
         self.router = Router(settings, pm=self.pm)

@@ -141,14 +141,7 @@ def provider_complete(client: Any) -> Complete:
         u = c.usage
         if u.source != "provider":  # the server reported none: leave counting (and its flag) to the hooks
             return Completion(c.text, None, by)
-        usage = Usage(
-            input=u.input_tokens,
-            output=max(u.output_tokens, u.reasoning_tokens),
-            cached_input=u.cached_input_tokens,
-            cache_write=u.cache_write_tokens,
-            reasoning=u.reasoning_tokens,
-        )
-        return Completion(c.text, usage, by)
+        return Completion(c.text, u, by)
 
     return complete
 
@@ -249,16 +242,14 @@ class ReferenceAgent:
     def run_turn(self, user_text: str) -> TurnResult:
         """One user turn. While it runs, compression's summaries go through this agent's utility calls (so
         they are routed, capped at routing.utility_max_tier and recorded like any utility call)."""
-        from ..compression import compressor as compression
-
-        previous = compression.get_utility_caller()
-        compression.set_utility_caller(
+        previous = self.rt.utility_caller
+        self.rt.utility_caller = (
             lambda system, message, timeout_s: self.rt.adapter.call_utility_model(self, system, message)
         )
         try:
             return self._run_turn(user_text)
         finally:
-            compression.set_utility_caller(previous)
+            self.rt.utility_caller = previous
 
     def _run_turn(self, user_text: str) -> TurnResult:
         self.messages.append({"role": "user", "content": user_text})
