@@ -165,6 +165,10 @@ def _within_budget(
     # The turn was routed on the conversation; the call carries the host's whole prompt (system prompt,
     # tools): its estimate is what the budget and the ledger should see.
     d.estimated_input_tokens, d.estimated_cost_usd = n_in, est
+    if d.shadow and d.shadow.get("model"):  # a shadow challenger's estimate on the same whole prompt
+        sm = rt.catalog.get(d.shadow["model"])
+        sn = rt.counter.count_messages(messages, sm.provider, sm.name).tokens
+        d.shadow["estimated_cost_usd"] = sm.estimate_cost(sn, d.estimated_output_tokens)
     chk = rt.ledger.check(est, conv)
     if chk.allowed:
         return d, chk.reservation_id

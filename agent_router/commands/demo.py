@@ -28,7 +28,7 @@ from ..plugins import load_plugins
 from ..providers import ProviderClient
 from ..runtime import core as rtmod
 from ..runtime.loop import ReferenceAdapter, ReferenceAgent, provider_complete
-from ..settings import Settings
+from ..settings import Settings, load
 
 # The session: (user message, what it shows).
 SCRIPT: list[tuple[str, str]] = [
@@ -133,14 +133,14 @@ def _answer(model: str, request: str) -> str:
     return " ".join(out)
 
 
-def demo_settings(base_url: str, ledger_path: str, budget_usd: float) -> Settings:
-    """Three models on the local server, priced by the packaged table; a per-conversation budget."""
+def demo_settings(base_url: str, ledger_path: str, budget_usd: float, overlay: Settings | None = None) -> Settings:
+    """Three models on the local server, priced by the packaged table; a per-conversation budget. From
+    `overlay` (the user's --settings) the routing experiment and the escalation section apply."""
 
     def model(name: str) -> dict[str, Any]:
         return {"provider": "openai_compatible", "name": name, "base_url": base_url}
 
-    return Settings.model_validate(
-        {
+    data: dict[str, Any] = {
             "models": {
                 "nano": model("gpt-4.1-nano"),
                 "mini": model("gpt-4.1-mini"),
@@ -158,7 +158,10 @@ def demo_settings(base_url: str, ledger_path: str, budget_usd: float) -> Setting
             "ledger": {"path": ledger_path},
             "providers": {"max_retries": 0},
         }
-    )
+    if overlay is not None:
+        data["routing"]["experiments"] = [e.model_dump() for e in overlay.routing.experiments]
+        data["escalation"] = overlay.escalation.model_dump()
+    return Settings.model_validate(data)
 
 
 class _Alerts:
@@ -173,7 +176,8 @@ class _Alerts:
 
 
 def run_demo(
-    ledger_path: str, budget_usd: float = DEFAULT_BUDGET, echo: Any = click.echo, keep: bool = True
+    ledger_path: str, budget_usd: float = DEFAULT_BUDGET, echo: Any = click.echo, keep: bool = True,
+    overlay: Settings | None = None,
 ) -> dict[str, Any]:
     """Run the scripted session; return {"turns": [...], "report": costs(...), "alerts": [...]}."""
     pm = load_plugins()
@@ -185,7 +189,7 @@ def run_demo(
     pm.register(alerts, name="agent-router-demo-alerts")
     try:
         with DemoServer(scripted_reply) as srv:
-            settings = demo_settings(srv.base_url, ledger_path, budget_usd)
+            settings = demo_settings(srv.base_url, ledger_path, budget_usd, overlay)
             ledger = Ledger.from_settings(settings, pm=pm)
             rt = rtmod.Runtime(settings, ReferenceAdapter(), ledger=ledger, pm=pm, agent_name="demo")
             prev = rtmod.activate(rt)
@@ -283,10 +287,18 @@ def register_commands(cli: click.Group) -> None:
     show_default=True,
     help="Per-conversation budget in USD for the session.",
 )
-def demo_cmd(ledger_path: str | None, budget_usd: float) -> None:
+@click.option(
+    "--settings",
+    "settings_path",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Take routing.experiments and escalation from this settings file (models stay the demo's).",
+)
+def demo_cmd(ledger_path: str | None, budget_usd: float, settings_path: str | None) -> None:
     """Run a scripted agent session offline against a local OpenAI-compatible server (127.0.0.1)."""
+    overlay = load(settings_path) if settings_path else None
     if ledger_path is not None:
-        run_demo(ledger_path, budget_usd)
+        run_demo(ledger_path, budget_usd, overlay=overlay)
         return
     with tempfile.TemporaryDirectory(prefix="agent-router-demo-") as tmp:
-        run_demo(str(Path(tmp) / "ledger.db"), budget_usd, keep=False)
+        run_demo(str(Path(tmp) / "ledger.db"), budget_usd, keep=False, overlay=overlay)
