@@ -223,3 +223,29 @@ def test_ask_with_a_forced_tier_is_not_escalated(tmp_path):
 
 def test_the_hooks_module_exposes_the_pending_escalation_type():
     assert host_loop.PendingEscalation.__dataclass_fields__.keys() >= {"call_id", "failed", "why"}
+
+
+def test_the_settings_know_every_answer_check_and_reject_unknown_ones():
+    from agent_router.errors import SettingsError
+    from agent_router.escalation import CHECKS
+    from agent_router.settings import parse
+
+    assert tuple(Settings().escalation.checks) == CHECKS
+    with pytest.raises(SettingsError, match=r"escalation\.checks.*unknown check"):
+        parse({"escalation": {"checks": ["truncated", "vibes"]}})
+
+
+def test_a_quality_target_the_weights_were_not_calibrated_to_is_an_error_naming_the_setting():
+    from agent_router.errors import AgentRouterError
+    from agent_router.escalation.escalate import decide
+
+    s = Settings.model_validate({"escalation": {"enabled": True, "scorer": True, "quality_target": 0.9}})
+    r = Router(s)
+    msgs = [{"role": "user", "content": "hi"}]
+    with pytest.raises(AgentRouterError, match=r"escalation\.quality_target 0\.9 .* set escalation\.score_threshold"):
+        decide(r, r.route(msgs), msgs, "hello")
+    s2 = Settings.model_validate({"escalation": {"enabled": True, "scorer": True, "score_threshold": 0.0}})
+    r2 = Router(s2)
+    esc = decide(r2, r2.route(msgs), msgs, "Hello! How can I help?")
+    assert esc.escalate and esc.findings == [] and esc.decision.tier == "chat"  # the scorer alone said so
+    assert esc.reasons[0].startswith("escalation score")
