@@ -113,9 +113,9 @@ def ask_cmd(
                 c2 = _ask_call(router, ledger, esc.decision, chk2, messages, opts, stream and not as_json, [None],
                                escalated_from=first_row[0])
                 calls.append((esc.decision, c2))
+        if not stream and not as_json:  # printed before the ledger closes: a paid answer is never lost
+            click.echo(calls[-1][1].text)
     d, c = calls[-1]
-    if not stream and not as_json:
-        click.echo(c.text)
     u = c.usage
     cost, price_source = router.catalog.cost(
         c.alias, u.input_tokens, u.output_tokens, u.cached_input_tokens, u.cache_write_tokens
