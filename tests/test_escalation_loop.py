@@ -249,3 +249,42 @@ def test_a_quality_target_the_weights_were_not_calibrated_to_is_an_error_naming_
     esc = decide(r2, r2.route(msgs), msgs, "Hello! How can I help?")
     assert esc.escalate and esc.findings == [] and esc.decision.tier == "chat"  # the scorer alone said so
     assert esc.reasons[0].startswith("escalation score")
+
+
+def test_protocol_replies_are_read_as_the_tool_call_they_stand_for_and_hostile_ones_do_not_raise():
+    from agent_router.escalation.checks import run_checks
+    from agent_router.escalation.escalate import protocol_tool_calls
+
+    msgs = [{"role": "user", "content": "hi"}]
+    ok = '{"tool_name": "response", "tool_args": {"text": "4"}}\n\nthat is all'
+    assert run_checks(msgs, ok, tool_calls=protocol_tool_calls(ok)) == []
+    bad = protocol_tool_calls(CHEAP["broken"])
+    assert [f.check for f in run_checks(msgs, CHEAP["broken"], tool_calls=bad)] == ["json_unparseable"]
+    assert protocol_tool_calls("plain prose") is None
+    for hostile in ("{" + "[" * 50_000, "{" * 300_000, '{"a": "' + "x" * 1_000_000):
+        calls = protocol_tool_calls(hostile)
+        run_checks(msgs, hostile, tool_calls=calls)  # bounded, never raises
+
+
+def test_a_ceiling_or_the_latency_budget_keeps_a_failed_answer_and_says_why():
+    from agent_router.escalation.escalate import decide
+
+    msgs = [{"role": "user", "content": "hi"}]
+    refusal = "I'm sorry, but I can't help with that."
+    s = Settings.model_validate({"escalation": {"enabled": True, "latency_budget_ms": 1500}})
+    r = Router(s)
+    d = r.route(msgs)
+    assert d.tier == "utility"
+    capped = decide(r, d, msgs, refusal, context={"max_tier": "utility"})
+    assert capped.failed and not capped.escalate and "limits keep the call at utility" in capped.blocked
+    slow = decide(r, d, msgs, refusal, latency_ms=1000)  # + the chat model's expected 800 ms > 1500
+    assert not slow.escalate and slow.blocked.startswith("latency budget 1500 ms")
+    fast = decide(r, d, msgs, refusal, latency_ms=100)
+    assert fast.escalate and fast.decision.tier == "chat"
+    util = decide(r, r.route(msgs, {"call_kind": "utility"}), msgs, refusal,
+                  context={"call_kind": "utility", "max_tier": None})
+    assert util.escalate and util.decision.tier == "chat"  # routing.utility_max_tier (chat) allows one step
+    s2 = Settings.model_validate({"escalation": {"enabled": True}, "routing": {"utility_max_tier": "utility"}})
+    r2 = Router(s2)
+    held = decide(r2, r2.route(msgs, {"call_kind": "utility"}), msgs, refusal, context={"call_kind": "utility"})
+    assert not held.escalate and "utility" in held.blocked

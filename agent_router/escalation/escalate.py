@@ -19,6 +19,7 @@ stops it, `Escalation.blocked` says which, and the failed answer stands.
 from __future__ import annotations
 
 import functools
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,7 +28,7 @@ from ..catalog import TIER_RANK
 from ..errors import AgentRouterError
 from ..router import Decision, Router
 from ..settings import TIERS, EscalationSettings
-from .checks import Finding, run_checks
+from .checks import MAX_PARSE, Finding, run_checks
 from .scorer import EscalationScorer, load_scorer
 
 SIGNAL = "answer_check"  # the implicit verdict's signal on an answer the checks failed
@@ -109,8 +110,13 @@ def protocol_tool_calls(text: str) -> list[dict[str, Any]] | None:
     """A reply in Agent Zero's protocol (one JSON object `{"tool_name": ..., "tool_args": ...}` as text) as the
     tool call it stands for, so the tool-call checks read it; None when the reply is not JSON-shaped."""
     s = text.strip() if isinstance(text, str) else ""
-    if not s.startswith("{"):
+    if not s.startswith("{") or len(s) > MAX_PARSE:
         return None
+    try:  # the first object counts, as the host's parser reads it; text after it is the host's business
+        obj, _ = json.JSONDecoder().raw_decode(s)
+        s = json.dumps(obj)
+    except (ValueError, RecursionError):
+        pass  # broken: the checks report why
     return [{"type": "function", "function": {"name": "reply", "arguments": s}}]
 
 
