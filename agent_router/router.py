@@ -16,6 +16,7 @@ estimated within the remaining budget.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import threading
 from dataclasses import dataclass, field
@@ -25,7 +26,7 @@ from . import messages as msgs
 from .analyzer import Analysis
 from .catalog import TIER_RANK, Catalog, ModelInfo
 from .errors import AgentRouterError
-from .settings import TIERS, Settings
+from .settings import TIERS, Settings, challenger_settings
 from .tokens import TokenCounter
 
 
@@ -53,6 +54,8 @@ class Decision:
     token_source: str
     fallbacks: list[str] = field(default_factory=list)
     strategy: str = "balanced"
+    arm: str | None = None  # routing experiment arm (<experiment>:live | :control | :challenger)
+    shadow: dict[str, Any] | None = None  # a shadow challenger's choice: experiment, tier, model, estimated cost
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -68,7 +71,15 @@ class Decision:
             "fallbacks": self.fallbacks,
             "reasons": self.reasons,
             "analysis": self.analysis.to_dict(),
+            **({"arm": self.arm} if self.arm else {}),
+            **({"shadow": self.shadow} if self.shadow else {}),
         }
+
+
+def ab_bucket(experiment: str, conversation_id: str) -> float:
+    """A stable number in [0, 1) for a conversation in an experiment (the same in every process and run)."""
+    h = hashlib.blake2b(f"{experiment}\x00{conversation_id}".encode(), digest_size=8).digest()
+    return int.from_bytes(h, "big") / 2**64
 
 
 def tier_for_score(score: float, settings: Settings) -> str:
@@ -103,6 +114,7 @@ class Router:
         self.counter = counter or TokenCounter(self.settings.tokens.cache_dir)
         self._rr: dict[str, itertools.count[int]] = {t: itertools.count() for t in TIERS}
         self._lock = threading.Lock()
+        self._challengers: dict[str, Router] = {}
 
     # -- analysis ------------------------------------------------------------------------------------------
     def analyze(self, messages: list[dict[str, Any]], context: dict[str, Any] | None = None) -> Analysis:
@@ -117,6 +129,39 @@ class Router:
 
     # -- routing -------------------------------------------------------------------------------------------
     def route(self, messages: list[dict[str, Any]], context: dict[str, Any] | None = None) -> Decision:
+        """The decision for one call. With a routing experiment (routing.experiments) the challenger policy
+        routes it too: in shadow its choice rides along in `Decision.shadow`; in an A/B test a stable hash of
+        the conversation id picks the arm whose decision is returned (`Decision.arm` says which)."""
+        if not self.settings.routing.experiments:
+            return self._route(messages, context)
+        ex = self.settings.routing.experiments[0]
+        ctx = context or {}
+        if ex.mode == "ab":
+            conv = ctx.get("conversation_id")
+            on = conv is not None and ab_bucket(ex.name, str(conv)) < ex.share
+            d = (self._challenger(ex).route if on else self._route)(messages, context)
+            d.arm = f"{ex.name}:{'challenger' if on else 'control'}"
+            return d
+        d = self._route(messages, context)
+        d.arm = f"{ex.name}:live"
+        try:
+            c = self._challenger(ex).route(messages, context)
+            d.shadow = {"experiment": ex.name, "tier": c.tier, "model": c.model,
+                        "estimated_cost_usd": c.estimated_cost_usd}
+        except AgentRouterError as e:  # the challenger's own limits refused it: recorded, never raised
+            d.shadow = {"experiment": ex.name, "error": str(e)[:200]}
+        return d
+
+    def _challenger(self, ex: Any) -> Router:
+        with self._lock:
+            r = self._challengers.get(ex.name)
+            if r is None:
+                r = self._challengers[ex.name] = Router(
+                    challenger_settings(self.settings, ex), counter=self.counter, pm=self._pm
+                )
+            return r
+
+    def _route(self, messages: list[dict[str, Any]], context: dict[str, Any] | None = None) -> Decision:
         ctx = context or {}
         messages = msgs.validate(messages)
         analysis = self.analyze(messages, ctx)
@@ -160,6 +205,10 @@ class Router:
             if strategy == "quality_first" and tier != "premium" and wanted_model is None:
                 tier = TIERS[TIER_RANK[tier] + 1]
                 reasons.append(f"quality_first: one tier up -> {tier}")
+            esc = s.escalation
+            if esc.active and esc.mode == "hybrid" and tier != "premium" and analysis.score >= esc.hybrid_threshold:
+                tier = "premium"
+                reasons.append(f"hybrid: score {analysis.score:.2f} >= {esc.hybrid_threshold} -> premium, no cheap try")
         ceiling = self._ceiling(ctx, kind)
         if ceiling is not None and TIER_RANK[tier] > TIER_RANK[ceiling]:
             tier = ceiling

@@ -24,6 +24,11 @@ TASK_TYPES: tuple[str, ...] = (
     "chat", "code", "math", "reasoning", "research", "creative", "extraction", "vision",
 )
 TaskType = Literal["chat", "code", "math", "reasoning", "research", "creative", "extraction", "vision"]
+# The answer checks of agent_router.escalation.checks.CHECKS (a test keeps the two lists equal).
+_ESCALATION_CHECKS: tuple[str, ...] = (
+    "empty", "truncated", "code_unparseable", "json_unparseable", "refusal", "ask_back", "repetition",
+    "wrong_language", "arithmetic_slip",
+)
 Strategy = Literal["cost_optimized", "balanced", "quality_first", "latency", "round_robin", "manual"]
 
 
@@ -149,6 +154,36 @@ class RoutingSettings(_Model):
     manual_model: str | None = Field(None, description="Model alias used by the `manual` strategy.")
     utility_max_tier: Tier = Field(
         "chat", description="Highest tier a utility call (summaries, memory) may be routed to."
+    )
+    experiments: list[Experiment] = Field(
+        default_factory=list, max_length=1,
+        description="A challenger policy run in shadow or on a share of conversations (A/B), one at a time; "
+        "see docs/escalation.md.",
+    )
+
+
+class Experiment(_Model):
+    """A challenger routing policy tried beside the live one (see docs/escalation.md, Experiments)."""
+
+    name: str = Field(
+        ..., min_length=1, max_length=40, pattern=r"^[A-Za-z0-9_.-]{1,40}$",
+        description="Name of the experiment; the ledger's `arm` column reads `<name>:live`, `<name>:control` or "
+        "`<name>:challenger`.",
+    )
+    mode: Literal["shadow", "ab"] = Field(
+        "shadow",
+        description="shadow: the challenger routes every call too, its choice and estimated cost are recorded "
+        "beside the live decision and it is never called; ab: a stable hash of the conversation id sends each "
+        "conversation to one arm, `share` of them to the challenger.",
+    )
+    share: float = Field(
+        0.5, ge=0, le=1, description="ab: share of conversations routed by the challenger (calls without a "
+        "conversation id stay on the live policy)."
+    )
+    challenger: dict[str, Any] = Field(
+        default_factory=dict,
+        description="A settings fragment merged over these settings for the challenger, e.g. "
+        "{'routing': {'thresholds': {'low': 0.2, 'high': 0.6}}} or {'learned': {'enabled': false}}.",
     )
 
 
@@ -483,6 +518,60 @@ class LearnedSettings(_Model):
     )
 
 
+class EscalationSettings(_Model):
+    """Check a cheaper tier's answer and re-ask the same call one tier up when it visibly failed."""
+
+    enabled: bool = Field(False, description="Check answers of tiers below the top one and escalate failures.")
+    mode: Literal["off", "escalate", "hybrid"] = Field(
+        "escalate",
+        description="off: never; escalate: re-ask one tier up when the checks (and the scorer, if on) say the "
+        "answer failed; hybrid: the same, and requests the router scores at or above `hybrid_threshold` go "
+        "straight to premium without the cheap try.",
+    )
+    checks: list[str] = Field(
+        default_factory=lambda: list(_ESCALATION_CHECKS),
+        description="Answer checks that escalate when they fire: empty, truncated, code_unparseable, "
+        "json_unparseable, refusal, ask_back, repetition, wrong_language, arithmetic_slip.",
+    )
+    scorer: bool = Field(
+        False,
+        description="Also escalate when the learned escalation scorer's predicted gain reaches its threshold "
+        "(the packaged weights know math word problems best; see docs/escalation.md).",
+    )
+    scorer_weights: str | None = Field(
+        None, description="Escalation weights file (`agent-router score --escalate --train`); default: packaged."
+    )
+    quality_target: float = Field(
+        0.95, gt=0, le=1,
+        description="Quality target the scorer's threshold must be calibrated to (share of the next tier's "
+        "quality kept); the weights' calibrated target must match unless `score_threshold` is set.",
+    )
+    score_threshold: float | None = Field(
+        None, ge=0, le=1, description="Scorer threshold to use instead of the weights' calibrated one."
+    )
+    latency_budget_ms: float | None = Field(
+        None, gt=0,
+        description="No escalation when the cheap call's latency plus the next model's expected latency "
+        "(models.<alias>.latency_ms) would exceed this many milliseconds.",
+    )
+    hybrid_threshold: float = Field(
+        0.85, ge=0, le=1,
+        description="hybrid: complexity (or learned need) score at or above which a request skips the cheap try.",
+    )
+
+    @field_validator("checks")
+    @classmethod
+    def _known_checks(cls, v: list[str]) -> list[str]:
+        bad = [c for c in v if c not in _ESCALATION_CHECKS]
+        if bad:
+            raise ValueError(f"unknown check(s) {bad}; known: {', '.join(_ESCALATION_CHECKS)}")
+        return v
+
+    @property
+    def active(self) -> bool:
+        return self.enabled and self.mode != "off"
+
+
 class ToolPolicySettings(_Model):
     """What the agent may choose by itself through the `switch_model` tool."""
 
@@ -632,6 +721,9 @@ class Settings(_Model):
     tool_policy: ToolPolicySettings = Field(
         default_factory=ToolPolicySettings, description="Policy of the agent's `switch_model` tool."
     )
+    escalation: EscalationSettings = Field(
+        default_factory=EscalationSettings, description="Check cheaper answers and escalate failures one tier up."
+    )
     providers: ProviderSettings = Field(
         default_factory=ProviderSettings, description="Direct model API calls and transcription."
     )
@@ -671,6 +763,8 @@ class Settings(_Model):
             problems.append(f"routing.manual_model: unknown model alias {mm!r}")
         if self.routing.strategy == "manual" and mm is None:
             problems.append("routing.manual_model: required when routing.strategy is 'manual'")
+        for i, ex in enumerate(self.routing.experiments):
+            problems += experiment_problems(self, i, ex)
         if problems:
             raise ValueError("; ".join(problems))
         return self
@@ -681,6 +775,33 @@ class Settings(_Model):
             if alias in self.tiers.get(tier, []):
                 return tier
         return None
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def challenger_settings(settings: Settings, ex: Experiment) -> Settings:
+    """The settings a challenger routes with: `ex.challenger` merged over `settings`, without experiments."""
+    data = settings.model_dump(by_alias=True, exclude_none=True)
+    data = _merge(data, ex.challenger)
+    data.setdefault("routing", {})["experiments"] = []
+    return Settings.model_validate(data)
+
+
+def experiment_problems(settings: Settings, i: int, ex: Experiment) -> list[str]:
+    """Why experiment `i`'s challenger fragment does not make valid settings (empty when it does)."""
+    if "experiments" in (ex.challenger.get("routing") or {}):
+        return [f"routing.experiments[{i}].challenger.routing.experiments: a challenger cannot hold experiments"]
+    try:
+        challenger_settings(settings, ex)
+    except ValidationError as err:
+        where = f"routing.experiments[{i}].challenger"
+        return [f"{where}{path[1:]}: {msg}" for path, msg in _problems(err)]
+    return []
 
 
 # Built-in offline defaults: three tiers of widely used models priced by the packaged table.

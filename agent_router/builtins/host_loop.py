@@ -11,6 +11,11 @@ Flow of one loop iteration:
   util_model_call_before/after  the same for utility calls, routed no higher than routing.utility_max_tier
   tool_execute_after          a tool that failed on the answer: an implicit bad verdict on that call
 
+Escalation (settings.escalation, agent_router.escalation.escalate): chat_model_call_after checks the answer of a
+main call below the top tier; when it failed, the checks' reasons go into its ledger row with a bad verdict
+(signal "answer_check"), and the conversation's next main call -- the reference loop re-asks at once, a host
+that already streamed the answer retries the step itself -- goes one tier up, linked by `escalated_from`.
+
 Implicit verdicts (the runtime's SignalTracker): after each recorded answer (the iteration's own chat call) the
 request it answered is remembered; the same request sent again marks the earlier answer bad ("retry"), and so
 do a failing tool run on it ("tool_error") and the agent escalating with switch_model ("switch_model", in
@@ -20,6 +25,7 @@ agent_router.runtime.switch).
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..errors import InputError
@@ -30,6 +36,23 @@ from ..usage import Usage, counted, normalize
 if TYPE_CHECKING:  # imported by the hooks when they run: loading the plugins (and `agent-router --help`) stays light
     from ..router import Decision
     from ..runtime import core as rtmod
+
+
+@dataclass
+class PendingEscalation:
+    """A main call whose answer failed the checks: the conversation's next main call goes one tier up."""
+
+    call_id: int | None  # its ledger row
+    failed: Decision  # its decision (the tier to go above)
+    why: str  # the checks' reasons, joined
+
+
+def _escalation_context(rt: rtmod.Runtime, conv: str) -> dict[str, Any]:
+    ctx: dict[str, Any] = {"call_kind": "chat", **rt.ledger.budget_context(conv)}
+    st = rt.state(conv)
+    if st.turn_override:
+        ctx["override"] = st.turn_override
+    return ctx
 
 
 def compress_prompt(rt: rtmod.Runtime, messages: list[dict[str, Any]], decision: Decision) -> Any | None:
@@ -112,12 +135,22 @@ def _before(agent: Any, call_data: Any, kind: str) -> None:
     # The router holds utility calls (and their fallbacks) at or below routing.utility_max_tier, even when a
     # named model (manual strategy, task preference) sits above it.
     override = st.turn_override if main else None
+    escalated_from = None
+    if main and st.escalation is not None:  # the previous answer failed its checks: this call goes one up
+        from ..escalation.escalate import route_up
+
+        pending, st.escalation = st.escalation, None
+        up, _ = route_up(rt.router, pending.failed, messages, _escalation_context(rt, conv), pending.why)
+        if up is not None:
+            decision, escalated_from = up, pending.call_id
+            override = {"tier": up.tier, "reason": "escalation"}
     decision, reservation = _within_budget(rt, conv, decision, messages, kind, override)
     if main:
         st.decision = decision
     model = rt.catalog.get(decision.model)
     ad.set_model(agent, call_data, model, kind)
-    rec = rtmod.CallRecord(kind, conv, model, decision, messages, rtmod.now(), reservation, main=main)
+    rec = rtmod.CallRecord(kind, conv, model, decision, messages, rtmod.now(), reservation, main=main,
+                           escalated_from=escalated_from)
     if main and st.saved is not None:
         rec.saved, st.saved = st.saved, None
     rt.begin_call(call_data, rec)
@@ -141,6 +174,10 @@ def _within_budget(
     # The turn was routed on the conversation; the call carries the host's whole prompt (system prompt,
     # tools): its estimate is what the budget and the ledger should see.
     d.estimated_input_tokens, d.estimated_cost_usd = n_in, est
+    if d.shadow and d.shadow.get("model"):  # a shadow challenger's estimate on the same whole prompt
+        sm = rt.catalog.get(d.shadow["model"])
+        sn = rt.counter.count_messages(messages, sm.provider, sm.name).tokens
+        d.shadow["estimated_cost_usd"] = sm.estimate_cost(sn, d.estimated_output_tokens)
     chk = rt.ledger.check(est, conv)
     if chk.allowed:
         return d, chk.reservation_id
@@ -182,6 +219,11 @@ def _after(agent: Any, call_data: Any, response: Any, kind: str) -> None:
         text = ad.response_text(response, rec.reasoning)
         n_out = rt.counter.count_text(text, m.provider, m.name)
         usage = counted(n_in.tokens, n_out.tokens, "counted" if n_in.source == "counted" else "estimated")
+    esc = _check_answer(rt, rec, response, latency_ms) if rec.main and kind == "chat" else None
+    reasons = None
+    if esc is not None and esc.failed and rec.decision is not None:
+        then = f"re-asked on {esc.decision.model} ({esc.decision.tier})" if esc.decision else f"kept ({esc.blocked})"
+        reasons = [*rec.decision.reasons, f"answer check failed, {then}: " + "; ".join(esc.reasons)]
     call_id = rt.record(
         model=m.name,
         requested_model=m.alias,
@@ -191,14 +233,40 @@ def _after(agent: Any, call_data: Any, response: Any, kind: str) -> None:
         conversation_id=rec.conversation_id,
         tier=m.tier,
         decision=rec.decision,
+        reasons=reasons,
         latency_ms=latency_ms,
         reservation_id=rec.reservation_id,
         tokens_saved=rec.saved[0],
         saved_usd=rec.saved[1],
         prompt=rec.messages,  # stored only when ledger.store_prompts is on (keys masked by the ledger)
+        escalated_from=rec.escalated_from,
     )
     if rec.main and call_id is not None:
         _track_answer(rt, rec.conversation_id, call_id)
+    if esc is not None and esc.failed:
+        from ..escalation.escalate import SIGNAL
+
+        if call_id is not None:  # the failed answer is a recorded verdict, whether or not it is re-asked
+            rt.signals.on_check_failed(call_id, SIGNAL)
+        if esc.decision is not None and rec.decision is not None:
+            rt.state(rec.conversation_id).escalation = PendingEscalation(
+                call_id, rec.decision, "; ".join(esc.reasons)[:600]
+            )
+
+
+def _check_answer(rt: rtmod.Runtime, rec: rtmod.CallRecord, response: Any, latency_ms: float) -> Any | None:
+    """The escalation verdict on a main call's answer (agent_router.escalation.escalate.decide), or None when
+    escalation is off, the call re-asked a failed one already, or it was not routed."""
+    if not rt.settings.escalation.active or rec.escalated_from is not None or rec.decision is None:
+        return None
+    from ..escalation.escalate import decide, protocol_tool_calls
+
+    text = rt.adapter.response_text(response)
+    tool_calls = getattr(response, "tool_calls", None) or protocol_tool_calls(text)
+    return decide(
+        rt.router, rec.decision, rec.messages, text, finish_reason=getattr(response, "finish_reason", None),
+        tool_calls=tool_calls, context=_escalation_context(rt, rec.conversation_id), latency_ms=latency_ms,
+    )
 
 
 def _track_answer(rt: rtmod.Runtime, conv: str, call_id: int) -> None:
@@ -238,6 +306,7 @@ def record_failure(agent: Any, call_data: Any, error: BaseException) -> None:
         latency_ms=(rtmod.now() - rec.started) * 1000.0,
         outcome=f"error: {kind}",
         reservation_id=rec.reservation_id,
+        escalated_from=rec.escalated_from,
     )
 
 

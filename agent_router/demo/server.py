@@ -18,7 +18,8 @@ from typing import Any
 from ..messages import text_of
 from ..tokens import TokenCounter
 
-Reply = Callable[[str, list[dict[str, Any]]], str]
+# A reply is the answer's text, or (text, finish_reason) to play e.g. an answer cut at the token limit ("length").
+Reply = Callable[[str, list[dict[str, Any]]], "str | tuple[str, str]"]
 
 
 def echo_reply(model: str, messages: list[dict[str, Any]]) -> str:
@@ -75,11 +76,17 @@ class DemoServer:
 
     # -- request handling --------------------------------------------------------------------------------
     def answer(self, body: dict[str, Any]) -> tuple[str, dict[str, int]]:
+        text, usage, _ = self.answer_full(body)
+        return text, usage
+
+    def answer_full(self, body: dict[str, Any]) -> tuple[str, dict[str, int], str]:
+        """The reply's text, its usage and its finish_reason ("stop" unless the reply says otherwise)."""
         model = str(body.get("model") or "")
         messages = body.get("messages")
         if not isinstance(messages, list) or not messages:
             raise ValueError("'messages' must be a non-empty list")
-        text = self.reply(model, messages)
+        out = self.reply(model, messages)
+        text, finish = out if isinstance(out, tuple) else (out, "stop")
         prompt = self.counter.count_messages(messages, "openai", model).tokens
         completion = self.counter.count_text(text, "openai", model).tokens
         with self._lock:
@@ -88,7 +95,7 @@ class DemoServer:
             "prompt_tokens": prompt,
             "completion_tokens": completion,
             "total_tokens": prompt + completion,
-        }
+        }, finish
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:
         server = self
@@ -122,7 +129,7 @@ class DemoServer:
                     body = json.loads(self.rfile.read(n) or b"null")
                     if not isinstance(body, dict):
                         raise ValueError("the body must be a JSON object")
-                    text, usage = server.answer(body)
+                    text, usage, finish = server.answer_full(body)
                 except (ValueError, json.JSONDecodeError) as e:
                     self._send(400, {"error": {"message": str(e), "type": "invalid_request_error"}})
                     return
@@ -141,7 +148,7 @@ class DemoServer:
                                 {
                                     "index": 0,
                                     "message": {"role": "assistant", "content": text},
-                                    "finish_reason": "stop",
+                                    "finish_reason": finish,
                                 }
                             ],
                             **({"usage": usage} if server.report_usage else {}),
@@ -168,7 +175,7 @@ class DemoServer:
                             "choices": [{"index": 0, "delta": {"content": piece}, "finish_reason": None}],
                         }
                     )
-                event({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
+                event({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": finish}]})
                 if server.report_usage and (body.get("stream_options") or {}).get("include_usage"):
                     event({**base, "choices": [], "usage": usage})
                 event("[DONE]")

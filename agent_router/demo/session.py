@@ -130,14 +130,14 @@ def _answer(model: str, request: str) -> str:
     return " ".join(out)
 
 
-def demo_settings(base_url: str, ledger_path: str, budget_usd: float) -> Settings:
-    """Three models on the local server, priced by the packaged table; a per-conversation budget."""
+def demo_settings(base_url: str, ledger_path: str, budget_usd: float, overlay: Settings | None = None) -> Settings:
+    """Three models on the local server, priced by the packaged table; a per-conversation budget. From
+    `overlay` (the user's --settings) the routing experiment and the escalation section apply."""
 
     def model(name: str) -> dict[str, Any]:
         return {"provider": "openai_compatible", "name": name, "base_url": base_url}
 
-    return Settings.model_validate(
-        {
+    data: dict[str, Any] = {
             "models": {
                 "nano": model("gpt-4.1-nano"),
                 "mini": model("gpt-4.1-mini"),
@@ -155,7 +155,10 @@ def demo_settings(base_url: str, ledger_path: str, budget_usd: float) -> Setting
             "ledger": {"path": ledger_path},
             "providers": {"max_retries": 0},
         }
-    )
+    if overlay is not None:
+        data["routing"]["experiments"] = [e.model_dump() for e in overlay.routing.experiments]
+        data["escalation"] = overlay.escalation.model_dump()
+    return Settings.model_validate(data)
 
 
 class _Alerts:
@@ -170,7 +173,8 @@ class _Alerts:
 
 
 def run_demo(
-    ledger_path: str, budget_usd: float = DEFAULT_BUDGET, echo: Callable[[str], Any] = print, keep: bool = True
+    ledger_path: str, budget_usd: float = DEFAULT_BUDGET, echo: Callable[[str], Any] = print, keep: bool = True,
+    overlay: Settings | None = None,
 ) -> dict[str, Any]:
     """Run the scripted session, printing each turn with `echo`; return {"turns": [...], "report":
     costs(...), "alerts": [...], "requests": n}."""
@@ -183,7 +187,7 @@ def run_demo(
     pm.register(alerts, name="agent-router-demo-alerts")
     try:
         with DemoServer(scripted_reply) as srv:
-            settings = demo_settings(srv.base_url, ledger_path, budget_usd)
+            settings = demo_settings(srv.base_url, ledger_path, budget_usd, overlay)
             ledger = Ledger.from_settings(settings, pm=pm)
             rt = rtmod.Runtime(settings, ReferenceAdapter(), ledger=ledger, pm=pm, agent_name="demo")
             prev = rtmod.activate(rt)

@@ -524,6 +524,10 @@ class SignalTracker:
             return None  # the same sending, a later step of its turn
         return self._flag(prev[0], "retry")
 
+    def on_check_failed(self, call_id: int, signal: str = "answer_check") -> int | None:
+        """The answer checks failed this call's answer (agent_router.escalation): a verdict, at most one per call."""
+        return self._flag(call_id, signal)
+
     def on_switch_model(self, conversation_id: str) -> int | None:
         """The agent asked for a stronger model: the last answer in this conversation was not good enough."""
         prev = self._last.get(conversation_id)

@@ -203,6 +203,7 @@ class Ledger:
         latency_ms: float | None = None,
         outcome: str = "ok",
         fallback_of: int | None = None,
+        escalated_from: int | None = None,
         reasons: Iterable[str] | None = None,
         decision: Any = None,
         cost_usd: float | None = None,
@@ -225,6 +226,7 @@ class Ledger:
                 estimated_cost_usd if estimated_cost_usd is not None else decision.estimated_cost_usd
             )
             model = model or decision.model_name
+        shadow = getattr(decision, "shadow", None)
         if not model and not requested_model:
             raise LedgerError("record: give the model that answered (model=...) or the requested model")
         if tier is not None and tier not in TIERS:
@@ -294,6 +296,11 @@ class Ledger:
             # The learned router's non-reversible sketch of the request (adaptive.sketch), so an outcome read
             # back by another process still teaches the per-request layer; never the prompt text.
             "route_sketch": getattr(getattr(decision, "analysis", None), "sketch", None),
+            "escalated_from": escalated_from,
+            # Routing experiments (router.py): the arm that routed the call, and a shadow challenger's choice.
+            "arm": getattr(decision, "arm", None),
+            "shadow": json.dumps({k: v for k, v in shadow.items() if k != "estimated_cost_usd"}) if shadow else None,
+            "shadow_cost_usd": shadow.get("estimated_cost_usd") if shadow else None,
         }
 
     def record(

@@ -17,7 +17,7 @@ from .stores.sqlite import GROUPS
 if TYPE_CHECKING:
     from .core import Ledger
 
-BY_CHOICES: tuple[str, ...] = ("model", "tier", "task_type", "conversation", "day", "tool", "kind")
+BY_CHOICES: tuple[str, ...] = ("model", "tier", "task_type", "conversation", "day", "tool", "kind", "arm")
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 
@@ -62,6 +62,7 @@ def costs(ledger: Ledger, by: str | None = "model", since: str | datetime | None
         raise LedgerError(f"--by: {by!r} is not one of {', '.join(BY_CHOICES)}")
     since_s = parse_since(since)
     premium_alias, premium = ledger.premium_price()
+    verdicts = {v["key"]: v for v in ledger.store.verdicts_by_arm(since_s)} if by == "arm" else {}
 
     def finish(r: dict[str, Any]) -> dict[str, Any]:
         n = r["calls"] or 0
@@ -81,7 +82,13 @@ def costs(ledger: Ledger, by: str | None = "model", since: str | datetime | None
             "routing_saved_usd": prem - float(r["cost_usd"]),
             "compression_tokens_saved": int(r["tokens_saved"]),
             "compression_saved_usd": float(r["saved_usd"]),
+            "escalations": int(r["escalations"] or 0),
+            "shadow_cost_usd": float(r["shadow_cost_usd"] or 0.0),
+            "shadowed_estimate_usd": float(r["shadowed_estimate_usd"] or 0.0),
         }
+        if by == "arm":
+            v = verdicts.get(r["key"], {})
+            out["good_verdicts"], out["bad_verdicts"] = int(v.get("good") or 0), int(v.get("bad") or 0)
         return out
 
     rows = [finish(r) for r in ledger.store.totals(by, since_s)]
@@ -124,6 +131,18 @@ def format_table(report: dict[str, Any]) -> str:
         f"routing saved ${t['routing_saved_usd']:.4f} ({pct:.1f}%) against every call on "
         f"{report['premium_model']} (premium tier)"
     )
+    if report["by"] == "arm":
+        lines += ["", "arm: escalations, verdicts (good/bad), and for shadow runs the challenger's estimate "
+                  "beside the live one on the same calls"]
+        for r in report["rows"]:
+            shadow = (
+                f"; shadow est. ${r['shadow_cost_usd']:.4f} vs live est. ${r['shadowed_estimate_usd']:.4f}"
+                if r["shadow_cost_usd"] else ""
+            )
+            lines.append(
+                f"  {'(none)' if r['key'] is None else r['key']}: {r['escalations']} escalation(s) in "
+                f"{r['calls']} calls; verdicts {r['good_verdicts']}/{r['bad_verdicts']}{shadow}"
+            )
     if t["compression_tokens_saved"]:
         lines.append(
             f"compression saved {t['compression_tokens_saved']:,} tokens, ${t['compression_saved_usd']:.4f}"

@@ -37,6 +37,7 @@ class ConversationState:
     last_messages: list[dict[str, Any]] = field(default_factory=list)  # as routed at the turn's start
     turn: int = 0
     saved: tuple[int, float] | None = None  # (tokens, USD) compression saved on the prompt being built
+    escalation: Any = None  # a failed answer's PendingEscalation: the next main call goes one tier up
 
 
 @dataclass
@@ -53,6 +54,8 @@ class CallRecord:
     reasoning: Any = None
     saved: tuple[int, float] = (0, 0.0)  # compression's saving on this call's prompt
     main: bool = False  # the loop iteration's own chat call (the agent's answer), not a tool's or a summary
+    escalated_from: int | None = None  # the ledger row of the failed answer this call re-asks one tier up
+    context: dict[str, Any] = field(default_factory=dict)  # the router context the call was routed with
 
 
 class Runtime:

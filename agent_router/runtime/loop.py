@@ -42,6 +42,7 @@ class Completion:
     text: str
     usage: Usage | dict[str, Any] | None = None
     answered_by: str | None = None  # the alias that answered when a fallback did (priced and recorded as it)
+    finish_reason: str | None = None  # "stop", "length" (cut at the token limit), "tool_calls", ...
 
 
 class Complete(Protocol):
@@ -140,8 +141,8 @@ def provider_complete(client: Any) -> Complete:
         by = c.alias if c.alias != model.alias else None
         u = c.usage
         if u.source != "provider":  # the server reported none: leave counting (and its flag) to the hooks
-            return Completion(c.text, None, by)
-        return Completion(c.text, u, by)
+            return Completion(c.text, None, by, c.finish_reason)
+        return Completion(c.text, u, by, c.finish_reason)
 
     return complete
 
@@ -205,11 +206,22 @@ class ReferenceAgent:
         return self.rt.catalog.tier_models(tier)[0]
 
     def call_chat_model(self, messages: list[dict[str, Any]]) -> str:
+        """One model call for the iteration. When its answer fails the escalation checks (settings.escalation),
+        the same call is re-asked one tier up before the agent acts on it; both are recorded, linked."""
+        text = self._chat_call(messages)
+        if self.rt.state(self.conversation_id).escalation is not None:  # set by chat_model_call_after
+            text = self._chat_call(messages)
+        return text
+
+    def _chat_call(self, messages: list[dict[str, Any]]) -> str:
         call_data: dict[str, Any] = {"model": self._default_model("chat"), "messages": messages}
         self.hook.chat_model_call_before(agent=self, call_data=call_data)
         rec = self.rt.pending_call(call_data)
         if rec is not None and rec.decision is not None:
-            self.turn_decisions.append(rec.decision.to_dict())
+            entry = rec.decision.to_dict()
+            if rec.escalated_from is not None:
+                entry["escalated_from"] = rec.escalated_from
+            self.turn_decisions.append(entry)
             self.turn_events.append(("call", self.turn_decisions[-1]))
         try:
             result = _complete_routed(self, call_data, call_data["messages"])

@@ -91,4 +91,8 @@ PG_MIGRATIONS: dict[str, list[str]] = {
         "ALTER TABLE reservations ADD COLUMN host TEXT, ADD COLUMN pid BIGINT, ADD COLUMN proc_start TEXT",
         "CREATE INDEX reservations_host ON reservations (host)",
     ],
+    "m008_escalation_experiments": [
+        "ALTER TABLE calls ADD COLUMN escalated_from BIGINT, ADD COLUMN arm TEXT, ADD COLUMN shadow TEXT, "
+        "ADD COLUMN shadow_cost_usd DOUBLE PRECISION",
+    ],
 }

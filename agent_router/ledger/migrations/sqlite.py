@@ -176,6 +176,15 @@ def m007_reservation_holder(db: sqlite_utils.Database) -> None:
     db["reservations"].create_index(["host"], index_name="reservations_host")
 
 
+@migration
+def m008_escalation_experiments(db: sqlite_utils.Database) -> None:
+    """Escalations (the call whose failed answer this one re-asked) and routing experiments (arm, shadow)."""
+    db["calls"].add_column("escalated_from", int)
+    db["calls"].add_column("arm", str)
+    db["calls"].add_column("shadow", str)
+    db["calls"].add_column("shadow_cost_usd", float)
+
+
 DESCRIPTIONS: dict[str, dict[str, str]] = {
     "calls": {
         "id": "Row id; the CALL_ID of `agent-router feedback`.",
@@ -208,6 +217,11 @@ DESCRIPTIONS: dict[str, dict[str, str]] = {
         "saved_usd": "USD those removed tokens would have cost.",
         "route_sketch": "JSON: the learned router's structure features and head probabilities for the request "
         "(no text), so outcomes can teach adaptive routing per request.",
+        "escalated_from": "id of the call whose answer failed the answer checks; this call re-asked it one tier "
+        "up (the reasons say which checks failed).",
+        "arm": "Routing experiment arm: <experiment>:live (shadow), <experiment>:control or :challenger (A/B).",
+        "shadow": "JSON: the shadow challenger's decision for this call (experiment, tier, model); never called.",
+        "shadow_cost_usd": "The shadow challenger's estimated cost for this call.",
     },
     "feedback": {
         "id": "Row id.",

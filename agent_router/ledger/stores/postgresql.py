@@ -378,8 +378,21 @@ class PostgresStore:
                 SUM(CASE WHEN outcome = 'ok' THEN 0 ELSE 1 END)::bigint AS errors,
                 AVG(latency_ms)::float8 AS mean_latency_ms,
                 COALESCE(SUM(tokens_saved), 0)::bigint AS tokens_saved,
-                COALESCE(SUM(saved_usd), 0)::float8 AS saved_usd
+                COALESCE(SUM(saved_usd), 0)::float8 AS saved_usd,
+                SUM(CASE WHEN escalated_from IS NULL THEN 0 ELSE 1 END)::bigint AS escalations,
+                COALESCE(SUM(shadow_cost_usd), 0)::float8 AS shadow_cost_usd,
+                COALESCE(SUM(CASE WHEN shadow_cost_usd IS NULL THEN 0 ELSE estimated_cost_usd END), 0)::float8
+                    AS shadowed_estimate_usd
             FROM calls {where} {group} ORDER BY cost_usd DESC, key NULLS FIRST""",
+            params,
+        )
+
+    def verdicts_by_arm(self, since: str | None) -> list[dict[str, Any]]:
+        where, params = ("WHERE c.time >= %s", [since]) if since else ("", [])
+        return self.read(
+            f"""SELECT c.arm AS key, SUM(CASE WHEN f.verdict = 'good' THEN 1 ELSE 0 END)::bigint AS good,
+                SUM(CASE WHEN f.verdict = 'bad' THEN 1 ELSE 0 END)::bigint AS bad
+            FROM feedback f JOIN calls c ON c.id = f.call_id {where} GROUP BY c.arm""",
             params,
         )
 

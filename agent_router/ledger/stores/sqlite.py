@@ -55,6 +55,10 @@ CALL_COLUMNS: tuple[str, ...] = (
     "tokens_saved",
     "saved_usd",
     "route_sketch",
+    "escalated_from",
+    "arm",
+    "shadow",
+    "shadow_cost_usd",
 )
 # A built row (Ledger.build_row) has every column; itemgetter reads them in C, which batches notice.
 _row_values = operator.itemgetter(*CALL_COLUMNS)
@@ -71,6 +75,7 @@ GROUPS: dict[str, str] = {
     "day": "substr(time, 1, 10)",
     "tool": "tool",
     "kind": "kind",
+    "arm": "arm",
 }
 
 
@@ -328,8 +333,21 @@ class SQLiteStore:
                 SUM(CASE WHEN outcome = 'ok' THEN 0 ELSE 1 END) AS errors,
                 AVG(latency_ms) AS mean_latency_ms,
                 COALESCE(SUM(tokens_saved), 0) AS tokens_saved,
-                COALESCE(SUM(saved_usd), 0) AS saved_usd
+                COALESCE(SUM(saved_usd), 0) AS saved_usd,
+                SUM(CASE WHEN escalated_from IS NULL THEN 0 ELSE 1 END) AS escalations,
+                COALESCE(SUM(shadow_cost_usd), 0) AS shadow_cost_usd,
+                COALESCE(SUM(CASE WHEN shadow_cost_usd IS NULL THEN 0 ELSE estimated_cost_usd END), 0)
+                    AS shadowed_estimate_usd
             FROM calls {where} GROUP BY {key} ORDER BY cost_usd DESC, key""",
+            params,
+        )
+
+    def verdicts_by_arm(self, since: str | None) -> list[dict[str, Any]]:
+        where, params = ("WHERE c.time >= ?", [since]) if since else ("", [])
+        return self.read(
+            f"""SELECT c.arm AS key, SUM(CASE WHEN f.verdict = 'good' THEN 1 ELSE 0 END) AS good,
+                SUM(CASE WHEN f.verdict = 'bad' THEN 1 ELSE 0 END) AS bad
+            FROM feedback f JOIN calls c ON c.id = f.call_id {where} GROUP BY c.arm""",
             params,
         )
 
