@@ -88,3 +88,10 @@ def register_models(register: Any) -> None:
 @hookspec
 def register_commands(cli: Any) -> None:
     """Add subcommands to the `agent-router` click group."""
+
+
+@hookspec
+def register_scorers(register: Any) -> None:
+    """Call `register(name, factory, help="")` to add a router scorer to `agent-router eval --router NAME`: the
+    factory takes the `--settings` path and returns `scorer(rows, models) -> list[float]` (one score per row,
+    higher = needs the stronger model more)."""

@@ -25,7 +25,7 @@ EMB=()
 # learned_emb needs the encoder its weights were trained on (static: the table of `agent-router embeddings build`).
 "${AR_PY:-$(dirname "$(command -v "$AR")")/python}" -c '
 import sys
-from agent_router.embeddings import EmbeddingsUnavailable, embedder
+from agent_router.learned.embeddings.minilm import EmbeddingsUnavailable, embedder
 from agent_router.learned import load_model
 try:
     embedder(load_model(None, True).embedding_kind)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -23,18 +22,9 @@ from agent_router.settings import TASK_TYPES, Settings, load
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _train_script():
-    spec = importlib.util.spec_from_file_location("train_router", ROOT / "bench" / "train_router.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-@pytest.fixture(autouse=True)
-def _fresh():
-    learned.reset()
-    yield
-    learned.reset()
+def _train(*args: str):
+    """`agent-router train ARGS` as a user runs it."""
+    return CliRunner().invoke(cli, ["train", *args])
 
 
 def test_packaged_weights_load_offline_and_are_small():
@@ -54,12 +44,11 @@ def test_packaged_weights_load_offline_and_are_small():
 
 def test_training_is_deterministic_and_learns_the_fixture(tmp_path):
     rows = write_rows(tmp_path / "fixture.jsonl")
-    train = _train_script()
     outs = []
     for name in ("a.npz", "b.npz"):
         out = tmp_path / name
-        assert train.main([str(rows), "--models", f"{WEAK},{STRONG}", "--out", str(out), "--folds", "2",
-                           "--iterations", "40"]) == 0
+        r = _train(str(rows), "--models", f"{WEAK},{STRONG}", "--out", str(out), "--folds", "2", "--iterations", "40")
+        assert r.exit_code == 0, r.output
         outs.append(QualityModel.load(out))
     a, b = outs
     assert a.heads == b.heads == [WEAK, STRONG]
@@ -80,10 +69,11 @@ def test_training_is_deterministic_and_learns_the_fixture(tmp_path):
     assert hard_a.score > easy_a.score
 
 
-def test_train_script_refuses_rows_that_cannot_be_shipped(tmp_path, capsys):
+def test_train_refuses_rows_that_cannot_be_shipped(tmp_path):
     rows = write_rows(tmp_path / "alpacaeval_copy.jsonl", 10)
-    assert _train_script().main([str(rows), "--models", f"{WEAK},{STRONG}", "--out", str(tmp_path / "x.npz")]) == 2
-    assert "licence" in capsys.readouterr().err
+    r = _train(str(rows), "--models", f"{WEAK},{STRONG}", "--out", str(tmp_path / "x.npz"))
+    assert r.exit_code != 0 and "licence" in r.output and "Traceback" not in r.output
+    assert not (tmp_path / "x.npz").exists()
 
 
 def test_bad_weights_file_names_the_file(tmp_path):
@@ -165,7 +155,7 @@ def test_bad_feedback_on_the_cheap_tier_shifts_routing_up():
     before = router.route(msgs)
     assert before.tier != "premium"
     for _ in range(200):
-        learned.record_outcome(router.settings, before.analysis.task_type, before.tier, good=False)
+        learned.record_outcome(router, before.analysis.task_type, before.tier, good=False)
     after = router.route(msgs)
     assert after.analysis.score > before.analysis.score
     assert after.tier == "premium"
@@ -201,8 +191,8 @@ def test_ledger_feedback_reaches_the_router(tmp_path):
     # One verdict through the CLI, as a user would give it.
     r = CliRunner().invoke(cli, ["feedback", str(ids[0]), "bad", "--settings", str(settings_file)])
     assert r.exit_code == 0, r.output
-    assert learned.sync_ledger(settings) == 120
-    assert learned.sync_ledger(settings) == 0  # nothing new: each outcome counts once
+    assert learned.sync_ledger(router) == 120
+    assert learned.sync_ledger(router) == 0  # nothing new: each outcome counts once
     after = router.route(msgs)
     assert after.tier == "premium" and after.analysis.score > before.analysis.score
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import threading
 import zlib
 from dataclasses import dataclass, field
 from importlib import resources
@@ -195,3 +197,37 @@ def objective_score(p_weak: float, p_strong: float, log_cost: float | None = Non
 def need_score(p_weak: float, p_strong: float) -> float:
     """(1 + P(strong good) - P(weak good)) / 2: 0.5 when both are equally likely to do well."""
     return min(1.0, max(0.0, 0.5 * (1.0 + p_strong - p_weak)))
+
+
+_models: dict[tuple[Any, ...], QualityModel] = {}
+_models_lock = threading.Lock()
+
+
+def _file_identity(path: str | None, embeddings: bool) -> tuple[Any, ...]:
+    """What identifies the weights' content: the resolved file with its size and modification time (the
+    packaged files: the installed package file)."""
+    if path:
+        p = Path(path)
+    else:
+        p = Path(str(resources.files("agent_router").joinpath(EMB_WEIGHTS if embeddings else WEIGHTS)))
+    try:
+        st = os.stat(p)
+    except OSError:
+        return (str(p), None, None)  # QualityModel.load names the missing file
+    return (str(p.resolve()), st.st_size, st.st_mtime_ns)
+
+
+def load_model(path: str | None, embeddings: bool = False) -> QualityModel:
+    """Weights by path (None: packaged; `embeddings`: the packaged weights with embedding heads). Read-only
+    and shared: loaded once per file content (path, size, modification time), so retraining into the same
+    path is picked up by the next router; callers never modify the returned model."""
+    key = _file_identity(path, embeddings)
+    with _models_lock:
+        m = _models.get(key)
+    if m is None:
+        m = QualityModel.load(path, embeddings)
+        with _models_lock:
+            if len(_models) >= 8:
+                _models.pop(next(iter(_models)))
+            m = _models.setdefault(key, m)
+    return m
