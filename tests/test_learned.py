@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -100,6 +101,44 @@ def test_calibrate_writes_settings(tmp_path):
     assert cal["quality"] >= 0.9 and 0 <= cal["premium_share"] <= 1 and cal["rows"] == 80
     s = load(settings)
     assert s.learned.calibration is not None and s.learned.calibration.high == cal["high"]
+
+
+def test_after_calibrate_enable_easy_requests_still_reach_the_utility_tier(tmp_path):
+    # Rows of two models calibrate the chat/premium cut only; the utility tier must not vanish with it (a
+    # greeting went to chat after `calibrate --enable`: the low cut sat at 0 on the need scale).
+    rows = write_rows(tmp_path / "fixture.jsonl")
+    settings = tmp_path / "settings.json"
+    r = CliRunner().invoke(cli, ["calibrate", str(rows), "--models", f"{WEAK},{STRONG}", "--settings", str(settings),
+                                "--enable"])
+    assert r.exit_code == 0, r.output
+    # Progress goes to stderr as a few lines when it is not a terminal.
+    progress = [ln for ln in r.output.splitlines() if ln.startswith("calibrate: ")]
+    assert progress and len(progress) <= 5
+    router = Router(load(settings), pm=load_plugins())
+    for easy in ("hi", "thanks!", "hello there"):
+        d = router.route([{"role": "user", "content": easy}])
+        assert d.analysis.source == "learned" and d.tier == "utility", (easy, d.reasons)
+    for asks in ("Prove that the sum of the first 9 odd numbers is a perfect square, step by step.",
+                 "Write a Python function that merges two sorted lists."):
+        d = router.route([{"role": "user", "content": asks}])
+        assert d.tier != "utility", (asks, d.reasons)  # code, math and reasoning stay on the calibrated tiers
+
+
+def test_calibrating_on_the_training_rows_reads_their_stored_out_of_fold_predictions(tmp_path):
+    rows = write_rows(tmp_path / "fixture.jsonl")
+    weights = tmp_path / "w.npz"
+    r = _train(str(rows), "--models", f"{WEAK},{STRONG}", "--out", str(weights), "--folds", "2", "--iterations", "40")
+    assert r.exit_code == 0, r.output
+    m = QualityModel.load(weights)
+    assert m.oof is not None and m.oof.shape == (80, 2)
+    settings = tmp_path / "settings.json"
+    settings.write_text(json.dumps({"learned": {"weights": str(weights)}}))
+    r = CliRunner().invoke(cli, ["calibrate", str(rows), "--settings", str(settings), "--dry-run"])
+    assert r.exit_code == 0, r.output
+    assert "calibrate: folds" not in r.output  # no retraining: the predictions came with the weights
+    # The same out-of-fold scores as at training, so the same cut point as the weights' own calibration.
+    high = float(re.search(r"cut points low [0-9.]+ high ([0-9.]+)", r.output).group(1))
+    assert high == pytest.approx(m.meta["calibration"]["high"], abs=2e-3)  # stored as float16
 
 
 def test_calibrate_rejects_bad_target(tmp_path):

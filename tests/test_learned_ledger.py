@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from learned_fixtures import EASY, HARD, STRONG, WEAK, write_rows
+from learned_fixtures import STRONG, WEAK, fill_ledger, write_rows
 
 from agent_router.cli import cli
 from agent_router.errors import InputError
@@ -36,38 +36,10 @@ def _rows(db: Path, names: tuple[str, str] = ("weak", "strong")) -> list[dict]:
 
 
 def _ledger(path: Path, store_prompts: bool = True, judge: bool = True, n: int = 48) -> list[int]:
-    """A ledger as an agent leaves it: the cheap tier fails the hard kind (users and signals said so),
-    premium answers both; a few calls without a verdict, and a switch_model tool row."""
+    """A SQLite ledger as an agent leaves it (see learned_fixtures.fill_ledger)."""
     settings = Settings.model_validate({"ledger": {"path": str(path), "store_prompts": store_prompts}})
-    ids = []
     with Ledger(path, settings) as led:
-        for i in range(n):
-            hard = i % 2 == 0
-            text = (HARD if hard else EASY)[(i // 2) % 4].format(n=i + 2)
-            premium = i % 4 in (1, 2)
-            prompt = [{"role": "system", "content": "You are an agent."}, {"role": "user", "content": text}]
-            cid = led.record(
-                "claude-sonnet-4-5" if premium else "gpt-4.1-mini", counted(40, 60), provider="anthropic"
-                if premium else "openai", tier="premium" if premium else "chat", task_type="chat", prompt=prompt,
-                conversation_id=f"c{i}",
-            )
-            ids.append(cid)
-            if not judge:
-                continue
-            good = premium or not hard
-            if i % 3 == 0:
-                led.add_feedback(cid, good, "explicit")
-            else:
-                if not good:
-                    led.add_feedback(cid, False, "implicit", "retry")
-                else:
-                    # A wrong implicit verdict that the user then corrects: the explicit one counts.
-                    led.add_feedback(cid, False, "implicit", "tool_error")
-                    led.add_feedback(cid, True, "explicit")
-        led.record("switch_model", counted(0, 0), kind="tool", tool="switch_model", cost_usd=0.0)
-        led.record("gpt-4.1-mini", counted(10, 5), provider="openai", tier="chat", prompt=[
-            {"role": "user", "content": "no verdict on me"}])
-    return ids
+        return fill_ledger(led, judge, n)
 
 
 def test_ledger_rows_have_the_eval_row_shape_with_one_side_known(tmp_path):

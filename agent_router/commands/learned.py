@@ -116,8 +116,8 @@ def calibrate_cmd(rows: str, models: str | None, target: float | None, cost_cap:
     click.echo(f"  expected: premium share {cal.premium_share:.1%}{mid}, quality {cal.quality:.1%} of premium-only, "
                f"cost {cal.cost_share:.1%} of premium-only")
     if cal.low <= 0.0:
-        click.echo("  utility tier: no utility model in ROWS; below the premium cut the heuristic picks utility "
-                   "for simple requests")
+        click.echo("  utility tier: no utility model in ROWS; below the premium cut, plain chat the heuristic "
+                   "finds simple goes to utility")
     if run.cost_head_refit:
         click.echo(f"  cost head refit on the {run.models[-1]} costs recorded in {Path(rows).name}")
     if dry_run:

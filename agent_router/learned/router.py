@@ -48,6 +48,10 @@ _LABELS = {
 }
 
 
+# Task types a two-model calibration may hand to the utility tier when the heuristic finds them simple.
+UTILITY_TASKS = frozenset({"chat"})
+
+
 def rescale(raw: float, cal: LearnedCalibration, low: float, high: float) -> float:
     """Map a raw need score so the calibrated cut points land on the router's thresholds `low` / `high`."""
     def lin(x: float, x0: float, x1: float, y0: float, y1: float) -> float:
@@ -161,14 +165,15 @@ class LearnedRouter:
                    f"learned: P(good) {heads[0]} {probs[heads[0]]:.2f}, {heads[-1]} {probs[heads[-1]]:.2f}"
                    f" -> {'gain per $' if self.objective == 'cost' else 'need'} {need:.2f}"
                    f" (cut points {cal.low:.3f}/{cal.high:.3f})"]
-        if cal.low <= 0.0 and need < cal.high:
-            # Calibrated on two models (chat and premium): the rows say nothing about the utility tier, and the
-            # low cut at 0 would send every request to chat or above. Below the premium cut, the heuristic
-            # decides utility vs chat, as it does without learned routing.
+        if cal.low <= 0.0 and need < cal.high and f.task_type in UTILITY_TASKS:
+            # Calibrated on two models (chat and premium), the low cut sits at 0: the rows say nothing about
+            # the utility tier, and every request would go to chat or above. Below the premium cut, plain chat
+            # the heuristic finds simple (greetings, thanks, small talk) goes to utility, as without learned
+            # routing; anything asking for code, math or reasoning stays on the calibrated tiers.
             h = heuristic_analyze(messages)
             if h.score < low:
                 score = h.score
-                reasons.append(f"below the premium cut; heuristic complexity {h.score:.2f} -> utility")
+                reasons.append(f"below the premium cut, simple {f.task_type} (heuristic {h.score:.2f}) -> utility")
         if abs(need - raw) >= 0.005:
             reasons.append(f"adaptive: outcomes for {f.task_type} moved need {raw:.2f} -> {need:.2f}"
                            + (" (premium spend held at the static router's)" if held else ""))

@@ -1,5 +1,8 @@
 """The learned router's scores for offline evaluation and calibration, and its scorers for `agent-router eval`.
 
+Rows the weights were trained on are scored by the out-of-fold probabilities stored with the weights at training
+(weights trained before they were stored: k folds retrained on the rows, see below).
+
 Scorers (``--router``):
 - ``learned``: the configured weights (default: packaged) on rows they never saw; rows they were trained on
   (recognised by id) are scored out-of-fold instead: k-fold cross-validation (k=5, row i in fold i mod 5)
@@ -90,7 +93,10 @@ def learned_probs(rows: list[dict[str, Any]], models: list[str], model: QualityM
     if seen.any():
         idx = np.flatnonzero(seen)
         sub = [rows[i] for i in idx]
-        p = (cv or CrossVal()).probs(sub, models, folds, weights_options(model), embedding_kind(model), progress)
+        # Stored at training (same folds as the weights' own training); else k folds retrained on these rows.
+        p = model.oof_probs([str(r.get("id")) for r in sub])
+        if p is None or p.shape[1] != len(model.heads):
+            p = (cv or CrossVal()).probs(sub, models, folds, weights_options(model), embedding_kind(model), progress)
         out[idx] = p[:, [0, -1]]
     return out
 

@@ -71,7 +71,7 @@ def featurize(rows: Sequence[dict[str, Any]], embeddings: bool | str = False,
     step = max(1, len(rows) // 50)
     for i, r in enumerate(rows):
         feats.append(extract(r["messages"]))
-        if progress is not None and (i + 1) % step == 0:
+        if progress is not None and ((i + 1) % step == 0 or i + 1 == len(rows)):
             progress("features", i + 1, len(rows))
     if embeddings:
         from .embeddings.minilm import encode_cached
@@ -113,8 +113,8 @@ def fit_head(x: Matrix, y: np.ndarray, opts: TrainOptions) -> tuple[np.ndarray, 
     """Logistic regression (soft labels allowed) for one head; rows with NaN labels are left out.
 
     Only the hashed features present in these rows are optimised (every other weight has a zero gradient at
-    every step, so Adam leaves it at exactly zero): the same weights, bit for bit, as updating all 2^17, at a
-    fraction of the work; with `opts.hashed` off the hashed part is skipped altogether."""
+    every step, so Adam leaves it at exactly zero): the same optimisation as updating all 2^17 (equal up to
+    float rounding), at a fraction of the work; with `opts.hashed` off the hashed part is skipped altogether."""
     keep = ~np.isnan(y)
     if not keep.all():
         x = x.take(np.flatnonzero(keep))
@@ -356,7 +356,7 @@ def train_weights(rows: list[dict[str, Any]], models: list[str], name: str, dige
     step = max(1, len(kept) // 50)
     for i, r in enumerate(kept):
         feats.append(extract(r["messages"]))
-        if progress is not None and (i + 1) % step == 0:
+        if progress is not None and ((i + 1) % step == 0 or i + 1 == len(kept)):
             progress("features", i + 1, len(kept))
     if embeddings:
         from .embeddings.minilm import encode_cached
@@ -403,7 +403,10 @@ def train_weights(rows: list[dict[str, Any]], models: list[str], name: str, dige
     }
     model = train(x, y, models, opts, meta)
     model.cost_dense = None if cost_w is None else cost_w.astype(np.float32)
-    model.train_ids = np.array(sorted({id_hash(str(r["id"])) for r in kept}), dtype=np.uint32)
+    hashes = np.array([id_hash(str(r["id"])) for r in kept], dtype=np.uint32)
+    model.train_ids, first, counts = np.unique(hashes, return_index=True, return_counts=True)
+    model.oof = oof[first].astype(np.float32)
+    model.oof[counts > 1] = np.nan  # two rows share an id hash: which one a caller means is unknown
     lines.append(f"{len(kept)} rows, {folds_k}-fold out-of-fold APGR {pair.apgr:.3f}, save95 {pair.save95:.1%}; "
                  f"calibration low {cal.low:.4f} high {cal.high:.4f} (premium share {cal.premium_share:.1%}, "
                  f"quality {cal.quality:.1%}, cost {cal.cost_share:.1%})")
