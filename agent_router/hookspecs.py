@@ -99,7 +99,7 @@ def register_models(register: Any) -> None:
 def register_scorers(register: Any) -> None:
     """Call `register(name, factory, help="")` to add a router that `agent-router eval --router NAME` can
     score: `factory(settings_path)` returns a `Scorer`, `(rows, models) -> list[float]` with one score per
-    routing-eval row."""
+    routing-eval row (higher = needs the stronger model more)."""
 
 
 @hookspec

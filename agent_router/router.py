@@ -115,12 +115,27 @@ class Router:
         self._rr: dict[str, itertools.count[int]] = {t: itertools.count() for t in TIERS}
         self._lock = threading.Lock()
         self._challengers: dict[str, Router] = {}
+        self._learned: Any = None
+        self.ledger: Any = None  # the Ledger learned routing reads verdicts from (None: the one settings name)
+
+    @property
+    def learned(self) -> Any:
+        """This router's LearnedRouter (created on first use from `settings.learned`, with its own adaptive
+        state), or None when learned routing is off."""
+        if self._learned is None and self.settings.learned.enabled:
+            with self._lock:
+                if self._learned is None:
+                    from .learned.router import LearnedRouter
+
+                    self._learned = LearnedRouter.from_settings(self.settings, self.ledger)
+        return self._learned
 
     # -- analysis ------------------------------------------------------------------------------------------
     def analyze(self, messages: list[dict[str, Any]], context: dict[str, Any] | None = None) -> Analysis:
         if self._pm is not None:
             # Plugins see the router's settings (e.g. the learned router's calibration) beside the context.
-            result = self._pm.hook.analyze(messages=messages, context={**(context or {}), "settings": self.settings})
+            result = self._pm.hook.analyze(messages=messages,
+                                           context={**(context or {}), "settings": self.settings, "router": self})
             if result is not None:
                 return result
         from .analyzer import analyze

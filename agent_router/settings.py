@@ -460,7 +460,7 @@ class LearnedSettings(_Model):
 
     enabled: bool = Field(False, description="Use the learned router's score instead of the heuristic analyzer's.")
     weights: str | None = Field(
-        None, description="Weights file (.npz from bench/train_router.py); default: the packaged weights."
+        None, description="Weights file (.npz from `agent-router train`); default: the packaged weights."
     )
     embeddings: bool = Field(
         False,

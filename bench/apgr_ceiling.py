@@ -26,9 +26,8 @@ from collections import defaultdict
 
 import numpy as np
 
-from agent_router.commands._common import iter_rows
 from agent_router.learned.embeddings.minilm import available
-from agent_router.learned.evaluation import evaluate_pair, prepare
+from agent_router.learned.evaluation import evaluate_pair, iter_rows, prepare
 from agent_router.learned.train import EMBED_CACHE_ENV, TrainOptions, cross_val_probs, featurize, folds, labels
 
 

@@ -27,7 +27,7 @@ EMB=()
 "${AR_PY:-$(dirname "$(command -v "$AR")")/python}" -c '
 import sys
 from agent_router.learned.embeddings.minilm import EmbeddingsUnavailable, embedder
-from agent_router.learned.router import load_model
+from agent_router.learned import load_model
 try:
     embedder(load_model(None, True).embedding_kind)
 except EmbeddingsUnavailable as e:

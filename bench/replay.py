@@ -28,12 +28,11 @@ import sys
 
 import numpy as np
 
-from agent_router.commands._common import iter_rows
-from agent_router.commands.learned import learned_log_costs, learned_probs
 from agent_router.learned.adaptive import AdaptiveEstimator
-from agent_router.learned.evaluation import prepare
+from agent_router.learned.evaluation import iter_rows, prepare
 from agent_router.learned.features import extract
 from agent_router.learned.router import default_calibration, load_model
+from agent_router.learned.scoring import learned_log_costs, learned_probs
 from agent_router.settings import LearnedSettings
 
 

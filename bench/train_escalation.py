@@ -20,9 +20,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from agent_router.commands._common import iter_rows  # noqa: E402
 from agent_router.escalation import scorer as S  # noqa: E402
-from agent_router.learned.evaluation import prepare  # noqa: E402
+from agent_router.learned.evaluation import (
+    iter_rows,  # noqa: E402
+    prepare,  # noqa: E402
+)
 
 UNLICENSED = ("alpacaeval", "routerbench")
 

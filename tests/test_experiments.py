@@ -10,8 +10,8 @@ from click.testing import CliRunner
 from host_fixtures import make_runtime, rows, settings_for
 
 from agent_router.cli import cli
-from agent_router.demo.session import run_demo
 from agent_router.demo.server import DemoServer
+from agent_router.demo.session import run_demo
 from agent_router.errors import SettingsError
 from agent_router.ledger import Ledger, costs
 from agent_router.providers import ProviderClient

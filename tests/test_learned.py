@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -23,18 +23,9 @@ from agent_router.settings import TASK_TYPES, Settings, load
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _train_script():
-    spec = importlib.util.spec_from_file_location("train_router", ROOT / "bench" / "train_router.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-@pytest.fixture(autouse=True)
-def _fresh():
-    learned.reset()
-    yield
-    learned.reset()
+def _train(*args: str):
+    """`agent-router train ARGS` as a user runs it."""
+    return CliRunner().invoke(cli, ["train", *args])
 
 
 def test_packaged_weights_load_offline_and_are_small():
@@ -54,12 +45,11 @@ def test_packaged_weights_load_offline_and_are_small():
 
 def test_training_is_deterministic_and_learns_the_fixture(tmp_path):
     rows = write_rows(tmp_path / "fixture.jsonl")
-    train = _train_script()
     outs = []
     for name in ("a.npz", "b.npz"):
         out = tmp_path / name
-        assert train.main([str(rows), "--models", f"{WEAK},{STRONG}", "--out", str(out), "--folds", "2",
-                           "--iterations", "40"]) == 0
+        r = _train(str(rows), "--models", f"{WEAK},{STRONG}", "--out", str(out), "--folds", "2", "--iterations", "40")
+        assert r.exit_code == 0, r.output
         outs.append(QualityModel.load(out))
     a, b = outs
     assert a.heads == b.heads == [WEAK, STRONG]
@@ -80,10 +70,11 @@ def test_training_is_deterministic_and_learns_the_fixture(tmp_path):
     assert hard_a.score > easy_a.score
 
 
-def test_train_script_refuses_rows_that_cannot_be_shipped(tmp_path, capsys):
+def test_train_refuses_rows_that_cannot_be_shipped(tmp_path):
     rows = write_rows(tmp_path / "alpacaeval_copy.jsonl", 10)
-    assert _train_script().main([str(rows), "--models", f"{WEAK},{STRONG}", "--out", str(tmp_path / "x.npz")]) == 2
-    assert "licence" in capsys.readouterr().err
+    r = _train(str(rows), "--models", f"{WEAK},{STRONG}", "--out", str(tmp_path / "x.npz"))
+    assert r.exit_code != 0 and "licence" in r.output and "Traceback" not in r.output
+    assert not (tmp_path / "x.npz").exists()
 
 
 def test_bad_weights_file_names_the_file(tmp_path):
@@ -110,6 +101,44 @@ def test_calibrate_writes_settings(tmp_path):
     assert cal["quality"] >= 0.9 and 0 <= cal["premium_share"] <= 1 and cal["rows"] == 80
     s = load(settings)
     assert s.learned.calibration is not None and s.learned.calibration.high == cal["high"]
+
+
+def test_after_calibrate_enable_easy_requests_still_reach_the_utility_tier(tmp_path):
+    # Rows of two models calibrate the chat/premium cut only; the utility tier must not vanish with it (a
+    # greeting went to chat after `calibrate --enable`: the low cut sat at 0 on the need scale).
+    rows = write_rows(tmp_path / "fixture.jsonl")
+    settings = tmp_path / "settings.json"
+    r = CliRunner().invoke(cli, ["calibrate", str(rows), "--models", f"{WEAK},{STRONG}", "--settings", str(settings),
+                                "--enable"])
+    assert r.exit_code == 0, r.output
+    # Progress goes to stderr as a few lines when it is not a terminal.
+    progress = [ln for ln in r.output.splitlines() if ln.startswith("calibrate: ")]
+    assert progress and len(progress) <= 5
+    router = Router(load(settings), pm=load_plugins())
+    for easy in ("hi", "thanks!", "hello there"):
+        d = router.route([{"role": "user", "content": easy}])
+        assert d.analysis.source == "learned" and d.tier == "utility", (easy, d.reasons)
+    for asks in ("Prove that the sum of the first 9 odd numbers is a perfect square, step by step.",
+                 "Write a Python function that merges two sorted lists."):
+        d = router.route([{"role": "user", "content": asks}])
+        assert d.tier != "utility", (asks, d.reasons)  # code, math and reasoning stay on the calibrated tiers
+
+
+def test_calibrating_on_the_training_rows_reads_their_stored_out_of_fold_predictions(tmp_path):
+    rows = write_rows(tmp_path / "fixture.jsonl")
+    weights = tmp_path / "w.npz"
+    r = _train(str(rows), "--models", f"{WEAK},{STRONG}", "--out", str(weights), "--folds", "2", "--iterations", "40")
+    assert r.exit_code == 0, r.output
+    m = QualityModel.load(weights)
+    assert m.oof is not None and m.oof.shape == (80, 2)
+    settings = tmp_path / "settings.json"
+    settings.write_text(json.dumps({"learned": {"weights": str(weights)}}))
+    r = CliRunner().invoke(cli, ["calibrate", str(rows), "--settings", str(settings), "--dry-run"])
+    assert r.exit_code == 0, r.output
+    assert "calibrate: folds" not in r.output  # no retraining: the predictions came with the weights
+    # The same out-of-fold scores as at training, so the same cut point as the weights' own calibration.
+    high = float(re.search(r"cut points low [0-9.]+ high ([0-9.]+)", r.output).group(1))
+    assert high == pytest.approx(m.meta["calibration"]["high"], abs=2e-3)  # stored as float16
 
 
 def test_calibrate_rejects_bad_target(tmp_path):
@@ -165,7 +194,7 @@ def test_bad_feedback_on_the_cheap_tier_shifts_routing_up():
     before = router.route(msgs)
     assert before.tier != "premium"
     for _ in range(200):
-        learned.record_outcome(router.settings, before.analysis.task_type, before.tier, good=False)
+        learned.record_outcome(router, before.analysis.task_type, before.tier, good=False)
     after = router.route(msgs)
     assert after.analysis.score > before.analysis.score
     assert after.tier == "premium"
@@ -201,8 +230,8 @@ def test_ledger_feedback_reaches_the_router(tmp_path):
     # One verdict through the CLI, as a user would give it.
     r = CliRunner().invoke(cli, ["feedback", str(ids[0]), "bad", "--settings", str(settings_file)])
     assert r.exit_code == 0, r.output
-    assert learned.sync_ledger(settings) == 120
-    assert learned.sync_ledger(settings) == 0  # nothing new: each outcome counts once
+    assert learned.sync_ledger(router) == 120
+    assert learned.sync_ledger(router) == 0  # nothing new: each outcome counts once
     after = router.route(msgs)
     assert after.tier == "premium" and after.analysis.score > before.analysis.score
 

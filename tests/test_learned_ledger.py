@@ -1,15 +1,17 @@
-"""Retraining the learned router from a ledger: judged calls with stored prompts become training rows, and
-bench/train_router.py --ledger trains on them the same way it trains on eval rows."""
+"""Retraining the learned router from a ledger: judged calls with stored prompts become training rows, read
+through the Ledger (SQLite or PostgreSQL), and `agent-router train --ledger` trains on them the same way it
+trains on eval rows."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
-from learned_fixtures import EASY, HARD, STRONG, WEAK, write_rows
+from click.testing import CliRunner
+from learned_fixtures import STRONG, WEAK, fill_ledger, write_rows
 
+from agent_router.cli import cli
 from agent_router.errors import InputError
 from agent_router.learned import router as learned
 from agent_router.learned.ledger_rows import ledger_rows
@@ -23,59 +25,27 @@ HARD_Q = "Prove that the sum of the first 9 odd numbers is a perfect square, ste
 EASY_Q = "Say hello to my friend number 9."
 
 
-@pytest.fixture(autouse=True)
-def _fresh():
-    learned.reset()
-    yield
-    learned.reset()
+def _train(*args: str):
+    """`agent-router train ARGS` as a user runs it."""
+    return CliRunner().invoke(cli, ["train", *args])
 
 
-def _train_script():
-    spec = importlib.util.spec_from_file_location("train_router", ROOT / "bench" / "train_router.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+def _rows(db: Path, names: tuple[str, str] = ("weak", "strong")) -> list[dict]:
+    with Ledger(db, Settings()) as led:
+        return ledger_rows(led, names)
 
 
 def _ledger(path: Path, store_prompts: bool = True, judge: bool = True, n: int = 48) -> list[int]:
-    """A ledger as an agent leaves it: the cheap tier fails the hard kind (users and signals said so),
-    premium answers both; a few calls without a verdict, and a switch_model tool row."""
+    """A SQLite ledger as an agent leaves it (see learned_fixtures.fill_ledger)."""
     settings = Settings.model_validate({"ledger": {"path": str(path), "store_prompts": store_prompts}})
-    ids = []
     with Ledger(path, settings) as led:
-        for i in range(n):
-            hard = i % 2 == 0
-            text = (HARD if hard else EASY)[(i // 2) % 4].format(n=i + 2)
-            premium = i % 4 in (1, 2)
-            prompt = [{"role": "system", "content": "You are an agent."}, {"role": "user", "content": text}]
-            cid = led.record(
-                "claude-sonnet-4-5" if premium else "gpt-4.1-mini", counted(40, 60), provider="anthropic"
-                if premium else "openai", tier="premium" if premium else "chat", task_type="chat", prompt=prompt,
-                conversation_id=f"c{i}",
-            )
-            ids.append(cid)
-            if not judge:
-                continue
-            good = premium or not hard
-            if i % 3 == 0:
-                led.add_feedback(cid, good, "explicit")
-            else:
-                if not good:
-                    led.add_feedback(cid, False, "implicit", "retry")
-                else:
-                    # A wrong implicit verdict that the user then corrects: the explicit one counts.
-                    led.add_feedback(cid, False, "implicit", "tool_error")
-                    led.add_feedback(cid, True, "explicit")
-        led.record("switch_model", counted(0, 0), kind="tool", tool="switch_model", cost_usd=0.0)
-        led.record("gpt-4.1-mini", counted(10, 5), provider="openai", tier="chat", prompt=[
-            {"role": "user", "content": "no verdict on me"}])
-    return ids
+        return fill_ledger(led, judge, n)
 
 
 def test_ledger_rows_have_the_eval_row_shape_with_one_side_known(tmp_path):
     db = tmp_path / "ledger.db"
     ids = _ledger(db)
-    rows = ledger_rows(db, (WEAK, STRONG))
+    rows = _rows(db, (WEAK, STRONG))
     assert len(rows) == len(ids)  # the tool row and the unjudged call are not rows
     r0 = rows[0]  # call 1: a hard request on the cheap tier, explicit bad
     assert r0["messages"][-1]["content"].startswith("Prove that the sum")
@@ -88,13 +58,13 @@ def test_ledger_rows_have_the_eval_row_shape_with_one_side_known(tmp_path):
     assert any(r["source"] == "ledger/implicit/retry" for r in rows)
 
 
-def test_train_script_retrains_on_a_ledger(tmp_path, capsys):
+def test_train_retrains_on_a_ledger(tmp_path):
     db = tmp_path / "ledger.db"
     _ledger(db)
     out = tmp_path / "mine.npz"
-    train = _train_script()
-    assert train.main(["--ledger", str(db), "--out", str(out), "--folds", "2", "--iterations", "60"]) == 0
-    printed = capsys.readouterr().out
+    r = _train("--ledger", str(db), "--out", str(out), "--folds", "2", "--iterations", "60")
+    assert r.exit_code == 0, r.output
+    printed = r.output
     assert "48 judged calls with stored prompts" in printed
     m = QualityModel.load(out)
     assert m.heads == ["weak", "strong"] and m.meta["trained_on"]["file"] == "ledger.db"
@@ -115,29 +85,32 @@ def test_eval_rows_and_a_ledger_train_together(tmp_path):
     _ledger(db, n=16)
     rows = write_rows(tmp_path / "fixture.jsonl", 40)
     out = tmp_path / "both.npz"
-    assert _train_script().main([str(rows), "--ledger", str(db), "--models", f"{WEAK},{STRONG}", "--out",
-                                 str(out), "--folds", "2", "--iterations", "40"]) == 0
+    r = _train(str(rows), "--ledger", str(db), "--models", f"{WEAK},{STRONG}", "--out", str(out), "--folds", "2",
+               "--iterations", "40")
+    assert r.exit_code == 0, r.output
     m = QualityModel.load(out)
     assert m.heads == [WEAK, STRONG]
     assert m.meta["trained_on"] == {**m.meta["trained_on"], "file": "fixture.jsonl + ledger.db", "rows": 56}
 
 
 def test_a_ledger_without_prompts_or_verdicts_is_a_clear_error(tmp_path):
-    train = _train_script()
     no_prompts = tmp_path / "a.db"
     _ledger(no_prompts, store_prompts=False)
     with pytest.raises(InputError, match="no call has a stored prompt; turn on ledger.store_prompts"):
-        train.main(["--ledger", str(no_prompts), "--out", str(tmp_path / "x.npz")])
+        _rows(no_prompts)
+    r = _train("--ledger", str(no_prompts), "--out", str(tmp_path / "x.npz"))
+    assert r.exit_code != 0 and "no call has a stored prompt" in r.output and "Traceback" not in r.output
     no_verdicts = tmp_path / "b.db"
     _ledger(no_verdicts, judge=False)
     with pytest.raises(InputError, match=r"49 call\(s\) have a stored prompt but none has a verdict.*"
                                          "agent-router feedback CALL_ID good\\|bad"):
-        train.main(["--ledger", str(no_verdicts), "--out", str(tmp_path / "x.npz")])
-    with pytest.raises(InputError, match="no such file"):
-        ledger_rows(tmp_path / "missing.db")
+        _rows(no_verdicts)
+    r = _train("--ledger", str(tmp_path / "missing.db"), "--out", str(tmp_path / "x.npz"))
+    assert r.exit_code != 0 and "no such file" in r.output
+    assert not (tmp_path / "missing.db").exists()  # reading never creates a ledger
     (tmp_path / "notes.db").write_text("not a database")
-    with pytest.raises(InputError, match="not an agent_router ledger"):
-        ledger_rows(tmp_path / "notes.db")
+    r = _train("--ledger", str(tmp_path / "notes.db"), "--out", str(tmp_path / "x.npz"))
+    assert r.exit_code != 0 and "notes.db" in r.output and "Traceback" not in r.output
     assert not (tmp_path / "x.npz").exists()
 
 
@@ -151,6 +124,6 @@ def test_too_few_verdicts_on_one_side_names_it(tmp_path):
             led.add_feedback(cid, i % 2 == 0, "explicit")
         led.record("claude-sonnet-4-5", counted(30, 30), provider="anthropic", tier="premium",
                    prompt=[{"role": "user", "content": "unjudged"}])
-    with pytest.raises(InputError, match="too few verdicts for strong"):
-        _train_script().main(["--ledger", str(db), "--out", str(tmp_path / "x.npz"), "--folds", "2"])
-    assert json.dumps(ledger_rows(db))  # the rows themselves are fine JSON
+    r = _train("--ledger", str(db), "--out", str(tmp_path / "x.npz"), "--folds", "2")
+    assert r.exit_code != 0 and "too few verdicts for strong" in r.output
+    assert json.dumps(_rows(db))  # the rows themselves are fine JSON

@@ -259,8 +259,7 @@ def test_import_and_plugin_registration_stay_light():
         import agent_router
         from agent_router.plugins import DEFAULT_PLUGINS
         for name in DEFAULT_PLUGINS:
-            if name != "agent_router.commands.learned":  # r-learned's module; lazy once #13 lands there
-                importlib.import_module(name)
+            importlib.import_module(name)
         heavy = [m for m in ("numpy", "httpx", "pydantic") if m in sys.modules]
         names = {n: type(getattr(agent_router, n)).__name__ for n in agent_router.__all__}
         print(json.dumps({"heavy": heavy, "names": names}))

@@ -16,7 +16,7 @@ from static_embeddings_fixtures import TEXTS, build_subset, install, subset_ids
 from agent_router.learned.embeddings import minilm as E
 from agent_router.learned.embeddings import static as S
 from agent_router.learned.model import QualityModel
-from agent_router.learned.router import LearnedRouter, reset
+from agent_router.learned.router import LearnedRouter
 from agent_router.learned.train import TrainOptions, featurize, labels, predict_matrix, train
 from agent_router.settings import LearnedSettings
 
@@ -88,12 +88,8 @@ def test_missing_table_is_an_error_naming_the_build_command(tmp_path: Path) -> N
                                                       r"`agent-router embeddings build`"):
         S.StaticEncoder(tmp_path / "nowhere.npz")
     # The packaged embedding weights are static: the router fails at start-up, not on the first request.
-    reset()
-    try:
-        with pytest.raises(E.EmbeddingsUnavailable, match="agent-router embeddings build"):
-            LearnedRouter(LearnedSettings(enabled=True, embeddings=True, adaptive=False))
-    finally:
-        reset()
+    with pytest.raises(E.EmbeddingsUnavailable, match="agent-router embeddings build"):
+        LearnedRouter(LearnedSettings(enabled=True, embeddings=True, adaptive=False))
 
 
 def test_damaged_or_foreign_tables_are_refused(table: Path, tmp_path: Path) -> None:
@@ -118,17 +114,13 @@ def test_damaged_or_foreign_tables_are_refused(table: Path, tmp_path: Path) -> N
 
 def test_packaged_weights_use_the_static_embedding(table: Path) -> None:
     install(table)
-    reset()
-    try:
-        router = LearnedRouter(LearnedSettings(enabled=True, embeddings=True, adaptive=False))
-        assert router.model.embedding_kind == "static" and router.model.w_emb.shape[1] == S.DIMS
-        msgs = [{"role": "user", "content": TEXTS[8]}]
-        f = router.model.features(msgs)
-        np.testing.assert_array_equal(f.emb, S.static_encoder().encode(f.focus))
-        a = router.analyze(msgs)
-        assert a.source == "learned" and 0.0 <= a.score <= 1.0
-    finally:
-        reset()
+    router = LearnedRouter(LearnedSettings(enabled=True, embeddings=True, adaptive=False))
+    assert router.model.embedding_kind == "static" and router.model.w_emb.shape[1] == S.DIMS
+    msgs = [{"role": "user", "content": TEXTS[8]}]
+    f = router.model.features(msgs)
+    np.testing.assert_array_equal(f.emb, S.static_encoder().encode(f.focus))
+    a = router.analyze(msgs)
+    assert a.source == "learned" and 0.0 <= a.score <= 1.0
 
 
 def test_static_heads_train_and_reload_with_their_kind(table: Path, tmp_path: Path) -> None:

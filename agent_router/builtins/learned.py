@@ -1,5 +1,8 @@
 """The learned router's `analyze` implementation: used when `learned.enabled` is true, tried before the
-built-in heuristic (which is `trylast`). Returns None when learned routing is off, so the heuristic answers."""
+built-in heuristic (which is `trylast`). Returns None when learned routing is off, so the heuristic answers.
+
+The learned router (with its adaptive state) belongs to the `Router` that asks (`context["router"].learned`);
+called without one, a learned router is built for this call from the settings."""
 
 from __future__ import annotations
 
@@ -15,15 +18,18 @@ if TYPE_CHECKING:
 def analyze(messages: list[dict[str, Any]], context: dict[str, Any]) -> Analysis | None:
     from ..settings import Settings, load
 
-    settings = context.get("settings")
+    router = context.get("router")
+    settings = getattr(router, "settings", None) or context.get("settings")
     if not isinstance(settings, Settings):
         settings = load()
     if not settings.learned.enabled:
-        return None  # before importing the learned router: heuristic routing loads no numpy
-    from ..learned.router import for_settings
-
-    lr = for_settings(settings)
-    if lr is None:
         return None
+    lr = getattr(router, "learned", None)
+    if lr is None:
+        from ..learned.router import LearnedRouter
+
+        lr = LearnedRouter.from_settings(settings)
+        if lr is None:
+            return None
     t = settings.routing.thresholds
     return lr.analyze(messages, t.low, t.high)

@@ -14,11 +14,6 @@ from ._common import get_router, iter_rows, settings_option
 
 __all__ = ["Scorer", "eval_cmd", "format_table"]
 
-# Deprecated: a module that still writes a factory here is heard (commands/learned.py did, before the
-# `register_scorers` hook); new code implements `register_scorers`. Remove once nothing writes here.
-SCORERS: dict[str, Callable[[str | None], Scorer]] = {}
-
-
 def _analyzer(settings_path: str | None) -> Scorer:
     router = get_router(settings_path)
     return lambda rows, models: [router.analyze(r["messages"], {}).score for r in rows]
@@ -33,8 +28,7 @@ def scorers() -> dict[str, Callable[[str | None], Scorer]]:
     """Every scorer `--router` accepts: the `register_scorers` hook's, by name."""
     from ..plugins import get_scorers
 
-    found = {name: factory for name, (factory, _) in get_scorers().items()}
-    return {**SCORERS, **found}
+    return {name: factory for name, (factory, _) in get_scorers().items()}
 
 
 class _RouterOption(click.Option):

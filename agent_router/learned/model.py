@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import threading
 import zlib
 from dataclasses import dataclass, field
 from importlib import resources
@@ -44,6 +46,21 @@ class QualityModel:
     cost_dense: np.ndarray | None = None
     # (heads, 384) weights over the sentence embedding of the real question (learned.embeddings.minilm), if any.
     w_emb: np.ndarray | None = None
+    # (len(train_ids), heads) out-of-fold probabilities of the training rows (row of train_ids[i]; NaN where an
+    # id hash was shared by two rows), computed at training: calibrating or evaluating on the training rows
+    # reads them instead of retraining k folds.
+    oof: np.ndarray | None = None
+
+    def oof_probs(self, row_ids: list[str]) -> np.ndarray | None:
+        """(n, heads) out-of-fold probabilities of these training rows, or None unless every one is known."""
+        if self.oof is None or not row_ids:
+            return None
+        h = np.array([id_hash(r) for r in row_ids], dtype=np.uint32)
+        i = np.searchsorted(self.train_ids, h)
+        if (i >= len(self.train_ids)).any() or (self.train_ids[np.minimum(i, len(self.train_ids) - 1)] != h).any():
+            return None
+        out = self.oof[i].astype(np.float64)
+        return None if np.isnan(out).any() else out
 
     # -- inference -----------------------------------------------------------------------------------------
     def logits(self, f: RequestFeatures) -> np.ndarray:
@@ -122,6 +139,7 @@ class QualityModel:
                 train_ids=np.unique(self.train_ids.astype(np.uint32)),
                 **({"cost_dense": self.cost_dense.astype(np.float32)} if self.cost_dense is not None else {}),
                 **({"w_emb": self.w_emb.astype(np.float32)} if self.w_emb is not None else {}),
+                **({"oof": self.oof.astype(np.float16)} if self.oof is not None else {}),
             )
 
     def seen(self, row_id: str) -> bool:
@@ -151,13 +169,14 @@ class QualityModel:
                 train_ids = z["train_ids"].astype(np.uint32) if "train_ids" in z else np.zeros(0, np.uint32)
                 cost_dense = z["cost_dense"].astype(np.float32) if "cost_dense" in z else None
                 w_emb = z["w_emb"].astype(np.float32) if "w_emb" in z else None
+                oof = z["oof"].astype(np.float32) if "oof" in z else None
         except (ValueError, KeyError, OSError, json.JSONDecodeError) as e:
             raise WeightsError(f"{where}: not a learned-router weights file ({e})") from None
         if meta.get("format") != FORMAT:
             raise WeightsError(f"{where}: format {meta.get('format')!r}, expected {FORMAT!r}")
         if meta.get("hash_bits") != HASH_BITS or meta.get("dense_keys") != list(DENSE_KEYS):
             raise WeightsError(f"{where}: trained with other features (hash_bits {meta.get('hash_bits')}); retrain "
-                               "with bench/train_router.py")
+                               "with `agent-router train`")
         heads = list(meta["heads"])
         if w_dense.shape != (len(heads), len(DENSE_KEYS)) or w_hash.shape != (len(heads), 1 << HASH_BITS):
             raise WeightsError(
@@ -166,9 +185,13 @@ class QualityModel:
             raise WeightsError(f"{where}: embedding weights {w_emb.shape} do not match {len(heads)} heads")
         if embeddings and w_emb is None:
             raise WeightsError(f"{where}: learned.embeddings is on but these weights have no embedding heads; "
-                               "retrain with bench/train_router.py --embeddings")
-        return cls(heads=heads, w_dense=w_dense, w_hash=w_hash, meta=meta, train_ids=np.unique(train_ids),
-                   cost_dense=cost_dense, w_emb=w_emb)
+                               "retrain with `agent-router train --embeddings static`")
+        train_ids = np.unique(train_ids)
+        if oof is not None and oof.shape != (len(train_ids), len(heads)):
+            raise WeightsError(f"{where}: out-of-fold probabilities {oof.shape} do not match "
+                               f"{len(train_ids)} training rows x {len(heads)} heads")
+        return cls(heads=heads, w_dense=w_dense, w_hash=w_hash, meta=meta, train_ids=train_ids,
+                   cost_dense=cost_dense, w_emb=w_emb, oof=oof)
 
 
 def id_hash(row_id: str) -> int:
@@ -195,3 +218,37 @@ def objective_score(p_weak: float, p_strong: float, log_cost: float | None = Non
 def need_score(p_weak: float, p_strong: float) -> float:
     """(1 + P(strong good) - P(weak good)) / 2: 0.5 when both are equally likely to do well."""
     return min(1.0, max(0.0, 0.5 * (1.0 + p_strong - p_weak)))
+
+
+_models: dict[tuple[Any, ...], QualityModel] = {}
+_models_lock = threading.Lock()
+
+
+def _file_identity(path: str | None, embeddings: bool) -> tuple[Any, ...]:
+    """What identifies the weights' content: the resolved file with its size and modification time (the
+    packaged files: the installed package file)."""
+    if path:
+        p = Path(path)
+    else:
+        p = Path(str(resources.files("agent_router").joinpath(EMB_WEIGHTS if embeddings else WEIGHTS)))
+    try:
+        st = os.stat(p)
+    except OSError:
+        return (str(p), None, None)  # QualityModel.load names the missing file
+    return (str(p.resolve()), st.st_size, st.st_mtime_ns)
+
+
+def load_model(path: str | None, embeddings: bool = False) -> QualityModel:
+    """Weights by path (None: packaged; `embeddings`: the packaged weights with embedding heads). Read-only
+    and shared: loaded once per file content (path, size, modification time), so retraining into the same
+    path is picked up by the next router; callers never modify the returned model."""
+    key = _file_identity(path, embeddings)
+    with _models_lock:
+        m = _models.get(key)
+    if m is None:
+        m = QualityModel.load(path, embeddings)
+        with _models_lock:
+            if len(_models) >= 8:
+                _models.pop(next(iter(_models)))
+            m = _models.setdefault(key, m)
+    return m

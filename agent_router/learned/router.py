@@ -3,30 +3,37 @@
 `LearnedRouter.analyze(messages)` returns an `Analysis` whose score is the predicted need for the premium
 model, rescaled so the calibrated thresholds land on the router's own tier thresholds (`routing.thresholds`):
 a request goes to the cheapest tier whose predicted quality is good enough for the target. `calibrate()`
-derives those thresholds from rows with per-model outcomes, for a quality target ("keep >= 95% of premium
-quality") or a cost cap, and reports the expected premium share, quality and cost.
+derives those thresholds from rows with per-model outcomes (agent_router.learned.calibrate).
+
+State lives in objects the caller holds: a `Router` creates its `LearnedRouter` on first use (`Router.learned`)
+and hands it to the `analyze` hook; the learned router owns its adaptive estimator and its `LedgerFeed`, which
+reads verdicts through a `Ledger` (SQLite or PostgreSQL). Only the immutable weights are shared between
+routers, cached by file identity (path, size, modification time), so a retrained file is loaded afresh.
 """
 
 from __future__ import annotations
 
 import logging
-import sqlite3
 import threading
 import time
-from collections.abc import Sequence
-from functools import lru_cache
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..analyzer import Analysis
+from ..analyzer import analyze as heuristic_analyze
 from ..errors import AgentRouterError, InputError
 from ..settings import LearnedCalibration, LearnedSettings, Settings
 from .adaptive import AdaptiveEstimator
+from .calibrate import calibrate
 from .features import DENSE_KEYS
-from .model import QualityModel, objective_score
+from .model import QualityModel, load_model, objective_score
 
-__all__ = ["LearnedRouter", "LearnedSettings", "calibrate", "for_settings", "record_outcome", "reset",
+if TYPE_CHECKING:
+    from ..ledger import Ledger
+
+__all__ = ["LearnedRouter", "LearnedSettings", "LedgerFeed", "calibrate", "load_model", "record_outcome",
            "sync_ledger"]
 
 log = logging.getLogger("agent_router.learned")
@@ -41,11 +48,8 @@ _LABELS = {
 }
 
 
-@lru_cache(maxsize=8)
-def load_model(path: str | None, embeddings: bool = False) -> QualityModel:
-    """Weights by path (None: packaged; `embeddings`: the packaged weights with embedding heads), loaded once
-    per process."""
-    return QualityModel.load(path, embeddings)
+# Task types a two-model calibration may hand to the utility tier when the heuristic finds them simple.
+UTILITY_TASKS = frozenset({"chat"})
 
 
 def rescale(raw: float, cal: LearnedCalibration, low: float, high: float) -> float:
@@ -80,6 +84,45 @@ class LearnedRouter:
         priors = self.model.meta.get("task_priors") or {}
         self.estimator = estimator or estimator_for(self.settings, priors)
         self._lock = threading.Lock()
+
+    @classmethod
+    def from_settings(cls, settings: Settings, ledger: Ledger | None = None) -> LearnedRouter | None:
+        """The learned router of `settings` (None when learned routing is off). With adaptive routing its feed
+        reads verdicts from `ledger`, or else from the ledger the settings name, opened for each sync."""
+        ls = settings.learned
+        if not ls.enabled:
+            return None
+        feed = None
+        if ls.adaptive:
+            feed = LedgerFeed(ledger if ledger is not None else settings_ledger(settings))
+        return cls(ls, feed=feed)
+
+    def sync(self, force: bool = True) -> int:
+        """Read the verdicts recorded since the last sync into the adaptive estimator now; returns how many."""
+        if self.feed is None or not self.settings.adaptive:
+            return 0
+        return self.feed.sync(self.estimator, force=force)
+
+    def record_outcome(self, task_type: str | None, tier: str, good: bool, source: str = "explicit",
+                       messages: list[dict[str, Any]] | None = None) -> None:
+        """Feed one outcome straight to the adaptive estimator.
+
+        With the request's `messages` the outcome teaches the per-request layer about requests like this one;
+        without, it counts for every request of `task_type`. (For a call in the ledger, prefer
+        `Ledger.add_feedback(call_id, ...)` then `sync()`: the call's own features are used.)
+        """
+        est = self.estimator
+        outcome: dict[str, Any] = {"task_type": task_type, "tier": tier, "good": good, "source": source}
+        if messages is not None:
+            from .adaptive import sketch
+
+            f = self.model.features(messages)
+            probs = self.model.predict(f)
+            p_w, p_s = probs[self.model.heads[0]], probs[self.model.heads[-1]]
+            key = est.new_key()
+            est.remember(key, f.dense, f.hashed, p_w, p_s)
+            outcome.update(task_type=task_type or f.task_type, key=key, sketch=sketch(f.dense, p_w, p_s))
+        est.update(outcome)
 
     def predict(self, messages: list[dict[str, Any]]) -> tuple[Any, dict[str, float], float, float]:
         """Features, head probabilities, raw need before and after adaptive outcomes (the latter on the same
@@ -122,6 +165,15 @@ class LearnedRouter:
                    f"learned: P(good) {heads[0]} {probs[heads[0]]:.2f}, {heads[-1]} {probs[heads[-1]]:.2f}"
                    f" -> {'gain per $' if self.objective == 'cost' else 'need'} {need:.2f}"
                    f" (cut points {cal.low:.3f}/{cal.high:.3f})"]
+        if cal.low <= 0.0 and need < cal.high and f.task_type in UTILITY_TASKS:
+            # Calibrated on two models (chat and premium), the low cut sits at 0: the rows say nothing about
+            # the utility tier, and every request would go to chat or above. Below the premium cut, plain chat
+            # the heuristic finds simple (greetings, thanks, small talk) goes to utility, as without learned
+            # routing; anything asking for code, math or reasoning stays on the calibrated tiers.
+            h = heuristic_analyze(messages)
+            if h.score < low:
+                score = h.score
+                reasons.append(f"below the premium cut, simple {f.task_type} (heuristic {h.score:.2f}) -> utility")
         if abs(need - raw) >= 0.005:
             reasons.append(f"adaptive: outcomes for {f.task_type} moved need {raw:.2f} -> {need:.2f}"
                            + (" (premium spend held at the static router's)" if held else ""))
@@ -159,97 +211,6 @@ def default_calibration(model: QualityModel, objective: str = "quality") -> Lear
     return LearnedCalibration(low=0.0, high=0.5)
 
 
-# -- calibration -----------------------------------------------------------------------------------------
-def _cut(sorted_scores: np.ndarray, k: int) -> float:
-    """A threshold sending exactly the top k (of scores sorted descending) at or above it."""
-    n = len(sorted_scores)
-    if k <= 0:
-        return 1.0
-    if k >= n:
-        return 0.0
-    return float((sorted_scores[k - 1] + sorted_scores[k]) / 2)
-
-
-def calibrate(scores: Sequence[float], quality: np.ndarray, cost: np.ndarray, target: float = 0.95,
-              cost_cap: float | None = None, grid: int = 200, models: Sequence[str] = (),
-              tiers: Sequence[str] = ()) -> LearnedCalibration:
-    """Thresholds on `scores` (raw need) from per-row quality and cost of 2 or 3 models (cheapest first).
-
-    With a quality target: the cheapest split whose quality is >= target x premium-only quality. With a cost
-    cap: the best quality whose cost is <= cost_cap x premium-only cost. `tiers` names the router tier of
-    each model (default chat, premium for two models; utility, chat, premium for three).
-    """
-    s = np.asarray(scores, dtype=np.float64)
-    q = np.asarray(quality, dtype=np.float64)
-    c = np.asarray(cost, dtype=np.float64)
-    n, k = q.shape
-    if n == 0:
-        raise InputError("calibrate: no rows with outcomes for every model")
-    if k not in (2, 3):
-        raise InputError(f"calibrate: give 2 or 3 models, got {k}")
-    tiers = list(tiers) or (["chat", "premium"] if k == 2 else ["utility", "chat", "premium"])
-    order = np.argsort(-s, kind="stable")
-    s_sorted, q, c = s[order], q[order], c[order]
-    qp = np.vstack([np.zeros((1, k)), np.cumsum(q, axis=0)])
-    cp = np.vstack([np.zeros((1, k)), np.cumsum(c, axis=0)])
-    q_top, c_top = qp[n, -1], cp[n, -1]
-    steps = sorted({int(round(i * n / grid)) for i in range(grid + 1)})
-    best: tuple[float, float, int, int] | None = None  # (objective, -secondary, kp, km)
-    for kp in steps:
-        mids = [kk - kp for kk in steps if kk >= kp] if k == 3 else [0]
-        for km in mids:
-            e = kp + km
-            qq = qp[kp, -1] + (qp[e, 1] - qp[kp, 1] if k == 3 else 0.0) + (qp[n, 0] - qp[e, 0])
-            cc = cp[kp, -1] + (cp[e, 1] - cp[kp, 1] if k == 3 else 0.0) + (cp[n, 0] - cp[e, 0])
-            rel_q = qq / q_top if q_top else 1.0
-            rel_c = cc / c_top if c_top else 0.0
-            if cost_cap is not None:
-                if rel_c > cost_cap + 1e-12:
-                    continue
-                cand = (rel_q, -rel_c, kp, km)
-            else:
-                if rel_q < target - 1e-12:
-                    continue
-                cand = (-rel_c, rel_q, kp, km)
-            if best is None or cand[:2] > best[:2]:
-                best = cand
-    if best is None:
-        what = f"cost cap {cost_cap}" if cost_cap is not None else f"quality target {target}"
-        raise InputError(f"calibrate: no split meets the {what} on these rows")
-    _, _, kp, km = best
-    e = kp + km
-    high = _cut(s_sorted, kp)
-    low = _cut(s_sorted, e)
-    if k == 2 and tiers[0] == "chat":
-        low = 0.0  # two models: the cheaper one is the chat tier; nothing is routed below it
-    qq = qp[kp, -1] + (qp[e, 1] - qp[kp, 1] if k == 3 else 0.0) + (qp[n, 0] - qp[e, 0])
-    cc = cp[kp, -1] + (cp[e, 1] - cp[kp, 1] if k == 3 else 0.0) + (cp[n, 0] - cp[e, 0])
-    return LearnedCalibration(
-        low=min(low, high), high=high, quality=round(qq / q_top if q_top else 1.0, 4),
-        premium_share=round(kp / n, 4), mid_share=round(km / n, 4) if k == 3 else None,
-        cost_share=round(cc / c_top if c_top else 0.0, 4), rows=n, models=list(models),
-    )
-
-
-def for_settings(settings: Settings) -> LearnedRouter | None:
-    """The process-wide LearnedRouter for these settings, or None when learned routing is off."""
-    ls = settings.learned
-    if not ls.enabled:
-        return None
-    key = ls.model_dump_json()
-    with _routers_lock:
-        r = _routers.get(key)
-        if r is None:
-            r = LearnedRouter(ls, estimator=_shared_estimator(ls), feed=_shared_feed(settings))
-            _routers[key] = r
-        return r
-
-
-_routers: dict[str, LearnedRouter] = {}
-_routers_lock = threading.Lock()
-_estimators: dict[tuple[Any, ...], AdaptiveEstimator] = {}
-
-
 def estimator_for(ls: LearnedSettings, priors: dict[str, Any]) -> AdaptiveEstimator:
     """A fresh adaptive estimator configured by the learned settings (seeded: the same outcomes in the same
     order give the same decisions)."""
@@ -258,31 +219,17 @@ def estimator_for(ls: LearnedSettings, priors: dict[str, Any]) -> AdaptiveEstima
                              keep_spend=ls.adaptive_keep_spend, per_dollar=ls.adaptive_per_dollar)
 
 
-def _shared_estimator(ls: LearnedSettings) -> AdaptiveEstimator:
-    """One estimator per weights file and adaptive configuration, shared by routers of changing settings."""
-    key = (ls.weights, ls.embeddings, ls.adaptive_prior_strength, ls.adaptive_per_request, ls.adaptive_precision,
-           ls.adaptive_explore, ls.adaptive_keep_spend, ls.adaptive_per_dollar)
-    est = _estimators.get(key)
-    if est is None:
-        priors = load_model(ls.weights, ls.embeddings).meta.get("task_priors") or {}
-        est = estimator_for(ls, priors)
-        _estimators[key] = est
-    return est
-
-
 SYNC_EVERY_S = 30.0
 
 
 class LedgerFeed:
-    """Reads new outcomes (feedback joined with calls) from the ledger into an estimator, at most every
-    `every_s` seconds, and never creates a ledger that does not exist. A broken ledger is logged, not raised:
-    routing goes on with what was learned so far."""
+    """Reads new outcomes (feedback joined with calls) from a ledger into an estimator, at most every
+    `every_s` seconds. `ledger` is a `Ledger` the caller holds (any backend), or a function opening one for each
+    sync (returning None when there is none yet; the feed closes what it opened). A broken ledger is logged, not
+    raised: routing goes on with what was learned so far."""
 
-    def __init__(self, settings: Settings, every_s: float = SYNC_EVERY_S):
-        from ..ledger import default_path
-
-        self.settings = settings
-        self.path = default_path(settings)
+    def __init__(self, ledger: Ledger | Callable[[], Ledger | None], every_s: float = SYNC_EVERY_S):
+        self.ledger = ledger
         self.every_s = every_s
         self.last_time: str | None = None
         self._seen: set[tuple[Any, ...]] = set()
@@ -296,76 +243,70 @@ class LedgerFeed:
             if not force and now < self._next:
                 return 0
             self._next = now + self.every_s
-            if not self.path.exists():
-                return 0
-            from ..ledger import Ledger
-
+            opened = None
             n = 0
             try:
-                with Ledger(self.path, self.settings) as led:
-                    for o in led.outcomes(since=self.last_time):
-                        key = (o.get("call_id"), o.get("time"), o.get("signal"), o.get("good"))
-                        if key in self._seen:  # `since` is inclusive: the boundary row comes again
-                            continue
-                        self._seen.add(key)
-                        estimator.update(o)
-                        n += 1
-                        t = o.get("time")
-                        if t and (self.last_time is None or t > self.last_time):
-                            self.last_time = t
-            except (AgentRouterError, sqlite3.Error, OSError) as e:
-                log.warning("learned routing: cannot read outcomes from %s: %s", self.path, e)
+                led = self.ledger
+                if callable(led):
+                    led = opened = led()
+                    if led is None:
+                        return 0
+                for o in led.outcomes(since=self.last_time):
+                    key = (o.get("call_id"), o.get("time"), o.get("signal"), o.get("good"))
+                    if key in self._seen:  # `since` is inclusive: the boundary row comes again
+                        continue
+                    self._seen.add(key)
+                    estimator.update(o)
+                    n += 1
+                    t = o.get("time")
+                    if t and (self.last_time is None or t > self.last_time):
+                        self.last_time = t
+            except (AgentRouterError, OSError) as e:
+                log.warning("learned routing: cannot read outcomes from the ledger: %s", e)
+            finally:
+                if opened is not None:
+                    try:
+                        opened.close()
+                    except (AgentRouterError, OSError) as e:
+                        log.warning("learned routing: closing the ledger: %s", e)
             return n
 
 
-_feeds: dict[str, LedgerFeed] = {}
+def settings_ledger(settings: Settings) -> Callable[[], Ledger | None]:
+    """Opens the ledger `settings` name (SQLite or PostgreSQL) for one read; None while a SQLite ledger does not
+    exist yet (reading never creates one)."""
+
+    def open_ledger() -> Ledger | None:
+        from ..ledger import Ledger, default_path
+
+        if settings.ledger.backend != "postgresql" and not default_path(settings).exists():
+            return None
+        return Ledger.from_settings(settings)
+
+    return open_ledger
 
 
-def _shared_feed(settings: Settings) -> LedgerFeed:
-    from ..ledger import default_path
-
-    key = str(default_path(settings))
-    feed = _feeds.get(key)
-    if feed is None:
-        feed = _feeds[key] = LedgerFeed(settings)
-    return feed
-
-
-def sync_ledger(settings: Settings) -> int:
-    """Read new ledger outcomes into the learned router of `settings` now; returns how many were read."""
-    r = for_settings(settings)
-    if r is None or r.feed is None or not settings.learned.adaptive:
-        return 0
-    return r.feed.sync(r.estimator, force=True)
+def _learned_of(router: Any) -> LearnedRouter | None:
+    if isinstance(router, LearnedRouter):
+        return router
+    if isinstance(router, Settings):
+        raise TypeError("pass the Router (or its LearnedRouter, `router.learned`), not settings: learned state "
+                        "lives in the router that routes")
+    return getattr(router, "learned", None)
 
 
-def record_outcome(settings: Settings, task_type: str | None, tier: str, good: bool, source: str = "explicit",
+def sync_ledger(router: Any) -> int:
+    """Read new ledger outcomes into `router`'s learned router (a `Router` or a `LearnedRouter`) now; returns
+    how many were read (0 when learned or adaptive routing is off)."""
+    lr = _learned_of(router)
+    return 0 if lr is None else lr.sync(force=True)
+
+
+def record_outcome(router: Any, task_type: str | None, tier: str, good: bool, source: str = "explicit",
                    messages: list[dict[str, Any]] | None = None) -> None:
-    """Python API: feed one outcome straight to the learned router's adaptive estimator for `settings`.
-
-    With the request's `messages` the outcome teaches the per-request layer about requests like this one;
-    without, it counts for every request of `task_type`. (For a call in the ledger, prefer
-    `Ledger.add_feedback(call_id, ...)` then `sync_ledger(settings)`: the call's own features are used.)
-    """
-    est = _shared_estimator(settings.learned)
-    outcome: dict[str, Any] = {"task_type": task_type, "tier": tier, "good": good, "source": source}
-    if messages is not None:
-        from .adaptive import sketch
-
-        model = load_model(settings.learned.weights, settings.learned.embeddings)
-        f = model.features(messages)
-        probs = model.predict(f)
-        key = est.new_key()
-        est.remember(key, f.dense, f.hashed, probs[model.heads[0]], probs[model.heads[-1]])
-        outcome.update(task_type=task_type or f.task_type, key=key,
-                       sketch=sketch(f.dense, probs[model.heads[0]], probs[model.heads[-1]]))
-    est.update(outcome)
-
-
-def reset() -> None:
-    """Forget every cached router and every outcome fed to the adaptive estimators (e.g. after retraining)."""
-    with _routers_lock:
-        _routers.clear()
-        _estimators.clear()
-        _feeds.clear()
-    load_model.cache_clear()
+    """Python API: feed one outcome straight to the adaptive estimator of `router` (a `Router` with learned
+    routing on, or a `LearnedRouter`); see `LearnedRouter.record_outcome`."""
+    lr = _learned_of(router)
+    if lr is None:
+        raise InputError("record_outcome: learned routing is off in this router's settings (learned.enabled)")
+    lr.record_outcome(task_type, tier, good, source, messages)

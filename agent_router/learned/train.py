@@ -1,14 +1,14 @@
 """Training the learned quality model with numpy: L2-regularised logistic regression per head, full-batch Adam.
 
 Deterministic: same rows and options give the same weights, bit for bit (fixed iteration count, no random
-initialisation, no shuffling). Used by bench/train_router.py (shipped weights), by `agent-router eval
---router learned` for k-fold cross-validation, and by users retraining on their own rows.
+initialisation, no shuffling). `train_weights` is `agent-router train` (the shipped weights, and users retraining
+on their own rows or their ledger); the k-fold helpers serve `agent-router eval` and `calibrate`.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,6 +16,9 @@ import numpy as np
 
 from .features import DENSE_KEYS, HASH_DIM, RequestFeatures, extract
 from .model import COST_CLIP, QualityModel
+
+# progress(stage, done, total): called as long work advances (e.g. to draw a progress bar).
+Progress = Callable[[str, int, int], None]
 
 
 @dataclass
@@ -60,10 +63,16 @@ def to_matrix(feats: Sequence[RequestFeatures]) -> Matrix:
 EMBED_CACHE_ENV = "AGENT_ROUTER_EMBED_CACHE"
 
 
-def featurize(rows: Sequence[dict[str, Any]], embeddings: bool | str = False) -> Matrix:
+def featurize(rows: Sequence[dict[str, Any]], embeddings: bool | str = False,
+              progress: Progress | None = None) -> Matrix:
     """Features of routing-eval rows (their `messages`); with `embeddings` (True: "contextual", or an embedding
     kind), also the sentence embedding of each real question (cached in $AGENT_ROUTER_EMBED_CACHE when set)."""
-    feats = [extract(r["messages"]) for r in rows]
+    feats = []
+    step = max(1, len(rows) // 50)
+    for i, r in enumerate(rows):
+        feats.append(extract(r["messages"]))
+        if progress is not None and ((i + 1) % step == 0 or i + 1 == len(rows)):
+            progress("features", i + 1, len(rows))
     if embeddings:
         from .embeddings.minilm import encode_cached
 
@@ -101,21 +110,34 @@ def _sigmoid(z: np.ndarray) -> np.ndarray:
 
 
 def fit_head(x: Matrix, y: np.ndarray, opts: TrainOptions) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-    """Logistic regression (soft labels allowed) for one head; rows with NaN labels are left out."""
+    """Logistic regression (soft labels allowed) for one head; rows with NaN labels are left out.
+
+    Only the hashed features present in these rows are optimised (every other weight has a zero gradient at
+    every step, so Adam leaves it at exactly zero): the same optimisation as updating all 2^17 (equal up to
+    float rounding), at a fraction of the work; with `opts.hashed` off the hashed part is skipped altogether."""
     keep = ~np.isnan(y)
     if not keep.all():
         x = x.take(np.flatnonzero(keep))
         y = y[keep]
     n, d = x.dense.shape
-    row_of = np.repeat(np.arange(n), np.diff(x.indptr))
+    wh_full = np.zeros(HASH_DIM)
+    hashed = opts.hashed and len(x.indices) > 0
+    if hashed:
+        active, idx = np.unique(x.indices, return_inverse=True)
+        idx = idx.reshape(-1)
+        row_of = np.repeat(np.arange(n), np.diff(x.indptr))
+        h = len(active)
+    else:
+        active = idx = row_of = None
+        h = 0
     wd = np.zeros(d)
-    wh = np.zeros(HASH_DIM)
+    wh = np.zeros(h)
     # Start at the base rate so the regularised weights only model deviations from it.
     bias_col = DENSE_KEYS.index("bias")
     base = float(np.clip(y.mean(), 1e-3, 1 - 1e-3))
     wd[bias_col] = np.log(base / (1 - base))
     md, vd = np.zeros(d), np.zeros(d)
-    mh, vh = np.zeros(HASH_DIM), np.zeros(HASH_DIM)
+    mh, vh = np.zeros(h), np.zeros(h)
     e = x.emb
     we = np.zeros(e.shape[1]) if e is not None else None
     me, ve = (np.zeros(e.shape[1]), np.zeros(e.shape[1])) if e is not None else (None, None)
@@ -123,26 +145,30 @@ def fit_head(x: Matrix, y: np.ndarray, opts: TrainOptions) -> tuple[np.ndarray, 
     reg_d = np.full(d, opts.l2_dense)
     reg_d[bias_col] = 0.0
     for t in range(1, opts.iterations + 1):
-        z = x.dense @ wd + np.bincount(row_of, weights=x.data * wh[x.indices], minlength=n)
+        z = x.dense @ wd
+        if hashed:
+            z = z + np.bincount(row_of, weights=x.data * wh[idx], minlength=n)
         if e is not None:
             z = z + e @ we
         r = (_sigmoid(z) - y) / n
         gd = x.dense.T @ r + reg_d * wd
-        gh = np.bincount(x.indices, weights=x.data * r[row_of], minlength=HASH_DIM) + opts.l2_hash * wh
         md = b1 * md + (1 - b1) * gd
         vd = b2 * vd + (1 - b2) * gd * gd
-        mh = b1 * mh + (1 - b1) * gh
-        vh = b2 * vh + (1 - b2) * gh * gh
         c1, c2 = 1 - b1**t, 1 - b2**t
         wd -= opts.learning_rate * (md / c1) / (np.sqrt(vd / c2) + eps)
-        if opts.hashed:
+        if hashed:
+            gh = np.bincount(idx, weights=x.data * r[row_of], minlength=h) + opts.l2_hash * wh
+            mh = b1 * mh + (1 - b1) * gh
+            vh = b2 * vh + (1 - b2) * gh * gh
             wh -= opts.learning_rate * (mh / c1) / (np.sqrt(vh / c2) + eps)
         if e is not None:
             ge = e.T @ r + opts.l2_emb * we
             me = b1 * me + (1 - b1) * ge
             ve = b2 * ve + (1 - b2) * ge * ge
             we -= opts.learning_rate * (me / c1) / (np.sqrt(ve / c2) + eps)
-    return wd, wh, we
+    if hashed:
+        wh_full[active] = wh
+    return wd, wh_full, we
 
 
 def train(x: Matrix, y: np.ndarray, heads: Sequence[str], opts: TrainOptions | None = None,
@@ -224,12 +250,164 @@ def folds(n: int, k: int) -> list[np.ndarray]:
     return [np.arange(j, n, k) for j in range(k)]
 
 
-def cross_val_probs(x: Matrix, y: np.ndarray, k: int = 5, opts: TrainOptions | None = None) -> np.ndarray:
+def cross_val_probs(x: Matrix, y: np.ndarray, k: int = 5, opts: TrainOptions | None = None,
+                    progress: Progress | None = None) -> np.ndarray:
     """Out-of-fold head probabilities: each row scored by a model trained on the other k-1 folds."""
     out = np.empty(y.shape)
     heads = [str(j) for j in range(y.shape[1])]
-    for test in folds(x.n, k):
+    for i, test in enumerate(folds(x.n, k)):
         train_idx = np.setdiff1d(np.arange(x.n), test)
         m = train(x.take(train_idx), y[train_idx], heads, opts)
         out[test] = predict_matrix(m, x.take(test))
+        if progress is not None:
+            progress("folds", i + 1, k)
     return out
+
+
+# -- `agent-router train`: weights from routing-eval rows and/or a ledger ----------------------------------
+# Files whose licence does not allow shipping weights trained on them (evaluation only).
+NOT_SHIPPABLE = ("alpacaeval", "routerbench")
+
+
+def task_priors(task_types: list[str], q: np.ndarray, scores: np.ndarray, high: float) -> dict[str, Any]:
+    """Per task type: mean quality of the weak model on rows routed below premium, of the strong on the rest."""
+    out: dict[str, dict[str, float]] = {}
+    tt = np.array(task_types)
+    for t in [*sorted(set(task_types)), "*"]:
+        sel = np.ones(len(tt), bool) if t == "*" else tt == t
+        weak, strong = sel & (scores < high), sel & (scores >= high)
+        d: dict[str, float] = {}
+        # Few rows make a poor prior; the estimator falls back to "*" for missing entries.
+        if weak.sum() >= 20:
+            d["weak"] = round(float(q[weak, 0].mean()), 4)
+        if strong.sum() >= 20:
+            d["strong"] = round(float(q[strong, -1].mean()), 4)
+        if d:
+            out[t] = d
+    return out
+
+
+def prepare_partial(rows: list[dict[str, Any]], models: list[str], where: str
+                    ) -> tuple[list[dict[str, Any]], np.ndarray, np.ndarray]:
+    """Rows with a quality for at least one model (ledger rows know one side); NaN where a row has none."""
+    from ..errors import InputError
+
+    kept = [r for r in rows if any((r.get("quality") or {}).get(m) is not None for m in models)]
+    if not kept:
+        raise InputError(f"{where}: no row has a quality for any of {', '.join(models)}")
+    q = np.array([[np.nan if (v := (r.get("quality") or {}).get(m)) is None else float(v) for m in models]
+                  for r in kept])
+    c = np.array([[np.nan if (v := (r.get("cost_usd") or {}).get(m)) is None else float(v) for m in models]
+                  for r in kept])
+    for j, m in enumerate(models):
+        if np.isnan(c[:, j]).any():
+            raise InputError(f"{where}: no recorded call prices {m}; the ledger needs calls on that side")
+    return kept, q, c
+
+
+def check_heads(q: np.ndarray, models: list[str], k: int, where: str) -> None:
+    """Every head needs verdicts in the training part of every fold."""
+    from ..errors import InputError
+
+    labelled = ~np.isnan(q)
+    for j, m in enumerate(models):
+        for f in range(k):
+            train_part = np.ones(len(q), bool)
+            train_part[f::k] = False
+            if not labelled[train_part, j].any():
+                raise InputError(
+                    f"{where}: too few verdicts for {m} ({int(labelled[:, j].sum())}) to train its head with "
+                    f"{k} folds; judge more calls on that side, or add eval rows (ROWS) beside --ledger")
+
+
+@dataclass
+class TrainReport:
+    """What `train_weights` built: the model (not yet saved) and the figures it printed."""
+
+    model: QualityModel
+    rows: int
+    lines: list[str]
+
+
+def train_weights(rows: list[dict[str, Any]], models: list[str], name: str, digest: str, *,
+                  partial: bool = False, folds_k: int = 5, target: float = 0.95, opts: TrainOptions | None = None,
+                  cost_weight: float = 0.5, embeddings: str | None = None, embed_cache: str | None = None,
+                  progress: Progress | None = None) -> TrainReport:
+    """Weights from routing-eval `rows` (per-model quality, cheapest model first in `models`), deterministically.
+
+    Besides the weights it stores, from k-fold out-of-fold predictions on the same rows: the default calibration
+    (cut point for `target` of premium-only quality), each task type's success rates of the calls routed to each
+    side (the adaptive estimator's priors), and with recorded costs a cost head and its calibration. `partial`:
+    rows may know one side only (ledger rows); each head learns from the rows that have its verdict, and
+    calibration fills the unknown side with its out-of-fold prediction. `embeddings`: "static" or "contextual"
+    to add sentence-embedding weights. `name` and `digest` identify the training data in the weights."""
+    from .calibrate import calibrate
+    from .evaluation import evaluate_pair, prepare
+    from .model import id_hash
+
+    opts = opts or TrainOptions()
+    if partial:
+        kept, q, c = prepare_partial(rows, models, name)
+        check_heads(q, models, folds_k, name)
+    else:
+        kept, qual, cost = prepare(rows, models, name)
+        q, c = np.asarray(qual), np.asarray(cost)
+    feats = []
+    step = max(1, len(kept) // 50)
+    for i, r in enumerate(kept):
+        feats.append(extract(r["messages"]))
+        if progress is not None and ((i + 1) % step == 0 or i + 1 == len(kept)):
+            progress("features", i + 1, len(kept))
+    if embeddings:
+        from .embeddings.minilm import encode_cached
+
+        vecs = encode_cached([f.focus for f in feats], embed_cache, kind=embeddings)
+        for f, v in zip(feats, vecs, strict=True):
+            f.emb = v
+    x = to_matrix(feats)
+    y = labels(kept, models)
+    oof = cross_val_probs(x, y, folds_k, opts, progress=progress)
+    scores = need_scores(oof)
+    # A side a row has no verdict for (ledger rows) is scored by its out-of-fold prediction.
+    q = np.where(np.isnan(q), oof, q)
+    cal = calibrate(scores, q, c, target=target, models=models)
+    cal.source = f"{name} ({folds_k}-fold out-of-fold)"
+    pair = evaluate_pair(list(scores), q[:, 0], q[:, -1], c[:, 0], c[:, -1])
+    priors = task_priors([f.task_type for f in feats], q, scores, cal.high)
+    lines: list[str] = []
+    # The cost head: log(cost) of the strongest model, for the "cost" objective (gain per predicted dollar).
+    lc = log_costs(kept, models[-1])
+    cost_meta: dict[str, Any] = {}
+    cost_w = None
+    if np.isfinite(lc).sum() >= 10:
+        oof_cost = cross_val_log_cost(x, np.where(np.isfinite(lc), lc, np.nanmean(lc)), folds_k)
+        cscores = objective_scores(oof, cost_weight * oof_cost)
+        ccal = calibrate(cscores, q, c, target=target, models=models)
+        ccal.source = cal.source
+        cpair = evaluate_pair(list(cscores), q[:, 0], q[:, -1], c[:, 0], c[:, -1])
+        cost_w = fit_cost(x.dense, lc)
+        cost_meta = {"calibration_cost": ccal.model_dump(exclude_none=True), "cost_weight": cost_weight,
+                     "cost_ref": float(np.mean(x.dense @ cost_w)),
+                     "cv_cost": {"apgr": round(cpair.apgr, 4), "save95": round(cpair.save95, 4)}}
+        lines.append(f"cost objective: {folds_k}-fold out-of-fold APGR {cpair.apgr:.3f}, save95 {cpair.save95:.1%}; "
+                     f"cut point {ccal.high:.4f} (premium share {ccal.premium_share:.1%}, "
+                     f"cost {ccal.cost_share:.1%})")
+    meta = {
+        "models": models,
+        "trained_on": {"file": name, "sha256": digest, "rows": len(kept)},
+        "calibration": cal.model_dump(exclude_none=True),
+        "task_priors": priors,
+        "cv": {"folds": folds_k, "apgr": round(pair.apgr, 4), "save95": round(pair.save95, 4)},
+        **cost_meta,
+        **({"embedding_kind": embeddings} if embeddings else {}),
+    }
+    model = train(x, y, models, opts, meta)
+    model.cost_dense = None if cost_w is None else cost_w.astype(np.float32)
+    hashes = np.array([id_hash(str(r["id"])) for r in kept], dtype=np.uint32)
+    model.train_ids, first, counts = np.unique(hashes, return_index=True, return_counts=True)
+    model.oof = oof[first].astype(np.float32)
+    model.oof[counts > 1] = np.nan  # two rows share an id hash: which one a caller means is unknown
+    lines.append(f"{len(kept)} rows, {folds_k}-fold out-of-fold APGR {pair.apgr:.3f}, save95 {pair.save95:.1%}; "
+                 f"calibration low {cal.low:.4f} high {cal.high:.4f} (premium share {cal.premium_share:.1%}, "
+                 f"quality {cal.quality:.1%}, cost {cal.cost_share:.1%})")
+    return TrainReport(model, len(kept), lines)

@@ -85,6 +85,7 @@ class Runtime:
 
             ledger = Ledger.from_settings(settings)
         self.ledger = ledger
+        self.router.ledger = ledger  # learned routing reads the verdicts of this runtime's ledger
         self.agent_name = agent_name or adapter.name
         self._states: dict[str, ConversationState] = {}
         self._calls: dict[int, CallRecord] = {}
@@ -172,7 +173,7 @@ class Runtime:
         if self.settings.learned.enabled and self.settings.learned.adaptive:
             from ..learned.router import sync_ledger
 
-            sync_ledger(self.settings)
+            sync_ledger(self.router)
 
 
 _current: Runtime | None = None

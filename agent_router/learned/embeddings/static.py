@@ -171,14 +171,23 @@ class StaticEncoder:
 
 
 _lock = threading.Lock()
-_loaded: dict[tuple[str | None, str | None], StaticEncoder] = {}
+# Read-only tables shared by every caller, keyed by the table file's content identity (path, size, modification
+# time): rebuilding the table (`agent-router embeddings build`) is picked up by the next call.
+_tables: dict[tuple[object, ...], StaticEncoder] = {}
 
 
 def static_encoder(path: str | None = None, model_path: str | None = None) -> StaticEncoder:
-    """The process-wide static encoder (loaded once: ~50 ms, 31 MB of float32)."""
-    key = (path or str(default_path()), model_path)
+    """The static encoder of this table (loaded once per table content: ~50 ms, 31 MB of float32)."""
+    p = Path(path) if path else default_path()
+    try:
+        st = p.stat()
+        ident: tuple[object, ...] = (str(p.resolve()), st.st_size, st.st_mtime_ns, model_path)
+    except OSError:
+        ident = (str(p), None, None, model_path)
     with _lock:
-        enc = _loaded.get(key)
+        enc = _tables.get(ident)
         if enc is None:
-            enc = _loaded[key] = StaticEncoder(path, model_path)
+            if len(_tables) >= 2:
+                _tables.pop(next(iter(_tables)))
+            enc = _tables[ident] = StaticEncoder(path, model_path)
         return enc

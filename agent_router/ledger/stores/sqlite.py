@@ -362,6 +362,33 @@ class SQLiteStore:
             params,
         )
 
+    # -- training rows for the learned router (agent_router.learned.ledger_rows) ---------------------------
+    def prompted_calls(self) -> int:
+        """Model calls (not tool rows) whose prompt was stored."""
+        return int(self.read(
+            "SELECT COUNT(*) AS n FROM calls WHERE prompt IS NOT NULL AND prompt != '' AND kind != 'tool'"
+        )[0]["n"])
+
+    def spend_by_tier(self) -> list[dict[str, Any]]:
+        """Per tier over model calls: dollars spent (`usd`) and tokens in + out (`tokens`)."""
+        return self.read(
+            "SELECT tier, COALESCE(SUM(cost_usd), 0) AS usd, "
+            "COALESCE(SUM(input_tokens + output_tokens), 0) AS tokens FROM calls "
+            "WHERE kind != 'tool' GROUP BY tier"
+        )
+
+    def judged_calls(self) -> list[dict[str, Any]]:
+        """Model calls with a stored prompt joined with each of their verdicts, ordered per call so that the
+        verdict that counts comes last (implicit before explicit, then in the order given)."""
+        return self.read(
+            """SELECT c.id AS id, c.tier AS tier, c.prompt AS prompt, c.cost_usd AS cost_usd,
+                      c.input_tokens AS input_tokens, c.output_tokens AS output_tokens, f.verdict AS verdict,
+                      f.source AS source, f.signal AS signal
+               FROM calls c JOIN feedback f ON f.call_id = c.id
+               WHERE c.prompt IS NOT NULL AND c.prompt != '' AND c.kind != 'tool'
+               ORDER BY c.id, CASE WHEN f.source = 'explicit' THEN 1 ELSE 0 END, f.id"""
+        )
+
     def count(self, table: str = "calls") -> int:
         if table not in ("calls", "feedback", "spend", "reservations", "budget_alerts"):
             raise ValueError(table)
