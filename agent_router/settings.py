@@ -133,6 +133,31 @@ class Thresholds(_Model):
         return self
 
 
+class Experiment(_Model):
+    """A challenger routing policy tried beside the live one (see docs/escalation.md, Experiments)."""
+
+    name: str = Field(
+        ..., min_length=1, max_length=40, pattern=r"^[A-Za-z0-9_.-]{1,40}$",
+        description="Name of the experiment; the ledger's `arm` column reads `<name>:live`, `<name>:control` or "
+        "`<name>:challenger`.",
+    )
+    mode: Literal["shadow", "ab"] = Field(
+        "shadow",
+        description="shadow: the challenger routes every call too, its choice and estimated cost are recorded "
+        "beside the live decision and it is never called; ab: a stable hash of the conversation id sends each "
+        "conversation to one arm, `share` of them to the challenger.",
+    )
+    share: float = Field(
+        0.5, ge=0, le=1, description="ab: share of conversations routed by the challenger (calls without a "
+        "conversation id stay on the live policy)."
+    )
+    challenger: dict[str, Any] = Field(
+        default_factory=dict,
+        description="A settings fragment merged over these settings for the challenger, e.g. "
+        "{'routing': {'thresholds': {'low': 0.2, 'high': 0.6}}} or {'learned': {'enabled': false}}.",
+    )
+
+
 class RoutingSettings(_Model):
     """How a model is chosen for each call."""
 
@@ -159,31 +184,6 @@ class RoutingSettings(_Model):
         default_factory=list, max_length=1,
         description="A challenger policy run in shadow or on a share of conversations (A/B), one at a time; "
         "see docs/escalation.md.",
-    )
-
-
-class Experiment(_Model):
-    """A challenger routing policy tried beside the live one (see docs/escalation.md, Experiments)."""
-
-    name: str = Field(
-        ..., min_length=1, max_length=40, pattern=r"^[A-Za-z0-9_.-]{1,40}$",
-        description="Name of the experiment; the ledger's `arm` column reads `<name>:live`, `<name>:control` or "
-        "`<name>:challenger`.",
-    )
-    mode: Literal["shadow", "ab"] = Field(
-        "shadow",
-        description="shadow: the challenger routes every call too, its choice and estimated cost are recorded "
-        "beside the live decision and it is never called; ab: a stable hash of the conversation id sends each "
-        "conversation to one arm, `share` of them to the challenger.",
-    )
-    share: float = Field(
-        0.5, ge=0, le=1, description="ab: share of conversations routed by the challenger (calls without a "
-        "conversation id stay on the live policy)."
-    )
-    challenger: dict[str, Any] = Field(
-        default_factory=dict,
-        description="A settings fragment merged over these settings for the challenger, e.g. "
-        "{'routing': {'thresholds': {'low': 0.2, 'high': 0.6}}} or {'learned': {'enabled': false}}.",
     )
 
 
