@@ -9,7 +9,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 from click.testing import CliRunner
 
 from agent_router.cli import cli
@@ -37,13 +36,6 @@ NEW_OPEN = "Give me a synonym for happy."
 
 def _msgs(text: str) -> list[dict[str, str]]:
     return [{"role": "user", "content": text}]
-
-
-@pytest.fixture(autouse=True)
-def _fresh():
-    learned.reset()
-    yield
-    learned.reset()
 
 
 def _router(**kw) -> Router:

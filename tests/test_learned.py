@@ -9,7 +9,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from learned_fixtures import STRONG, WEAK, write_rows
 
 from agent_router.cli import cli
 from agent_router.learned import router as learned
@@ -20,6 +19,8 @@ from agent_router.plugins import load_plugins
 from agent_router.router import Router
 from agent_router.settings import TASK_TYPES, Settings, load
 
+from .learned_fixtures import STRONG, WEAK, write_rows
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -28,13 +29,6 @@ def _train_script():
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
-
-
-@pytest.fixture(autouse=True)
-def _fresh():
-    learned.reset()
-    yield
-    learned.reset()
 
 
 def test_packaged_weights_load_offline_and_are_small():

@@ -8,7 +8,6 @@ import json
 from pathlib import Path
 
 import pytest
-from learned_fixtures import EASY, HARD, STRONG, WEAK, write_rows
 
 from agent_router.errors import InputError
 from agent_router.learned import router as learned
@@ -18,16 +17,11 @@ from agent_router.ledger import Ledger
 from agent_router.settings import Settings
 from agent_router.usage import counted
 
+from .learned_fixtures import EASY, HARD, STRONG, WEAK, write_rows
+
 ROOT = Path(__file__).resolve().parents[1]
 HARD_Q = "Prove that the sum of the first 9 odd numbers is a perfect square, step by step."
 EASY_Q = "Say hello to my friend number 9."
-
-
-@pytest.fixture(autouse=True)
-def _fresh():
-    learned.reset()
-    yield
-    learned.reset()
 
 
 def _train_script():

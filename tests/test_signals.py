@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 
 import pytest
-from host_fixtures import make_runtime, rows, settings_for
 
 from agent_router.builtins.host_loop import tool_failed
 from agent_router.catalog import TIER_RANK
@@ -22,15 +21,9 @@ from agent_router.router import Router
 from agent_router.runtime import core as rtmod
 from agent_router.runtime.loop import ReferenceAgent, ToolResponse, provider_complete
 
+from .host_fixtures import make_runtime, rows, settings_for
+
 HELLO = "hi, thanks!"
-
-
-@pytest.fixture(autouse=True)
-def _clean():
-    learned.reset()
-    yield
-    rtmod.activate(None)
-    learned.reset()
 
 
 def _tool(name: str, **args: object) -> str:
