@@ -108,26 +108,29 @@ def fit_head(x: Matrix, y: np.ndarray, opts: TrainOptions) -> tuple[np.ndarray, 
         y = y[keep]
     n, d = x.dense.shape
     row_of = np.repeat(np.arange(n), np.diff(x.indptr))
+    # Hashed weights no row touches get a zero gradient (their L2 term is 0 at 0) and stay 0: learn only the
+    # columns that occur, renumbered 0..k-1, and scatter them back at the end (same weights, far less work).
+    used, cols = np.unique(x.indices, return_inverse=True)
+    k = used.size
     wd = np.zeros(d)
-    wh = np.zeros(HASH_DIM)
+    wh = np.zeros(k)
     # Start at the base rate so the regularised weights only model deviations from it.
     bias_col = DENSE_KEYS.index("bias")
     base = float(np.clip(y.mean(), 1e-3, 1 - 1e-3))
     wd[bias_col] = np.log(base / (1 - base))
     md, vd = np.zeros(d), np.zeros(d)
-    mh, vh = np.zeros(HASH_DIM), np.zeros(HASH_DIM)
+    mh, vh = np.zeros(k), np.zeros(k)
     e = x.emb
     we = np.zeros(e.shape[1]) if e is not None else None
     me, ve = (np.zeros(e.shape[1]), np.zeros(e.shape[1])) if e is not None else (None, None)
     b1, b2, eps = 0.9, 0.999, 1e-8
     reg_d = np.full(d, opts.l2_dense)
     reg_d[bias_col] = 0.0
-    # Without hashed weights to learn, wh stays 0: skip its HASH_DIM-wide updates (same result, far faster).
-    hashed = opts.hashed and x.indices.size > 0
+    hashed = opts.hashed and k > 0
     for t in range(1, opts.iterations + 1):
         z = x.dense @ wd
         if hashed:
-            z = z + np.bincount(row_of, weights=x.data * wh[x.indices], minlength=n)
+            z = z + np.bincount(row_of, weights=x.data * wh[cols], minlength=n)
         if e is not None:
             z = z + e @ we
         r = (_sigmoid(z) - y) / n
@@ -137,7 +140,7 @@ def fit_head(x: Matrix, y: np.ndarray, opts: TrainOptions) -> tuple[np.ndarray, 
         c1, c2 = 1 - b1**t, 1 - b2**t
         wd -= opts.learning_rate * (md / c1) / (np.sqrt(vd / c2) + eps)
         if hashed:
-            gh = np.bincount(x.indices, weights=x.data * r[row_of], minlength=HASH_DIM) + opts.l2_hash * wh
+            gh = np.bincount(cols, weights=x.data * r[row_of], minlength=k) + opts.l2_hash * wh
             mh = b1 * mh + (1 - b1) * gh
             vh = b2 * vh + (1 - b2) * gh * gh
             wh -= opts.learning_rate * (mh / c1) / (np.sqrt(vh / c2) + eps)
@@ -146,7 +149,9 @@ def fit_head(x: Matrix, y: np.ndarray, opts: TrainOptions) -> tuple[np.ndarray, 
             me = b1 * me + (1 - b1) * ge
             ve = b2 * ve + (1 - b2) * ge * ge
             we -= opts.learning_rate * (me / c1) / (np.sqrt(ve / c2) + eps)
-    return wd, wh, we
+    w_hash = np.zeros(HASH_DIM)
+    w_hash[used] = wh
+    return wd, w_hash, we
 
 
 def train(x: Matrix, y: np.ndarray, heads: Sequence[str], opts: TrainOptions | None = None,
