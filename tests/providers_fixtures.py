@@ -24,6 +24,8 @@ from email.parser import BytesParser
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+import pytest
+
 GOOD_KEYS = {"test-key-GOOD-0123456789abcdef", "test-key-SECOND-0123456789abcdef"}
 BAD_KEY = "test-key-WRONG-0123456789abcdef"
 USAGE = {"input": 21, "output": 7, "cached": 5}
@@ -758,3 +760,34 @@ class _Handler(BaseHTTPRequestHandler):
                 }
             )
         self._end_stream()
+
+
+class FakeClock:
+    """Epoch seconds that move only when a test says so: `ProviderClient(clock=c, sleep=c.sleep)` makes
+    cooldowns, rate-limit windows, key set-asides and Retry-After waits pass without real sleeping."""
+
+    def __init__(self, start: float = 1_800_000_000.0):
+        self.now = start
+        self.slept: list[float] = []  # every wait the code under test asked for, in order
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.now += seconds
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@pytest.fixture
+def llm():
+    """The local model server, one per test."""
+    with FakeLLM() as server:
+        yield server
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()

@@ -22,7 +22,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import scale_workers
+
+from . import scale_workers
 
 APT_LINE = "apt-get update && apt-get install -y postgresql redis-server"
 # Separate processes with their own connections, as agents on other machines have. "fork" because a fresh

@@ -13,8 +13,6 @@ import json
 import math
 import random
 import re
-import sys
-from pathlib import Path
 
 import pytest
 
@@ -34,8 +32,7 @@ from agent_router.router import Router
 from agent_router.settings import DEFAULT_IMPORTANT_PATTERNS, CompressionSettings, Settings, parse, pattern_problem
 from agent_router.tokens import EXACT_CHARS, TokenCounter
 
-sys.path.insert(0, str(Path(__file__).parent))
-from compression_fixtures import SYSTEM, filler  # noqa: E402
+from .compression_fixtures import SYSTEM, filler  # noqa: E402
 
 MB = 1_000_000
 NO_HOOK = CompressionSettings(summarize=False)

@@ -24,10 +24,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from host_fixtures import rows
 
 from agent_router.hosts import install as inst
 from agent_router.runtime import core as rtmod
+
+from .host_fixtures import rows
 
 STANDINS = Path(__file__).parent / "a0_standins"
 POINTS = (

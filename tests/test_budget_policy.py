@@ -11,12 +11,6 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
-from host_fixtures import make_runtime, rows
-
-try:
-    from .providers_fixtures import GOOD_KEYS, FakeLLM
-except ImportError:
-    from providers_fixtures import GOOD_KEYS, FakeLLM  # type: ignore[no-redef]
 
 from agent_router.cli import cli
 from agent_router.errors import SettingsError
@@ -27,15 +21,12 @@ from agent_router.runtime.loop import ReferenceAgent, provider_complete
 from agent_router.runtime.switch import switch_model
 from agent_router.settings import Settings, load
 
+from .host_fixtures import make_runtime, rows
+from .providers_fixtures import GOOD_KEYS, FakeLLM
+
 GOOD = sorted(GOOD_KEYS)[0]
 FAST = {"timeout_s": 0.5, "connect_timeout_s": 0.5, "backoff_base_s": 0.01, "backoff_max_s": 0.05,
         "max_retries": 0}
-
-
-@pytest.fixture
-def llm():
-    with FakeLLM() as server:
-        yield server
 
 
 def _data(llm: FakeLLM, tmp_path: Path, **over: Any) -> dict[str, Any]:

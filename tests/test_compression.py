@@ -6,10 +6,8 @@ import copy
 import json
 import random
 import re
-import sys
 import threading
 import time
-from pathlib import Path
 
 import pluggy
 import pytest
@@ -23,8 +21,7 @@ from agent_router.errors import InputError, SettingsError
 from agent_router.settings import CompressionSettings, Settings, parse
 from agent_router.tokens import TokenCounter
 
-sys.path.insert(0, str(Path(__file__).parent))  # works with or without a tests/__init__.py
-from compression_fixtures import (  # noqa: E402
+from .compression_fixtures import (  # noqa: E402
     FACT_KEYS,
     FIRST,
     SYSTEM,
@@ -42,13 +39,6 @@ def text_of(messages):
 
 def tokens(messages):
     return TokenCounter().count_messages(messages).tokens
-
-
-@pytest.fixture(autouse=True)
-def _no_cached_summaries():
-    compression.clear_summary_cache()
-    yield
-    compression.clear_summary_cache()
 
 
 def pm_with(*plugins):
@@ -652,7 +642,7 @@ def test_separated_result_goes_with_its_call_into_the_summary():
     msgs = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": FIRST},
             {"role": "assistant", "content": None, "tool_calls": [call]}]
     rng = random.Random(3)
-    from compression_fixtures import filler
+    from .compression_fixtures import filler
     for _ in range(5):
         msgs += [{"role": "user", "content": filler(rng, 300)}, {"role": "assistant", "content": filler(rng, 300)}]
     msgs.append({"role": "tool", "tool_call_id": "call_far", "content": filler(rng, 400)})
@@ -670,7 +660,7 @@ def test_separated_result_goes_with_its_call_into_the_summary():
 
 def test_history_without_a_user_message_is_compressed():
     rng = random.Random(5)
-    from compression_fixtures import filler
+    from .compression_fixtures import filler
     msgs = [{"role": "system", "content": SYSTEM}]
     for k in range(12):
         msgs.append({"role": "assistant", "content": filler(rng, 20),

@@ -116,9 +116,12 @@ def test_context_that_does_not_fit_moves_to_a_bigger_window():
 
 
 def test_nothing_fits_is_a_clear_error():
-    r = Router(small_settings())
+    # Small windows everywhere: a 30k-token prompt fits no model (the error does not depend on the size).
+    s = small_settings()
+    s = s.model_copy(update={"models": {a: m.model_copy(update={"context_window": 8000}) for a, m in s.models.items()}})
+    r = Router(s)
     with pytest.raises(NoModelFits, match="does not fit window"):
-        r.route(user("word " * 1_100_000))
+        r.route(user("word " * 30_000))
 
 
 def test_budget_downgrades_or_blocks():

@@ -12,8 +12,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from embeddings_fixtures import REFERENCE
-from learned_fixtures import STRONG, WEAK, rows
 
 from agent_router.errors import AgentRouterError
 from agent_router.learned.embeddings import minilm as E
@@ -22,6 +20,9 @@ from agent_router.learned.model import QualityModel, WeightsError
 from agent_router.learned.router import LearnedRouter
 from agent_router.learned.train import TrainOptions, featurize, labels, predict_matrix, train
 from agent_router.settings import LearnedSettings
+
+from .embeddings_fixtures import REFERENCE
+from .learned_fixtures import STRONG, WEAK, rows
 
 REAL = E.available()
 needs_real = pytest.mark.skipif(not REAL, reason=f"embedding model not installed ({E.INSTALL_HINT})")
@@ -235,9 +236,10 @@ def test_eval_scores_learned_emb_beside_learned(tmp_path: Path, monkeypatch: pyt
     import json as _json
 
     from click.testing import CliRunner
-    from learned_fixtures import write_rows
 
     from agent_router.cli import cli
+
+    from .learned_fixtures import write_rows
 
     cache = tmp_path / "emb-cache"
     monkeypatch.setenv("AGENT_ROUTER_EMBED_CACHE", str(cache))

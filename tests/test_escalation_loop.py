@@ -10,7 +10,6 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
-from host_fixtures import make_runtime, rows, settings_for
 
 from agent_router import hookspecs  # noqa: F401  (plugins load the host-loop hooks)
 from agent_router.builtins import host_loop
@@ -22,6 +21,8 @@ from agent_router.router import Router
 from agent_router.runtime import core as rtmod
 from agent_router.runtime.loop import ReferenceAgent, provider_complete
 from agent_router.settings import Settings
+
+from .host_fixtures import make_runtime, rows, settings_for
 
 GOOD = '{"tool_name": "response", "tool_args": {"text": "%s"}}'
 # What the cheap model (gpt-4.1-nano, the utility tier) answers to each request, by a word in it.

@@ -7,7 +7,6 @@ import json
 
 import pytest
 from click.testing import CliRunner
-from host_fixtures import make_runtime, rows, settings_for
 
 from agent_router.cli import cli
 from agent_router.demo.server import DemoServer
@@ -19,6 +18,8 @@ from agent_router.router import Router, ab_bucket
 from agent_router.runtime import core as rtmod
 from agent_router.runtime.loop import ReferenceAgent, provider_complete
 from agent_router.settings import Settings, parse
+
+from .host_fixtures import make_runtime, rows, settings_for
 
 # Everything to premium: easy to tell from the live policy's choices.
 ALL_PREMIUM = {"routing": {"thresholds": {"low": 0.0, "high": 0.0}}}

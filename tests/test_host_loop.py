@@ -7,7 +7,6 @@ import json
 
 import pytest
 from click.testing import CliRunner
-from host_fixtures import make_runtime, rows, settings_for
 
 from agent_router.cli import cli
 from agent_router.demo.server import DemoServer
@@ -18,11 +17,7 @@ from agent_router.runtime import core as rtmod
 from agent_router.runtime.loop import Completion, ReferenceAgent, provider_complete
 from agent_router.tokens import TokenCounter
 
-
-@pytest.fixture(autouse=True)
-def _no_runtime_left():
-    yield
-    rtmod.activate(None)
+from .host_fixtures import make_runtime, rows, settings_for
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from learned_fixtures import STRONG, WEAK, write_rows
 
 from agent_router.cli import cli
 from agent_router.learned import router as learned
@@ -19,6 +18,8 @@ from agent_router.learned.model import QualityModel, WeightsError
 from agent_router.plugins import load_plugins
 from agent_router.router import Router
 from agent_router.settings import TASK_TYPES, Settings, load
+
+from .learned_fixtures import STRONG, WEAK, write_rows
 
 ROOT = Path(__file__).resolve().parents[1]
 

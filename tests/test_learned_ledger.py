@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from learned_fixtures import STRONG, WEAK, fill_ledger, write_rows
 
 from agent_router.cli import cli
 from agent_router.errors import InputError
@@ -19,6 +18,8 @@ from agent_router.learned.model import QualityModel
 from agent_router.ledger import Ledger
 from agent_router.settings import Settings
 from agent_router.usage import counted
+
+from .learned_fixtures import STRONG, WEAK, fill_ledger, write_rows
 
 ROOT = Path(__file__).resolve().parents[1]
 HARD_Q = "Prove that the sum of the first 9 odd numbers is a perfect square, step by step."

@@ -9,8 +9,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from learned_fixtures import STRONG, WEAK, fill_ledger
-from scale_fixtures import pg_dsn, pg_server  # noqa: F401 - pytest fixtures
+
+from .learned_fixtures import STRONG, WEAK, fill_ledger
 
 pytest.importorskip("psycopg", reason="psycopg not installed: pip install -e '.[postgres]'")
 
@@ -53,7 +53,7 @@ def _route_in_another_process(settings_file: Path, text: str) -> dict:
     return json.loads(p.stdout.strip().splitlines()[-1])
 
 
-def test_postgres_verdicts_reach_the_adaptive_layer_of_a_router_in_another_process(pg_dsn, tmp_path,  # noqa: F811
+def test_postgres_verdicts_reach_the_adaptive_layer_of_a_router_in_another_process(pg_dsn, tmp_path,
                                                                                    monkeypatch):
     monkeypatch.setenv(ENV, pg_dsn)
     settings_file = _settings_file(tmp_path, learned={"enabled": True})
@@ -70,7 +70,7 @@ def test_postgres_verdicts_reach_the_adaptive_layer_of_a_router_in_another_proce
     assert after["tier"] == "premium" and after["need"] > before["need"]
 
 
-def test_retraining_rows_are_read_from_postgres_as_from_sqlite(pg_dsn, tmp_path, monkeypatch):  # noqa: F811
+def test_retraining_rows_are_read_from_postgres_as_from_sqlite(pg_dsn, tmp_path, monkeypatch):
     monkeypatch.setenv(ENV, pg_dsn)
     settings_file = _settings_file(tmp_path, ledger={"backend": "postgresql", "dsn_env": ENV, "store_prompts": True})
     settings = load(settings_file)

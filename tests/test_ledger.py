@@ -10,7 +10,14 @@ import time
 
 import pytest
 import sqlite_utils
-from ledger_fixtures import (
+
+from agent_router import hookspecs
+from agent_router.ledger import Ledger, LedgerError
+from agent_router.ledger.migrations import sqlite as mig
+from agent_router.router import Router
+from agent_router.usage import Usage
+
+from .ledger_fixtures import (
     ANTHROPIC_RESPONSE,
     GEMINI_RESPONSE,
     OPENAI_RESPONSE,
@@ -20,12 +27,6 @@ from ledger_fixtures import (
     plugin_manager,
     settings,
 )
-
-from agent_router import hookspecs
-from agent_router.ledger import Ledger, LedgerError
-from agent_router.ledger.migrations import sqlite as mig
-from agent_router.router import Router
-from agent_router.usage import Usage
 
 # -- schema and migrations ----------------------------------------------------------------------------------
 

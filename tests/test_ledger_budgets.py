@@ -8,11 +8,12 @@ import random
 import time
 
 import pytest
-from ledger_fixtures import Recorder, ledger, plugin_manager, settings
 
 from agent_router.ledger import Ledger
 from agent_router.router import BudgetBlocked, Router
 from agent_router.usage import Usage
+
+from .ledger_fixtures import Recorder, ledger, plugin_manager, settings
 
 HARD = (
     "Design a distributed consensus algorithm, prove its safety step by step, analyze the trade-offs against "

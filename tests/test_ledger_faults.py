@@ -20,12 +20,13 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from ledger_fixtures import Recorder, ledger, plugin_manager, settings
 
 from agent_router.cli import cli
 from agent_router.ledger import Ledger, LedgerError, LedgerWriteError, holders
 from agent_router.router import Router
 from agent_router.usage import Usage
+
+from .ledger_fixtures import Recorder, ledger, plugin_manager, settings
 
 PAID = Usage(input=1000, output=200, source="provider")
 
@@ -122,7 +123,7 @@ def test_full_disk_everywhere_keeps_rows_in_memory_loudly_and_close_says_they_ar
 
 
 def test_cli_ask_on_a_full_disk_prints_the_answer_then_one_line_and_exits_2(disk, tmp_path, monkeypatch):
-    from providers_fixtures import GOOD_KEYS, FakeLLM
+    from .providers_fixtures import GOOD_KEYS, FakeLLM
 
     monkeypatch.setenv("TEST_KEY", sorted(GOOD_KEYS)[0])
     ledger_path = disk / "ledger.db"

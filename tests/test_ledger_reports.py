@@ -11,12 +11,13 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from ledger_fixtures import ledger, list_cost
 
 from agent_router.cli import cli
 from agent_router.ledger import LedgerError, costs, parse_since
 from agent_router.ledger.html import render
 from agent_router.usage import Usage
+
+from .ledger_fixtures import ledger, list_cost
 
 NOW = datetime.now(UTC)
 

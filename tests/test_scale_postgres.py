@@ -14,14 +14,10 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from ledger_fixtures import ANTHROPIC_RESPONSE, OPENAI_RESPONSE, Recorder, plugin_manager
-from scale_fixtures import (  # noqa: F401 - pytest fixtures
-    PostgresServer,
-    RedisServer,
+
+from .ledger_fixtures import ANTHROPIC_RESPONSE, OPENAI_RESPONSE, Recorder, plugin_manager
+from .scale_fixtures import (
     free_port,
-    pg_dsn,
-    pg_server,
-    redis_server,
     run_workers,
 )
 
@@ -60,7 +56,7 @@ def _norm_default(d: str | None) -> str | None:
     return d.split("::")[0].strip("'")
 
 
-def test_postgres_schema_matches_sqlite_migration_for_migration(pg_dsn, tmp_path) -> None:  # noqa: F811
+def test_postgres_schema_matches_sqlite_migration_for_migration(pg_dsn, tmp_path) -> None:
     lite = sqlite3.connect(tmp_path / "l.db")
     Ledger(tmp_path / "l.db", parse({}), pm=plugin_manager()).close()
     store = PostgresStore(pg_dsn)
@@ -103,7 +99,7 @@ def _strip(rec: dict) -> dict:
     return {k: v for k, v in rec.items() if k not in ("id", "uid")}
 
 
-def test_same_on_usage_records_and_reports_on_both_backends(pg_dsn, tmp_path, monkeypatch) -> None:  # noqa: F811
+def test_same_on_usage_records_and_reports_on_both_backends(pg_dsn, tmp_path, monkeypatch) -> None:
     lite_rec, pg_rec = Recorder(), Recorder()
     lite = Ledger(tmp_path / "l.db", parse({}), pm=plugin_manager(lite_rec))
     pg = Ledger.from_settings(pg_settings(monkeypatch, pg_dsn), pm=plugin_manager(pg_rec))
@@ -123,7 +119,7 @@ def test_same_on_usage_records_and_reports_on_both_backends(pg_dsn, tmp_path, mo
     pg.close()
 
 
-def test_cli_migrate_costs_report_and_copy(pg_server, tmp_path, monkeypatch) -> None:  # noqa: F811
+def test_cli_migrate_costs_report_and_copy(pg_server, tmp_path, monkeypatch) -> None:
     dsn = pg_server.create_database("cli_copy")
     monkeypatch.setenv(ENV, dsn)
     s = settings_file(tmp_path, {"ledger": {"backend": "postgresql", "dsn_env": ENV}})
@@ -212,7 +208,7 @@ def test_missing_dsn_variable_and_unreachable_server_are_clear_and_secret_free(m
 
 
 # --- many processes ----------------------------------------------------------------------------------------
-def test_8_processes_x_500_writes_give_exactly_4000_rows(pg_dsn) -> None:  # noqa: F811
+def test_8_processes_x_500_writes_give_exactly_4000_rows(pg_dsn) -> None:
     results = run_workers(8, "write_worker", lambda i: (pg_dsn, i, 500), timeout=120)
     assert results == [500] * 8
     with psycopg.connect(pg_dsn) as c:
@@ -230,7 +226,7 @@ def test_8_processes_x_500_writes_give_exactly_4000_rows(pg_dsn) -> None:  # noq
     assert spend.keys() == sums.keys() and all(spend[k] == pytest.approx(sums[k]) for k in sums)
 
 
-def test_shared_budget_across_8_processes_is_not_overspent(pg_dsn) -> None:  # noqa: F811
+def test_shared_budget_across_8_processes_is_not_overspent(pg_dsn) -> None:
     limit, estimate = 0.5, 0.01
     # Exact estimates first: the budget is never exceeded at all.
     results = run_workers(8, "budget_worker", lambda i: (pg_dsn, limit, estimate, 1.0, i), timeout=120)
@@ -252,7 +248,7 @@ def test_shared_budget_across_8_processes_is_not_overspent(pg_dsn) -> None:  # n
     assert open_res == 0  # every reservation was settled by its record
 
 
-def test_reservation_of_a_crashed_agent_is_released_and_a_foreign_one_expires(pg_dsn, monkeypatch) -> None:  # noqa: F811
+def test_reservation_of_a_crashed_agent_is_released_and_a_foreign_one_expires(pg_dsn, monkeypatch) -> None:
     ttl = 1.5
     assert run_workers(1, "crash_worker", lambda i: (pg_dsn, 0.7, ttl), collect=False) == [0]
     budgets = {"daily_usd": 1.0, "on_exceed": "block", "reservation_ttl_s": ttl}
@@ -270,7 +266,7 @@ def test_reservation_of_a_crashed_agent_is_released_and_a_foreign_one_expires(pg
     led.close()
 
 
-def test_servers_stopped_mid_run_local_limits_no_crash_no_lost_rows(pg_server, redis_server, tmp_path,  # noqa: F811
+def test_servers_stopped_mid_run_local_limits_no_crash_no_lost_rows(pg_server, redis_server, tmp_path,
                                                                      caplog) -> None:
     dsn = pg_server.create_database("chaos")
     spool_dir = str(tmp_path)
@@ -318,7 +314,7 @@ def test_servers_stopped_mid_run_local_limits_no_crash_no_lost_rows(pg_server, r
     assert spooled  # the outage really hit writes, and opening the ledger replayed them
 
 
-def test_server_away_spools_fast_then_writes_everything_when_back(pg_server, tmp_path, monkeypatch,  # noqa: F811
+def test_server_away_spools_fast_then_writes_everything_when_back(pg_server, tmp_path, monkeypatch,
                                                                     caplog) -> None:
     dsn = pg_server.create_database("away")
     s = pg_settings(monkeypatch, dsn, ledger={"backend": "postgresql", "dsn_env": ENV,
@@ -346,7 +342,7 @@ def test_server_away_spools_fast_then_writes_everything_when_back(pg_server, tmp
     led.close()
 
 
-def test_agents_without_ddl_rights_use_a_migrated_ledger(pg_server, monkeypatch) -> None:  # noqa: F811
+def test_agents_without_ddl_rights_use_a_migrated_ledger(pg_server, monkeypatch) -> None:
     dsn = pg_server.create_database("rights")
     PostgresStore(dsn).close()  # an operator migrates as the owner (agent-router migrate)
     with psycopg.connect(dsn, autocommit=True) as c:
@@ -364,11 +360,11 @@ def test_agents_without_ddl_rights_use_a_migrated_ledger(pg_server, monkeypatch)
     led.close()
 
 
-def test_a_ledger_inherited_through_fork_gets_its_own_connection(pg_dsn, monkeypatch, tmp_path) -> None:  # noqa: F811
+def test_a_ledger_inherited_through_fork_gets_its_own_connection(pg_dsn, monkeypatch, tmp_path) -> None:
     # Servers that preload the app, then fork workers, hand each worker the parent's Ledger object.
     import multiprocessing
 
-    import scale_workers
+    from . import scale_workers
 
     led = Ledger.from_settings(pg_settings(monkeypatch, pg_dsn, ledger={"backend": "postgresql", "dsn_env": ENV,
                                                                         "path": str(tmp_path / "l")}),

@@ -7,7 +7,8 @@ import threading
 import time
 
 import pytest
-from scale_fixtures import RedisServer, free_port, redis_server, run_workers  # noqa: F401 - fixture
+
+from .scale_fixtures import RedisServer, free_port, run_workers
 
 pytest.importorskip("redis", reason="redis-py not installed: pip install -e '.[redis]'")
 
@@ -40,7 +41,7 @@ def test_worst_window_counts_what_it_should() -> None:
     assert worst_window([(0.0, 5), (0.2, 7)], 0.1) == 7
 
 
-def test_shared_request_limit_across_4_processes(redis_server: RedisServer) -> None:  # noqa: F811
+def test_shared_request_limit_across_4_processes(redis_server: RedisServer) -> None:
     limit, window, duration = 10, 0.3, 1.5
     results = run_workers(4, "limit_worker",
                           lambda i: (redis_server.url, "gpt:rpm", limit, window, duration, 1, i))
@@ -53,7 +54,7 @@ def test_shared_request_limit_across_4_processes(redis_server: RedisServer) -> N
     assert sum(1 for r in results if r["admitted"]) >= 2  # not one process holding the limit alone
 
 
-def test_shared_token_limit_across_4_processes(redis_server: RedisServer) -> None:  # noqa: F811
+def test_shared_token_limit_across_4_processes(redis_server: RedisServer) -> None:
     limit, window, duration = 300, 0.3, 1.2
     results = run_workers(4, "limit_worker",
                           lambda i: (redis_server.url, "gpt:tpm", limit, window, duration, 60, i))
@@ -62,7 +63,7 @@ def test_shared_token_limit_across_4_processes(redis_server: RedisServer) -> Non
     assert sum(a for _, a in admitted) >= 2 * limit
 
 
-def test_redis_stopped_mid_run_falls_back_locally_and_recovers(redis_server: RedisServer) -> None:  # noqa: F811
+def test_redis_stopped_mid_run_falls_back_locally_and_recovers(redis_server: RedisServer) -> None:
     limit, window, duration = 8, 0.2, 2.6
     threads: list[threading.Thread] = []
 
@@ -96,7 +97,7 @@ def test_redis_stopped_mid_run_falls_back_locally_and_recovers(redis_server: Red
     assert worst_window(shared_all, window) <= limit
 
 
-def test_key_rotation_and_failure_counts_are_shared(redis_server: RedisServer) -> None:  # noqa: F811
+def test_key_rotation_and_failure_counts_are_shared(redis_server: RedisServer) -> None:
     results = run_workers(4, "state_worker", lambda i: (redis_server.url, "openai:keys", 7, "claude", 10))
     picks = [p for r in results for p in r["picks"]]
     # One rotation across all processes: 40 picks over 7 keys -> each key 5 or 6 times (per-process
@@ -105,7 +106,7 @@ def test_key_rotation_and_failure_counts_are_shared(redis_server: RedisServer) -
     assert max(r["top_failures"] for r in results) == 40  # every failure from every process counted once
 
 
-def test_cooldown_health_and_learned_limits_seen_by_other_clients(redis_server: RedisServer) -> None:  # noqa: F811
+def test_cooldown_health_and_learned_limits_seen_by_other_clients(redis_server: RedisServer) -> None:
     a, b = RedisState(redis_server.url), RedisState(redis_server.url)
     ha, hb = Health(a, failure_threshold=2, cooldown_s=5), Health(b, failure_threshold=2, cooldown_s=5)
     ha.failure("gpt-4.1", "server")
@@ -154,7 +155,7 @@ def test_local_state_sliding_window_semantics() -> None:
     assert not s.acquire("big", 10, 1.0, amount=1).allowed
 
 
-def test_open_state_follows_settings(redis_server: RedisServer, monkeypatch) -> None:  # noqa: F811
+def test_open_state_follows_settings(redis_server: RedisServer, monkeypatch) -> None:
     assert isinstance(open_state(parse({})), MemoryState)
     settings = parse({"redis": {"url_env": "AR_TEST_REDIS_URL", "key_prefix": "t"}})
     monkeypatch.delenv("AR_TEST_REDIS_URL", raising=False)
@@ -180,16 +181,8 @@ def test_settings_reject_a_url_where_an_env_name_belongs() -> None:
 
 
 # --- the providers' client on shared state --------------------------------------------------------------
-@pytest.fixture
-def llm():
-    from providers_fixtures import FakeLLM
-
-    with FakeLLM() as server:
-        yield server
-
-
-def test_provider_clients_in_4_processes_share_one_rpm_limit(redis_server, llm) -> None:  # noqa: F811
-    from providers_fixtures import GOOD_KEYS
+def test_provider_clients_in_4_processes_share_one_rpm_limit(redis_server, llm) -> None:
+    from .providers_fixtures import GOOD_KEYS
 
     key = sorted(GOOD_KEYS)[0]
     rpm = 12
@@ -200,11 +193,11 @@ def test_provider_clients_in_4_processes_share_one_rpm_limit(redis_server, llm) 
     assert sum(r["refused"] for r in results) == 4 * 8 - rpm
 
 
-def test_provider_clients_share_cooldown_and_key_rotation(redis_server, llm, monkeypatch) -> None:  # noqa: F811
-    from providers_fixtures import GOOD_KEYS
-    from scale_workers import provider_settings
-
+def test_provider_clients_share_cooldown_and_key_rotation(redis_server, llm, monkeypatch) -> None:
     from agent_router.providers import ProviderClient, ProviderError
+
+    from .providers_fixtures import GOOD_KEYS
+    from .scale_workers import provider_settings
 
     monkeypatch.setenv("AR_TEST_REDIS_URL", redis_server.url)
     k1, k2 = sorted(GOOD_KEYS)
@@ -230,10 +223,10 @@ def test_provider_clients_share_cooldown_and_key_rotation(redis_server, llm, mon
 
 
 def test_provider_client_keeps_working_when_redis_is_unreachable(llm, monkeypatch, caplog) -> None:
-    from providers_fixtures import GOOD_KEYS
-    from scale_workers import provider_settings
-
     from agent_router.providers import ProviderClient, ProviderError
+
+    from .providers_fixtures import GOOD_KEYS
+    from .scale_workers import provider_settings
 
     monkeypatch.setenv("AR_TEST_REDIS_URL", f"redis://127.0.0.1:{free_port()}/0")  # nothing listens
     caplog.set_level(logging.WARNING, logger="agent_router.providers.state")
@@ -249,7 +242,7 @@ def test_provider_client_keeps_working_when_redis_is_unreachable(llm, monkeypatc
     c.close()
 
 
-def test_redis_refusing_writes_falls_back_and_recovers(redis_server, caplog) -> None:  # noqa: F811
+def test_redis_refusing_writes_falls_back_and_recovers(redis_server, caplog) -> None:
     import redis
 
     admin = redis.Redis.from_url(redis_server.url)

@@ -16,10 +16,7 @@ from agent_router.providers import AllModelsFailed, ProviderClient
 from agent_router.settings import Settings
 from agent_router.usage import Usage
 
-try:  # works whether or not tests/ is a package
-    from .providers_fixtures import BAD_KEY, GOOD_KEYS, FakeLLM
-except ImportError:
-    from providers_fixtures import BAD_KEY, GOOD_KEYS, FakeLLM  # type: ignore[no-redef]
+from .providers_fixtures import BAD_KEY, GOOD_KEYS, FakeLLM
 
 R = secrets.REDACTED
 _rng = random.Random(12)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 
 import pytest
-from host_fixtures import make_runtime, rows, settings_for
 
 from agent_router.builtins.host_loop import tool_failed
 from agent_router.demo.server import DemoServer
@@ -18,13 +17,9 @@ from agent_router.providers import ProviderClient
 from agent_router.runtime import core as rtmod
 from agent_router.runtime.loop import ReferenceAgent, ToolResponse, provider_complete
 
+from .host_fixtures import make_runtime, rows, settings_for
+
 HELLO = "hi, thanks!"
-
-
-@pytest.fixture(autouse=True)
-def _clean():
-    yield
-    rtmod.activate(None)
 
 
 def _tool(name: str, **args: object) -> str:

@@ -10,8 +10,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from learned_fixtures import STRONG, WEAK, rows, write_rows
-from static_embeddings_fixtures import TEXTS, build_subset, install, subset_ids
 
 from agent_router.learned.embeddings import minilm as E
 from agent_router.learned.embeddings import static as S
@@ -19,6 +17,9 @@ from agent_router.learned.model import QualityModel
 from agent_router.learned.router import LearnedRouter
 from agent_router.learned.train import TrainOptions, featurize, labels, predict_matrix, train
 from agent_router.settings import LearnedSettings
+
+from .learned_fixtures import STRONG, WEAK, rows, write_rows
+from .static_embeddings_fixtures import TEXTS, build_subset, install, subset_ids
 
 pytestmark = pytest.mark.skipif(not E.available(), reason=f"embedding model not installed ({E.INSTALL_HINT})")
 

@@ -5,10 +5,11 @@ from __future__ import annotations
 import json
 
 import pytest
-from host_fixtures import make_runtime, rows, settings_for
 
 from agent_router.runtime import core as rtmod
 from agent_router.runtime.switch import decide, switch_model
+
+from .host_fixtures import make_runtime, rows, settings_for
 
 CONV = "c1"
 

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import genai_prices
 import pytest
-from ledger_fixtures import ANTHROPIC_RESPONSE, GEMINI_RESPONSE, OPENAI_RESPONSE, list_cost
 
 from agent_router.catalog import Catalog
 from agent_router.settings import Settings
 from agent_router.usage import StreamUsage, Usage, UsageError, from_openai, normalize
+
+from .ledger_fixtures import ANTHROPIC_RESPONSE, GEMINI_RESPONSE, OPENAI_RESPONSE, list_cost
 
 
 def test_openai_cached_tokens_are_inside_prompt_tokens():

@@ -8,13 +8,14 @@ import sqlite3
 
 import pytest
 from click.testing import CliRunner
-from providers_fixtures import GOOD_KEYS, REPLIES, FakeLLM
 
 from agent_router.cli import cli
 from agent_router.ledger import Ledger
 from agent_router.providers import ProviderClient
 from agent_router.settings import Settings
 from agent_router.usage import Usage, UsageError, normalize
+
+from .providers_fixtures import GOOD_KEYS, REPLIES, FakeLLM
 
 GOOD = sorted(GOOD_KEYS)[0]
 PREFIX = {"openai": "/v1", "gemini": "/v1beta"}

@@ -70,9 +70,9 @@ def needs_key(m: ModelInfo) -> bool:
     return bool(m.config.key_envs()) or m.provider not in wire_openai.KEYLESS
 
 
-def default_state(settings: Settings) -> StateStore:
+def default_state(settings: Settings, clock: Callable[[], float] = time.time) -> StateStore:
     """Redis-backed state shared by every process when `redis.url_env` is set, else this process's memory."""
-    return open_state(settings)
+    return open_state(settings, clock)
 
 
 class ProviderClient:
@@ -91,14 +91,16 @@ class ProviderClient:
         env: Mapping[str, str] | None = None,
         counter: Any = None,
         sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.time,
     ):
         self.settings = settings or Settings()
         self.ps: ProviderSettings = self.settings.providers
         self.catalog = catalog or Catalog(self.settings)
-        self.state = state if state is not None else default_state(self.settings)
+        self.state = state if state is not None else default_state(self.settings, clock)
         self.on_attempt = on_attempt
         self.counter = counter
         self.sleep = sleep
+        self.clock = clock  # epoch seconds for health, limits, key set-asides and blocks (shared across processes)
         self._own_http = http is None
         self.http = http or httpx.Client(
             transport=transport,
@@ -114,9 +116,10 @@ class ProviderClient:
             self.ps.failure_threshold,
             self.ps.cooldown_s,
             probe_ttl_s=self.ps.timeout_s + self.ps.connect_timeout_s,
+            clock=clock,
         )
-        self.limiter = Limiter(self.state, max_wait_s=self.ps.max_retry_wait_s, sleep=sleep)
-        self.keys = KeyPool(self.state, env, self.ps.key_set_aside_s)
+        self.limiter = Limiter(self.state, clock=clock, max_wait_s=self.ps.max_retry_wait_s, sleep=sleep)
+        self.keys = KeyPool(self.state, env, self.ps.key_set_aside_s, clock=clock)
         self._no_stream_options: set[str] = set()
 
     def close(self) -> None:
@@ -333,7 +336,7 @@ class ProviderClient:
                         if key is not None and e.retry_after:
                             self.state.set(
                                 f"block:{alias}:{key.env}",
-                                time.time() + e.retry_after,
+                                self.clock() + e.retry_after,
                                 ttl_s=min(e.retry_after, 86400),
                             )
                             if any(self._blocked_for(alias, k) == 0 for k in keys):
@@ -397,7 +400,7 @@ class ProviderClient:
         if key is None:
             return 0.0
         until = self.state.get(f"block:{alias}:{key.env}")
-        return max(0.0, until - time.time()) if until else 0.0
+        return max(0.0, until - self.clock()) if until else 0.0
 
     def _unblocked(self, alias: str, keys: list[Secret | None]) -> Secret | None:
         """The first key not rate-limited; else the one free soonest."""
@@ -530,7 +533,7 @@ class ProviderClient:
         ):
             wait = retry_after(h)
             if wait:
-                self.state.set(f"block:{m.alias}:{key.env}", time.time() + wait, ttl_s=min(wait, 86400))
+                self.state.set(f"block:{m.alias}:{key.env}", self.clock() + wait, ttl_s=min(wait, 86400))
 
     @contextlib.contextmanager
     def _exchange(self, url: str, headers: dict, body: dict, end: float, wd: Watchdog) -> Iterator[httpx.Response]:

@@ -4,6 +4,7 @@ after the cooldown one probe call is let through (half-open); its success closes
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 from . import types as t
 from .state import StateStore
@@ -16,7 +17,7 @@ class Health:
         failure_threshold: int = 3,
         cooldown_s: float = 30.0,
         probe_ttl_s: float = 60.0,
-        clock=time.time,
+        clock: Callable[[], float] = time.time,
     ):
         self.state = state
         self.threshold = failure_threshold

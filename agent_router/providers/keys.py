@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from .. import secrets
 from ..secrets import REDACTED, redact
@@ -57,7 +57,7 @@ class KeyPool:
         state: StateStore,
         env: Mapping[str, str] | None = None,
         set_aside_s: float = 3600.0,
-        clock=time.time,
+        clock: Callable[[], float] = time.time,
     ):
         self.state = state
         self.env = env if env is not None else os.environ

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 
 from ..settings import RateLimits
 from .state import StateStore
@@ -17,7 +18,13 @@ LEARNED_TTL_S = 3600.0
 
 
 class Limiter:
-    def __init__(self, state: StateStore, clock=time.time, max_wait_s: float = 5.0, sleep=time.sleep):
+    def __init__(
+        self,
+        state: StateStore,
+        clock: Callable[[], float] = time.time,
+        max_wait_s: float = 5.0,
+        sleep: Callable[[float], None] = time.sleep,
+    ):
         self.state = state
         self.clock = clock
         self.max_wait_s = max_wait_s

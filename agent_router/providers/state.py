@@ -320,11 +320,12 @@ class RedisState:
         self.client.close()
 
 
-def open_state(settings: Any) -> MemoryState | RedisState:
-    """The state store the settings ask for: RedisState when `redis.url_env` is set, else MemoryState."""
+def open_state(settings: Any, clock: Any = time.time) -> MemoryState | RedisState:
+    """The state store the settings ask for: RedisState when `redis.url_env` is set, else MemoryState (on
+    `clock`, which tests replace with a fake one)."""
     rs = settings.redis
     if not rs.url_env:
-        return MemoryState()
+        return MemoryState(clock)
     url = os.environ.get(rs.url_env)
     if not url:
         raise SharedStateError(
