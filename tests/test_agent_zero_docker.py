@@ -411,7 +411,7 @@ def test_costs_view_in_headless_chromium_against_agent_zeros_ui_server(docker, t
         table = dom[dom.index('data-ar="table"'):]
         rows = re.findall(r"<tr>(.*?)</tr>", table, re.S)
         cells = [re.findall(r"<t[dh]>(.*?)</t[dh]>", r) for r in rows]
-        assert cells[0][:2] == ["conversation", "calls"]
+        assert cells[0][:2] == ["chat", "calls"]
         total = cells[-1]
         chats = [r for r in ledger_rows(d) if r["kind"] in ("chat", "utility")]
         assert total[0] == "total" and int(total[1]) >= len(chats)

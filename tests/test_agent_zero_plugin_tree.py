@@ -178,3 +178,39 @@ def test_missing_pack_is_said_once_and_never_breaks_a_turn(tmp_path, monkeypatch
         if name.startswith("agent_router_boot:"):
             del sys.modules[name]
     json.dumps(warning)  # plain data for Agent Zero's log
+
+
+def test_cost_line_and_budget_alert_after_a_reply(tmp_path):
+    from agent_router.hosts import agent_zero_bill as bill
+    from agent_router.hosts.agent_zero import AgentZeroAdapter
+    from agent_router.runtime.core import Runtime
+    from agent_router.settings import parse
+
+    s = parse({"ledger": {"path": str(tmp_path / "ledger.db")}, "budgets": {"per_conversation_usd": 0.002}})
+    rt = Runtime(s, AgentZeroAdapter())
+    bill.AlertQueue.drain()
+    rt.ledger.pm.register(bill.AlertQueue(), "test-alerts")
+    try:
+        agent = _Agent()
+        rt.ledger.record("gpt-4.1-mini", {"prompt_tokens": 1000, "completion_tokens": 100}, conversation_id="c1",
+                         tier="chat")
+        bill.mark(rt, agent)
+        rt.ledger.record("gpt-4.1-nano", {"prompt_tokens": 2000, "completion_tokens": 50}, conversation_id="c1",
+                         kind="utility", tier="utility")
+        rt.ledger.record("gpt-4.1-mini", {"prompt_tokens": 3000, "completion_tokens": 900}, conversation_id="c1",
+                         tier="chat")
+        rt.ledger.record("gpt-4.1-mini", {"prompt_tokens": 9000, "completion_tokens": 9}, conversation_id="other",
+                         tier="chat")
+        bill.post(rt, agent)
+        rows = rt.ledger.store.read("SELECT conversation_id, cost_usd, id FROM calls ORDER BY id")
+        turn = sum(r["cost_usd"] for r in rows[1:3])
+        chat = sum(r["cost_usd"] for r in rows if r["conversation_id"] == "c1")
+        info, *warnings = agent.context.log.items
+        assert info["type"] == "info" and info["heading"] == "agent_router: cost"
+        assert info["content"].startswith(f"this reply ${turn:.4f} (2 calls; answered by the chat tier, gpt-4.1-mini)")
+        assert f"this chat ${chat:.4f}" in info["content"] and "against all-premium" in info["content"]
+        assert warnings and all(w["type"] == "warning" and "budget" in w["content"] for w in warnings)
+        assert "of $0.0020" in warnings[-1]["content"]
+    finally:
+        rt.ledger.pm.unregister(name="test-alerts")
+        rt.ledger.close()

@@ -144,7 +144,7 @@ def costs_view(rt: Any, query: dict[str, Any]) -> dict[str, Any]:
     names = _chat_names() if by == "chat" else {}
     for r in report["rows"]:
         r["label"] = names.get(str(r["key"]), r["key"]) if by == "chat" else r["key"]
-    return {"ok": True, "by": by, **report}
+    return {**report, "ok": True, "by": by}
 
 
 def _chat_names() -> dict[str, str]:
