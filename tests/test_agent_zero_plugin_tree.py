@@ -214,3 +214,54 @@ def test_cost_line_and_budget_alert_after_a_reply(tmp_path):
     finally:
         rt.ledger.pm.unregister(name="test-alerts")
         rt.ledger.close()
+
+
+def test_plugin_config_change_reaches_the_runtime_and_a_bad_one_keeps_the_last_good(tmp_path, monkeypatch):
+    """Agent Zero's get_plugin_config and model settings, as modules of those names (v1.7's signatures)."""
+    from agent_router.hosts import agent_zero as az
+    from agent_router.runtime import core as rtmod
+
+    fake = tmp_path / "fake_a0"
+    (fake / "helpers").mkdir(parents=True)
+    (fake / "helpers/__init__.py").write_text("")
+    (fake / "helpers/plugins.py").write_text(
+        "import json, pathlib\nCFG = pathlib.Path(__file__).parent / 'config.json'\n"
+        "def get_plugin_config(name, agent=None, project_name=None, agent_profile=None):\n"
+        "    return json.loads(CFG.read_text())\n")
+    mc = fake / "plugins/_model_config/helpers"
+    mc.mkdir(parents=True)
+    for d in (fake / "plugins", fake / "plugins/_model_config", mc):
+        (d / "__init__.py").write_text("")
+    (mc / "model_config.py").write_text(
+        f"A0 = {A0!r}\nPRESETS = [{{'name': 'Max Power', 'chat': {PRESETS['Max Power']!r}}}]\n"
+        "def get_utility_model_config(agent=None):\n    return A0['utility']\n"
+        "def get_chat_model_config(agent=None):\n    return A0['chat']\n"
+        "def get_presets():\n    return PRESETS\n")
+    for name in [n for n in sys.modules if n == "helpers" or n.startswith(("helpers.", "plugins"))]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.syspath_prepend(str(fake))
+    cfg = fake / "helpers/config.json"
+    origin = str(tmp_path / "a0/usr/plugins/agent_router/extensions/python/message_loop_start/x.py")
+    agent = _Agent()
+    try:
+        cfg.write_text(json.dumps({"premium_tier": "Max Power", "daily_budget_usd": 3}))
+        rt = az.ensure_runtime(origin, agent)
+        assert rt.settings.tiers["premium"] == ["a0:preset:Max Power"] and rt.settings.budgets.daily_usd == 3
+        assert rt.adapter.a0_models["a0:chat"]["api_key"] == "sk-x"
+        cfg.write_text(json.dumps({"premium_tier": "chat", "routing_enabled": False}))  # the UI's save
+        rt2 = az.ensure_runtime(origin, agent)
+        assert rt2 is not rt and rt2.settings.tiers["premium"] == ["a0:chat"] and not rt2.settings.routing.enabled
+        cfg.write_text(json.dumps({"premium_tier": "Turbo"}))
+        for _ in range(2):
+            assert az.ensure_runtime(origin, agent) is rt2  # the last good settings stay
+        (warning,) = agent.context.log.items  # said once
+        assert warning["heading"] == "agent_router: settings not reloaded, keeping the last good ones"
+        assert "at $.premium_tier: unknown model 'Turbo'" in warning["content"]
+        cfg.write_text("{not json")
+        assert az.ensure_runtime(origin, agent) is rt2
+        assert "cannot be read: JSONDecodeError" in agent.context.log.items[-1]["content"]
+    finally:
+        for r in list(az._runtimes.values()):
+            r.ledger.close()
+        az._runtimes.clear()
+        rtmod.activate(None)

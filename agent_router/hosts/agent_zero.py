@@ -256,12 +256,14 @@ def ensure_runtime(origin: str | os.PathLike[str], agent: Any = None) -> rtmod.R
     if manifest is not None:
         fixed = json.loads(manifest.read_text("utf-8")).get("settings")
     install = str(manifest or _usr(origin))
-    inputs = None if fixed else _plugin_inputs(agent)
+    try:
+        inputs = None if fixed else _plugin_inputs(agent)
+    except Exception as e:  # noqa: BLE001 - e.g. a hand-edited config.json that is not JSON: never the turn's end
+        inputs = ({"_unreadable": f"{type(e).__name__}: {str(e)[:300]}"}, {}, {})
     if inputs is None:
         key_data: Any = [install, fixed, _mtime(fixed)]
     else:
-        raw = inputs[0] if isinstance(inputs[0], dict) else {}
-        sf = str(raw.get("settings_file") or "") or None
+        sf = _settings_file(inputs[0])
         key_data = [install, inputs, sf, _mtime(sf)]
     key = json.dumps(key_data, sort_keys=True, default=str)
     with _lock:
@@ -318,12 +320,19 @@ def _compose(raw: Any, a0: dict[str, Any], presets: dict[str, Any]) -> tuple[Any
     from . import agent_zero_config as conf
 
     raw = raw if raw is not None else {}
-    sf = str(raw.get("settings_file") or "") if isinstance(raw, dict) else ""
-    if sf and not Path(sf).is_absolute():
-        from ..settings import default_home
+    if isinstance(raw, dict) and "_unreadable" in raw:
+        from ..errors import SettingsError
 
-        sf = str(default_home() / sf)
-    return conf.compose(raw, a0, presets, base=load(sf or None))
+        raise SettingsError(conf.SOURCE, [("$", f"cannot be read: {raw['_unreadable']}")])
+    return conf.compose(raw, a0, presets, base=load(_settings_file(raw)))
+
+
+def _settings_file(raw: Any) -> str | None:
+    """The plugin config's `settings_file`, relative to usr/agent_router/ ($AGENT_ROUTER_HOME); None: default."""
+    from ..settings import default_home
+
+    sf = str(raw.get("settings_file") or "") if isinstance(raw, dict) else ""
+    return str(default_home() / sf) if sf else None
 
 
 def forward(point: str, ext: Any, origin: str, **kwargs: Any) -> Any:
