@@ -363,7 +363,7 @@ def test_without_its_packages_the_agent_works_unrouted_says_so_once_and_execute_
     warnings = [i for t in out["turns"] for i in of_type(t, "warning")]
     assert len(warnings) == 1 and warnings[0]["heading"].startswith("agent_router is not active")
     assert "No module named" in warnings[0]["content"] and "execute.py" in warnings[0]["content"]
-    # The one step the README names: Settings > Plugins > agent_router > Execute runs execute.py.
+    # The one step the README names: Plugins (sidebar) > agent_router > Execute runs execute.py.
     got = subprocess.run(
         [str(d.venv / "bin/python"), "execute.py"], cwd=d.root / "usr/plugins/agent_router",
         env=d.env(), capture_output=True, text=True, timeout=900,

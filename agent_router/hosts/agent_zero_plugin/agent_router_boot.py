@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 FIX = (
-    "Install its packages: Settings > Plugins > agent_router > Execute (runs execute.py), or reinstall the "
+    "Install its packages: Plugins (sidebar) > agent_router > Execute (runs execute.py), or reinstall the "
     "plugin; then start a new message."
 )
 _lock = threading.Lock()

@@ -1,6 +1,6 @@
 """Install (again) agent_router's Python packages into usr/agent_router/site/.
 
-Agent Zero runs this from Settings > Plugins > agent_router > Execute, in its own Python. Needed only when the
+Agent Zero runs this from Plugins (sidebar) > agent_router > Execute, in its own Python. Needed only when the
 packages are missing: after they were removed, or when the first install had no network. A container rebuild
 keeps them (they live on the volume)."""
 

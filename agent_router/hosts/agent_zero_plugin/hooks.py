@@ -4,7 +4,7 @@ install(): brings the pack's Python packages into `usr/agent_router/site/` (on t
 container rebuild), resolving against the running framework with every installed package pinned to its
 installed version: nothing Agent Zero pins is upgraded or downgraded, and only what is missing is installed.
 A failed install does not fail the plugin's install: the agent then works unrouted and says so once in the
-chat, and `execute.py` (Settings > Plugins > agent_router > Execute) tries again.
+chat, and `execute.py` (Plugins (sidebar) > agent_router > Execute) tries again.
 
 get_plugin_config(): a saved config.json replaces default_config.yaml wholesale; keys it lacks are filled
 from the defaults here, so a newer plugin version's settings have values in the UI and at runtime.
