@@ -156,7 +156,10 @@ def test_missing_pack_is_said_once_and_never_breaks_a_turn(tmp_path, monkeypatch
     (root / "usr").mkdir(parents=True)
     inst.install(root)
     ext_file = root / "usr/plugins/agent_router/extensions/python/message_loop_start/_15_agent_router_route.py"
+    import agent_router.hosts
+
     monkeypatch.setitem(sys.modules, "agent_router.hosts.agent_zero", None)  # import fails, as without the pack
+    monkeypatch.delattr(agent_router.hosts, "agent_zero", raising=False)  # set when another test imported it
     stand_in = tmp_path / "standin/helpers"
     stand_in.mkdir(parents=True)
     (stand_in / "__init__.py").write_text("")
