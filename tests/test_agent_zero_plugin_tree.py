@@ -268,3 +268,33 @@ def test_plugin_config_change_reaches_the_runtime_and_a_bad_one_keeps_the_last_g
             r.ledger.close()
         az._runtimes.clear()
         rtmod.activate(None)
+
+
+def test_ui_settings_fill_missing_keys_and_survive_a_reinstall(tmp_path, monkeypatch):
+    """hooks.py's get/save_plugin_config, called as Agent Zero's helpers/plugins.py calls them."""
+    root = tmp_path / "a0"
+    (root / "usr").mkdir(parents=True)
+    inst.install(root)
+    plugin = root / "usr/plugins/agent_router"
+    fake = tmp_path / "fake"
+    (fake / "helpers").mkdir(parents=True)
+    (fake / "helpers/__init__.py").write_text("")
+    (fake / "helpers/yaml.py").write_text(  # default_config.yaml holds `key: <JSON value>` lines
+        "import json\ndef loads(text):\n    return {k: json.loads(v) for k, _, v in "
+        "(ln.partition(': ') for ln in text.splitlines() if ln and not ln.startswith('#'))}\n")
+    for name in [n for n in sys.modules if n == "helpers" or n.startswith("helpers.")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.syspath_prepend(str(fake))
+    spec = importlib.util.spec_from_file_location("hooks", plugin / "hooks.py")
+    hooks = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(hooks)
+    defaults = conf.PluginConfig().model_dump()
+    assert hooks.get_plugin_config(default={"daily_budget_usd": 5}) == {**defaults, "daily_budget_usd": 5}
+    mine = {"premium_tier": "Max Power"}
+    assert hooks.save_plugin_config(default=mine, project_name="", agent_profile="", settings=mine) == mine
+    assert hooks.save_plugin_config(default={"x": 1}, project_name="p", agent_profile="", settings={"x": 1})
+    # A reinstall deletes the plugin folder and its config.json; Agent Zero then falls back to the defaults.
+    assert hooks.get_plugin_config(default=dict(defaults)) == {**defaults, **mine}
+    assert json.loads((root / "usr/agent_router/plugin_config.json").read_text()) == mine
+    for name in [n for n in sys.modules if n.startswith("agent_router_boot:")]:
+        del sys.modules[name]

@@ -119,6 +119,12 @@ def uninstall(**kwargs):
         shutil.rmtree(site, ignore_errors=True)
 
 
+def _kept() -> Path | None:
+    """The copy of the global settings kept on the volume: a reinstall deletes the plugin folder (config.json)."""
+    d = _boot().data_dir(__file__)
+    return None if d is None else d / "plugin_config.json"
+
+
 def get_plugin_config(default=None, **kwargs):
     try:
         from helpers import yaml as yaml_helper
@@ -128,4 +134,21 @@ def get_plugin_config(default=None, **kwargs):
         return default
     if not isinstance(default, dict):
         return defaults
+    kept = _kept()
+    if default == defaults and not (HERE / "config.json").exists() and kept is not None and kept.is_file():
+        try:  # Agent Zero fell back to the defaults: the plugin was reinstalled; the user's settings are kept
+            saved = json.loads(kept.read_text("utf-8"))
+        except (OSError, ValueError):
+            saved = None
+        if isinstance(saved, dict):
+            return {**defaults, **saved}
     return {**defaults, **default}
+
+
+def save_plugin_config(default=None, project_name="", agent_profile="", settings=None, **kwargs):
+    """Agent Zero writes what this returns; the global settings are also kept in usr/agent_router/."""
+    kept = _kept()
+    if isinstance(settings, dict) and not project_name and not agent_profile and kept is not None:
+        kept.parent.mkdir(parents=True, exist_ok=True)
+        kept.write_text(json.dumps(settings, indent=1), "utf-8")
+    return settings
