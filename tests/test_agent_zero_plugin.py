@@ -353,7 +353,7 @@ def test_each_point_file_holds_one_extension_that_forwards_and_awaits(tmp_path, 
 
 def test_the_prompt_teaches_a_call_agent_zero_accepts(tmp_path):
     text = (
-        Path(inst.__file__).parent / "agent_zero_files/prompts/agent.system.tool.switch_model.md"
+        Path(inst.__file__).parent / "agent_zero_plugin/prompts/agent.system.tool.switch_model.md"
     ).read_text()
     assert text.startswith("### switch_model\n")
     example = json.loads(re.search(r"~~~json\n(.*?)~~~", text, re.S).group(1))

@@ -1,4 +1,5 @@
-"""`agent-router install agent-zero PATH` and `agent-router uninstall agent-zero PATH`."""
+"""`agent-router install agent-zero PATH`, `agent-router uninstall agent-zero PATH` and
+`agent-router export agent-zero-plugin DIR`."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from ..hookspecs import hookimpl
 def register_commands(cli: click.Group) -> None:
     cli.add_command(install_group)
     cli.add_command(uninstall_group)
+    cli.add_command(export_group)
 
 
 @click.group("install")
@@ -21,6 +23,30 @@ def install_group() -> None:
 @click.group("uninstall")
 def uninstall_group() -> None:
     """Remove what `agent-router install` put into a host agent."""
+
+
+@click.group("export")
+def export_group() -> None:
+    """Write a host's plugin as a standalone folder or zip."""
+
+
+@export_group.command("agent-zero-plugin")
+@click.argument("dest", type=click.Path())
+@click.option(
+    "--wheel",
+    type=click.Path(dir_okay=False, exists=True),
+    default=None,
+    help="An agent-router wheel to ship in dist/ (installed by the plugin instead of the package index's).",
+)
+def export_agent_zero_plugin(dest: str, wheel: str | None) -> None:
+    """Write the Agent Zero plugin (plugin.yaml at its root) into folder DEST, or DEST.zip for the Plugin Hub.
+
+    Agent Zero installs it from a git repository or a zip (Plugin Hub); its install step puts agent_router's
+    Python packages into usr/agent_router/site/ without changing Agent Zero's pinned packages."""
+    from ..hosts import install as inst
+
+    files = inst.export(dest, wheel)
+    click.echo(f"wrote the agent_router plugin for Agent Zero to {dest} ({len(files)} files)")
 
 
 @install_group.command("agent-zero")
@@ -36,7 +62,8 @@ def uninstall_group() -> None:
 def install_agent_zero(path: str, settings_path: str | None) -> None:
     """Install the plugin into the Agent Zero checkout at PATH (v1.x plugin folder or v0.9.x usr/ folders).
 
-    Agent Zero's Python environment must also have agent-router installed (pip install agent-router)."""
+    PATH may hold only usr/ (a Docker volume). Agent Zero's Python must also reach agent-router: pip install it
+    there, or (v1.x) run the plugin's execute.py, which installs it into usr/agent_router/site/."""
     from ..hosts import install as inst
 
     res = inst.install(path, settings_path)

@@ -20,6 +20,7 @@ import json
 import logging
 import os
 import threading
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
@@ -27,8 +28,10 @@ from ..catalog import ModelInfo
 from ..errors import AgentRouterError
 from ..runtime import core as rtmod
 from ..settings import load
+from . import agent_zero_bill as bill
 
 MANIFEST = "agent_router_manifest.json"
+PLUGIN = "agent_router"
 _LEGACY_CALL = "_agent_router_legacy_call"
 _MAIN_CALL = "_agent_router_main_call"
 # Our provider names -> Agent Zero provider ids (conf/model_providers.yaml); others pass through unchanged.
@@ -65,7 +68,12 @@ def is_legacy(agent: Any) -> bool:
 
 
 class AgentZeroAdapter:
+    """`a0_models`: alias -> the Agent Zero model config (its key and LiteLLM kwargs) a tier names."""
+
     name = "agent-zero"
+
+    def __init__(self, a0_models: dict[str, dict[str, Any]] | None = None):
+        self.a0_models = dict(a0_models or {})
 
     def conversation_id(self, agent: Any) -> str:
         return str(agent.context.id)
@@ -141,6 +149,12 @@ class AgentZeroAdapter:
             return
         import models  # Agent Zero's own module, importable inside Agent Zero only
 
+        a0 = self.a0_models.get(model.alias)
+        if a0 is not None:  # a model the user configured in Agent Zero: its own key, base and kwargs
+            provider, kwargs, api_base = str(a0.get("provider") or provider), dict(a0.get("kwargs") or {}), ""
+            api_base = str(a0.get("api_base") or "")
+            if a0.get("api_key"):
+                kwargs.setdefault("api_key", a0["api_key"])
         fields = {f.name for f in dataclasses.fields(models.ModelConfig)}
         conf: dict[str, Any] = {
             "type": models.ModelType.CHAT,
@@ -166,7 +180,10 @@ class AgentZeroAdapter:
 
 # -- activation ---------------------------------------------------------------------------------------------
 _lock = threading.Lock()
-_active_key: tuple[str, str, float | None] | None = None
+_runtimes: OrderedDict[str, rtmod.Runtime] = OrderedDict()  # by settings key; a few (projects, profiles)
+_MAX_RUNTIMES = 8
+_reported: set[str] = set()
+_last_good: dict[str, str] = {}  # install (manifest or plugin folder) -> key of its last good settings
 log = logging.getLogger("agent_router.agent_zero")
 
 
@@ -180,7 +197,7 @@ def find_manifest(origin: str | os.PathLike[str]) -> Path | None:
     return None
 
 
-def _mtime(path: str | None) -> float | None:
+def _mtime(path: str | os.PathLike[str] | None) -> float | None:
     from ..settings import resolve_path
 
     p = resolve_path(path)
@@ -190,43 +207,141 @@ def _mtime(path: str | None) -> float | None:
         return None
 
 
-def ensure_runtime(origin: str | os.PathLike[str]) -> rtmod.Runtime:
-    """Activate the runtime for this Agent Zero install (once per process and settings file).
+def _plugin_inputs(agent: Any) -> tuple[Any, dict[str, Any], dict[str, Any]] | None:
+    """(plugin config, Agent Zero's utility/chat model configs, its presets' chat models), read through Agent
+    Zero v1.x for this agent (its project and profile); None outside v1.x."""
+    try:
+        from helpers import plugins  # Agent Zero v1.x
+    except ImportError:
+        return None
+    if agent is None or not callable(getattr(plugins, "get_plugin_config", None)):
+        return None
+    raw = plugins.get_plugin_config(PLUGIN, agent=agent)
+    try:
+        from plugins._model_config.helpers import model_config as mc
+    except ImportError:
+        return raw, {}, {}
+    a0 = {"utility": mc.get_utility_model_config(agent) or {}, "chat": mc.get_chat_model_config(agent) or {}}
+    presets = {
+        str(p["name"]): p["chat"]
+        for p in mc.get_presets()
+        if isinstance(p, dict) and p.get("name") and isinstance(p.get("chat"), dict)
+    }
+    return raw, a0, presets
 
-    An edited settings file takes effect at the next hook, keeping each conversation's state (the agent's
-    overrides); a settings file that no longer validates is reported once and the last good one stays."""
-    global _active_key
-    manifest = find_manifest(origin)
-    settings_path = None
-    if manifest is not None:
-        settings_path = json.loads(manifest.read_text("utf-8")).get("settings")
-    key = (str(manifest), str(settings_path), _mtime(settings_path))
+
+def _report(agent: Any, key: str, heading: str, text: str) -> None:
+    """A problem in the agent's chat log, once per distinct problem."""
     with _lock:
-        rt = rtmod.current()
-        same_install = _active_key is not None and _active_key[:2] == key[:2]
-        if rt is not None and isinstance(rt.adapter, AgentZeroAdapter) and same_install and _active_key == key:
+        if key in _reported:
+            return
+        _reported.add(key)
+    log.error("%s: %s", heading, text)
+    try:
+        agent.context.log.log(type="warning", heading=heading, content=text)
+    except Exception:  # noqa: BLE001 - no log to write to is no reason to stop the agent
+        pass
+
+
+def ensure_runtime(origin: str | os.PathLike[str], agent: Any = None) -> rtmod.Runtime | None:
+    """The runtime for this install and this agent's settings, activated; None when there are no valid settings.
+
+    Settings come from the install manifest's settings file (`agent-router install agent-zero PATH
+    --settings`), else from Agent Zero's plugin config for this agent (project, profile) over the settings file
+    (`usr/agent_router/settings.json` by default). A change takes effect at the next hook, keeping each
+    conversation's state; settings that no longer validate are reported once in the chat and the last good
+    ones stay; with none, the agent works unrouted."""
+    manifest = find_manifest(origin)
+    fixed = None
+    if manifest is not None:
+        fixed = json.loads(manifest.read_text("utf-8")).get("settings")
+    install = str(manifest or _usr(origin))
+    try:
+        inputs = None if fixed else _plugin_inputs(agent)
+    except Exception as e:  # noqa: BLE001 - e.g. a hand-edited config.json that is not JSON: never the turn's end
+        inputs = ({"_unreadable": f"{type(e).__name__}: {str(e)[:300]}"}, {}, {})
+    if inputs is None:
+        key_data: Any = [install, fixed, _mtime(fixed)]
+    else:
+        sf = _settings_file(inputs[0])
+        key_data = [install, inputs, sf, _mtime(sf)]
+    key = json.dumps(key_data, sort_keys=True, default=str)
+    with _lock:
+        rt = _runtimes.get(key)
+        if rt is not None:
+            _runtimes.move_to_end(key)
+            if rtmod.current() is not rt:
+                prev = rtmod.current()
+                if prev is not None and isinstance(prev.adapter, AgentZeroAdapter):
+                    rt.adopt_states(prev)
+                rtmod.activate(rt)
             return rt
         try:
-            settings = load(settings_path)
+            if inputs is None:
+                settings, a0_models = load(fixed), {}
+            else:
+                settings, a0_models = _compose(*inputs)
         except AgentRouterError as e:
-            if rt is not None and isinstance(rt.adapter, AgentZeroAdapter) and same_install:
-                log.error("agent_router: settings not reloaded, keeping the last good ones: %s", e)
-                _active_key = key
-                return rt
-            raise
-        new = rtmod.Runtime(settings, AgentZeroAdapter())
-        if rt is not None and isinstance(rt.adapter, AgentZeroAdapter) and same_install:
-            new.adopt_states(rt)
-        rtmod.activate(new)
-        _active_key = key
-        return new
+            good = _runtimes.get(_last_good.get(install, ""))
+            keep = (
+                "settings not reloaded, keeping the last good ones"
+                if good is not None
+                else "settings invalid, the agent works unrouted until they are fixed"
+            )
+            err = str(e)
+        else:
+            new = rtmod.Runtime(settings, AgentZeroAdapter(a0_models))
+            prev = rtmod.current()
+            if prev is not None and isinstance(prev.adapter, AgentZeroAdapter):
+                new.adopt_states(prev)
+            _watch_alerts(new)
+            _runtimes[key] = new
+            while len(_runtimes) > _MAX_RUNTIMES:
+                _runtimes.popitem(last=False)
+            _last_good[install] = key
+            rtmod.activate(new)
+            return new
+    if agent is not None:
+        _report(agent, err, f"agent_router: {keep}", err)
+    else:
+        log.error("agent_router: %s: %s", keep, err)
+    if good is not None:
+        rtmod.activate(good)
+    return good
+
+
+def _usr(origin: str | os.PathLike[str]) -> Path:
+    """Agent Zero's usr/ folder holding `origin` (the plugin lives under it), else the file's folder."""
+    here = Path(origin).resolve()
+    return next((p for p in here.parents if p.name == "usr"), here.parent)
+
+
+def _compose(raw: Any, a0: dict[str, Any], presets: dict[str, Any]) -> tuple[Any, dict[str, dict[str, Any]]]:
+    from . import agent_zero_config as conf
+
+    raw = raw if raw is not None else {}
+    if isinstance(raw, dict) and "_unreadable" in raw:
+        from ..errors import SettingsError
+
+        raise SettingsError(conf.SOURCE, [("$", f"cannot be read: {raw['_unreadable']}")])
+    return conf.compose(raw, a0, presets, base=load(_settings_file(raw)))
+
+
+def _settings_file(raw: Any) -> str | None:
+    """The plugin config's `settings_file`, relative to usr/agent_router/ ($AGENT_ROUTER_HOME); None: default."""
+    from ..settings import default_home
+
+    sf = str(raw.get("settings_file") or "") if isinstance(raw, dict) else ""
+    return str(default_home() / sf) if sf else None
 
 
 def forward(point: str, ext: Any, origin: str, **kwargs: Any) -> Any:
     """Called by each Agent Zero extension file: `forward("<point>", self, __file__, **kwargs)`."""
-    rt = ensure_runtime(origin)
     agent = ext.agent
     if agent is None:
+        return None
+    rt = ensure_runtime(origin, agent)
+    if rt is None:
         return None
     hook = rt.pm.hook
     legacy = is_legacy(agent)
@@ -268,6 +383,10 @@ def forward(point: str, ext: Any, origin: str, **kwargs: Any) -> Any:
         hook.util_model_call_after(
             agent=agent, call_data=kwargs["call_data"], response=kwargs.get("response")
         )
+    elif point == "monologue_start":
+        bill.mark(rt, agent)
+    elif point == "monologue_end":
+        bill.post(rt, agent)
     elif point == "tool_execute_after":
         hook.tool_execute_after(
             agent=agent, tool_name=str(kwargs.get("tool_name") or ""), response=kwargs.get("response")
@@ -279,6 +398,22 @@ def run_switch_model(tool: Any, origin: str, **args: Any) -> str:
     """The body of Agent Zero's `switch_model` tool: policy, override, ledger row; returns the message."""
     from ..runtime.switch import switch_model
 
-    rt = ensure_runtime(origin)
+    rt = ensure_runtime(origin, tool.agent)
+    if rt is None:
+        return "switch_model is unavailable: agent_router's settings are invalid (see the chat log)."
     res = switch_model(rt, rt.adapter.conversation_id(tool.agent), args)
     return res.message
+
+
+def _watch_alerts(rt: rtmod.Runtime) -> None:
+    pm = rt.ledger.pm
+    if pm.get_plugin(bill.ALERTS_PLUGIN) is None:
+        pm.register(bill.AlertQueue(), bill.ALERTS_PLUGIN)
+
+
+def costs_view(origin: str, query: dict[str, Any]) -> dict[str, Any]:
+    """The Costs view's data: totals per chat, day or model from the ledger of this install's settings."""
+    rt = rtmod.current()
+    if rt is None or not isinstance(rt.adapter, AgentZeroAdapter):
+        rt = ensure_runtime(origin)
+    return bill.costs_view(rt, query)

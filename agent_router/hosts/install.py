@@ -1,12 +1,14 @@
-"""Install the Agent Zero plugin files into a checkout, and remove exactly what was installed.
+"""Install the Agent Zero plugin files into a checkout, export the standalone plugin, remove what was installed.
 
 Layouts (detected from the checkout):
-- v1.x: `helpers/extension.py` at the root -> a plugin folder `usr/plugins/agent_router/` holding
-  `plugin.yaml`, `extensions/python/<point>/`, `tools/`, `prompts/`.
-- v0.9.x (legacy): `python/helpers/extension.py` -> `usr/extensions/<point>/`, `usr/tools/`, `usr/prompts/`.
+- v1.x: `helpers/extension.py` at the root, or a folder holding only `usr/` (what Docker users mount; the
+  image is v1.x) -> the plugin folder `usr/plugins/agent_router/` (the whole plugin tree).
+- v0.9.x (legacy): `python/helpers/extension.py` -> `usr/extensions/<point>/`, `usr/tools/`, `usr/prompts/`
+  and the guard `usr/agent_router_boot.py` (the v1.x-only files are left out).
 
-The files come from the package (agent_router/hosts/agent_zero_files, the single source; the repo root's
-`extensions/`, `tools/`, `prompts/` are links to it). A manifest (`agent_router_manifest.json`) records each
+The files come from the package (agent_router/hosts/agent_zero_plugin, the single source of the plugin tree,
+of `agent-router export agent-zero-plugin` and of the legacy files; the repo root's `extensions/`, `tools/`,
+`prompts/` are links to it). A manifest (`agent_router_manifest.json`) records each
 file written with its SHA-256, the folders created and the settings file; uninstall removes those files
 (keeping any the user edited since, and saying so) and the folders it created when they are empty.
 """
@@ -41,7 +43,7 @@ class Result:
 
 def source_files() -> dict[str, bytes]:
     """Plugin files by path relative to the plugin folder (v1.x layout), read from the package."""
-    base = resources.files("agent_router.hosts").joinpath("agent_zero_files")
+    base = resources.files("agent_router.hosts").joinpath("agent_zero_plugin")
     out: dict[str, bytes] = {}
 
     def walk(node, prefix: str) -> None:
@@ -58,24 +60,38 @@ def source_files() -> dict[str, bytes]:
 
 
 def detect(root: Path) -> str:
-    """'v1' or 'legacy'; InstallError naming what was looked for otherwise."""
+    """'v1' or 'legacy'; InstallError naming what was looked for otherwise. A folder holding `usr/` but no
+    code is a Docker volume (the image is v1.x)."""
     if not root.is_dir():
         raise InstallError(f"{root}: not a folder")
     if (root / "helpers" / "extension.py").is_file():
         return "v1"
     if (root / "python" / "helpers" / "extension.py").is_file():
         return "legacy"
+    if (root / "usr").is_dir():
+        return "v1"
     raise InstallError(
-        f"{root}: not an Agent Zero checkout (found neither helpers/extension.py (v1.x) "
-        "nor python/helpers/extension.py (v0.9.x))"
+        f"{root}: not an Agent Zero checkout (found neither helpers/extension.py (v1.x), "
+        "python/helpers/extension.py (v0.9.x) nor a usr/ folder)"
     )
+
+
+def _root(path: str | Path) -> Path:
+    """The Agent Zero root for PATH; PATH may be the mounted `usr/` folder itself."""
+    root = Path(path).resolve()
+    if root.name == "usr" and root.is_dir() and not (root / "usr").exists():
+        return root.parent
+    return root
+
+
+LEGACY_FILES = ("extensions/", "tools/", "prompts/", "agent_router_boot.py")
 
 
 def _target(layout: str, rel: str) -> str | None:
     """Where a plugin file goes, relative to the checkout root; None when the layout has no use for it."""
     if layout == "v1":
         return f"usr/plugins/{PLUGIN_NAME}/{rel}"
-    if rel == "plugin.yaml":
+    if not rel.startswith(LEGACY_FILES):  # plugin.yaml, hooks, api/, webui/: v1.x only
         return None
     if rel.startswith("extensions/python/"):
         return "usr/extensions/" + rel[len("extensions/python/") :]
@@ -91,7 +107,7 @@ def _sha(data: bytes) -> str:
 
 
 def install(root: str | Path, settings: str | None = None) -> Result:
-    root = Path(root).resolve()
+    root = _root(root)
     layout = detect(root)
     settings_abs = None
     if settings is not None:
@@ -134,6 +150,38 @@ def install(root: str | Path, settings: str | None = None) -> Result:
     return res
 
 
+def export(dest: str | Path, wheel: str | Path | None = None) -> list[str]:
+    """Write the standalone plugin tree (plugin.yaml at its root) into folder `dest`, or into a zip when `dest`
+    ends in .zip (one top folder `agent_router/`, as the Plugin Hub takes it). `wheel`: an agent-router wheel
+    to ship in `dist/`, installed by the plugin's hooks.install() instead of the one on the package index."""
+    dest = Path(dest)
+    files = dict(source_files())
+    if wheel is not None:
+        w = Path(wheel)
+        if not w.is_file() or not w.name.startswith("agent_router-") or w.suffix != ".whl":
+            raise InstallError(f"{w}: not an agent-router wheel (agent_router-*.whl)")
+        files[f"dist/{w.name}"] = w.read_bytes()
+    if dest.suffix == ".zip":
+        import zipfile
+
+        if dest.exists():
+            raise InstallError(f"{dest}: exists; remove it first")
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        with zipfile.ZipFile(dest, "w", zipfile.ZIP_DEFLATED) as z:
+            for rel, data in files.items():
+                z.writestr(f"{PLUGIN_NAME}/{rel}", data)
+        return list(files)
+    if dest.exists() and any(dest.iterdir()):
+        meta = dest / "plugin.yaml"
+        if not meta.is_file() or f"name: {PLUGIN_NAME}\n" not in meta.read_text("utf-8", "replace"):
+            raise InstallError(f"{dest}: not empty and not an agent_router plugin folder; choose another folder")
+    for rel, data in files.items():
+        p = dest / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(data)
+    return list(files)
+
+
 def _read_manifest(mpath: Path) -> dict:
     try:
         data = json.loads(mpath.read_text("utf-8"))
@@ -145,7 +193,7 @@ def _read_manifest(mpath: Path) -> dict:
 
 
 def uninstall(root: str | Path) -> Result:
-    root = Path(root).resolve()
+    root = _root(root)
     layout = detect(root)
     mpath = manifest_path(root, layout)
     if not mpath.exists():

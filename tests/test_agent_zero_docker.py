@@ -1,0 +1,422 @@
+"""Agent Zero as its Docker users run it, built without Docker.
+
+- `/a0` is a fresh Agent Zero v1.7 tree (an archive of its repository at tag v1.7);
+- `/opt/venv-a0` is a venv holding Agent Zero's own pinned requirements (the light part: what a loop turn and
+  the UI server import; torch, browsers, OCR and packages that need a Rust toolchain are left out, their
+  imports stubbed), on Python 3.12 as in the image;
+- the plugin goes in through Agent Zero's own installer (`install_from_zip`, which runs `hooks.install()`);
+- a turn runs Agent Zero's real loop with LiteLLM mock replies and no network (`unshare -n` when available);
+- "container rebuild": the venv is replaced by a fresh copy built from the pins alone; `usr/` stays.
+
+The Agent Zero source comes from `$AGENT_ZERO_SRC` (a git repository with tag v1.7, or a v1.7 tree) or from a
+mirror `.mirror/agent0ai+agent-zero*/repo` next to one of this repository's parent folders; without one, or
+without Python 3.12, the tests skip saying so. Venvs are built once under `$AGENT_ROUTER_TEST_CACHE` (default
+`~/.cache/agent-router-tests`) and reused while Agent Zero's requirements stay the same.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import re
+import shutil
+import socket
+import sqlite3
+import subprocess
+import sys
+import tarfile
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+# What a loop turn and the UI server import, by Agent Zero's requirement names; the pins come from its files.
+LIGHT = {
+    "pydantic", "tiktoken", "litellm", "openai", "langchain-core", "langchain-community", "flask",
+    "flask-basicauth", "python-dotenv", "nest-asyncio", "gitpython", "giturlparse", "simpleeval", "pytz",
+    "markdown", "crontab", "pathspec", "psutil", "python-socketio", "uvicorn", "watchdog", "wsproto", "a2wsgi",
+    "webcolors", "mcp", "fastmcp", "fasta2a", "html2text", "beautifulsoup4", "markdownify", "inputimeout",
+    "flaredantic", "docker", "chardet", "soundfile",
+}
+STUBS = {  # imported at top level by models.py and helpers/whisper.py; unused by a chat turn
+    "sentence_transformers.py": "class SentenceTransformer:\n    def __init__(self, *a, **k):\n"
+    "        raise RuntimeError('stub: sentence-transformers is not installed in this test venv')\n",
+    "whisper.py": "def load_model(*a, **k):\n    raise RuntimeError('stub: openai-whisper is not installed')\n",
+}
+
+
+# -- locating Agent Zero and Python 3.12 ----------------------------------------------------------------------
+def a0_source() -> Path | None:
+    env = os.environ.get("AGENT_ZERO_SRC")
+    if env:
+        return Path(env)
+    for parent in REPO.parents:
+        for cand in sorted(parent.glob(".mirror/agent0ai+agent-zero*/repo")):
+            return cand
+    return None
+
+
+def python312() -> str | None:
+    """A working Python 3.12 (PATH, then pyenv's versions), as its real executable (a pyenv shim may not run)."""
+    cands = [shutil.which("python3.12")]
+    try:
+        root = subprocess.run(["pyenv", "root"], capture_output=True, text=True, timeout=30).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        root = ""
+    if root:
+        cands += [str(p) for p in sorted(Path(root).glob("versions/3.12*/bin/python3.12"), reverse=True)]
+    for c in filter(None, cands):
+        try:
+            got = subprocess.run([c, "-c", "import sys; print(sys.version_info[:2] == (3, 12), sys.executable)"],
+                                 capture_output=True, text=True, timeout=60)
+        except (OSError, subprocess.SubprocessError):
+            continue
+        ok, _, exe = got.stdout.strip().partition(" ")
+        if got.returncode == 0 and ok == "True":
+            return exe
+    return None
+
+
+def cache_dir() -> Path:
+    d = Path(os.environ.get("AGENT_ROUTER_TEST_CACHE") or Path.home() / ".cache" / "agent-router-tests")
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+def extract_v17(src: Path, dest: Path) -> None:
+    """A fresh v1.7 tree at `dest` from a git repository (bare or not) or a tree."""
+    dest.mkdir(parents=True)
+    if (src / "run_ui.py").is_file():
+        shutil.copytree(src, dest, dirs_exist_ok=True, ignore=shutil.ignore_patterns(".git"))
+        return
+    arc = subprocess.run(["git", "-C", str(src), "archive", "v1.7"], capture_output=True, timeout=300, check=True)
+    tar = dest.parent / "a0-v1.7.tar"
+    tar.write_bytes(arc.stdout)
+    with tarfile.open(tar) as t:
+        t.extractall(dest, filter="data")
+    tar.unlink()
+
+
+def light_requirements(tree: Path) -> list[str]:
+    """Agent Zero's requirement lines for LIGHT, requirements2.txt overriding requirements.txt (as its
+    install script installs it after)."""
+    reqs: dict[str, str] = {}
+    for name in ("requirements.txt", "requirements2.txt"):
+        for line in (tree / name).read_text().splitlines():
+            line = line.split("#", 1)[0].strip()
+            m = re.match(r"^([A-Za-z0-9_.-]+)", line)
+            if m and m.group(1).lower() in LIGHT:
+                reqs[m.group(1).lower()] = line
+    return [reqs[k] for k in sorted(reqs)]
+
+
+def pristine_venv(tree: Path, py: str) -> Path:
+    """The venv of Agent Zero's pins, built once per requirements and Python (locked across processes)."""
+    reqs = light_requirements(tree)
+    key = hashlib.sha256(("\n".join(reqs) + py).encode()).hexdigest()[:16]
+    venv = cache_dir() / f"a0-venv-{key}"
+    with open(cache_dir() / f"a0-venv-{key}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if (venv / "ok").is_file():
+            return venv
+        tmp = cache_dir() / f"a0-venv-{key}.building"
+        shutil.rmtree(tmp, ignore_errors=True)
+        subprocess.run([py, "-m", "venv", str(tmp)], check=True, timeout=300)
+        (tmp / "requirements.txt").write_text("\n".join(reqs) + "\n")
+        got = subprocess.run(
+            [str(tmp / "bin/python"), "-m", "pip", "install", "-q", "-r", str(tmp / "requirements.txt")],
+            capture_output=True, text=True, timeout=1800,
+        )
+        if got.returncode != 0:
+            raise RuntimeError(f"building Agent Zero's venv failed: {got.stderr[-2000:]}")
+        shutil.rmtree(venv, ignore_errors=True)
+        tmp.rename(venv)  # the venv's scripts name the old path; everything here runs `bin/python -m ...`
+        (venv / "ok").write_text("")
+    return venv
+
+
+def agent_router_wheel() -> Path:
+    """A wheel of this checkout, built once per source state."""
+    files = sorted(p for p in (REPO / "agent_router").rglob("*") if p.is_file() and "__pycache__" not in p.parts)
+    h = hashlib.sha256((REPO / "pyproject.toml").read_bytes())
+    for p in files:
+        h.update(str(p.relative_to(REPO)).encode() + p.read_bytes())
+    out = cache_dir() / f"wheel-{h.hexdigest()[:16]}"
+    with open(cache_dir() / "wheel.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        found = sorted(out.glob("agent_router-*.whl"))
+        if found:
+            return found[0]
+        subprocess.run(
+            [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(out), str(REPO)],
+            check=True, capture_output=True, timeout=600,
+        )
+        return sorted(out.glob("agent_router-*.whl"))[0]
+
+
+def _offline_prefix() -> list[str]:
+    try:
+        ok = subprocess.run(["unshare", "-n", "true"], capture_output=True, timeout=30).returncode == 0
+    except OSError:
+        ok = False
+    return ["unshare", "-n"] if ok else []
+
+
+# -- the Docker layout ---------------------------------------------------------------------------------------
+class Docker:
+    """`root` as /a0 (the volume), `venv` as /opt/venv-a0."""
+
+    def __init__(self, root: Path, venv: Path, pristine: Path, stubs: Path):
+        self.root, self.venv, self.pristine, self.stubs = root, venv, pristine, stubs
+        self.offline = _offline_prefix()
+
+    def rebuild_venv(self) -> None:
+        """A container rebuild: the framework's venv comes back with Agent Zero's pins alone."""
+        shutil.rmtree(self.venv, ignore_errors=True)
+        shutil.copytree(self.pristine, self.venv, symlinks=True)
+
+    def env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("AGENT_ROUTER", "PYTHON", "VIRTUAL_ENV"))}
+        env.update(PYTHONPATH=str(self.stubs), LITELLM_LOCAL_MODEL_COST_MAP="True", PYTHONDONTWRITEBYTECODE="1")
+        return env
+
+    def python(self, script: str, *args: str, offline: bool = True, timeout: int = 600) -> dict:
+        """Run `script` with the framework's Python in /a0; its result is its last stdout line `RESULT <json>`."""
+        f = self.root / "tmp" / f"test_{hashlib.sha1(script.encode()).hexdigest()[:8]}.py"
+        f.parent.mkdir(exist_ok=True)
+        f.write_text(script)
+        cmd = [*(self.offline if offline else []), str(self.venv / "bin/python"), str(f), *args]
+        got = subprocess.run(cmd, cwd=self.root, env=self.env(), capture_output=True, text=True, timeout=timeout)
+        lines = [ln for ln in got.stdout.splitlines() if ln.startswith("RESULT ")]
+        assert got.returncode == 0 and lines, f"rc={got.returncode}\n{got.stdout[-3000:]}\n{got.stderr[-3000:]}"
+        return json.loads(lines[-1][len("RESULT "):])
+
+    def pip(self, *args: str, extra_path: Path | None = None) -> subprocess.CompletedProcess:
+        env = self.env()
+        if extra_path is not None:
+            env["PYTHONPATH"] = str(extra_path)
+        return subprocess.run(
+            [str(self.venv / "bin/python"), "-m", "pip", "--disable-pip-version-check", *args],
+            env=env, capture_output=True, text=True, timeout=600,
+        )
+
+
+@pytest.fixture(scope="module")
+def docker(tmp_path_factory):
+    src = a0_source()
+    if src is None or not src.exists():
+        pytest.skip("no Agent Zero source: set $AGENT_ZERO_SRC (a git repository with tag v1.7, or a v1.7 tree)")
+    py = python312()
+    if py is None:
+        pytest.skip("no Python 3.12 (Agent Zero v1.x needs it): put python3.12 on PATH or install it with pyenv")
+    base = tmp_path_factory.mktemp("a0-docker")
+    root = base / "a0"
+    extract_v17(src, root)
+    pristine = pristine_venv(root, py)
+    stubs = base / "stubs"
+    stubs.mkdir()
+    for name, text in STUBS.items():
+        (stubs / name).write_text(text)
+    d = Docker(root, base / "venv-a0", pristine, stubs)
+    d.rebuild_venv()
+    return d
+
+
+# -- scripts run inside Agent Zero ---------------------------------------------------------------------------
+PRELUDE = r'''
+import asyncio, json, os, sys
+sys.path.insert(0, os.getcwd())
+from helpers import runtime
+runtime.args = {"dockerized": True}
+from helpers import files
+'''
+
+INSTALL = PRELUDE + r'''
+from plugins._plugin_installer.helpers.install import install_from_zip
+res = install_from_zip(sys.argv[1])
+print("\nRESULT " + json.dumps({"result": res}, default=str))
+'''
+
+
+def reply(text: str) -> str:
+    return json.dumps({"thoughts": ["done"], "headline": "Answering", "tool_name": "response",
+                       "tool_args": {"text": text}})
+
+
+MODELS = {  # Agent Zero's own model settings (plugins/_model_config), with LiteLLM mock replies
+    "allow_chat_override": True,
+    "chat_model": {"provider": "openai", "name": "gpt-4.1-mini", "api_key": "sk-mock", "ctx_length": 128000,
+                   "ctx_history": 0.7, "kwargs": {"mock_response": reply("Hello from mini")}},
+    "utility_model": {"provider": "openai", "name": "gpt-4.1-nano", "api_key": "sk-mock", "ctx_length": 128000,
+                      "kwargs": {"mock_response": reply("Hello from nano")}},
+    "embedding_model": {"provider": "huggingface", "name": "sentence-transformers/all-MiniLM-L6-v2", "kwargs": {}},
+}
+
+TURNS = PRELUDE + r'''
+files.write_file(files.get_abs_path("usr/plugins/_memory/.toggle-0"), "")  # memory needs faiss + embeddings
+files.write_file(files.get_abs_path("usr/plugins/_model_config/config.json"), sys.argv[1])
+import initialize
+from agent import AgentContext, AgentContextType, UserMessage
+from helpers import plugins
+
+async def main():
+    plan = json.loads(sys.argv[2])
+    ctx = AgentContext(config=initialize.initialize_agent(), type=AgentContextType.USER)
+    out = []
+    for step in plan:
+        if "config" in step:  # what the Settings UI's save does
+            plugins.save_plugin_config("agent_router", "", "", step["config"])
+            continue
+        start = len(ctx.log.logs)
+        result = await ctx.communicate(UserMessage(message=step["say"])).result()
+        items = [{"type": i.type, "heading": i.heading, "content": i.content} for i in ctx.log.logs[start:]]
+        out.append({"result": result, "log": items})
+    print("\nRESULT " + json.dumps({"context": ctx.id, "turns": out}, default=str))
+
+asyncio.run(main())
+sys.stdout.flush()
+os._exit(0)  # Agent Zero's background threads (job loop) can abort the interpreter's teardown
+'''
+
+
+def turns(d: Docker, *plan: dict) -> dict:
+    return d.python(TURNS, json.dumps(MODELS), json.dumps(list(plan)))
+
+
+def ledger_rows(d: Docker) -> list[dict]:
+    db = d.root / "usr/agent_router/ledger.db"
+    con = sqlite3.connect(db)
+    con.row_factory = sqlite3.Row
+    try:
+        return [dict(r) for r in con.execute("SELECT * FROM calls ORDER BY id")]
+    finally:
+        con.close()
+
+
+def of_type(turn: dict, kind: str) -> list[dict]:
+    return [i for i in turn["log"] if i["type"] == kind]
+
+
+# -- tests ---------------------------------------------------------------------------------------------------
+def test_docker_install_route_bill_rebuild_and_settings_from_the_ui(docker, tmp_path):
+    d = docker
+    plugin_zip = tmp_path / "agent_router.zip"
+    subprocess.run(
+        [sys.executable, "-m", "agent_router", "export", "agent-zero-plugin", str(plugin_zip),
+         "--wheel", str(agent_router_wheel())],
+        check=True, capture_output=True, timeout=300,
+    )
+    pins_before = d.pip("freeze").stdout
+    res = d.python(INSTALL, str(plugin_zip), offline=False)["result"]  # pip reads the package index
+    assert res["success"] and res["plugin_name"] == "agent_router", res
+    site = d.root / "usr/agent_router/site"
+    assert (site / "agent_router").is_dir() and (d.root / "usr/plugins/agent_router/plugin.yaml").is_file()
+    assert d.pip("freeze").stdout == pins_before  # nothing Agent Zero pins was touched
+    assert not (site / "tiktoken").exists() and not (site / "pydantic").exists()  # the framework's are used
+    got = d.pip("check")
+    assert got.returncode == 0, got.stdout
+    got = d.pip("check", extra_path=site)  # the framework's venv together with the plugin's packages
+    assert got.returncode == 0, got.stdout
+
+    # One real turn: a greeting goes to the utility tier (Agent Zero alone would use its chat model).
+    out = turns(d, {"say": "hi, thanks!"}, {"config": {"routing_enabled": False}}, {"say": "and again"})
+    first, second = out["turns"]
+    assert first["result"] == "Hello from nano"
+    (line,) = [i["content"] for i in of_type(first, "info") if i["heading"] == "agent_router: cost"]
+    assert re.search(r"this reply \$\d+\.\d{4} \(1 call; answered by the utility tier, gpt-4\.1-nano\) · "
+                     r"this chat \$\d+\.\d{4} · saved \$\d+\.\d{4}( \(\d+%\))? against all-premium", line), line
+    # The plugin config saved (as the Settings UI does) reaches the next turn: routing off -> the chat tier.
+    assert second["result"] == "Hello from mini"
+    assert "answered by the chat tier, gpt-4.1-mini" in of_type(second, "info")[-1]["content"]
+    rows = ledger_rows(d)
+    chats = [r for r in rows if r["kind"] == "chat"]
+    assert [r["model"] for r in chats] == ["gpt-4.1-nano", "gpt-4.1-mini"]
+    assert all(r["conversation_id"] == out["context"] and r["input_tokens"] > 0 for r in chats)
+    assert not list(d.root.glob("usr/plugins/agent_router/*.db"))  # the user's data lives outside the plugin
+
+    # A container rebuild: the venv comes back from Agent Zero's pins alone; usr/ (the volume) stays.
+    d.rebuild_venv()
+    d.python(PRELUDE + "from helpers import plugins\n"
+             "plugins.save_plugin_config('agent_router', '', '', {'routing_enabled': True})\nprint('RESULT {}')\n")
+    out = turns(d, {"say": "hi, thanks!"})
+    assert out["turns"][0]["result"] == "Hello from nano"  # routed again, no manual step
+    assert of_type(out["turns"][0], "info")[-1]["heading"] == "agent_router: cost"
+    assert d.pip("check").returncode == 0
+    assert len([r for r in ledger_rows(d) if r["kind"] == "chat"]) == 3
+
+
+def test_without_its_packages_the_agent_works_unrouted_says_so_once_and_execute_fixes_it(docker, tmp_path):
+    d = docker
+    if not (d.root / "usr/plugins/agent_router").is_dir():
+        plugin_zip = tmp_path / "agent_router.zip"
+        subprocess.run([sys.executable, "-m", "agent_router", "export", "agent-zero-plugin", str(plugin_zip),
+                        "--wheel", str(agent_router_wheel())], check=True, capture_output=True, timeout=300)
+        assert d.python(INSTALL, str(plugin_zip), offline=False)["result"]["success"]
+    site = d.root / "usr/agent_router/site"
+    shutil.rmtree(site)  # a volume whose packages are gone (or never came: no network at install)
+    out = turns(d, {"say": "hi, thanks!"}, {"say": "hi again"})
+    assert [t["result"] for t in out["turns"]] == ["Hello from mini", "Hello from mini"]  # Agent Zero's chat model
+    warnings = [i for t in out["turns"] for i in of_type(t, "warning")]
+    assert len(warnings) == 1 and warnings[0]["heading"].startswith("agent_router is not active")
+    assert "No module named" in warnings[0]["content"] and "execute.py" in warnings[0]["content"]
+    # The one step the README names: Plugins (sidebar) > agent_router > Execute runs execute.py.
+    got = subprocess.run(
+        [str(d.venv / "bin/python"), "execute.py"], cwd=d.root / "usr/plugins/agent_router",
+        env=d.env(), capture_output=True, text=True, timeout=900,
+    )
+    assert got.returncode == 0, got.stdout + got.stderr
+    assert turns(d, {"say": "hi, thanks!"})["turns"][0]["result"] == "Hello from nano"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_costs_view_in_headless_chromium_against_agent_zeros_ui_server(docker, tmp_path):
+    d = docker
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.skip("no chromium on PATH")
+    if not (d.root / "usr/agent_router/ledger.db").is_file():
+        pytest.skip("needs the ledger of test_docker_install_route_bill_rebuild_and_settings_from_the_ui")
+    port = _free_port()
+    log = open(tmp_path / "ui.log", "w")
+    server = subprocess.Popen(
+        [str(d.venv / "bin/python"), "run_ui.py", "--dockerized=true", f"--port={port}", "--host=127.0.0.1"],
+        cwd=d.root, env=d.env(), stdout=log, stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5)
+                break
+            except OSError:
+                assert server.poll() is None and time.monotonic() < deadline, (tmp_path / "ui.log").read_text()[-3000:]
+                time.sleep(1)
+        url = f"http://127.0.0.1:{port}/plugins/agent_router/webui/main.html"
+        got = subprocess.run(
+            [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=15000",
+             f"--user-data-dir={tmp_path / 'chrome'}", "--dump-dom", url],
+            capture_output=True, text=True, timeout=120,
+        )
+        dom = got.stdout
+        assert 'data-ar="table"' in dom, dom[-3000:] + got.stderr[-2000:]
+        table = dom[dom.index('data-ar="table"'):]
+        rows = re.findall(r"<tr>(.*?)</tr>", table, re.S)
+        cells = [re.findall(r"<t[dh]>(.*?)</t[dh]>", r) for r in rows]
+        assert cells[0][:2] == ["chat", "calls"]
+        total = cells[-1]
+        chats = [r for r in ledger_rows(d) if r["kind"] in ("chat", "utility")]
+        assert total[0] == "total" and int(total[1]) >= len(chats)
+        assert total[4] == f"${sum(r['cost_usd'] for r in ledger_rows(d)):.4f}"
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+        log.close()
