@@ -71,6 +71,7 @@ GROUPS: dict[str, str] = {
     "day": "substr(time, 1, 10)",
     "tool": "tool",
     "kind": "kind",
+    "agent": "agent_id",  # the gateway records the virtual key's name here
 }
 
 
