@@ -100,7 +100,8 @@ def test_tools_and_tool_results_pass_through(gw, oai, stream):
         call = c.choices[0].message.tool_calls[0]
     assert call.function.name == "get_weather" and json.loads(call.function.arguments) == {"city": "Paris"}
     fn = {"name": "get_weather", "arguments": call.function.arguments}
-    msgs += [{"role": "assistant", "content": None, "tool_calls": [{"id": call.id, "type": "function", "function": fn}]},
+    tc = {"id": call.id, "type": "function", "function": fn}
+    msgs += [{"role": "assistant", "content": None, "tool_calls": [tc]},
              {"role": "tool", "tool_call_id": call.id, "content": "18 C, sunny"}]
     again = oai.chat.completions.create(model="utility", messages=msgs, tools=TOOLS,
                                         extra_headers={"X-Conversation-Id": conv})
