@@ -148,34 +148,32 @@ async def handle_call(request: web.Request, d: Dialect) -> web.StreamResponse:
     key = authenticate(request)
     body = await read_json(request)
     p, opts = await prepare(gw, request, body, d, key)
-    cb, seen = gw.recorder(p)
-    if not body.get("stream"):
+    log_ = gw.recorder(p)
+    try:
+        if body.get("stream"):
+            return await stream_call(request, gw, d, p, opts, body, log_)
         try:
-            c = await gw.client.complete(p.decision, p.messages, on_attempt=cb, **opts)
+            c = await gw.client.complete(p.decision, p.messages, on_attempt=log_, **opts)
         except t.ProviderError as e:
-            gw.settle_unused(p, seen)
             raise upstream_error(e) from None
-        except BaseException:
-            gw.settle_unused(p, seen)
-            raise
         cost = gw.cost(c.alias, c.usage)
-        return _json(d.body(c, c.alias), headers=_headers(gw, p, c.alias, cost))
-    return await stream_call(request, gw, d, p, opts, body, cb, seen)
+        resp = _json(d.body(c, c.alias), headers=_headers(gw, p, c.alias, cost))
+        await resp.prepare(request)  # sent before the ledger rows are written (the reservation holds till then)
+        await resp.write_eof()
+        return resp
+    finally:
+        log_.flush()
 
 
 async def stream_call(request: web.Request, gw: Gateway, d: Dialect, p: Prepared, opts: dict[str, Any],
-                      body: dict[str, Any], cb: Any, seen: list[dict[str, Any]]) -> web.StreamResponse:
-    gen = gw.client.stream(p.decision, p.messages, on_attempt=cb, **opts)
+                      body: dict[str, Any], log_: Any) -> web.StreamResponse:
+    gen = gw.client.stream(p.decision, p.messages, on_attempt=log_, **opts)
     try:
         try:
             first = await gen.__anext__()
         except t.ProviderError as e:
-            gw.settle_unused(p, seen)
             raise upstream_error(e) from None
-        except BaseException:
-            gw.settle_unused(p, seen)
-            raise
-        failed = {r["model"] for r in seen}
+        failed = {r["model"] for r in log_.seen}
         alias = next((a for a in (p.decision.model, *p.decision.fallbacks) if a not in failed), p.decision.model)
         if d is OPENAI:
             w = d.writer(alias, bool((body.get("stream_options") or {}).get("include_usage")))

@@ -183,32 +183,8 @@ class Gateway:
         return all(self._wire_openai.get(a, False) for a in (d.model, *d.fallbacks))
 
     # -- recording -----------------------------------------------------------------------------------------
-    def recorder(self, p: Prepared) -> tuple[Callable[[dict[str, Any]], None], list[dict[str, Any]]]:
-        """The per-call attempt callback (rows written on the ledger thread) and the list of attempts seen."""
-        on = self.ledger.attempt_recorder(
-            p.decision, conversation_id=p.conversation_id, agent_id=p.key.name, reservation_id=p.reservation_id,
-            estimated_cost_usd=p.decision.estimated_cost_usd,
-        )
-        seen: list[dict[str, Any]] = []
-
-        def write(rec: dict[str, Any], cost: float) -> None:
-            rid = on(rec)
-            if cost:
-                self.keys.add_spend(p.key.name, cost)
-            if rec.get("outcome") == "ok" and p.routed and rid is not None:
-                _track_answer(self.rt, p.conversation_id, rid)
-
-        def cb(rec: dict[str, Any]) -> None:
-            seen.append(rec)
-            cost = self.cost(rec["model"], rec)
-            self.io.submit(write, rec, cost).add_done_callback(_log_failure)
-
-        return cb, seen
-
-    def settle_unused(self, p: Prepared, seen: list[dict[str, Any]]) -> None:
-        """No attempt was recorded (nothing was sent): release the reservation."""
-        if not seen and p.reservation_id:
-            self.io.submit(self.ledger.release, p.reservation_id).add_done_callback(_log_failure)
+    def recorder(self, p: Prepared) -> CallLog:
+        return CallLog(self, p)
 
     def cost(self, alias: str, rec: dict[str, Any] | t.Usage) -> float:
         try:
@@ -219,6 +195,45 @@ class Gateway:
             return m.price.cost(rec.input_tokens, rec.output_tokens, rec.cached_input_tokens, rec.cache_write_tokens)
         return m.price.cost(rec.get("input_tokens") or 0, rec.get("output_tokens") or 0,
                             rec.get("cached_input_tokens") or 0, rec.get("cache_write_tokens") or 0)
+
+
+class CallLog:
+    """The attempt callback of one request: attempts are collected as the provider client reports them and
+    written by `flush()` (on the ledger thread, in order) once the answer has been sent, so the event loop
+    does not share the interpreter with a ledger write while it answers. A request that made no attempt
+    releases its budget reservation instead."""
+
+    def __init__(self, gw: Gateway, p: Prepared):
+        self.gw, self.p = gw, p
+        self.on = gw.ledger.attempt_recorder(
+            p.decision, conversation_id=p.conversation_id, agent_id=p.key.name, reservation_id=p.reservation_id,
+            estimated_cost_usd=p.decision.estimated_cost_usd,
+        )
+        self.seen: list[dict[str, Any]] = []
+        self._pending: list[tuple[dict[str, Any], float]] = []
+        self._released = False
+
+    def __call__(self, rec: dict[str, Any]) -> None:
+        self.seen.append(rec)
+        self._pending.append((rec, self.gw.cost(rec["model"], rec)))
+
+    def flush(self) -> None:
+        gw, p = self.gw, self.p
+        if self._pending:
+            batch, self._pending = self._pending, []
+            gw.io.submit(self._write, batch).add_done_callback(_log_failure)
+        elif not self.seen and p.reservation_id and not self._released:
+            self._released = True
+            gw.io.submit(gw.ledger.release, p.reservation_id).add_done_callback(_log_failure)
+
+    def _write(self, batch: list[tuple[dict[str, Any], float]]) -> None:
+        gw, p = self.gw, self.p
+        for rec, cost in batch:
+            rid = self.on(rec)
+            if cost:
+                gw.keys.add_spend(p.key.name, cost)
+            if rec.get("outcome") == "ok" and p.routed and rid is not None:
+                _track_answer(gw.rt, p.conversation_id, rid)
 
 
 def upstream_error(e: t.ProviderError) -> GatewayError:
