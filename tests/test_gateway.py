@@ -211,3 +211,23 @@ def test_non_loopback_bind_without_keys_is_refused(tmp_path, llm):
                         "--port", "0"], capture_output=True, text=True, timeout=60)
     assert r.returncode != 0
     assert "refusing to serve a non-loopback address without keys" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_two_workers_share_one_ledger_and_stop_cleanly(tmp_path, llm):
+    import concurrent.futures as cf
+
+    g = Gateway(settings_for(llm.url, tmp_path), tmp_path, args=("--workers", "2"))
+    try:
+        c = openai.OpenAI(base_url=f"{g.url}/v1", api_key="x", max_retries=0)
+
+        def ask(i: int) -> str:
+            return c.chat.completions.create(model="utility", messages=[{"role": "user", "content": f"hi {i}"}],
+                                             extra_headers={"X-Conversation-Id": f"w{i}"}).choices[0].message.content
+
+        with cf.ThreadPoolExecutor(8) as pool:
+            assert set(pool.map(ask, range(24))) == {"Hello from small-model"}
+    finally:
+        g.stop()
+    assert g.proc.returncode == 0
+    got = rows(g.db, 24, timeout=2, where="conversation_id LIKE 'w%'")
+    assert len(got) == 24 and {r["outcome"] for r in got} == {"ok"}
