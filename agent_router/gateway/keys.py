@@ -86,6 +86,8 @@ class KeyStore:
             r = rows[0]
             key = ClientKey(r["name"], r["budget_usd"], float(r["spent_usd"] or 0.0), r["rpm"], r["max_tier"],
                             bool(r["admin"]))
+            if hit is None:
+                secrets.remember(presented)  # a valid key is masked in every log line from now on
         if len(self._cache) > 10_000:
             self._cache.clear()
         self._cache[h] = (now, key)
