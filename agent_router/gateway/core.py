@@ -11,6 +11,7 @@ import hashlib
 import json
 import logging
 import os
+import threading
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -18,6 +19,7 @@ from typing import Any
 
 from ..builtins.host_loop import _track_answer, _within_budget, compress_prompt
 from ..errors import AgentRouterError, InputError
+from ..ledger.errors import LedgerWriteError
 from ..providers import types as t
 from ..providers import wire_openai
 from ..providers.aio import AsyncProviderClient
@@ -87,6 +89,7 @@ class Gateway:
         self.env = os.environ if env is None else env
         self.keys = KeyStore(self.ledger, self.env.get(settings.gateway.master_key_env), self.sync_client.state)
         self.io = ThreadPoolExecutor(1, thread_name_prefix="agent-router-ledger")
+        self.writer = LedgerWriter(self)
         b = settings.budgets
         self.budgets_on = bool(b.per_conversation_usd or b.daily_usd or b.monthly_usd or b.per_request_usd)
         self.block = settings.budgets.on_exceed == "block"
@@ -199,41 +202,95 @@ class Gateway:
 
 class CallLog:
     """The attempt callback of one request: attempts are collected as the provider client reports them and
-    written by `flush()` (on the ledger thread, in order) once the answer has been sent, so the event loop
-    does not share the interpreter with a ledger write while it answers. A request that made no attempt
-    releases its budget reservation instead."""
+    handed to the ledger writer by `flush()` once the answer has been sent, so the event loop does not share
+    the interpreter with a ledger write while it answers. A request that made no attempt releases its budget
+    reservation instead."""
 
     def __init__(self, gw: Gateway, p: Prepared):
         self.gw, self.p = gw, p
-        self.on = gw.ledger.attempt_recorder(
-            p.decision, conversation_id=p.conversation_id, agent_id=p.key.name, reservation_id=p.reservation_id,
-            estimated_cost_usd=p.decision.estimated_cost_usd,
-        )
+        self.fields = {"conversation_id": p.conversation_id, "agent_id": p.key.name,
+                       "reservation_id": p.reservation_id, "estimated_cost_usd": p.decision.estimated_cost_usd}
         self.seen: list[dict[str, Any]] = []
-        self._pending: list[tuple[dict[str, Any], float]] = []
-        self._released = False
+        self.pending: list[tuple[dict[str, Any], float]] = []
+        self._flushed = False
 
     def __call__(self, rec: dict[str, Any]) -> None:
         self.seen.append(rec)
-        self._pending.append((rec, self.gw.cost(rec["model"], rec)))
+        self.pending.append((rec, self.gw.cost(rec["model"], rec)))
 
     def flush(self) -> None:
-        gw, p = self.gw, self.p
-        if self._pending:
-            batch, self._pending = self._pending, []
-            gw.io.submit(self._write, batch).add_done_callback(_log_failure)
-        elif not self.seen and p.reservation_id and not self._released:
-            self._released = True
-            gw.io.submit(gw.ledger.release, p.reservation_id).add_done_callback(_log_failure)
+        if not self._flushed:
+            self._flushed = True
+            self.gw.writer.put(self)
 
-    def _write(self, batch: list[tuple[dict[str, Any], float]]) -> None:
-        gw, p = self.gw, self.p
-        for rec, cost in batch:
-            rid = self.on(rec)
-            if cost:
-                gw.keys.add_spend(p.key.name, cost)
-            if rec.get("outcome") == "ok" and p.routed and rid is not None:
-                _track_answer(gw.rt, p.conversation_id, rid)
+
+class LedgerWriter:
+    """Writes the calls of finished requests on the ledger thread: every request waiting when the thread gets
+    to them goes into one transaction (`Ledger.record_many`, ~30x cheaper per row than one transaction each);
+    requests with failovers are written attempt by attempt so each row links the one it replaced."""
+
+    def __init__(self, gw: Gateway):
+        self.gw = gw
+        self._lock = threading.Lock()
+        self._queue: list[CallLog] = []
+        self._scheduled = False
+
+    def put(self, c: CallLog) -> None:
+        with self._lock:
+            self._queue.append(c)
+            if self._scheduled:
+                return
+            self._scheduled = True
+        self.gw.io.submit(self._drain).add_done_callback(_log_failure)
+
+    def _drain(self) -> None:
+        while True:
+            with self._lock:
+                batch, self._queue = self._queue, []
+                if not batch:
+                    self._scheduled = False
+                    return
+            try:
+                self._write(batch)
+            except Exception as e:  # logged; the ledger has kept (spooled) what it could not write
+                log.error("ledger write failed: %s", e)
+
+    def _write(self, batch: list[CallLog]) -> None:
+        gw = self.gw
+        led = gw.ledger
+        simple = [c for c in batch if len(c.pending) == 1]
+        rows = [led.attempt_fields(c.pending[0][0], c.p.decision, **c.fields) for c in simple]
+        ids: list[int] = []
+        if rows:
+            try:
+                ids = led.record_many(rows)
+            except LedgerWriteError as e:  # kept in the ledger's spool and written when it can be
+                log.error("%s", e)
+            except AgentRouterError as e:  # one bad row must not cost the others: write them one by one
+                log.warning("ledger batch refused (%s); writing row by row", e)
+                simple, batch = [], batch
+        spend: dict[str, float] = {}
+        batched = {id(c) for c in simple}
+        for c in batch:
+            if id(c) in batched:
+                continue
+            if not c.pending:
+                if not c.seen and c.p.reservation_id:
+                    led.release(c.p.reservation_id)
+                continue
+            on = led.attempt_recorder(c.p.decision, **c.fields)
+            for rec, cost in c.pending:
+                rid = on(rec)
+                spend[c.p.key.name] = spend.get(c.p.key.name, 0.0) + cost
+                if rec.get("outcome") == "ok" and c.p.routed and rid is not None:
+                    _track_answer(gw.rt, c.p.conversation_id, rid)
+        for i, c in enumerate(simple):
+            rec, cost = c.pending[0]
+            spend[c.p.key.name] = spend.get(c.p.key.name, 0.0) + cost
+            if len(ids) == len(simple) and rec.get("outcome") == "ok" and c.p.routed:
+                _track_answer(gw.rt, c.p.conversation_id, ids[i])
+        for name, usd in spend.items():
+            gw.keys.add_spend(name, usd)
 
 
 def upstream_error(e: t.ProviderError) -> GatewayError:

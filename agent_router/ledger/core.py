@@ -318,27 +318,9 @@ class Ledger:
         row_of: dict[str, int | None] = {}
 
         def on_attempt(rec: dict[str, Any]) -> int | None:
-            usage = Usage(
-                input=rec.get("input_tokens") or 0,
-                cached_input=rec.get("cached_input_tokens") or 0,
-                cache_write=rec.get("cache_write_tokens") or 0,
-                output=rec.get("output_tokens") or 0,
-                reasoning=rec.get("reasoning_tokens") or 0,
-                source=rec.get("token_source") if rec.get("token_source") in TOKEN_SOURCES else "estimated",
-            )
-            outcome = "ok" if rec.get("outcome") == "ok" else (rec.get("error_kind") or rec.get("outcome"))
             try:
                 rid = self.record(
-                    rec.get("model_name") or rec.get("model"),
-                    usage,
-                    **{"kind": "chat", **fields},
-                    requested_model=(decision.model if decision is not None else None) or rec.get("model"),
-                    provider=rec.get("provider"),
-                    tier=decision.tier if decision is not None and rec.get("model") == decision.model else None,
-                    task_type=decision.analysis.task_type if decision is not None else None,
-                    reasons=decision.reasons if decision is not None else None,
-                    latency_ms=rec.get("latency_ms"),
-                    outcome=outcome,
+                    **self.attempt_fields(rec, decision, **fields),
                     fallback_of=row_of.get(rec.get("fallback_of") or ""),
                 )
             except LedgerWriteError as e:  # the provider client cannot act on it: close() raises it
@@ -348,6 +330,30 @@ class Ledger:
             return rid
 
         return on_attempt
+
+    def attempt_fields(self, rec: dict[str, Any], decision: Any = None, **fields: Any) -> dict[str, Any]:
+        """`record` arguments for one provider attempt record (without `fallback_of`), for `record_many`."""
+        usage = Usage(
+            input=rec.get("input_tokens") or 0,
+            cached_input=rec.get("cached_input_tokens") or 0,
+            cache_write=rec.get("cache_write_tokens") or 0,
+            output=rec.get("output_tokens") or 0,
+            reasoning=rec.get("reasoning_tokens") or 0,
+            source=rec.get("token_source") if rec.get("token_source") in TOKEN_SOURCES else "estimated",
+        )
+        outcome = "ok" if rec.get("outcome") == "ok" else (rec.get("error_kind") or rec.get("outcome"))
+        return {
+            "model": rec.get("model_name") or rec.get("model"),
+            "usage": usage,
+            **{"kind": "chat", **fields},
+            "requested_model": (decision.model if decision is not None else None) or rec.get("model"),
+            "provider": rec.get("provider"),
+            "tier": decision.tier if decision is not None and rec.get("model") == decision.model else None,
+            "task_type": decision.analysis.task_type if decision is not None else None,
+            "reasons": decision.reasons if decision is not None else None,
+            "latency_ms": rec.get("latency_ms"),
+            "outcome": outcome,
+        }
 
     def record_many(self, rows: Iterable[dict[str, Any]]) -> list[int]:
         """Write many calls in one transaction (each dict holds `record`'s arguments); return their ids."""
