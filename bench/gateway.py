@@ -4,6 +4,7 @@ One local upstream (asyncio, TCP_NODELAY, keep-alive, its own process) answers O
 fixed JSON body, or an SSE stream of a few chunks with a usage chunk. Then, against that same upstream:
   direct    the client calls the upstream itself
   ours      `agent-router serve` (one worker, model "auto": analyzed, routed, budgeted, recorded in the ledger)
+  bare      a bare aiohttp proxy (forwards bytes; no routing, no ledger): the floor of one more HTTP hop
   litellm   LiteLLM's proxy (../shared/bench/peers/litellm_proxy.sh, one worker), model "mid"
 Printed: added latency p50 / p99 over direct (sequential, one kept-alive connection), time to first token
 added for streams, throughput at concurrency 32 and 128, and the gateway process's RSS (peak, VmHWM).
@@ -87,6 +88,44 @@ def _serve(port_q: Any) -> None:
         server = await asyncio.get_running_loop().create_server(_Upstream, "127.0.0.1", 0, backlog=4096)
         port_q.put(server.sockets[0].getsockname()[1])
         await server.serve_forever()
+
+    try:
+        import uvloop
+
+        uvloop.run(main())
+    except ImportError:
+        asyncio.run(main())
+
+
+def _bare_proxy(up: str, port_q: Any) -> None:
+    """The floor: an aiohttp server that forwards the body to the upstream and the answer back, nothing else
+    (same stack, same loop as ours, no routing, no ledger)."""
+    from aiohttp import web
+
+    async def main() -> None:
+        session = aiohttp.ClientSession()
+
+        async def handle(request: web.Request) -> web.StreamResponse:
+            body = await request.read()
+            async with session.post(f"{up}/chat/completions", data=body,
+                                    headers={"Content-Type": "application/json"}) as r:
+                if b'"stream": true' not in body:
+                    return web.Response(body=await r.read(), content_type="application/json")
+                resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+                await resp.prepare(request)
+                async for chunk in r.content.iter_any():
+                    await resp.write(chunk)
+                await resp.write_eof()
+                return resp
+
+        app = web.Application()
+        app.router.add_post("/v1/chat/completions", handle)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port_q.put(site._server.sockets[0].getsockname()[1])  # type: ignore[union-attr]
+        await asyncio.Event().wait()
 
     try:
         import uvloop
@@ -247,6 +286,10 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="gw-bench-"))
     procs: list[Any] = []
     targets = [Target("direct", up, "mid")]
+    bq: Any = mp.Queue()
+    bare = mp.Process(target=_bare_proxy, args=(up, bq), daemon=True)
+    bare.start()
+    targets.append(Target("bare", f"http://127.0.0.1:{bq.get(timeout=30)}/v1", "mid", pid=bare.pid))
     ours, ours_url = start_ours(up, tmp)
     procs.append(ours)
     targets.append(Target("ours", ours_url, "auto", pid=ours.pid))
@@ -273,6 +316,7 @@ def main() -> None:
                 p.terminate()
                 p.wait(15)
         upstream.terminate()
+        bare.terminate()
 
 
 def report(targets: list[Target], a: argparse.Namespace, peer_note: str) -> None:
