@@ -120,3 +120,18 @@ def test_key_budget_downgrades_then_is_exhausted(gw):
     assert raw.headers["x-agent-router-tier"] != "premium"
     (row,) = rows(gw.db, 1, where="conversation_id = 'c1'")
     assert row["agent_id"] == "carol" and "budget" in row["reasons"]
+
+
+def test_over_budget_block_setting_answers_429_instead_of_downgrading(llm, tmp_path):
+    g = Gateway(settings_for(llm.url, tmp_path, gateway={"over_budget": "block"}), tmp_path,
+                env={"AGENT_ROUTER_MASTER_KEY": MASTER})
+    try:
+        prem = client(g, MASTER).chat.completions.with_raw_response.create(model="premium", messages=HI)
+        dave = make_key(g, name="dave", budget_usd=float(prem.headers["x-agent-router-estimated-cost-usd"]) / 2)
+        with pytest.raises(openai.RateLimitError) as e:
+            client(g, dave).chat.completions.create(model="premium", messages=HI,
+                                                    extra_headers={"X-Conversation-Id": "dave"})
+        assert e.value.body["code"] == "budget_exceeded"
+        assert rows(g.db, 1, timeout=0.5, where="conversation_id = 'dave'") == []
+    finally:
+        g.stop()
