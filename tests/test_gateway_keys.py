@@ -135,3 +135,23 @@ def test_over_budget_block_setting_answers_429_instead_of_downgrading(llm, tmp_p
         assert rows(g.db, 1, timeout=0.5, where="conversation_id = 'dave'") == []
     finally:
         g.stop()
+
+
+def test_keys_cli_prints_a_key_once_and_lists_no_values(tmp_path):
+    import json as _json
+
+    from click.testing import CliRunner
+
+    from agent_router.cli import cli
+
+    s = tmp_path / "s.json"
+    s.write_text(_json.dumps({"ledger": {"path": str(tmp_path / "l.db")}}))
+    r = CliRunner().invoke(cli, ["keys", "create", "ci", "--budget", "2", "--rpm", "5", "--max-tier", "chat",
+                                 "--settings", str(s)])
+    assert r.exit_code == 0 and r.output.startswith("sk-ar-")
+    value = r.output.strip()
+    listed = CliRunner().invoke(cli, ["keys", "list", "--settings", str(s)]).output
+    assert value not in listed and _json.loads(listed)[0]["max_tier"] == "chat"
+    assert CliRunner().invoke(cli, ["keys", "revoke", "ci", "--settings", str(s)]).exit_code == 0
+    again = CliRunner().invoke(cli, ["keys", "revoke", "ci", "--settings", str(s)])
+    assert again.exit_code == 2 and "no active key named 'ci'" in again.output

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import Iterator
+from typing import Any
 
 import click
 
@@ -40,19 +43,15 @@ def keys_group() -> None:
     """Virtual keys of the gateway (stored hashed in the ledger database)."""
 
 
-def _store(settings_path: str | None):  # noqa: ANN202 - a context manager of (ledger, KeyStore)
-    import contextlib
-
+@contextlib.contextmanager
+def _store(settings_path: str | None) -> Iterator[Any]:
+    """The gateway's KeyStore on the ledger the settings name."""
     from ..gateway.keys import KeyStore
     from ..ledger import Ledger
     from ..providers.state import MemoryState
 
-    @contextlib.contextmanager
-    def cm():  # noqa: ANN202
-        with Ledger.from_settings(get_settings(settings_path)) as led:
-            yield KeyStore(led, None, MemoryState())
-
-    return cm()
+    with Ledger.from_settings(get_settings(settings_path)) as led:
+        yield KeyStore(led, None, MemoryState())
 
 
 @keys_group.command("create")
