@@ -28,6 +28,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "agent_router.commands.demo",
     "agent_router.commands.embeddings",
     "agent_router.commands.evaluate",
+    "agent_router.commands.gateway",
     "agent_router.commands.hosts",
     "agent_router.commands.learned",
     "agent_router.commands.ledger",

@@ -696,6 +696,25 @@ class ProviderSettings(_Model):
     )
 
 
+class GatewaySettings(_Model):
+    """`agent-router serve`: the OpenAI- and Anthropic-compatible HTTP gateway."""
+
+    host: str = Field(
+        "127.0.0.1", description="Address to bind. Any other than loopback is refused unless keys are configured."
+    )
+    port: int = Field(4141, ge=0, le=65535, description="TCP port (0: any free port, printed at start).")
+    max_body_mb: float = Field(16.0, gt=0, description="Largest request body accepted; larger ones get HTTP 413.")
+    over_budget: Literal["downgrade", "block"] | None = Field(
+        None,
+        description="A request over a budget: route to a cheaper tier, or answer 429. Unset: budgets.on_exceed.",
+    )
+    master_key_env: str = Field(
+        "AGENT_ROUTER_MASTER_KEY",
+        description="Environment variable holding the admin key (also accepted as a client key).",
+    )
+    dashboard: bool = Field(True, description="Serve the live cost dashboard at `/`.")
+
+
 class Settings(_Model):
     """All of agent_router's settings."""
 
@@ -727,6 +746,7 @@ class Settings(_Model):
     providers: ProviderSettings = Field(
         default_factory=ProviderSettings, description="Direct model API calls and transcription."
     )
+    gateway: GatewaySettings = Field(default_factory=GatewaySettings, description="The HTTP gateway (`serve`).")
 
     @field_validator("tiers", mode="before")
     @classmethod

@@ -325,33 +325,9 @@ class Ledger:
         row_of: dict[str, int | None] = {}
 
         def on_attempt(rec: dict[str, Any]) -> int | None:
-            # A paid call is recorded whatever its counts say: the server's inconsistencies (reasoning above
-            # output...) are settled by Usage.reported, and counts that cannot be read at all become an
-            # estimated zero rather than a lost row.
-            try:
-                usage = Usage.reported(
-                    input=rec.get("input_tokens"),
-                    cached_input=rec.get("cached_input_tokens"),
-                    cache_write=rec.get("cache_write_tokens"),
-                    output=rec.get("output_tokens"),
-                    reasoning=rec.get("reasoning_tokens"),
-                    source=rec.get("token_source") or "estimated",
-                )
-            except UsageError:
-                usage = Usage(source="estimated")
-            outcome = "ok" if rec.get("outcome") == "ok" else (rec.get("error_kind") or rec.get("outcome"))
             try:
                 rid = self.record(
-                    rec.get("model_name") or rec.get("model"),
-                    usage,
-                    **{"kind": "chat", **fields},
-                    requested_model=(decision.model if decision is not None else None) or rec.get("model"),
-                    provider=rec.get("provider"),
-                    tier=decision.tier if decision is not None and rec.get("model") == decision.model else None,
-                    task_type=decision.analysis.task_type if decision is not None else None,
-                    reasons=decision.reasons if decision is not None else None,
-                    latency_ms=rec.get("latency_ms"),
-                    outcome=outcome,
+                    **self.attempt_fields(rec, decision, **fields),
                     fallback_of=row_of.get(rec.get("fallback_of") or ""),
                 )
             except LedgerWriteError as e:  # the provider client cannot act on it: close() raises it
@@ -361,6 +337,37 @@ class Ledger:
             return rid
 
         return on_attempt
+
+    def attempt_fields(self, rec: dict[str, Any], decision: Any = None, **fields: Any) -> dict[str, Any]:
+        """`record` arguments for one provider attempt record (without `fallback_of`), for `record_many`.
+
+        A paid call is recorded whatever its counts say: the server's inconsistencies (reasoning above output...)
+        are settled by Usage.reported, and counts that cannot be read at all become an estimated zero rather than
+        a lost row."""
+        try:
+            usage = Usage.reported(
+                input=rec.get("input_tokens"),
+                cached_input=rec.get("cached_input_tokens"),
+                cache_write=rec.get("cache_write_tokens"),
+                output=rec.get("output_tokens"),
+                reasoning=rec.get("reasoning_tokens"),
+                source=rec.get("token_source") or "estimated",
+            )
+        except UsageError:
+            usage = Usage(source="estimated")
+        outcome = "ok" if rec.get("outcome") == "ok" else (rec.get("error_kind") or rec.get("outcome"))
+        return {
+            "model": rec.get("model_name") or rec.get("model"),
+            "usage": usage,
+            **{"kind": "chat", **fields},
+            "requested_model": (decision.model if decision is not None else None) or rec.get("model"),
+            "provider": rec.get("provider"),
+            "tier": decision.tier if decision is not None and rec.get("model") == decision.model else None,
+            "task_type": decision.analysis.task_type if decision is not None else None,
+            "reasons": decision.reasons if decision is not None else None,
+            "latency_ms": rec.get("latency_ms"),
+            "outcome": outcome,
+        }
 
     def record_many(self, rows: Iterable[dict[str, Any]]) -> list[int]:
         """Write many calls in one transaction (each dict holds `record`'s arguments); return their ids."""

@@ -17,7 +17,7 @@ from .stores.sqlite import GROUPS
 if TYPE_CHECKING:
     from .core import Ledger
 
-BY_CHOICES: tuple[str, ...] = ("model", "tier", "task_type", "conversation", "day", "tool", "kind", "arm")
+BY_CHOICES: tuple[str, ...] = ("model", "tier", "task_type", "conversation", "day", "tool", "kind", "arm", "agent")
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 

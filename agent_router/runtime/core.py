@@ -134,13 +134,22 @@ class Runtime:
         messages: list[dict[str, Any]],
         kind: str = "chat",
         override: dict[str, Any] | None = None,
+        context: dict[str, Any] | None = None,
     ) -> Decision:
+        """`context`: more router context keys (max_tier, unhealthy, a tighter budget_remaining_usd)."""
         ctx: dict[str, Any] = {"call_kind": kind, **self.ledger.budget_context(conversation_id)}
+        if context:
+            rem = [r for r in (ctx.get("budget_remaining_usd"), context.get("budget_remaining_usd")) if r is not None]
+            ctx.update(context)
+            if rem:
+                ctx["budget_remaining_usd"] = min(rem)
         if override:
             ctx["override"] = override
         return self.router.route(messages, ctx)
 
-    def route_turn(self, conversation_id: str, messages: list[dict[str, Any]]) -> Decision:
+    def route_turn(
+        self, conversation_id: str, messages: list[dict[str, Any]], context: dict[str, Any] | None = None
+    ) -> Decision:
         """Route a loop iteration: the agent's override applies; a next-turn override is used up."""
         st = self.state(conversation_id)
         override = st.next_turn or st.override
@@ -148,7 +157,7 @@ class Runtime:
         st.turn_override = override
         st.turn += 1
         st.last_messages = list(messages)
-        st.decision = self.route(conversation_id, messages, "chat", override)
+        st.decision = self.route(conversation_id, messages, "chat", override, context)
         return st.decision
 
     # -- recording ---------------------------------------------------------------------------------------

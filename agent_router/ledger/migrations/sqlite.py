@@ -185,6 +185,31 @@ def m008_escalation_experiments(db: sqlite_utils.Database) -> None:
     db["calls"].add_column("shadow_cost_usd", float)
 
 
+@migration
+def m009_gateway_keys(db: sqlite_utils.Database) -> None:
+    """The gateway's virtual keys (hashed), each with its budget, spend, rate limit and highest tier."""
+    db["gateway_keys"].create(
+        {
+            "id": int,
+            "name": str,
+            "key_hash": str,
+            "prefix": str,
+            "budget_usd": float,
+            "spent_usd": float,
+            "rpm": int,
+            "max_tier": str,
+            "admin": int,
+            "created": str,
+            "revoked": str,
+        },
+        pk="id",
+        not_null=["name", "key_hash", "spent_usd", "admin", "created"],
+        defaults={"spent_usd": 0.0, "admin": 0},
+    )
+    db["gateway_keys"].create_index(["key_hash"], index_name="gateway_keys_hash", unique=True)
+    db["gateway_keys"].create_index(["name"], index_name="gateway_keys_name", unique=True)
+
+
 DESCRIPTIONS: dict[str, dict[str, str]] = {
     "calls": {
         "id": "Row id; the CALL_ID of `agent-router feedback`.",
@@ -254,6 +279,19 @@ DESCRIPTIONS: dict[str, dict[str, str]] = {
         "limit_usd": "The budget's limit.",
         "time": "UTC time the alert fired.",
     },
+    "gateway_keys": {
+        "id": "Row id.",
+        "name": "The key's name: what ledger rows (agent_id), reports and logs show instead of the key.",
+        "key_hash": "SHA-256 of the key (hex); the key itself is never stored.",
+        "prefix": "The key's first characters, to tell keys apart in listings.",
+        "budget_usd": "Spend limit of the key in USD (empty: none).",
+        "spent_usd": "What calls made with the key cost so far.",
+        "rpm": "Requests per minute the key may make (empty: no limit).",
+        "max_tier": "Highest tier the key may reach: utility | chat | premium (empty: any).",
+        "admin": "1: the key may use the management API (/api/keys and feedback).",
+        "created": "UTC time the key was made.",
+        "revoked": "UTC time the key was revoked (empty: active).",
+    },
     "_migrations": {"name": "Migration function applied.", "applied_at": "When."},
 }
 
@@ -265,7 +303,7 @@ def schema_markdown(db: sqlite_utils.Database) -> str:
         "Migrations, in order: "
         + ", ".join(f"`{fn.__name__}` ({(fn.__doc__ or '').strip()})" for fn in MIGRATIONS)
     )
-    for table in ("calls", "feedback", "spend", "reservations", "budget_alerts", "_migrations"):
+    for table in ("calls", "feedback", "spend", "reservations", "budget_alerts", "gateway_keys", "_migrations"):
         if table not in db.table_names():
             continue
         out += ["", f"## {table}", "", "| column | type | description |", "| --- | --- | --- |"]

@@ -76,6 +76,7 @@ GROUPS: dict[str, str] = {
     "tool": "tool",
     "kind": "kind",
     "arm": "arm",
+    "agent": "agent_id",  # the gateway records the virtual key's name here
 }
 
 

@@ -1,0 +1,312 @@
+"""The gateway's pipeline for one request, the in-process hooks' pipeline reused: the `Runtime` routes (the
+conversation's state and overrides), `compress_prompt` fits the prompt, `_within_budget` checks and reserves
+the budget atomically, the async provider client calls with failover, and `Ledger.attempt_recorder` writes one
+row per attempt. Ledger I/O runs on one thread of its own, in order, so the event loop never waits on a
+database lock; rows are written after the answer is on its way, and the budget reservation holds until then.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import threading
+from collections.abc import Callable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..builtins.host_loop import _track_answer, _within_budget, compress_prompt
+from ..errors import AgentRouterError, InputError
+from ..ledger.errors import LedgerWriteError
+from ..providers import types as t
+from ..providers import wire_openai
+from ..providers.aio import AsyncProviderClient
+from ..providers.client import ProviderClient, wire_for
+from ..router import BudgetBlocked, Decision, NoModelFits
+from ..runtime.core import Runtime
+from ..settings import TIERS, Settings
+from .errors import BadRequest, GatewayError, NotFound, OverBudget, Upstream
+from .keys import MASTER, ClientKey, KeyStore
+
+log = logging.getLogger("agent_router.gateway")
+ROUTED = ("auto", "router", "agent-router", "")
+# Conversation ids kept in memory for overrides across requests; the oldest are forgotten beyond this.
+MAX_CONVERSATIONS = 50_000
+
+
+class GatewayAdapter:
+    """The host adapter of the gateway: requests arrive whole, so only the name is needed by the Runtime."""
+
+    name = "gateway"
+
+
+@dataclass
+class Prepared:
+    decision: Decision
+    messages: list[dict[str, Any]]
+    reservation_id: str | None
+    routed: bool
+    conversation_id: str
+    key: ClientKey
+    reasons: list[str] = field(default_factory=list)
+
+
+def conversation_id(headers: Mapping[str, str], body: dict[str, Any], messages: list[dict[str, Any]]) -> str:
+    """X-Conversation-Id, else the request's `user`, else a hash of the conversation's first messages (system
+    and first user message), which stay the same as the conversation grows."""
+    h = headers.get("x-conversation-id")
+    if h:
+        return h[:200]
+    user = body.get("user") or (body.get("metadata") or {}).get("user_id")
+    if isinstance(user, str) and user:
+        return f"user:{user[:200]}"
+    head = []
+    for m in messages:
+        head.append(m)
+        if m.get("role") == "user":
+            break
+    raw = json.dumps(head[:3], sort_keys=True, ensure_ascii=False, default=str)[:100_000]
+    return "h:" + hashlib.sha256(raw.encode()).hexdigest()[:24]
+
+
+class Gateway:
+    """One per process: settings, runtime, async provider client, keys, the ledger thread."""
+
+    def __init__(self, settings: Settings, *, env: Mapping[str, str] | None = None, ledger: Any = None):
+        over = settings.gateway.over_budget
+        if over and over != settings.budgets.on_exceed:
+            settings = settings.model_copy(
+                update={"budgets": settings.budgets.model_copy(update={"on_exceed": over})}
+            )
+        self.settings = settings
+        self.rt = Runtime(settings, GatewayAdapter(), ledger=ledger, agent_name="gateway")  # type: ignore[arg-type]
+        self.ledger = self.rt.ledger
+        self.catalog = self.rt.catalog
+        self.sync_client = ProviderClient(settings, catalog=self.catalog, counter=self.rt.counter, env=env)
+        self.client = AsyncProviderClient(self.sync_client)
+        self.env = os.environ if env is None else env
+        self.keys = KeyStore(self.ledger, self.env.get(settings.gateway.master_key_env), self.sync_client.state)
+        self.io = ThreadPoolExecutor(1, thread_name_prefix="agent-router-ledger")
+        self.writer = LedgerWriter(self)
+        b = settings.budgets
+        self.budgets_on = bool(b.per_conversation_usd or b.daily_usd or b.monthly_usd or b.per_request_usd)
+        self.block = settings.budgets.on_exceed == "block"
+        self._wire_openai = {m.alias: wire_for(m.provider) is wire_openai for m in self.catalog}
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
+        self.io.shutdown(wait=True)  # every row handed to the ledger thread is written before exit
+        try:
+            self.ledger.close()
+        except AgentRouterError as e:
+            log.error("%s", e)
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> Future:
+        return self.io.submit(fn, *args)
+
+    # -- deciding ------------------------------------------------------------------------------------------
+    def override_for(self, model: Any) -> dict[str, Any] | None:
+        """None for a routed request; {"tier": t} or {"model": alias} for a named tier or model."""
+        if model is None or (isinstance(model, str) and model.lower() in ROUTED):
+            return None
+        if not isinstance(model, str):
+            raise BadRequest("model: a string is required", param="model")
+        if model in TIERS:
+            return {"tier": model, "reason": "requested by the client"}
+        m = self.catalog.find(model)
+        if m is None:
+            raise NotFound(
+                f"model {model!r}: not 'auto', a tier ({', '.join(TIERS)}) or a configured model "
+                f"({', '.join(x.alias for x in self.catalog)})",
+                param="model",
+            )
+        return {"model": m.alias, "reason": "requested by the client"}
+
+    def needs_thread(self, key: ClientKey) -> bool:
+        """Whether preparing touches the database (budgets): then it runs on the ledger thread."""
+        return self.budgets_on or key.budget_usd is not None
+
+    def prepare(
+        self,
+        messages: list[dict[str, Any]],
+        override: dict[str, Any] | None,
+        conv: str,
+        key: ClientKey,
+        require: list[str],
+    ) -> Prepared:
+        """Route, compress and check the budget (reserving the estimate); raises a GatewayError."""
+        rt = self.rt
+        ctx: dict[str, Any] = {}
+        if key.max_tier:
+            ctx["max_tier"] = key.max_tier
+        if require:
+            ctx["require"] = require
+        unhealthy = self.sync_client.cooling_down()
+        if unhealthy:
+            ctx["unhealthy"] = unhealthy
+        key_left = None
+        if key.budget_usd is not None:
+            key_left = max(0.0, key.budget_usd - self.keys.spent(key.name))
+            if key_left <= 0:
+                raise OverBudget(f"key {key.name!r}: budget ${key.budget_usd:.4f} spent")
+            ctx["budget_remaining_usd"] = key_left
+        if len(rt._states) > MAX_CONVERSATIONS:
+            with rt._lock:
+                for k in list(rt._states)[: MAX_CONVERSATIONS // 10]:
+                    del rt._states[k]
+        try:
+            if override is None:
+                d = rt.route_turn(conv, messages, ctx)
+            else:
+                d = rt.route(conv, messages, "chat", override, ctx)
+            msgs = messages
+            if self.settings.compression.enabled:
+                res = compress_prompt(rt, messages, d)
+                if res is not None:
+                    msgs = res.messages
+            d, rid = _within_budget(rt, conv, d, msgs, "chat", override)
+        except BudgetBlocked as e:
+            raise OverBudget(f"over budget: {e}") from None
+        except NoModelFits as e:
+            raise BadRequest(str(e), code="no_model_fits") from None
+        except InputError as e:
+            raise BadRequest(str(e), param="messages") from None
+        if key_left is not None and d.estimated_cost_usd > key_left:
+            if rid:
+                self.ledger.release(rid)
+            raise OverBudget(
+                f"key {key.name!r}: ${key_left:.4f} left of ${key.budget_usd:.4f}; this call est. "
+                f"${d.estimated_cost_usd:.4f}"
+            )
+        return Prepared(d, msgs, rid, override is None, conv, key)
+
+    def openai_upstream(self, d: Decision) -> bool:
+        return all(self._wire_openai.get(a, False) for a in (d.model, *d.fallbacks))
+
+    # -- recording -----------------------------------------------------------------------------------------
+    def recorder(self, p: Prepared) -> CallLog:
+        return CallLog(self, p)
+
+    def cost(self, alias: str, rec: dict[str, Any] | t.Usage) -> float:
+        try:
+            m = self.catalog.get(alias)
+        except AgentRouterError:
+            return 0.0
+        if isinstance(rec, t.Usage):
+            return m.price.cost(rec.input_tokens, rec.output_tokens, rec.cached_input_tokens, rec.cache_write_tokens)
+        return m.price.cost(rec.get("input_tokens") or 0, rec.get("output_tokens") or 0,
+                            rec.get("cached_input_tokens") or 0, rec.get("cache_write_tokens") or 0)
+
+
+class CallLog:
+    """The attempt callback of one request: attempts are collected as the provider client reports them and
+    handed to the ledger writer by `flush()` once the answer has been sent, so the event loop does not share
+    the interpreter with a ledger write while it answers. A request that made no attempt releases its budget
+    reservation instead."""
+
+    def __init__(self, gw: Gateway, p: Prepared):
+        self.gw, self.p = gw, p
+        self.fields = {"conversation_id": p.conversation_id, "agent_id": p.key.name,
+                       "reservation_id": p.reservation_id, "estimated_cost_usd": p.decision.estimated_cost_usd}
+        self.seen: list[dict[str, Any]] = []
+        self.pending: list[tuple[dict[str, Any], float]] = []
+        self._flushed = False
+
+    def __call__(self, rec: dict[str, Any]) -> None:
+        self.seen.append(rec)
+        self.pending.append((rec, self.gw.cost(rec["model"], rec)))
+
+    def flush(self) -> None:
+        if not self._flushed:
+            self._flushed = True
+            self.gw.writer.put(self)
+
+
+class LedgerWriter:
+    """Writes the calls of finished requests on the ledger thread: every request waiting when the thread gets
+    to them goes into one transaction (`Ledger.record_many`, ~30x cheaper per row than one transaction each);
+    requests with failovers are written attempt by attempt so each row links the one it replaced."""
+
+    def __init__(self, gw: Gateway):
+        self.gw = gw
+        self._lock = threading.Lock()
+        self._queue: list[CallLog] = []
+        self._scheduled = False
+
+    def put(self, c: CallLog) -> None:
+        with self._lock:
+            self._queue.append(c)
+            if self._scheduled:
+                return
+            self._scheduled = True
+        self.gw.io.submit(self._drain).add_done_callback(_log_failure)
+
+    def _drain(self) -> None:
+        while True:
+            with self._lock:
+                batch, self._queue = self._queue, []
+                if not batch:
+                    self._scheduled = False
+                    return
+            try:
+                self._write(batch)
+            except Exception as e:  # logged; the ledger has kept (spooled) what it could not write
+                log.error("ledger write failed: %s", e)
+
+    def _write(self, batch: list[CallLog]) -> None:
+        gw = self.gw
+        led = gw.ledger
+        simple = [c for c in batch if len(c.pending) == 1]
+        rows = [led.attempt_fields(c.pending[0][0], c.p.decision, **c.fields) for c in simple]
+        ids: list[int] = []
+        if rows:
+            try:
+                ids = led.record_many(rows)
+            except LedgerWriteError as e:  # kept in the ledger's spool and written when it can be
+                log.error("%s", e)
+            except AgentRouterError as e:  # one bad row must not cost the others: write them one by one
+                log.warning("ledger batch refused (%s); writing row by row", e)
+                simple, batch = [], batch
+        spend: dict[str, float] = {}
+        batched = {id(c) for c in simple}
+        for c in batch:
+            if id(c) in batched:
+                continue
+            if not c.pending:
+                if not c.seen and c.p.reservation_id:
+                    led.release(c.p.reservation_id)
+                continue
+            on = led.attempt_recorder(c.p.decision, **c.fields)
+            for rec, cost in c.pending:
+                rid = on(rec)
+                spend[c.p.key.name] = spend.get(c.p.key.name, 0.0) + cost
+                if rec.get("outcome") == "ok" and c.p.routed and rid is not None:
+                    _track_answer(gw.rt, c.p.conversation_id, rid)
+        for i, c in enumerate(simple):
+            rec, cost = c.pending[0]
+            spend[c.p.key.name] = spend.get(c.p.key.name, 0.0) + cost
+            if len(ids) == len(simple) and rec.get("outcome") == "ok" and c.p.routed:
+                _track_answer(gw.rt, c.p.conversation_id, ids[i])
+        for name, usd in spend.items():
+            gw.keys.add_spend(name, usd)
+
+
+def upstream_error(e: t.ProviderError) -> GatewayError:
+    """A provider failure as the gateway answers it: the upstream's 4xx kind when it is the caller's fault."""
+    status = {t.BAD_REQUEST: 400, t.CONTEXT_LENGTH: 400, t.CONTENT_POLICY: 400, t.RATE_LIMIT: 429,
+              t.TIMEOUT: 504}.get(e.kind, 502)
+    err = Upstream(str(e), status=status, code=e.kind)
+    if e.kind == t.RATE_LIMIT and e.retry_after:
+        err.headers["Retry-After"] = str(max(1, int(e.retry_after)))
+    return err
+
+
+def _log_failure(f: Future) -> None:
+    e = f.exception()
+    if e is not None:
+        log.error("ledger write failed: %s", e)
+
+
+__all__ = ["Gateway", "GatewayError", "MASTER", "Prepared", "conversation_id", "upstream_error"]

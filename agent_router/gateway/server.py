@@ -1,0 +1,140 @@
+"""`serve()`: bind (loopback unless keys exist), run the app on one or more worker processes sharing the
+socket, stop cleanly on SIGTERM / SIGINT with every ledger row written."""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import os
+import signal
+import socket
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from ..errors import AgentRouterError
+from ..secrets import install_log_redaction
+from ..settings import Settings
+
+log = logging.getLogger("agent_router.gateway")
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def keys_configured(settings: Settings) -> bool:
+    """A master key in the environment, or an active virtual key in the ledger."""
+    if os.environ.get(settings.gateway.master_key_env):
+        return True
+    from ..ledger import Ledger
+
+    with Ledger.from_settings(settings) as led:
+        return bool(led.store.read("SELECT 1 AS x FROM gateway_keys WHERE revoked IS NULL LIMIT 1"))
+
+
+def bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as e:
+        sock.close()
+        raise AgentRouterError(f"--host {host} --port {port}: cannot bind ({e.strerror})") from None
+    sock.listen(4096)
+    sock.set_inheritable(True)
+    return sock
+
+
+async def _run(settings: Settings, sock: socket.socket, ready: Callable[[], None] | None) -> None:
+    from aiohttp import web
+
+    from .app import create_app
+    from .core import Gateway
+
+    gw = Gateway(settings)
+    app = create_app(gw)
+    runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
+    await runner.setup()
+    await web.SockSite(runner, sock, backlog=4096).start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    if ready is not None:
+        ready()
+    await stop.wait()
+    await runner.cleanup()
+
+
+def _loop_runner() -> Callable[[Any], Any]:
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run
+    return uvloop.run
+
+
+def serve(settings: Settings, host: str | None = None, port: int | None = None, workers: int = 1,
+          echo: Callable[[str], None] = print) -> None:
+    host = host or settings.gateway.host
+    port = settings.gateway.port if port is None else port
+    if workers < 1:
+        raise AgentRouterError(f"--workers: at least 1, got {workers}")
+    if not is_loopback(host) and not keys_configured(settings):
+        raise AgentRouterError(
+            f"--host {host}: refusing to serve a non-loopback address without keys; set "
+            f"{settings.gateway.master_key_env} or create one with `agent-router keys create NAME`"
+        )
+    install_log_redaction()
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    sock = bind(host, port)
+    real_port = sock.getsockname()[1]
+    shown = f"[{host}]" if ":" in host else host
+    run = _loop_runner()
+    note = "" if run is not asyncio.run else " (uvloop not installed: pip install 'agent-router[gateway]')"
+    echo(f"agent-router gateway on http://{shown}:{real_port}  (OpenAI: /v1, Anthropic: /v1/messages, "
+         f"dashboard: /)  workers={workers}{note}")
+    sys.stdout.flush()
+    if workers == 1:
+        run(_run(settings, sock, None))
+        return
+    children = []
+    for _ in range(workers):
+        pid = os.fork()
+        if pid == 0:  # the worker: its own loop, ledger connection and threads, the shared socket
+            code = 0
+            try:
+                run(_run(settings, sock, None))
+            except BaseException:
+                log.exception("gateway worker failed")
+                code = 1
+            os._exit(code)
+        children.append(pid)
+    sock.close()
+
+    def forward(sig: int, _frame: Any) -> None:
+        for pid in children:
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    for pid in children:
+        while True:
+            try:
+                os.waitpid(pid, 0)
+                break
+            except ChildProcessError:
+                break
+            except InterruptedError:
+                continue

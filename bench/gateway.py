@@ -1,0 +1,359 @@
+"""What `agent-router serve` adds to a chat call, beside direct calls and LiteLLM's proxy, in one run.
+
+One local upstream (asyncio, TCP_NODELAY, keep-alive, its own process) answers OpenAI chat completions: a
+fixed JSON body, or an SSE stream of a few chunks with a usage chunk. Then, against that same upstream:
+  direct    the client calls the upstream itself
+  ours      `agent-router serve` (one worker, model "auto": analyzed, routed, budgeted, recorded in the ledger)
+  bare      a bare aiohttp proxy (forwards bytes; no routing, no ledger): the floor of one more HTTP hop
+  litellm   LiteLLM's proxy (../shared/bench/peers/litellm_proxy.sh, one worker), model "mid"
+Printed: added latency p50 / p99 over direct (sequential, one kept-alive connection), time to first token
+added for streams, throughput at concurrency 32 and 128, and the gateway process's RSS (peak, VmHWM).
+
+    python bench/gateway.py [--calls 1000] [--seconds 5] [--no-litellm] [--peers DIR]
+
+The peer needs `litellm[proxy]` (the script builds its venv on first use; set PEERS_PROXY_VENV to reuse one).
+Everything binds 127.0.0.1; nothing leaves the machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import multiprocessing as mp
+import os
+import re
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+BODY = json.dumps({
+    "id": "chatcmpl-1", "object": "chat.completion", "created": 1, "model": "mid",
+    "choices": [{"index": 0, "message": {"role": "assistant", "content": "Hello there, how can I help?"},
+                 "finish_reason": "stop"}],
+    "usage": {"prompt_tokens": 21, "completion_tokens": 7, "total_tokens": 28},
+}).encode()
+RESPONSE = (b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: "
+            + str(len(BODY)).encode() + b"\r\n\r\n" + BODY)
+
+
+def _chunk(delta: dict[str, Any], finish: str | None = None, usage: dict | None = None) -> bytes:
+    c: dict[str, Any] = {"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1, "model": "mid",
+                         "choices": [] if usage else [{"index": 0, "delta": delta, "finish_reason": finish}]}
+    if usage:
+        c["usage"] = usage
+    data = b"data: " + json.dumps(c).encode() + b"\n\n"
+    return hex(len(data))[2:].encode() + b"\r\n" + data + b"\r\n"
+
+
+STREAM = (b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
+          + _chunk({"role": "assistant", "content": ""}) + _chunk({"content": "Hello"})
+          + _chunk({"content": " there"}) + _chunk({}, "stop")
+          + _chunk({}, usage={"prompt_tokens": 21, "completion_tokens": 7, "total_tokens": 28})
+          + b"e\r\ndata: [DONE]\n\n\r\n0\r\n\r\n")
+
+
+class _Upstream(asyncio.Protocol):
+    def connection_made(self, transport: Any) -> None:
+        self.t, self.buf = transport, b""
+        transport.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def data_received(self, data: bytes) -> None:
+        self.buf += data
+        while True:
+            head_end = self.buf.find(b"\r\n\r\n")
+            if head_end < 0:
+                return
+            length = 0
+            for line in self.buf[:head_end].split(b"\r\n")[1:]:
+                k, _, v = line.partition(b":")
+                if k.strip().lower() == b"content-length":
+                    length = int(v)
+            end = head_end + 4 + length
+            if len(self.buf) < end:
+                return
+            body, self.buf = self.buf[head_end + 4:end], self.buf[end:]
+            self.t.write(STREAM if b'"stream": true' in body or b'"stream":true' in body else RESPONSE)
+
+
+def _serve(port_q: Any) -> None:
+    async def main() -> None:
+        server = await asyncio.get_running_loop().create_server(_Upstream, "127.0.0.1", 0, backlog=4096)
+        port_q.put(server.sockets[0].getsockname()[1])
+        await server.serve_forever()
+
+    try:
+        import uvloop
+
+        uvloop.run(main())
+    except ImportError:
+        asyncio.run(main())
+
+
+def _bare_proxy(up: str, port_q: Any) -> None:
+    """The floor: an aiohttp server that forwards the body to the upstream and the answer back, nothing else
+    (same stack, same loop as ours, no routing, no ledger)."""
+    from aiohttp import web
+
+    async def main() -> None:
+        session = aiohttp.ClientSession()
+
+        async def handle(request: web.Request) -> web.StreamResponse:
+            body = await request.read()
+            async with session.post(f"{up}/chat/completions", data=body,
+                                    headers={"Content-Type": "application/json"}) as r:
+                if b'"stream": true' not in body:
+                    return web.Response(body=await r.read(), content_type="application/json")
+                resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+                await resp.prepare(request)
+                async for chunk in r.content.iter_any():
+                    await resp.write(chunk)
+                await resp.write_eof()
+                return resp
+
+        app = web.Application()
+        app.router.add_post("/v1/chat/completions", handle)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port_q.put(site._server.sockets[0].getsockname()[1])  # type: ignore[union-attr]
+        await asyncio.Event().wait()
+
+    try:
+        import uvloop
+
+        uvloop.run(main())
+    except ImportError:
+        asyncio.run(main())
+
+
+# -- clients -------------------------------------------------------------------------------------------------
+PROMPT = [{"role": "user", "content": "Summarize in one line: the build passed after the retry fix."}]
+
+
+class Target:
+    def __init__(self, name: str, url: str, model: str, key: str | None = None, pid: int | None = None):
+        self.name, self.url, self.model, self.pid = name, url, model, pid
+        self.headers = {"Content-Type": "application/json", **({"Authorization": f"Bearer {key}"} if key else {})}
+
+    def body(self, stream: bool, i: int) -> bytes:
+        b: dict[str, Any] = {"model": self.model, "messages": PROMPT, "max_tokens": 64}
+        if stream:
+            b["stream"], b["stream_options"] = True, {"include_usage": True}
+        return json.dumps(b).encode()
+
+
+async def one(s: aiohttp.ClientSession, t: Target, stream: bool, i: int) -> tuple[float, float]:
+    """(total seconds, seconds to the first content chunk) of one call."""
+    t0 = time.perf_counter()
+    first = 0.0
+    h = {**t.headers, "X-Conversation-Id": f"bench-{i % 64}"}
+    async with s.post(f"{t.url}/chat/completions", data=t.body(stream, i), headers=h) as r:
+        if r.status != 200:
+            raise RuntimeError(f"{t.name}: HTTP {r.status}: {(await r.text())[:300]}")
+        if stream:
+            async for line in r.content:
+                if not first and b'"content": "Hello"' in line.replace(b'":"', b'": "'):
+                    first = time.perf_counter() - t0
+        else:
+            await r.read()
+    return time.perf_counter() - t0, first
+
+
+async def sequential(t: Target, n: int, stream: bool) -> tuple[list[float], list[float]]:
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=1)) as s:
+        for i in range(min(50, n)):  # warm up: connections, caches, lazy imports
+            await one(s, t, stream, i)
+        tot, first = [], []
+        for i in range(n):
+            a, b = await one(s, t, stream, i)
+            tot.append(a)
+            first.append(b)
+    return tot, first
+
+
+async def throughput(t: Target, conc: int, seconds: float) -> float:
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=conc)) as s:
+        await asyncio.gather(*(one(s, t, False, i) for i in range(conc)))  # open the connections
+        done = 0
+        end = time.perf_counter() + seconds
+
+        async def worker(w: int) -> None:
+            nonlocal done
+            i = w
+            while time.perf_counter() < end:
+                await one(s, t, False, i)
+                done += 1
+                i += conc
+
+        t0 = time.perf_counter()
+        await asyncio.gather(*(worker(w) for w in range(conc)))
+        return done / (time.perf_counter() - t0)
+
+
+def pct(xs: list[float], p: float) -> float:
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(p / 100 * len(xs)))]
+
+
+def rss_mb(pid: int | None) -> tuple[float, float] | None:
+    """(current RSS, peak RSS) in MB of a process and its children (the gateway's workers)."""
+    if pid is None:
+        return None
+    pids = [pid]
+    try:
+        kids = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        pids += [int(k) for k in kids]
+    except OSError:
+        pass
+    cur = peak = 0.0
+    for p in pids:
+        try:
+            status = Path(f"/proc/{p}/status").read_text()
+        except OSError:
+            continue
+        cur += int(re.search(r"VmRSS:\s+(\d+)", status).group(1)) / 1024  # type: ignore[union-attr]
+        peak += int(re.search(r"VmHWM:\s+(\d+)", status).group(1)) / 1024  # type: ignore[union-attr]
+    return cur, peak
+
+
+# -- servers under test ----------------------------------------------------------------------------------------
+def start_ours(up: str, tmp: Path) -> tuple[subprocess.Popen, str]:
+    def m(name: str, price: tuple[float, float]) -> dict[str, Any]:
+        return {"provider": "openai_compatible", "name": name, "base_url": up,
+                "price": {"input": price[0], "output": price[1]}}
+
+    settings = {
+        "models": {"cheap": m("cheap", (0.1, 0.4)), "mid": m("mid", (0.4, 1.6)), "premium": m("premium", (3, 15))},
+        "tiers": {"utility": ["cheap"], "chat": ["mid"], "premium": ["premium"]},
+        "ledger": {"path": str(tmp / "ledger.db")},
+        "providers": {"max_retries": 0},
+    }
+    p = tmp / "settings.json"
+    p.write_text(json.dumps(settings))
+    log = open(tmp / "gateway.log", "wb")  # noqa: SIM115 - lives as long as the process
+    proc = subprocess.Popen([sys.executable, "-m", "agent_router", "serve", "--settings", str(p), "--port", "0"],
+                            stdout=log, stderr=subprocess.STDOUT)
+    end = time.monotonic() + 60
+    while time.monotonic() < end:
+        found = re.search(r"on (http://127\.0\.0\.1:\d+)", (tmp / "gateway.log").read_text())
+        if found:
+            return proc, found.group(1) + "/v1"
+        if proc.poll() is not None:
+            break
+        time.sleep(0.05)
+    raise SystemExit(f"agent-router serve did not start: {(tmp / 'gateway.log').read_text()[-2000:]}")
+
+
+def start_litellm(up: str, peers: Path) -> tuple[int, str] | str:
+    script = peers / "litellm_proxy.sh"
+    if not script.exists():
+        return f"{script} not found"
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    try:
+        r = subprocess.run(["bash", str(script), up, str(port), "cheap", "mid", "premium"], capture_output=True,
+                           text=True, timeout=900)
+    except subprocess.TimeoutExpired:
+        return "litellm_proxy.sh did not finish in 15 minutes"
+    if r.returncode != 0:
+        return f"litellm_proxy.sh failed: {r.stderr.strip()[-400:]}"
+    return int(r.stdout.strip().splitlines()[-1]), f"http://127.0.0.1:{port}"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--calls", type=int, default=1000, help="Sequential calls per target and mode.")
+    ap.add_argument("--seconds", type=float, default=5.0, help="Duration of each throughput run.")
+    ap.add_argument("--no-litellm", action="store_true", help="Measure direct and ours only.")
+    ap.add_argument("--peers", default=str(Path(__file__).resolve().parents[2] / "shared" / "bench" / "peers"),
+                    help="Folder of litellm_proxy.sh (default: ../shared/bench/peers beside the checkout).")
+    a = ap.parse_args()
+
+    q: Any = mp.Queue()
+    upstream = mp.Process(target=_serve, args=(q,), daemon=True)
+    upstream.start()
+    up = f"http://127.0.0.1:{q.get(timeout=30)}/v1"
+    tmp = Path(tempfile.mkdtemp(prefix="gw-bench-"))
+    procs: list[Any] = []
+    targets = [Target("direct", up, "mid")]
+    bq: Any = mp.Queue()
+    bare = mp.Process(target=_bare_proxy, args=(up, bq), daemon=True)
+    bare.start()
+    targets.append(Target("bare", f"http://127.0.0.1:{bq.get(timeout=30)}/v1", "mid", pid=bare.pid))
+    ours, ours_url = start_ours(up, tmp)
+    procs.append(ours)
+    targets.append(Target("ours", ours_url, "auto", pid=ours.pid))
+    peer_note = ""
+    if not a.no_litellm:
+        got = start_litellm(up, Path(a.peers))
+        if isinstance(got, str):
+            peer_note = f"litellm: not measured ({got})"
+        else:
+            pid, url = got
+            procs.append(pid)
+            key = os.environ.get("LITELLM_PEER_KEY", "sk-peer-0123456789abcdef0123")
+            targets.append(Target("litellm", url, "mid", key=key, pid=pid))
+    try:
+        report(targets, a, peer_note)
+    finally:
+        for p in procs:
+            if isinstance(p, int):
+                try:
+                    os.kill(p, 15)
+                except ProcessLookupError:
+                    pass
+            else:
+                p.terminate()
+                p.wait(15)
+        upstream.terminate()
+        bare.terminate()
+
+
+def report(targets: list[Target], a: argparse.Namespace, peer_note: str) -> None:
+    res: dict[str, dict[str, Any]] = {}
+    for t in targets:
+        tot, _ = asyncio.run(sequential(t, a.calls, False))
+        stot, sfirst = asyncio.run(sequential(t, max(200, a.calls // 2), True))
+        r = {"p50": statistics.median(tot), "p99": pct(tot, 99), "ttft": statistics.median(sfirst),
+             "s_p50": statistics.median(stot)}
+        for c in (32, 128):
+            r[f"rps{c}"] = asyncio.run(throughput(t, c, a.seconds))
+        r["rss"] = rss_mb(t.pid)
+        res[t.name] = r
+    d = res["direct"]
+    print(f"gateway bench: {a.calls} sequential calls per target, throughput runs of {a.seconds:g} s; "
+          f"one local upstream (asyncio, TCP_NODELAY); {os.cpu_count()} CPUs shared by client, upstream, gateway")
+    print(f"direct: p50 {d['p50'] * 1e3:.3f} ms, p99 {d['p99'] * 1e3:.3f} ms, stream TTFT p50 "
+          f"{d['ttft'] * 1e3:.3f} ms, {d['rps32']:.0f} req/s @32, {d['rps128']:.0f} req/s @128")
+    print(f"{'target':8} {'added p50':>10} {'added p99':>10} {'TTFT added':>11} {'req/s @32':>10} {'req/s @128':>11}"
+          f" {'RSS MB (peak)':>14}")
+    for name, r in res.items():
+        if name == "direct":
+            continue
+        rss = r["rss"]
+        print(f"{name:8} {(r['p50'] - d['p50']) * 1e3:9.3f}ms {(r['p99'] - d['p99']) * 1e3:9.3f}ms "
+              f"{(r['ttft'] - d['ttft']) * 1e3:10.3f}ms {r['rps32']:10.0f} {r['rps128']:11.0f} "
+              f"{(f'{rss[0]:.0f} ({rss[1]:.0f})' if rss else '-'):>14}")
+    if "litellm" in res:
+        o, lt = res["ours"], res["litellm"]
+        added = (o["p50"] - d["p50"], lt["p50"] - d["p50"])
+        print(f"ours vs litellm: added p50 {added[0] * 1e3:.3f} ms vs {added[1] * 1e3:.3f} ms "
+              f"({added[1] / max(added[0], 1e-9):.1f}x less); throughput {o['rps32'] / lt['rps32']:.1f}x @32, "
+              f"{o['rps128'] / lt['rps128']:.1f}x @128; TTFT added {(o['ttft'] - d['ttft']) * 1e3:.3f} ms vs "
+              f"{(lt['ttft'] - d['ttft']) * 1e3:.3f} ms")
+    if peer_note:
+        print(peer_note)
+
+
+if __name__ == "__main__":
+    main()

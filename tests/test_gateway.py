@@ -1,0 +1,234 @@
+"""`agent-router serve` driven as a real subprocess with the official openai and anthropic SDKs, against a local
+fake upstream: plain, streamed, tools, routed `auto` on different tiers, the Anthropic dialect, failover,
+a client that disconnects mid-stream, size limits; ledger rows checked for each."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import time
+
+import anthropic
+import httpx
+import openai
+import pytest
+
+from .gateway_fixtures import HARD, UP_KEY, Gateway, SlowStream, rows, settings_for
+from .providers_fixtures import USAGE, FakeLLM
+
+TOOLS = [{"type": "function", "function": {"name": "get_weather", "description": "Weather in a city",
+                                           "parameters": {"type": "object",
+                                                          "properties": {"city": {"type": "string"}}}}}]
+
+
+@pytest.fixture(scope="module")
+def llm():
+    with FakeLLM(valid_keys={UP_KEY}) as srv:
+        yield srv
+
+
+@pytest.fixture(scope="module")
+def gw(llm, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("gw")
+    g = Gateway(settings_for(llm.url, tmp), tmp)
+    yield g
+    g.stop()
+
+
+@pytest.fixture
+def oai(gw):
+    return openai.OpenAI(base_url=f"{gw.url}/v1", api_key="unused-locally", max_retries=0)
+
+
+def test_plain_request_names_tier_model_and_cost_and_is_recorded(gw, oai):
+    raw = oai.chat.completions.with_raw_response.create(
+        model="auto", messages=[{"role": "user", "content": "hi"}], extra_headers={"X-Conversation-Id": "conv-plain"})
+    c = raw.parse()
+    assert c.choices[0].message.content == "Hello from small-model"
+    assert c.usage.prompt_tokens == USAGE["input"] and c.usage.completion_tokens == USAGE["output"]
+    assert raw.headers["x-agent-router-tier"] == "utility" and raw.headers["x-agent-router-model"] == "u"
+    cost = float(raw.headers["x-agent-router-cost-usd"])
+    assert cost == pytest.approx(((USAGE["input"] - USAGE["cached"]) * 0.1 + USAGE["cached"] * 0.1
+                                  + USAGE["output"] * 0.4) / 1e6, rel=0.5)
+    (row,) = rows(gw.db, 1, where="conversation_id = 'conv-plain'")
+    assert row["tier"] == "utility" and row["requested_model"] == "u" and row["outcome"] == "ok"
+    assert row["input_tokens"] == USAGE["input"] and row["output_tokens"] == USAGE["output"]
+    assert row["agent_id"] == "local" and json.loads(row["reasons"])
+    assert row["cost_usd"] == pytest.approx(cost)
+
+
+def test_auto_routes_easy_and_hard_prompts_to_different_tiers(gw, oai):
+    easy = oai.chat.completions.with_raw_response.create(
+        model="auto", messages=[{"role": "user", "content": "thanks!"}], extra_headers={"X-Conversation-Id": "e1"})
+    hard = oai.chat.completions.with_raw_response.create(
+        model="auto", messages=[{"role": "user", "content": HARD}], extra_headers={"X-Conversation-Id": "h1"})
+    assert easy.headers["x-agent-router-tier"] == "utility"
+    assert hard.headers["x-agent-router-tier"] == "premium"
+    # the premium model speaks Anthropic's wire format upstream; the client still sees OpenAI's
+    assert hard.parse().choices[0].message.content == "Hello from big-model"
+    assert rows(gw.db, 1, where="conversation_id = 'h1'")[0]["tier"] == "premium"
+    assert rows(gw.db, 1, where="conversation_id = 'e1'")[0]["tier"] == "utility"
+
+
+def test_stream_with_usage_chunk(gw, oai):
+    chunks = list(oai.chat.completions.create(
+        model="chat", messages=[{"role": "user", "content": "hi"}], stream=True,
+        stream_options={"include_usage": True}, extra_headers={"X-Conversation-Id": "conv-stream"}))
+    text = "".join(ch.choices[0].delta.content or "" for ch in chunks if ch.choices)
+    assert text == "Hello from mid-model"
+    assert chunks[-1].usage is not None and chunks[-1].usage.prompt_tokens == USAGE["input"]
+    (row,) = rows(gw.db, 1, where="conversation_id = 'conv-stream'")
+    assert row["tier"] == "chat" and row["output_tokens"] == USAGE["output"] and row["outcome"] == "ok"
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_tools_and_tool_results_pass_through(gw, oai, stream):
+    conv = f"conv-tools-{stream}"
+    msgs = [{"role": "user", "content": "weather in Paris?"}]
+    if stream:
+        chunks = list(oai.chat.completions.create(model="utility", messages=msgs, tools=TOOLS, stream=True,
+                                                  extra_headers={"X-Conversation-Id": conv}))
+        calls = [tc for ch in chunks if ch.choices for tc in (ch.choices[0].delta.tool_calls or [])]
+        finish = [ch.choices[0].finish_reason for ch in chunks if ch.choices and ch.choices[0].finish_reason]
+        assert finish == ["tool_calls"]
+        call = calls[0]
+    else:
+        c = oai.chat.completions.create(model="utility", messages=msgs, tools=TOOLS,
+                                        extra_headers={"X-Conversation-Id": conv})
+        assert c.choices[0].finish_reason == "tool_calls"
+        call = c.choices[0].message.tool_calls[0]
+    assert call.function.name == "get_weather" and json.loads(call.function.arguments) == {"city": "Paris"}
+    fn = {"name": "get_weather", "arguments": call.function.arguments}
+    tc = {"id": call.id, "type": "function", "function": fn}
+    msgs += [{"role": "assistant", "content": None, "tool_calls": [tc]},
+             {"role": "tool", "tool_call_id": call.id, "content": "18 C, sunny"}]
+    again = oai.chat.completions.create(model="utility", messages=msgs, tools=TOOLS,
+                                        extra_headers={"X-Conversation-Id": conv})
+    assert again.choices[0].message.content == "Hello from small-model"
+    assert len(rows(gw.db, 2, where=f"conversation_id = '{conv}'")) == 2
+
+
+def test_images_and_json_mode_reach_the_upstream(gw, oai, llm):
+    image = {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}}
+    oai.chat.completions.create(
+        model="c", response_format={"type": "json_object"},
+        messages=[{"role": "user", "content": [{"type": "text", "text": "describe as JSON"}, image]}])
+    sent = [r for r in llm.requests if r["model"] == "mid-model"][-1]["body"]
+    assert sent["response_format"] == {"type": "json_object"}
+    assert sent["messages"][-1]["content"][1] == image
+
+
+def test_anthropic_sdk_plain_and_streamed(gw):
+    ac = anthropic.Anthropic(base_url=gw.url, api_key="unused-locally", max_retries=0)
+    m = ac.messages.create(model="utility", max_tokens=100, system="be brief",
+                           messages=[{"role": "user", "content": "hello"}],
+                           extra_headers={"X-Conversation-Id": "anth-1"})
+    assert m.content[0].text == "Hello from small-model" and m.stop_reason == "end_turn"
+    assert m.usage.output_tokens == USAGE["output"]
+    with ac.messages.stream(model="premium", max_tokens=100, messages=[{"role": "user", "content": "hello"}],
+                            extra_headers={"X-Conversation-Id": "anth-2"}) as s:
+        text = "".join(s.text_stream)
+        final = s.get_final_message()
+    assert text == "Hello from big-model" and final.usage.output_tokens == USAGE["output"]
+    tool = ac.messages.create(
+        model="chat", max_tokens=100, messages=[{"role": "user", "content": "weather?"}],
+        tools=[{"name": "get_weather", "description": "w", "input_schema": {"type": "object"}}])
+    assert tool.stop_reason == "tool_use" and tool.content[-1].input == {"city": "Paris"}
+    assert rows(gw.db, 1, where="conversation_id = 'anth-1'")[0]["tier"] == "utility"
+    assert rows(gw.db, 1, where="conversation_id = 'anth-2'")[0]["tier"] == "premium"
+
+
+def test_upstream_failure_fails_over_and_both_attempts_are_recorded(gw, oai, llm):
+    llm.fault("small-model", "500")
+    raw = oai.chat.completions.with_raw_response.create(
+        model="utility", messages=[{"role": "user", "content": "hi"}], extra_headers={"X-Conversation-Id": "fo"})
+    assert raw.parse().choices[0].message.content == "Hello from mid-model"
+    assert raw.headers["x-agent-router-model"] == "c"
+    got = rows(gw.db, 2, where="conversation_id = 'fo'")
+    assert [r["outcome"] for r in got] == ["server", "ok"]
+    assert got[1]["fallback_of"] == got[0]["id"] and got[1]["requested_model"] == "u"
+    assert UP_KEY not in json.dumps(got)
+
+
+def test_every_model_failing_is_one_openai_error(gw, oai, llm):
+    llm.fault("small-model", "500")
+    llm.fault("mid-model", "500")
+    with pytest.raises(openai.APIStatusError) as e:
+        oai.chat.completions.create(model="utility", messages=[{"role": "user", "content": "x"}],
+                                    extra_headers={"X-Conversation-Id": "allfail"})
+    assert e.value.status_code == 502 and e.value.body["code"] == "server"
+    assert "every model failed" in e.value.body["message"]
+    got = rows(gw.db, 2, where="conversation_id = 'allfail'")
+    assert [(r["requested_model"], r["outcome"]) for r in got] == [("u", "server"), ("u", "server")]
+    assert [r["model"] for r in got] == ["small-model", "mid-model"]
+
+
+def test_unknown_model_bad_json_and_oversized_body(gw):
+    with httpx.Client(base_url=gw.url) as h:
+        r = h.post("/v1/chat/completions", json={"model": "gpt-9", "messages": [{"role": "user", "content": "x"}]})
+        assert r.status_code == 404 and r.json()["error"]["param"] == "model"
+        r = h.post("/v1/chat/completions", content=b"{nope")
+        assert r.status_code == 400 and "not valid JSON" in r.json()["error"]["message"]
+        big = b'{"messages": [{"role": "user", "content": "' + b"a" * (17 * 2**20) + b'"}]}'
+        r = h.post("/v1/chat/completions", content=big)
+        assert r.status_code == 413 and r.json()["error"]["code"] == "request_too_large"
+        r = h.post("/v1/messages", json={"model": "auto", "messages": [{"role": "user", "content": "x"}]})
+        assert r.status_code == 400 and r.json()["error"]["type"] == "invalid_request_error"  # Anthropic's shape
+
+
+def test_models_list(gw, oai):
+    ids = [m.id for m in oai.models.list()]
+    assert ids[:4] == ["auto", "utility", "chat", "premium"] and {"u", "c", "p"} <= set(ids)
+
+
+def test_client_disconnect_mid_stream_cancels_upstream_and_records_partial(tmp_path):
+    slow = SlowStream()
+    g = Gateway(settings_for(slow.url, tmp_path), tmp_path)
+    try:
+        body = json.dumps({"model": "utility", "stream": True, "messages": [{"role": "user", "content": "hi"}]})
+        port = int(g.url.rsplit(":", 1)[1])
+        with socket.create_connection(("127.0.0.1", port)) as s:
+            s.sendall((f"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                       f"X-Conversation-Id: gone\r\nContent-Length: {len(body)}\r\n\r\n{body}").encode())
+            got = b""
+            while b"Hello" not in got:
+                got += s.recv(4096)
+        t0 = time.monotonic()
+        assert slow.closed.wait(10), "the upstream request was not closed when the client went away"
+        assert time.monotonic() - t0 < 10
+        (row,) = rows(g.db, 1, where="conversation_id = 'gone'")
+        assert row["outcome"] == "cancelled" and row["output_tokens"] >= 1 and row["input_tokens"] > 0
+    finally:
+        g.stop()
+        slow.stop()
+
+
+def test_non_loopback_bind_without_keys_is_refused(tmp_path, llm):
+    p = tmp_path / "s.json"
+    p.write_text(json.dumps(settings_for(llm.url, tmp_path)))
+    r = subprocess.run([sys.executable, "-m", "agent_router", "serve", "--settings", str(p), "--host", "0.0.0.0",
+                        "--port", "0"], capture_output=True, text=True, timeout=60)
+    assert r.returncode != 0
+    assert "refusing to serve a non-loopback address without keys" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_two_workers_share_one_ledger_and_stop_cleanly(tmp_path, llm):
+    import concurrent.futures as cf
+
+    g = Gateway(settings_for(llm.url, tmp_path), tmp_path, args=("--workers", "2"))
+    try:
+        c = openai.OpenAI(base_url=f"{g.url}/v1", api_key="x", max_retries=0)
+
+        def ask(i: int) -> str:
+            return c.chat.completions.create(model="utility", messages=[{"role": "user", "content": f"hi {i}"}],
+                                             extra_headers={"X-Conversation-Id": f"w{i}"}).choices[0].message.content
+
+        with cf.ThreadPoolExecutor(8) as pool:
+            assert set(pool.map(ask, range(24))) == {"Hello from small-model"}
+    finally:
+        g.stop()
+    assert g.proc.returncode == 0
+    got = rows(g.db, 24, timeout=2, where="conversation_id LIKE 'w%'")
+    assert len(got) == 24 and {r["outcome"] for r in got} == {"ok"}
