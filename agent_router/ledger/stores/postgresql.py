@@ -248,7 +248,7 @@ class PostgresStore(Store):
         missing = [fn.__name__ for fn in migrations.MIGRATIONS if fn.__name__ not in PG_MIGRATIONS]
         if missing:
             raise LedgerError(f"{self.where}: ledger migration(s) {', '.join(missing)} have no PostgreSQL "
-                              "version in agent_router/ledger/pg_migrations.py")
+                              "version in agent_router/ledger/migrations/postgresql.py")
 
         if not self.pending():  # read-only check first: agents may run as a user without DDL rights
             return []
