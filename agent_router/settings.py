@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import threading
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_core import PydanticCustomError
@@ -120,17 +120,24 @@ class ModelConfig(_Model):
         return [v] if isinstance(v, str) else list(v or [])
 
 
-class Thresholds(_Model):
+class _CutPoints(_Model):
+    """Two score cut points between tiers, `low` <= `high` (each subclass declares them with its own text)."""
+
+    low: float
+    high: float
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Self:
+        if self.low > self.high:
+            raise ValueError(f"low ({self.low}) must not exceed high ({self.high})")
+        return self
+
+
+class Thresholds(_CutPoints):
     """Complexity score cut points between tiers."""
 
     low: float = Field(0.3, ge=0, le=1, description="Scores below this go to the utility tier.")
     high: float = Field(0.7, ge=0, le=1, description="Scores at or above this go to the premium tier.")
-
-    @model_validator(mode="after")
-    def _ordered(self) -> Thresholds:
-        if self.low > self.high:
-            raise ValueError(f"low ({self.low}) must not exceed high ({self.high})")
-        return self
 
 
 class Experiment(_Model):
@@ -425,7 +432,7 @@ class TokenSettings(_Model):
     )
 
 
-class LearnedCalibration(_Model):
+class LearnedCalibration(_CutPoints):
     """Thresholds on the learned need score, derived by `agent-router calibrate` from per-model outcome rows."""
 
     low: float = Field(..., ge=0, le=1, description="Need scores below this go to the cheapest tier.")
@@ -447,12 +454,6 @@ class LearnedCalibration(_Model):
         "rows' recorded costs (replaces the weights' own cost head).",
     )
     cost_ref: float | None = Field(None, description="Mean predicted log cost of the calibration rows (the centre).")
-
-    @model_validator(mode="after")
-    def _ordered(self) -> LearnedCalibration:
-        if self.low > self.high:
-            raise ValueError(f"low ({self.low}) must not exceed high ({self.high})")
-        return self
 
 
 class LearnedSettings(_Model):

@@ -176,11 +176,11 @@ def summary(gw: Gateway) -> dict[str, Any]:
     now = datetime.now(UTC)
     b = gw.settings.budgets
     since = iso(now - timedelta(hours=24))
-    ph = gw.keys.ph
-    mix = gw.ledger.store.read(
+    store = gw.ledger.store
+    mix = store.read(store.sql(
         "SELECT substr(time, 1, 13) AS hour, COALESCE(tier, 'other') AS tier, COUNT(*) AS calls,"
-        f" SUM(cost_usd) AS cost_usd FROM calls WHERE time >= {ph} GROUP BY substr(time, 1, 13),"
-        " COALESCE(tier, 'other') ORDER BY 1", [since])
+        " SUM(cost_usd) AS cost_usd FROM calls WHERE time >= ? GROUP BY substr(time, 1, 13),"
+        " COALESCE(tier, 'other') ORDER BY 1"), [since])
     return {
         "time": now.isoformat(),
         "budgets": {"daily_usd": b.daily_usd, "monthly_usd": b.monthly_usd,

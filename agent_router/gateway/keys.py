@@ -47,16 +47,12 @@ class KeyStore:
     def __init__(self, ledger: Any, master_key: str | None, state: Any):
         self.ledger = ledger
         self.store = ledger.store
-        self.ph = "%s" if type(self.store).__name__ == "PostgresStore" else "?"
         self.master = master_key or None
         if self.master:
             secrets.remember(self.master)
         self.limiter = Limiter(state, max_wait_s=0.0)
         self._cache: dict[str, tuple[float, ClientKey | None]] = {}
         self._any: tuple[float, bool] = (0.0, False)
-
-    def _sql(self, sql: str) -> str:
-        return sql.replace("?", self.ph)
 
     def configured(self) -> bool:
         """Whether clients must present a key: a master key is set or an active virtual key exists."""
@@ -79,8 +75,8 @@ class KeyStore:
         if hit is not None and now - hit[0] < CACHE_S:
             return hit[1]
         rows = self.store.read(
-            self._sql("SELECT name, budget_usd, spent_usd, rpm, max_tier, admin FROM gateway_keys"
-                      " WHERE key_hash = ? AND revoked IS NULL"), [h])
+            self.store.sql("SELECT name, budget_usd, spent_usd, rpm, max_tier, admin FROM gateway_keys"
+                           " WHERE key_hash = ? AND revoked IS NULL"), [h])
         key = None
         if rows:
             r = rows[0]
@@ -106,10 +102,10 @@ class KeyStore:
         value = PREFIX + pysecrets.token_urlsafe(24)
         secrets.remember(value)
         now = datetime.now(UTC).isoformat()
-        taken = self.store.read(self._sql("SELECT 1 AS x FROM gateway_keys WHERE name = ?"), [name])
+        taken = self.store.read(self.store.sql("SELECT 1 AS x FROM gateway_keys WHERE name = ?"), [name])
         if taken:
             raise BadRequest(f"name: a key named {name!r} exists already", param="name")
-        sql = self._sql(
+        sql = self.store.sql(
             "INSERT INTO gateway_keys (name, key_hash, prefix, budget_usd, spent_usd, rpm, max_tier, admin, created)"
             " VALUES (?, ?, ?, ?, 0.0, ?, ?, ?, ?)")
         args = (name, digest(value), value[: len(PREFIX) + 4], budget_usd, rpm, max_tier, int(admin), now)
@@ -124,7 +120,7 @@ class KeyStore:
 
     def revoke(self, name: str) -> None:
         now = datetime.now(UTC).isoformat()
-        sql = self._sql("UPDATE gateway_keys SET revoked = ? WHERE name = ? AND revoked IS NULL")
+        sql = self.store.sql("UPDATE gateway_keys SET revoked = ? WHERE name = ? AND revoked IS NULL")
 
         def tx(s: Any) -> int:
             return s.conn.execute(sql, (now, name)).rowcount
@@ -138,11 +134,11 @@ class KeyStore:
         """Count a call's cost against its key (called on the ledger thread)."""
         if name == MASTER or not usd:
             return
-        sql = self._sql("UPDATE gateway_keys SET spent_usd = spent_usd + ? WHERE name = ?")
+        sql = self.store.sql("UPDATE gateway_keys SET spent_usd = spent_usd + ? WHERE name = ?")
         self.store.write(lambda s: s.conn.execute(sql, (float(usd), name)))
 
     def spent(self, name: str) -> float:
-        rows = self.store.read(self._sql("SELECT spent_usd FROM gateway_keys WHERE name = ?"), [name])
+        rows = self.store.read(self.store.sql("SELECT spent_usd FROM gateway_keys WHERE name = ?"), [name])
         return float(rows[0]["spent_usd"] or 0.0) if rows else 0.0
 
     def rate_wait(self, key: ClientKey) -> float:

@@ -15,8 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from .errors import LedgerError
+from .stores.base import CALL_COLUMNS, batch_spend, insert_calls_sql
 from .stores.postgresql import PostgresStore, dsn_from_settings
-from .stores.sqlite import CALL_COLUMNS, SQLiteStore, spend_keys
+from .stores.sqlite import SQLiteStore
 
 BATCH = 1000
 
@@ -62,8 +63,7 @@ def _copy(src: SQLiteStore, d: PostgresStore) -> dict[str, Any]:
     id_map: dict[int, int] = {}
     inserted = present = 0
     cols = ("id", *CALL_COLUMNS) if keep_ids else CALL_COLUMNS
-    sql = (f"INSERT INTO calls ({', '.join(cols)}) VALUES ({', '.join('%s' for _ in cols)})"
-           " ON CONFLICT (uid) DO NOTHING")
+    sql = d.sql(insert_calls_sql(cols))
     last = 0
     while True:
         rows = src.read("SELECT * FROM calls WHERE id > ? ORDER BY id LIMIT ?", (last, BATCH))
@@ -77,11 +77,7 @@ def _copy(src: SQLiteStore, d: PostgresStore) -> dict[str, Any]:
         if new:
             with d.conn.cursor() as cur:
                 cur.executemany(sql, [[r.get(c) for c in cols] for r in new])
-            sums: dict[str, float] = {}
-            for r in new:  # the copied calls count against the shared budgets from now on
-                for k, v in spend_keys(r):
-                    sums[k] = sums.get(k, 0.0) + v
-            d._add_spend(list(sums.items()))
+            d._add_spend(batch_spend(new))  # the copied calls count against the shared budgets from now on
         inserted += len(new)
         present += len(rows) - len(new)
         found = {**there, **d.ids_for([r["uid"] for r in new])}
@@ -107,18 +103,11 @@ def _copy(src: SQLiteStore, d: PostgresStore) -> dict[str, Any]:
             (call_id, f["verdict"], f["source"], f["signal"], f["time"]),
         ).fetchone()
         if exists is None:
-            d.conn.execute(
-                "INSERT INTO feedback (call_id, verdict, source, signal, time) VALUES (%s, %s, %s, %s, %s)",
-                (call_id, f["verdict"], f["source"], f["signal"], f["time"]),
-            )
+            d.add_feedback(call_id, f["verdict"], f["source"], f["signal"], f["time"])
             feedback += 1
     alerts = 0
     for a in src.read("SELECT * FROM budget_alerts"):
-        cur = d.conn.execute(
-            "INSERT INTO budget_alerts (key, budget, period, threshold, spent_usd, limit_usd, time)"
-            " VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT (key) DO NOTHING",
-            (a["key"], a["budget"], a["period"], a["threshold"], a["spent_usd"], a["limit_usd"], a["time"]),
-        )
-        alerts += cur.rowcount
+        alerts += d.mark_alert(a["key"], a["budget"], a["period"], a["threshold"], a["spent_usd"], a["limit_usd"],
+                               a["time"])
     return {"calls_copied": inserted, "calls_already_there": present, "feedback_copied": feedback,
             "alerts_copied": alerts, "ids": "kept" if keep_ids else "renumbered"}

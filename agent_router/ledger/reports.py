@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from .budgets import iso
 from .errors import LedgerError
-from .stores.sqlite import GROUPS
+from .stores.base import GROUPS
 
 if TYPE_CHECKING:
     from .core import Ledger

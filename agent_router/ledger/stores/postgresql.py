@@ -10,11 +10,16 @@ transaction that held it before.
 
 A connection lost mid-write is reopened and the transaction retried (inserts are idempotent by `uid`,
 reservations by id); when the server stays away the write raises LedgerBusy and the Ledger spools the rows.
+
+The queries both backends share are in `base.Store` (written with `?`, translated here by `sql()`); this
+module holds what PostgreSQL does its own way: connection and reconnects, transactions and retries, the
+advisory budget lock, migrations, sharded running spend and the one-round-trip call insert.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import random
 import threading
@@ -25,7 +30,7 @@ from typing import Any, TypeVar
 from ..errors import LedgerBusy, LedgerError
 from ..migrations import sqlite as migrations
 from ..migrations.postgresql import PG_MIGRATIONS
-from .sqlite import CALL_COLUMNS, GROUPS, spend_keys
+from .base import CALL_COLUMNS, INSERT_CALL, Store, batch_spend, spend_keys
 
 T = TypeVar("T")
 
@@ -34,10 +39,15 @@ BUDGET_LOCK = 0x6167_726F_7574_0001
 MIGRATE_LOCK = 0x6167_726F_7574_0002
 SPEND_SHARDS = 16  # running-spend rows per key, so concurrent writers rarely wait on one another
 
-_INSERT_CALL = (
-    f"INSERT INTO calls ({', '.join(CALL_COLUMNS)}) VALUES ({', '.join('%s' for _ in CALL_COLUMNS)})"
-    " ON CONFLICT (uid) DO NOTHING"
-)
+
+
+@functools.lru_cache(maxsize=512)
+def to_pg(sql: str) -> str:
+    """SQL written with `?` placeholders in psycopg's style: `%s`, and a literal `%` doubled."""
+    return sql.replace("%", "%%").replace("?", "%s")
+
+
+_INSERT_CALL = to_pg(INSERT_CALL)
 
 
 def _upsert_spend(n: int, only_if: str | None = None) -> str:
@@ -81,10 +91,16 @@ def dsn_from_settings(settings: Any) -> str:
     return dsn
 
 
-class PostgresStore:
+class PostgresStore(Store):
     """A ledger in a PostgreSQL database. Thread-safe: one connection guarded by a lock."""
 
     backend = "postgresql"
+    placeholder = "%s"
+    INT = "::bigint"
+    FLOAT = "::float8"
+    GROUP_ALL = "HAVING COUNT(*) > 0"  # PostgreSQL refuses GROUP BY a constant
+    NULLS_FIRST = " NULLS FIRST"  # SQLite's order for NULL keys
+    ON_RESERVED = " ON CONFLICT (id) DO NOTHING"
 
     def __init__(self, dsn: str, *, retries: int = 6, connect_timeout_s: float = 3.0, migrate: bool = True):
         self._pg = _psycopg()
@@ -190,10 +206,32 @@ class PostgresStore:
         except (self._pg.OperationalError, self._pg.InterfaceError) as e:
             raise LedgerBusy(f"{self.where}: PostgreSQL unreachable ({self._clean(e)})") from None
 
+    def sql(self, text: str) -> str:
+        return to_pg(text)
+
+    def _fetch(self, sql: str, params: Iterable[Any] = ()) -> list[dict[str, Any]]:
+        return list(self.conn.execute(sql, tuple(params)).fetchall())
+
+    def _select(self, sql: str, params: Iterable[Any] = ()) -> list[dict[str, Any]]:
+        if self._in_tx:
+            self._budget_lock()
+            return self._fetch(sql, params)
+        return self.read(sql, params)
+
     def _budget_lock(self) -> None:
         if self._in_tx and not self._locked:
             self.conn.execute("SELECT pg_advisory_xact_lock(%s)", (BUDGET_LOCK,))
             self._locked = True
+
+    def _any(self, column: str, values: list[Any]) -> tuple[str, list[Any]]:
+        return f"{column} = ANY(?)", [list(values)]
+
+    def _insert_id(self, sql: str, params: Iterable[Any]) -> int:
+        return int(self.conn.execute(sql + " RETURNING id", tuple(params)).fetchone()["id"])
+
+    def _spend_rows(self, key: str) -> list[str]:
+        """Its shard rows, plus the unsharded row that migration m005's backfill writes."""
+        return [key, *(f"{key}#{i}" for i in range(SPEND_SHARDS))]
 
     # -- migrations ----------------------------------------------------------------------------------------
     def applied(self) -> list[str]:
@@ -210,7 +248,7 @@ class PostgresStore:
         missing = [fn.__name__ for fn in migrations.MIGRATIONS if fn.__name__ not in PG_MIGRATIONS]
         if missing:
             raise LedgerError(f"{self.where}: ledger migration(s) {', '.join(missing)} have no PostgreSQL "
-                              "version in agent_router/ledger/pg_migrations.py")
+                              "version in agent_router/ledger/migrations/postgresql.py")
 
         if not self.pending():  # read-only check first: agents may run as a user without DDL rights
             return []
@@ -246,9 +284,8 @@ class PostgresStore:
             " SELECT id FROM c",
             [*(row.get(c) for c in CALL_COLUMNS), *(x for kv in spend for x in kv)],
         ).fetchone()
-        if got is None:  # uid already present (a replayed spool line, a retried transaction): counted once
-            got = self.conn.execute("SELECT id FROM calls WHERE uid = %s", (row["uid"],)).fetchone()
-        return int(got["id"]) if got else None
+        # None: uid already present (a replayed spool line, a retried transaction), counted once already
+        return int(got["id"]) if got else self._id_of(row["uid"])
 
     def insert_calls(self, rows: list[dict[str, Any]]) -> list[int]:
         """Insert rows with fresh uids (record_many) and return their ids, in order; a replay of rows that
@@ -258,11 +295,7 @@ class PostgresStore:
             n = cur.rowcount
         if n != len(rows):
             raise LedgerError(f"{self.where}: {len(rows) - n} row(s) of a batch had duplicate uids")
-        sums: dict[str, float] = {}
-        for r in rows:
-            for k, v in spend_keys(r):
-                sums[k] = sums.get(k, 0.0) + v
-        self._add_spend(list(sums.items()))
+        self._add_spend(batch_spend(rows))
         found = self.ids_for([r["uid"] for r in rows])
         return [found[r["uid"]] for r in rows]
 
@@ -275,166 +308,3 @@ class PostgresStore:
         spend = self._sharded(items)
         if spend:
             self.conn.execute(_upsert_spend(len(spend)), [x for kv in spend for x in kv])
-
-    def ids_for(self, uids: list[str]) -> dict[str, int]:
-        rows = self.conn.execute("SELECT uid, id FROM calls WHERE uid = ANY(%s)", (list(uids),)).fetchall()
-        return {r["uid"]: int(r["id"]) for r in rows}
-
-    def add_reservation(self, rid: str, conversation_id: str | None, amount: float, created: str,
-                        expires: str, holder: tuple[str, int, str] | None = None) -> None:
-        self._budget_lock()
-        host, pid, start = holder or (None, None, None)
-        self.conn.execute(
-            "INSERT INTO reservations (id, conversation_id, amount_usd, created, expires, host, pid, proc_start)"
-            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (id) DO NOTHING",
-            (rid, conversation_id, amount, created, expires, host, pid, start),
-        )
-
-    def holders_on(self, host: str) -> list[tuple[int, str]]:
-        """Distinct (pid, proc_start) of the processes of `host` that hold reservations."""
-        sql = "SELECT DISTINCT pid, proc_start FROM reservations WHERE host = %s AND pid IS NOT NULL"
-        if self._in_tx:
-            self._budget_lock()
-            rows = self.conn.execute(sql, (host,)).fetchall()
-        else:
-            rows = self.read(sql, (host,))
-        return [(int(r["pid"]), r["proc_start"] or "") for r in rows]
-
-    def release_holder(self, host: str, pid: int, proc_start: str) -> None:
-        self._budget_lock()
-        self.conn.execute(
-            "DELETE FROM reservations WHERE host = %s AND pid = %s AND COALESCE(proc_start, '') = %s",
-            (host, pid, proc_start),
-        )
-
-    def delete_reservations(self, rids: Iterable[str]) -> None:
-        self._budget_lock()
-        self.conn.execute("DELETE FROM reservations WHERE id = ANY(%s)", (list(rids),))
-
-    def purge_expired(self, now: str) -> None:
-        self._budget_lock()
-        self.conn.execute("DELETE FROM reservations WHERE expires <= %s", (now,))
-
-    def mark_alert(self, key: str, budget: str, period: str, threshold: float, spent: float, limit: float,
-                   now: str) -> bool:
-        self._budget_lock()
-        cur = self.conn.execute(
-            "INSERT INTO budget_alerts (key, budget, period, threshold, spent_usd, limit_usd, time)"
-            " VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT (key) DO NOTHING",
-            (key, budget, period, threshold, spent, limit, now),
-        )
-        return cur.rowcount == 1
-
-    def add_feedback(self, call_id: int, verdict: str, source: str, signal: str | None, now: str) -> int:
-        if self.conn.execute("SELECT 1 FROM calls WHERE id = %s", (call_id,)).fetchone() is None:
-            raise LedgerError(f"feedback: no call with id {call_id} in {self.where}")
-        got = self.conn.execute(
-            "INSERT INTO feedback (call_id, verdict, source, signal, time) VALUES (%s, %s, %s, %s, %s)"
-            " RETURNING id",
-            (call_id, verdict, source, signal, now),
-        ).fetchone()
-        return int(got["id"])
-
-    # -- sums (inside write() for atomic budget checks, or alone) -------------------------------------------
-    def _one(self, sql: str, params: Iterable[Any]) -> Any:
-        if self._in_tx:
-            self._budget_lock()
-            return self.conn.execute(sql, tuple(params)).fetchone()
-        rows = self.read(sql, params)
-        return rows[0] if rows else None
-
-    def spent(self, key: str) -> float:
-        """Running spend for a key of `spend_keys` (day:..., month:..., conversation:...): its shard rows,
-        plus the unsharded row that migration m005's backfill writes."""
-        got = self._one("SELECT COALESCE(SUM(usd), 0) AS usd FROM spend WHERE key = ANY(%s)",
-                        ([key, *(f"{key}#{i}" for i in range(SPEND_SHARDS))],))
-        return float(got["usd"]) if got else 0.0
-
-    def reserved(self, now: str, since: str | None = None, conversation_id: str | None = None) -> float:
-        q = "SELECT COALESCE(SUM(amount_usd), 0) AS v FROM reservations WHERE expires > %s"
-        p: list[Any] = [now]
-        if conversation_id is not None:
-            q += " AND conversation_id = %s"
-            p.append(conversation_id)
-        elif since is not None:
-            q += " AND created >= %s"
-            p.append(since)
-        return float(self._one(q, p)["v"])
-
-    # -- reports -------------------------------------------------------------------------------------------
-    def totals(self, by: str | None, since: str | None) -> list[dict[str, Any]]:
-        # Casts keep Python types as SQLite gives them (SUM of BIGINT is NUMERIC -> Decimal otherwise).
-        key = GROUPS[by] if by else "'all'"
-        where, params = ("WHERE time >= %s", [since]) if since else ("", [])
-        group = f"GROUP BY {GROUPS[by]}" if by else "HAVING COUNT(*) > 0"
-        return self.read(
-            f"""SELECT {key} AS key, COUNT(*) AS calls,
-                COALESCE(SUM(input_tokens), 0)::bigint AS input_tokens,
-                COALESCE(SUM(cached_input_tokens), 0)::bigint AS cached_input_tokens,
-                COALESCE(SUM(cache_write_tokens), 0)::bigint AS cache_write_tokens,
-                COALESCE(SUM(output_tokens), 0)::bigint AS output_tokens,
-                COALESCE(SUM(reasoning_tokens), 0)::bigint AS reasoning_tokens,
-                COALESCE(SUM(cost_usd), 0)::float8 AS cost_usd,
-                SUM(CASE WHEN outcome = 'ok' THEN 0 ELSE 1 END)::bigint AS errors,
-                AVG(latency_ms)::float8 AS mean_latency_ms,
-                COALESCE(SUM(tokens_saved), 0)::bigint AS tokens_saved,
-                COALESCE(SUM(saved_usd), 0)::float8 AS saved_usd,
-                SUM(CASE WHEN escalated_from IS NULL THEN 0 ELSE 1 END)::bigint AS escalations,
-                COALESCE(SUM(shadow_cost_usd), 0)::float8 AS shadow_cost_usd,
-                COALESCE(SUM(CASE WHEN shadow_cost_usd IS NULL THEN 0 ELSE estimated_cost_usd END), 0)::float8
-                    AS shadowed_estimate_usd
-            FROM calls {where} {group} ORDER BY cost_usd DESC, key NULLS FIRST""",
-            params,
-        )
-
-    def verdicts_by_arm(self, since: str | None) -> list[dict[str, Any]]:
-        where, params = ("WHERE c.time >= %s", [since]) if since else ("", [])
-        return self.read(
-            f"""SELECT c.arm AS key, SUM(CASE WHEN f.verdict = 'good' THEN 1 ELSE 0 END)::bigint AS good,
-                SUM(CASE WHEN f.verdict = 'bad' THEN 1 ELSE 0 END)::bigint AS bad
-            FROM feedback f JOIN calls c ON c.id = f.call_id {where} GROUP BY c.arm""",
-            params,
-        )
-
-    def outcomes(self, since: str | None) -> list[dict[str, Any]]:
-        where, params = ("WHERE f.time >= %s", [since]) if since else ("", [])
-        return self.read(
-            f"""SELECT f.call_id AS call_id, c.task_type AS task_type,
-                COALESCE(c.requested_model, c.model) AS model, c.tier AS tier, f.verdict AS verdict,
-                f.source AS source, f.signal AS signal, f.time AS time, c.route_sketch AS sketch,
-                c.cost_usd AS cost_usd
-            FROM feedback f JOIN calls c ON c.id = f.call_id {where} ORDER BY f.id""",
-            params,
-        )
-
-    # -- training rows for the learned router (agent_router.learned.ledger_rows) ---------------------------
-    def prompted_calls(self) -> int:
-        """Model calls (not tool rows) whose prompt was stored."""
-        return int(self.read(
-            "SELECT COUNT(*) AS n FROM calls WHERE prompt IS NOT NULL AND prompt != '' AND kind != 'tool'"
-        )[0]["n"])
-
-    def spend_by_tier(self) -> list[dict[str, Any]]:
-        """Per tier over model calls: dollars spent (`usd`) and tokens in + out (`tokens`)."""
-        return self.read(
-            "SELECT tier, COALESCE(SUM(cost_usd), 0)::float8 AS usd, "
-            "COALESCE(SUM(input_tokens + output_tokens), 0)::bigint AS tokens FROM calls "
-            "WHERE kind != 'tool' GROUP BY tier"
-        )
-
-    def judged_calls(self) -> list[dict[str, Any]]:
-        """Model calls with a stored prompt joined with each of their verdicts, ordered per call so that the
-        verdict that counts comes last (implicit before explicit, then in the order given)."""
-        return self.read(
-            """SELECT c.id AS id, c.tier AS tier, c.prompt AS prompt, c.cost_usd AS cost_usd,
-                      c.input_tokens AS input_tokens, c.output_tokens AS output_tokens, f.verdict AS verdict,
-                      f.source AS source, f.signal AS signal
-               FROM calls c JOIN feedback f ON f.call_id = c.id
-               WHERE c.prompt IS NOT NULL AND c.prompt != '' AND c.kind != 'tool'
-               ORDER BY c.id, CASE WHEN f.source = 'explicit' THEN 1 ELSE 0 END, f.id"""
-        )
-
-    def count(self, table: str = "calls") -> int:
-        if table not in ("calls", "feedback", "spend", "reservations", "budget_alerts"):
-            raise ValueError(table)
-        return int(self.read(f"SELECT COUNT(*) AS n FROM {table}")[0]["n"])
