@@ -18,6 +18,7 @@ stops it, `Escalation.blocked` says which, and the failed answer stands.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 from collections.abc import Sequence
@@ -112,11 +113,11 @@ def protocol_tool_calls(text: str) -> list[dict[str, Any]] | None:
     s = text.strip() if isinstance(text, str) else ""
     if not s.startswith("{") or len(s) > MAX_PARSE:
         return None
-    try:  # the first object counts, as the host's parser reads it; text after it is the host's business
+    # The first object counts, as the host's parser reads it; text after it is the host's business. Broken
+    # JSON stays as it is: the checks report why.
+    with contextlib.suppress(ValueError, RecursionError):
         obj, _ = json.JSONDecoder().raw_decode(s)
         s = json.dumps(obj)
-    except (ValueError, RecursionError):
-        pass  # broken: the checks report why
     return [{"type": "function", "function": {"name": "reply", "arguments": s}}]
 
 

@@ -4,6 +4,7 @@ socket, stop cleanly on SIGTERM / SIGINT with every ledger row written."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import logging
 import os
@@ -122,10 +123,8 @@ def serve(settings: Settings, host: str | None = None, port: int | None = None, 
 
     def forward(sig: int, _frame: Any) -> None:
         for pid in children:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, sig)
-            except ProcessLookupError:
-                pass
 
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)

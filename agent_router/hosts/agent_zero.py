@@ -15,6 +15,7 @@ constructor (LiteLLM kwargs, e.g. `mock_response`).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -237,10 +238,8 @@ def _report(agent: Any, key: str, heading: str, text: str) -> None:
             return
         _reported.add(key)
     log.error("%s: %s", heading, text)
-    try:
+    with contextlib.suppress(Exception):  # no log to write to is no reason to stop the agent
         agent.context.log.log(type="warning", heading=heading, content=text)
-    except Exception:  # noqa: BLE001 - no log to write to is no reason to stop the agent
-        pass
 
 
 def ensure_runtime(origin: str | os.PathLike[str], agent: Any = None) -> rtmod.Runtime | None:

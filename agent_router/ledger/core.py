@@ -9,6 +9,7 @@ spools and raises LedgerWriteError naming the real cause and where the row waits
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -103,10 +104,8 @@ class Ledger:
         and no caller was told yet (an attempt recorder cannot raise into a provider client), or when rows
         could only be kept in memory and are lost now."""
         if self._held:
-            try:
+            with contextlib.suppress(LedgerError):
                 self.replay_spool()
-            except LedgerError:
-                pass
         held, err = self._held, self._unreported
         self._held, self._unreported = [], None
         self.store.close()

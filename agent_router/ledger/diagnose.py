@@ -6,6 +6,7 @@ folder is probed with a small real write and the file opened for writing, and th
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import shutil
@@ -33,10 +34,8 @@ def _probe_folder(folder: Path) -> int | None:
         return e.errno
     finally:
         os.close(fd)
-        try:
+        with contextlib.suppress(OSError):
             os.unlink(probe)
-        except OSError:
-            pass
 
 
 def _probe_file(path: Path) -> int | None:

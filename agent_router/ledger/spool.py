@@ -9,6 +9,7 @@ processes never replay the same lines. Replay is idempotent: rows carry a unique
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import hashlib
 import json
@@ -55,10 +56,8 @@ def append(path: Path, rows: list[dict[str, Any]]) -> None:
                 view = view[os.write(fd, view) :]
             os.fsync(fd)
         except OSError:
-            try:
+            with contextlib.suppress(OSError):  # the write's own error is the one to report
                 os.ftruncate(fd, size)
-            except OSError:
-                pass
             raise
     finally:
         os.close(fd)

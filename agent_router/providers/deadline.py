@@ -98,12 +98,10 @@ class Watchdog:
 
     @staticmethod
     def _shutdown(sock: socket.socket) -> None:
-        try:
+        with contextlib.suppress(OSError):
             # The plain socket's shutdown, also for TLS (SSLSocket's own drops state the reading thread uses);
             # it wakes a thread blocked in recv, which close() alone would not.
             socket.socket.shutdown(sock, socket.SHUT_RDWR)
-        except OSError:
-            pass
 
 
 class _Stream(httpcore.NetworkStream):

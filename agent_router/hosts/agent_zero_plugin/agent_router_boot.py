@@ -13,6 +13,7 @@ path and calls it; it never raises on import and never lets a missing package br
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
 import sys
@@ -88,10 +89,8 @@ def say_once(agent: Any, heading: str, text: str) -> None:
             return
         _state["said"] = True
     print(f"agent_router: {heading}: {text}", file=sys.stderr)
-    try:
+    with contextlib.suppress(Exception):  # a log we cannot write to is no reason to stop the agent
         agent.context.log.log(type="warning", heading=heading, content=text)
-    except Exception:  # a log we cannot write to is no reason to stop the agent
-        pass
 
 
 def _missing(ext: Any) -> None:

@@ -12,6 +12,7 @@ rows one running-spend key is kept in), and the casts and grouping text of the r
 from __future__ import annotations
 
 import operator
+from abc import ABC, abstractmethod
 from collections.abc import Iterable
 from typing import Any
 
@@ -106,7 +107,7 @@ def batch_spend(rows: list[dict[str, Any]]) -> list[tuple[str, float]]:
     return list(sums.items())
 
 
-class Store:
+class Store(ABC):
     """The ledger's SQL, once. Subclasses set `conn`, `path` and `where` and implement `write()`/`read()`."""
 
     backend = ""
@@ -129,8 +130,9 @@ class Store:
         """`text`, written with `?` placeholders, in this backend's placeholder style."""
         return text
 
+    @abstractmethod
     def read(self, sql: str, params: Iterable[Any] = ()) -> list[dict[str, Any]]:
-        raise NotImplementedError
+        """Rows of a read-only statement (in this dialect), as dicts."""
 
     def _fetch(self, sql: str, params: Iterable[Any] = ()) -> list[dict[str, Any]]:
         """Rows of a statement run on write()'s transaction (errors left to write() to retry or name)."""
@@ -148,6 +150,7 @@ class Store:
 
     def _budget_lock(self) -> None:
         """Serialise budget statements across writers (SQLite's BEGIN IMMEDIATE already does)."""
+        return None
 
     def _any(self, column: str, values: list[Any]) -> tuple[str, list[Any]]:
         """A condition `column` is one of `values`, and its parameters."""
@@ -159,8 +162,9 @@ class Store:
         """Run an INSERT (in this dialect) and return the new row's id."""
         return int(self.conn.execute(sql, tuple(params)).lastrowid or 0)
 
+    @abstractmethod
     def _add_spend(self, items: list[tuple[str, float]]) -> None:
-        raise NotImplementedError
+        """Add (spend key, USD) amounts to the running spend (an upsert in this dialect)."""
 
     def _spend_rows(self, key: str) -> list[str]:
         """The `spend` rows whose sum is the running spend of `key`."""

@@ -8,6 +8,7 @@ Everything else in the ledger calls these methods, never the connection.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import sqlite3
@@ -74,10 +75,8 @@ class SQLiteStore(Store):
     def _close_quietly(self) -> None:
         conn = getattr(self, "conn", None)
         if conn is not None:
-            try:
+            with contextlib.suppress(sqlite3.Error):
                 conn.close()
-            except sqlite3.Error:
-                pass
 
     def _pragma_wal(self) -> None:
         mode = self.conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
