@@ -408,7 +408,7 @@ def test_costs_view_in_headless_chromium_against_agent_zeros_ui_server(docker, t
                 break
             except OSError:
                 assert server.poll() is None and time.monotonic() < deadline, (tmp_path / "ui.log").read_text()[-3000:]
-                time.sleep(1)
+                time.sleep(0.2)
         url = f"http://127.0.0.1:{port}/plugins/agent_router/webui/main.html"
         got = subprocess.run(
             [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=15000",
