@@ -11,9 +11,11 @@ while the state machine stayed ours.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import random
+import ssl
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
@@ -66,6 +68,13 @@ def base_url_for(m: ModelInfo) -> str:
     )
 
 
+@functools.cache
+def tls_context() -> ssl.SSLContext:
+    """One TLS context per process for every client we make: loading the CA bundle costs ~30 ms a client
+    (SSL_CERT_FILE / SSL_CERT_DIR are honoured as httpx does)."""
+    return httpx.create_ssl_context()
+
+
 def needs_key(m: ModelInfo) -> bool:
     return bool(m.config.key_envs()) or m.provider not in wire_openai.KEYLESS
 
@@ -104,6 +113,7 @@ class ProviderClient:
         self._own_http = http is None
         self.http = http or httpx.Client(
             transport=transport,
+            verify=tls_context(),
             timeout=httpx.Timeout(
                 self.ps.timeout_s, connect=self.ps.connect_timeout_s, read=self.ps.first_byte_timeout_s
             ),

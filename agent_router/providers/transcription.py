@@ -22,7 +22,7 @@ from ..errors import InputError
 from ..settings import Settings, TranscriptionProvider
 from . import types as t
 from .classify import classify, error_text, retry_after
-from .client import default_state
+from .client import default_state, tls_context
 from .health import Health
 from .keys import KeyPool, Secret, redact
 from .state import StateStore
@@ -60,7 +60,7 @@ class TranscriptionPool:
         self.on_attempt = on_attempt
         self._own_http = http is None
         self.http = http or httpx.Client(
-            transport=transport, timeout=httpx.Timeout(ps.timeout_s, connect=ps.connect_timeout_s)
+            transport=transport, verify=tls_context(), timeout=httpx.Timeout(ps.timeout_s, connect=ps.connect_timeout_s)
         )
         self.health = Health(self.state, ps.failure_threshold, ps.cooldown_s)
         self.keys = KeyPool(self.state, env, ps.key_set_aside_s)
