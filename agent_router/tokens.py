@@ -161,11 +161,20 @@ class TokenCounter:
         self.cache_dir = cache_dir
         self._cache: dict[tuple[str, str], int] = {}
         self._sampled: set[tuple[str, str]] = set()  # keys whose count is a sampled estimate
+        self._encodings: dict[tuple[str, str], tuple[Any | None, str, str]] = {}  # by (provider, model name)
         self._inexact = False  # set by _count when a sampled count went into the current total
         self.hits = 0
         self.misses = 0
 
     def _encoding(self, provider: str, name: str) -> tuple[Any | None, str, str]:
+        got = self._encodings.get((provider, name))  # asked ~10 times per routed request: remembered
+        if got is None:
+            if len(self._encodings) >= 1024:  # names come from settings; bounded all the same
+                self._encodings.clear()
+            got = self._encodings[(provider, name)] = self._find_encoding(provider, name)
+        return got
+
+    def _find_encoding(self, provider: str, name: str) -> tuple[Any | None, str, str]:
         want = encoding_for(provider, name)
         enc = _ENCODINGS.get(want, self.cache_dir) if want != "other" else None
         if enc is not None:

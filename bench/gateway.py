@@ -7,9 +7,12 @@ fixed JSON body, or an SSE stream of a few chunks with a usage chunk. Then, agai
   bare      a bare aiohttp proxy (forwards bytes; no routing, no ledger): the floor of one more HTTP hop
   litellm   LiteLLM's proxy (../shared/bench/peers/litellm_proxy.sh, one worker), model "mid"
 Printed: added latency p50 / p99 over direct (sequential, one kept-alive connection), time to first token
-added for streams, throughput at concurrency 32 and 128, and the gateway process's RSS (peak, VmHWM).
+added for streams, throughput at concurrency 32 and 128, the gateway process's RSS (peak, VmHWM) and the CPU
+time it spent per sequential call (all its threads, so ledger writes count). `--baseline DIR` adds a second
+`agent-router serve` from another checkout ("before"), measured in the same rounds.
 
-    python bench/gateway.py [--calls 1000] [--seconds 5] [--no-litellm] [--peers DIR]
+    python bench/gateway.py [--calls 1000] [--seconds 5] [--rounds 5] [--no-litellm] [--only ours,bare]
+                            [--baseline DIR] [--peers DIR]
 
 The peer needs `litellm[proxy]` (the script builds its venv on first use; set PEERS_PROXY_VENV to reuse one).
 Everything binds 127.0.0.1; nothing leaves the machine.
@@ -225,8 +228,21 @@ def rss_mb(pid: int | None) -> tuple[float, float] | None:
     return cur, peak
 
 
+def cpu_s(pid: int | None) -> float:
+    """CPU seconds (user + system, all threads) a process has used: what a call costs the gateway, a figure a
+    loaded machine blurs much less than latency."""
+    if pid is None:
+        return 0.0
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 # -- servers under test ----------------------------------------------------------------------------------------
-def start_ours(up: str, tmp: Path) -> tuple[subprocess.Popen, str]:
+def start_ours(up: str, tmp: Path, src: str | None = None) -> tuple[subprocess.Popen, str]:
+    """`agent-router serve` on the bench settings; `src`: another checkout's folder to run instead of this one."""
     def m(name: str, price: tuple[float, float]) -> dict[str, Any]:
         return {"provider": "openai_compatible", "name": name, "base_url": up,
                 "price": {"input": price[0], "output": price[1]}}
@@ -237,20 +253,23 @@ def start_ours(up: str, tmp: Path) -> tuple[subprocess.Popen, str]:
         "ledger": {"path": str(tmp / "ledger.db")},
         "providers": {"max_retries": 0},
     }
+    tmp.mkdir(parents=True, exist_ok=True)
     p = tmp / "settings.json"
     p.write_text(json.dumps(settings))
-    log = open(tmp / "gateway.log", "wb")  # noqa: SIM115 - lives as long as the process
+    log_path = tmp / "gateway.log"
+    log = open(log_path, "wb")  # noqa: SIM115 - lives as long as the process
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(x for x in (src, os.environ.get("PYTHONPATH")) if x))
     proc = subprocess.Popen([sys.executable, "-m", "agent_router", "serve", "--settings", str(p), "--port", "0"],
-                            stdout=log, stderr=subprocess.STDOUT)
+                            stdout=log, stderr=subprocess.STDOUT, env=env if src else None)
     end = time.monotonic() + 60
     while time.monotonic() < end:
-        found = re.search(r"on (http://127\.0\.0\.1:\d+)", (tmp / "gateway.log").read_text())
+        found = re.search(r"on (http://127\.0\.0\.1:\d+)", log_path.read_text())
         if found:
             return proc, found.group(1) + "/v1"
         if proc.poll() is not None:
             break
         time.sleep(0.05)
-    raise SystemExit(f"agent-router serve did not start: {(tmp / 'gateway.log').read_text()[-2000:]}")
+    raise SystemExit(f"agent-router serve did not start: {log_path.read_text()[-2000:]}")
 
 
 def start_litellm(up: str, peers: Path) -> tuple[int, str] | str:
@@ -275,9 +294,22 @@ def main() -> None:
     ap.add_argument("--calls", type=int, default=1000, help="Sequential calls per target and mode.")
     ap.add_argument("--seconds", type=float, default=5.0, help="Duration of each throughput run.")
     ap.add_argument("--no-litellm", action="store_true", help="Measure direct and ours only.")
+    ap.add_argument("--only", default="", help="Comma-separated targets to measure beside direct (ours, bare, "
+                    "litellm); default all.")
+    ap.add_argument("--rounds", type=int, default=5,
+                    help="Interleave the targets in this many rounds (calls and seconds split between them), so "
+                    "a machine whose load drifts weighs on every target alike.")
+    ap.add_argument("--baseline", default="",
+                    help="Also measure `agent-router serve` from this folder (another checkout's root, e.g. an "
+                    "extracted `git archive main`) as target 'before', for before/after figures in one run.")
     ap.add_argument("--peers", default=str(Path(__file__).resolve().parents[2] / "shared" / "bench" / "peers"),
                     help="Folder of litellm_proxy.sh (default: ../shared/bench/peers beside the checkout).")
     a = ap.parse_args()
+    only = {x.strip() for x in a.only.split(",") if x.strip()} or {"ours", "bare", "litellm"}
+    if only - {"ours", "bare", "litellm"}:
+        ap.error(f"--only: unknown target(s) {', '.join(sorted(only - {'ours', 'bare', 'litellm'}))}")
+    if "ours" not in only:
+        ap.error("--only: ours is always measured (the ratios are about it)")
 
     q: Any = mp.Queue()
     upstream = mp.Process(target=_serve, args=(q,), daemon=True)
@@ -286,15 +318,21 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="gw-bench-"))
     procs: list[Any] = []
     targets = [Target("direct", up, "mid")]
-    bq: Any = mp.Queue()
-    bare = mp.Process(target=_bare_proxy, args=(up, bq), daemon=True)
-    bare.start()
-    targets.append(Target("bare", f"http://127.0.0.1:{bq.get(timeout=30)}/v1", "mid", pid=bare.pid))
+    bare: Any = None
+    if "bare" in only:
+        bq: Any = mp.Queue()
+        bare = mp.Process(target=_bare_proxy, args=(up, bq), daemon=True)
+        bare.start()
+        targets.append(Target("bare", f"http://127.0.0.1:{bq.get(timeout=30)}/v1", "mid", pid=bare.pid))
     ours, ours_url = start_ours(up, tmp)
     procs.append(ours)
     targets.append(Target("ours", ours_url, "auto", pid=ours.pid))
+    if a.baseline:
+        before, before_url = start_ours(up, tmp / "before", str(Path(a.baseline).resolve()))
+        procs.append(before)
+        targets.append(Target("before", before_url, "auto", pid=before.pid))
     peer_note = ""
-    if not a.no_litellm:
+    if not a.no_litellm and "litellm" in only:
         got = start_litellm(up, Path(a.peers))
         if isinstance(got, str):
             peer_note = f"litellm: not measured ({got})"
@@ -316,34 +354,48 @@ def main() -> None:
                 p.terminate()
                 p.wait(15)
         upstream.terminate()
-        bare.terminate()
+        if bare is not None:
+            bare.terminate()
 
 
 def report(targets: list[Target], a: argparse.Namespace, peer_note: str) -> None:
-    res: dict[str, dict[str, Any]] = {}
-    for t in targets:
-        tot, _ = asyncio.run(sequential(t, a.calls, False))
-        stot, sfirst = asyncio.run(sequential(t, max(200, a.calls // 2), True))
-        r = {"p50": statistics.median(tot), "p99": pct(tot, 99), "ttft": statistics.median(sfirst),
-             "s_p50": statistics.median(stot)}
+    res: dict[str, dict[str, Any]] = {t.name: {"tot": [], "stot": [], "sfirst": [], 32: [], 128: [], "cpu": 0.0}
+                                      for t in targets}
+    rounds = max(1, a.rounds)
+    for _ in range(rounds):  # interleaved: each round measures every target a little
+        for t in targets:
+            r = res[t.name]
+            c0 = cpu_s(t.pid)
+            tot, _ = asyncio.run(sequential(t, max(1, a.calls // rounds), False))
+            r["cpu"] += cpu_s(t.pid) - c0
+            stot, sfirst = asyncio.run(sequential(t, max(1, max(200, a.calls // 2) // rounds), True))
+            r["tot"] += tot
+            r["stot"] += stot
+            r["sfirst"] += sfirst
         for c in (32, 128):
-            r[f"rps{c}"] = asyncio.run(throughput(t, c, a.seconds))
-        r["rss"] = rss_mb(t.pid)
-        res[t.name] = r
+            for t in targets:
+                res[t.name][c].append(asyncio.run(throughput(t, c, a.seconds / rounds)))
+    for t in targets:
+        r = res[t.name]
+        r.update({"p50": statistics.median(r["tot"]), "p99": pct(r["tot"], 99), "ttft": statistics.median(r["sfirst"]),
+                  "s_p50": statistics.median(r["stot"]), "rps32": statistics.mean(r[32]),
+                  "rps128": statistics.mean(r[128]), "rss": rss_mb(t.pid),
+                  "cpu_us": r["cpu"] / (len(r["tot"]) + min(50, a.calls // rounds) * rounds) * 1e6})
     d = res["direct"]
-    print(f"gateway bench: {a.calls} sequential calls per target, throughput runs of {a.seconds:g} s; "
+    print(f"gateway bench: {a.calls} sequential calls per target, throughput runs of {a.seconds:g} s, interleaved in "
+          f"{rounds} rounds; "
           f"one local upstream (asyncio, TCP_NODELAY); {os.cpu_count()} CPUs shared by client, upstream, gateway")
     print(f"direct: p50 {d['p50'] * 1e3:.3f} ms, p99 {d['p99'] * 1e3:.3f} ms, stream TTFT p50 "
           f"{d['ttft'] * 1e3:.3f} ms, {d['rps32']:.0f} req/s @32, {d['rps128']:.0f} req/s @128")
     print(f"{'target':8} {'added p50':>10} {'added p99':>10} {'TTFT added':>11} {'req/s @32':>10} {'req/s @128':>11}"
-          f" {'RSS MB (peak)':>14}")
+          f" {'RSS MB (peak)':>14} {'CPU us/call':>12}")
     for name, r in res.items():
         if name == "direct":
             continue
         rss = r["rss"]
         print(f"{name:8} {(r['p50'] - d['p50']) * 1e3:9.3f}ms {(r['p99'] - d['p99']) * 1e3:9.3f}ms "
               f"{(r['ttft'] - d['ttft']) * 1e3:10.3f}ms {r['rps32']:10.0f} {r['rps128']:11.0f} "
-              f"{(f'{rss[0]:.0f} ({rss[1]:.0f})' if rss else '-'):>14}")
+              f"{(f'{rss[0]:.0f} ({rss[1]:.0f})' if rss else '-'):>14} {r['cpu_us']:12.0f}")
     if "litellm" in res:
         o, lt = res["ours"], res["litellm"]
         added = (o["p50"] - d["p50"], lt["p50"] - d["p50"])
