@@ -4,6 +4,7 @@ OpenAI-compatible server whose cheap model fails in the ways the answer checks c
 from __future__ import annotations
 
 import json
+import math
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -173,14 +174,14 @@ def test_hybrid_sends_the_hardest_requests_straight_up():
     base = Router(Settings()).route([{"role": "user", "content": hard}])
     assert base.tier != "premium"
     s = Settings.model_validate(
-        {"escalation": {"enabled": True, "mode": "hybrid", "hybrid_threshold": round(base.analysis.score, 3)}}
+        {"escalation": {"enabled": True, "mode": "hybrid", "hybrid_threshold": math.floor(base.analysis.score * 1000) / 1000}}
     )
     d = Router(s).route([{"role": "user", "content": hard}])
     assert d.tier == "premium" and any(r.startswith("hybrid:") for r in d.reasons)
     easy = Router(s).route([{"role": "user", "content": "hi"}])
     assert easy.tier == "utility"  # below the threshold: the cheap try, checked
     off = Settings.model_validate(
-        {"escalation": {"enabled": True, "mode": "escalate", "hybrid_threshold": round(base.analysis.score, 3)}}
+        {"escalation": {"enabled": True, "mode": "escalate", "hybrid_threshold": math.floor(base.analysis.score * 1000) / 1000}}
     )
     assert Router(off).route([{"role": "user", "content": hard}]).tier == base.tier
 
