@@ -157,7 +157,8 @@ def _second_process_without_outcomes(tmp_path: Path, texts: list[str]) -> dict:
     empty.mkdir()
     f = empty / "settings.json"
     f.write_text(json.dumps({"ledger": {"path": str(empty / "ledger.db")},
-                             "learned": {"enabled": True, "objective": "quality", "adaptive_keep_spend": 0, "adaptive_explore": 0}}))
+                             "learned": {"enabled": True, "objective": "quality", "adaptive_keep_spend": 0,
+                                         "adaptive_explore": 0}}))
     got = _second_process(f, texts)
     assert got["read"] == 0
     return got["tiers"]

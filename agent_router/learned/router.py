@@ -167,17 +167,19 @@ class LearnedRouter:
         Calibrated on two models (chat and premium), the low cut sits at 0: the rows say nothing about the
         utility tier, and every request would go to chat or above. Below the premium cut, plain chat the
         heuristic finds simple (greetings, thanks, small talk) goes to utility, as without learned routing;
-        anything asking for code, math or reasoning stays on the calibrated tiers, and so does a question shaped
-        like the rows the weights learned from (options to choose from, worked examples, a blank, an "Answer:"
-        cue), which the heuristic underrates. With the cost objective the premium cut is judged on the quality
-        gain alone: a greeting's premium call costs little, and the gain per dollar would send "hi" there.
-        Where recorded outcomes raised that need (`need` above the static `raw`), the learned score stands.
+        anything asking for code, math or reasoning stays on the calibrated tiers. With the cost objective the
+        premium cut is judged on the quality gain alone (a greeting's premium call costs little, and the gain per
+        dollar would send "hi" there), and a question shaped like the rows the weights learned from (options to
+        choose from, worked examples, a blank, an "Answer:" cue), which the heuristic underrates, keeps its
+        learned score, as does a request whose need recorded outcomes raised (`need` above the static `raw`).
         """
         cal = self.calibration
-        if cal.low > 0.0 or f.task_type not in UTILITY_TASKS or any(f.dense[i] for i in _STRUCTURE):
+        if cal.low > 0.0 or f.task_type not in UTILITY_TASKS:
             return None
         if self.objective == "cost":
-            if objective_score(p_weak, p_strong) >= self._quality_cut or need >= raw + 0.005:
+            if any(f.dense[i] for i in _STRUCTURE) or need >= raw + 0.005:
+                return None
+            if objective_score(p_weak, p_strong) >= self._quality_cut:
                 return None
         elif need >= cal.high:
             return None
