@@ -459,7 +459,12 @@ class LearnedCalibration(_CutPoints):
 class LearnedSettings(_Model):
     """Learned routing: per-model quality predicted from request features, calibrated to a quality target."""
 
-    enabled: bool = Field(False, description="Use the learned router's score instead of the heuristic analyzer's.")
+    enabled: bool = Field(
+        True,
+        description="Use the learned router's score instead of the heuristic analyzer's (the default: it keeps the "
+        "quality target at a lower cost than the heuristic and than random on every dev file, docs/routing.md); "
+        "false routes on the heuristic alone.",
+    )
     weights: str | None = Field(
         None, description="Weights file (.npz from `agent-router train`); default: the packaged weights."
     )
@@ -471,11 +476,12 @@ class LearnedSettings(_Model):
         "milliseconds per decision), or the full encoder for weights trained on it (~150 ms at 256 tokens).",
     )
     objective: Literal["quality", "cost"] = Field(
-        "quality",
+        "cost",
         description="quality: send the requests with the highest predicted quality gain to premium first. cost: "
         "the highest gain discounted by predicted cost (gain x cost^-w, w stored with the weights) first: less "
         "spend for the quality target, but a short request may go to premium because it costs little there; "
-        "`agent-router calibrate` refits the cost prediction on your own rows' costs.",
+        "`agent-router calibrate` refits the cost prediction on your own rows' costs. Plain chat the heuristic finds "
+        "simple still goes to utility.",
     )
     quality_target: float = Field(
         0.95, gt=0, le=1, description="Keep at least this share of premium-only quality when calibrating."
@@ -504,7 +510,8 @@ class LearnedSettings(_Model):
     adaptive_explore: float = Field(
         0.5, ge=0,
         description="Scale of the random (Thompson) draw that sometimes sends a request whose correction is still "
-        "uncertain to the other side, so both sides get outcomes; 0 never explores.",
+        "uncertain to the other side, so both sides get outcomes; 0 never explores. Before the first outcome of a "
+        "side nothing is drawn: decisions are the calibrated router's.",
     )
     adaptive_keep_spend: int = Field(
         400, ge=0,

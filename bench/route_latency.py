@@ -110,13 +110,20 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--repeat", type=int, default=2000)
     args = ap.parse_args()
-    router = Router(pm=load_plugins())
+    router = Router(Settings.model_validate({"learned": {"enabled": False}}), pm=load_plugins())
     short = [{"role": "user", "content": "What is the capital of France?"}]
     router.route(short)
     s = timed(lambda: router.route(short), args.repeat)
+    with tempfile.TemporaryDirectory() as home:  # the built-in default (learned, cost objective, adaptive)
+        os.environ["AGENT_ROUTER_HOME"] = home
+        default = Router(pm=load_plugins())
+        for _ in range(200):
+            default.route(short)
+        d = timed(lambda: default.route(short), args.repeat)
     # Baseline in the same run: fixed pure-Python work of similar size shows how noisy this machine is now.
     base = timed(lambda: sorted(str(i) for i in range(1500)), args.repeat)
-    print(f"decision, short prompt:        p50 {statistics.median(s):7.3f} ms   p99 {pct(s, 99):7.3f} ms")
+    print(f"decision, heuristic, short:    p50 {statistics.median(s):7.3f} ms   p99 {pct(s, 99):7.3f} ms")
+    print(f"decision, default, short:      p50 {statistics.median(d):7.3f} ms   p99 {pct(d, 99):7.3f} ms")
     print(f"  baseline (fixed work):       p50 {statistics.median(base):7.3f} ms   p99 {pct(base, 99):7.3f} ms"
           "  (p99/p50 of the baseline = machine noise)")
 

@@ -43,6 +43,8 @@ def settings_for(upstream: str, tmp_path: Path, **extra: Any) -> dict[str, Any]:
         "routing": {"thresholds": {"low": 0.3, "high": 0.5}, "fallbacks": {"u": ["c"], "c": ["p"], "p": ["c"]}},
         "ledger": {"path": str(tmp_path / "ledger.db")},
         "providers": {"max_retries": 0, "timeout_s": 20},
+        # The gateway tests send prompts whose tiers the heuristic's thresholds above decide: pinned.
+        "learned": {"enabled": False},
     }
     for k, v in extra.items():
         s[k] = {**s.get(k, {}), **v} if isinstance(v, dict) else v

@@ -39,7 +39,9 @@ def _msgs(text: str) -> list[dict[str, str]]:
 
 
 def _router(**kw) -> Router:
-    return Router(Settings.model_validate({"learned": {"enabled": True, **kw}}), pm=load_plugins())
+    # Written for the quality objective (the cost objective adds a cost ranking these outcomes do not test).
+    return Router(Settings.model_validate({"learned": {"enabled": True, "objective": "quality", **kw}}),
+                  pm=load_plugins())
 
 
 def test_bad_outcomes_on_one_kind_of_request_send_that_kind_to_premium_but_not_another_of_its_task_type():
@@ -123,7 +125,7 @@ def _second_process(settings_file: Path, texts: list[str]) -> dict:
 def test_outcomes_in_the_ledger_teach_another_process_per_request_without_storing_the_prompt(tmp_path):
     db = tmp_path / "ledger.db"
     settings_file = tmp_path / "settings.json"
-    learned_kw = {"enabled": True, "adaptive_keep_spend": 0, "adaptive_explore": 0}
+    learned_kw = {"enabled": True, "objective": "quality", "adaptive_keep_spend": 0, "adaptive_explore": 0}
     settings_file.write_text(json.dumps({"ledger": {"path": str(db)}, "learned": learned_kw}))
     settings = load(settings_file)
     router = Router(settings, pm=load_plugins())
@@ -155,7 +157,8 @@ def _second_process_without_outcomes(tmp_path: Path, texts: list[str]) -> dict:
     empty.mkdir()
     f = empty / "settings.json"
     f.write_text(json.dumps({"ledger": {"path": str(empty / "ledger.db")},
-                             "learned": {"enabled": True, "adaptive_keep_spend": 0, "adaptive_explore": 0}}))
+                             "learned": {"enabled": True, "objective": "quality", "adaptive_keep_spend": 0,
+                                         "adaptive_explore": 0}}))
     got = _second_process(f, texts)
     assert got["read"] == 0
     return got["tiers"]

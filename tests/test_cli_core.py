@@ -85,3 +85,31 @@ def test_unexpected_os_error_is_one_line_not_a_traceback():
                            stderr=subprocess.PIPE, text=True, timeout=60)
     assert p.returncode == 2 and "Traceback" not in p.stderr
     assert p.stderr.strip().splitlines() == ["error: No space left on device"]
+
+
+def test_eval_default_scorer_is_the_builtin_router_as_it_routes(tmp_path):
+    from agent_router.learned.router import LearnedRouter
+    from agent_router.learned.scoring import router_scores
+    from agent_router.settings import Settings
+
+    texts = ["hi", "thanks!", "Write a Python function that parses ISO 8601 dates, with tests.",
+             "Prove that there are infinitely many primes.", "Which metal is liquid?\nA) iron\nB) mercury\nAnswer:"]
+    rows = [{"id": f"new{i}", "messages": [{"role": "user", "content": t}],
+             "quality": {"weak": 1.0, "strong": 1.0}, "cost_usd": {"weak": 0.001, "strong": 0.01}}
+            for i, t in enumerate(texts)]
+    s = Settings()
+    lr = LearnedRouter(s.learned.model_copy(update={"adaptive": False}))
+    # On rows its weights never saw, the `default` scorer gives the scores the default router routes by.
+    got = router_scores(rows, ["weak", "strong"], lr, s.routing.thresholds.low, s.routing.thresholds.high)
+    assert got == pytest.approx([lr.analyze(r["messages"]).score for r in rows])
+    assert got[0] < s.routing.thresholds.low and got[1] < s.routing.thresholds.low  # "hi", "thanks!": utility
+    assert min(got[2], got[3]) >= s.routing.thresholds.low  # the coding task and the proof: chat or above
+    path = tmp_path / "rows.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in rows))
+    off = tmp_path / "off.json"
+    off.write_text('{"learned": {"enabled": false}}')
+    r = run("eval", str(path), "--models", "weak,strong", "--router", "default", "--router", "analyzer",
+            "--settings", str(off))
+    assert r.exit_code == 0, r.output
+    assert "default: learned router (packaged weights, objective cost)" in r.output
+    assert "analyzer: the heuristic analyzer (learned.enabled false)" in r.output

@@ -32,6 +32,8 @@ def small_settings(**routing):
         },
         "tiers": {"utility": "cheap", "chat": "mid", "premium": ["top", "coder"]},
         "routing": routing,
+        # These tests are about tier and model selection for a complexity score: the heuristic's, pinned.
+        "learned": {"enabled": False},
     })
 
 

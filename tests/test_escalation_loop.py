@@ -4,6 +4,7 @@ OpenAI-compatible server whose cheap model fails in the ways the answer checks c
 from __future__ import annotations
 
 import json
+import math
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -172,15 +173,16 @@ def test_hybrid_sends_the_hardest_requests_straight_up():
     hard = "Prove that there are infinitely many primes, step by step, with a rigorous argument."
     base = Router(Settings()).route([{"role": "user", "content": hard}])
     assert base.tier != "premium"
+    cut = math.floor(base.analysis.score * 1000) / 1000  # at or below the request's score
     s = Settings.model_validate(
-        {"escalation": {"enabled": True, "mode": "hybrid", "hybrid_threshold": round(base.analysis.score, 3)}}
+        {"escalation": {"enabled": True, "mode": "hybrid", "hybrid_threshold": cut}}
     )
     d = Router(s).route([{"role": "user", "content": hard}])
     assert d.tier == "premium" and any(r.startswith("hybrid:") for r in d.reasons)
     easy = Router(s).route([{"role": "user", "content": "hi"}])
     assert easy.tier == "utility"  # below the threshold: the cheap try, checked
     off = Settings.model_validate(
-        {"escalation": {"enabled": True, "mode": "escalate", "hybrid_threshold": round(base.analysis.score, 3)}}
+        {"escalation": {"enabled": True, "mode": "escalate", "hybrid_threshold": cut}}
     )
     assert Router(off).route([{"role": "user", "content": hard}]).tier == base.tier
 

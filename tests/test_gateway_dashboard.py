@@ -95,3 +95,53 @@ def test_dashboard_in_headless_chromium_matches_api_usage(gw, tmp_path):
     assert re.search(r'data-tier="premium"[^>]*data-calls="1"', out)  # the tier-mix chart has the hard prompt
     assert "% of $5.00" in out  # spend against the daily budget
     assert "complexity" in out  # recent decisions show their reasons
+
+
+@pytest.fixture(scope="module")
+def gw_arms(llm, tmp_path_factory):
+    """A gateway running an A/B routing experiment whose challenger sends nearly everything to premium; a few
+    verdicts recorded through the API."""
+    tmp = tmp_path_factory.mktemp("gwarms")
+    ab = {"name": "t", "mode": "ab", "share": 0.5,
+          "challenger": {"routing": {"thresholds": {"low": 0.01, "high": 0.02}}}}
+    g = Gateway(settings_for(llm.url, tmp, routing={"experiments": [ab]}), tmp)
+    c = openai.OpenAI(base_url=f"{g.url}/v1", api_key="x", max_retries=0)
+    for i in range(8):
+        c.chat.completions.create(model="auto", messages=[{"role": "user", "content": "thanks!"}],
+                                  extra_headers={"X-Conversation-Id": f"arm{i}"})
+    rows(g.db, 8)
+    with httpx.Client(base_url=g.url) as h:
+        for d, good in zip(h.get("/api/decisions", params={"limit": 3}).json()["decisions"], (True, False, False),
+                           strict=True):
+            assert h.post("/api/feedback", json={"call_id": d["id"], "good": good}).status_code == 200
+    yield g
+    g.stop()
+
+
+def test_usage_by_arm_compares_the_experiment_arms(gw_arms):
+    with httpx.Client(base_url=gw_arms.url) as h:
+        arms = {r["key"]: r for r in h.get("/api/usage", params={"by": "arm"}).json()["rows"]}
+    assert set(arms) == {"t:control", "t:challenger"}  # each conversation went to one arm, both arms ran
+    assert sum(r["calls"] for r in arms.values()) == 8
+    # the challenger's thresholds send "thanks!" to premium: it costs more per call than the control
+    per_call = {k: r["cost_usd"] / r["calls"] for k, r in arms.items()}
+    assert per_call["t:challenger"] > per_call["t:control"]
+    assert sum(r["good_verdicts"] for r in arms.values()) == 1 and sum(r["bad_verdicts"] for r in arms.values()) == 2
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (Debian: apt-get install -y chromium)")
+def test_dashboard_arms_panel_matches_api_usage_by_arm(gw_arms, tmp_path):
+    flags = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+             "--disable-component-update", "--disable-sync", "--no-first-run", f"--user-data-dir={tmp_path / 'ud'}"]
+    out = subprocess.run([*flags, "--virtual-time-budget=8000", "--dump-dom", f"{gw_arms.url}/"],
+                         capture_output=True, text=True, timeout=120, check=True).stdout
+    assert 'data-loaded="1"' in out, out[-2000:]
+    with httpx.Client(base_url=gw_arms.url) as h:
+        api = h.get("/api/usage", params={"by": "arm", "since": "month"}).json()["rows"]
+    shown = {m.group(1): (int(m.group(2)), float(m.group(3)), int(m.group(4)), int(m.group(5)), int(m.group(6)))
+             for m in re.finditer(r'data-arm="([^"]+)" data-calls="(\d+)" data-cost="([^"]+)" '
+                                  r'data-escalations="(\d+)" data-good="(\d+)" data-bad="(\d+)"', out)}
+    assert shown == {r["key"]: (r["calls"], pytest.approx(r["cost_usd"]), r["escalations"], r["good_verdicts"],
+                                r["bad_verdicts"]) for r in api if r["key"] is not None}
+    assert set(shown) == {"t:control", "t:challenger"}
+    assert 'id="arms-none" style="display: none;"' in out  # the "no experiment" line is hidden

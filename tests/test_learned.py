@@ -178,8 +178,11 @@ def test_learned_analyzer_returns_valid_analysis():
     assert a.task_type in TASK_TYPES and a.task_type == "code"
     assert a.reasons[0] == "task: code" and any(r.startswith("learned: P(good)") for r in a.reasons)
     assert {"need", "need_raw"} <= set(a.features)
-    off = Router(Settings(), pm=load_plugins()).route([{"role": "user", "content": "hello"}])
-    assert off.analysis.source == "heuristic"
+    # Learned routing is the default; learned.enabled false routes on the heuristic alone.
+    default = Router(Settings(), pm=load_plugins()).route([{"role": "user", "content": "hello"}])
+    assert default.analysis.source == "learned"
+    off = Router(Settings.model_validate({"learned": {"enabled": False}}), pm=load_plugins())
+    assert off.route([{"role": "user", "content": "hello"}]).analysis.source == "heuristic"
 
 
 def test_few_shot_prompt_is_judged_on_its_real_question():

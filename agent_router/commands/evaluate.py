@@ -19,9 +19,47 @@ def _analyzer(settings_path: str | None) -> Scorer:
     return lambda rows, models: [router.analyze(r["messages"], {}).score for r in rows]
 
 
+def _default(settings_path: str | None) -> Scorer:
+    """The built-in default router (no settings file): the learned router as it routes, out-of-fold on the
+    rows its weights were trained on; the heuristic analyzer if the defaults ever turn learned routing off."""
+    from ..settings import Settings
+
+    s = Settings()
+    if not s.learned.enabled:
+        from ..router import Router
+
+        router = Router(s)
+        return lambda rows, models: [router.analyze(r["messages"], {}).score for r in rows]
+    from ..learned.router import LearnedRouter
+    from ..learned.scoring import router_scores
+
+    lr = LearnedRouter(s.learned.model_copy(update={"adaptive": False}))  # no outcomes offline: static routing
+    t = s.routing.thresholds
+    return lambda rows, models: router_scores(rows, models, lr, t.low, t.high)
+
+
+def describe(settings: Any, name: str) -> str:
+    """One line saying what router `name` (default / analyzer) is under `settings`."""
+    ls = settings.learned
+    if not ls.enabled:
+        return f"{name}: the heuristic analyzer (learned.enabled false)"
+    from ..learned.model import load_model
+    from ..learned.router import default_calibration
+
+    model = load_model(ls.weights, ls.embeddings)
+    objective = ls.objective if model.cost_dense is not None else "quality"
+    cal = ls.calibration or default_calibration(model, objective)
+    return (f"{name}: learned router ({'packaged weights' if ls.weights is None else ls.weights}, objective "
+            f"{objective}), cut points {cal.low:.3f}/{cal.high:.3f} calibrated to quality {cal.quality} of "
+            f"premium-only on {cal.source or 'its rows'}")
+
+
 @hookimpl
 def register_scorers(register: Callable[..., None]) -> None:
-    register("analyzer", _analyzer, help="the router's analyzer (heuristic, or learned when learned.enabled)")
+    register("default", _default, help="the built-in default router, ignoring any settings file (learned, "
+             "cost objective, calibrated to 95% of premium quality; out-of-fold on its own training rows)")
+    register("analyzer", _analyzer, help="the router's analyzer under the settings (heuristic, or learned when "
+             "learned.enabled, the default); in-sample on the learned weights' own training rows")
 
 
 def scorers() -> dict[str, Callable[[str | None], Scorer]]:
@@ -123,3 +161,14 @@ def eval_cmd(ctx: click.Context, rows: str, models: str, routers: tuple[str, ...
         click.echo(json.dumps(report, indent=2))
     else:
         click.echo(format_table(report, rows))
+        _describe_routers(routers, settings_path)
+
+
+def _describe_routers(routers: tuple[str, ...], settings_path: str | None) -> None:
+    from ..settings import Settings
+    from ._common import get_settings
+
+    if "default" in routers:
+        click.echo(describe(Settings(), "default"))
+    if "analyzer" in routers:
+        click.echo(describe(get_settings(settings_path), "analyzer"))

@@ -144,8 +144,10 @@ def demo_settings(base_url: str, ledger_path: str, budget_usd: float, overlay: S
                 "sonnet": model("claude-sonnet-4-5"),
             },
             "tiers": {"utility": ["nano"], "chat": ["mini"], "premium": ["sonnet"]},
-            # Premium from complexity 0.6 (default 0.7), so the session shows all three tiers.
+            # The scripted session routes on the heuristic analyzer (the built-in default is the learned
+            # router), premium from complexity 0.6 (default 0.7), so it shows all three tiers and the downgrade.
             "routing": {"thresholds": {"low": 0.3, "high": 0.6}, "utility_max_tier": "utility"},
+            "learned": {"enabled": False},
             "budgets": {
                 "per_conversation_usd": budget_usd,
                 "on_exceed": "downgrade",

@@ -20,7 +20,7 @@ from .core import Gateway
 from .errors import BadRequest
 
 USAGE_BY = {"model": "model", "tier": "tier", "day": "day", "key": "agent", "conversation": "conversation",
-            "task_type": "task_type"}
+            "task_type": "task_type", "arm": "arm"}
 # Tier a task type needs by default when the settings name no preference (the analyzer's own leaning).
 TASK_TIER = {"chat": "utility", "extraction": "utility", "creative": "chat", "code": "chat", "research": "chat",
              "vision": "chat", "math": "premium", "reasoning": "premium"}

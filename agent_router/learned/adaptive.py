@@ -368,7 +368,7 @@ class OnlineResidual:
         out = []
         for g, p in enumerate((p_weak, p_strong)):
             z = _logit(p) + self.shift(g, x)
-            if sample and self.explore > 0:
+            if sample and self.explore > 0 and self.updates[g] > 0:  # no outcome yet: the calibrated router
                 z += self.explore * self.spread(g, x) * float(self.rng.standard_normal())
             out.append(_sigmoid(z))
         return out[0], out[1]

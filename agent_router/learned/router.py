@@ -27,7 +27,7 @@ from ..errors import AgentRouterError, InputError
 from ..settings import LearnedCalibration, LearnedSettings, Settings
 from .adaptive import AdaptiveEstimator
 from .calibrate import calibrate
-from .features import DENSE_KEYS
+from .features import DENSE_KEYS, RequestFeatures
 from .model import QualityModel, load_model, objective_score
 
 if TYPE_CHECKING:
@@ -50,6 +50,8 @@ _LABELS = {
 
 # Task types a two-model calibration may hand to the utility tier when the heuristic finds them simple.
 UTILITY_TASKS = frozenset({"chat"})
+# Question structure of the rows the weights learned from: a request with any of it keeps its learned score.
+_STRUCTURE = tuple(DENSE_KEYS.index(k) for k in ("choices", "n_options", "shots", "blank", "answer_cue"))
 
 
 def rescale(raw: float, cal: LearnedCalibration, low: float, high: float) -> float:
@@ -81,6 +83,8 @@ class LearnedRouter:
         self.objective = self.settings.objective if self.model.cost_dense is not None else "quality"
         self.calibration = self.settings.calibration or default_calibration(self.model, self.objective)
         self._cost_head = _cost_head(self.calibration)
+        # The premium cut on the quality gain alone (the weights' own), for plain chat under the cost objective.
+        self._quality_cut = default_calibration(self.model, "quality").high
         priors = self.model.meta.get("task_priors") or {}
         self.estimator = estimator or estimator_for(self.settings, priors)
         self._lock = threading.Lock()
@@ -156,6 +160,32 @@ class LearnedRouter:
 
         return f, probs, raw, need, sketch(f.dense, p_w, p_s, key), held
 
+    def simple_chat(self, f: RequestFeatures, p_weak: float, p_strong: float, need: float, raw: float,
+                    messages: list[dict[str, Any]], low: float) -> float | None:
+        """The heuristic score sending this request to utility, or None to keep the learned score.
+
+        Calibrated on two models (chat and premium), the low cut sits at 0: the rows say nothing about the
+        utility tier, and every request would go to chat or above. Below the premium cut, plain chat the
+        heuristic finds simple (greetings, thanks, small talk) goes to utility, as without learned routing;
+        anything asking for code, math or reasoning stays on the calibrated tiers. With the cost objective the
+        premium cut is judged on the quality gain alone (a greeting's premium call costs little, and the gain per
+        dollar would send "hi" there), and a question shaped like the rows the weights learned from (options to
+        choose from, worked examples, a blank, an "Answer:" cue), which the heuristic underrates, keeps its
+        learned score, as does a request whose need recorded outcomes raised (`need` above the static `raw`).
+        """
+        cal = self.calibration
+        if cal.low > 0.0 or f.task_type not in UTILITY_TASKS:
+            return None
+        if self.objective == "cost":
+            if any(f.dense[i] for i in _STRUCTURE) or need >= raw + 0.005:
+                return None
+            if objective_score(p_weak, p_strong) >= self._quality_cut:
+                return None
+        elif need >= cal.high:
+            return None
+        h = heuristic_analyze(messages)
+        return h.score if h.score < low else None
+
     def analyze(self, messages: list[dict[str, Any]], low: float = 0.3, high: float = 0.7) -> Analysis:
         f, probs, raw, need, sk, held = self._predict(messages)
         cal = self.calibration
@@ -165,15 +195,10 @@ class LearnedRouter:
                    f"learned: P(good) {heads[0]} {probs[heads[0]]:.2f}, {heads[-1]} {probs[heads[-1]]:.2f}"
                    f" -> {'gain per $' if self.objective == 'cost' else 'need'} {need:.2f}"
                    f" (cut points {cal.low:.3f}/{cal.high:.3f})"]
-        if cal.low <= 0.0 and need < cal.high and f.task_type in UTILITY_TASKS:
-            # Calibrated on two models (chat and premium), the low cut sits at 0: the rows say nothing about
-            # the utility tier, and every request would go to chat or above. Below the premium cut, plain chat
-            # the heuristic finds simple (greetings, thanks, small talk) goes to utility, as without learned
-            # routing; anything asking for code, math or reasoning stays on the calibrated tiers.
-            h = heuristic_analyze(messages)
-            if h.score < low:
-                score = h.score
-                reasons.append(f"below the premium cut, simple {f.task_type} (heuristic {h.score:.2f}) -> utility")
+        simple = self.simple_chat(f, probs[heads[0]], probs[heads[-1]], need, raw, messages, low)
+        if simple is not None:
+            score = simple
+            reasons.append(f"below the premium cut, simple {f.task_type} (heuristic {simple:.2f}) -> utility")
         if abs(need - raw) >= 0.005:
             reasons.append(f"adaptive: outcomes for {f.task_type} moved need {raw:.2f} -> {need:.2f}"
                            + (" (premium spend held at the static router's)" if held else ""))

@@ -42,6 +42,7 @@ from .train import (
     need_scores,
     objective_scores,
     predict_matrix,
+    to_matrix,
 )
 
 FOLDS = 5
@@ -169,3 +170,28 @@ def register_learned_scorers(register: Callable[..., None], weights_for: Callabl
     register("learned_emb", plain(True, "quality"), "the learned router with sentence-embedding weights")
     register("learned_cost", plain(False, "cost"), "the learned router, cost objective (cost head refit)")
     register("learned_cv", cross_validated, "k-fold retraining on the evaluated file itself")
+
+
+def router_scores(rows: list[dict[str, Any]], models: list[str], router: Any, low: float, high: float,
+                  progress: Progress | None = None) -> list[float]:
+    """The scores a `LearnedRouter` gives `rows` when it routes them (its calibration's rescaling onto the tier
+    thresholds `low`/`high`, plain chat the heuristic finds simple sent below `low`), with the quality heads
+    and cost head of its weights; rows those weights were trained on are scored out-of-fold, as by `learned`.
+    No outcomes (static routing): what the router does before any verdict is recorded."""
+    from .features import extract
+    from .router import rescale
+
+    model = router.model
+    probs = learned_probs(rows, models, model, progress=progress)
+    feats = [extract(r["messages"]) for r in rows]
+    lc = None
+    if router.objective == "cost":
+        # The cost head the router routes with: its calibration's refit head, else the weights' own.
+        lc = learned_log_costs(rows, models, model, x=to_matrix(feats)) if router._cost_head is None else \
+            np.array([model.log_cost(f, router._cost_head) for f in feats])
+    raw = objective_scores(probs, lc)
+    out = []
+    for r, f, p, s in zip(rows, feats, probs, raw, strict=True):
+        simple = router.simple_chat(f, float(p[0]), float(p[-1]), float(s), float(s), r["messages"], low)
+        out.append(simple if simple is not None else rescale(float(s), router.calibration, low, high))
+    return out

@@ -205,6 +205,7 @@ class Ledger:
         escalated_from: int | None = None,
         reasons: Iterable[str] | None = None,
         decision: Any = None,
+        routed_by: Any = None,
         cost_usd: float | None = None,
         estimated_cost_usd: float | None = None,
         tokens_saved: int = 0,
@@ -212,7 +213,9 @@ class Ledger:
         prompt: Any = None,
         time: datetime | str | None = None,
     ) -> dict[str, Any]:
-        """The row `record` would write, validated and priced (no I/O)."""
+        """The row `record` would write, validated and priced (no I/O). `routed_by`: the decision a provider
+        attempt served, whose experiment arm, shadow choice and request sketch the row carries without its
+        other columns (a failover's tier is not the decision's)."""
         if kind not in KINDS:
             raise LedgerError(f"record: kind must be one of {', '.join(KINDS)}, got {kind!r}")
         if decision is not None:  # a router Decision fills what the caller left out
@@ -225,7 +228,8 @@ class Ledger:
                 estimated_cost_usd if estimated_cost_usd is not None else decision.estimated_cost_usd
             )
             model = model or decision.model_name
-        shadow = getattr(decision, "shadow", None)
+        routed_by = decision if decision is not None else routed_by
+        shadow = getattr(routed_by, "shadow", None)
         if not model and not requested_model:
             raise LedgerError("record: give the model that answered (model=...) or the requested model")
         if tier is not None and tier not in TIERS:
@@ -294,10 +298,10 @@ class Ledger:
             "saved_usd": float(saved_usd),
             # The learned router's non-reversible sketch of the request (adaptive.sketch), so an outcome read
             # back by another process still teaches the per-request layer; never the prompt text.
-            "route_sketch": getattr(getattr(decision, "analysis", None), "sketch", None),
+            "route_sketch": getattr(getattr(routed_by, "analysis", None), "sketch", None),
             "escalated_from": escalated_from,
             # Routing experiments (router.py): the arm that routed the call, and a shadow challenger's choice.
-            "arm": getattr(decision, "arm", None),
+            "arm": getattr(routed_by, "arm", None),
             "shadow": json.dumps({k: v for k, v in shadow.items() if k != "estimated_cost_usd"}) if shadow else None,
             "shadow_cost_usd": shadow.get("estimated_cost_usd") if shadow else None,
         }
@@ -366,6 +370,7 @@ class Ledger:
             "reasons": decision.reasons if decision is not None else None,
             "latency_ms": rec.get("latency_ms"),
             "outcome": outcome,
+            "routed_by": decision,
         }
 
     def record_many(self, rows: Iterable[dict[str, Any]]) -> list[int]:
