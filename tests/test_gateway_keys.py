@@ -76,6 +76,9 @@ def test_key_management_is_admin_only_and_keys_are_stored_hashed(gw):
     assert raw.headers["x-agent-router-tier"] == "utility"
     (row,) = rows(gw.db, 1, where="conversation_id = 'alice-1'")
     assert row["agent_id"] == "alice" and row["tier"] == "utility"
+    client(gw, MASTER).chat.completions.create(  # a call of the master key's own, whatever ran before
+        model="utility", messages=HI, extra_headers={"X-Conversation-Id": "master-1"})
+    rows(gw.db, 1, where="conversation_id = 'master-1'")
     usage = httpx.get(f"{gw.url}/api/usage?by=key", headers={"Authorization": f"Bearer {MASTER}"}).json()
     assert {"alice", "master"} <= {r["key"] for r in usage["rows"]}
     # revoked: refused within the key cache's 2 s
