@@ -41,7 +41,8 @@ def llm():
 @pytest.fixture(scope="module")
 def gw(llm, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("gwworkers")
-    s = settings_for(llm.url, tmp, providers={"failure_threshold": 1, "cooldown_s": 300})
+    s = settings_for(llm.url, tmp, providers={"failure_threshold": 1, "cooldown_s": 300, "max_retry_wait_s": 0.5})
+    s["models"]["p"]["rate_limits"] = {"rpm": 2}  # the provider's limit: beyond it, fail over to `c`
     g = Gateway(s, tmp, env={"AGENT_ROUTER_MASTER_KEY": MASTER}, args=("--workers", "2"))
     yield g
     g.stop()
@@ -147,6 +148,18 @@ def test_key_rpm_is_one_limit_across_both_workers(gw):
     assert len(served.get(200, [])) == 4 and len(served.get(429, [])) == 4, served
     assert set(served[200]) == {a[0].worker, b[0].worker}  # admitted by both, counted as one
     assert len(rows(gw.db, 4, where="agent_id = 'rpm4'")) == 4
+
+
+def test_provider_rpm_is_one_limit_across_both_workers(gw):
+    a, b = pinned(gw).values()
+    answered = []
+    for i in range(6):
+        conn = (a if i % 2 == 0 else b)[0]
+        status, body = conn.chat(MASTER, model="premium", conv=f"prpm-{i}")
+        assert status == 200
+        answered.append((body["model"], conn.worker))
+    assert [m for m, _ in answered] == ["p", "p", "c", "c", "c", "c"], answered  # 2 a minute, not 2 per worker
+    assert {w for m, w in answered if m == "p"} == {a[0].worker, b[0].worker}
 
 
 def test_concurrent_requests_on_a_key_with_budget_for_one_admit_one(gw, llm):
