@@ -423,6 +423,22 @@ class RedisSettings(_Model):
         return _env_name(v, "Redis URL", "AGENT_ROUTER_REDIS_URL")
 
 
+class StateSettings(_Model):
+    """Where provider health, provider rate limits and per-key request rates live when Redis is not configured."""
+
+    backend: Literal["auto", "memory", "sqlite"] = Field(
+        "auto",
+        description="'memory': each process keeps its own. 'sqlite': one WAL file shared by every process on this "
+        "machine. 'auto': memory, except `agent-router serve --workers N` (N > 1) uses sqlite. `redis.url_env`, "
+        "when set, takes precedence.",
+    )
+    path: str | None = Field(
+        None,
+        description="The sqlite state file; default beside the SQLite ledger (<ledger file>.state), else "
+        "$AGENT_ROUTER_HOME/state.db. Only limits, health and key rotation, never secrets; expired rows are purged.",
+    )
+
+
 class TokenSettings(_Model):
     """Offline token counting."""
 
@@ -742,6 +758,9 @@ class Settings(_Model):
     ledger: LedgerSettings = Field(default_factory=LedgerSettings, description="Cost ledger.")
     redis: RedisSettings = Field(
         default_factory=RedisSettings, description="Shared limits and health state through Redis (optional)."
+    )
+    state: StateSettings = Field(
+        default_factory=StateSettings, description="Shared limits and health state on this machine (a SQLite file)."
     )
     tokens: TokenSettings = Field(default_factory=TokenSettings, description="Token counting.")
     learned: LearnedSettings = Field(default_factory=LearnedSettings, description="Learned, calibrated routing.")

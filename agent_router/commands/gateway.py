@@ -24,7 +24,7 @@ def register_commands(cli: click.Group) -> None:
 @click.option("--host", default=None, help="Address to bind (default: gateway.host, 127.0.0.1).")
 @click.option("--port", type=int, default=None, help="Port (default: gateway.port, 4141; 0: any free port).")
 @click.option("--workers", type=int, default=1, show_default=True,
-              help="Worker processes sharing the port, the ledger, budgets and (with Redis) limits.")
+              help="Worker processes sharing the port, the ledger, budgets, limits and health.")
 def serve_cmd(settings_path: str | None, host: str | None, port: int | None, workers: int) -> None:
     """Serve an OpenAI- and Anthropic-compatible gateway that routes every request (model "auto"), with
     virtual keys, a management API (/api/...) and a live cost dashboard (/)."""

@@ -122,11 +122,19 @@ async def prepare(gw: Gateway, request: web.Request, body: dict[str, Any], d: Di
     if isinstance(rf, dict) and rf.get("type") in ("json_object", "json_schema"):
         require.append("json")
     if gw.needs_thread(key):
-        loop = asyncio.get_running_loop()
-        p = await loop.run_in_executor(gw.io, gw.prepare, messages, override, conv, key, require)
+        fut = gw.io.submit(gw.prepare, messages, override, conv, key, require)
+        try:
+            p = await asyncio.wrap_future(fut)
+        except asyncio.CancelledError:  # the client left: what was reserved for it is released
+            fut.add_done_callback(lambda f: f.cancelled() or f.exception() or gw.recorder(f.result()).flush())
+            raise
     else:
         p = gw.prepare(messages, override, conv, key, require)
-    opts = d.options(body) if d.options else openai_wire.options(body, gw.openai_upstream(p.decision))
+    try:
+        opts = d.options(body) if d.options else openai_wire.options(body, gw.openai_upstream(p.decision))
+    except BaseException:
+        gw.recorder(p).flush()  # no call made: the budget reservations are released
+        raise
     return p, opts
 
 

@@ -52,6 +52,7 @@ class Prepared:
     conversation_id: str
     key: ClientKey
     reasons: list[str] = field(default_factory=list)
+    key_reserved: float = 0.0  # USD counted against the key's budget before the call, settled with its rows
 
 
 def conversation_id(headers: Mapping[str, str], body: dict[str, Any], messages: list[dict[str, Any]]) -> str:
@@ -177,14 +178,17 @@ class Gateway:
             raise BadRequest(str(e), code="no_model_fits") from None
         except InputError as e:
             raise BadRequest(str(e), param="messages") from None
-        if key_left is not None and d.estimated_cost_usd > key_left:
-            if rid:
-                self.ledger.release(rid)
-            raise OverBudget(
-                f"key {key.name!r}: ${key_left:.4f} left of ${key.budget_usd:.4f}; this call est. "
-                f"${d.estimated_cost_usd:.4f}"
-            )
-        return Prepared(d, msgs, rid, override is None, conv, key)
+        held = 0.0
+        if key_left is not None:  # reserved atomically: concurrent requests cannot share the key's headroom
+            est = d.estimated_cost_usd
+            if est > key_left or not self.keys.reserve(key.name, est):
+                if rid:
+                    self.ledger.release(rid)
+                left = max(0.0, (key.budget_usd or 0.0) - self.keys.spent(key.name))
+                raise OverBudget(f"key {key.name!r}: ${left:.4f} left of ${key.budget_usd:.4f} (calls in flight "
+                                 f"count); this call est. ${est:.4f}")
+            held = est
+        return Prepared(d, msgs, rid, override is None, conv, key, key_reserved=held)
 
     def openai_upstream(self, d: Decision) -> bool:
         return all(self._wire_openai.get(a, False) for a in (d.model, *d.fallbacks))
@@ -305,6 +309,9 @@ class LedgerWriter:
                 log.warning("ledger batch refused (%s); writing row by row", e)
                 simple, batch = [], batch
         spend: dict[str, float] = {}
+        for c in batch:  # the key's reservation gives way to the real cost (or to nothing: no call was made)
+            if c.p.key_reserved:
+                spend[c.p.key.name] = spend.get(c.p.key.name, 0.0) - c.p.key_reserved
         batched = {id(c) for c in simple}
         for c in batch:
             if id(c) in batched:

@@ -131,11 +131,19 @@ class KeyStore:
         self._any = (0.0, False)
 
     def add_spend(self, name: str, usd: float) -> None:
-        """Count a call's cost against its key (called on the ledger thread)."""
+        """Count a call's cost against its key, less what `reserve` counted already (on the ledger thread)."""
         if name == MASTER or not usd:
             return
         sql = self.store.sql("UPDATE gateway_keys SET spent_usd = spent_usd + ? WHERE name = ?")
         self.store.write(lambda s: s.conn.execute(sql, (float(usd), name)))
+
+    def reserve(self, name: str, usd: float) -> bool:
+        """Count a call's estimate against its key now, if it fits the key's budget: one conditional UPDATE, so
+        concurrent requests on every worker and machine sharing the ledger cannot all take the same headroom.
+        The call's real cost replaces the estimate when its row is written (`add_spend(cost - estimate)`)."""
+        sql = self.store.sql("UPDATE gateway_keys SET spent_usd = spent_usd + ? WHERE name = ? AND revoked IS NULL"
+                             " AND (budget_usd IS NULL OR spent_usd + ? <= budget_usd)")
+        return bool(self.store.write(lambda s: s.conn.execute(sql, (float(usd), name, float(usd))).rowcount))
 
     def spent(self, name: str) -> float:
         rows = self.store.read(self.store.sql("SELECT spent_usd FROM gateway_keys WHERE name = ?"), [name])

@@ -40,6 +40,23 @@ def keys_configured(settings: Settings) -> bool:
         return bool(led.store.read("SELECT 1 AS x FROM gateway_keys WHERE revoked IS NULL LIMIT 1"))
 
 
+def shared_state(settings: Settings, workers: int) -> tuple[Settings, str]:
+    """Settings whose workers share limits and health, and a note naming where. Several workers without Redis
+    share a SQLite state file (state.backend 'auto' becomes 'sqlite'); one worker keeps them in memory. The
+    file is opened once here, so a bad one stops `serve` with one line before any worker starts."""
+    from ..providers.state import SqliteState, state_path
+
+    if settings.redis.url_env:
+        return settings, " (limits and health shared through Redis)"
+    if workers > 1 and settings.state.backend == "auto":
+        settings = settings.model_copy(update={"state": settings.state.model_copy(update={"backend": "sqlite"})})
+    if settings.state.backend != "sqlite":
+        return settings, ""
+    st = SqliteState(state_path(settings))
+    st.close()
+    return settings, f" (limits and health shared through {st.where})"
+
+
 def bind(host: str, port: int) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
@@ -94,6 +111,7 @@ def serve(settings: Settings, host: str | None = None, port: int | None = None, 
             f"--host {host}: refusing to serve a non-loopback address without keys; set "
             f"{settings.gateway.master_key_env} or create one with `agent-router keys create NAME`"
         )
+    settings, shared = shared_state(settings, workers)
     install_log_redaction()
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     sock = bind(host, port)
@@ -102,7 +120,7 @@ def serve(settings: Settings, host: str | None = None, port: int | None = None, 
     run = _loop_runner()
     note = "" if run is not asyncio.run else " (uvloop not installed: pip install 'agent-router[gateway]')"
     echo(f"agent-router gateway on http://{shown}:{real_port}  (OpenAI: /v1, Anthropic: /v1/messages, "
-         f"dashboard: /)  workers={workers}{note}")
+         f"dashboard: /)  workers={workers}{shared}{note}")
     sys.stdout.flush()
     if workers == 1:
         run(_run(settings, sock, None))

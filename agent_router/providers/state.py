@@ -1,6 +1,7 @@
 """The state providers share: health, rate-limit counters, key positions, learned limits. One protocol, two
 stores: `MemoryState` (this process) and `RedisState` (every process using one Redis, with a `MemoryState`
-fallback while Redis is away). `open_state(settings)` gives the one the settings ask for.
+fallback while Redis is away), `SqliteState` (every process on this machine using one WAL file, same
+fallback). `open_state(settings)` gives the one the settings ask for.
 
 Everything is a float under a string key, with an optional time to live, so Redis maps one-to-one
 (GET / SET PX / INCRBYFLOAT + PEXPIRE / DEL). Keys never hold secrets: API keys are named by their
@@ -16,18 +17,22 @@ so at most `limit` units are admitted in any `window_s`-long interval across all
 Redis server's clock. Each Redis operation is one command or Lua script. When Redis cannot be reached, the
 operation runs on the local fallback (per-process limits, so N processes may admit up to N times a limit
 while it is away), a warning is logged once per outage, and Redis is tried again after `redis.retry_after_s`;
-the first success logs that shared state is back.
+the first success logs that shared state is back. `SqliteState` does the same on one machine: each admission
+is one BEGIN IMMEDIATE transaction timed by the clock read once the write lock is held, and a failing file
+(locked past its timeout, disk full, removed) falls back the same way.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import sqlite3
 import threading
 import time
 import uuid
 from collections import deque
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
@@ -48,11 +53,12 @@ class Admission:
     retry_after_s: float  # 0 when allowed; else how long until enough of the window has passed
     at: float  # the admission (or refusal) time in seconds since the epoch, by the deciding clock
     used: int  # units counted in the window after this decision
-    shared: bool  # True when Redis decided (all processes), False when this process did alone
+    shared: bool  # True when the shared store decided (all processes), False when this process did alone
 
 
 class StateStore(Protocol):
-    """What health, limits, key rotation and transcription use; MemoryState and RedisState provide it."""
+    """What health, limits, key rotation and transcription use; MemoryState, RedisState and SqliteState
+    provide it."""
 
     @property
     def shared(self) -> bool:
@@ -214,8 +220,60 @@ def _safe_where(url: str) -> str:
         return "<unparseable URL>"
 
 
-class RedisState:
+class _Fallback:
+    """A shared store's outage handling: an operation that fails runs on a local MemoryState instead (logged
+    once per outage), the shared store is tried again after `retry_after_s`, and its return is logged."""
+
+    what = "shared state"
+    where = ""
+    _errors: tuple[type[BaseException], ...] = ()
+
+    def _init_fallback(self, retry_after_s: float, local: MemoryState | None) -> None:
+        self.retry_after_s = retry_after_s
+        self.local = local or MemoryState()
+        self._flock = threading.Lock()
+        self._down_since: float | None = None  # monotonic time of the failure that started this outage
+        self._next_try = 0.0
+
+    def _detail(self, e: BaseException) -> str:
+        return type(e).__name__  # Redis's messages may name the server's address; the type says enough
+
+    @property
+    def shared(self) -> bool:
+        """True while the shared store answers (or has not been tried since it came back into reach)."""
+        return self._down_since is None
+
+    def _run(self, op: Any, fallback: Any) -> Any:
+        """op() on the shared store; on a failure fallback() on local state. Logs once per outage."""
+        now = time.monotonic()
+        if self._down_since is not None and now < self._next_try:
+            return fallback()
+        try:
+            result = op()
+        except self._errors as e:
+            with self._flock:
+                first = self._down_since is None
+                if first:
+                    self._down_since = now
+                self._next_try = now + self.retry_after_s
+            if first:
+                log.warning("%s at %s unavailable (%s); using per-process limits and health until it is back",
+                            self.what, self.where, self._detail(e))
+            return fallback()
+        if self._down_since is not None:
+            with self._flock:
+                was = self._down_since
+                self._down_since = None
+            if was is not None:
+                log.warning("%s at %s answers again after %.1fs; limits and health are shared again",
+                            self.what, self.where, now - was)
+        return result
+
+
+class RedisState(_Fallback):
     """StateStore on a Redis server, with a MemoryState as the fallback while Redis is unreachable."""
+
+    what = "Redis"
 
     def __init__(self, url: str, *, prefix: str = "agent_router", timeout_s: float = 0.5,
                  retry_after_s: float = 2.0, local: MemoryState | None = None) -> None:
@@ -229,7 +287,7 @@ class RedisState:
                 "(pip install 'agent-router[redis]')") from None
         # Any Redis failure (refused, timeout, loading, a read-only replica after a failover, out of memory)
         # falls back to local state: shared limits are an optimisation, never a reason for a call to fail.
-        self._errors: tuple[type[BaseException], ...] = (redis.exceptions.RedisError, OSError)
+        self._errors = (redis.exceptions.RedisError, OSError)
         self.where = _safe_where(url)
         try:
             # No client-side retries: a dead server must cost one quick failure, then the local fallback.
@@ -240,45 +298,9 @@ class RedisState:
         except ValueError as e:
             raise SharedStateError(f"redis URL for {self.where} is invalid: {e}") from None
         self.prefix = prefix
-        self.retry_after_s = retry_after_s
-        self.local = local or MemoryState()
+        self._init_fallback(retry_after_s, local)
         self._acquire = self.client.register_script(_ACQUIRE_LUA)
         self._incr = self.client.register_script(_INCR_LUA)
-        self._lock = threading.Lock()
-        self._down_since: float | None = None  # monotonic time of the failure that started this outage
-        self._next_try = 0.0
-
-    # -- availability ------------------------------------------------------------------------------------
-    @property
-    def shared(self) -> bool:  # type: ignore[override]
-        """True while Redis answers (or has not been tried since it came back into reach)."""
-        return self._down_since is None
-
-    def _run(self, op: Any, fallback: Any) -> Any:
-        """op() on Redis; on a connection failure fallback() on local state. Logs once per outage."""
-        now = time.monotonic()
-        if self._down_since is not None and now < self._next_try:
-            return fallback()
-        try:
-            result = op()
-        except self._errors as e:
-            with self._lock:
-                first = self._down_since is None
-                if first:
-                    self._down_since = now
-                self._next_try = now + self.retry_after_s
-            if first:
-                log.warning("Redis at %s unavailable (%s); using per-process limits and health until "
-                            "it is back", self.where, type(e).__name__)
-            return fallback()
-        if self._down_since is not None:
-            with self._lock:
-                was = self._down_since
-                self._down_since = None
-            if was is not None:
-                log.warning("Redis at %s answers again after %.1fs; limits and health are shared again",
-                            self.where, now - was)
-        return result
 
     def _k(self, kind: str, key: str) -> str:
         # {key} is a hash tag: both keys of a rate window land on one Redis Cluster slot.
@@ -320,11 +342,178 @@ class RedisState:
         self.client.close()
 
 
-def open_state(settings: Any, clock: Any = time.time) -> MemoryState | RedisState:
-    """The state store the settings ask for: RedisState when `redis.url_env` is set, else MemoryState (on
-    `clock`, which tests replace with a fake one)."""
+# --- SQLite -------------------------------------------------------------------------------------------------
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value REAL NOT NULL, expires REAL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS admissions (key TEXT NOT NULL, at REAL NOT NULL, amount INTEGER NOT NULL,
+                                       expires REAL NOT NULL);
+CREATE INDEX IF NOT EXISTS admissions_key ON admissions (key, at);
+CREATE TABLE IF NOT EXISTS sums (key TEXT PRIMARY KEY, used INTEGER NOT NULL, expires REAL NOT NULL) WITHOUT ROWID;
+"""
+# INCR with the time to live applied only when the key is new or had expired (as MemoryState.incr does).
+_INCR_SQL = """
+INSERT INTO kv (key, value, expires) VALUES (?1, ?2, ?3)
+ON CONFLICT (key) DO UPDATE SET
+  value = CASE WHEN kv.expires IS NOT NULL AND kv.expires <= ?4 THEN excluded.value ELSE kv.value + excluded.value END,
+  expires = CASE WHEN kv.expires IS NOT NULL AND kv.expires <= ?4 THEN excluded.expires ELSE kv.expires END
+RETURNING value
+"""
+
+
+class SqliteState(_Fallback):
+    """StateStore in one SQLite file (WAL) that every process of this machine opens: `agent-router serve
+    --workers N` shares per-key rates, provider limits and health through it. Single statements are atomic on
+    their own; an admission is one BEGIN IMMEDIATE transaction. Expired rows are purged every `PURGE_S`, so the
+    file stays the size of what is live. A failing file falls back to per-process state (see _Fallback)."""
+
+    what = "shared state file"
+    PURGE_S = 30.0
+
+    def __init__(self, path: str | os.PathLike[str], *, timeout_s: float = 2.0, retry_after_s: float = 2.0,
+                 clock: Any = time.time, local: MemoryState | None = None) -> None:
+        self.path = Path(path).expanduser()
+        self.where = str(self.path)
+        self._errors = (sqlite3.Error, OSError)
+        self._clock = clock
+        self._lock = threading.Lock()  # one connection, used by the event loop and the ledger thread in turn
+        self._next_purge = 0.0
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.conn = sqlite3.connect(self.path, timeout=timeout_s, isolation_level=None,
+                                        check_same_thread=False)
+            try:
+                self.conn.execute("PRAGMA journal_mode = WAL")
+                self.conn.execute("PRAGMA synchronous = NORMAL")  # counters, not records: no fsync per commit
+                self.conn.execute("PRAGMA journal_size_limit = 4194304")
+                self.conn.executescript(_SCHEMA)
+            except BaseException:
+                self.conn.close()
+                raise
+        except (sqlite3.Error, OSError) as e:
+            raise SharedStateError(f"shared state file {self.path}: cannot open ({_one_line(e)})") from None
+        self._init_fallback(retry_after_s, local or MemoryState(clock))
+
+    def _detail(self, e: BaseException) -> str:
+        return f"{type(e).__name__}: {_one_line(e)}"
+
+    def _purge(self, now: float) -> None:
+        """Drop expired rows (inside the caller's lock), at most once per PURGE_S in this process."""
+        if now < self._next_purge:
+            return
+        self._next_purge = now + self.PURGE_S
+        self.conn.execute("DELETE FROM kv WHERE expires <= ?", (now,))
+        # A window's sum outlives its last admission by the window, so a key without a live sum has no live rows.
+        self.conn.execute("DELETE FROM sums WHERE expires <= ?", (now,))
+        self.conn.execute("DELETE FROM admissions WHERE expires <= ? AND key NOT IN (SELECT key FROM sums)", (now,))
+
+    def get(self, key: str) -> float | None:
+        def op() -> float | None:
+            with self._lock:
+                row = self.conn.execute("SELECT value FROM kv WHERE key = ? AND (expires IS NULL OR expires > ?)",
+                                        (key, self._clock())).fetchone()
+            return None if row is None else float(row[0])
+
+        return self._run(op, lambda: self.local.get(key))
+
+    def set(self, key: str, value: float, ttl_s: float | None = None) -> None:
+        def op() -> None:
+            with self._lock:
+                now = self._clock()
+                self._purge(now)
+                self.conn.execute("INSERT OR REPLACE INTO kv (key, value, expires) VALUES (?, ?, ?)",
+                                  (key, float(value), None if ttl_s is None else now + ttl_s))
+
+        self._run(op, lambda: self.local.set(key, value, ttl_s))
+
+    def incr(self, key: str, amount: float = 1.0, ttl_s: float | None = None) -> float:
+        def op() -> float:
+            with self._lock:
+                now = self._clock()
+                self._purge(now)
+                row = self.conn.execute(_INCR_SQL, (key, float(amount), None if ttl_s is None else now + ttl_s,
+                                                    now)).fetchone()
+            return float(row[0])
+
+        return self._run(op, lambda: self.local.incr(key, amount, ttl_s))
+
+    def delete(self, key: str) -> None:
+        def op() -> None:
+            with self._lock:
+                self.conn.execute("DELETE FROM kv WHERE key = ?", (key,))
+
+        self._run(op, lambda: self.local.delete(key))
+
+    def acquire(self, key: str, limit: int, window_s: float, amount: int = 1) -> Admission:
+        # The log of admissions in the window and its running sum (as the Redis script keeps them): an admission
+        # reads one sum and deletes only what left the window, whatever the number of rows in it.
+        def op() -> Admission:
+            with self._lock:
+                c = self.conn
+                c.execute("BEGIN IMMEDIATE")
+                try:
+                    now = self._clock()  # read once the write lock is held: admissions are in time order
+                    self._purge(now)
+                    since = now - window_s
+                    gone = sum(a for (a,) in c.execute(
+                        "DELETE FROM admissions WHERE key = ? AND at <= ? RETURNING amount", (key, since)))
+                    row = c.execute("SELECT used FROM sums WHERE key = ?", (key,)).fetchone()
+                    used = max(0, int(row[0]) - gone) if row else 0
+                    if used + amount > limit and used > 0:
+                        need, freed, retry = used + amount - limit, 0, window_s
+                        for at, a in c.execute("SELECT at, amount FROM admissions WHERE key = ? ORDER BY at",
+                                               (key,)):
+                            freed += a
+                            if freed >= need:
+                                retry = at + window_s - now
+                                break
+                        if gone:
+                            c.execute("UPDATE sums SET used = ? WHERE key = ?", (used, key))
+                        c.execute("COMMIT")
+                        return Admission(False, max(retry, 0.0), now, used, True)
+                    c.execute("INSERT INTO admissions (key, at, amount, expires) VALUES (?, ?, ?, ?)",
+                              (key, now, int(amount), now + window_s))
+                    c.execute("INSERT INTO sums (key, used, expires) VALUES (?, ?, ?) ON CONFLICT (key) DO UPDATE "
+                              "SET used = excluded.used, expires = excluded.expires",
+                              (key, used + amount, now + window_s))
+                    c.execute("COMMIT")
+                except BaseException:
+                    if c.in_transaction:
+                        c.execute("ROLLBACK")
+                    raise
+            return Admission(True, 0.0, now, used + amount, True)
+
+        return self._run(op, lambda: self.local.acquire(key, limit, window_s, amount))
+
+    def close(self) -> None:
+        with self._lock:
+            self.conn.close()
+
+
+def _one_line(e: BaseException) -> str:
+    return (str(e).splitlines() or [type(e).__name__])[0][:200]
+
+
+def state_path(settings: Any) -> Path:
+    """The sqlite state file: `state.path`, else beside the SQLite ledger (<ledger>.state), else
+    $AGENT_ROUTER_HOME/state.db."""
+    if settings.state.path:
+        return Path(settings.state.path).expanduser()
+    from ..ledger.core import default_path
+    from ..settings import default_home
+
+    if settings.ledger.backend == "sqlite":
+        led = default_path(settings)
+        return led.with_name(led.name + ".state")
+    return default_home() / "state.db"
+
+
+def open_state(settings: Any, clock: Any = time.time) -> MemoryState | RedisState | SqliteState:
+    """The state store the settings ask for: RedisState when `redis.url_env` is set, SqliteState when
+    `state.backend` is 'sqlite', else MemoryState (on `clock`, which tests replace with a fake one)."""
     rs = settings.redis
     if not rs.url_env:
+        if settings.state.backend == "sqlite":
+            return SqliteState(state_path(settings), clock=clock)
         return MemoryState(clock)
     url = os.environ.get(rs.url_env)
     if not url:
