@@ -6,7 +6,10 @@ which heavy modules (numpy, httpx, pydantic) each command imports. Prints figure
 
 Goals (issue 13): --help within 0.25 s of the interpreter, route within 0.5 s. The commands run as
 `python -m agent_router` under this interpreter, so the figures do not depend on where the console script
-was installed; settings are the built-in defaults (AGENT_ROUTER_HOME points at an empty folder).
+was installed; settings are the built-in defaults (AGENT_ROUTER_HOME points at an empty folder, filled by the
+warm-up run with what a first run leaves: the price and entry-point caches). PYTHONDONTWRITEBYTECODE is dropped
+for the children, so they run from .pyc files as an installed wheel does (pip compiles at install time): with
+it set, every run of an editable install compiles agent_router from source (~0.1 s) and times that.
 """
 
 from __future__ import annotations
@@ -54,7 +57,8 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=9, help="Runs per command (median reported).")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="cli-startup-") as home:
-        env = {k: v for k, v in os.environ.items() if k not in ("AGENT_ROUTER_SETTINGS", "AGENT_ROUTER_HOME")}
+        drop = ("AGENT_ROUTER_SETTINGS", "AGENT_ROUTER_HOME", "PYTHONDONTWRITEBYTECODE")
+        env = {k: v for k, v in os.environ.items() if k not in drop}
         env["AGENT_ROUTER_HOME"] = home
         for _, a in CASES:  # warm the file cache (and write any .pyc) before timing
             wall(a, env)
