@@ -155,6 +155,7 @@ _CL100K_ASCII = re.compile(
 FAST_CHARS = 4_000
 FAST_BUDGET = 100_000
 _FAST_PIECE = 48
+_SCANS = 16
 _NO_RANK = 1 << 40
 
 
@@ -165,8 +166,9 @@ class Cl100k:
     needs no tiktoken. Any other text goes to tiktoken's encoder, created by `full` on first need."""
 
     def __init__(self, data: bytes, full: Callable[[], Any]):
-        words = data.split()
-        self._ranks = dict(zip(words[0::2], words[1::2], strict=True))  # base64 token -> rank (ASCII digits)
+        self._data = b"\n" + data  # lines "<base64 token> <rank>"
+        self._ranks: dict[bytes, bytes] | None = None  # base64 token -> rank (ASCII digits), built on demand
+        self._scans = 0
         self._make_full = full
         self._full: Any = None
         self._lock = threading.Lock()
@@ -191,7 +193,21 @@ class Cl100k:
         return self.full().encode(text, allowed_special=allowed_special, disallowed_special=disallowed_special)
 
     def _rank(self, token: bytes) -> int:
-        r = self._ranks.get(base64.b64encode(token))
+        """The token's rank, or _NO_RANK. The first _SCANS lookups search the file (~0.1 ms for a common token,
+        ~3 ms for none), enough for a greeting; the next one builds the index of the whole file (~40 ms)."""
+        key = base64.b64encode(token)
+        ranks = self._ranks
+        if ranks is None:
+            if self._scans < _SCANS:
+                self._scans += 1
+                i = self._data.find(b"\n" + key + b" ")
+                if i < 0:
+                    return _NO_RANK
+                start = i + len(key) + 2
+                return int(self._data[start:self._data.index(b"\n", start)])
+            words = self._data.split()
+            ranks = self._ranks = dict(zip(words[0::2], words[1::2], strict=True))
+        r = ranks.get(key)
         return _NO_RANK if r is None else int(r)
 
     def _encode_ascii(self, text: str) -> list[int] | None:

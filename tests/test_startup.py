@@ -90,6 +90,11 @@ def test_cl100k_in_python_gives_tiktokens_token_ids():
             checked += 1
             assert got == full.encode(text, disallowed_special=()), repr(text)
     assert checked > 3900
+    # The first lookups of a new encoding search the file instead of its index: the same ids.
+    for text in _ascii_texts(60, seed=8):
+        first = tokens._Encodings().get("cl100k_base", None)
+        assert first._encode_ascii(text) in (None, full.encode(text, disallowed_special=()))
+        assert first._ranks is None or first._scans == tokens._SCANS
     # Special-token text is refused as tiktoken refuses it, unless the caller allows it as plain text.
     with pytest.raises(ValueError):
         enc.encode("<|endoftext|>")
