@@ -1,6 +1,7 @@
 """CLI start-up: wall time of `python -c pass`, `agent-router --help` and `agent-router route "hi"`, each
 the median of several runs in fresh processes, and their differences from the bare interpreter. Also lists
-which heavy modules (numpy, httpx, pydantic) each command imports. Prints figures; asserts nothing.
+which heavy modules (numpy, httpx, pydantic, tiktoken, genai_prices, ...) each command imports. Prints
+figures; asserts nothing.
 
     python bench/cli_startup.py [--repeat N]
 
@@ -22,7 +23,7 @@ import sys
 import tempfile
 import time
 
-HEAVY = ("numpy", "httpx", "pydantic")
+HEAVY = ("numpy", "httpx", "httpx2", "pydantic", "tiktoken", "genai_prices", "sqlite_utils")
 CASES: list[tuple[str, list[str]]] = [
     ("python -c pass", ["-c", "pass"]),
     ("agent-router --help", ["-m", "agent_router", "--help"]),
