@@ -6,14 +6,19 @@ package (no network). Every price says where it came from, so the ledger can say
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import importlib.util
+import json
+import threading
+from dataclasses import asdict, dataclass, field
 from decimal import Decimal
 from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 
 from .errors import SettingsError, UnknownModelError
+from .home import read_cache, write_cache
 from .settings import TIERS, Capabilities, ModelConfig, Settings
 from .settings import _problems as settings_problems
 
@@ -121,9 +126,63 @@ def _genai_version() -> str:
     return f"genai-prices {version('genai-prices')}"
 
 
+_PRICE_CACHE = "genai-prices"
+_price_lock = threading.Lock()
+
+
+@lru_cache(maxsize=1)
+def _table_stamp() -> str | None:
+    """Which genai-prices table is installed (its data file's path, size and mtime), found without importing
+    the package (importing it costs ~0.15 s: its data module, pydantic types and an HTTP client)."""
+    try:
+        spec = importlib.util.find_spec("genai_prices")
+        data = Path(spec.origin).parent / "data.py" if spec and spec.origin else None
+        st = data.stat() if data else None
+    except (ImportError, ValueError, OSError):
+        return None
+    return None if st is None else f"{data}:{st.st_size}:{st.st_mtime_ns}"
+
+
+@lru_cache(maxsize=1)
+def _price_cache() -> dict[str, Any]:
+    """The lookups already made in this table, from $AGENT_ROUTER_HOME/cache (empty when stale or absent)."""
+    stamp = _table_stamp()
+    return dict(read_cache(_PRICE_CACHE, stamp) or {}) if stamp else {}
+
+
+def _price_json(p: ModelPrice | None) -> dict[str, Any] | None:
+    return None if p is None else asdict(p)
+
+
+def _price_of(d: dict[str, Any] | None) -> ModelPrice | None:
+    if d is None:
+        return None
+    return ModelPrice(**{**d, "tiers": tuple((start, _price_of(t)) for start, t in d.get("tiers", ()))})
+
+
 @lru_cache(maxsize=512)
 def _packaged(provider: str, name: str) -> tuple[ModelPrice | None, int | None]:
-    """Price and context window from the packaged genai-prices table, or (None, None)."""
+    """Price and context window from the packaged genai-prices table, or (None, None). Each lookup is kept in a
+    cache file for the installed table, so a later process prices the same models without importing it."""
+    stamp = _table_stamp()
+    key = json.dumps([provider, name])
+    hit = _price_cache().get(key) if stamp else None
+    if isinstance(hit, list) and len(hit) == 2:
+        try:
+            return _price_of(hit[0]), hit[1]
+        except (TypeError, ValueError):
+            pass  # a cache file of another shape: look it up again
+    found = _lookup(provider, name)
+    if stamp:
+        with _price_lock:
+            cache = _price_cache()
+            cache[key] = [_price_json(found[0]), found[1]]
+            write_cache(_PRICE_CACHE, stamp, dict(cache))
+    return found
+
+
+def _lookup(provider: str, name: str) -> tuple[ModelPrice | None, int | None]:
+    """`_packaged` from the genai-prices table itself."""
     try:
         from genai_prices import data_snapshot
     except ImportError:  # pragma: no cover - a hard dependency, but never crash routing over prices

@@ -17,6 +17,7 @@ from pydantic_core import PydanticCustomError
 
 from . import json_input, secrets
 from .errors import InputError, SettingsError, clip
+from .home import default_home
 
 TIERS: tuple[str, ...] = ("utility", "chat", "premium")
 Tier = Literal["utility", "chat", "premium"]
@@ -895,11 +896,6 @@ def _problems(err: ValidationError) -> list[tuple[str, str]]:
             msg = f"{clip(msg, 300)} (got {clip(repr(e['input']) if isinstance(e['input'], str) else e['input'])})"
         out.append((_json_path(loc), secrets.redact(clip(msg, 400))))
     return out
-
-
-def default_home() -> Path:
-    """$AGENT_ROUTER_HOME, else ~/.agent-router."""
-    return Path(os.environ.get("AGENT_ROUTER_HOME") or Path.home() / ".agent-router")
 
 
 def resolve_path(explicit: str | os.PathLike[str] | None = None) -> Path | None:

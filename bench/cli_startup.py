@@ -1,12 +1,16 @@
 """CLI start-up: wall time of `python -c pass`, `agent-router --help` and `agent-router route "hi"`, each
 the median of several runs in fresh processes, and their differences from the bare interpreter. Also lists
-which heavy modules (numpy, httpx, pydantic) each command imports. Prints figures; asserts nothing.
+which heavy modules (numpy, httpx, pydantic, tiktoken, genai_prices, ...) each command imports. Prints
+figures; asserts nothing.
 
     python bench/cli_startup.py [--repeat N]
 
 Goals (issue 13): --help within 0.25 s of the interpreter, route within 0.5 s. The commands run as
 `python -m agent_router` under this interpreter, so the figures do not depend on where the console script
-was installed; settings are the built-in defaults (AGENT_ROUTER_HOME points at an empty folder).
+was installed; settings are the built-in defaults (AGENT_ROUTER_HOME points at an empty folder, filled by the
+warm-up run with what a first run leaves: the price and entry-point caches). PYTHONDONTWRITEBYTECODE is dropped
+for the children, so they run from .pyc files as an installed wheel does (pip compiles at install time): with
+it set, every run of an editable install compiles agent_router from source (~0.1 s) and times that.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ import sys
 import tempfile
 import time
 
-HEAVY = ("numpy", "httpx", "pydantic")
+HEAVY = ("numpy", "httpx", "httpx2", "pydantic", "tiktoken", "genai_prices", "sqlite_utils")
 CASES: list[tuple[str, list[str]]] = [
     ("python -c pass", ["-c", "pass"]),
     ("agent-router --help", ["-m", "agent_router", "--help"]),
@@ -54,7 +58,8 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=9, help="Runs per command (median reported).")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="cli-startup-") as home:
-        env = {k: v for k, v in os.environ.items() if k not in ("AGENT_ROUTER_SETTINGS", "AGENT_ROUTER_HOME")}
+        drop = ("AGENT_ROUTER_SETTINGS", "AGENT_ROUTER_HOME", "PYTHONDONTWRITEBYTECODE")
+        env = {k: v for k, v in os.environ.items() if k not in drop}
         env["AGENT_ROUTER_HOME"] = home
         for _, a in CASES:  # warm the file cache (and write any .pyc) before timing
             wall(a, env)

@@ -351,8 +351,17 @@ class OnlineResidual:
         self.explore = explore
         self.w = np.zeros((2, dim))
         self.cov = np.stack([np.eye(dim) / prior_precision] * 2)
-        self.rng = np.random.default_rng(seed)
+        self.seed = seed
+        self._rng: np.random.Generator | None = None
         self.updates = [0.0, 0.0]
+
+    @property
+    def rng(self) -> np.random.Generator:
+        """The seeded generator of Thompson draws, made on the first draw (numpy.random is not imported for
+        a process that never explores: `agent-router route` start-up)."""
+        if self._rng is None:
+            self._rng = np.random.default_rng(self.seed)
+        return self._rng
 
     def _pad(self, x: np.ndarray) -> np.ndarray:
         return x if len(x) == self.dim else np.concatenate([x, np.zeros(self.dim - len(x))])

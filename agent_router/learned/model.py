@@ -186,7 +186,8 @@ class QualityModel:
         if embeddings and w_emb is None:
             raise WeightsError(f"{where}: learned.embeddings is on but these weights have no embedding heads; "
                                "retrain with `agent-router train --embeddings static`")
-        train_ids = np.unique(train_ids)
+        if not bool((train_ids[1:] > train_ids[:-1]).all()):  # saved sorted and unique (np.unique imports numpy.ma)
+            train_ids = np.unique(train_ids)
         if oof is not None and oof.shape != (len(train_ids), len(heads)):
             raise WeightsError(f"{where}: out-of-fold probabilities {oof.shape} do not match "
                                f"{len(train_ids)} training rows x {len(heads)} heads")

