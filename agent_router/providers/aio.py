@@ -1,10 +1,10 @@
 """AsyncProviderClient: the provider client on asyncio, with no thread per call.
 
-The HTTP exchange runs on aiohttp (C-parsed HTTP/1.1, a keep-alive connection pool); everything else is the
-sync `ProviderClient`'s, used as is: the wire formats (`_prepare`, `_decode`, each wire's StreamParser), the
-error classification (`_http_error`, `classify`), health, rate limits, key rotation, attempt records and the
-token counting of usage a server did not report. Only the attempt loop is written twice, because a loop that
-awaits cannot share a body with one that blocks; both follow the same rules (see ProviderClient's docstring).
+The HTTP exchange runs on aiohttp (C-parsed HTTP/1.1, a keep-alive connection pool) and waits are
+`asyncio.sleep`; everything else is shared with the sync `ProviderClient`: the attempt loop's rules
+(`attempts.Plan`: model chain, key rotation, limits, retries, failover, health, records), the wire formats
+(`_prepare`, `_decode`, each wire's StreamParser), the error classification (`_http_error`, `classify`) and the
+token counting of usage a server did not report.
 
 A consumer that stops reading a stream (the caller's task is cancelled, or it closes the iterator) ends the
 upstream request at once, and the attempt is recorded with outcome `cancelled` and the usage of what was
@@ -16,19 +16,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from ..catalog import ModelInfo
 from . import types as t
+from .attempts import Plan, Wait
 from .classify import learned_limits  # noqa: F401  (re-exported for callers reading announced limits)
-from .client import MAX_BODY_BYTES, ProviderClient, base_url_for, needs_key, parser_text, wire_for
+from .client import MAX_BODY_BYTES, ProviderClient
 from .keys import Secret, redact
 from .shape import ShapeError
+from .wires import base_url_for, parser_text, wire_for
 
+log = logging.getLogger("agent_router.providers")
 Record = dict[str, Any]
-CANCELLED = "cancelled"  # the attempt's error kind when the caller stopped reading
+CANCELLED = t.CANCELLED  # the attempt's error kind (and outcome) when the caller stopped reading
 
 
 class _Resp:
@@ -110,18 +114,7 @@ class AsyncProviderClient:
     def cooling_down(self) -> list[str]:
         return self.client.cooling_down()
 
-    # -- the attempt loop (ProviderClient._attempt_chain, awaiting) -------------------------------------------
-    def _record(
-        self, on_attempt: Callable[[Record], Any] | None, kind: str, m: ModelInfo, c: t.Completion | None,
-        t0: float, err: t.ProviderError | None, prev: str | None, n: int, req: t.Request,
-    ) -> Record:
-        rec = self.client._record(kind, m, c, t0, err, prev, n, req)
-        if err is not None and err.kind == CANCELLED:
-            rec["outcome"] = CANCELLED
-        if on_attempt is not None:
-            on_attempt(rec)
-        return rec
-
+    # -- the attempt loop: Plan decides, this drives the I/O ---------------------------------------------------
     async def _run(
         self,
         model: Any,
@@ -132,152 +125,39 @@ class AsyncProviderClient:
         opts: dict[str, Any],
         on_attempt: Callable[[Record], Any] | None,
     ) -> AsyncIterator[t.Delta]:
-        c = self.client
-        ps = c.ps
-        req = t.Request(messages=messages, **opts)
-        chain = c._chain(model, fallbacks)
-        deadline = time.monotonic() + ps.deadline_s if ps.deadline_s else None
-        attempts: list[Record] = []
-        skipped: list[str] = []
-        last: t.ProviderError | None = None
-        min_window = 0
-        for alias in chain:
-            m = c.catalog.get(alias)
-            if m.context_window <= min_window:
-                skipped.append(f"{alias}: window {m.context_window:,} not larger")
+        plan = Plan(self.client, model, messages, fallbacks, kind, opts, on_attempt)
+        for step in plan.steps():
+            if isinstance(step, Wait):
+                await asyncio.sleep(step.seconds)
                 continue
-            if not c.health.available(alias):
-                skipped.append(f"{alias}: cooling down")
-                continue
-            endpoint = base_url_for(m)
-            keys: list[Secret | None] = list(c.keys.rotation(c._group(m), m.config.key_envs(), endpoint))
-            if not keys:
-                if needs_key(m):
-                    why, reason = c._no_key(m, endpoint)
-                    last = t.ProviderError(why, reason, model=alias)
-                    skipped.append(f"{alias}: {reason}")
-                    continue
-                keys = [None]
-            retries = 0
-            while keys:
-                key = c._unblocked(alias, keys)
-                wait = c._wait_for_limits(alias, m, req, key, keys)
-                if wait > 0:
-                    if not c._can_wait(wait, deadline):
-                        last = t.ProviderError(
-                            t.RATE_LIMIT, f"rate limit reached; next slot in {wait:.1f}s", model=alias,
-                            retry_after=wait,
-                        )
-                        skipped.append(f"{alias}: rate limited for {wait:.1f}s")
-                        break
-                    await asyncio.sleep(wait)
-                    key = c._unblocked(alias, keys)
-                if deadline is not None and time.monotonic() >= deadline:
-                    tried = "; ".join(f"{r['model']}: {r['error_kind']}" for r in attempts) or "none tried"
-                    raise t.AllModelsFailed(
-                        t.TIMEOUT,
-                        f"deadline_s={ps.deadline_s:g}s reached before any model answered ({tried})",
-                        attempts=attempts,
-                    )
-                prev = attempts[-1]["id"] if attempts else None
-                t0 = time.perf_counter()
-                emitted = False
-                parser = wire_for(m.provider).StreamParser(m.name) if stream else None
-                try:
-                    if stream:
-                        done: t.Completion | None = None
-                        async with contextlib.aclosing(self._send_stream(m, key, req, deadline, parser)) as gen:
-                            async for d in gen:
-                                if d.completion is not None:
-                                    done = d.completion
-                                else:
-                                    emitted = True
-                                    yield d
-                        assert done is not None
-                        comp = done
-                    else:
-                        comp = await self._send(m, key, req, deadline)
-                except t.ProviderError as e:
-                    err = e
-                    if emitted and not isinstance(e, t.StreamBroken):
-                        err = t.StreamBroken(f"stream failed after partial output: {e}", model=alias)
-                    attempts.append(self._record(on_attempt, kind, m, None, t0, err, prev, len(attempts) + 1, req))
-                    c.health.failure(alias, err.kind)
-                    last = err
-                    if emitted:
-                        err.attempts = attempts
-                        raise err from None
-                    if e.kind == t.AUTH and key is not None:
-                        c.keys.set_aside(key, endpoint)
-                        skipped.append(f"{alias}: key in {key.env} rejected by {endpoint}")
-                        keys.remove(key)
-                        continue
-                    if e.kind == t.RATE_LIMIT:
-                        c.limiter.add(alias, rpm=-1)
-                        c.limiter.learn(alias, getattr(e, "announced", {}), m.config.rate_limits)
-                        if key is not None and e.retry_after:
-                            c.state.set(
-                                f"block:{alias}:{key.env}", time.time() + e.retry_after,
-                                ttl_s=min(e.retry_after, 86400),
-                            )
-                            if any(c._blocked_for(alias, k) == 0 for k in keys):
-                                continue
-                    if e.kind not in t.RETRYABLE or retries >= ps.max_retries:
-                        break
-                    wait = e.retry_after if e.retry_after is not None else c._backoff(retries)
-                    if not c._can_wait(wait, deadline):
-                        if e.kind == t.RATE_LIMIT:
-                            c.health.trip(alias, min(wait, 3600))
-                        break
-                    retries += 1
-                    await asyncio.sleep(wait)
-                    continue
-                except (GeneratorExit, asyncio.CancelledError):
-                    # The caller stopped reading: what was generated so far is paid for, so it is recorded.
-                    self._record_cancelled(on_attempt, kind, m, parser, t0, prev, len(attempts) + 1, req)
-                    raise
-                rec = self._record(on_attempt, kind, m, comp, t0, None, prev, len(attempts) + 1, req)
-                attempts.append(rec)
-                c.health.success(alias)
-                comp.alias, comp.provider, comp.attempts = alias, m.provider, attempts
-                comp.latency_ms = rec["latency_ms"]
+            m = step.model
+            parser = wire_for(m.provider).StreamParser(m.name) if stream else None
+            try:
                 if stream:
-                    for tc in comp.tool_calls:
-                        yield t.Delta(tool_call=tc)
-                yield t.Delta(completion=comp)
-                return
-            if last is not None and last.kind not in t.FAILOVER:
-                last.attempts = attempts
-                raise last
-            if last is not None and last.kind == t.CONTEXT_LENGTH:
-                min_window = max(min_window, m.context_window)
-        tried = "; ".join(f"{r['model']}: {r['error_kind']}" for r in attempts)
-        detail = "; ".join(x for x in (tried, *skipped) if x)
-        raise t.AllModelsFailed(last.kind if last else t.COOLDOWN, f"every model failed ({detail})", attempts=attempts)
-
-    def _record_cancelled(
-        self, on_attempt: Callable[[Record], Any] | None, kind: str, m: ModelInfo, parser: Any, t0: float,
-        prev: str | None, n: int, req: t.Request,
-    ) -> None:
-        usage = None
-        if parser is not None:
-            u = getattr(parser, "usage", None)
-            if isinstance(u, t.Usage):
-                usage = u
-        partial = t.Completion(
-            text=parser_text(parser) if parser is not None else "",
-            tool_calls=[],
-            finish_reason="other",
-            usage=usage or t.Usage(source="estimated"),
-            model=m.name,
-        )
-        err = t.ProviderError(CANCELLED, "the client stopped reading; upstream request closed", model=m.alias)
-        try:
-            self._record(on_attempt, kind, m, partial, t0, err, prev, n, req)
-        except Exception:  # recording must not hide the cancellation
-            import logging
-
-            logging.getLogger("agent_router.providers").exception("recording a cancelled stream failed")
+                    gen = self._send_stream(m, step.key, plan.req, plan.deadline, parser)
+                    async with contextlib.aclosing(gen):
+                        async for d in gen:
+                            if d.completion is not None:
+                                step.completion = d.completion
+                            else:
+                                step.emitted = True
+                                yield d
+                else:
+                    step.completion = await self._send(m, step.key, plan.req, plan.deadline)
+            except t.ProviderError as e:
+                step.error = e
+            except (GeneratorExit, asyncio.CancelledError):
+                try:  # the caller stopped reading: what was generated so far is paid for, so it is recorded
+                    plan.cancelled(step, parser)
+                except Exception:  # recording must not hide the cancellation
+                    log.exception("recording a cancelled stream failed")
+                raise
+        comp = plan.answer
+        assert comp is not None
+        if stream:
+            for tc in comp.tool_calls:
+                yield t.Delta(tool_call=tc)
+        yield t.Delta(completion=comp)
 
     # -- one HTTP exchange -------------------------------------------------------------------------------------
     def _timeouts(self, end: float) -> Any:
