@@ -27,8 +27,7 @@ from .attempts import Plan, Wait
 from .classify import learned_limits  # noqa: F401  (re-exported for callers reading announced limits)
 from .client import MAX_BODY_BYTES, ProviderClient
 from .keys import Secret, redact
-from .shape import ShapeError
-from .wires import base_url_for, parser_text, wire_for
+from .wires import StreamRead, wire_for
 
 log = logging.getLogger("agent_router.providers")
 Record = dict[str, Any]
@@ -211,11 +210,7 @@ class AsyncProviderClient:
                 raw = await self._read(m, resp)
         except (aiohttp.ClientError, TimeoutError) as e:
             raise self._transport_error(m, e, end) from None
-        if resp.status >= 400:
-            raise c._http_error(m, _Resp(resp), raw, key)  # type: ignore[arg-type]
-        comp = c._decode(m, raw, resp.status)
-        c._after_ok(m, key, resp)  # type: ignore[arg-type]
-        return comp
+        return c._answer(m, key, _Resp(resp), raw)  # type: ignore[arg-type]
 
     async def _send_stream(
         self, m: ModelInfo, key: Secret | None, req: t.Request, deadline: float | None, parser: Any
@@ -225,33 +220,23 @@ class AsyncProviderClient:
         c = self.client
         url, headers, data = self._request(m, key, req, True)
         c.limiter.add(m.alias, rpm=1)
-        t0 = time.perf_counter()
-        first_at: float | None = None
+        sr = StreamRead(m, parser)
         end = c._attempt_end(deadline)
-
-        def broken(why: str, err: t.ProviderError) -> t.ProviderError:
-            if first_at is not None or parser_text(parser):
-                return t.StreamBroken(why, model=m.alias, partial=parser_text(parser))
-            return err
-
         timeout = self._timeouts(end)
         timeout = aiohttp.ClientTimeout(sock_connect=timeout.sock_connect, sock_read=timeout.sock_read)
         try:
             async with self._http().post(url, data=data, headers=headers, timeout=timeout) as resp:
                 if resp.status >= 400:
-                    raw = await self._read(m, resp)
-                    err = c._http_error(m, _Resp(resp), raw, key)  # type: ignore[arg-type]
-                    if "stream_options" in str(err) and b'"stream_options"' in data and err.kind == t.BAD_REQUEST:
-                        c._no_stream_options.add(base_url_for(m))
+                    err = c._http_error(m, _Resp(resp), await self._read(m, resp), key)  # type: ignore[arg-type]
+                    if c._drops_stream_options(m, err, b'"stream_options"' in data):
                         async for d in self._send_stream(m, key, req, deadline, parser):
                             yield d
                         return
                     raise err
                 if "text/event-stream" not in resp.headers.get("content-type", ""):
                     comp = c._decode(m, await self._read(m, resp))
-                    first_at = time.perf_counter()
-                    if comp.text:
-                        yield t.Delta(text=comp.text)
+                    for d in sr.whole(comp):
+                        yield d
                 else:
                     event, datas = "", []
                     async for raw_line in resp.content:
@@ -267,29 +252,18 @@ class AsyncProviderClient:
                         if not datas:
                             event = ""
                             continue
-                        try:
-                            deltas = parser.feed(event or "message", "\n".join(datas))
-                        except ShapeError as e:
-                            bad = t.ProviderError(t.MALFORMED, f"stream event {e}", model=m.alias)
-                            raise broken(f"stream event {e}", bad) from None
+                        deltas = sr.feed(event or "message", "\n".join(datas))
                         event, datas = "", []
                         for d in deltas:
-                            if first_at is None:
-                                first_at = time.perf_counter()
                             yield d
                         if time.monotonic() > end:
-                            raise broken("time limit reached mid-stream", c._time_up(m))
+                            raise sr.broken("time limit reached mid-stream", c._time_up(m))
                     if datas:  # a last event without its blank line
-                        for d in parser.feed(event or "message", "\n".join(datas)):
+                        for d in sr.feed(event or "message", "\n".join(datas)):
                             yield d
-                    try:
-                        comp = parser.finish()
-                    except ShapeError as e:
-                        raise t.ProviderError(t.MALFORMED, f"stream event {e}", model=m.alias) from None
+                    comp = sr.finish()
                 c._after_ok(m, key, resp)  # type: ignore[arg-type]
         except (aiohttp.ClientError, TimeoutError) as e:
             err = self._transport_error(m, e, end)
-            raise broken(f"connection lost ({type(e).__name__}) mid-stream", err) from None
-        if first_at is not None:
-            comp.ttft_ms = (first_at - t0) * 1000
-        yield t.Delta(completion=comp)
+            raise sr.broken(f"connection lost ({type(e).__name__}) mid-stream", err) from None
+        yield sr.done(comp)

@@ -33,7 +33,7 @@ from .keys import KeyPool, Secret, redact
 from .limits import Limiter
 from .shape import ShapeError
 from .state import StateStore, open_state
-from .wires import base_url_for, needs_key, parser_text, wire_for
+from .wires import StreamRead, base_url_for, needs_key, wire_for
 
 log = logging.getLogger("agent_router.providers")
 
@@ -364,11 +364,22 @@ class ProviderClient:
                     wd.disarm()
             except httpx.HTTPError as e:
                 raise self._transport_error(m, e, wd) from None
+        return self._answer(m, key, resp, raw)
+
+    def _answer(self, m: ModelInfo, key: Secret | None, resp: httpx.Response, raw: bytes) -> t.Completion:
+        """A whole response: the answer, or the error its status says."""
         if resp.status_code >= 400:
             raise self._http_error(m, resp, raw, key)
         c = self._decode(m, raw, resp.status_code)
         self._after_ok(m, key, resp)
         return c
+
+    def _drops_stream_options(self, m: ModelInfo, err: t.ProviderError, asked: bool) -> bool:
+        """A server that rejects `stream_options`: remember it, so that this and later requests go without."""
+        if asked and err.kind == t.BAD_REQUEST and "stream_options" in str(err):
+            self._no_stream_options.add(base_url_for(m))
+            return True
+        return False
 
     def _send_stream(
         self, m: ModelInfo, key: Secret | None, req: t.Request, deadline: float | None
@@ -376,68 +387,36 @@ class ProviderClient:
         url, headers, body = self._prepare(m, key, req, stream=True)
         headers["Accept"] = "text/event-stream"
         self.limiter.add(m.alias, rpm=1)
-        parser = wire_for(m.provider).StreamParser(m.name)
-        t0 = time.perf_counter()
-        first_at: float | None = None
+        sr = StreamRead(m, wire_for(m.provider).StreamParser(m.name))
         end = self._attempt_end(deadline)
-
-        def broken(why: str, err: t.ProviderError) -> t.ProviderError:
-            # Before any output another model may answer instead; after it, the caller must hear of the break.
-            if first_at is not None or parser_text(parser):
-                return t.StreamBroken(why, model=m.alias, partial=parser_text(parser))
-            return err
-
         with Watchdog(end) as wd:
             try:
                 with self._exchange(url, headers, body, end, wd) as resp:
                     if resp.status_code >= 400:
-                        raw = self._read(m, resp, wd)
-                        err = self._http_error(m, resp, raw, key)
-                        if (
-                            "stream_options" in str(err)
-                            and "stream_options" in body
-                            and err.kind == t.BAD_REQUEST
-                        ):
-                            # This server rejects stream_options: remember, and ask again without it.
-                            self._no_stream_options.add(base_url_for(m))
+                        err = self._http_error(m, resp, self._read(m, resp, wd), key)
+                        if self._drops_stream_options(m, err, "stream_options" in body):
                             wd.disarm()
                             yield from self._send_stream(m, key, req, deadline)
                             return
                         raise err
                     if "text/event-stream" not in resp.headers.get("content-type", ""):
-                        # Some servers ignore `stream` and answer in one piece: take it as a one-delta stream.
                         c = self._decode(m, self._read(m, resp, wd))
-                        first_at = time.perf_counter()
-                        if c.text:
-                            yield t.Delta(text=c.text)
+                        yield from sr.whole(c)
                     else:
                         for sse in EventSource(resp).iter_sse():
-                            try:
-                                deltas = parser.feed(sse.event, sse.data)
-                            except ShapeError as e:
-                                bad = t.ProviderError(t.MALFORMED, f"stream event {e}", model=m.alias)
-                                raise broken(f"stream event {e}", bad) from None
-                            for d in deltas:
-                                if first_at is None:
-                                    first_at = time.perf_counter()
-                                yield d
+                            yield from sr.feed(sse.event, sse.data)
                             if wd.expired():
-                                raise broken("time limit reached mid-stream", self._time_up(m))
+                                raise sr.broken("time limit reached mid-stream", self._time_up(m))
                         if wd.fired:
-                            raise broken("time limit reached mid-stream", self._time_up(m))
-                        try:
-                            c = parser.finish()
-                        except ShapeError as e:
-                            raise t.ProviderError(t.MALFORMED, f"stream event {e}", model=m.alias) from None
+                            raise sr.broken("time limit reached mid-stream", self._time_up(m))
+                        c = sr.finish()
                     wd.disarm()
                     self._after_ok(m, key, resp)
             except httpx.HTTPError as e:
                 err = self._transport_error(m, e, wd)
                 kind = "time limit reached" if wd.fired else f"connection lost ({type(e).__name__})"
-                raise broken(f"{kind} mid-stream", err) from None
-        if first_at is not None:
-            c.ttft_ms = (first_at - t0) * 1000
-        yield t.Delta(completion=c)
+                raise sr.broken(f"{kind} mid-stream", err) from None
+        yield sr.done(c)
 
     # -- records -------------------------------------------------------------------------------------------
     def _record(
