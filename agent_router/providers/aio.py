@@ -136,10 +136,7 @@ class AsyncProviderClient:
                     gen = self._send_stream(m, step.key, plan.req, plan.deadline, parser)
                     async with contextlib.aclosing(gen):
                         async for d in gen:
-                            if d.completion is not None:
-                                step.completion = d.completion
-                            else:
-                                step.emitted = True
+                            if step.take(d):
                                 yield d
                 else:
                     step.completion = await self._send(m, step.key, plan.req, plan.deadline)
@@ -151,12 +148,8 @@ class AsyncProviderClient:
                 except Exception:  # recording must not hide the cancellation
                     log.exception("recording a cancelled stream failed")
                 raise
-        comp = plan.answer
-        assert comp is not None
-        if stream:
-            for tc in comp.tool_calls:
-                yield t.Delta(tool_call=tc)
-        yield t.Delta(completion=comp)
+        for d in plan.final(stream):
+            yield d
 
     # -- one HTTP exchange -------------------------------------------------------------------------------------
     def _timeouts(self, end: float) -> Any:

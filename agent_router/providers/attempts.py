@@ -53,6 +53,15 @@ class Try:
     completion: t.Completion | None = None
     error: t.ProviderError | None = None
 
+    def take(self, d: t.Delta) -> bool:
+        """Note one delta of this attempt's stream: True if it goes on to the caller (text, tool-call parts),
+        False for the closing one that carries the completion."""
+        if d.completion is not None:
+            self.completion = d.completion
+            return False
+        self.emitted = True
+        return True
+
 
 class Plan:
     """One call's attempts. `client` supplies the catalog, settings and shared state (health, limits, keys);
@@ -173,6 +182,14 @@ class Plan:
         tried = "; ".join(f"{r['model']}: {r['error_kind']}" for r in attempts)
         detail = "; ".join(x for x in (tried, *skipped) if x)
         raise t.AllModelsFailed(last.kind if last else t.COOLDOWN, f"every model failed ({detail})", attempts=attempts)
+
+    def final(self, stream: bool) -> list[t.Delta]:
+        """After steps() ended: a stream's tool calls, then the Delta that carries the completion."""
+        c = self.answer
+        assert c is not None, "steps() ended without an answer"
+        tail = [t.Delta(tool_call=tc) for tc in c.tool_calls] if stream else []
+        tail.append(t.Delta(completion=c))
+        return tail
 
     # -- records ---------------------------------------------------------------------------------------------
     def record(self, step: Try, comp: t.Completion | None, err: t.ProviderError | None) -> Record:

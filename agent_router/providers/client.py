@@ -205,10 +205,7 @@ class ProviderClient:
                         gen = self._send_stream(step.model, step.key, plan.req, plan.deadline)
                         cleanup.append(gen)
                         for d in gen:
-                            if d.completion is not None:
-                                step.completion = d.completion
-                            else:
-                                step.emitted = True
+                            if step.take(d):
                                 yield d
                     else:
                         step.completion = self._send(step.model, step.key, plan.req, plan.deadline)
@@ -218,12 +215,8 @@ class ProviderClient:
                     raise t.ProviderError(
                         t.CONNECT, redact(f"{type(e).__name__}: {e}"), model=step.model.alias
                     ) from None
-            c = plan.answer
-            assert c is not None
-            if stream:
-                for tc in c.tool_calls:
-                    yield t.Delta(tool_call=tc)
-            yield t.Delta(completion=c)
+            for d in plan.final(stream):
+                yield d
         finally:
             for g in cleanup:  # a consumer that stops reading closes the HTTP stream at once
                 g.close()
