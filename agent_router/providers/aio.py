@@ -91,7 +91,7 @@ class AsyncProviderClient:
         **opts: Any,
     ) -> t.Completion:
         out = None
-        async for d in self._run(model, messages, fallbacks, kind, False, opts, on_attempt):
+        async for d in self._run(False, model, messages, fallbacks, kind, opts, on_attempt):
             out = d.completion or out
         assert out is not None
         return out
@@ -108,23 +108,15 @@ class AsyncProviderClient:
     ) -> AsyncIterator[t.Delta]:
         """Text deltas, then tool calls, then one Delta with the `completion`; failover only before the first
         delta."""
-        return self._run(model, messages, fallbacks, kind, True, opts, on_attempt)
+        return self._run(True, model, messages, fallbacks, kind, opts, on_attempt)
 
     def cooling_down(self) -> list[str]:
         return self.client.cooling_down()
 
     # -- the attempt loop: Plan decides, this drives the I/O ---------------------------------------------------
-    async def _run(
-        self,
-        model: Any,
-        messages: list[dict[str, Any]],
-        fallbacks: list[str] | None,
-        kind: str,
-        stream: bool,
-        opts: dict[str, Any],
-        on_attempt: Callable[[Record], Any] | None,
-    ) -> AsyncIterator[t.Delta]:
-        plan = Plan(self.client, model, messages, fallbacks, kind, opts, on_attempt)
+    async def _run(self, stream: bool, *call: Any) -> AsyncIterator[t.Delta]:
+        """`call`: Plan's arguments after the client (model, messages, fallbacks, kind, opts, on_attempt)."""
+        plan = Plan(self.client, *call)
         for step in plan.steps():
             if isinstance(step, Wait):
                 await asyncio.sleep(step.seconds)

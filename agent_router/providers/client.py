@@ -126,7 +126,7 @@ class ProviderClient:
 
         `opts`: max_tokens, temperature, tools, tool_choice, json_mode, stop, extra (see types.Request)."""
         out = None
-        for d in self._run(model, messages, fallbacks, kind, stream=False, opts=opts):
+        for d in self._run(False, model, messages, fallbacks, kind, opts):
             out = d.completion or out
         assert out is not None
         return out
@@ -143,7 +143,7 @@ class ProviderClient:
         """Like complete(), yielding text deltas, then tool calls, then one Delta with the `completion`.
 
         Failover happens only before the first delta; a stream that breaks after it raises StreamBroken."""
-        return self._run(model, messages, fallbacks, kind, stream=True, opts=opts)
+        return self._run(True, model, messages, fallbacks, kind, opts)
 
     def cooling_down(self) -> list[str]:
         """Aliases currently skipped by the health breaker: pass them to the router as
@@ -184,16 +184,9 @@ class ProviderClient:
     def _group(self, m: ModelInfo) -> str:
         return f"{m.provider}:{','.join(m.config.key_envs())}"
 
-    def _run(
-        self,
-        model: Any,
-        messages: list[dict[str, Any]],
-        fallbacks: list[str] | None,
-        kind: str,
-        stream: bool,
-        opts: dict[str, Any],
-    ) -> Iterator[t.Delta]:
-        plan = Plan(self, model, messages, fallbacks, kind, opts)
+    def _run(self, stream: bool, *call: Any) -> Iterator[t.Delta]:
+        """`call`: Plan's arguments after the client (model, messages, fallbacks, kind, opts)."""
+        plan = Plan(self, *call)
         cleanup: list[Any] = []
         try:
             for step in plan.steps():
