@@ -67,6 +67,8 @@ class Plan:
     """One call's attempts. `client` supplies the catalog, settings and shared state (health, limits, keys);
     `on_attempt` is called with each record after the client's own `on_attempt`."""
 
+    __slots__ = ("c", "ps", "kind", "on_attempt", "req", "chain", "deadline", "attempts", "skipped", "answer")
+
     def __init__(
         self,
         client: ProviderClient,
@@ -183,13 +185,13 @@ class Plan:
         detail = "; ".join(x for x in (tried, *skipped) if x)
         raise t.AllModelsFailed(last.kind if last else t.COOLDOWN, f"every model failed ({detail})", attempts=attempts)
 
-    def final(self, stream: bool) -> list[t.Delta]:
+    def final(self, stream: bool) -> tuple[t.Delta, ...]:
         """After steps() ended: a stream's tool calls, then the Delta that carries the completion."""
         c = self.answer
         assert c is not None, "steps() ended without an answer"
-        tail = [t.Delta(tool_call=tc) for tc in c.tool_calls] if stream else []
-        tail.append(t.Delta(completion=c))
-        return tail
+        if stream and c.tool_calls:
+            return (*(t.Delta(tool_call=tc) for tc in c.tool_calls), t.Delta(completion=c))
+        return (t.Delta(completion=c),)
 
     # -- records ---------------------------------------------------------------------------------------------
     def record(self, step: Try, comp: t.Completion | None, err: t.ProviderError | None) -> Record:
