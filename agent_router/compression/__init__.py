@@ -1,20 +1,6 @@
-"""Compression: fit chat messages into a token budget without losing what matters (blocks, facts, summaries)."""
+"""Compression: fit chat messages into a token budget without losing what matters (blocks, facts, summaries).
 
-from .compressor import (
-    Budget,
-    CompressionResult,
-    UtilityCaller,
-    clear_summary_cache,
-    compress,
-    get_utility_caller,
-    plan_budget,
-    set_utility_caller,
-    structure_problems,
-    summarize_timeout,
-    unclosed_fence,
-)
+The public names are `compressor.__all__`: one list, kept where the names are defined."""
 
-__all__ = [
-    "Budget", "CompressionResult", "clear_summary_cache", "compress", "get_utility_caller", "plan_budget",
-    "set_utility_caller", "structure_problems", "summarize_timeout", "unclosed_fence", "UtilityCaller",
-]
+from .compressor import *  # noqa: F403
+from .compressor import __all__  # noqa: F401

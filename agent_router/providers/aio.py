@@ -1,10 +1,10 @@
 """AsyncProviderClient: the provider client on asyncio, with no thread per call.
 
-The HTTP exchange runs on aiohttp (C-parsed HTTP/1.1, a keep-alive connection pool); everything else is the
-sync `ProviderClient`'s, used as is: the wire formats (`_prepare`, `_decode`, each wire's StreamParser), the
-error classification (`_http_error`, `classify`), health, rate limits, key rotation, attempt records and the
-token counting of usage a server did not report. Only the attempt loop is written twice, because a loop that
-awaits cannot share a body with one that blocks; both follow the same rules (see ProviderClient's docstring).
+The HTTP exchange runs on aiohttp (C-parsed HTTP/1.1, a keep-alive connection pool) and waits are
+`asyncio.sleep`; everything else is shared with the sync `ProviderClient`: the attempt loop's rules
+(`attempts.Plan`: model chain, key rotation, limits, retries, failover, health, records), the wire formats
+(`_prepare`, `_decode`, each wire's StreamParser), the error classification (`_http_error`, `classify`) and the
+token counting of usage a server did not report.
 
 A consumer that stops reading a stream (the caller's task is cancelled, or it closes the iterator) ends the
 upstream request at once, and the attempt is recorded with outcome `cancelled` and the usage of what was
@@ -16,19 +16,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from ..catalog import ModelInfo
 from . import types as t
+from .attempts import Plan, Wait
 from .classify import learned_limits  # noqa: F401  (re-exported for callers reading announced limits)
-from .client import MAX_BODY_BYTES, ProviderClient, base_url_for, needs_key, parser_text, wire_for
+from .client import MAX_BODY_BYTES, ProviderClient
 from .keys import Secret, redact
-from .shape import ShapeError
+from .wires import StreamRead, wire_for
 
+log = logging.getLogger("agent_router.providers")
 Record = dict[str, Any]
-CANCELLED = "cancelled"  # the attempt's error kind when the caller stopped reading
+CANCELLED = t.CANCELLED  # the attempt's error kind (and outcome) when the caller stopped reading
 
 
 class _Resp:
@@ -88,7 +91,7 @@ class AsyncProviderClient:
         **opts: Any,
     ) -> t.Completion:
         out = None
-        async for d in self._run(model, messages, fallbacks, kind, False, opts, on_attempt):
+        async for d in self._run(False, model, messages, fallbacks, kind, opts, on_attempt):
             out = d.completion or out
         assert out is not None
         return out
@@ -105,179 +108,40 @@ class AsyncProviderClient:
     ) -> AsyncIterator[t.Delta]:
         """Text deltas, then tool calls, then one Delta with the `completion`; failover only before the first
         delta."""
-        return self._run(model, messages, fallbacks, kind, True, opts, on_attempt)
+        return self._run(True, model, messages, fallbacks, kind, opts, on_attempt)
 
     def cooling_down(self) -> list[str]:
         return self.client.cooling_down()
 
-    # -- the attempt loop (ProviderClient._attempt_chain, awaiting) -------------------------------------------
-    def _record(
-        self, on_attempt: Callable[[Record], Any] | None, kind: str, m: ModelInfo, c: t.Completion | None,
-        t0: float, err: t.ProviderError | None, prev: str | None, n: int, req: t.Request,
-    ) -> Record:
-        rec = self.client._record(kind, m, c, t0, err, prev, n, req)
-        if err is not None and err.kind == CANCELLED:
-            rec["outcome"] = CANCELLED
-        if on_attempt is not None:
-            on_attempt(rec)
-        return rec
-
-    async def _run(
-        self,
-        model: Any,
-        messages: list[dict[str, Any]],
-        fallbacks: list[str] | None,
-        kind: str,
-        stream: bool,
-        opts: dict[str, Any],
-        on_attempt: Callable[[Record], Any] | None,
-    ) -> AsyncIterator[t.Delta]:
-        c = self.client
-        ps = c.ps
-        req = t.Request(messages=messages, **opts)
-        chain = c._chain(model, fallbacks)
-        deadline = time.monotonic() + ps.deadline_s if ps.deadline_s else None
-        attempts: list[Record] = []
-        skipped: list[str] = []
-        last: t.ProviderError | None = None
-        min_window = 0
-        for alias in chain:
-            m = c.catalog.get(alias)
-            if m.context_window <= min_window:
-                skipped.append(f"{alias}: window {m.context_window:,} not larger")
+    # -- the attempt loop: Plan decides, this drives the I/O ---------------------------------------------------
+    async def _run(self, stream: bool, *call: Any) -> AsyncIterator[t.Delta]:
+        """`call`: Plan's arguments after the client (model, messages, fallbacks, kind, opts, on_attempt)."""
+        plan = Plan(self.client, *call)
+        for step in plan.steps():
+            if isinstance(step, Wait):
+                await asyncio.sleep(step.seconds)
                 continue
-            if not c.health.available(alias):
-                skipped.append(f"{alias}: cooling down")
-                continue
-            endpoint = base_url_for(m)
-            keys: list[Secret | None] = list(c.keys.rotation(c._group(m), m.config.key_envs(), endpoint))
-            if not keys:
-                if needs_key(m):
-                    why, reason = c._no_key(m, endpoint)
-                    last = t.ProviderError(why, reason, model=alias)
-                    skipped.append(f"{alias}: {reason}")
-                    continue
-                keys = [None]
-            retries = 0
-            while keys:
-                key = c._unblocked(alias, keys)
-                wait = c._wait_for_limits(alias, m, req, key, keys)
-                if wait > 0:
-                    if not c._can_wait(wait, deadline):
-                        last = t.ProviderError(
-                            t.RATE_LIMIT, f"rate limit reached; next slot in {wait:.1f}s", model=alias,
-                            retry_after=wait,
-                        )
-                        skipped.append(f"{alias}: rate limited for {wait:.1f}s")
-                        break
-                    await asyncio.sleep(wait)
-                    key = c._unblocked(alias, keys)
-                if deadline is not None and time.monotonic() >= deadline:
-                    tried = "; ".join(f"{r['model']}: {r['error_kind']}" for r in attempts) or "none tried"
-                    raise t.AllModelsFailed(
-                        t.TIMEOUT,
-                        f"deadline_s={ps.deadline_s:g}s reached before any model answered ({tried})",
-                        attempts=attempts,
-                    )
-                prev = attempts[-1]["id"] if attempts else None
-                t0 = time.perf_counter()
-                emitted = False
-                parser = wire_for(m.provider).StreamParser(m.name) if stream else None
-                try:
-                    if stream:
-                        done: t.Completion | None = None
-                        async with contextlib.aclosing(self._send_stream(m, key, req, deadline, parser)) as gen:
-                            async for d in gen:
-                                if d.completion is not None:
-                                    done = d.completion
-                                else:
-                                    emitted = True
-                                    yield d
-                        assert done is not None
-                        comp = done
-                    else:
-                        comp = await self._send(m, key, req, deadline)
-                except t.ProviderError as e:
-                    err = e
-                    if emitted and not isinstance(e, t.StreamBroken):
-                        err = t.StreamBroken(f"stream failed after partial output: {e}", model=alias)
-                    attempts.append(self._record(on_attempt, kind, m, None, t0, err, prev, len(attempts) + 1, req))
-                    c.health.failure(alias, err.kind)
-                    last = err
-                    if emitted:
-                        err.attempts = attempts
-                        raise err from None
-                    if e.kind == t.AUTH and key is not None:
-                        c.keys.set_aside(key, endpoint)
-                        skipped.append(f"{alias}: key in {key.env} rejected by {endpoint}")
-                        keys.remove(key)
-                        continue
-                    if e.kind == t.RATE_LIMIT:
-                        c.limiter.add(alias, rpm=-1)
-                        c.limiter.learn(alias, getattr(e, "announced", {}), m.config.rate_limits)
-                        if key is not None and e.retry_after:
-                            c.state.set(
-                                f"block:{alias}:{key.env}", time.time() + e.retry_after,
-                                ttl_s=min(e.retry_after, 86400),
-                            )
-                            if any(c._blocked_for(alias, k) == 0 for k in keys):
-                                continue
-                    if e.kind not in t.RETRYABLE or retries >= ps.max_retries:
-                        break
-                    wait = e.retry_after if e.retry_after is not None else c._backoff(retries)
-                    if not c._can_wait(wait, deadline):
-                        if e.kind == t.RATE_LIMIT:
-                            c.health.trip(alias, min(wait, 3600))
-                        break
-                    retries += 1
-                    await asyncio.sleep(wait)
-                    continue
-                except (GeneratorExit, asyncio.CancelledError):
-                    # The caller stopped reading: what was generated so far is paid for, so it is recorded.
-                    self._record_cancelled(on_attempt, kind, m, parser, t0, prev, len(attempts) + 1, req)
-                    raise
-                rec = self._record(on_attempt, kind, m, comp, t0, None, prev, len(attempts) + 1, req)
-                attempts.append(rec)
-                c.health.success(alias)
-                comp.alias, comp.provider, comp.attempts = alias, m.provider, attempts
-                comp.latency_ms = rec["latency_ms"]
+            m = step.model
+            parser = wire_for(m.provider).StreamParser(m.name) if stream else None
+            try:
                 if stream:
-                    for tc in comp.tool_calls:
-                        yield t.Delta(tool_call=tc)
-                yield t.Delta(completion=comp)
-                return
-            if last is not None and last.kind not in t.FAILOVER:
-                last.attempts = attempts
-                raise last
-            if last is not None and last.kind == t.CONTEXT_LENGTH:
-                min_window = max(min_window, m.context_window)
-        tried = "; ".join(f"{r['model']}: {r['error_kind']}" for r in attempts)
-        detail = "; ".join(x for x in (tried, *skipped) if x)
-        raise t.AllModelsFailed(last.kind if last else t.COOLDOWN, f"every model failed ({detail})", attempts=attempts)
-
-    def _record_cancelled(
-        self, on_attempt: Callable[[Record], Any] | None, kind: str, m: ModelInfo, parser: Any, t0: float,
-        prev: str | None, n: int, req: t.Request,
-    ) -> None:
-        usage = None
-        if parser is not None:
-            u = getattr(parser, "usage", None)
-            if isinstance(u, t.Usage):
-                usage = u
-        partial = t.Completion(
-            text=parser_text(parser) if parser is not None else "",
-            tool_calls=[],
-            finish_reason="other",
-            usage=usage or t.Usage(source="estimated"),
-            model=m.name,
-        )
-        err = t.ProviderError(CANCELLED, "the client stopped reading; upstream request closed", model=m.alias)
-        try:
-            self._record(on_attempt, kind, m, partial, t0, err, prev, n, req)
-        except Exception:  # recording must not hide the cancellation
-            import logging
-
-            logging.getLogger("agent_router.providers").exception("recording a cancelled stream failed")
+                    gen = self._send_stream(m, step.key, plan.req, plan.deadline, parser)
+                    async with contextlib.aclosing(gen):
+                        async for d in gen:
+                            if step.take(d):
+                                yield d
+                else:
+                    step.completion = await self._send(m, step.key, plan.req, plan.deadline)
+            except t.ProviderError as e:
+                step.error = e
+            except (GeneratorExit, asyncio.CancelledError):
+                try:  # the caller stopped reading: what was generated so far is paid for, so it is recorded
+                    plan.cancelled(step, parser)
+                except Exception:  # recording must not hide the cancellation
+                    log.exception("recording a cancelled stream failed")
+                raise
+        for d in plan.final(stream):
+            yield d
 
     # -- one HTTP exchange -------------------------------------------------------------------------------------
     def _timeouts(self, end: float) -> Any:
@@ -331,11 +195,7 @@ class AsyncProviderClient:
                 raw = await self._read(m, resp)
         except (aiohttp.ClientError, TimeoutError) as e:
             raise self._transport_error(m, e, end) from None
-        if resp.status >= 400:
-            raise c._http_error(m, _Resp(resp), raw, key)  # type: ignore[arg-type]
-        comp = c._decode(m, raw, resp.status)
-        c._after_ok(m, key, resp)  # type: ignore[arg-type]
-        return comp
+        return c._answer(m, key, _Resp(resp), raw)  # type: ignore[arg-type]
 
     async def _send_stream(
         self, m: ModelInfo, key: Secret | None, req: t.Request, deadline: float | None, parser: Any
@@ -345,33 +205,23 @@ class AsyncProviderClient:
         c = self.client
         url, headers, data = self._request(m, key, req, True)
         c.limiter.add(m.alias, rpm=1)
-        t0 = time.perf_counter()
-        first_at: float | None = None
+        sr = StreamRead(m, parser)
         end = c._attempt_end(deadline)
-
-        def broken(why: str, err: t.ProviderError) -> t.ProviderError:
-            if first_at is not None or parser_text(parser):
-                return t.StreamBroken(why, model=m.alias, partial=parser_text(parser))
-            return err
-
         timeout = self._timeouts(end)
         timeout = aiohttp.ClientTimeout(sock_connect=timeout.sock_connect, sock_read=timeout.sock_read)
         try:
             async with self._http().post(url, data=data, headers=headers, timeout=timeout) as resp:
                 if resp.status >= 400:
-                    raw = await self._read(m, resp)
-                    err = c._http_error(m, _Resp(resp), raw, key)  # type: ignore[arg-type]
-                    if "stream_options" in str(err) and b'"stream_options"' in data and err.kind == t.BAD_REQUEST:
-                        c._no_stream_options.add(base_url_for(m))
+                    err = c._http_error(m, _Resp(resp), await self._read(m, resp), key)  # type: ignore[arg-type]
+                    if c._drops_stream_options(m, err, b'"stream_options"' in data):
                         async for d in self._send_stream(m, key, req, deadline, parser):
                             yield d
                         return
                     raise err
                 if "text/event-stream" not in resp.headers.get("content-type", ""):
                     comp = c._decode(m, await self._read(m, resp))
-                    first_at = time.perf_counter()
-                    if comp.text:
-                        yield t.Delta(text=comp.text)
+                    for d in sr.whole(comp):
+                        yield d
                 else:
                     event, datas = "", []
                     async for raw_line in resp.content:
@@ -387,29 +237,18 @@ class AsyncProviderClient:
                         if not datas:
                             event = ""
                             continue
-                        try:
-                            deltas = parser.feed(event or "message", "\n".join(datas))
-                        except ShapeError as e:
-                            bad = t.ProviderError(t.MALFORMED, f"stream event {e}", model=m.alias)
-                            raise broken(f"stream event {e}", bad) from None
+                        deltas = sr.feed(event or "message", "\n".join(datas))
                         event, datas = "", []
                         for d in deltas:
-                            if first_at is None:
-                                first_at = time.perf_counter()
                             yield d
                         if time.monotonic() > end:
-                            raise broken("time limit reached mid-stream", c._time_up(m))
+                            raise sr.broken("time limit reached mid-stream", c._time_up(m))
                     if datas:  # a last event without its blank line
-                        for d in parser.feed(event or "message", "\n".join(datas)):
+                        for d in sr.feed(event or "message", "\n".join(datas)):
                             yield d
-                    try:
-                        comp = parser.finish()
-                    except ShapeError as e:
-                        raise t.ProviderError(t.MALFORMED, f"stream event {e}", model=m.alias) from None
+                    comp = sr.finish()
                 c._after_ok(m, key, resp)  # type: ignore[arg-type]
         except (aiohttp.ClientError, TimeoutError) as e:
             err = self._transport_error(m, e, end)
-            raise broken(f"connection lost ({type(e).__name__}) mid-stream", err) from None
-        if first_at is not None:
-            comp.ttft_ms = (first_at - t0) * 1000
-        yield t.Delta(completion=comp)
+            raise sr.broken(f"connection lost ({type(e).__name__}) mid-stream", err) from None
+        yield sr.done(comp)

@@ -1,11 +1,8 @@
 """ProviderClient: call a configured model over HTTP, with retries, rate limits, key rotation, health and
 failover along a fallback chain. Every attempt is reported to `on_attempt(record)`.
 
-Why a hand-written retry loop and not tenacity: each retry decision here depends on the error kind and on
-shared state (rotate to the next key on 401 or a per-key 429, fail over at once on a context-length error,
-wait out Retry-After only when it fits the budget, stop at the call's deadline, never retry a stream that
-already produced output), and the backoff itself is two lines. tenacity would wrap only those two lines
-while the state machine stayed ours.
+The rules of the attempt loop (which model and key next, waits, retries, failover, records) are
+`attempts.Plan`'s, shared with AsyncProviderClient; this module does the HTTP on httpx and sleeps.
 """
 
 from __future__ import annotations
@@ -14,7 +11,6 @@ import contextlib
 import functools
 import json
 import logging
-import random
 import ssl
 import time
 import uuid
@@ -29,7 +25,7 @@ from ..errors import AgentRouterError
 from ..settings import ProviderSettings, Settings
 from ..usage import Usage, counted
 from . import types as t
-from . import wire_anthropic, wire_gemini, wire_openai
+from .attempts import Plan, Wait, block
 from .classify import classify, error_text, learned_limits, retry_after
 from .deadline import Watchdog, guard_client
 from .health import Health
@@ -37,6 +33,7 @@ from .keys import KeyPool, Secret, redact
 from .limits import Limiter
 from .shape import ShapeError
 from .state import StateStore, open_state
+from .wires import StreamRead, base_url_for, needs_key, wire_for
 
 log = logging.getLogger("agent_router.providers")
 
@@ -45,38 +42,11 @@ Record = dict[str, Any]
 MAX_BODY_BYTES = 64 * 2**20
 
 
-def wire_for(provider: str) -> Any:
-    if provider == "anthropic":
-        return wire_anthropic
-    if provider in ("gemini", "google"):
-        return wire_gemini
-    return wire_openai
-
-
-def base_url_for(m: ModelInfo) -> str:
-    if m.config.base_url:
-        return m.config.base_url.rstrip("/")
-    p = m.provider
-    if p == "anthropic":
-        return wire_anthropic.DEFAULT_BASE_URL
-    if p in ("gemini", "google"):
-        return wire_gemini.DEFAULT_BASE_URL
-    if p in wire_openai.DEFAULT_BASE_URLS:
-        return wire_openai.DEFAULT_BASE_URLS[p]
-    raise AgentRouterError(
-        f"models.{m.alias}.base_url: required for provider {p!r} (no default endpoint known)"
-    )
-
-
 @functools.cache
 def tls_context() -> ssl.SSLContext:
     """One TLS context per process for every client we make: loading the CA bundle costs ~30 ms a client
     (SSL_CERT_FILE / SSL_CERT_DIR are honoured as httpx does)."""
     return httpx.create_ssl_context()
-
-
-def needs_key(m: ModelInfo) -> bool:
-    return bool(m.config.key_envs()) or m.provider not in wire_openai.KEYLESS
 
 
 def default_state(settings: Settings, clock: Callable[[], float] = time.time) -> StateStore:
@@ -156,7 +126,7 @@ class ProviderClient:
 
         `opts`: max_tokens, temperature, tools, tool_choice, json_mode, stop, extra (see types.Request)."""
         out = None
-        for d in self._run(model, messages, fallbacks, kind, stream=False, opts=opts):
+        for d in self._run(False, model, messages, fallbacks, kind, opts):
             out = d.completion or out
         assert out is not None
         return out
@@ -173,7 +143,7 @@ class ProviderClient:
         """Like complete(), yielding text deltas, then tool calls, then one Delta with the `completion`.
 
         Failover happens only before the first delta; a stream that breaks after it raises StreamBroken."""
-        return self._run(model, messages, fallbacks, kind, stream=True, opts=opts)
+        return self._run(True, model, messages, fallbacks, kind, opts)
 
     def cooling_down(self) -> list[str]:
         """Aliases currently skipped by the health breaker: pass them to the router as
@@ -210,229 +180,39 @@ class ProviderClient:
             "error": None,
         }
 
-    # -- the attempt loop ----------------------------------------------------------------------------------
-    def _chain(self, model: Any, fallbacks: list[str] | None) -> list[str]:
-        if hasattr(model, "model") and hasattr(model, "fallbacks"):  # a router Decision
-            alias, chain = model.model, list(model.fallbacks) if fallbacks is None else fallbacks
-        else:
-            alias = self.catalog.get(model).alias
-            chain = fallbacks if fallbacks is not None else self.settings.routing.fallbacks.get(alias, [])
-        out = [alias]
-        for a in chain:
-            a = self.catalog.get(a).alias
-            if a not in out:
-                out.append(a)
-        return out
-
+    # -- the attempt loop: Plan decides, this drives the I/O ----------------------------------------------------
     def _group(self, m: ModelInfo) -> str:
         return f"{m.provider}:{','.join(m.config.key_envs())}"
 
-    def _backoff(self, retry: int) -> float:
-        # Full jitter (AWS architecture blog): uniform in [0, min(cap, base * 2^retry)].
-        return random.uniform(0, min(self.ps.backoff_max_s, self.ps.backoff_base_s * (2**retry)))
-
-    def _run(
-        self,
-        model: Any,
-        messages: list[dict[str, Any]],
-        fallbacks: list[str] | None,
-        kind: str,
-        stream: bool,
-        opts: dict[str, Any],
-    ) -> Iterator[t.Delta]:
-        req = t.Request(messages=messages, **opts)
-        chain = self._chain(model, fallbacks)
-        deadline = time.monotonic() + self.ps.deadline_s if self.ps.deadline_s else None
-        attempts: list[Record] = []
-        skipped: list[str] = []
+    def _run(self, stream: bool, *call: Any) -> Iterator[t.Delta]:
+        """`call`: Plan's arguments after the client (model, messages, fallbacks, kind, opts)."""
+        plan = Plan(self, *call)
         cleanup: list[Any] = []
         try:
-            yield from self._attempt_chain(chain, req, kind, stream, deadline, attempts, skipped, cleanup)
+            for step in plan.steps():
+                if isinstance(step, Wait):
+                    self.sleep(step.seconds)
+                    continue
+                try:
+                    if stream:
+                        gen = self._send_stream(step.model, step.key, plan.req, plan.deadline)
+                        cleanup.append(gen)
+                        for d in gen:
+                            if step.take(d):
+                                yield d
+                    else:
+                        step.completion = self._send(step.model, step.key, plan.req, plan.deadline)
+                except t.ProviderError as e:
+                    step.error = e
+                except httpx.HTTPError as e:  # pragma: no cover - _send maps these; a guard, never leak keys
+                    raise t.ProviderError(
+                        t.CONNECT, redact(f"{type(e).__name__}: {e}"), model=step.model.alias
+                    ) from None
+            for d in plan.final(stream):
+                yield d
         finally:
             for g in cleanup:  # a consumer that stops reading closes the HTTP stream at once
                 g.close()
-
-    def _attempt_chain(
-        self,
-        chain: list[str],
-        req: t.Request,
-        kind: str,
-        stream: bool,
-        deadline: float | None,
-        attempts: list[Record],
-        skipped: list[str],
-        cleanup: list[Any],
-    ) -> Iterator[t.Delta]:
-        last: t.ProviderError | None = None
-        min_window = 0
-        for alias in chain:
-            m = self.catalog.get(alias)
-            if m.context_window <= min_window:
-                skipped.append(f"{alias}: window {m.context_window:,} not larger")
-                continue
-            if not self.health.available(alias):
-                skipped.append(f"{alias}: cooling down")
-                continue
-            endpoint = base_url_for(m)
-            keys: list[Secret | None] = list(self.keys.rotation(self._group(m), m.config.key_envs(), endpoint))
-            if not keys:
-                if needs_key(m):
-                    why, reason = self._no_key(m, endpoint)
-                    last = t.ProviderError(why, reason, model=alias)
-                    skipped.append(f"{alias}: {reason}")
-                    continue
-                keys = [None]
-            retries = 0
-            while keys:
-                key = self._unblocked(alias, keys)
-                wait = self._wait_for_limits(alias, m, req, key, keys)
-                if wait > 0:
-                    if not self._can_wait(wait, deadline):
-                        last = t.ProviderError(
-                            t.RATE_LIMIT,
-                            f"rate limit reached; next slot in {wait:.1f}s",
-                            model=alias,
-                            retry_after=wait,
-                        )
-                        skipped.append(f"{alias}: rate limited for {wait:.1f}s")
-                        break
-                    self.sleep(wait)
-                    key = self._unblocked(alias, keys)
-                if deadline is not None and time.monotonic() >= deadline:
-                    tried = "; ".join(f"{r['model']}: {r['error_kind']}" for r in attempts) or "none tried"
-                    raise t.AllModelsFailed(
-                        t.TIMEOUT,
-                        f"deadline_s={self.ps.deadline_s:g}s reached before any model answered ({tried})",
-                        attempts=attempts,
-                    )
-                prev = attempts[-1]["id"] if attempts else None
-                t0 = time.perf_counter()
-                emitted = False
-                try:
-                    if stream:
-                        gen = self._send_stream(m, key, req, deadline)
-                        cleanup.append(gen)
-                        first = next(gen)
-                        emitted = first.completion is None
-                        if emitted:
-                            yield first
-                        c = first.completion
-                        for d in gen if emitted else ():
-                            if d.completion is not None:
-                                c = d.completion
-                            else:
-                                yield d
-                    else:
-                        c = self._send(m, key, req, deadline)
-                except t.ProviderError as e:
-                    err = e
-                    if emitted and not isinstance(e, t.StreamBroken):
-                        err = t.StreamBroken(f"stream failed after partial output: {e}", model=alias)
-                    rec = self._record(kind, m, None, t0, err, prev, len(attempts) + 1, req)
-                    attempts.append(rec)
-                    self.health.failure(alias, err.kind)
-                    last = err
-                    if emitted:  # the caller already has part of the answer: never silently switch models
-                        err.attempts = attempts
-                        raise err from None
-                    if e.kind == t.AUTH and key is not None:
-                        self.keys.set_aside(key, endpoint)  # only here: another endpoint may accept it
-                        skipped.append(f"{alias}: key in {key.env} rejected by {endpoint}")
-                        keys.remove(key)
-                        continue
-                    if e.kind == t.RATE_LIMIT:
-                        self.limiter.add(alias, rpm=-1)  # refused requests do not use the server's quota
-                        self.limiter.learn(alias, getattr(e, "announced", {}), m.config.rate_limits)
-                        if key is not None and e.retry_after:
-                            self.state.set(
-                                f"block:{alias}:{key.env}",
-                                self.clock() + e.retry_after,
-                                ttl_s=min(e.retry_after, 86400),
-                            )
-                            if any(self._blocked_for(alias, k) == 0 for k in keys):
-                                continue  # another key is not limited: use it now
-                    if e.kind not in t.RETRYABLE or retries >= self.ps.max_retries:
-                        break
-                    wait = e.retry_after if e.retry_after is not None else self._backoff(retries)
-                    if not self._can_wait(wait, deadline):
-                        if e.kind == t.RATE_LIMIT:
-                            self.health.trip(alias, min(wait, 3600))  # skip it until the server's reset
-                        break
-                    retries += 1
-                    self.sleep(wait)
-                    continue
-                except httpx.HTTPError as e:  # pragma: no cover - _send maps these; a guard, never leak keys
-                    raise t.ProviderError(
-                        t.CONNECT, redact(f"{type(e).__name__}: {e}"), model=alias
-                    ) from None
-                rec = self._record(kind, m, c, t0, None, prev, len(attempts) + 1, req)
-                attempts.append(rec)
-                self.health.success(alias)
-                c.alias, c.provider, c.attempts = alias, m.provider, attempts
-                c.latency_ms = rec["latency_ms"]
-                if stream:
-                    for tc in c.tool_calls:
-                        yield t.Delta(tool_call=tc)
-                yield t.Delta(completion=c)
-                return
-            if last is not None and last.kind not in t.FAILOVER:
-                last.attempts = attempts
-                raise last
-            if last is not None and last.kind == t.CONTEXT_LENGTH:
-                min_window = max(min_window, m.context_window)
-        tried = "; ".join(f"{r['model']}: {r['error_kind']}" for r in attempts)
-        detail = "; ".join(x for x in (tried, *skipped) if x)
-        raise t.AllModelsFailed(
-            last.kind if last else t.COOLDOWN, f"every model failed ({detail})", attempts=attempts
-        )
-
-    def _no_key(self, m: ModelInfo, endpoint: str) -> tuple[str, str]:
-        """(error kind, reason) `m` has no key to try: a value that cannot be sent, keys this endpoint
-        rejected, or none set. Names variables, never values."""
-        envs = m.config.key_envs()
-        unusable = self.keys.unusable(envs)
-        rejected = [k.env for k in self.keys.present(envs) if self.keys.is_set_aside(k, endpoint)]
-        if unusable:
-            return t.NO_KEY, "; ".join(unusable)
-        if rejected:
-            return t.AUTH, (
-                f"key in {', '.join(rejected)} was rejected by {endpoint} and is set aside there "
-                f"for up to {self.ps.key_set_aside_s:g}s"
-            )
-        return t.NO_KEY, f"no API key set ({', '.join(envs) or 'api_key_env unset'})"
-
-    def _can_wait(self, wait: float, deadline: float | None) -> bool:
-        if wait > self.ps.max_retry_wait_s:
-            return False
-        return deadline is None or time.monotonic() + wait < deadline
-
-    def _blocked_for(self, alias: str, key: Secret | None) -> float:
-        if key is None:
-            return 0.0
-        until = self.state.get(f"block:{alias}:{key.env}")
-        return max(0.0, until - self.clock()) if until else 0.0
-
-    def _unblocked(self, alias: str, keys: list[Secret | None]) -> Secret | None:
-        """The first key not rate-limited; else the one free soonest."""
-        return min(keys, key=lambda k: self._blocked_for(alias, k))
-
-    def _wait_for_limits(
-        self, alias: str, m: ModelInfo, req: t.Request, key: Secret | None, keys: list[Secret | None]
-    ) -> float:
-        wait = self._blocked_for(alias, key)
-        limits = self.limiter.limits(alias, m.config.rate_limits)
-        if limits:
-            est = self._estimate_input(req) if "input_tpm" in limits else 0
-            wait = max(wait, self.limiter.wait_s(alias, limits, est))
-        return wait
-
-    @staticmethod
-    def _estimate_input(req: t.Request) -> int:
-        # A limiter needs a fast upper-ish bound, not a tokenizer: about 4 characters per token.
-        return sum(
-            len(m["content"]) if isinstance(m.get("content"), str) else len(json.dumps(m.get("content")))
-            for m in req.messages
-        ) // 4 + 4 * len(req.messages)
 
     # -- one HTTP exchange ---------------------------------------------------------------------------------
     def _prepare(
@@ -543,7 +323,7 @@ class ProviderClient:
         ):
             wait = retry_after(h)
             if wait:
-                self.state.set(f"block:{m.alias}:{key.env}", self.clock() + wait, ttl_s=min(wait, 86400))
+                block(self, m.alias, key, wait)
 
     @contextlib.contextmanager
     def _exchange(self, url: str, headers: dict, body: dict, end: float, wd: Watchdog) -> Iterator[httpx.Response]:
@@ -570,11 +350,22 @@ class ProviderClient:
                     wd.disarm()
             except httpx.HTTPError as e:
                 raise self._transport_error(m, e, wd) from None
+        return self._answer(m, key, resp, raw)
+
+    def _answer(self, m: ModelInfo, key: Secret | None, resp: httpx.Response, raw: bytes) -> t.Completion:
+        """A whole response: the answer, or the error its status says."""
         if resp.status_code >= 400:
             raise self._http_error(m, resp, raw, key)
         c = self._decode(m, raw, resp.status_code)
         self._after_ok(m, key, resp)
         return c
+
+    def _drops_stream_options(self, m: ModelInfo, err: t.ProviderError, asked: bool) -> bool:
+        """A server that rejects `stream_options`: remember it, so that this and later requests go without."""
+        if asked and err.kind == t.BAD_REQUEST and "stream_options" in str(err):
+            self._no_stream_options.add(base_url_for(m))
+            return True
+        return False
 
     def _send_stream(
         self, m: ModelInfo, key: Secret | None, req: t.Request, deadline: float | None
@@ -582,68 +373,36 @@ class ProviderClient:
         url, headers, body = self._prepare(m, key, req, stream=True)
         headers["Accept"] = "text/event-stream"
         self.limiter.add(m.alias, rpm=1)
-        parser = wire_for(m.provider).StreamParser(m.name)
-        t0 = time.perf_counter()
-        first_at: float | None = None
+        sr = StreamRead(m, wire_for(m.provider).StreamParser(m.name))
         end = self._attempt_end(deadline)
-
-        def broken(why: str, err: t.ProviderError) -> t.ProviderError:
-            # Before any output another model may answer instead; after it, the caller must hear of the break.
-            if first_at is not None or parser_has_output(parser):
-                return t.StreamBroken(why, model=m.alias, partial=parser_text(parser))
-            return err
-
         with Watchdog(end) as wd:
             try:
                 with self._exchange(url, headers, body, end, wd) as resp:
                     if resp.status_code >= 400:
-                        raw = self._read(m, resp, wd)
-                        err = self._http_error(m, resp, raw, key)
-                        if (
-                            "stream_options" in str(err)
-                            and "stream_options" in body
-                            and err.kind == t.BAD_REQUEST
-                        ):
-                            # This server rejects stream_options: remember, and ask again without it.
-                            self._no_stream_options.add(base_url_for(m))
+                        err = self._http_error(m, resp, self._read(m, resp, wd), key)
+                        if self._drops_stream_options(m, err, "stream_options" in body):
                             wd.disarm()
                             yield from self._send_stream(m, key, req, deadline)
                             return
                         raise err
                     if "text/event-stream" not in resp.headers.get("content-type", ""):
-                        # Some servers ignore `stream` and answer in one piece: take it as a one-delta stream.
                         c = self._decode(m, self._read(m, resp, wd))
-                        first_at = time.perf_counter()
-                        if c.text:
-                            yield t.Delta(text=c.text)
+                        yield from sr.whole(c)
                     else:
                         for sse in EventSource(resp).iter_sse():
-                            try:
-                                deltas = parser.feed(sse.event, sse.data)
-                            except ShapeError as e:
-                                bad = t.ProviderError(t.MALFORMED, f"stream event {e}", model=m.alias)
-                                raise broken(f"stream event {e}", bad) from None
-                            for d in deltas:
-                                if first_at is None:
-                                    first_at = time.perf_counter()
-                                yield d
+                            yield from sr.feed(sse.event, sse.data)
                             if wd.expired():
-                                raise broken("time limit reached mid-stream", self._time_up(m))
+                                raise sr.broken("time limit reached mid-stream", self._time_up(m))
                         if wd.fired:
-                            raise broken("time limit reached mid-stream", self._time_up(m))
-                        try:
-                            c = parser.finish()
-                        except ShapeError as e:
-                            raise t.ProviderError(t.MALFORMED, f"stream event {e}", model=m.alias) from None
+                            raise sr.broken("time limit reached mid-stream", self._time_up(m))
+                        c = sr.finish()
                     wd.disarm()
                     self._after_ok(m, key, resp)
             except httpx.HTTPError as e:
                 err = self._transport_error(m, e, wd)
                 kind = "time limit reached" if wd.fired else f"connection lost ({type(e).__name__})"
-                raise broken(f"{kind} mid-stream", err) from None
-        if first_at is not None:
-            c.ttft_ms = (first_at - t0) * 1000
-        yield t.Delta(completion=c)
+                raise sr.broken(f"{kind} mid-stream", err) from None
+        yield sr.done(c)
 
     # -- records -------------------------------------------------------------------------------------------
     def _record(
@@ -675,7 +434,7 @@ class ProviderClient:
             "reasoning_tokens": u.reasoning if u else 0,
             "token_source": u.source if u else "none",
             "latency_ms": latency,
-            "outcome": "ok" if err is None else ("stream_broken" if err.kind == t.STREAM_BROKEN else "error"),
+            "outcome": "ok" if err is None else err.kind if err.kind in (t.STREAM_BROKEN, t.CANCELLED) else "error",
             "error_kind": None if err is None else err.kind,
             "error": None if err is None else redact(str(err)),
             "status": None if err is None else err.status,
@@ -705,14 +464,3 @@ class ProviderClient:
         cout = self.counter.count_text(out_text, m.provider, m.name)
         source = "counted" if cin.source == "counted" and cout.source == "counted" else "estimated"
         return counted(cin.tokens, cout.tokens, source)
-
-
-def parser_text(parser: Any) -> str:
-    text = getattr(parser, "text", None)
-    if text is None and hasattr(parser, "acc"):
-        text = parser.acc.text
-    return "".join(text or ())
-
-
-def parser_has_output(parser: Any) -> bool:
-    return bool(parser_text(parser))

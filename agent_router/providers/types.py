@@ -22,6 +22,7 @@ BAD_REQUEST = "bad_request"  # 4xx that another model would reject too
 NOT_FOUND = "not_found"  # unknown model / endpoint
 MALFORMED = "malformed"  # a 2xx whose body is not the wire format
 STREAM_BROKEN = "stream_broken"
+CANCELLED = "cancelled"  # the caller stopped reading a stream; recorded with what was generated so far
 NO_KEY = "no_key"
 COOLDOWN = "cooldown"
 

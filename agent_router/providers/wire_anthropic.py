@@ -8,6 +8,7 @@ from typing import Any
 from ..messages import content_text, data_url, tool_call_arguments
 from ..usage import StreamUsage, Usage, from_anthropic
 from . import shape as sh
+from . import turns
 from . import types as t
 
 DEFAULT_BASE_URL = "https://api.anthropic.com/v1"
@@ -61,45 +62,24 @@ def _blocks(content: Any) -> list[dict[str, Any]]:
     return out
 
 
+def _tool_use(tc: dict[str, Any]) -> dict[str, Any]:
+    fn = tc.get("function") or {}
+    return {"type": "tool_use", "id": tc.get("id"), "name": fn.get("name"), "input": tool_call_arguments(tc)}
+
+
+def _tool_result(m: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "type": "tool_result",
+        "tool_use_id": m.get("tool_call_id") or m.get("name"),
+        "content": content_text(m.get("content")),
+    }
+
+
 def convert(messages: list[dict[str, Any]]) -> tuple[str, list[dict[str, Any]]]:
     """OpenAI chat messages -> (system text, Anthropic messages with strictly alternating roles)."""
-    system: list[str] = []
-    out: list[dict[str, Any]] = []
-
-    def push(role: str, blocks: list[dict[str, Any]]) -> None:
-        if not blocks:
-            return
-        if out and out[-1]["role"] == role:  # Anthropic wants user/assistant turns to alternate
-            out[-1]["content"].extend(blocks)
-        else:
-            out.append({"role": role, "content": blocks})
-
-    for m in messages:
-        role = m.get("role")
-        if role in ("system", "developer"):
-            system.append(content_text(m.get("content")))
-        elif role == "user":
-            push("user", _blocks(m.get("content")))
-        elif role == "assistant":
-            blocks = _blocks(m.get("content"))
-            for tc in m.get("tool_calls") or []:
-                fn = tc.get("function") or {}
-                blocks.append(
-                    {"type": "tool_use", "id": tc.get("id"), "name": fn.get("name"), "input": tool_call_arguments(tc)}
-                )
-            push("assistant", blocks)
-        elif role in ("tool", "function"):
-            push(
-                "user",
-                [
-                    {
-                        "type": "tool_result",
-                        "tool_use_id": m.get("tool_call_id") or m.get("name"),
-                        "content": content_text(m.get("content")),
-                    }
-                ],
-            )
-    return "\n\n".join(s for s in system if s), out
+    return turns.convert(
+        messages, field="content", assistant="assistant", items=_blocks, tool_call=_tool_use, tool_result=_tool_result
+    )
 
 
 def _tool_choice(tc: Any) -> dict[str, Any] | None:

@@ -8,6 +8,7 @@ from typing import Any
 from ..messages import content_text, data_url, tool_call_arguments
 from ..usage import Usage, from_gemini
 from . import shape as sh
+from . import turns
 from . import types as t
 
 DEFAULT_BASE_URL = "https://generativelanguage.googleapis.com/v1beta"
@@ -61,50 +62,23 @@ def _parts(content: Any) -> list[dict[str, Any]]:
 
 def convert(messages: list[dict[str, Any]]) -> tuple[str, list[dict[str, Any]]]:
     """OpenAI chat messages -> (system text, Gemini contents)."""
-    system: list[str] = []
-    contents: list[dict[str, Any]] = []
     names: dict[str, str] = {}  # tool_call_id -> function name, for functionResponse
 
-    def push(role: str, parts: list[dict[str, Any]]) -> None:
-        if not parts:
-            return
-        if contents and contents[-1]["role"] == role:
-            contents[-1]["parts"].extend(parts)
-        else:
-            contents.append({"role": role, "parts": parts})
+    def call(tc: dict[str, Any]) -> dict[str, Any]:
+        fn = tc.get("function") or {}
+        names[tc.get("id") or ""] = fn.get("name", "")
+        return {"functionCall": {"name": fn.get("name", ""), "args": tool_call_arguments(tc)}}
 
-    for m in messages:
-        role = m.get("role")
-        if role in ("system", "developer"):
-            system.append(content_text(m.get("content")))
-        elif role == "user":
-            push("user", _parts(m.get("content")))
-        elif role == "assistant":
-            parts = _parts(m.get("content"))
-            for tc in m.get("tool_calls") or []:
-                fn = tc.get("function") or {}
-                names[tc.get("id") or ""] = fn.get("name", "")
-                parts.append({"functionCall": {"name": fn.get("name", ""), "args": tool_call_arguments(tc)}})
-            push("model", parts)
-        elif role in ("tool", "function"):
-            text = content_text(m.get("content"))
-            try:
-                result = json.loads(text)
-            except ValueError:
-                result = None
-            name = names.get(m.get("tool_call_id") or "", m.get("name") or "")
-            push(
-                "user",
-                [
-                    {
-                        "functionResponse": {
-                            "name": name,
-                            "response": result if isinstance(result, dict) else {"content": text},
-                        }
-                    }
-                ],
-            )
-    return "\n\n".join(s for s in system if s), contents
+    def result(m: dict[str, Any]) -> dict[str, Any]:
+        text = content_text(m.get("content"))
+        try:
+            value = json.loads(text)
+        except ValueError:
+            value = None
+        name = names.get(m.get("tool_call_id") or "", m.get("name") or "")
+        return {"functionResponse": {"name": name, "response": value if isinstance(value, dict) else {"content": text}}}
+
+    return turns.convert(messages, field="parts", assistant="model", items=_parts, tool_call=call, tool_result=result)
 
 
 def build(req: t.Request, model: str, provider: str, stream: bool, stream_usage: bool) -> dict[str, Any]:
