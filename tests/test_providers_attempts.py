@@ -109,3 +109,33 @@ def test_sync_and_async_streams_never_fail_over_after_partial_output(llm):
         out, records, reqs = run(llm, True, faults=False)
         assert out == ("StreamBroken", "stream_broken")
         assert path(records) == [("a", "stream_broken", "stream_broken", 1)] and reqs == ["p-ctx"]
+
+
+def test_sync_and_async_streams_record_a_stream_their_caller_stops_reading(llm):
+    """The first delta is paid for: a caller that stops there still leaves one `cancelled` record."""
+
+    def sync() -> tuple[str, list[dict]]:
+        records: list[dict] = []
+        with ProviderClient(settings(llm), env=ENV, on_attempt=records.append) as c:
+            gen = c.stream("c", USER)
+            first = next(gen).text
+            gen.close()
+        return first, records
+
+    def asyn() -> tuple[str, list[dict]]:
+        records: list[dict] = []
+
+        async def main() -> str:
+            async with AsyncProviderClient(settings=settings(llm), env=ENV, on_attempt=records.append) as c:
+                gen = c.stream("c", USER)
+                first = (await anext(gen)).text
+                await gen.aclose()
+                return first
+
+        return asyncio.run(main()), records
+
+    for run in (sync, asyn):
+        first, records = run()
+        assert first == "Hello"
+        assert path(records) == [("c", "cancelled", "cancelled", 1)]
+        assert records[0]["input_tokens"] > 0

@@ -193,9 +193,10 @@ class ProviderClient:
                 if isinstance(step, Wait):
                     self.sleep(step.seconds)
                     continue
+                parser = wire_for(step.model.provider).StreamParser(step.model.name) if stream else None
                 try:
                     if stream:
-                        gen = self._send_stream(step.model, step.key, plan.req, plan.deadline)
+                        gen = self._send_stream(step.model, step.key, plan.req, plan.deadline, parser)
                         cleanup.append(gen)
                         for d in gen:
                             if step.take(d):
@@ -204,6 +205,12 @@ class ProviderClient:
                         step.completion = self._send(step.model, step.key, plan.req, plan.deadline)
                 except t.ProviderError as e:
                     step.error = e
+                except GeneratorExit:
+                    try:  # the caller stopped reading: what was generated so far is paid for, so it is recorded
+                        plan.cancelled(step, parser)
+                    except Exception:  # recording must not hide the close
+                        log.exception("recording a cancelled stream failed")
+                    raise
                 except httpx.HTTPError as e:  # pragma: no cover - _send maps these; a guard, never leak keys
                     raise t.ProviderError(
                         t.CONNECT, redact(f"{type(e).__name__}: {e}"), model=step.model.alias
@@ -368,12 +375,12 @@ class ProviderClient:
         return False
 
     def _send_stream(
-        self, m: ModelInfo, key: Secret | None, req: t.Request, deadline: float | None
+        self, m: ModelInfo, key: Secret | None, req: t.Request, deadline: float | None, parser: Any
     ) -> Iterator[t.Delta]:
         url, headers, body = self._prepare(m, key, req, stream=True)
         headers["Accept"] = "text/event-stream"
         self.limiter.add(m.alias, rpm=1)
-        sr = StreamRead(m, wire_for(m.provider).StreamParser(m.name))
+        sr = StreamRead(m, parser)
         end = self._attempt_end(deadline)
         with Watchdog(end) as wd:
             try:
@@ -382,7 +389,7 @@ class ProviderClient:
                         err = self._http_error(m, resp, self._read(m, resp, wd), key)
                         if self._drops_stream_options(m, err, "stream_options" in body):
                             wd.disarm()
-                            yield from self._send_stream(m, key, req, deadline)
+                            yield from self._send_stream(m, key, req, deadline, parser)
                             return
                         raise err
                     if "text/event-stream" not in resp.headers.get("content-type", ""):
