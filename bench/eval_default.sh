@@ -1,6 +1,7 @@
 #!/bin/bash
 # The table in docs/routing.md: the built-in default router beside the heuristic, the learned router's two
 # objectives, random, length and the oracle on every dev file (bash bench/eval_default.sh).
+# How sure the lead over random is (folds, halves, paired bootstrap): python bench/default_margin.py FILE --models M
 B=${BENCH:-../shared/bench}  # from the repository root: ../shared/bench
 AR=${AR:-agent-router}
 # `analyzer` under settings with learned routing off: the heuristic, the default before this one.

@@ -185,6 +185,19 @@ def test_learned_analyzer_returns_valid_analysis():
     assert off.route([{"role": "user", "content": "hello"}]).analysis.source == "heuristic"
 
 
+def test_default_router_sends_a_simple_creative_ask_to_utility():
+    # The weights learned from MMLU and GSM8K rows and know nothing of a joke; the cost objective ranked it by its
+    # low predicted premium cost and sent it to premium. Simple creative asks go to utility like plain chat.
+    router = Router(Settings(), pm=load_plugins())
+    for easy in ("Tell me a joke", "Write a limerick about cats"):
+        d = router.route([{"role": "user", "content": easy}])
+        assert d.analysis.source == "learned" and d.tier == "utility", (easy, d.reasons)
+        assert "creative" in d.analysis.reasons[0] and any("-> utility" in r for r in d.analysis.reasons)
+    essay = router.route([{"role": "user", "content": "Write a 2000-word essay on the causes of World War I, "
+                                                      "with citations and a counter-argument section."}])
+    assert essay.analysis.task_type == "creative" and essay.tier != "utility", essay.reasons
+
+
 def test_few_shot_prompt_is_judged_on_its_real_question():
     shot = "Which gas do plants take in?\nA) oxygen\nB) carbon dioxide\nAnswer:\nB\n\n"
     focus, n = focus_text(shot * 3 + "What is 2 + 2?\nA) 3\nB) 4\nAnswer:")

@@ -141,7 +141,7 @@ def calibrate_cmd(rows: str, models: str | None, target: float | None, cost_cap:
 @click.option("--l2-dense", type=float, default=None, help="L2 penalty of the dense weights (default 1e-3).")
 @click.option("--l2-hash", type=float, default=None, help="L2 penalty of the hashed n-gram weights (default 3e-3).")
 @click.option("--iterations", type=int, default=None, help="Adam steps per head (default 250).")
-@click.option("--cost-weight", type=float, default=0.5, show_default=True,
+@click.option("--cost-weight", type=float, default=0.75, show_default=True,
               help="The cost objective's discount: score = predicted gain x predicted cost^-W.")
 @click.option("--embeddings", "embedding_kind", type=click.Choice(["static", "contextual"]), default=None,
               help="Add sentence-embedding weights: the static table (`agent-router embeddings build` once) or "

@@ -49,8 +49,9 @@ _LABELS = {
 }
 
 
-# Task types a two-model calibration may hand to the utility tier when the heuristic finds them simple.
-UTILITY_TASKS = frozenset({"chat"})
+# Task types a two-model calibration may hand to the utility tier when the heuristic finds them simple: plain chat
+# and short creative asks ("Tell me a joke"), which the weights' rows (MMLU, GSM8K) say nothing about.
+UTILITY_TASKS = frozenset({"chat", "creative"})
 # Question structure of the rows the weights learned from: a request with any of it keeps its learned score.
 _STRUCTURE = tuple(DENSE_KEYS.index(k) for k in ("choices", "n_options", "shots", "blank", "answer_cue"))
 
@@ -166,8 +167,9 @@ class LearnedRouter:
         """The heuristic score sending this request to utility, or None to keep the learned score.
 
         Calibrated on two models (chat and premium), the low cut sits at 0: the rows say nothing about the
-        utility tier, and every request would go to chat or above. Below the premium cut, plain chat the
-        heuristic finds simple (greetings, thanks, small talk) goes to utility, as without learned routing;
+        utility tier, and every request would go to chat or above. Below the premium cut, plain chat and
+        creative asks the heuristic finds simple (greetings, thanks, small talk, a joke) go to utility, as without
+        learned routing;
         anything asking for code, math or reasoning stays on the calibrated tiers. With the cost objective the
         premium cut is judged on the quality gain alone (a greeting's premium call costs little, and the gain per
         dollar would send "hi" there), and a question shaped like the rows the weights learned from (options to

@@ -331,7 +331,7 @@ class TrainReport:
 
 def train_weights(rows: list[dict[str, Any]], models: list[str], name: str, digest: str, *,
                   partial: bool = False, folds_k: int = 5, target: float = 0.95, opts: TrainOptions | None = None,
-                  cost_weight: float = 0.5, embeddings: str | None = None, embed_cache: str | None = None,
+                  cost_weight: float = 0.75, embeddings: str | None = None, embed_cache: str | None = None,
                   progress: Progress | None = None) -> TrainReport:
     """Weights from routing-eval `rows` (per-model quality, cheapest model first in `models`), deterministically.
 
