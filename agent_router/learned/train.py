@@ -63,10 +63,20 @@ def to_matrix(feats: Sequence[RequestFeatures]) -> Matrix:
 EMBED_CACHE_ENV = "AGENT_ROUTER_EMBED_CACHE"
 
 
+_FROM_ENV = "env"
+
+
 def featurize(rows: Sequence[dict[str, Any]], embeddings: bool | str = False,
-              progress: Progress | None = None) -> Matrix:
+              progress: Progress | None = None, cache: str | None = _FROM_ENV) -> Matrix:
+    """Features of routing-eval rows (their `messages`) as a matrix; see `features_of`."""
+    return to_matrix(features_of(rows, embeddings, progress, cache))
+
+
+def features_of(rows: Sequence[dict[str, Any]], embeddings: bool | str = False,
+                progress: Progress | None = None, cache: str | None = _FROM_ENV) -> list[RequestFeatures]:
     """Features of routing-eval rows (their `messages`); with `embeddings` (True: "contextual", or an embedding
-    kind), also the sentence embedding of each real question (cached in $AGENT_ROUTER_EMBED_CACHE when set)."""
+    kind), also the sentence embedding of each real question, cached in the folder `cache` (by default
+    $AGENT_ROUTER_EMBED_CACHE when set; None: not cached)."""
     feats = []
     step = max(1, len(rows) // 50)
     for i, r in enumerate(rows):
@@ -77,10 +87,11 @@ def featurize(rows: Sequence[dict[str, Any]], embeddings: bool | str = False,
         from .embeddings.minilm import encode_cached
 
         kind = embeddings if isinstance(embeddings, str) else "contextual"
-        vecs = encode_cached([f.focus for f in feats], os.environ.get(EMBED_CACHE_ENV) or None, kind=kind)
+        folder = os.environ.get(EMBED_CACHE_ENV) or None if cache == _FROM_ENV else cache
+        vecs = encode_cached([f.focus for f in feats], folder, kind=kind)
         for f, v in zip(feats, vecs, strict=True):
             f.emb = v
-    return to_matrix(feats)
+    return feats
 
 
 def labels(rows: Sequence[dict[str, Any]], models: Sequence[str]) -> np.ndarray:
@@ -352,18 +363,7 @@ def train_weights(rows: list[dict[str, Any]], models: list[str], name: str, dige
     else:
         kept, qual, cost = prepare(rows, models, name)
         q, c = np.asarray(qual), np.asarray(cost)
-    feats = []
-    step = max(1, len(kept) // 50)
-    for i, r in enumerate(kept):
-        feats.append(extract(r["messages"]))
-        if progress is not None and ((i + 1) % step == 0 or i + 1 == len(kept)):
-            progress("features", i + 1, len(kept))
-    if embeddings:
-        from .embeddings.minilm import encode_cached
-
-        vecs = encode_cached([f.focus for f in feats], embed_cache, kind=embeddings)
-        for f, v in zip(feats, vecs, strict=True):
-            f.emb = v
+    feats = features_of(kept, embeddings or False, progress, cache=embed_cache)
     x = to_matrix(feats)
     y = labels(kept, models)
     oof = cross_val_probs(x, y, folds_k, opts, progress=progress)
