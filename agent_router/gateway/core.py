@@ -8,6 +8,7 @@ database lock; rows are written after the answer is on its way, and the budget r
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import logging
@@ -98,6 +99,10 @@ class Gateway:
         self._wire_openai = {m.alias: wire_for(m.provider) is wire_openai for m in self.catalog}
         for m in self.catalog:  # the tokenizers load now, not during the first request
             self.rt.counter.encoding_of(m.provider, m.name)
+        _ = self.rt.router.learned  # so do the learned router's weights (when learned routing is on)
+        if settings.compression.enabled:  # and the compressor (~80 ms of imports on the first request)
+            with contextlib.suppress(ImportError):  # absent: compress_prompt says so in each decision
+                from ..compression import compressor  # noqa: F401
 
     async def aclose(self) -> None:
         await self.client.aclose()
