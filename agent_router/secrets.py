@@ -140,7 +140,8 @@ def redact(text: str) -> str:
 
 
 # -- logs ---------------------------------------------------------------------------------------------------
-LOGGERS = ("agent_router", "httpx", "httpcore", "h11", "h2", "hpack", "urllib3", "openai", "anthropic")
+# The gateway and the async provider client speak HTTP through aiohttp (aiohttp.server, .access, .client...).
+LOGGERS = ("agent_router", "aiohttp", "httpx", "httpcore", "h11", "h2", "hpack", "urllib3", "openai", "anthropic")
 _installed = False
 
 

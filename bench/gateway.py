@@ -5,13 +5,15 @@ fixed JSON body, or an SSE stream of a few chunks with a usage chunk. Then, agai
   direct    the client calls the upstream itself
   ours      `agent-router serve` (one worker, model "auto": analyzed, routed, budgeted, recorded in the ledger)
   bare      a bare aiohttp proxy (forwards bytes; no routing, no ledger): the floor of one more HTTP hop
+  heuristic `agent-router serve` as ours but with the heuristic router (learned.enabled false): what the
+            learned router (the default) costs per request is ours minus this
   litellm   LiteLLM's proxy (../shared/bench/peers/litellm_proxy.sh, one worker), model "mid"
 Printed: added latency p50 / p99 over direct (sequential, one kept-alive connection), time to first token
 added for streams, throughput at concurrency 32 and 128, the gateway process's RSS (peak, VmHWM) and the CPU
 time it spent per sequential call (all its threads, so ledger writes count). `--baseline DIR` adds a second
 `agent-router serve` from another checkout ("before"), measured in the same rounds.
 
-    python bench/gateway.py [--calls 1000] [--seconds 5] [--rounds 5] [--no-litellm] [--only ours,bare]
+    python bench/gateway.py [--calls 1000] [--seconds 5] [--rounds 5] [--no-litellm] [--only ours,bare,heuristic]
                             [--baseline DIR] [--peers DIR]
 
 The peer needs `litellm[proxy]` (the script builds its venv on first use; set PEERS_PROXY_VENV to reuse one).
@@ -241,8 +243,10 @@ def cpu_s(pid: int | None) -> float:
 
 
 # -- servers under test ----------------------------------------------------------------------------------------
-def start_ours(up: str, tmp: Path, src: str | None = None) -> tuple[subprocess.Popen, str]:
-    """`agent-router serve` on the bench settings; `src`: another checkout's folder to run instead of this one."""
+def start_ours(up: str, tmp: Path, src: str | None = None,
+               extra: dict[str, Any] | None = None) -> tuple[subprocess.Popen, str]:
+    """`agent-router serve` on the bench settings (plus `extra` top-level sections); `src`: another checkout's
+    folder to run instead of this one."""
     def m(name: str, price: tuple[float, float]) -> dict[str, Any]:
         return {"provider": "openai_compatible", "name": name, "base_url": up,
                 "price": {"input": price[0], "output": price[1]}}
@@ -252,6 +256,7 @@ def start_ours(up: str, tmp: Path, src: str | None = None) -> tuple[subprocess.P
         "tiers": {"utility": ["cheap"], "chat": ["mid"], "premium": ["premium"]},
         "ledger": {"path": str(tmp / "ledger.db")},
         "providers": {"max_retries": 0},
+        **(extra or {}),
     }
     tmp.mkdir(parents=True, exist_ok=True)
     p = tmp / "settings.json"
@@ -305,9 +310,10 @@ def main() -> None:
     ap.add_argument("--peers", default=str(Path(__file__).resolve().parents[2] / "shared" / "bench" / "peers"),
                     help="Folder of litellm_proxy.sh (default: ../shared/bench/peers beside the checkout).")
     a = ap.parse_args()
-    only = {x.strip() for x in a.only.split(",") if x.strip()} or {"ours", "bare", "litellm"}
-    if only - {"ours", "bare", "litellm"}:
-        ap.error(f"--only: unknown target(s) {', '.join(sorted(only - {'ours', 'bare', 'litellm'}))}")
+    known = {"ours", "bare", "heuristic", "litellm"}
+    only = {x.strip() for x in a.only.split(",") if x.strip()} or known
+    if only - known:
+        ap.error(f"--only: unknown target(s) {', '.join(sorted(only - known))}")
     if "ours" not in only:
         ap.error("--only: ours is always measured (the ratios are about it)")
 
@@ -327,6 +333,10 @@ def main() -> None:
     ours, ours_url = start_ours(up, tmp)
     procs.append(ours)
     targets.append(Target("ours", ours_url, "auto", pid=ours.pid))
+    if "heuristic" in only:
+        heur, heur_url = start_ours(up, tmp / "heuristic", extra={"learned": {"enabled": False}})
+        procs.append(heur)
+        targets.append(Target("heuristic", heur_url, "auto", pid=heur.pid))
     if a.baseline:
         before, before_url = start_ours(up, tmp / "before", str(Path(a.baseline).resolve()))
         procs.append(before)
@@ -396,8 +406,19 @@ def report(targets: list[Target], a: argparse.Namespace, peer_note: str) -> None
         print(f"{name:8} {(r['p50'] - d['p50']) * 1e3:9.3f}ms {(r['p99'] - d['p99']) * 1e3:9.3f}ms "
               f"{(r['ttft'] - d['ttft']) * 1e3:10.3f}ms {r['rps32']:10.0f} {r['rps128']:11.0f} "
               f"{(f'{rss[0]:.0f} ({rss[1]:.0f})' if rss else '-'):>14} {r['cpu_us']:12.0f}")
+    o = res["ours"]
+    if "bare" in res:
+        parts = [f"ours {(o['p50'] - d['p50']) * 1e3:.3f} ms = bare hop {(res['bare']['p50'] - d['p50']) * 1e3:.3f} ms"]
+        if "heuristic" in res:
+            h = res["heuristic"]
+            parts += [f"+ gateway with the heuristic router {(h['p50'] - res['bare']['p50']) * 1e3:.3f} ms",
+                      f"+ the learned router over the heuristic {(o['p50'] - h['p50']) * 1e3:.3f} ms"]
+        else:
+            parts.append(f"+ gateway {(o['p50'] - res['bare']['p50']) * 1e3:.3f} ms")
+        ratio = (o["p50"] - d["p50"]) / max(1e-9, res["bare"]["p50"] - d["p50"])
+        print("added p50: " + " ".join(parts) + f"; ours / bare {ratio:.2f}x")
     if "litellm" in res:
-        o, lt = res["ours"], res["litellm"]
+        lt = res["litellm"]
         added = (o["p50"] - d["p50"], lt["p50"] - d["p50"])
         print(f"ours vs litellm: added p50 {added[0] * 1e3:.3f} ms vs {added[1] * 1e3:.3f} ms "
               f"({added[1] / max(added[0], 1e-9):.1f}x less); throughput {o['rps32'] / lt['rps32']:.1f}x @32, "

@@ -184,6 +184,18 @@ def test_no_log_line_at_debug_prints_a_configured_key(caplog):
     assert "refused [redacted]" in text
 
 
+@pytest.mark.parametrize("name", ["aiohttp.server", "aiohttp.access", "aiohttp.client"])
+def test_the_gateways_http_stack_logs_are_masked(caplog, name):
+    """`agent-router serve` runs on aiohttp: its server errors, access lines (when a user turns them on) and the
+    provider client's records go through the same redaction as agent_router's own."""
+    caplog.set_level(logging.INFO)
+    key = sorted(GOOD_KEYS)[0]
+    logging.getLogger(name).warning('127.0.0.1 "POST /v1/chat/completions?api_key=%s" 401 Authorization: Bearer %s',
+                                    key, BAD_KEY)
+    line = caplog.records[-1].getMessage()
+    assert key not in line and BAD_KEY not in line and "401" in line and "[redacted]" in line
+
+
 def test_other_loggers_records_are_left_alone(caplog):
     caplog.set_level(logging.INFO)
     logging.getLogger("someapp").info("token sk-%s", "A" * 30)

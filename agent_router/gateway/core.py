@@ -8,6 +8,7 @@ database lock; rows are written after the answer is on its way, and the budget r
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import logging
@@ -97,7 +98,11 @@ class Gateway:
         self.block = settings.budgets.on_exceed == "block"
         self._wire_openai = {m.alias: wire_for(m.provider) is wire_openai for m in self.catalog}
         for m in self.catalog:  # the tokenizers load now, not during the first request
-            self.rt.counter.encoding_of(m.provider, m.name)
+            self.rt.counter.load_full(m.provider, m.name)
+        _ = self.rt.router.learned  # so do the learned router's weights (when learned routing is on)
+        if settings.compression.enabled:  # and the compressor (~80 ms of imports on the first request)
+            with contextlib.suppress(ImportError):  # absent: compress_prompt says so in each decision
+                from ..compression import compressor  # noqa: F401
 
     async def aclose(self) -> None:
         await self.client.aclose()
