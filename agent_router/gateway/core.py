@@ -313,15 +313,15 @@ class LedgerWriter:
         simple = [c for c in batch if len(c.pending) == 1]
         rows = [led.attempt_fields(c.pending[0][0], c.p.decision, **c.fields) for c in simple]
         ids: list[int] = []
-        counted = False
+        ran = False  # the keys' spend went into the batch's transaction (committed when its rows have ids)
         if rows:
             keys_tx = gw.keys.spend_in(spend) if spend else None
 
             def also(store: Any) -> None:
-                nonlocal counted
+                nonlocal ran
                 if keys_tx is not None:
                     keys_tx(store)
-                counted = True
+                ran = True
 
             try:
                 ids = led.record_many(rows, also=also)
@@ -347,7 +347,7 @@ class LedgerWriter:
             for i, c in enumerate(simple):
                 if c.pending[0][0].get("outcome") == "ok" and c.p.routed:
                     _track_answer(gw.rt, c.p.conversation_id, ids[i])
-        if not counted:  # the batch's transaction did not happen (spooled, refused, or no one-attempt request)
+        if not (ran and ids and len(ids) == len(rows)):  # no committed batch (spooled, refused, or none)
             for name, usd in spend.items():
                 gw.keys.add_spend(name, usd)
 

@@ -391,8 +391,9 @@ class Ledger:
         """Write many calls in one transaction (each dict holds `record`'s arguments); return their ids.
 
         `also(store)` runs inside that same transaction after the rows are in (the gateway counts its keys'
-        spend there): it is written with the rows or not at all. It does not run when the rows go to the
-        spool instead (the database stayed locked); the caller then sees it was not called."""
+        spend there): it is written with the rows or not at all. A transaction retried (the database was busy)
+        runs it again; rows that end in the spool instead come back without ids, and `also` is then lost
+        with its rolled-back transaction: the caller applies it another way."""
         built, rids = [], []
         now = datetime.now(UTC)
         for r in rows:
