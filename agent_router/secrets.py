@@ -112,6 +112,11 @@ def remember(value: str | None) -> None:
         _known_sorted = tuple(sorted(_known, key=len, reverse=True))
 
 
+def remembered() -> tuple[str, ...]:
+    """The values `redact` masks now: a new tuple each time one is added (a memo of `redact` keys on it)."""
+    return _known_sorted
+
+
 def key_envs(settings: Any) -> list[str]:
     """Names of every environment variable the settings read a key from (models and transcription)."""
     names: list[str] = []

@@ -157,6 +157,8 @@ def json_type(v: Any) -> str:
 def count(v: Any, where: str) -> int:
     """A token count: a non-negative whole number (12 or 12.0); absent/null -> 0. Raises UsageError naming
     `where` and the JSON type found (never the value: it may be a megabyte of hostile text)."""
+    if type(v) is int and v >= 0:  # the usual case first
+        return v
     if v is None:
         return 0
     if isinstance(v, bool) or not isinstance(v, int | float):
@@ -188,6 +190,11 @@ def from_openai(u: Any, path: str = "usage") -> Usage:
     u = _obj(_as_mapping(u), path)
 
     def n(*keys: str) -> int:
+        v = _get(u, *keys)
+        if type(v) is int and v >= 0:  # the usual count (an int only comes out through objects)
+            return v
+        if v is None and _get(u, keys[0]) is None:  # absent, as is its object if it has one
+            return 0
         return count(_get(_obj(_get(u, *keys[:-1]), ".".join((path, *keys[:-1]))), keys[-1]),
                      ".".join((path, *keys)))
 

@@ -5,7 +5,7 @@ upstream may speak any wire format: agent_router.providers converts from the int
 from __future__ import annotations
 
 import json
-import uuid
+import os
 from typing import Any
 
 from ..providers import types as t
@@ -142,7 +142,7 @@ def message_body(c: t.Completion, model: str) -> dict[str, Any]:
     for tc in c.tool_calls:
         content.append({"type": "tool_use", "id": tc.id, "name": tc.name, "input": _input(tc.arguments)})
     return {
-        "id": f"msg_{uuid.uuid4().hex[:24]}",
+        "id": f"msg_{os.urandom(12).hex()}",
         "type": "message",
         "role": "assistant",
         "model": model,
@@ -166,7 +166,7 @@ class EventWriter:
         self.text_open = False
 
     def first(self) -> bytes:
-        msg = {"id": f"msg_{uuid.uuid4().hex[:24]}", "type": "message", "role": "assistant", "model": self.model,
+        msg = {"id": f"msg_{os.urandom(12).hex()}", "type": "message", "role": "assistant", "model": self.model,
                "content": [], "stop_reason": None, "stop_sequence": None,
                "usage": {"input_tokens": 0, "output_tokens": 0}}
         return _event("message_start", {"type": "message_start", "message": msg})

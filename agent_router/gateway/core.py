@@ -300,23 +300,36 @@ class LedgerWriter:
                 log.error("ledger write failed: %s", e)
 
     def _write(self, batch: list[CallLog]) -> None:
+        """One transaction for the batch's one-attempt requests and their keys' spend; requests with several
+        attempts (failovers) row by row after it, each linked to the row it replaced."""
         gw = self.gw
         led = gw.ledger
+        spend: dict[str, float] = {}
+        for c in batch:  # the key's reservation gives way to the real cost (or to nothing: no call was made)
+            if c.p.key.stored:
+                usd = sum(cost for _, cost in c.pending) - c.p.key_reserved
+                spend[c.p.key.name] = spend.get(c.p.key.name, 0.0) + usd
+        spend = {k: v for k, v in spend.items() if v}
         simple = [c for c in batch if len(c.pending) == 1]
         rows = [led.attempt_fields(c.pending[0][0], c.p.decision, **c.fields) for c in simple]
         ids: list[int] = []
+        ran = False  # the keys' spend went into the batch's transaction (committed when its rows have ids)
         if rows:
+            keys_tx = gw.keys.spend_in(spend) if spend else None
+
+            def also(store: Any) -> None:
+                nonlocal ran
+                if keys_tx is not None:
+                    keys_tx(store)
+                ran = True
+
             try:
-                ids = led.record_many(rows)
+                ids = led.record_many(rows, also=also)
             except LedgerWriteError as e:  # kept in the ledger's spool and written when it can be
                 log.error("%s", e)
             except AgentRouterError as e:  # one bad row must not cost the others: write them one by one
                 log.warning("ledger batch refused (%s); writing row by row", e)
-                simple, batch = [], batch
-        spend: dict[str, float] = {}
-        for c in batch:  # the key's reservation gives way to the real cost (or to nothing: no call was made)
-            if c.p.key_reserved:
-                spend[c.p.key.name] = spend.get(c.p.key.name, 0.0) - c.p.key_reserved
+                simple = []
         batched = {id(c) for c in simple}
         for c in batch:
             if id(c) in batched:
@@ -326,18 +339,17 @@ class LedgerWriter:
                     led.release(c.p.reservation_id)
                 continue
             on = led.attempt_recorder(c.p.decision, **c.fields)
-            for rec, cost in c.pending:
+            for rec, _cost in c.pending:
                 rid = on(rec)
-                spend[c.p.key.name] = spend.get(c.p.key.name, 0.0) + cost
                 if rec.get("outcome") == "ok" and c.p.routed and rid is not None:
                     _track_answer(gw.rt, c.p.conversation_id, rid)
-        for i, c in enumerate(simple):
-            rec, cost = c.pending[0]
-            spend[c.p.key.name] = spend.get(c.p.key.name, 0.0) + cost
-            if len(ids) == len(simple) and rec.get("outcome") == "ok" and c.p.routed:
-                _track_answer(gw.rt, c.p.conversation_id, ids[i])
-        for name, usd in spend.items():
-            gw.keys.add_spend(name, usd)
+        if len(ids) == len(simple):
+            for i, c in enumerate(simple):
+                if c.pending[0][0].get("outcome") == "ok" and c.p.routed:
+                    _track_answer(gw.rt, c.p.conversation_id, ids[i])
+        if not (ran and ids and len(ids) == len(rows)):  # no committed batch (spooled, refused, or none)
+            for name, usd in spend.items():
+                gw.keys.add_spend(name, usd)
 
 
 def upstream_error(e: t.ProviderError) -> GatewayError:

@@ -31,6 +31,7 @@ class ClientKey:
     rpm: int | None = None
     max_tier: str | None = None
     admin: bool = False
+    stored: bool = False  # a row of gateway_keys (not the master key, nor the keyless local client): spend counted
 
     def public(self) -> dict[str, Any]:
         return {"name": self.name, "budget_usd": self.budget_usd, "spent_usd": round(self.spent_usd, 8),
@@ -81,7 +82,7 @@ class KeyStore:
         if rows:
             r = rows[0]
             key = ClientKey(r["name"], r["budget_usd"], float(r["spent_usd"] or 0.0), r["rpm"], r["max_tier"],
-                            bool(r["admin"]))
+                            bool(r["admin"]), stored=True)
             if hit is None:
                 secrets.remember(presented)  # a valid key is masked in every log line from now on
         if len(self._cache) > 10_000:
@@ -111,7 +112,7 @@ class KeyStore:
         args = (name, digest(value), value[: len(PREFIX) + 4], budget_usd, rpm, max_tier, int(admin), now)
         self.store.write(lambda s: s.conn.execute(sql, args))
         self._any = (0.0, False)
-        return value, ClientKey(name, budget_usd, 0.0, rpm, max_tier, admin)
+        return value, ClientKey(name, budget_usd, 0.0, rpm, max_tier, admin, stored=True)
 
     def list(self) -> list[dict[str, Any]]:
         rows = self.store.read("SELECT name, prefix, budget_usd, spent_usd, rpm, max_tier, admin, created, revoked"
@@ -132,10 +133,20 @@ class KeyStore:
 
     def add_spend(self, name: str, usd: float) -> None:
         """Count a call's cost against its key, less what `reserve` counted already (on the ledger thread)."""
-        if name == MASTER or not usd:
-            return
+        if name != MASTER and usd:
+            self.store.write(self.spend_in({name: usd}))
+
+    def spend_in(self, spend: dict[str, float]) -> Any:
+        """`add_spend` for several keys as one function of a store, to run inside a transaction already open
+        (the ledger writer's, with the calls' rows: `Ledger.record_many(rows, also=...)`)."""
         sql = self.store.sql("UPDATE gateway_keys SET spent_usd = spent_usd + ? WHERE name = ?")
-        self.store.write(lambda s: s.conn.execute(sql, (float(usd), name)))
+        args = [(float(usd), name) for name, usd in spend.items() if name != MASTER and usd]
+
+        def tx(s: Any) -> None:
+            for a in args:
+                s.conn.execute(sql, a)
+
+        return tx
 
     def reserve(self, name: str, usd: float) -> bool:
         """Count a call's estimate against its key now, if it fits the key's budget: one conditional UPDATE, so

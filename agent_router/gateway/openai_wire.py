@@ -4,8 +4,8 @@ client takes; a `Completion` or stream deltas -> OpenAI's response body and chun
 from __future__ import annotations
 
 import json
+import os
 import time
-import uuid
 from typing import Any
 
 from ..providers import types as t
@@ -79,7 +79,7 @@ def usage_body(u: t.Usage) -> dict[str, Any]:
 
 def completion_body(c: t.Completion, model: str, cid: str | None = None) -> dict[str, Any]:
     return {
-        "id": cid or f"chatcmpl-{uuid.uuid4().hex[:24]}",
+        "id": cid or f"chatcmpl-{os.urandom(12).hex()}",
         "object": "chat.completion",
         "created": int(time.time()),
         "model": model,
@@ -94,7 +94,7 @@ class ChunkWriter:
     """Builds the `data: ...` lines of one streamed answer."""
 
     def __init__(self, model: str, include_usage: bool):
-        self.id = f"chatcmpl-{uuid.uuid4().hex[:24]}"
+        self.id = f"chatcmpl-{os.urandom(12).hex()}"
         self.created = int(time.time())
         self.model = model
         self.include_usage = include_usage

@@ -36,6 +36,11 @@ log = logging.getLogger("agent_router.ledger")
 KINDS: tuple[str, ...] = ("chat", "utility", "summary", "tool")
 
 
+# Texts up to this long (reasons, outcomes) are scrubbed once and remembered, at most this many of them.
+SCRUB_MEMO_CHARS = 500
+SCRUB_MEMO_SIZE = 4096
+
+
 def _uid() -> str:
     # Time-ordered (ns clock, then randomness), so the unique index grows at its end instead of at random.
     return f"{time_ns():016x}{os.urandom(8).hex()}"
@@ -81,6 +86,9 @@ class Ledger:
         self._held: list[dict[str, Any]] = []  # rows no spool path could take: retried, never dropped silently
         self._unreported: LedgerWriteError | None = None  # a write failure no caller has been told of yet
         self._iso_cache: tuple[datetime | None, str] = (None, "")
+        # redact() of short texts already scrubbed (a decision's reasons repeat): valid while the set of
+        # remembered secrets is the same tuple; reset when a secret is added.
+        self._scrubbed: tuple[tuple[str, ...], dict[str, str]] = ((), {})
         self._resolved: dict[
             tuple[str | None, str | None, str | None], tuple[ModelPrice, str | None, str | None]
         ] = {}
@@ -140,7 +148,17 @@ class Ledger:
         """`text` with the configured keys and anything shaped like a secret masked (agent_router.secrets)."""
         if not text or text == "ok":
             return text
-        return secrets.redact(text)
+        if len(text) > SCRUB_MEMO_CHARS:
+            return secrets.redact(text)
+        known = secrets.remembered()
+        seen, memo = self._scrubbed
+        if seen is not known or len(memo) >= SCRUB_MEMO_SIZE:
+            memo = {}
+            self._scrubbed = (known, memo)
+        out = memo.get(text)
+        if out is None:
+            out = memo[text] = secrets.redact(text)
+        return out
 
     # -- pricing -------------------------------------------------------------------------------------------
     def price(
@@ -367,8 +385,15 @@ class Ledger:
             "routed_by": decision,
         }
 
-    def record_many(self, rows: Iterable[dict[str, Any]]) -> list[int]:
-        """Write many calls in one transaction (each dict holds `record`'s arguments); return their ids."""
+    def record_many(
+        self, rows: Iterable[dict[str, Any]], also: Callable[[Any], Any] | None = None
+    ) -> list[int]:
+        """Write many calls in one transaction (each dict holds `record`'s arguments); return their ids.
+
+        `also(store)` runs inside that same transaction after the rows are in (the gateway counts its keys'
+        spend there): it is written with the rows or not at all. A transaction retried (the database was busy)
+        runs it again; rows that end in the spool instead come back without ids, and `also` is then lost
+        with its rolled-back transaction: the caller applies it another way."""
         built, rids = [], []
         now = datetime.now(UTC)
         for r in rows:
@@ -378,9 +403,11 @@ class Ledger:
                 rids.append(rid)
             r.setdefault("time", now)  # one clock read for the batch
             built.append(self.build_row(r.pop("model", None), r.pop("usage", None), **r))
-        return self._write(built, rids) if built else []
+        return self._write(built, rids, also) if built else []
 
-    def _write(self, rows: list[dict[str, Any]], reservation_ids: list[str]) -> list[int]:
+    def _write(
+        self, rows: list[dict[str, Any]], reservation_ids: list[str], also: Callable[[Any], Any] | None = None
+    ) -> list[int]:
         now = datetime.now(UTC)
         b = self.budgets
         watch = b.per_conversation_usd or b.daily_usd or b.monthly_usd
@@ -393,6 +420,8 @@ class Ledger:
                 ids = store.insert_calls(rows)
             if reservation_ids:
                 store.delete_reservations(reservation_ids)
+            if also is not None:
+                also(store)
             alerts: list[dict] = []
             if watch:
                 for conv in dict.fromkeys(r["conversation_id"] for r in rows):

@@ -11,9 +11,9 @@ import contextlib
 import functools
 import json
 import logging
+import os
 import ssl
 import time
-import uuid
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
@@ -428,7 +428,7 @@ class ProviderClient:
         if c is not None and u is not None and u.source == "estimated":
             u = self._count(m, req, c)
         rec: Record = {
-            "id": uuid.uuid4().hex,
+            "id": os.urandom(16).hex(),  # uuid4().hex without building a UUID
             "kind": kind,
             "model": m.alias,
             "model_name": m.name,
