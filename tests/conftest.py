@@ -43,21 +43,20 @@ def _fresh_process_state():
     _forget_process_state()
 
 
-# Longest files first, so that with the workers of pyproject's addopts (`--dist loadfile --no-loadscope-reorder`)
-# the file that takes longest starts at once and the short ones fill in at the end. Measured with --durations;
-# files not named here keep their collection order after these.
+# Longest files first, so that with two workers (`--dist loadfile --no-loadscope-reorder`, pyproject) the file
+# that takes longest starts at once and the short ones fill in at the end. Measured with --durations; files not
+# named here keep their collection order after these.
 SLOW_FIRST = [
-    "test_agent_zero_docker.py",  # several minutes to build its venv the first time, ~40 s once cached
+    "test_agent_zero_docker.py",  # several minutes to build its venv the first time, ~1 minute once cached
+    "test_providers.py",
     "test_scale_postgres.py",
+    "test_bad_input.py",
+    "test_static_embeddings.py",
+    "test_embeddings.py",
     "test_compression.py",
-    "test_providers.py",  # short on CPU, long on waiting (timeouts against slow servers)
     "test_gateway_keys.py",
     "test_gateway.py",
-    "test_static_embeddings.py",
     "test_scale_redis.py",
-    "test_gateway_dashboard.py",
-    "test_bad_input.py",
-    "test_embeddings.py",
     "test_escalation.py",
 ]
 
