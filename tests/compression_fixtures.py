@@ -23,9 +23,11 @@ FACT_KEYS = [
 ]
 
 
+VOCAB = "alpha beta gamma delta build queue worker retry cache parser output table index".split()
+
+
 def filler(rng: random.Random, words: int) -> str:
-    vocab = "alpha beta gamma delta build queue worker retry cache parser output table index".split()
-    return " ".join(rng.choice(vocab) for _ in range(words)) + "."
+    return " ".join(rng.choices(VOCAB, k=words)) + "."  # one call: the random conversations make ~1M words
 
 
 def code_block(n: int, lines: int = 30) -> str:

@@ -313,23 +313,39 @@ def of_type(turn: dict, kind: str) -> list[dict]:
 
 
 # -- tests ---------------------------------------------------------------------------------------------------
-def test_docker_install_route_bill_rebuild_and_settings_from_the_ui(docker, tmp_path):
+# They build on each other, in this order, on one Agent Zero tree (as a user's volume lives on): install and a
+# routed turn; the packages gone, Execute, a container rebuild; the costs view over the ledger they left.
+def export_plugin(dest: Path) -> Path:
+    """`agent-router export agent-zero-plugin DEST --wheel <this checkout's wheel>`."""
+    from click.testing import CliRunner
+
+    from agent_router.cli import cli
+
+    got = CliRunner().invoke(cli, ["export", "agent-zero-plugin", str(dest), "--wheel", str(agent_router_wheel())])
+    assert got.exit_code == 0, got.output
+    return dest
+
+
+def pins(venv: Path) -> list[str]:
+    """What `pip freeze` lists, read from the venv's metadata: every installed distribution and its version."""
+    return sorted(p.name.lower() for p in venv.glob("lib/python3*/site-packages/*.dist-info"))
+
+
+def install_plugin(d: Docker, tmp_path: Path) -> dict:
+    plugin_zip = export_plugin(tmp_path / "agent_router.zip")
+    return d.python(INSTALL, str(plugin_zip), offline=False)["result"]  # pip reads the package index
+
+
+def test_docker_install_route_bill_and_settings_from_the_ui(docker, tmp_path):
     d = docker
-    plugin_zip = tmp_path / "agent_router.zip"
-    subprocess.run(
-        [sys.executable, "-m", "agent_router", "export", "agent-zero-plugin", str(plugin_zip),
-         "--wheel", str(agent_router_wheel())],
-        check=True, capture_output=True, timeout=300,
-    )
-    pins_before = d.pip("freeze").stdout
-    res = d.python(INSTALL, str(plugin_zip), offline=False)["result"]  # pip reads the package index
+    pins_before = pins(d.venv)
+    assert pins_before == pins(d.pristine) and any(p.startswith("litellm-") for p in pins_before)
+    res = install_plugin(d, tmp_path)
     assert res["success"] and res["plugin_name"] == "agent_router", res
     site = d.root / "usr/agent_router/site"
     assert (site / "agent_router").is_dir() and (d.root / "usr/plugins/agent_router/plugin.yaml").is_file()
-    assert d.pip("freeze").stdout == pins_before  # nothing Agent Zero pins was touched
+    assert pins(d.venv) == pins_before  # nothing Agent Zero pins was touched
     assert not (site / "tiktoken").exists() and not (site / "pydantic").exists()  # the framework's are used
-    got = d.pip("check")
-    assert got.returncode == 0, got.stdout
     got = d.pip("check", extra_path=site)  # the framework's venv together with the plugin's packages
     assert got.returncode == 0, got.stdout
 
@@ -349,25 +365,17 @@ def test_docker_install_route_bill_rebuild_and_settings_from_the_ui(docker, tmp_
     assert all(r["conversation_id"] == out["context"] and r["input_tokens"] > 0 for r in chats)
     assert not list(d.root.glob("usr/plugins/agent_router/*.db"))  # the user's data lives outside the plugin
 
-    # A container rebuild: the venv comes back from Agent Zero's pins alone; usr/ (the volume) stays.
-    d.rebuild_venv()
-    out = turns(d, {"config": {"routing_enabled": True}}, {"say": "hi, thanks!"})  # routing back on, as the UI does
-    assert out["turns"][0]["result"] == "Hello from nano"  # routed again, no manual step
-    assert of_type(out["turns"][0], "info")[-1]["heading"] == "agent_router: cost"
-    assert d.pip("check").returncode == 0
-    assert len([r for r in ledger_rows(d) if r["kind"] == "chat"]) == 3
 
-
-def test_without_its_packages_the_agent_works_unrouted_says_so_once_and_execute_fixes_it(docker, tmp_path):
+def test_without_its_packages_the_agent_works_unrouted_execute_fixes_it_and_a_rebuild_keeps_it(docker, tmp_path):
     d = docker
     if not (d.root / "usr/plugins/agent_router").is_dir():
-        plugin_zip = tmp_path / "agent_router.zip"
-        subprocess.run([sys.executable, "-m", "agent_router", "export", "agent-zero-plugin", str(plugin_zip),
-                        "--wheel", str(agent_router_wheel())], check=True, capture_output=True, timeout=300)
-        assert d.python(INSTALL, str(plugin_zip), offline=False)["result"]["success"]
+        assert install_plugin(d, tmp_path)["success"]
+    chats_before = len([r for r in ledger_rows(d) if r["kind"] == "chat"]) if (
+        d.root / "usr/agent_router/ledger.db").is_file() else 0
     site = d.root / "usr/agent_router/site"
     shutil.rmtree(site)  # a volume whose packages are gone (or never came: no network at install)
-    out = turns(d, {"say": "hi, thanks!"}, {"say": "hi again"})
+    # Routing switched back on from the UI: without its packages the plugin still cannot route.
+    out = turns(d, {"config": {"routing_enabled": True}}, {"say": "hi, thanks!"}, {"say": "hi again"})
     assert [t["result"] for t in out["turns"]] == ["Hello from mini", "Hello from mini"]  # Agent Zero's chat model
     warnings = [i for t in out["turns"] for i in of_type(t, "warning")]
     assert len(warnings) == 1 and warnings[0]["heading"].startswith("agent_router is not active")
@@ -378,7 +386,16 @@ def test_without_its_packages_the_agent_works_unrouted_says_so_once_and_execute_
         env=d.env(), capture_output=True, text=True, timeout=900,
     )
     assert got.returncode == 0, got.stdout + got.stderr
-    assert turns(d, {"say": "hi, thanks!"})["turns"][0]["result"] == "Hello from nano"
+    assert pins(d.venv) == pins(d.pristine)  # Execute, too, installs nothing into Agent Zero's venv
+
+    # Then a container rebuild: the venv comes back from Agent Zero's pins alone; usr/ (the volume) stays, and with
+    # it the packages Execute installed and the routing switch saved from the UI: routed, no manual step.
+    d.rebuild_venv()
+    out = turns(d, {"say": "hi, thanks!"})
+    assert out["turns"][0]["result"] == "Hello from nano"
+    assert of_type(out["turns"][0], "info")[-1]["heading"] == "agent_router: cost"
+    assert pins(d.venv) == pins(d.pristine)  # the routed turn installed nothing into the framework's venv
+    assert len([r for r in ledger_rows(d) if r["kind"] == "chat"]) == chats_before + 1
 
 
 def _free_port() -> int:
@@ -393,7 +410,7 @@ def test_costs_view_in_headless_chromium_against_agent_zeros_ui_server(docker, t
     if chromium is None:
         pytest.skip("no chromium on PATH")
     if not (d.root / "usr/agent_router/ledger.db").is_file():
-        pytest.skip("needs the ledger of test_docker_install_route_bill_rebuild_and_settings_from_the_ui")
+        pytest.skip("needs the ledger of test_docker_install_route_bill_and_settings_from_the_ui")
     port = _free_port()
     log = open(tmp_path / "ui.log", "w")
     server = subprocess.Popen(

@@ -1,6 +1,9 @@
-"""Bad input to the real `agent-router` command (a subprocess): deeply nested JSON, lone surrogates, invalid UTF-8,
+"""Bad input to the `agent-router` command: deeply nested JSON, lone surrogates, invalid UTF-8,
 huge wrong values, /dev/zero, directories, a 2 GB file and unreadable files as settings, stdin or JSONL rows.
-Each gives exit status 2 and exactly one line on stderr that names the file and place, never a traceback."""
+Each gives exit status 2 and exactly one line on stderr that names the file and place, never a traceback.
+
+The command runs in this process (click's runner: its exit status, stdout and stderr); the last tests run the real
+`agent-router` process for what only a process shows (bytes on a real stdin, the exit status the shell sees)."""
 
 from __future__ import annotations
 
@@ -11,7 +14,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
+from agent_router.cli import cli as agent_router
 from agent_router.errors import SettingsError
 from agent_router.settings import load
 
@@ -29,6 +34,23 @@ def env(tmp_path):
 
 
 def cli(env, *args: str, stdin: bytes | None = None, stdin_file: str | None = None) -> tuple[int, str, str]:
+    """`agent-router ARGS` in this process, with `env`'s home and settings variables."""
+    fh = open(stdin_file, "rb") if stdin_file else None  # noqa: SIM115
+    try:
+        got = CliRunner().invoke(
+            agent_router, list(args), input=fh if fh else stdin,
+            env={k: env.get(k) for k in ("HOME", "AGENT_ROUTER_HOME", "AGENT_ROUTER_SETTINGS")},
+        )
+    finally:
+        if fh:
+            fh.close()
+    # Anything but a clean exit would have printed a traceback from the real command.
+    assert got.exception is None or isinstance(got.exception, SystemExit), repr(got.exception)
+    return got.exit_code, got.stdout, got.stderr
+
+
+def process(env, *args: str, stdin: bytes | None = None, stdin_file: str | None = None) -> tuple[int, str, str]:
+    """The real `agent-router ARGS` process."""
     fh = open(stdin_file, "rb") if stdin_file else None  # noqa: SIM115
     try:
         p = subprocess.run(
@@ -181,4 +203,28 @@ def test_bad_jsonl_rows_are_one_line(tmp_path, env, command, bad, needles):
 
 def test_endless_rows_file_is_refused_not_read_whole(env):
     rc, _, err = cli(env, "score", "/dev/zero")
+    one_line_error(rc, err, "/dev/zero:1: line longer than 80,000,000 bytes")
+
+
+# --- the real process -----------------------------------------------------------------------------------------
+def test_real_command_bad_settings_file_and_variable_are_one_line(tmp_path, env):
+    path = write(tmp_path, "deep.json", DEEP)
+    rc, _, err = process(env, "route", "--settings", path, "hi")
+    one_line_error(rc, err, path, "invalid settings", "nested deeper than 100 levels")
+    rc, _, err = process({**env, "AGENT_ROUTER_SETTINGS": path}, "check")
+    one_line_error(rc, err, "nested deeper than 100 levels")
+
+
+def test_real_command_bad_bytes_on_stdin_are_one_line(env):
+    rc, _, err = process(env, "route", stdin=b'[{"role": "user", "content": "caf\xe9"}]')
+    one_line_error(rc, err, "stdin: not valid UTF-8 (byte 33")
+    rc, out, err = process(env, "route", "--json", stdin=b'[{"role": "user", "content": "launch \\ud83d\\ude80 now"}]')
+    assert rc == 0, err
+    assert json.loads(out)["tier"] == "utility"
+
+
+def test_real_command_refuses_endless_stdin_and_rows(env):
+    rc, _, err = process(env, "route", stdin_file="/dev/zero")
+    one_line_error(rc, err, "stdin: larger than 80,000,000 bytes")
+    rc, _, err = process(env, "score", "/dev/zero")
     one_line_error(rc, err, "/dev/zero:1: line longer than 80,000,000 bytes")
