@@ -47,14 +47,12 @@ class _Words:
         self.rx = re.compile(r"(?:" + "|".join(words) + r")\b")
 
     def count(self, low: str) -> int:
-        return sum(1 for m in self.rx.finditer(low) if not _wordchar_before(low, m.start()))
-
-
-def _wordchar_before(s: str, i: int) -> bool:
-    return i > 0 and (s[i - 1].isalnum() or s[i - 1] == "_")
-
-
-
+        n = 0
+        for m in self.rx.finditer(low):
+            i = m.start()
+            if i == 0 or not ((c := low[i - 1]).isalnum() or c == "_"):
+                n += 1
+        return n
 
 
 _REASONING = _Words(
@@ -155,6 +153,9 @@ _BIAS = -2.3
 _DEMANDS = ("reasoning", "multistep", "code_ask", "math", "long_output", "constraints", "tool_chaining", "research")
 
 
+_LOG121 = math.log1p(120)
+
+
 def _sat(x: float, half: float) -> float:
     """0 at 0, 0.5 at `half`, approaching 1: a soft saturation for counts."""
     return x / (x + half) if x > 0 else 0.0
@@ -188,14 +189,23 @@ def features(messages: list[dict[str, Any]]) -> tuple[dict[str, float], str, boo
     full = text_of(messages[i])
     window = scan_window(full)  # bounded: a megabyte message costs what ~32 KB do
     request, shots = split_examples(window)
+    images = any(has_image(m) for m in messages)
+    f = text_features(request, request.lower(), shots, len(full) - len(window), messages[:i], images)
+    return f, request, images
+
+
+def text_features(request: str, low: str, shots: int, unread: int, before: list[dict[str, Any]],
+                  images: bool) -> dict[str, float]:
+    """Feature values of a request text (already bounded and split from its worked examples; `low` is
+    `request.lower()`): `shots` worked examples were cut from it, `unread` characters of its message were not
+    read (scan_window), `before` are the messages before it and `images` says whether any is attached."""
     # Context size in words, estimated from characters: walking a long history must stay cheap.
-    context_words = sum(len(text_of(m)) for m in messages[:i]) // 6
+    context_words = sum([len(text_of(m)) for m in before]) // 6
     words = len(request.split())
-    low = request.lower()
-    if len(window) < len(full):  # the unread middle counts at the window's words per character
-        words = round(words * (len(request) + len(full) - len(window)) / max(1, len(request)))
+    if unread:  # the unread middle counts at the window's words per character
+        words = round(words * (len(request) + unread) / max(1, len(request)))
     f = {
-        "length": _sat(math.log1p(words), math.log1p(120)),
+        "length": _sat(math.log1p(words), _LOG121),
         "reasoning": _sat(_REASONING.count(low), 1.5),
         "multistep": _sat(len(_MULTISTEP.findall(request)), 3),
         "code_presence": _sat(len(_CODE_FENCE.findall(request)) * 3 + len(_CODE_LINE.findall(request)), 4),
@@ -206,8 +216,8 @@ def features(messages: list[dict[str, Any]]) -> tuple[dict[str, float], str, boo
         "long_output": _sat(_LONG_OUT.count(low), 1.5),
         "short_output": _sat(_SHORT_OUT.count(low), 1) * (1.0 if words < 40 else 0.3),
         "constraints": _sat(_CONSTRAINTS.count(low), 2),
-        "conversation_depth": _sat(sum(1 for m in messages[:i] if m.get("role") == "user"), 4),
-        "images": 1.0 if any(has_image(m) for m in messages) else 0.0,
+        "conversation_depth": _sat(sum([1 for m in before if m.get("role") == "user"]), 4),
+        "images": 1.0 if images else 0.0,
         "context_length": _sat(context_words + 60 * shots, 2000),
         "questions": _sat(request.count("?"), 2),
         # Not weighted; used for the task type.
@@ -218,9 +228,9 @@ def features(messages: list[dict[str, Any]]) -> tuple[dict[str, float], str, boo
     }
     # Several distinct demands in one request (reason + plan steps + write code + ...) compound: each one past
     # the first adds. Rare in benchmark questions, common in real agent tasks that need the premium tier.
-    active = sum(1 for k in _DEMANDS if f[k] >= 0.4)
+    active = sum([1 for k in _DEMANDS if f[k] >= 0.4])
     f["demands"] = _sat(max(0, active - 1), 1.0)
-    return f, request, f["images"] > 0
+    return f
 
 
 _LABELS = {
@@ -263,11 +273,16 @@ def task_type(f: dict[str, float]) -> str:
     return best if val >= 0.3 else "chat"
 
 
+def score_of(f: dict[str, float]) -> float:
+    """The heuristic complexity score (0..1) of feature values from `features`."""
+    z = _BIAS + sum([w * f[k] for k, w in _WEIGHTS.items()])
+    return 1.0 / (1.0 + math.exp(-z))
+
+
 def analyze(messages: list[dict[str, Any]]) -> Analysis:
     """Heuristic complexity analysis of `messages` (validated OpenAI-shape chat messages)."""
     f, _request, vision = features(messages)
-    z = _BIAS + sum(w * f[k] for k, w in _WEIGHTS.items())
-    score = 1.0 / (1.0 + math.exp(-z))
+    score = score_of(f)
     contrib = sorted(((w * f[k], k) for k, w in _WEIGHTS.items() if f[k] > 0), reverse=True)
     reasons = [f"{_LABELS[k]} ({'+' if c >= 0 else ''}{c:.2f})" for c, k in contrib if abs(c) >= 0.15][:4]
     if not reasons:

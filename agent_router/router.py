@@ -82,6 +82,13 @@ def ab_bucket(experiment: str, conversation_id: str) -> float:
     return int.from_bytes(h, "big") / 2**64
 
 
+# Per wanted tier, every tier by distance from it (up before down: a smaller tier rarely fixes a capability or
+# size constraint).
+_TIER_ORDER = {
+    w: sorted(TIERS, key=lambda t, w=w: (abs(TIER_RANK[t] - TIER_RANK[w]), -TIER_RANK[t])) for w in TIERS  # type: ignore[misc]
+}
+
+
 def tier_for_score(score: float, settings: Settings) -> str:
     t = settings.routing.thresholds
     if score < t.low:
@@ -234,15 +241,20 @@ class Router:
         require = set(ctx.get("require") or [])
         unhealthy = set(ctx.get("unhealthy") or [])
         prompt_counts: dict[str, tuple[int, str]] = {}
+        model_counts: dict[str, tuple[int, str]] = {}
 
         def prompt_tokens(m: ModelInfo) -> tuple[int, str]:
             # Models sharing an encoding share one count: a long history is walked once per encoding.
             # The count's own source: "estimated" also when a very long text was counted on samples.
-            enc, _ = self.counter.encoding_of(m.provider, m.name)
-            if enc not in prompt_counts:
-                c = self.counter.count_messages(messages, m.provider, m.name)
-                prompt_counts[enc] = (c.tokens, c.source)
-            return prompt_counts[enc]
+            got = model_counts.get(m.alias)
+            if got is None:
+                enc, _ = self.counter.encoding_of(m.provider, m.name)
+                got = prompt_counts.get(enc)
+                if got is None:
+                    c = self.counter.count_messages(messages, m.provider, m.name)
+                    got = prompt_counts[enc] = (c.tokens, c.source)
+                model_counts[m.alias] = got
+            return got
 
         rejected: dict[str, str] = {}
 
@@ -268,13 +280,14 @@ class Router:
 
         # Candidates: the wanted tier first, then the others ordered by distance (up before down when the
         # constraint is capability or size, since a smaller tier rarely fixes those).
-        order = sorted(TIERS, key=lambda t: (abs(TIER_RANK[t] - TIER_RANK[tier]), -TIER_RANK[t]))
         candidates: list[ModelInfo] = []
         if wanted_model:
             candidates.append(self.catalog.get(wanted_model))
-        for t in order:
+        seen = {m.alias for m in candidates}  # aliases are unique in a catalog: one alias, one model
+        for t in _TIER_ORDER[tier]:
             for m in self.catalog.tier_models(t):
-                if m not in candidates:
+                if m.alias not in seen:
+                    seen.add(m.alias)
                     candidates.append(m)
         ok = [m for m in candidates if admissible(m)]
         if not ok:
