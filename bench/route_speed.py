@@ -2,14 +2,15 @@
 and the heuristic router, on short, medium, long and multi-turn prompts; with `--baseline DIR` another checkout
 (e.g. `git archive main | tar -x -C /tmp/base`) is timed in the same run and the ratio printed.
 
-    python bench/route_speed.py [--baseline DIR] [--calls N] [--rounds R]
+    python bench/route_speed.py [--baseline DIR] [--calls N] [--rounds R] [--kinds short,medium,long,history]
 
 Every call routes a prompt never seen before (a serial number and words drawn at random make each one unique),
 so no per-text cache (token counts) helps; word-level memos do, as they would on real traffic. Each checkout runs
 in a worker process of its own (AGENT_ROUTER_HOME a fresh temporary folder, so built-in defaults; tiktoken's
 encoder loaded first, as the gateway does); the rounds alternate between them, so a machine whose speed drifts
-slows both alike. Printed per row: the median over rounds of the mean time per route, and this checkout's
-speed-up over the baseline (baseline time / this time). One core: numpy's BLAS threads are set to 1.
+slows both alike. Time is the worker's CPU time (time.process_time): on a shared machine, time spent waiting
+for a core is not counted. Printed per row: the median over rounds of the mean CPU time per route, and this
+checkout's speed-up over the baseline (baseline time / this time). numpy's BLAS threads are set to 1.
 """
 
 from __future__ import annotations
@@ -80,10 +81,10 @@ def worker() -> None:
         rnd = random.Random(ask["seed"])
         prompts = [prompt(ask["kind"], rnd, ask["seed"] * 100_000 + i) for i in range(ask["calls"])]
         route = routers[ask["router"]].route
-        t = time.perf_counter()
+        t = time.process_time()
         for p in prompts:
             route(p)
-        us = (time.perf_counter() - t) / len(prompts) * 1e6
+        us = (time.process_time() - t) / len(prompts) * 1e6
         print(json.dumps({"us": us}), flush=True)
 
 
@@ -112,11 +113,15 @@ def main() -> None:
     ap.add_argument("--baseline", type=Path, help="another checkout to time in the same run")
     ap.add_argument("--calls", type=int, default=400, help="unique prompts per round and row (long: a fifth)")
     ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--kinds", default=",".join(KINDS), help="prompt kinds to time (comma-separated)")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
         worker()
         return
+    kinds = [k for k in args.kinds.split(",") if k]
+    if unknown := sorted(set(kinds) - set(KINDS)):
+        raise SystemExit(f"--kinds: unknown {unknown[0]!r} (known: {', '.join(KINDS)})")
     if args.baseline and not (args.baseline / "agent_router" / "__init__.py").is_file():
         raise SystemExit(f"--baseline {args.baseline}: no agent_router package there")
     workers = {"this": Worker(HERE)}
@@ -125,7 +130,7 @@ def main() -> None:
     times: dict[tuple[str, str, str], list[float]] = {}
     try:
         for rnd in range(args.rounds):
-            for kind in KINDS:
+            for kind in kinds:
                 calls = max(1, args.calls // 5) if kind == "long" else args.calls
                 for router in ROUTERS:
                     order = list(workers) if rnd % 2 == 0 else list(reversed(workers))
@@ -135,13 +140,13 @@ def main() -> None:
     finally:
         for w in workers.values():
             w.close()
-    print(f"µs per route, median of {args.rounds} rounds ({args.calls} unique prompts per round; long: "
+    print(f"CPU µs per route, median of {args.rounds} rounds ({args.calls} unique prompts per round; long: "
           f"{max(1, args.calls // 5)})")
     head = f"{'prompt':<9}{'router':<11}{'this':>10}"
     if args.baseline:
         head += f"{'baseline':>11}{'speed-up':>10}"
     print(head)
-    for kind in KINDS:
+    for kind in kinds:
         for router in ROUTERS:
             this = statistics.median(times[("this", kind, router)])
             row = f"{kind:<9}{router:<11}{this:>10.1f}"
