@@ -202,17 +202,30 @@ def features(messages: list[dict[str, Any]]) -> tuple[dict[str, float], str, boo
     window = scan_window(full)  # bounded: a megabyte message costs what ~32 KB do
     request, shots = split_examples(window)
     images = any(has_image(m) for m in messages)
-    f = text_features(request, request.lower(), shots, len(full) - len(window), messages[:i], images)
+    before = messages[:i]
+    f = text_features(request, request.lower(), shots, len(full) - len(window), context_chars(before),
+                      user_turns(before), images)
     return f, request, images
 
 
-def text_features(request: str, low: str, shots: int, unread: int, before: list[dict[str, Any]],
+def context_chars(before: list[dict[str, Any]]) -> int:
+    """Characters of text in the messages before the request."""
+    return sum([len(text_of(m)) for m in before])
+
+
+def user_turns(before: list[dict[str, Any]]) -> int:
+    """User messages before the request."""
+    return sum([1 for m in before if m.get("role") == "user"])
+
+
+def text_features(request: str, low: str, shots: int, unread: int, before_chars: int, before_users: int,
                   images: bool) -> dict[str, float]:
     """Feature values of a request text (already bounded and split from its worked examples; `low` is
     `request.lower()`): `shots` worked examples were cut from it, `unread` characters of its message were not
-    read (scan_window), `before` are the messages before it and `images` says whether any is attached."""
+    read (scan_window), the messages before it hold `before_chars` characters (context_chars) and
+    `before_users` user messages (user_turns), and `images` says whether any message has an image."""
     # Context size in words, estimated from characters: walking a long history must stay cheap.
-    context_words = sum([len(text_of(m)) for m in before]) // 6
+    context_words = before_chars // 6
     words = len(request.split())
     if unread:  # the unread middle counts at the window's words per character
         words = round(words * (len(request) + unread) / max(1, len(request)))
@@ -228,7 +241,7 @@ def text_features(request: str, low: str, shots: int, unread: int, before: list[
         "long_output": _sat(_LONG_OUT.count(low), 1.5),
         "short_output": _sat(_SHORT_OUT.count(low), 1) * (1.0 if words < 40 else 0.3),
         "constraints": _sat(_CONSTRAINTS.count(low), 2),
-        "conversation_depth": _sat(sum([1 for m in before if m.get("role") == "user"]), 4),
+        "conversation_depth": _sat(before_users, 4),
         "images": 1.0 if images else 0.0,
         "context_length": _sat(context_words + 60 * shots, 2000),
         "questions": _sat(request.count("?"), 2),

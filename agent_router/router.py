@@ -256,6 +256,14 @@ class Router:
                 model_counts[m.alias] = got
             return got
 
+        costs: dict[str, float] = {}
+
+        def est_cost(m: ModelInfo) -> float:  # the model's estimated cost of this call, once per model
+            c = costs.get(m.alias)
+            if c is None:
+                c = costs[m.alias] = m.estimate_cost(prompt_tokens(m)[0], out_tokens)
+            return c
+
         rejected: dict[str, str] = {}
 
         def admissible(m: ModelInfo) -> bool:
@@ -308,16 +316,14 @@ class Router:
 
         # 4. Budget: downgrade (cheaper admissible model) or block.
         n_in, source = prompt_tokens(chosen)
-        cost = chosen.estimate_cost(n_in, out_tokens)
+        cost = est_cost(chosen)
         remaining = ctx.get("budget_remaining_usd")
         per_request = s.budgets.per_request_usd
         limit = min(x for x in (remaining, per_request, float("inf")) if x is not None)
         if cost > limit:
             on_exceed = ctx.get("on_exceed") or s.budgets.on_exceed
-            cheaper = sorted(
-                (m for m in ok if m.estimate_cost(prompt_tokens(m)[0], out_tokens) <= limit),
-                key=lambda m: (-TIER_RANK.get(m.tier or "chat", 1), m.estimate_cost(prompt_tokens(m)[0], out_tokens)),
-            )
+            cheaper = sorted((m for m in ok if est_cost(m) <= limit),
+                             key=lambda m: (-TIER_RANK.get(m.tier or "chat", 1), est_cost(m)))
             if on_exceed == "block" or not cheaper:
                 raise BudgetBlocked(
                     f"estimated ${cost:.4f} on {chosen.alias} exceeds the remaining budget ${limit:.4f}"
@@ -326,10 +332,10 @@ class Router:
             reasons.append(f"budget: ${cost:.4f} on {chosen.alias} exceeds ${limit:.4f} -> downgraded")
             chosen = cheaper[0]
             n_in, source = prompt_tokens(chosen)
-            cost = chosen.estimate_cost(n_in, out_tokens)
+            cost = est_cost(chosen)
 
         # 5. The fallback chain: only models that passed the same filter and fit the same budget limit.
-        affordable = [m for m in ok if m.estimate_cost(prompt_tokens(m)[0], out_tokens) <= limit]
+        affordable = [m for m in ok if est_cost(m) <= limit]
         reasons.append(f"model {chosen.alias} ({chosen.provider}/{chosen.name}), est. ${cost:.5f}")
         decision = Decision(
             tier=chosen.tier or tier,
@@ -390,7 +396,7 @@ class Router:
         me = self.catalog.get(alias)
         rank = TIER_RANK.get(me.tier or "chat", 1)
         rest = [m for m in pool if m.alias != alias]
-        rest.sort(key=lambda m: (abs(TIER_RANK.get(m.tier or "chat", 1) - rank), -TIER_RANK.get(m.tier or "chat", 1)))
+        rest.sort(key=lambda m: (abs((r := TIER_RANK.get(m.tier or "chat", 1)) - rank), -r))
         return [m.alias for m in rest][:3]
 
 

@@ -17,8 +17,8 @@ from typing import Any
 
 import numpy as np
 
+from ..analyzer import context_chars, split_examples, text_features, user_turns
 from ..analyzer import features as analyzer_features
-from ..analyzer import split_examples, text_features
 from ..analyzer import task_type as analyzer_task_type
 from ..messages import has_image, last_user_index, scan_window, text_of
 from ..settings import TASK_TYPES
@@ -158,6 +158,7 @@ def extract(messages: list[dict[str, Any]]) -> RequestFeatures:
     # Characters of the real question in the whole message (the window reads only its two ends).
     focus_chars = len(focus) + len(full) - len(request)
     before = messages[:i]
+    before_chars, before_users = context_chars(before), user_turns(before)
     low = focus.lower()
     if has_image(last):  # the analyzer reads the message with its image (and its own few-shot split)
         af, _req, _vision = analyzer_features([*before, last])
@@ -165,14 +166,14 @@ def extract(messages: list[dict[str, Any]]) -> RequestFeatures:
         # The analyzer's features of the focus as a message of its own: already bounded (scan_window), and
         # nothing more to split (the split above took every worked example), so analyzer.features would
         # find (focus, 0 shots, nothing unread).
-        af = text_features(focus, low, 0, 0, before, any(has_image(m) for m in before))
+        af = text_features(focus, low, 0, 0, before_chars, before_users, any(has_image(m) for m in before))
     tt = analyzer_task_type(af)
     n = max(1, len(focus))
     options = len(_OPTION.findall(focus))
     digits, capitals = digits_and_capitals(focus)
     extra = {
         "log_chars": math.log1p(focus_chars) / 8,
-        "log_chars_full": math.log1p(len(full) + sum([len(text_of(m)) for m in before])) / 10,
+        "log_chars_full": math.log1p(len(full) + before_chars) / 10,
         "shots": min(shots, 10) / 5,
         "n_options": min(options, 10) / 5,
         "two_options": 1.0 if options == 2 else 0.0,
@@ -181,7 +182,7 @@ def extract(messages: list[dict[str, Any]]) -> RequestFeatures:
         "upper_share": min(1.0, 5 * capitals / n),
         "code_fence": 1.0 if "```" in focus else 0.0,
         "lines": math.log1p(focus.count("\n")) / 4,
-        "turns": min(sum([1 for m in before if m.get("role") == "user"]), 10) / 5,
+        "turns": min(before_users, 10) / 5,
         "system": 1.0 if any(m.get("role") in ("system", "developer") for m in messages) else 0.0,
         "answer_cue": 1.0 if _ANSWER_CUE.search(focus.rstrip()[-200:]) else 0.0,
         "question_mark": 1.0 if "?" in focus else 0.0,
