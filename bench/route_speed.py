@@ -1,8 +1,8 @@
 """Microseconds per routing decision on unique prompts: the default router (learned, cost objective, adaptive)
-and the heuristic router, on short, medium, long and multi-turn prompts; with `--baseline DIR` another checkout
-(e.g. `git archive main | tar -x -C /tmp/base`) is timed in the same run and the ratio printed.
+and the heuristic router, on small talk, short, medium, long and multi-turn prompts; with `--baseline DIR`
+another checkout (e.g. `git archive main | tar -x -C /tmp/base`) is timed in the same run and the ratio printed.
 
-    python bench/route_speed.py [--baseline DIR] [--calls N] [--rounds R] [--kinds short,medium,long,history]
+    python bench/route_speed.py [--baseline DIR] [--calls N] [--rounds R] [--kinds chat,short,medium,long,history]
 
 Every call routes a prompt never seen before (a serial number and words drawn at random make each one unique),
 so no per-text cache (token counts) helps; word-level memos do, as they would on real traffic. Each checkout runs
@@ -27,7 +27,9 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent.parent
-KINDS = ("short", "medium", "long", "history")
+KINDS = ("chat", "short", "medium", "long", "history")
+CHAT = ("hi there", "thanks a lot", "tell me a joke about", "good morning", "write a haiku about", "hello, how are you",
+        "ok, and what about", "nice, thank you for")
 ROUTERS = ("default", "heuristic")
 VOCAB = (
     "the a of and to in is it that for on with as why how what explain write function python code test compare "
@@ -46,7 +48,9 @@ def prompt(kind: str, rnd: random.Random, serial: int) -> list[dict]:
             words[i] += rnd.choice(".?,:")
         return " ".join(words)
 
-    if kind == "short":  # ~12 words: a chat turn
+    if kind == "chat":  # small talk and short creative asks: what the learned router hands to the heuristic
+        return [{"role": "user", "content": f"{rnd.choice(CHAT)} {rnd.choice(VOCAB)} {serial}"}]
+    if kind == "short":  # ~12 words: a question or task
         return [{"role": "user", "content": f"{text(11)} #{serial}?"}]
     if kind == "medium":  # ~200 words: a task with some detail
         return [{"role": "system", "content": "You are a careful assistant."},
