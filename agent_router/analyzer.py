@@ -41,20 +41,30 @@ class Analysis:
 
 class _Words:
     """Words and phrases (lower case) counted at word boundaries in lower-cased text. Written without a leading
-    \\b so that `re` skips ahead on the phrases' first letters: about 5x quicker than (?i)\\b(?:...)\\b."""
+    \\b so that `re` skips ahead on the phrases' first letters: about 5x quicker than (?i)\\b(?:...)\\b.
+
+    The alternatives are grouped by their first letter, in their order within each group: `re` then tries at a
+    position only the phrases that start with its letter (a quarter quicker). Phrases starting with different
+    letters never match at the same position, so every match (and which phrase makes it) is that of the plain
+    alternation (?:w1|w2|...)\\b."""
 
     def __init__(self, *words: str):
-        self.rx = re.compile(r"(?:" + "|".join(words) + r")\b")
+        self.words = words
+        groups: dict[str, list[str]] = {}
+        for w in words:
+            if not (w[:1].isalpha() and w[:1].islower()) or w[1:2] in ("?", "*", "+", "{"):
+                raise ValueError(f"analyzer word {w!r}: must start with a lower-case letter of its own")
+            groups.setdefault(w[0], []).append(w[1:])
+        alts = [c + ("(?:" + "|".join(rest) + ")" if rest != [""] else "") for c, rest in groups.items()]
+        self.rx = re.compile(r"(?:" + "|".join(alts) + r")\b")
 
     def count(self, low: str) -> int:
-        return sum(1 for m in self.rx.finditer(low) if not _wordchar_before(low, m.start()))
-
-
-def _wordchar_before(s: str, i: int) -> bool:
-    return i > 0 and (s[i - 1].isalnum() or s[i - 1] == "_")
-
-
-
+        n = 0
+        for m in self.rx.finditer(low):
+            i = m.start()
+            if i == 0 or not ((c := low[i - 1]).isalnum() or c == "_"):
+                n += 1
+        return n
 
 
 _REASONING = _Words(
@@ -155,6 +165,9 @@ _BIAS = -2.3
 _DEMANDS = ("reasoning", "multistep", "code_ask", "math", "long_output", "constraints", "tool_chaining", "research")
 
 
+_LOG121 = math.log1p(120)
+
+
 def _sat(x: float, half: float) -> float:
     """0 at 0, 0.5 at `half`, approaching 1: a soft saturation for counts."""
     return x / (x + half) if x > 0 else 0.0
@@ -188,14 +201,36 @@ def features(messages: list[dict[str, Any]]) -> tuple[dict[str, float], str, boo
     full = text_of(messages[i])
     window = scan_window(full)  # bounded: a megabyte message costs what ~32 KB do
     request, shots = split_examples(window)
+    images = any(has_image(m) for m in messages)
+    before = messages[:i]
+    f = text_features(request, request.lower(), shots, len(full) - len(window), context_chars(before),
+                      user_turns(before), images)
+    return f, request, images
+
+
+def context_chars(before: list[dict[str, Any]]) -> int:
+    """Characters of text in the messages before the request."""
+    return sum([len(text_of(m)) for m in before])
+
+
+def user_turns(before: list[dict[str, Any]]) -> int:
+    """User messages before the request."""
+    return sum([1 for m in before if m.get("role") == "user"])
+
+
+def text_features(request: str, low: str, shots: int, unread: int, before_chars: int, before_users: int,
+                  images: bool) -> dict[str, float]:
+    """Feature values of a request text (already bounded and split from its worked examples; `low` is
+    `request.lower()`): `shots` worked examples were cut from it, `unread` characters of its message were not
+    read (scan_window), the messages before it hold `before_chars` characters (context_chars) and
+    `before_users` user messages (user_turns), and `images` says whether any message has an image."""
     # Context size in words, estimated from characters: walking a long history must stay cheap.
-    context_words = sum(len(text_of(m)) for m in messages[:i]) // 6
+    context_words = before_chars // 6
     words = len(request.split())
-    low = request.lower()
-    if len(window) < len(full):  # the unread middle counts at the window's words per character
-        words = round(words * (len(request) + len(full) - len(window)) / max(1, len(request)))
+    if unread:  # the unread middle counts at the window's words per character
+        words = round(words * (len(request) + unread) / max(1, len(request)))
     f = {
-        "length": _sat(math.log1p(words), math.log1p(120)),
+        "length": _sat(math.log1p(words), _LOG121),
         "reasoning": _sat(_REASONING.count(low), 1.5),
         "multistep": _sat(len(_MULTISTEP.findall(request)), 3),
         "code_presence": _sat(len(_CODE_FENCE.findall(request)) * 3 + len(_CODE_LINE.findall(request)), 4),
@@ -206,8 +241,8 @@ def features(messages: list[dict[str, Any]]) -> tuple[dict[str, float], str, boo
         "long_output": _sat(_LONG_OUT.count(low), 1.5),
         "short_output": _sat(_SHORT_OUT.count(low), 1) * (1.0 if words < 40 else 0.3),
         "constraints": _sat(_CONSTRAINTS.count(low), 2),
-        "conversation_depth": _sat(sum(1 for m in messages[:i] if m.get("role") == "user"), 4),
-        "images": 1.0 if any(has_image(m) for m in messages) else 0.0,
+        "conversation_depth": _sat(before_users, 4),
+        "images": 1.0 if images else 0.0,
         "context_length": _sat(context_words + 60 * shots, 2000),
         "questions": _sat(request.count("?"), 2),
         # Not weighted; used for the task type.
@@ -218,9 +253,9 @@ def features(messages: list[dict[str, Any]]) -> tuple[dict[str, float], str, boo
     }
     # Several distinct demands in one request (reason + plan steps + write code + ...) compound: each one past
     # the first adds. Rare in benchmark questions, common in real agent tasks that need the premium tier.
-    active = sum(1 for k in _DEMANDS if f[k] >= 0.4)
+    active = sum([1 for k in _DEMANDS if f[k] >= 0.4])
     f["demands"] = _sat(max(0, active - 1), 1.0)
-    return f, request, f["images"] > 0
+    return f
 
 
 _LABELS = {
@@ -263,11 +298,16 @@ def task_type(f: dict[str, float]) -> str:
     return best if val >= 0.3 else "chat"
 
 
+def score_of(f: dict[str, float]) -> float:
+    """The heuristic complexity score (0..1) of feature values from `features`."""
+    z = _BIAS + sum([w * f[k] for k, w in _WEIGHTS.items()])
+    return 1.0 / (1.0 + math.exp(-z))
+
+
 def analyze(messages: list[dict[str, Any]]) -> Analysis:
     """Heuristic complexity analysis of `messages` (validated OpenAI-shape chat messages)."""
     f, _request, vision = features(messages)
-    z = _BIAS + sum(w * f[k] for k, w in _WEIGHTS.items())
-    score = 1.0 / (1.0 + math.exp(-z))
+    score = score_of(f)
     contrib = sorted(((w * f[k], k) for k, w in _WEIGHTS.items() if f[k] > 0), reverse=True)
     reasons = [f"{_LABELS[k]} ({'+' if c >= 0 else ''}{c:.2f})" for c, k in contrib if abs(c) >= 0.15][:4]
     if not reasons:

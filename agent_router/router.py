@@ -82,6 +82,13 @@ def ab_bucket(experiment: str, conversation_id: str) -> float:
     return int.from_bytes(h, "big") / 2**64
 
 
+# Per wanted tier, every tier by distance from it (up before down: a smaller tier rarely fixes a capability or
+# size constraint).
+_TIER_ORDER = {
+    w: sorted(TIERS, key=lambda t, w=w: (abs(TIER_RANK[t] - TIER_RANK[w]), -TIER_RANK[t])) for w in TIERS  # type: ignore[misc]
+}
+
+
 def tier_for_score(score: float, settings: Settings) -> str:
     t = settings.routing.thresholds
     if score < t.low:
@@ -234,15 +241,28 @@ class Router:
         require = set(ctx.get("require") or [])
         unhealthy = set(ctx.get("unhealthy") or [])
         prompt_counts: dict[str, tuple[int, str]] = {}
+        model_counts: dict[str, tuple[int, str]] = {}
 
         def prompt_tokens(m: ModelInfo) -> tuple[int, str]:
             # Models sharing an encoding share one count: a long history is walked once per encoding.
             # The count's own source: "estimated" also when a very long text was counted on samples.
-            enc, _ = self.counter.encoding_of(m.provider, m.name)
-            if enc not in prompt_counts:
-                c = self.counter.count_messages(messages, m.provider, m.name)
-                prompt_counts[enc] = (c.tokens, c.source)
-            return prompt_counts[enc]
+            got = model_counts.get(m.alias)
+            if got is None:
+                enc, _ = self.counter.encoding_of(m.provider, m.name)
+                got = prompt_counts.get(enc)
+                if got is None:
+                    c = self.counter.count_messages(messages, m.provider, m.name)
+                    got = prompt_counts[enc] = (c.tokens, c.source)
+                model_counts[m.alias] = got
+            return got
+
+        costs: dict[str, float] = {}
+
+        def est_cost(m: ModelInfo) -> float:  # the model's estimated cost of this call, once per model
+            c = costs.get(m.alias)
+            if c is None:
+                c = costs[m.alias] = m.estimate_cost(prompt_tokens(m)[0], out_tokens)
+            return c
 
         rejected: dict[str, str] = {}
 
@@ -268,13 +288,14 @@ class Router:
 
         # Candidates: the wanted tier first, then the others ordered by distance (up before down when the
         # constraint is capability or size, since a smaller tier rarely fixes those).
-        order = sorted(TIERS, key=lambda t: (abs(TIER_RANK[t] - TIER_RANK[tier]), -TIER_RANK[t]))
         candidates: list[ModelInfo] = []
         if wanted_model:
             candidates.append(self.catalog.get(wanted_model))
-        for t in order:
+        seen = {m.alias for m in candidates}  # aliases are unique in a catalog: one alias, one model
+        for t in _TIER_ORDER[tier]:
             for m in self.catalog.tier_models(t):
-                if m not in candidates:
+                if m.alias not in seen:
+                    seen.add(m.alias)
                     candidates.append(m)
         ok = [m for m in candidates if admissible(m)]
         if not ok:
@@ -295,16 +316,14 @@ class Router:
 
         # 4. Budget: downgrade (cheaper admissible model) or block.
         n_in, source = prompt_tokens(chosen)
-        cost = chosen.estimate_cost(n_in, out_tokens)
+        cost = est_cost(chosen)
         remaining = ctx.get("budget_remaining_usd")
         per_request = s.budgets.per_request_usd
         limit = min(x for x in (remaining, per_request, float("inf")) if x is not None)
         if cost > limit:
             on_exceed = ctx.get("on_exceed") or s.budgets.on_exceed
-            cheaper = sorted(
-                (m for m in ok if m.estimate_cost(prompt_tokens(m)[0], out_tokens) <= limit),
-                key=lambda m: (-TIER_RANK.get(m.tier or "chat", 1), m.estimate_cost(prompt_tokens(m)[0], out_tokens)),
-            )
+            cheaper = sorted((m for m in ok if est_cost(m) <= limit),
+                             key=lambda m: (-TIER_RANK.get(m.tier or "chat", 1), est_cost(m)))
             if on_exceed == "block" or not cheaper:
                 raise BudgetBlocked(
                     f"estimated ${cost:.4f} on {chosen.alias} exceeds the remaining budget ${limit:.4f}"
@@ -313,10 +332,10 @@ class Router:
             reasons.append(f"budget: ${cost:.4f} on {chosen.alias} exceeds ${limit:.4f} -> downgraded")
             chosen = cheaper[0]
             n_in, source = prompt_tokens(chosen)
-            cost = chosen.estimate_cost(n_in, out_tokens)
+            cost = est_cost(chosen)
 
         # 5. The fallback chain: only models that passed the same filter and fit the same budget limit.
-        affordable = [m for m in ok if m.estimate_cost(prompt_tokens(m)[0], out_tokens) <= limit]
+        affordable = [m for m in ok if est_cost(m) <= limit]
         reasons.append(f"model {chosen.alias} ({chosen.provider}/{chosen.name}), est. ${cost:.5f}")
         decision = Decision(
             tier=chosen.tier or tier,
@@ -377,7 +396,7 @@ class Router:
         me = self.catalog.get(alias)
         rank = TIER_RANK.get(me.tier or "chat", 1)
         rest = [m for m in pool if m.alias != alias]
-        rest.sort(key=lambda m: (abs(TIER_RANK.get(m.tier or "chat", 1) - rank), -TIER_RANK.get(m.tier or "chat", 1)))
+        rest.sort(key=lambda m: (abs((r := TIER_RANK.get(m.tier or "chat", 1)) - rank), -r))
         return [m.alias for m in rest][:3]
 
 

@@ -44,6 +44,9 @@ PREMIUM_TIERS = frozenset({"premium", "strong"})
 SOURCE_WEIGHT = {"explicit": 1.0, "implicit": 0.5}
 DEFAULT_PRIOR = {"weak": 0.75, "strong": 0.85}
 MIN_PREDICTIONS = 5
+# Hashed n-grams: a mapping bucket -> value, or the same as two arrays in its order (RequestFeatures.buckets,
+# RequestFeatures.values).
+HashedNgrams = Mapping[int, float] | tuple[np.ndarray, np.ndarray]
 
 
 def _logit(p: float) -> float:
@@ -187,7 +190,7 @@ class AdaptiveEstimator:
             self._seq += 1
             return f"{self._nonce}:{self._seq}"
 
-    def remember(self, key: str, dense: Sequence[float], hashed: Mapping[int, float] | None, p_weak: float,
+    def remember(self, key: str, dense: Sequence[float], hashed: HashedNgrams | None, p_weak: float,
                  p_strong: float) -> None:
         """Keep a request's full features under `key` (bounded: the oldest are forgotten first)."""
         x = request_vector(dense, hashed)
@@ -208,7 +211,7 @@ class AdaptiveEstimator:
         return x
 
     def decide(self, task_type: str, p_weak: float, p_strong: float, cut: float, dense: Sequence[float] | None = None,
-               hashed: Mapping[int, float] | None = None, log_cost: float | None = None,
+               hashed: HashedNgrams | None = None, log_cost: float | None = None,
                key: str | None = None) -> tuple[float, bool, float, bool]:
         """Route one request: (need after outcomes, premium?, static need, static premium?).
 
@@ -233,7 +236,7 @@ class AdaptiveEstimator:
         need = objective_score(pw, ps, log_cost)
         score, cost = need, 1.0
         with self._lock:
-            if self.cost is not None and dense is not None:
+            if self.cost is not None and dense is not None and self.cost.n:
                 lc = self.cost.predict(np.asarray(dense, dtype=np.float64))
                 if lc is not None:
                     cost = math.exp(max(-20.0, min(20.0, lc)))
@@ -296,11 +299,38 @@ def sketch(dense: Sequence[float], p_weak: float, p_strong: float, key: str | No
     probabilities the call was routed on. Unlike hashed word buckets (a dictionary attack recovers many
     words), these numbers do not let anyone read the prompt back. `key` finds the full features (with
     n-grams) in the routing process's own memory."""
-    d: dict[str, Any] = {"v": SKETCH_VERSION, "x": [round(float(v), 3) for v in dense],
-                         "p": [round(float(p_weak), 4), round(float(p_strong), 4)]}
-    if key is not None:
-        d["k"] = key
-    return json.dumps(d, separators=(",", ":"))
+    # Written as json.dumps({"v": .., "x": [round(float(v), 3) ..], "p": [..], "k": key}, separators=(",", ":"))
+    # writes it, each feature value's text remembered (they repeat: counts, flags, shares of short texts).
+    nums = _SKETCH_NUMS
+    parts = []
+    for v in dense:
+        t = nums.get(v)
+        if t is None or t == "0.0" and math.copysign(1.0, v) < 0:  # 0.0 and -0.0 are one key, two texts
+            t = _sketch_num(v)
+        parts.append(t)
+    pw, ps = _json_float(round(float(p_weak), 4)), _json_float(round(float(p_strong), 4))
+    k = "" if key is None else ',"k":' + (_json_str(key) if isinstance(key, str) else json.dumps(key))
+    return f'{{"v":{SKETCH_VERSION},"x":[{",".join(parts)}],"p":[{pw},{ps}]{k}}}'
+
+
+_json_str = json.encoder.encode_basestring_ascii  # json.dumps of a str
+
+
+def _json_float(x: float) -> str:
+    """json.dumps(x) for a float."""
+    return float.__repr__(x) if math.isfinite(x) else json.dumps(x)
+
+
+_SKETCH_NUMS: dict[float, str] = {}
+
+
+def _sketch_num(v: float) -> str:
+    t = _json_float(round(float(v), 3))
+    if v or t == "0.0":  # -0.0 is not kept: it would answer for 0.0
+        if len(_SKETCH_NUMS) >= 4096:
+            _SKETCH_NUMS.clear()
+        _SKETCH_NUMS[v] = t
+    return t
 
 
 def parse_sketch(text: str | None, dim: int) -> tuple[np.ndarray, float, float, str | None] | None:
@@ -318,18 +348,24 @@ def parse_sketch(text: str | None, dim: int) -> tuple[np.ndarray, float, float, 
     return x, pw, ps, d.get("k")
 
 
-def request_vector(dense: Sequence[float], hashed: Mapping[int, float] | None) -> np.ndarray:
+def request_vector(dense: Sequence[float], hashed: HashedNgrams | None) -> np.ndarray:
     """What the per-request layer sees of a request: its dense features, then its folded n-grams if known."""
     x = np.asarray(dense, dtype=np.float64)
-    return np.concatenate([x, fold_hashed(hashed)]) if hashed else x
+    if hashed is None or not len(hashed[0] if isinstance(hashed, tuple) else hashed):
+        return x
+    return np.concatenate([x, fold_hashed(hashed)])
 
 
-def fold_hashed(hashed: Mapping[int, float]) -> np.ndarray:
-    """Hashed n-gram values summed into HASH_FOLD buckets (kept in memory only, never written)."""
-    out = np.zeros(HASH_FOLD)
-    for k, v in hashed.items():
-        out[k % HASH_FOLD] += v
-    return out
+def fold_hashed(hashed: HashedNgrams) -> np.ndarray:
+    """Hashed n-gram values summed into HASH_FOLD buckets (kept in memory only, never written): each bucket
+    the sum of its values in `hashed`'s order, as `out[k % HASH_FOLD] += v` would add them."""
+    if isinstance(hashed, tuple):
+        keys, vals = hashed
+    else:
+        n = len(hashed)
+        keys = np.fromiter(hashed.keys(), dtype=np.int64, count=n)
+        vals = np.fromiter(hashed.values(), dtype=np.float64, count=n)
+    return np.bincount(keys % HASH_FOLD, weights=vals, minlength=HASH_FOLD)
 
 
 class OnlineResidual:

@@ -11,14 +11,14 @@ from __future__ import annotations
 import math
 import re
 import zlib
-from dataclasses import dataclass
-from functools import lru_cache
+from collections import Counter
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from ..analyzer import context_chars, split_examples, text_features, user_turns
 from ..analyzer import features as analyzer_features
-from ..analyzer import split_examples
 from ..analyzer import task_type as analyzer_task_type
 from ..messages import has_image, last_user_index, scan_window, text_of
 from ..settings import TASK_TYPES
@@ -51,16 +51,36 @@ _BLANK = re.compile(r"(?<!\w)_(?!\w)")
 
 @dataclass
 class RequestFeatures:
-    """Dense values (in DENSE_KEYS order), hashed bucket -> value, the task type and the text used."""
+    """Dense values (in DENSE_KEYS order), the hashed n-grams, the task type and the text used.
+
+    The hashed n-grams are two arrays in the order their buckets were first seen: `buckets` (int64) and
+    `values` (float64, L2-normed counts); `hashed` gives them as a dict bucket -> value."""
 
     dense: list[float]
-    hashed: dict[int, float]
+    buckets: np.ndarray
+    values: np.ndarray
     task_type: str
     focus: str
     analyzer: dict[str, float]
     shots: int
     # Sentence embedding of `focus` (384 floats), set only for weights with embedding heads.
     emb: np.ndarray | None = None
+    _hashed: dict[int, float] | None = field(default=None, init=False, repr=False, compare=False)
+    _dense: np.ndarray | None = field(default=None, init=False, repr=False, compare=False)
+
+    @property
+    def hashed(self) -> dict[int, float]:
+        """Hashed bucket -> value, in `buckets` order (made on first use)."""
+        if self._hashed is None:
+            self._hashed = dict(zip(self.buckets.tolist(), self.values.tolist(), strict=True))
+        return self._hashed
+
+    def dense_array(self, dtype: Any) -> np.ndarray:
+        """`dense` as an array of `dtype` (the last one made is kept)."""
+        a = self._dense
+        if a is None or a.dtype != dtype:
+            a = self._dense = np.asarray(self.dense, dtype=dtype)
+        return a
 
 
 def focus_text(request: str) -> tuple[str, int]:
@@ -73,56 +93,96 @@ def _bucket(s: str) -> int:
     return zlib.crc32(s.encode("utf-8")) & _MASK
 
 
-@lru_cache(maxsize=50_000)
+_WORD_BUCKETS: dict[str, tuple[int, ...]] = {}
+_WORD_BUCKETS_MAX = 50_000
+
+
 def _word_buckets(w: str) -> tuple[int, ...]:
-    """The word itself plus its character trigrams (with boundaries), so unseen inflections still match."""
-    out = [_bucket("w:" + w)]
-    if len(w) > 3 and w.isalpha():
-        padded = f"<{w}>"
-        out += [_bucket("c:" + padded[i:i + 3]) for i in range(len(padded) - 2)]
-    return tuple(out)
+    """The word itself plus its character trigrams (with boundaries), so unseen inflections still match.
+    Remembered per word (bounded)."""
+    got = _WORD_BUCKETS.get(w)
+    if got is None:
+        out = [_bucket("w:" + w)]
+        if len(w) > 3 and w.isalpha():
+            padded = f"<{w}>"
+            out += [_bucket("c:" + padded[i:i + 3]) for i in range(len(padded) - 2)]
+        if len(_WORD_BUCKETS) >= _WORD_BUCKETS_MAX:
+            _WORD_BUCKETS.clear()
+        got = _WORD_BUCKETS[w] = tuple(out)
+    return got
 
 
-def _hashed(text: str) -> dict[int, float]:
-    words = _WORD.findall(text[:MAX_HASH_CHARS].lower())
-    counts: dict[int, float] = {}
+def hashed_features(text: str, low: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Word, character-trigram and word-bigram buckets of `text`'s first MAX_HASH_CHARS characters, with their
+    L2-normed counts, in the order the buckets are first seen (as RequestFeatures holds them). `low`:
+    `text.lower()` when the caller has it."""
+    if low is None or len(text) > MAX_HASH_CHARS:
+        low = text[:MAX_HASH_CHARS].lower()
+    words = _WORD.findall(low)
+    seq: list[int] = []
+    add = seq.extend
+    memo = _WORD_BUCKETS
     for w in set(words):
-        for b in _word_buckets(w):
-            counts[b] = counts.get(b, 0.0) + 1.0
-    for a, b in set(zip(words, words[1:], strict=False)):
-        k = _bucket("b:" + a + " " + b)
-        counts[k] = counts.get(k, 0.0) + 1.0
-    norm = math.sqrt(sum(v * v for v in counts.values())) or 1.0
-    return {k: v / norm for k, v in counts.items()}
+        add(memo.get(w) or _word_buckets(w))
+    crc = zlib.crc32
+    seq += [crc(f"b:{a} {b}".encode()) & _MASK for a, b in set(zip(words, words[1:], strict=False))]
+    counts = Counter(seq)
+    n = len(counts)
+    buckets = np.fromiter(counts.keys(), dtype=np.int64, count=n)
+    values = np.fromiter(counts.values(), dtype=np.float64, count=n)
+    # Whole counts: their squares sum exactly in any order.
+    norm = math.sqrt(float(values @ values)) or 1.0
+    return buckets, values / norm
+
+
+_DIGITS = b"0123456789"
+_UPPER = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+
+
+def digits_and_capitals(text: str) -> tuple[int, int]:
+    """How many characters of `text` are digits (str.isdigit) and capitals (str.isupper). ASCII text is
+    counted by deleting the ASCII digits and capitals (the only ones it can hold) from its bytes."""
+    if text.isascii():
+        b = text.encode("ascii")
+        return len(b) - len(b.translate(None, _DIGITS)), len(b) - len(b.translate(None, _UPPER))
+    return sum(map(str.isdigit, text)), sum(map(str.isupper, text))
 
 
 def extract(messages: list[dict[str, Any]]) -> RequestFeatures:
     """Features of validated OpenAI-shape chat messages (the last user message is the request)."""
     i = last_user_index(messages)
-    full = text_of(messages[i])
+    last = messages[i]
+    full = text_of(last)
     request = scan_window(full)  # bounded: a megabyte message costs what ~32 KB do
     focus, shots = focus_text(request)
     # Characters of the real question in the whole message (the window reads only its two ends).
     focus_chars = len(focus) + len(full) - len(request)
-    fmsgs = [*messages[:i], {"role": "user", "content": focus}]
-    if has_image(messages[i]):
-        fmsgs[-1] = messages[i]
-    af, _req, _vision = analyzer_features(fmsgs)
+    before = messages[:i]
+    before_chars, before_users = context_chars(before), user_turns(before)
+    low = focus.lower()
+    if has_image(last):  # the analyzer reads the message with its image (and its own few-shot split)
+        af, _req, _vision = analyzer_features([*before, last])
+    else:
+        # The analyzer's features of the focus as a message of its own: already bounded (scan_window), and
+        # nothing more to split (the split above took every worked example), so analyzer.features would
+        # find (focus, 0 shots, nothing unread).
+        af = text_features(focus, low, 0, 0, before_chars, before_users, any(has_image(m) for m in before))
     tt = analyzer_task_type(af)
     n = max(1, len(focus))
     options = len(_OPTION.findall(focus))
+    digits, capitals = digits_and_capitals(focus)
     extra = {
         "log_chars": math.log1p(focus_chars) / 8,
-        "log_chars_full": math.log1p(len(full) + sum(len(text_of(m)) for m in messages[:i])) / 10,
+        "log_chars_full": math.log1p(len(full) + before_chars) / 10,
         "shots": min(shots, 10) / 5,
         "n_options": min(options, 10) / 5,
         "two_options": 1.0 if options == 2 else 0.0,
         "blank": 1.0 if _BLANK.search(focus) else 0.0,
-        "digit_share": min(1.0, 5 * sum(map(str.isdigit, focus)) / n),
-        "upper_share": min(1.0, 5 * sum(map(str.isupper, focus)) / n),
+        "digit_share": min(1.0, 5 * digits / n),
+        "upper_share": min(1.0, 5 * capitals / n),
         "code_fence": 1.0 if "```" in focus else 0.0,
         "lines": math.log1p(focus.count("\n")) / 4,
-        "turns": min(sum(1 for m in messages[:i] if m.get("role") == "user"), 10) / 5,
+        "turns": min(before_users, 10) / 5,
         "system": 1.0 if any(m.get("role") in ("system", "developer") for m in messages) else 0.0,
         "answer_cue": 1.0 if _ANSWER_CUE.search(focus.rstrip()[-200:]) else 0.0,
         "question_mark": 1.0 if "?" in focus else 0.0,
@@ -130,4 +190,7 @@ def extract(messages: list[dict[str, Any]]) -> RequestFeatures:
     }
     dense = [af[k] for k in ANALYZER_KEYS] + [extra[k] for k in EXTRA_KEYS]
     dense += [1.0 if tt == t else 0.0 for t in TASK_TYPES]
-    return RequestFeatures(dense=dense, hashed=_hashed(focus), task_type=tt, focus=focus, analyzer=af, shots=shots)
+    buckets, values = hashed_features(focus, low)
+    return RequestFeatures(dense=dense, buckets=buckets, values=values, task_type=tt, focus=focus, analyzer=af,
+                           shots=shots)
+

@@ -21,10 +21,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..analyzer import Analysis
+from ..analyzer import Analysis, score_of
 from ..analyzer import analyze as heuristic_analyze
 from ..errors import AgentRouterError, InputError
 from ..home import ledger_path
+from ..messages import has_image, last_user_index, text_of
 from ..settings import LearnedCalibration, LearnedSettings, Settings
 from .adaptive import AdaptiveEstimator
 from .calibrate import calibrate
@@ -87,6 +88,9 @@ class LearnedRouter:
         self._cost_head = _cost_head(self.calibration)
         # The premium cut on the quality gain alone (the weights' own), for plain chat under the cost objective.
         self._quality_cut = default_calibration(self.model, "quality").high
+        # Each labelled dense feature's weight in the predicted gain (strongest head minus cheapest), for reasons.
+        gain = (self.model.w_dense[-1] - self.model.w_dense[0]).tolist()
+        self._gain = [(i, k, gain[i]) for i, k in enumerate(DENSE_KEYS) if k in _LABELS]
         priors = self.model.meta.get("task_priors") or {}
         self.estimator = estimator or estimator_for(self.settings, priors)
         self._lock = threading.Lock()
@@ -126,7 +130,7 @@ class LearnedRouter:
             probs = self.model.predict(f)
             p_w, p_s = probs[self.model.heads[0]], probs[self.model.heads[-1]]
             key = est.new_key()
-            est.remember(key, f.dense, f.hashed, p_w, p_s)
+            est.remember(key, f.dense, (f.buckets, f.values), p_w, p_s)
             outcome.update(task_type=task_type or f.task_type, key=key, sketch=sketch(f.dense, p_w, p_s))
         est.update(outcome)
 
@@ -151,7 +155,8 @@ class LearnedRouter:
             return f, probs, raw, raw, None, False
         key = self.estimator.new_key()
         need, strong, _raw, _static = self.estimator.decide(
-            f.task_type, p_w, p_s, self.calibration.high, dense=f.dense, hashed=f.hashed, log_cost=lc, key=key)
+            f.task_type, p_w, p_s, self.calibration.high, dense=f.dense, hashed=(f.buckets, f.values),
+            log_cost=lc, key=key)
         # The spend keeper may send a request across the cut point its need alone would not cross (or hold
         # one back): the need reported to the router lands on the decided side.
         cut = self.calibration.high
@@ -186,8 +191,8 @@ class LearnedRouter:
                 return None
         elif need >= cal.high:
             return None
-        h = heuristic_analyze(messages)
-        return h.score if h.score < low else None
+        h = heuristic_score(messages, f)
+        return h if h < low else None
 
     def analyze(self, messages: list[dict[str, Any]], low: float = 0.3, high: float = 0.7) -> Analysis:
         f, probs, raw, need, sk, held = self._predict(messages)
@@ -205,9 +210,8 @@ class LearnedRouter:
         if abs(need - raw) >= 0.005:
             reasons.append(f"adaptive: outcomes for {f.task_type} moved need {raw:.2f} -> {need:.2f}"
                            + (" (premium spend held at the static router's)" if held else ""))
-        gain_w = self.model.w_dense[-1] - self.model.w_dense[0]
-        contrib = sorted(((float(gain_w[i]) * v, k) for i, (k, v) in enumerate(zip(DENSE_KEYS, f.dense, strict=True))
-                          if v and k in _LABELS), reverse=True)
+        dense = f.dense
+        contrib = sorted([(g * dense[i], k) for i, k, g in self._gain if dense[i]], reverse=True)
         reasons += [f"{_LABELS[k]} (+{c:.2f})" for c, k in contrib[:3] if c >= 0.05]
         if f.shots:
             reasons.append(f"few-shot prompt: judged on the real question after {f.shots} examples")
@@ -216,6 +220,17 @@ class LearnedRouter:
         feats.update({"need_raw": raw, "need": need, "shots": float(f.shots)})
         return Analysis(score=score, task_type=f.task_type, reasons=reasons, features=feats,
                         needs_vision=f.analyzer.get("images", 0.0) > 0, source="learned", sketch=sk)
+
+
+def heuristic_score(messages: list[dict[str, Any]], f: RequestFeatures) -> float:
+    """The heuristic analyzer's score of `messages` (analyzer.analyze(messages).score). Its features are those
+    `f` holds (`f.analyzer`, of the focus as a message of its own) when the request had no worked examples, was
+    read whole (no longer than scan_window keeps) and no image follows it; otherwise they are computed anew."""
+    i = last_user_index(messages)
+    if f.shots == 0 and len(f.focus) == len(text_of(messages[i])) and not any(
+            has_image(m) for m in messages[i + 1:]):
+        return score_of(f.analyzer)
+    return heuristic_analyze(messages).score
 
 
 def _cost_head(cal: LearnedCalibration) -> tuple[np.ndarray, float] | None:

@@ -1,0 +1,168 @@
+"""The learned router's per-request work, made cheaper, computes what the straightforward code computes: each
+shortcut below is checked against the plain version on generated requests (short, long, past the scan window,
+few-shot, multiple choice, images, tool calls, multi-turn, non-ASCII), to the bit."""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import zlib
+
+import numpy as np
+import pytest
+
+from agent_router import analyzer
+from agent_router.learned import adaptive
+from agent_router.learned.features import _MASK, _WORD, MAX_HASH_CHARS, _word_buckets, digits_and_capitals, extract
+from agent_router.learned.model import load_model
+from agent_router.learned.router import heuristic_score
+from agent_router.messages import has_image, last_user_index, text_of
+
+WORDS = (
+    "why prove compare design debug python code sql regex solve compute probability research story poem joke "
+    "extract summarize json table search deploy install detailed brief hi thanks must never tl;dr c++ step-by-step "
+    "root cause write a function fix the bug how many xfix the code then finally first, 1. 2) - * = 3 + 4 $x$ "
+    "\\frac İstanbul ΣΊΣΥΦΟΣ naïve 東京 😀 ² ½ ٣ ___ _ Option A (b) the a of and to in is it"
+).split()
+FEW = "Q: 2+2?\nAnswer: 4\n\nQ: 3+5?\nAnswer: 8\n\nQ: What is 17 * 23? Show the work.\n"
+IMAGE = {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}
+
+
+def _text(rnd: random.Random, n: int) -> str:
+    out = []
+    for _ in range(n):
+        w = rnd.choice(WORDS)
+        w = w.upper() if rnd.random() < 0.15 else w
+        out.append(w + (rnd.choice(["?", ".", "\n", "\n\n", ":"]) if rnd.random() < 0.1 else ""))
+    return " ".join(out)
+
+
+def _requests(n: int = 150) -> list[list[dict]]:
+    rnd = random.Random(7)
+    out = []
+    for i in range(n):
+        k = i % 9
+        if k == 0:
+            m = [{"role": "user", "content": _text(rnd, rnd.randint(1, 15))}]
+        elif k == 1:
+            m = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": _text(rnd, 300)}]
+        elif k == 2:  # past the scan window, and past MAX_HASH_CHARS
+            m = [{"role": "user", "content": _text(rnd, 9000)}]
+        elif k == 3:
+            m = [{"role": "user", "content": FEW * rnd.randint(1, 2) + _text(rnd, rnd.randint(0, 6))}]
+        elif k == 4:  # an image on the request, or on a message after it
+            m = [{"role": "user", "content": [{"type": "text", "text": FEW + _text(rnd, 8)}, IMAGE]}]
+            if rnd.random() < 0.5:
+                m = [{"role": "user", "content": _text(rnd, 8)}, {"role": "assistant", "content": [IMAGE]}]
+        elif k == 5:
+            m = [{"role": "user", "content": "weather?"},
+                 {"role": "assistant", "content": None, "tool_calls": [
+                     {"id": "c", "type": "function", "function": {"name": "w", "arguments": "{}"}}]},
+                 {"role": "tool", "tool_call_id": "c", "content": "sunny"},
+                 {"role": "user", "content": _text(rnd, rnd.randint(1, 20))}]
+        elif k == 6:
+            m = []
+            for _ in range(rnd.randint(2, 6)):
+                m += [{"role": "user", "content": _text(rnd, 20)}, {"role": "assistant", "content": _text(rnd, 30)}]
+            m.append({"role": "user", "content": _text(rnd, 10)})
+        elif k == 7:
+            m = [{"role": "user", "content": rnd.choice(["a", "why ", "1. ", "İ", "`"]) * 40_000}]
+        else:
+            m = [{"role": "user", "content": "Which is prime?\nA. 4\nB) 6\nC: 7\n(D) 9\nAnswer:"}]
+        out.append(m)
+    return out
+
+
+REQUESTS = _requests()
+
+
+def _hashed_plain(text: str) -> dict[int, float]:
+    """The hashed n-grams as first written: a dict of float counts, L2-normed."""
+    words = _WORD.findall(text[:MAX_HASH_CHARS].lower())
+    counts: dict[int, float] = {}
+    for w in set(words):
+        for b in _word_buckets(w):
+            counts[b] = counts.get(b, 0.0) + 1.0
+    for a, b in set(zip(words, words[1:], strict=False)):
+        k = zlib.crc32(("b:" + a + " " + b).encode("utf-8")) & _MASK
+        counts[k] = counts.get(k, 0.0) + 1.0
+    norm = math.sqrt(sum(v * v for v in counts.values())) or 1.0
+    return {k: v / norm for k, v in counts.items()}
+
+
+@pytest.mark.parametrize("i", range(len(REQUESTS)))
+def test_features_equal_the_straightforward_computation(i: int) -> None:
+    msgs = REQUESTS[i]
+    f = extract(msgs)
+    j = last_user_index(msgs)
+    # The analyzer's features of the focus as a message of its own, as extract() first computed them.
+    last = msgs[j] if has_image(msgs[j]) else {"role": "user", "content": f.focus}
+    assert f.analyzer == analyzer.features([*msgs[:j], last])[0]
+    # The heuristic score simple chat asks for: reused from those features when they are the same.
+    assert heuristic_score(msgs, f) == analyzer.analyze(msgs).score
+    assert list(f.hashed.items()) == list(_hashed_plain(f.focus).items())
+    # The model's logits: the plain column gather, to the bit.
+    model = load_model(None)
+    z = model.w_dense @ np.asarray(f.dense, dtype=np.float32)
+    if f.hashed:
+        idx = np.fromiter(f.hashed.keys(), dtype=np.int64)
+        z = z + model.w_hash[:, idx] @ np.fromiter(f.hashed.values(), dtype=np.float32)
+    assert model.logits(f).tobytes() == z.tobytes()
+    # The per-request layer's folded n-grams: from the arrays or the dict, as a loop adds them.
+    plain = np.zeros(adaptive.HASH_FOLD)
+    for k, v in f.hashed.items():
+        plain[k % adaptive.HASH_FOLD] += v
+    assert adaptive.fold_hashed((f.buckets, f.values)).tobytes() == plain.tobytes()
+    assert adaptive.fold_hashed(f.hashed).tobytes() == plain.tobytes()
+
+
+def test_sketch_is_the_json_it_always_was() -> None:
+    def plain(dense, pw, ps, key=None):
+        d = {"v": adaptive.SKETCH_VERSION, "x": [round(float(v), 3) for v in dense],
+             "p": [round(float(pw), 4), round(float(ps), 4)]}
+        if key is not None:
+            d["k"] = key
+        return json.dumps(d, separators=(",", ":"))
+
+    rnd = random.Random(3)
+    odd = [0.0, -0.0, -0.0001, 1, 2.5e-4, 1e17, float("nan"), float("inf"), -float("inf"), np.float32(0.1),
+           np.float64(1 / 3), 0.0005, 0.0015]
+    for _ in range(300):
+        dense = [rnd.choice(odd) if rnd.random() < 0.3 else rnd.random() * rnd.choice([1, 10, 0.001])
+                 for _ in range(rnd.randint(0, 50))]
+        pw, ps = rnd.choice([rnd.random(), 0.0, -0.0, float("nan")]), rnd.random()
+        key = rnd.choice([None, "a1b2:7", "ü\"\\"])
+        assert adaptive.sketch(dense, pw, ps, key) == plain(dense, pw, ps, key)
+        assert adaptive.sketch(dense, pw, ps, key) == plain(dense, pw, ps, key)  # again, from remembered texts
+
+
+def test_digits_and_capitals_count_as_str_methods_do() -> None:
+    rnd = random.Random(5)
+    alphabet = "aZ09 _\n.İıΣσ²½٣東😀ǅ"
+    for n in range(300):
+        s = "".join(rnd.choice(alphabet[:6] if n % 2 else alphabet) for _ in range(rnd.randint(0, 80)))
+        assert digits_and_capitals(s) == (sum(map(str.isdigit, s)), sum(map(str.isupper, s)))
+
+
+def test_requests_cover_what_they_claim() -> None:
+    kinds = {
+        "image": any(has_image(m) for r in REQUESTS for m in r),
+        "few-shot": any(extract(r).shots for r in REQUESTS),
+        "past the window": any(len(text_of(r[-1])) > 40_000 for r in REQUESTS),
+        "non-ASCII": any(not text_of(r[-1]).isascii() for r in REQUESTS),
+    }
+    assert all(kinds.values()), kinds
+
+
+def test_word_lists_match_as_their_plain_alternation() -> None:
+    lists = [o for o in vars(analyzer).values() if isinstance(o, analyzer._Words)]
+    assert len(lists) >= 10
+    texts = [text_of(r[-1]).lower()[:5000] for r in REQUESTS]
+    texts += [" ".join(w for o in lists for w in o.words if w.isalpha()) + " xdebug xfix the code rap tl;dr c++x"]
+    import re
+
+    for o in lists:
+        plain = re.compile(r"(?:" + "|".join(o.words) + r")\b")
+        for t in texts:
+            assert [m.span() for m in o.rx.finditer(t)] == [m.span() for m in plain.finditer(t)]
