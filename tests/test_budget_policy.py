@@ -25,7 +25,7 @@ from .host_fixtures import make_runtime, rows
 from .providers_fixtures import GOOD_KEYS, FakeLLM
 
 GOOD = sorted(GOOD_KEYS)[0]
-FAST = {"timeout_s": 0.5, "connect_timeout_s": 0.5, "backoff_base_s": 0.01, "backoff_max_s": 0.05,
+FAST = {"timeout_s": 3.0, "connect_timeout_s": 3.0, "backoff_base_s": 0.01, "backoff_max_s": 0.05,
         "max_retries": 0}
 
 

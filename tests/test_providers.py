@@ -21,8 +21,8 @@ SECOND = sorted(GOOD_KEYS)[1]
 FORMATS = ["openai", "anthropic", "gemini"]
 PREFIX = {"openai": "/v1", "anthropic": "/v1", "gemini": "/v1beta"}
 FAST = {
-    "timeout_s": 0.5,
-    "connect_timeout_s": 0.5,
+    "timeout_s": 3.0,
+    "connect_timeout_s": 3.0,
     "backoff_base_s": 0.01,
     "backoff_max_s": 0.05,
     "max_retry_wait_s": 1.0,
