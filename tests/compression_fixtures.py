@@ -80,8 +80,8 @@ def random_conversation(rng: random.Random) -> list[dict[str, Any]]:
                              "tool_calls": calls})
                 for i in ids:
                     body = rng.choice([
-                        "\n".join(filler(rng, 8) for _ in range(rng.randint(1, 300))),
-                        json.dumps({"rows": list(range(rng.randint(1, 500)))}),
+                        "\n".join(filler(rng, 8) for _ in range(rng.randint(1, 100))),
+                        json.dumps({"rows": list(range(rng.randint(1, 150)))}),
                     ])
                     msgs.append({"role": "tool", "tool_call_id": i, "content": body})
             else:

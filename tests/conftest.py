@@ -4,8 +4,16 @@ Helpers (constants, builders) are imported from the `tests` package: `from .ledg
 """
 
 import os
+import sys
 
 import pytest
+
+# Compiled bytecode is cached (__pycache__, gitignored) even where PYTHONDONTWRITEBYTECODE is set, as on the
+# development machine: otherwise every xdist worker, every `agent-router serve` and every CLI subprocess the tests
+# start compiles the package (and pytest re-rewrites every test module) from source, ~2 s of CPU per worker.
+# Set before the package and the test modules are imported; subprocesses inherit the environment.
+sys.dont_write_bytecode = False
+os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
 
 # One BLAS thread per test process: two workers already fill both cores, and OpenBLAS's own threads on top of
 # them (or of the other processes of a busy machine) made the numpy-heavy tests several times slower. Set before

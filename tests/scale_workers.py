@@ -167,7 +167,7 @@ def limited_writer(dsn: str, redis_url: str, worker: int, duration_s: float, spo
         led.record("gpt-4.1-mini", {"prompt_tokens": 10, "completion_tokens": 1}, provider="openai",
                    conversation_id=f"lw{worker}-{calls}", latency_ms=1.0)
         calls += 1
-        time.sleep(0.005)
+        time.sleep(0.02)  # ~50 calls a second per agent: enough to hit both outages
     pending = led._spooled  # rows spooled and not yet replayed by a later successful write
     led.close()
     state.close()

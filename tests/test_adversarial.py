@@ -41,7 +41,7 @@ NO_HOOK = CompressionSettings(summarize=False)
 def adversarial(n: int = MB) -> dict[str, str]:
     """Text of about `n` characters of each hostile kind."""
     rng = random.Random(7)
-    hexrun = "".join(rng.choice("0123456789abcdef") for _ in range(n))
+    hexrun = "".join(rng.choices("0123456789abcdef", k=n))
     dump = "".join(f"{i * 16:08x}: " + " ".join(hexrun[j:j + 4] for j in range(i * 32, i * 32 + 32, 4)) + "\n"
                    for i in range(n // 58))
     js = ('!function(e,t){"use strict";var n=e.document,r=[],i=function(a,b){return a.c(b)&&{x:1}};'
@@ -69,7 +69,17 @@ def adversarial(n: int = MB) -> dict[str, str]:
     return kinds
 
 
-KINDS = adversarial()
+class _Kinds(dict):
+    """adversarial() built on first use, in the worker that runs these tests, not in every worker collecting
+    them (the parametrize lists need only the names)."""
+
+    def __missing__(self, kind: str) -> str:
+        self.update(adversarial())
+        return dict.__getitem__(self, kind)
+
+
+KIND_NAMES = list(adversarial(60))
+KINDS = _Kinds()
 
 
 @pytest.fixture(autouse=True)
@@ -92,7 +102,7 @@ def learned_router():
 
 
 # --- results on 1 MB of each kind -------------------------------------------------------------------------
-@pytest.mark.parametrize("kind", list(KINDS))
+@pytest.mark.parametrize("kind", KIND_NAMES)
 def test_route_decides_on_1mb(router, kind):
     d = router.route([{"role": "system", "content": SYSTEM}, {"role": "user", "content": KINDS[kind]}])
     assert d.tier in ("utility", "chat", "premium") and d.model
@@ -101,7 +111,7 @@ def test_route_decides_on_1mb(router, kind):
     assert d.estimated_input_tokens > 1000 and d.token_source == "estimated"
 
 
-@pytest.mark.parametrize("kind", list(KINDS))
+@pytest.mark.parametrize("kind", KIND_NAMES)
 def test_learned_router_decides_on_1mb(learned_router, kind):
     msgs = [{"role": "user", "content": KINDS[kind]}]
     d = learned_router.route(msgs)
@@ -112,14 +122,14 @@ def test_learned_router_decides_on_1mb(learned_router, kind):
     assert f.dense[learned_features.DENSE_KEYS.index("log_chars_full")] > math.log1p(MB // 2) / 10
 
 
-@pytest.mark.parametrize("kind", list(KINDS))
+@pytest.mark.parametrize("kind", KIND_NAMES)
 def test_analyze_on_1mb(kind):
     a = analyze([{"role": "user", "content": KINDS[kind]}])
     assert 0.0 <= a.score <= 1.0 and a.task_type and a.reasons
     assert a.features["length"] > 0
 
 
-@pytest.mark.parametrize("kind", list(KINDS))
+@pytest.mark.parametrize("kind", KIND_NAMES)
 @pytest.mark.parametrize("role", ["assistant", "tool"])
 def test_compress_fits_budget_with_1mb_in_history(kind, role):
     big = KINDS[kind]

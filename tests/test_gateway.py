@@ -10,13 +10,14 @@ import subprocess
 import sys
 import time
 
-import anthropic
 import httpx
-import openai
 import pytest
 
 from .gateway_fixtures import HARD, UP_KEY, Gateway, SlowStream, rows, settings_for
 from .providers_fixtures import USAGE, FakeLLM
+
+# openai and anthropic (~1.5 s of CPU to import) are imported by the tests that use them, so that an xdist
+# worker which only collects this file does not pay for them.
 
 TOOLS = [{"type": "function", "function": {"name": "get_weather", "description": "Weather in a city",
                                            "parameters": {"type": "object",
@@ -39,6 +40,8 @@ def gw(llm, tmp_path_factory):
 
 @pytest.fixture
 def oai(gw):
+    import openai
+
     return openai.OpenAI(base_url=f"{gw.url}/v1", api_key="unused-locally", max_retries=0)
 
 
@@ -121,6 +124,8 @@ def test_images_and_json_mode_reach_the_upstream(gw, oai, llm):
 
 
 def test_anthropic_sdk_plain_and_streamed(gw):
+    import anthropic
+
     ac = anthropic.Anthropic(base_url=gw.url, api_key="unused-locally", max_retries=0)
     m = ac.messages.create(model="utility", max_tokens=100, system="be brief",
                            messages=[{"role": "user", "content": "hello"}],
@@ -153,6 +158,8 @@ def test_upstream_failure_fails_over_and_both_attempts_are_recorded(gw, oai, llm
 
 
 def test_every_model_failing_is_one_openai_error(gw, oai, llm):
+    import openai
+
     llm.fault("small-model", "500")
     llm.fault("mid-model", "500")
     with pytest.raises(openai.APIStatusError) as e:
@@ -216,6 +223,8 @@ def test_non_loopback_bind_without_keys_is_refused(tmp_path, llm):
 
 def test_two_workers_share_one_ledger_and_stop_cleanly(tmp_path, llm):
     import concurrent.futures as cf
+
+    import openai
 
     g = Gateway(settings_for(llm.url, tmp_path), tmp_path, args=("--workers", "2"))
     try:

@@ -8,12 +8,13 @@ import shutil
 import subprocess
 
 import httpx
-import openai
 import pytest
 
 from .gateway_fixtures import HARD, UP_KEY, Gateway, rows, settings_for
 from .providers_fixtures import FakeLLM
 
+# openai (~0.5 s of CPU to import) is imported by the tests that use it, so that an xdist worker which only
+# collects this file does not pay for it.
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
@@ -25,6 +26,8 @@ def llm():
 
 @pytest.fixture(scope="module")
 def gw(llm, tmp_path_factory):
+    import openai
+
     tmp = tmp_path_factory.mktemp("gwdash")
     g = Gateway(settings_for(llm.url, tmp, budgets={"daily_usd": 5.0, "monthly_usd": 50.0}), tmp)
     c = openai.OpenAI(base_url=f"{g.url}/v1", api_key="x", max_retries=0)
@@ -101,6 +104,8 @@ def test_dashboard_in_headless_chromium_matches_api_usage(gw, tmp_path):
 def gw_arms(llm, tmp_path_factory):
     """A gateway running an A/B routing experiment whose challenger sends nearly everything to premium; a few
     verdicts recorded through the API."""
+    import openai
+
     tmp = tmp_path_factory.mktemp("gwarms")
     ab = {"name": "t", "mode": "ab", "share": 0.5,
           "challenger": {"routing": {"thresholds": {"low": 0.01, "high": 0.02}}}}

@@ -5,14 +5,19 @@ from __future__ import annotations
 
 import json
 import time
+from typing import TYPE_CHECKING
 
 import httpx
-import openai
 import pytest
 
 from .gateway_fixtures import UP_KEY, Gateway, rows, settings_for
 from .providers_fixtures import FakeLLM
 
+if TYPE_CHECKING:
+    import openai
+
+# openai (~0.5 s of CPU to import) is imported by the tests that use it, so that an xdist worker which only
+# collects this file does not pay for it.
 MASTER = "sk-master-0123456789abcdef0123"
 HI = [{"role": "user", "content": "hi"}]
 
@@ -32,6 +37,8 @@ def gw(llm, tmp_path_factory):
 
 
 def client(gw: Gateway, key: str) -> openai.OpenAI:
+    import openai
+
     return openai.OpenAI(base_url=f"{gw.url}/v1", api_key=key, max_retries=0)
 
 
@@ -42,6 +49,8 @@ def make_key(gw: Gateway, **body) -> str:
 
 
 def test_missing_and_bad_keys_are_401_in_openai_shape_and_not_recorded(gw):
+    import openai
+
     with pytest.raises(openai.AuthenticationError) as e:
         client(gw, "sk-wrong-0123456789abcdef").chat.completions.create(
             model="auto", messages=HI, extra_headers={"X-Conversation-Id": "bad-key"})
@@ -59,6 +68,8 @@ def test_master_key_is_a_client_key_and_rows_name_it(gw):
 
 
 def test_key_management_is_admin_only_and_keys_are_stored_hashed(gw):
+    import openai
+
     alice = make_key(gw, name="alice", max_tier="utility")
     r = httpx.get(f"{gw.url}/api/keys", headers={"Authorization": f"Bearer {alice}"})
     assert r.status_code == 403 and r.json()["error"]["code"] == "forbidden"
@@ -89,6 +100,8 @@ def test_key_management_is_admin_only_and_keys_are_stored_hashed(gw):
 
 
 def test_rate_limit_per_key_is_429_with_retry_after(gw):
+    import openai
+
     k = make_key(gw, name="rpm2", rpm=2)
     c = client(gw, k)
     for _ in range(2):
@@ -99,6 +112,8 @@ def test_rate_limit_per_key_is_429_with_retry_after(gw):
 
 
 def test_key_budget_downgrades_then_is_exhausted(gw):
+    import openai
+
     probe = client(gw, MASTER).chat.completions.with_raw_response.create(
         model="utility", messages=HI, extra_headers={"X-Conversation-Id": "probe"})
     est = float(probe.headers["x-agent-router-estimated-cost-usd"])
@@ -127,6 +142,8 @@ def test_key_budget_downgrades_then_is_exhausted(gw):
 
 
 def test_over_budget_block_setting_answers_429_instead_of_downgrading(llm, tmp_path):
+    import openai
+
     g = Gateway(settings_for(llm.url, tmp_path, gateway={"over_budget": "block"}), tmp_path,
                 env={"AGENT_ROUTER_MASTER_KEY": MASTER})
     try:

@@ -4,6 +4,7 @@ few-shot, multiple choice, images, tool calls, multi-turn, non-ASCII), to the bi
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import random
@@ -38,7 +39,10 @@ def _text(rnd: random.Random, n: int) -> str:
     return " ".join(out)
 
 
-def _requests(n: int = 150) -> list[list[dict]]:
+N_REQUESTS = 150
+
+
+def _requests(n: int) -> list[list[dict]]:
     rnd = random.Random(7)
     out = []
     for i in range(n):
@@ -74,7 +78,10 @@ def _requests(n: int = 150) -> list[list[dict]]:
     return out
 
 
-REQUESTS = _requests()
+@functools.cache
+def requests_() -> list[list[dict]]:
+    """The requests, built in the worker that runs these tests (not in every worker collecting them)."""
+    return _requests(N_REQUESTS)
 
 
 def _hashed_plain(text: str) -> dict[int, float]:
@@ -91,9 +98,9 @@ def _hashed_plain(text: str) -> dict[int, float]:
     return {k: v / norm for k, v in counts.items()}
 
 
-@pytest.mark.parametrize("i", range(len(REQUESTS)))
+@pytest.mark.parametrize("i", range(N_REQUESTS))
 def test_features_equal_the_straightforward_computation(i: int) -> None:
-    msgs = REQUESTS[i]
+    msgs = requests_()[i]
     f = extract(msgs)
     j = last_user_index(msgs)
     # The analyzer's features of the focus as a message of its own, as extract() first computed them.
@@ -147,10 +154,10 @@ def test_digits_and_capitals_count_as_str_methods_do() -> None:
 
 def test_requests_cover_what_they_claim() -> None:
     kinds = {
-        "image": any(has_image(m) for r in REQUESTS for m in r),
-        "few-shot": any(extract(r).shots for r in REQUESTS),
-        "past the window": any(len(text_of(r[-1])) > 40_000 for r in REQUESTS),
-        "non-ASCII": any(not text_of(r[-1]).isascii() for r in REQUESTS),
+        "image": any(has_image(m) for r in requests_() for m in r),
+        "few-shot": any(extract(r).shots for r in requests_()),
+        "past the window": any(len(text_of(r[-1])) > 40_000 for r in requests_()),
+        "non-ASCII": any(not text_of(r[-1]).isascii() for r in requests_()),
     }
     assert all(kinds.values()), kinds
 
@@ -158,7 +165,7 @@ def test_requests_cover_what_they_claim() -> None:
 def test_word_lists_match_as_their_plain_alternation() -> None:
     lists = [o for o in vars(analyzer).values() if isinstance(o, analyzer._Words)]
     assert len(lists) >= 10
-    texts = [text_of(r[-1]).lower()[:5000] for r in REQUESTS]
+    texts = [text_of(r[-1]).lower()[:5000] for r in requests_()]
     texts += [" ".join(w for o in lists for w in o.words if w.isalpha()) + " xdebug xfix the code rap tl;dr c++x"]
     import re
 
