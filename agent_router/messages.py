@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from . import json_input
@@ -31,8 +32,42 @@ def from_json_text(text: str, where: str = "input") -> list[dict[str, Any]]:
     return validate(data, where)
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def clean_text(s: str) -> str:
+    """`s` with lone UTF-16 surrogates (valid JSON escapes such as "\\ud800", which a string cut between the two
+    halves of an emoji leaves) replaced by U+FFFD, a split pair joined; `s` itself when it has none."""
+    if s.isascii() or not _SURROGATE.search(s):
+        return s
+    return s.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+
+
+def clean_strings(data: Any) -> Any:
+    """`data` (parsed JSON) with `clean_text` applied to every string and key, for a body that is forwarded as
+    it came (a lone surrogate cannot be encoded as UTF-8 on the way out). Nesting is bounded by the parser."""
+    if isinstance(data, str):
+        return clean_text(data)
+    if isinstance(data, list):
+        return [clean_strings(v) for v in data]
+    if isinstance(data, dict):
+        return {clean_text(k): clean_strings(v) for k, v in data.items()}
+    return data
+
+
+def _clean_content(c: Any) -> Any:
+    if isinstance(c, str):
+        return clean_text(c)
+    if isinstance(c, list):
+        out = [{**p, "text": clean_text(p["text"])} if isinstance(p, dict) and isinstance(p.get("text"), str) else p
+               for p in c]
+        return out if any(a is not b for a, b in zip(out, c, strict=True)) else c
+    return c
+
+
 def validate(messages: Any, where: str = "messages") -> list[dict[str, Any]]:
-    """Check shape, roles and size; return the list unchanged."""
+    """Check shape, roles and size; return the list, or a copy whose texts have lone surrogates replaced
+    (`clean_text`): the analysis, token counts and ledger then never meet a string UTF-8 cannot encode."""
     if not isinstance(messages, list):
         raise InputError(f"{where}: expected a list of messages, got {type(messages).__name__}")
     if not messages:
@@ -57,7 +92,9 @@ def validate(messages: Any, where: str = "messages") -> list[dict[str, Any]]:
             )
     if not any(text_of(m).strip() or has_image(m) for m in messages):
         raise InputError(f"{where}: every message is empty; nothing to route")
-    return messages
+    cleaned = [m if (c := _clean_content(m.get("content"))) is m.get("content") else {**m, "content": c}
+               for m in messages]
+    return cleaned if any(a is not b for a, b in zip(cleaned, messages, strict=True)) else messages
 
 
 def _json_len(c: Any, where: str) -> int:

@@ -280,3 +280,21 @@ def test_backtracking_operator_pattern_is_time_bounded():
     r = compress(msgs, 1000, settings=cs)
     assert r.fits
     assert "remember: the port is 8080" in json.dumps(r.messages)
+
+
+def test_lone_surrogates_are_routed_and_counted_not_raised():
+    """JSON can carry a lone surrogate (a string cut between the halves of an emoji): routing, the learned
+    features and token counts treat it as U+FFFD; a split pair is the character it encodes."""
+    from agent_router.messages import clean_text, validate
+    from agent_router.router import Router
+    from agent_router.settings import load
+
+    assert clean_text("a\ud83d\ude00b\ud800") == "a\U0001F600b\ufffd"
+    plain = [{"role": "user", "content": "plain"}]
+    assert validate(plain) is plain  # nothing to clean: the caller's own list
+    msgs = [{"role": "user", "content": "Summarize: ok \ud83d then \udc00 " * 2000},
+            {"role": "assistant", "content": [{"type": "text", "text": "x\ud800"}]},
+            {"role": "user", "content": [{"type": "text", "text": "and now? \udfff"}]}]
+    d = Router(load()).route(msgs)
+    assert d.tier in ("utility", "chat", "premium") and d.estimated_cost_usd >= 0
+    assert msgs[0]["content"].count("\ud83d") == 2000  # the caller's messages are not changed

@@ -241,3 +241,19 @@ def test_two_workers_share_one_ledger_and_stop_cleanly(tmp_path, llm):
     assert g.proc.returncode == 0
     got = rows(g.db, 24, timeout=2, where="conversation_id LIKE 'w%'")
     assert len(got) == 24 and {r["outcome"] for r in got} == {"ok"}
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
+def test_lone_surrogates_in_a_request_are_routed_answered_and_recorded(gw, stream):
+    """A tool output cut between the halves of an emoji arrives as a lone surrogate escape (valid JSON): the
+    request is routed, answered and recorded like any other, not a 500 or a lost row."""
+    conv = f"surrogate-{stream}"
+    body = ('{"model": "auto", "stream": %s, "messages": [{"role": "user", "content": "Summarize this log: ok '
+            '\\ud83d then \\udc00 done"}, {"role": "assistant", "content": [{"type": "text", "text": "x\\ud800"}]},'
+            ' {"role": "user", "content": "and now? \\udfff"}]}' % ("true" if stream else "false"))
+    r = httpx.post(f"{gw.url}/v1/chat/completions", content=body.encode(),
+                   headers={"Content-Type": "application/json", "X-Conversation-Id": conv}, timeout=30)
+    assert r.status_code == 200, r.text
+    assert ("data: [DONE]" in r.text if stream else "Hello from" in r.text) and r.headers["x-agent-router-tier"]
+    (row,) = rows(gw.db, 1, where=f"conversation_id = '{conv}'")
+    assert row["outcome"] == "ok" and row["input_tokens"] > 0

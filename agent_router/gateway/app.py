@@ -6,12 +6,14 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
 
 from ..errors import AgentRouterError
+from ..messages import clean_strings
 from ..providers import types as t
 from ..secrets import redact
 from . import anthropic_wire, openai_wire
@@ -90,6 +92,9 @@ def authenticate(request: web.Request, admin: bool = False) -> ClientKey:
     return key
 
 
+# A JSON escape of a UTF-16 surrogate (\ud800-\udfff): a pair is an ordinary character, a lone one is not
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89abcdefABCDEF]")
+
 async def read_json(request: web.Request) -> dict[str, Any]:
     gw = request.app[GATEWAY]
     limit = int(gw.settings.gateway.max_body_mb * 2**20)
@@ -99,6 +104,8 @@ async def read_json(request: web.Request) -> dict[str, Any]:
     raw = await request.read()
     try:
         body = json.loads(raw)
+        if _SURROGATE_ESCAPE.search(raw):  # a lone one cannot be sent on as UTF-8: it becomes U+FFFD
+            body = clean_strings(body)
     except (ValueError, RecursionError):
         raise BadRequest("the request body is not valid JSON") from None
     if not isinstance(body, dict):

@@ -588,4 +588,4 @@ def _fingerprint(messages: list[dict[str, Any]]) -> int:
     from ..messages import last_user_index, text_of
 
     text = " ".join(text_of(messages[last_user_index(messages)]).split()).lower()
-    return zlib.crc32(text.encode("utf-8"))
+    return zlib.crc32(text.encode("utf-8", "surrogatepass"))

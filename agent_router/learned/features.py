@@ -90,7 +90,7 @@ def focus_text(request: str) -> tuple[str, int]:
 
 
 def _bucket(s: str) -> int:
-    return zlib.crc32(s.encode("utf-8")) & _MASK
+    return zlib.crc32(s.encode("utf-8", "surrogatepass")) & _MASK  # a lone surrogate hashes, never raises
 
 
 _WORD_BUCKETS: dict[str, tuple[int, ...]] = {}
@@ -125,7 +125,8 @@ def hashed_features(text: str, low: str | None = None) -> tuple[np.ndarray, np.n
     for w in set(words):
         add(memo.get(w) or _word_buckets(w))
     crc = zlib.crc32
-    seq += [crc(f"b:{a} {b}".encode()) & _MASK for a, b in set(zip(words, words[1:], strict=False))]
+    seq += [crc(f"b:{a} {b}".encode("utf-8", "surrogatepass")) & _MASK
+            for a, b in set(zip(words, words[1:], strict=False))]
     counts = Counter(seq)
     n = len(counts)
     buckets = np.fromiter(counts.keys(), dtype=np.int64, count=n)
