@@ -160,18 +160,25 @@ def _price_of(d: dict[str, Any] | None) -> ModelPrice | None:
     return ModelPrice(**{**d, "tiers": tuple((start, _price_of(t)) for start, t in d.get("tiers", ()))})
 
 
+def _cached_price(hit: Any) -> tuple[ModelPrice | None, int | None] | None:
+    """A cache file's entry as (price, context window); None when absent or of another shape (look it up)."""
+    if not (isinstance(hit, list) and len(hit) == 2):
+        return None
+    try:
+        return _price_of(hit[0]), hit[1]
+    except (TypeError, ValueError):
+        return None
+
+
 @lru_cache(maxsize=512)
 def _packaged(provider: str, name: str) -> tuple[ModelPrice | None, int | None]:
     """Price and context window from the packaged genai-prices table, or (None, None). Each lookup is kept in a
     cache file for the installed table, so a later process prices the same models without importing it."""
     stamp = _table_stamp()
     key = json.dumps([provider, name])
-    hit = _price_cache().get(key) if stamp else None
-    if isinstance(hit, list) and len(hit) == 2:
-        try:
-            return _price_of(hit[0]), hit[1]
-        except (TypeError, ValueError):
-            pass  # a cache file of another shape: look it up again
+    hit = _cached_price(_price_cache().get(key)) if stamp else None
+    if hit is not None:
+        return hit
     found = _lookup(provider, name)
     if stamp:
         with _price_lock:
