@@ -24,6 +24,7 @@ for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
 pytest_plugins = [
     "tests.providers_fixtures",  # llm (a local model server), clock (a FakeClock)
     "tests.scale_fixtures",  # pg_server, pg_dsn, redis_server
+    "tests.gateway_fixtures",  # gw_upstream (a module's fake upstream for `agent-router serve`)
 ]
 
 

@@ -16,7 +16,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from agent_router.ledger import Ledger
+
+from .providers_fixtures import FakeLLM
 
 HARD = (
     "Prove step by step that the sum of the first n odd numbers is n^2. Then analyze why the induction "
@@ -25,6 +29,13 @@ HARD = (
     "would teach first."
 )
 UP_KEY = "up-key-0123456789abcdef0123"  # the upstream key (Anthropic wire), never to appear in the ledger
+
+
+@pytest.fixture(scope="module")
+def gw_upstream():
+    """The fake upstream of one test module's gateway (tests/providers_fixtures.FakeLLM, accepting UP_KEY)."""
+    with FakeLLM(valid_keys={UP_KEY}) as srv:
+        yield srv
 
 
 def settings_for(upstream: str, tmp_path: Path, **extra: Any) -> dict[str, Any]:

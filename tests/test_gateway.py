@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from .gateway_fixtures import HARD, UP_KEY, Gateway, SlowStream, rows, settings_for
-from .providers_fixtures import USAGE, FakeLLM
+from .providers_fixtures import USAGE
 
 # openai and anthropic (~1.5 s of CPU to import) are imported by the tests that use them, so that an xdist
 # worker which only collects this file does not pay for them.
@@ -25,15 +25,9 @@ TOOLS = [{"type": "function", "function": {"name": "get_weather", "description":
 
 
 @pytest.fixture(scope="module")
-def llm():
-    with FakeLLM(valid_keys={UP_KEY}) as srv:
-        yield srv
-
-
-@pytest.fixture(scope="module")
-def gw(llm, tmp_path_factory):
+def gw(gw_upstream, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("gw")
-    g = Gateway(settings_for(llm.url, tmp), tmp)
+    g = Gateway(settings_for(gw_upstream.url, tmp), tmp)
     yield g
     g.stop()
 
@@ -113,12 +107,12 @@ def test_tools_and_tool_results_pass_through(gw, oai, stream):
     assert len(rows(gw.db, 2, where=f"conversation_id = '{conv}'")) == 2
 
 
-def test_images_and_json_mode_reach_the_upstream(gw, oai, llm):
+def test_images_and_json_mode_reach_the_upstream(gw, oai, gw_upstream):
     image = {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}}
     oai.chat.completions.create(
         model="c", response_format={"type": "json_object"},
         messages=[{"role": "user", "content": [{"type": "text", "text": "describe as JSON"}, image]}])
-    sent = [r for r in llm.requests if r["model"] == "mid-model"][-1]["body"]
+    sent = [r for r in gw_upstream.requests if r["model"] == "mid-model"][-1]["body"]
     assert sent["response_format"] == {"type": "json_object"}
     assert sent["messages"][-1]["content"][1] == image
 
@@ -145,8 +139,8 @@ def test_anthropic_sdk_plain_and_streamed(gw):
     assert rows(gw.db, 1, where="conversation_id = 'anth-2'")[0]["tier"] == "premium"
 
 
-def test_upstream_failure_fails_over_and_both_attempts_are_recorded(gw, oai, llm):
-    llm.fault("small-model", "500")
+def test_upstream_failure_fails_over_and_both_attempts_are_recorded(gw, oai, gw_upstream):
+    gw_upstream.fault("small-model", "500")
     raw = oai.chat.completions.with_raw_response.create(
         model="utility", messages=[{"role": "user", "content": "hi"}], extra_headers={"X-Conversation-Id": "fo"})
     assert raw.parse().choices[0].message.content == "Hello from mid-model"
@@ -157,11 +151,11 @@ def test_upstream_failure_fails_over_and_both_attempts_are_recorded(gw, oai, llm
     assert UP_KEY not in json.dumps(got)
 
 
-def test_every_model_failing_is_one_openai_error(gw, oai, llm):
+def test_every_model_failing_is_one_openai_error(gw, oai, gw_upstream):
     import openai
 
-    llm.fault("small-model", "500")
-    llm.fault("mid-model", "500")
+    gw_upstream.fault("small-model", "500")
+    gw_upstream.fault("mid-model", "500")
     with pytest.raises(openai.APIStatusError) as e:
         oai.chat.completions.create(model="utility", messages=[{"role": "user", "content": "x"}],
                                     extra_headers={"X-Conversation-Id": "allfail"})
@@ -212,21 +206,21 @@ def test_client_disconnect_mid_stream_cancels_upstream_and_records_partial(tmp_p
         slow.stop()
 
 
-def test_non_loopback_bind_without_keys_is_refused(tmp_path, llm):
+def test_non_loopback_bind_without_keys_is_refused(tmp_path, gw_upstream):
     p = tmp_path / "s.json"
-    p.write_text(json.dumps(settings_for(llm.url, tmp_path)))
+    p.write_text(json.dumps(settings_for(gw_upstream.url, tmp_path)))
     r = subprocess.run([sys.executable, "-m", "agent_router", "serve", "--settings", str(p), "--host", "0.0.0.0",
                         "--port", "0"], capture_output=True, text=True, timeout=60)
     assert r.returncode != 0
     assert "refusing to serve a non-loopback address without keys" in r.stderr and "Traceback" not in r.stderr
 
 
-def test_two_workers_share_one_ledger_and_stop_cleanly(tmp_path, llm):
+def test_two_workers_share_one_ledger_and_stop_cleanly(tmp_path, gw_upstream):
     import concurrent.futures as cf
 
     import openai
 
-    g = Gateway(settings_for(llm.url, tmp_path), tmp_path, args=("--workers", "2"))
+    g = Gateway(settings_for(gw_upstream.url, tmp_path), tmp_path, args=("--workers", "2"))
     try:
         c = openai.OpenAI(base_url=f"{g.url}/v1", api_key="x", max_retries=0)
 

@@ -10,8 +10,7 @@ import subprocess
 import httpx
 import pytest
 
-from .gateway_fixtures import HARD, UP_KEY, Gateway, rows, settings_for
-from .providers_fixtures import FakeLLM
+from .gateway_fixtures import HARD, Gateway, rows, settings_for
 
 # openai (~0.5 s of CPU to import) is imported by the tests that use it, so that an xdist worker which only
 # collects this file does not pay for it.
@@ -19,17 +18,11 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
 @pytest.fixture(scope="module")
-def llm():
-    with FakeLLM(valid_keys={UP_KEY}) as srv:
-        yield srv
-
-
-@pytest.fixture(scope="module")
-def gw(llm, tmp_path_factory):
+def gw(gw_upstream, tmp_path_factory):
     import openai
 
     tmp = tmp_path_factory.mktemp("gwdash")
-    g = Gateway(settings_for(llm.url, tmp, budgets={"daily_usd": 5.0, "monthly_usd": 50.0}), tmp)
+    g = Gateway(settings_for(gw_upstream.url, tmp, budgets={"daily_usd": 5.0, "monthly_usd": 50.0}), tmp)
     c = openai.OpenAI(base_url=f"{g.url}/v1", api_key="x", max_retries=0)
     for i, text in enumerate(["hi", "thanks", HARD, "write a python function that parses ISO dates"]):
         c.chat.completions.create(model="auto", messages=[{"role": "user", "content": text}],
@@ -101,7 +94,7 @@ def test_dashboard_in_headless_chromium_matches_api_usage(gw, tmp_path):
 
 
 @pytest.fixture(scope="module")
-def gw_arms(llm, tmp_path_factory):
+def gw_arms(gw_upstream, tmp_path_factory):
     """A gateway running an A/B routing experiment whose challenger sends nearly everything to premium; a few
     verdicts recorded through the API."""
     import openai
@@ -109,7 +102,7 @@ def gw_arms(llm, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("gwarms")
     ab = {"name": "t", "mode": "ab", "share": 0.5,
           "challenger": {"routing": {"thresholds": {"low": 0.01, "high": 0.02}}}}
-    g = Gateway(settings_for(llm.url, tmp, routing={"experiments": [ab]}), tmp)
+    g = Gateway(settings_for(gw_upstream.url, tmp, routing={"experiments": [ab]}), tmp)
     c = openai.OpenAI(base_url=f"{g.url}/v1", api_key="x", max_retries=0)
     for i in range(8):
         c.chat.completions.create(model="auto", messages=[{"role": "user", "content": "thanks!"}],

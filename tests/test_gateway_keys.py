@@ -10,8 +10,7 @@ from typing import TYPE_CHECKING
 import httpx
 import pytest
 
-from .gateway_fixtures import UP_KEY, Gateway, rows, settings_for
-from .providers_fixtures import FakeLLM
+from .gateway_fixtures import Gateway, rows, settings_for
 
 if TYPE_CHECKING:
     import openai
@@ -23,15 +22,9 @@ HI = [{"role": "user", "content": "hi"}]
 
 
 @pytest.fixture(scope="module")
-def llm():
-    with FakeLLM(valid_keys={UP_KEY}) as srv:
-        yield srv
-
-
-@pytest.fixture(scope="module")
-def gw(llm, tmp_path_factory):
+def gw(gw_upstream, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("gwkeys")
-    g = Gateway(settings_for(llm.url, tmp), tmp, env={"AGENT_ROUTER_MASTER_KEY": MASTER})
+    g = Gateway(settings_for(gw_upstream.url, tmp), tmp, env={"AGENT_ROUTER_MASTER_KEY": MASTER})
     yield g
     g.stop()
 
@@ -141,10 +134,10 @@ def test_key_budget_downgrades_then_is_exhausted(gw):
     assert row["agent_id"] == "carol" and "budget" in row["reasons"]
 
 
-def test_over_budget_block_setting_answers_429_instead_of_downgrading(llm, tmp_path):
+def test_over_budget_block_setting_answers_429_instead_of_downgrading(gw_upstream, tmp_path):
     import openai
 
-    g = Gateway(settings_for(llm.url, tmp_path, gateway={"over_budget": "block"}), tmp_path,
+    g = Gateway(settings_for(gw_upstream.url, tmp_path, gateway={"over_budget": "block"}), tmp_path,
                 env={"AGENT_ROUTER_MASTER_KEY": MASTER})
     try:
         prem = client(g, MASTER).chat.completions.with_raw_response.create(model="premium", messages=HI)

@@ -23,8 +23,7 @@ import pytest
 from agent_router.providers.state import SharedStateError, SqliteState, open_state, state_path
 from agent_router.settings import Settings
 
-from .gateway_fixtures import UP_KEY, Gateway, rows, settings_for
-from .providers_fixtures import FakeLLM
+from .gateway_fixtures import Gateway, rows, settings_for
 
 pytestmark = pytest.mark.skipif(not Path("/proc/net/tcp").exists(), reason="needs Linux /proc")
 
@@ -33,15 +32,10 @@ HI = [{"role": "user", "content": "hi"}]
 
 
 @pytest.fixture(scope="module")
-def llm():
-    with FakeLLM(valid_keys={UP_KEY}) as srv:
-        yield srv
-
-
-@pytest.fixture(scope="module")
-def gw(llm, tmp_path_factory):
+def gw(gw_upstream, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("gwworkers")
-    s = settings_for(llm.url, tmp, providers={"failure_threshold": 1, "cooldown_s": 300, "max_retry_wait_s": 0.5})
+    s = settings_for(gw_upstream.url, tmp,
+                     providers={"failure_threshold": 1, "cooldown_s": 300, "max_retry_wait_s": 0.5})
     s["models"]["p"]["rate_limits"] = {"rpm": 2}  # the provider's limit: beyond it, fail over to `c`
     g = Gateway(s, tmp, env={"AGENT_ROUTER_MASTER_KEY": MASTER}, args=("--workers", "2"))
     yield g
@@ -162,7 +156,7 @@ def test_provider_rpm_is_one_limit_across_both_workers(gw):
     assert {w for m, w in answered if m == "p"} == {a[0].worker, b[0].worker}
 
 
-def test_concurrent_requests_on_a_key_with_budget_for_one_admit_one(gw, llm):
+def test_concurrent_requests_on_a_key_with_budget_for_one_admit_one(gw, gw_upstream):
     conns = pinned(gw, each=3)
     first = next(iter(conns.values()))[0]
     with first.lock:  # the estimate of the same request, from its response header
@@ -175,7 +169,7 @@ def test_concurrent_requests_on_a_key_with_budget_for_one_admit_one(gw, llm):
     assert est > 0
     # budget for one call of the cheapest model: nothing is left to downgrade to for a second one
     key = make_key(first, name="one-call", budget_usd=est * 1.5)
-    llm.fault("small-model", *["delay:1.5"] * 6)  # the admitted call is still running while the others ask
+    gw_upstream.fault("small-model", *["delay:1.5"] * 6)  # the admitted call is still running while the others ask
     try:
         results: list[tuple[int, Any, int]] = []
         go = threading.Barrier(6)
@@ -192,7 +186,7 @@ def test_concurrent_requests_on_a_key_with_budget_for_one_admit_one(gw, llm):
         for t in threads:
             t.join(30)
     finally:
-        llm.faults.clear()
+        gw_upstream.faults.clear()
     statuses = sorted(s for s, _, _ in results)
     assert statuses == [200, 429, 429, 429, 429, 429], json.dumps(results, indent=1)
     assert all(b["error"]["code"] == "budget_exceeded" for s, b, _ in results if s == 429)
@@ -211,15 +205,15 @@ def test_concurrent_requests_on_a_key_with_budget_for_one_admit_one(gw, llm):
     assert spent == pytest.approx(row["cost_usd"], rel=1e-6)
 
 
-def test_provider_marked_down_by_one_worker_is_seen_by_the_other(gw, llm):
+def test_provider_marked_down_by_one_worker_is_seen_by_the_other(gw, gw_upstream):
     a, b = pinned(gw).values()
     status, health = b[0].call("GET", "/api/health", key=MASTER)
     assert status == 200 and {m["alias"]: m["health"] for m in health["models"]}["u"] == "ok"
-    llm.fault("small-model", "500")
+    gw_upstream.fault("small-model", "500")
     try:
         status, _ = a[0].chat(MASTER, model="utility", conv="down")  # fails over to `c`; `u` trips (threshold 1)
     finally:
-        llm.faults.clear()
+        gw_upstream.faults.clear()
     assert status == 200
     _, health = b[0].call("GET", "/api/health", key=MASTER)
     u = next(m for m in health["models"] if m["alias"] == "u")
@@ -228,10 +222,10 @@ def test_provider_marked_down_by_one_worker_is_seen_by_the_other(gw, llm):
     assert next(m for m in models["models"] if m["alias"] == "u")["health"] == "cooling down"
 
 
-def test_a_bad_state_file_stops_serve_with_one_line(llm, tmp_path):
+def test_a_bad_state_file_stops_serve_with_one_line(gw_upstream, tmp_path):
     bad = tmp_path / "not-a-db.state"
     bad.write_text("x" * 5000)
-    s = settings_for(llm.url, tmp_path, state={"path": str(bad)})
+    s = settings_for(gw_upstream.url, tmp_path, state={"path": str(bad)})
     f = tmp_path / "s.json"
     f.write_text(json.dumps(s))
     r = subprocess.run([sys.executable, "-m", "agent_router", "serve", "--settings", str(f), "--port", "0",
