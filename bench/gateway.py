@@ -88,7 +88,8 @@ class _Upstream(asyncio.Protocol):
             self.t.write(STREAM if b'"stream": true' in body or b'"stream":true' in body else RESPONSE)
 
 
-def _serve(port_q: Any) -> None:
+def serve_upstream(port_q: Any) -> None:
+    """The local upstream (OpenAI chat completions, plain or streamed) on 127.0.0.1; puts its port on `port_q`."""
     async def main() -> None:
         server = await asyncio.get_running_loop().create_server(_Upstream, "127.0.0.1", 0, backlog=4096)
         port_q.put(server.sockets[0].getsockname()[1])
@@ -318,7 +319,7 @@ def main() -> None:
         ap.error("--only: ours is always measured (the ratios are about it)")
 
     q: Any = mp.Queue()
-    upstream = mp.Process(target=_serve, args=(q,), daemon=True)
+    upstream = mp.Process(target=serve_upstream, args=(q,), daemon=True)
     upstream.start()
     up = f"http://127.0.0.1:{q.get(timeout=30)}/v1"
     tmp = Path(tempfile.mkdtemp(prefix="gw-bench-"))

@@ -44,7 +44,7 @@ def main() -> None:
     if not a.py_spy or not Path(a.py_spy).exists():
         raise SystemExit("py-spy not found: pip install py-spy, or pass --py-spy PATH")
     q: mp.Queue = mp.Queue()
-    upstream = mp.Process(target=g._serve, args=(q,), daemon=True)
+    upstream = mp.Process(target=g.serve_upstream, args=(q,), daemon=True)
     upstream.start()
     up = f"http://127.0.0.1:{q.get(timeout=30)}/v1"
     tmp = Path(tempfile.mkdtemp(prefix="gw-profile-"))

@@ -1,8 +1,9 @@
 """Latency the ProviderClient adds to one chat call, beside a bare httpx request to the same local server.
 
-The server (a minimal keep-alive HTTP/1.1 server returning a fixed OpenAI chat-completions body) runs in its
-own process on 127.0.0.1, so it does not compete with the client for the GIL. Both clients send the same
-request over one kept-alive connection; calls alternate in blocks so drift hits both alike.
+The server (bench/gateway.py's upstream: a minimal keep-alive HTTP/1.1 server returning a fixed OpenAI
+chat-completions body) runs in its own process on 127.0.0.1, so it does not compete with the client for the
+GIL. Both clients send the same request over one kept-alive connection; calls alternate in blocks so drift
+hits both alike.
 
     python bench/provider_overhead.py [--calls 3000]
 """
@@ -10,53 +11,16 @@ request over one kept-alive connection; calls alternate in blocks so drift hits 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import json
 import multiprocessing as mp
 import statistics
+import sys
 import time
+from pathlib import Path
 
 import httpx
 
-BODY = json.dumps({
-    "id": "chatcmpl-1", "object": "chat.completion", "model": "bench-model",
-    "choices": [{"index": 0, "message": {"role": "assistant", "content": "Hello there, how can I help?"},
-                 "finish_reason": "stop"}],
-    "usage": {"prompt_tokens": 21, "completion_tokens": 7, "prompt_tokens_details": {"cached_tokens": 0}},
-}).encode()
-RESPONSE = (b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: "
-            + str(len(BODY)).encode() + b"\r\n\r\n" + BODY)
-
-
-class _Proto(asyncio.Protocol):
-    def connection_made(self, transport):  # type: ignore[no-untyped-def]
-        self.t, self.buf = transport, b""
-
-    def data_received(self, data: bytes) -> None:
-        self.buf += data
-        while True:
-            head_end = self.buf.find(b"\r\n\r\n")
-            if head_end < 0:
-                return
-            length = 0
-            for line in self.buf[:head_end].split(b"\r\n")[1:]:
-                k, _, v = line.partition(b":")
-                if k.strip().lower() == b"content-length":
-                    length = int(v)
-            end = head_end + 4 + length
-            if len(self.buf) < end:
-                return
-            self.buf = self.buf[end:]
-            self.t.write(RESPONSE)
-
-
-def _serve(port_q: mp.Queue) -> None:
-    async def main() -> None:
-        server = await asyncio.get_running_loop().create_server(_Proto, "127.0.0.1", 0)
-        port_q.put(server.sockets[0].getsockname()[1])
-        await server.serve_forever()
-
-    asyncio.run(main())
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from gateway import BODY, serve_upstream  # noqa: E402 - bench/gateway.py: the one local upstream
 
 
 def pct(xs: list[float], q: float) -> float:
@@ -73,7 +37,7 @@ def main() -> None:
     from agent_router.settings import Settings
 
     q: mp.Queue = mp.Queue()
-    proc = mp.Process(target=_serve, args=(q,), daemon=True)
+    proc = mp.Process(target=serve_upstream, args=(q,), daemon=True)
     proc.start()
     port = q.get(timeout=10)
     url = f"http://127.0.0.1:{port}/v1"
