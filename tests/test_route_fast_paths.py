@@ -173,3 +173,68 @@ def test_word_lists_match_as_their_plain_alternation() -> None:
         plain = re.compile(r"(?:" + "|".join(o.words) + r")\b")
         for t in texts:
             assert [m.span() for m in o.rx.finditer(t)] == [m.span() for m in plain.finditer(t)]
+
+
+TOOL_STEP = [{"role": "assistant", "content": None, "tool_calls": [
+    {"id": "t1", "type": "function", "function": {"name": "search", "arguments": "{\"q\": \"x\"}"}}]},
+    {"role": "tool", "tool_call_id": "t1", "content": "result " * 50}]
+
+
+def _variants(msgs: list[dict]) -> list[list[dict]]:
+    """The request as the steps of a tool loop (what follows its question), and changed where extract() reads."""
+    j = last_user_index(msgs)
+    out = [msgs + TOOL_STEP, msgs + TOOL_STEP + TOOL_STEP + [{"role": "assistant", "content": "so far"}]]
+    out.append([{"role": "system", "content": "Be brief."}, *msgs])  # a system message
+    out.append([{"role": "developer", "content": "x"}, *msgs])
+    out.append([{"role": "user", "content": "earlier"}, {"role": "assistant", "content": "ok"}, *msgs])  # a turn
+    out.append([{"role": "assistant", "content": "a longer earlier answer"}, *msgs])  # more context
+    out.append([{"role": "assistant", "content": [IMAGE]}, *msgs])  # an image before the question
+    out.append([*msgs[:j], {**msgs[j], "content": text_of(msgs[j]) + " more"}, *msgs[j + 1:]])
+    return out
+
+
+def _same(a, b) -> bool:
+    return (a.dense == b.dense and a.buckets.tobytes() == b.buckets.tobytes()
+            and a.values.tobytes() == b.values.tobytes() and a.task_type == b.task_type and a.focus == b.focus
+            and a.analyzer == b.analyzer and a.shots == b.shots)
+
+
+def test_requests_with_one_features_key_have_the_same_features_and_others_a_key_of_their_own() -> None:
+    from agent_router.learned.features import features_key
+
+    seen: dict = {}
+    for msgs in requests_()[:60]:
+        for m in [msgs, *_variants(msgs)]:
+            k = features_key(m)
+            if k is None:
+                assert has_image(m[last_user_index(m)]) or len(text_of(m[last_user_index(m)])) > 16_384
+                continue
+            f = extract(m)
+            if k in seen:
+                assert _same(seen[k], f)
+            seen[k] = f
+        base, loop1, loop2, *changed = [features_key(m) for m in [msgs, *_variants(msgs)]]
+        if base is not None:
+            assert base == loop1 == loop2  # the steps of a tool loop are the request they answer
+            assert all(c != base for c in changed)
+
+
+def test_a_router_keeping_what_it_scored_decides_as_one_that_scores_every_request() -> None:
+    from agent_router.learned.router import LearnedRouter
+    from agent_router.settings import LearnedSettings
+
+    kept, fresh = LearnedRouter(LearnedSettings()), LearnedRouter(LearnedSettings())
+    fresh.SCORED_MAX = 0
+    rnd = random.Random(11)
+    pool = requests_()[:40] + [v for r in requests_()[:12] for v in _variants(r)[:2]]
+    for step in range(200):
+        msgs = rnd.choice(pool)
+        a, b = kept.analyze(msgs), fresh.analyze(msgs)
+        assert (a.score, a.task_type, a.reasons, a.features, a.needs_vision) == (
+            b.score, b.task_type, b.reasons, b.features, b.needs_vision), step
+        assert a.sketch.rsplit(',"k":', 1)[0] == b.sketch.rsplit(',"k":', 1)[0]  # all but the memory key
+        if step % 3 == 0:  # outcomes move the adaptive layer; both routers learn the same
+            tier, good = rnd.choice(["chat", "premium"]), rnd.random() < 0.5
+            for r in (kept, fresh):
+                r.record_outcome(None, tier, good, messages=msgs)
+    assert len(kept._scored) > 0 and not fresh._scored

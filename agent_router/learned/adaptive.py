@@ -212,13 +212,13 @@ class AdaptiveEstimator:
 
     def decide(self, task_type: str, p_weak: float, p_strong: float, cut: float, dense: Sequence[float] | None = None,
                hashed: HashedNgrams | None = None, log_cost: float | None = None,
-               key: str | None = None) -> tuple[float, bool, float, bool]:
+               key: str | None = None, vector: np.ndarray | None = None) -> tuple[float, bool, float, bool]:
         """Route one request: (need after outcomes, premium?, static need, static premium?).
 
         The need comes from the head probabilities corrected per task type (no per-request layer) or per
         request (its features, with a Thompson draw for exploration), compared with the cut point the spend
         keeper holds at the static router's premium share. The call's features are remembered under `key`,
-        for its outcome.
+        for its outcome. `vector`: `request_vector(dense, hashed)` when the caller has it.
         """
         from .model import objective_score
 
@@ -227,7 +227,8 @@ class AdaptiveEstimator:
         with self._lock:
             pw, ps = p_weak, p_strong
             if self.residual is not None:
-                x = request_vector(self.coarse(task_type) if dense is None else dense, hashed)
+                x = vector if vector is not None else request_vector(
+                    self.coarse(task_type) if dense is None else dense, hashed)
                 pw, ps = self.residual.adjust(x, p_weak, p_strong, sample=True)
                 if key is not None:
                     self._remember(key, x, p_weak, p_strong)
@@ -299,6 +300,11 @@ def sketch(dense: Sequence[float], p_weak: float, p_strong: float, key: str | No
     probabilities the call was routed on. Unlike hashed word buckets (a dictionary attack recovers many
     words), these numbers do not let anyone read the prompt back. `key` finds the full features (with
     n-grams) in the routing process's own memory."""
+    return sketch_with_key(sketch_head(dense, p_weak, p_strong), key)
+
+
+def sketch_head(dense: Sequence[float], p_weak: float, p_strong: float) -> str:
+    """`sketch()` up to its key: what the request's features and head probabilities alone decide."""
     # Written as json.dumps({"v": .., "x": [round(float(v), 3) ..], "p": [..], "k": key}, separators=(",", ":"))
     # writes it, each feature value's text remembered (they repeat: counts, flags, shares of short texts).
     nums = _SKETCH_NUMS
@@ -309,8 +315,13 @@ def sketch(dense: Sequence[float], p_weak: float, p_strong: float, key: str | No
             t = _sketch_num(v)
         parts.append(t)
     pw, ps = _json_float(round(float(p_weak), 4)), _json_float(round(float(p_strong), 4))
+    return f'{{"v":{SKETCH_VERSION},"x":[{",".join(parts)}],"p":[{pw},{ps}]'
+
+
+def sketch_with_key(head: str, key: str | None) -> str:
+    """A sketch from its `sketch_head` and the key of the request's features in this process's memory."""
     k = "" if key is None else ',"k":' + (_json_str(key) if isinstance(key, str) else json.dumps(key))
-    return f'{{"v":{SKETCH_VERSION},"x":[{",".join(parts)}],"p":[{pw},{ps}]{k}}}'
+    return head + k + "}"
 
 
 _json_str = json.encoder.encode_basestring_ascii  # json.dumps of a str

@@ -149,6 +149,26 @@ def digits_and_capitals(text: str) -> tuple[int, int]:
     return sum(map(str.isdigit, text)), sum(map(str.isupper, text))
 
 
+# Requests longer than this are not kept by `features_key` (memory: a key holds its text).
+KEY_MAX_CHARS = 16_384
+
+
+def features_key(messages: list[dict[str, Any]]) -> tuple[Any, ...] | None:
+    """Everything `extract(messages)` reads, as a hashable key: equal keys give equal features. None for a
+    request with an image or longer than KEY_MAX_CHARS. What follows the last user message (an agent's tool
+    calls and results) is not read, so each step of a tool loop has the same key as the question it answers."""
+    i = last_user_index(messages)
+    last = messages[i]
+    if has_image(last):
+        return None
+    full = text_of(last)
+    if len(full) > KEY_MAX_CHARS:
+        return None
+    before = messages[:i]
+    return (full, context_chars(before), user_turns(before), any(has_image(m) for m in before),
+            any(m.get("role") in ("system", "developer") for m in messages))
+
+
 def extract(messages: list[dict[str, Any]]) -> RequestFeatures:
     """Features of validated OpenAI-shape chat messages (the last user message is the request)."""
     i = last_user_index(messages)

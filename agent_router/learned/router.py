@@ -29,7 +29,7 @@ from ..messages import has_image, last_user_index, text_of
 from ..settings import LearnedCalibration, LearnedSettings, Settings
 from .adaptive import AdaptiveEstimator
 from .calibrate import calibrate
-from .features import DENSE_KEYS, RequestFeatures
+from .features import DENSE_KEYS, RequestFeatures, features_key
 from .model import QualityModel, load_model, objective_score
 
 if TYPE_CHECKING:
@@ -69,8 +69,51 @@ def rescale(raw: float, cal: LearnedCalibration, low: float, high: float) -> flo
     return min(1.0, lin(raw, cal.high, 1.0, high, 1.0)) if cal.high < 1.0 else 1.0
 
 
+class Scored:
+    """What a request's text alone decides, made once per distinct request and kept (`LearnedRouter.scored`):
+    its features, the heads' probabilities, the predicted log cost, the static need, and (made on first use)
+    the per-request layer's vector, the sketch's head and the reasons naming the features that raised the
+    need. Nothing here changes with outcomes."""
+
+    __slots__ = ("f", "probs", "p_w", "p_s", "lc", "raw", "_vector", "_sketch", "_contrib")
+
+    def __init__(self, f: RequestFeatures, probs: dict[str, float], p_w: float, p_s: float, lc: float | None,
+                 raw: float):
+        self.f, self.probs, self.p_w, self.p_s, self.lc, self.raw = f, probs, p_w, p_s, lc, raw
+        self._vector: np.ndarray | None = None
+        self._sketch: str | None = None
+        self._contrib: list[str] | None = None
+
+    def vector(self) -> np.ndarray:
+        if self._vector is None:
+            from .adaptive import request_vector
+
+            self._vector = request_vector(self.f.dense, (self.f.buckets, self.f.values))
+        return self._vector
+
+    def sketch(self, key: str | None) -> str:
+        from .adaptive import sketch_head, sketch_with_key
+
+        if self._sketch is None:
+            self._sketch = sketch_head(self.f.dense, self.p_w, self.p_s)
+        return sketch_with_key(self._sketch, key)
+
+    def contrib(self, gain: list[tuple[int, str, float]]) -> list[str]:
+        if self._contrib is None:
+            dense = self.f.dense
+            ranked = sorted([(g * dense[i], k) for i, k, g in gain if dense[i]], reverse=True)
+            self._contrib = [f"{_LABELS[k]} (+{c:.2f})" for c, k in ranked[:3] if c >= 0.05]
+        return self._contrib
+
+
 class LearnedRouter:
-    """Scores requests with the learned quality model, the calibration and (optionally) adaptive outcomes."""
+    """Scores requests with the learned quality model, the calibration and (optionally) adaptive outcomes.
+
+    What a request's text alone decides (`scored`) is kept for the last SCORED_MAX distinct requests: an agent's
+    tool loop sends the same question again with each tool result after it (`features_key` does not read what
+    follows the question), and a retried request is the same request."""
+
+    SCORED_MAX = 1024
 
     def __init__(self, settings: LearnedSettings | None = None, model: QualityModel | None = None,
                  estimator: AdaptiveEstimator | None = None, feed: LedgerFeed | None = None):
@@ -94,6 +137,26 @@ class LearnedRouter:
         priors = self.model.meta.get("task_priors") or {}
         self.estimator = estimator or estimator_for(self.settings, priors)
         self._lock = threading.Lock()
+        self._scored: dict[tuple[Any, ...], Scored] = {}
+
+    def scored(self, messages: list[dict[str, Any]]) -> Scored:
+        """The request's features, head probabilities and static need (kept for requests seen again)."""
+        key = features_key(messages)
+        if key is not None:
+            got = self._scored.get(key)
+            if got is not None:
+                return got
+        f = self.model.features(messages)
+        probs = self.model.predict(f)
+        p_w, p_s = probs[self.model.heads[0]], probs[self.model.heads[-1]]
+        lc = self.model.log_cost(f, self._cost_head) if self.objective == "cost" else None
+        sc = Scored(f, probs, p_w, p_s, lc, objective_score(p_w, p_s, lc))
+        if key is not None:
+            with self._lock:
+                self._scored[key] = sc
+                while len(self._scored) > self.SCORED_MAX:
+                    del self._scored[next(iter(self._scored))]
+        return sc
 
     @classmethod
     def from_settings(cls, settings: Settings, ledger: Ledger | None = None) -> LearnedRouter | None:
@@ -124,48 +187,38 @@ class LearnedRouter:
         est = self.estimator
         outcome: dict[str, Any] = {"task_type": task_type, "tier": tier, "good": good, "source": source}
         if messages is not None:
-            from .adaptive import sketch
-
-            f = self.model.features(messages)
-            probs = self.model.predict(f)
-            p_w, p_s = probs[self.model.heads[0]], probs[self.model.heads[-1]]
+            sc = self.scored(messages)
             key = est.new_key()
-            est.remember(key, f.dense, (f.buckets, f.values), p_w, p_s)
-            outcome.update(task_type=task_type or f.task_type, key=key, sketch=sketch(f.dense, p_w, p_s))
+            est.remember(key, sc.f.dense, (sc.f.buckets, sc.f.values), sc.p_w, sc.p_s)
+            outcome.update(task_type=task_type or sc.f.task_type, key=key, sketch=sc.sketch(None))
         est.update(outcome)
 
     def predict(self, messages: list[dict[str, Any]]) -> tuple[Any, dict[str, float], float, float]:
         """Features, head probabilities, raw need before and after adaptive outcomes (the latter on the same
         side of the cut point as the adaptive decision, so the router's thresholds follow it)."""
-        f, probs, raw, need, _sketch, _held = self._predict(messages)
-        return f, probs, raw, need
+        sc, need, _sketch, _held = self._predict(messages)
+        return sc.f, dict(sc.probs), sc.raw, need
 
-    def _predict(self, messages: list[dict[str, Any]]
-                 ) -> tuple[Any, dict[str, float], float, float, str | None, bool]:
-        """As `predict`, plus the request's sketch for the ledger and whether the spend keeper moved the
-        decision across the cut point."""
+    def _predict(self, messages: list[dict[str, Any]]) -> tuple[Scored, float, str | None, bool]:
+        """What the text decides, the need after adaptive outcomes, the request's sketch for the ledger and
+        whether the spend keeper moved the decision across the cut point."""
         if self.settings.adaptive and self.feed is not None:
             self.feed.sync(self.estimator)
-        f = self.model.features(messages)
-        probs = self.model.predict(f)
-        p_w, p_s = probs[self.model.heads[0]], probs[self.model.heads[-1]]
-        lc = self.model.log_cost(f, self._cost_head) if self.objective == "cost" else None
-        raw = objective_score(p_w, p_s, lc)
+        sc = self.scored(messages)
+        f, raw = sc.f, sc.raw
         if not self.settings.adaptive:
-            return f, probs, raw, raw, None, False
+            return sc, raw, None, False
         key = self.estimator.new_key()
         need, strong, _raw, _static = self.estimator.decide(
-            f.task_type, p_w, p_s, self.calibration.high, dense=f.dense, hashed=(f.buckets, f.values),
-            log_cost=lc, key=key)
+            f.task_type, sc.p_w, sc.p_s, self.calibration.high, dense=f.dense, hashed=(f.buckets, f.values),
+            log_cost=sc.lc, key=key, vector=sc.vector())
         # The spend keeper may send a request across the cut point its need alone would not cross (or hold
         # one back): the need reported to the router lands on the decided side.
         cut = self.calibration.high
         held = strong != (need >= cut)
         if held:
             need = cut if strong else max(0.0, cut - 1e-6)
-        from .adaptive import sketch
-
-        return f, probs, raw, need, sketch(f.dense, p_w, p_s, key), held
+        return sc, need, sc.sketch(key), held
 
     def simple_chat(self, f: RequestFeatures, p_weak: float, p_strong: float, need: float, raw: float,
                     messages: list[dict[str, Any]], low: float) -> float | None:
@@ -195,7 +248,8 @@ class LearnedRouter:
         return h if h < low else None
 
     def analyze(self, messages: list[dict[str, Any]], low: float = 0.3, high: float = 0.7) -> Analysis:
-        f, probs, raw, need, sk, held = self._predict(messages)
+        sc, need, sk, held = self._predict(messages)
+        f, probs, raw = sc.f, sc.probs, sc.raw
         cal = self.calibration
         score = rescale(need, cal, low, high)
         heads = self.model.heads
@@ -210,9 +264,7 @@ class LearnedRouter:
         if abs(need - raw) >= 0.005:
             reasons.append(f"adaptive: outcomes for {f.task_type} moved need {raw:.2f} -> {need:.2f}"
                            + (" (premium spend held at the static router's)" if held else ""))
-        dense = f.dense
-        contrib = sorted([(g * dense[i], k) for i, k, g in self._gain if dense[i]], reverse=True)
-        reasons += [f"{_LABELS[k]} (+{c:.2f})" for c, k in contrib[:3] if c >= 0.05]
+        reasons += sc.contrib(self._gain)
         if f.shots:
             reasons.append(f"few-shot prompt: judged on the real question after {f.shots} examples")
         feats = dict(f.analyzer)
