@@ -14,7 +14,7 @@ time it spent per sequential call (all its threads, so ledger writes count). `--
 `agent-router serve` from another checkout ("before"), measured in the same rounds.
 
     python bench/gateway.py [--calls 1000] [--seconds 5] [--rounds 5] [--no-litellm] [--only ours,bare,heuristic]
-                            [--baseline DIR] [--peers DIR]
+                            [--baseline DIR] [--peers DIR] [--prompts fixed|unique|agent]
 
 The peer needs `litellm[proxy]` (the script builds its venv on first use; set PEERS_PROXY_VENV to reuse one).
 Everything binds 127.0.0.1; nothing leaves the machine.
@@ -143,15 +143,34 @@ def _bare_proxy(up: str, port_q: Any) -> None:
 
 # -- clients -------------------------------------------------------------------------------------------------
 PROMPT = [{"role": "user", "content": "Summarize in one line: the build passed after the retry fix."}]
+SYSTEM = {"role": "system", "content": "You are a coding agent. Use the tools to inspect the repository, then "
+          "answer briefly. " * 4}
+TOOL_STEP = [{"role": "assistant", "content": None, "tool_calls": [
+    {"id": "call_1", "type": "function", "function": {"name": "read_file", "arguments": "{\"path\": \"ci.log\"}"}}]},
+    {"role": "tool", "tool_call_id": "call_1", "content": "retry 1 failed: timeout\nretry 2 passed\n" * 20}]
+
+
+def messages_for(prompts: str, i: int) -> list[dict[str, Any]]:
+    """The request of call `i`: `fixed` the same question each call; `unique` a question no call asked before
+    (nothing the gateway keeps per request helps); `agent` the steps of an agent's tool loop (a system prompt,
+    the task, then 0-7 tool calls and results after it: the same question with a growing history)."""
+    if prompts == "unique":
+        return [{"role": "user", "content": f"{PROMPT[0]['content']} Ticket {i * 7919 % 100003}, run {i}."}]
+    if prompts == "agent":
+        return [SYSTEM, {"role": "user", "content": f"Why did build {i // 8 % 50} need a retry? Check ci.log."},
+                *TOOL_STEP * (i % 8)]
+    return PROMPT
 
 
 class Target:
+    prompts = "fixed"  # --prompts
+
     def __init__(self, name: str, url: str, model: str, key: str | None = None, pid: int | None = None):
         self.name, self.url, self.model, self.pid = name, url, model, pid
         self.headers = {"Content-Type": "application/json", **({"Authorization": f"Bearer {key}"} if key else {})}
 
     def body(self, stream: bool, i: int) -> bytes:
-        b: dict[str, Any] = {"model": self.model, "messages": PROMPT, "max_tokens": 64}
+        b: dict[str, Any] = {"model": self.model, "messages": messages_for(self.prompts, i), "max_tokens": 64}
         if stream:
             b["stream"], b["stream_options"] = True, {"include_usage": True}
         return json.dumps(b).encode()
@@ -310,7 +329,11 @@ def main() -> None:
                     "extracted `git archive main`) as target 'before', for before/after figures in one run.")
     ap.add_argument("--peers", default=str(Path(__file__).resolve().parents[2] / "shared" / "bench" / "peers"),
                     help="Folder of litellm_proxy.sh (default: ../shared/bench/peers beside the checkout).")
+    ap.add_argument("--prompts", choices=("fixed", "unique", "agent"), default="fixed",
+                    help="What the calls ask: the same question (fixed), a new question each call (unique), or "
+                    "the steps of an agent's tool loop (agent); see messages_for.")
     a = ap.parse_args()
+    Target.prompts = a.prompts
     known = {"ours", "bare", "heuristic", "litellm"}
     only = {x.strip() for x in a.only.split(",") if x.strip()} or known
     if only - known:
@@ -395,7 +418,8 @@ def report(targets: list[Target], a: argparse.Namespace, peer_note: str) -> None
     d = res["direct"]
     print(f"gateway bench: {a.calls} sequential calls per target, throughput runs of {a.seconds:g} s, interleaved in "
           f"{rounds} rounds; "
-          f"one local upstream (asyncio, TCP_NODELAY); {os.cpu_count()} CPUs shared by client, upstream, gateway")
+          f"one local upstream (asyncio, TCP_NODELAY); {os.cpu_count()} CPUs shared by client, upstream, gateway; "
+          f"prompts: {a.prompts}")
     print(f"direct: p50 {d['p50'] * 1e3:.3f} ms, p99 {d['p99'] * 1e3:.3f} ms, stream TTFT p50 "
           f"{d['ttft'] * 1e3:.3f} ms, {d['rps32']:.0f} req/s @32, {d['rps128']:.0f} req/s @128")
     print(f"{'target':8} {'added p50':>10} {'added p99':>10} {'TTFT added':>11} {'req/s @32':>10} {'req/s @128':>11}"

@@ -414,6 +414,8 @@ class OnlineResidual:
         return x if len(x) == self.dim else np.concatenate([x, np.zeros(self.dim - len(x))])
 
     def shift(self, group: int, x: np.ndarray) -> float:
+        if not self.updates[group]:  # no outcome for this head yet: its weights are still all zero
+            return 0.0
         return float(self.w[group, : len(x)] @ x)
 
     def spread(self, group: int, x: np.ndarray) -> float:
