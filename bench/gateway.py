@@ -284,8 +284,10 @@ def start_ours(up: str, tmp: Path, src: str | None = None,
     log_path = tmp / "gateway.log"
     log = open(log_path, "wb")  # noqa: SIM115 - lives as long as the process
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(x for x in (src, os.environ.get("PYTHONPATH")) if x))
+    # `-m` puts the working directory first on sys.path: the baseline runs from its own folder, or this checkout's
+    # package would shadow it.
     proc = subprocess.Popen([sys.executable, "-m", "agent_router", "serve", "--settings", str(p), "--port", "0"],
-                            stdout=log, stderr=subprocess.STDOUT, env=env if src else None)
+                            stdout=log, stderr=subprocess.STDOUT, env=env if src else None, cwd=src or None)
     end = time.monotonic() + 60
     while time.monotonic() < end:
         found = re.search(r"on (http://127\.0\.0\.1:\d+)", log_path.read_text())
