@@ -378,6 +378,10 @@ async def main():
         if "config" in step:  # what the Settings UI's save does
             plugins.save_plugin_config("agent_router", "", "", step["config"])
             continue
+        if "install" in step:  # what the Plugins UI's upload does: the installer runs in the running server
+            from plugins._plugin_installer.helpers.install import install_from_zip
+            out.append({"installed": install_from_zip(step["install"])})
+            continue
         start = len(ctx.log.logs)
         result = await ctx.communicate(UserMessage(message=step["say"])).result()
         items = [{"type": i.type, "heading": i.heading, "content": i.content} for i in ctx.log.logs[start:]]
@@ -411,6 +415,7 @@ def of_type(turn: dict, kind: str) -> list[dict]:
 # -- tests ---------------------------------------------------------------------------------------------------
 # They build on each other, in this order, on one Agent Zero tree (as a user's volume lives on): install and a
 # routed turn; the packages gone, Execute, a container rebuild; the costs view over the ledger they left.
+# `install_plugin` (the installer in a process of its own) installs when the second runs without the first.
 def export_plugin(dest: Path) -> Path:
     """`agent-router export agent-zero-plugin DEST --wheel <this checkout's wheel>`."""
     from click.testing import CliRunner
@@ -436,18 +441,21 @@ def test_docker_install_route_bill_and_settings_from_the_ui(docker, tmp_path):
     d = docker
     pins_before = pins(d.venv)
     assert pins_before == pins(d.pristine) and any(p.startswith("litellm-") for p in pins_before)
-    res = install_plugin(d, tmp_path)
+    # Installed by Agent Zero's installer inside the running framework (as the Plugins UI's upload does, in its
+    # server), then one real turn: a greeting goes to the utility tier (Agent Zero alone would use its chat model).
+    plugin_zip = export_plugin(tmp_path / "agent_router.zip")
+    out = turns(d, {"install": str(plugin_zip)}, {"say": "hi, thanks!"}, {"config": {"routing_enabled": False}},
+                {"say": "and again"})
+    installed, first, second = out["turns"]
+    res = installed["installed"]
     assert res["success"] and res["plugin_name"] == "agent_router", res
     site = d.root / "usr/agent_router/site"
     assert (site / "agent_router").is_dir() and (d.root / "usr/plugins/agent_router/plugin.yaml").is_file()
-    assert pins(d.venv) == pins_before  # nothing Agent Zero pins was touched
+    assert pins(d.venv) == pins_before  # nothing Agent Zero pins was touched (by the install or the turns)
     assert not (site / "tiktoken").exists() and not (site / "pydantic").exists()  # the framework's are used
     got = d.pip("check", extra_path=site)  # the framework's venv together with the plugin's packages
     assert got.returncode == 0, got.stdout
 
-    # One real turn: a greeting goes to the utility tier (Agent Zero alone would use its chat model).
-    out = turns(d, {"say": "hi, thanks!"}, {"config": {"routing_enabled": False}}, {"say": "and again"})
-    first, second = out["turns"]
     assert first["result"] == "Hello from nano"
     (line,) = [i["content"] for i in of_type(first, "info") if i["heading"] == "agent_router: cost"]
     assert re.search(r"this reply \$\d+\.\d{4} \(1 call; answered by the utility tier, gpt-4\.1-nano\) · "
