@@ -52,20 +52,33 @@ def _fresh_process_state():
     _forget_process_state()
 
 
-# Longest files first, so that with two workers (`--dist loadfile --no-loadscope-reorder`, pyproject) the file
-# that takes longest starts at once and the short ones fill in at the end. Measured with --durations; files not
-# named here keep their collection order after these.
+# Longest files first (wall time inside a full run on four workers, `--dist loadfile --no-loadscope-reorder`,
+# pyproject), so that the file that takes longest starts at once, the ones that mostly wait on timeouts run beside
+# the busy ones, and the short ones fill in at the end. Files not named here keep their collection order after these.
 SLOW_FIRST = [
-    "test_agent_zero_docker.py",  # several minutes to build its venv the first time, ~1 minute once cached
-    "test_providers.py",
+    "test_agent_zero_docker.py",  # several minutes to build its venv the first time, ~20 s of CPU once cached
+    "test_providers.py",  # ~25 s, mostly real timeouts against hostile local servers
+    "test_gateway.py",
     "test_scale_postgres.py",
-    "test_bad_input.py",
-    "test_static_embeddings.py",
-    "test_embeddings.py",
+    "test_scale_redis.py",
     "test_compression.py",
     "test_gateway_keys.py",
-    "test_gateway.py",
-    "test_scale_redis.py",
+    "test_gateway_workers.py",
+    "test_escalation_loop.py",
+    "test_gateway_dashboard.py",
+    "test_static_embeddings.py",
+    "test_bad_input.py",
+    "test_embeddings.py",
+    "test_host_loop.py",
+    "test_startup.py",
+    "test_experiments.py",
+    "test_plugin_loading.py",
+    "test_adversarial.py",
+    "test_route_fast_paths.py",
+    "test_ledger.py",
+    "test_signals.py",
+    "test_learned_postgres.py",
+    "test_ledger_reports.py",
     "test_escalation.py",
 ]
 

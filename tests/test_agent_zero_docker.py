@@ -11,7 +11,9 @@
 The Agent Zero source comes from `$AGENT_ZERO_SRC` (a git repository with tag v1.7, or a v1.7 tree) or from a
 mirror `.mirror/agent0ai+agent-zero*/repo` next to one of this repository's parent folders; without one, or
 without Python 3.12, the tests skip saying so. Venvs are built once under `$AGENT_ROUTER_TEST_CACHE` (default
-`~/.cache/agent-router-tests`) and reused while Agent Zero's requirements stay the same.
+`~/.cache/agent-router-tests`) and reused while Agent Zero's requirements stay the same; so are the v1.7 tree with
+its modules compiled (each run copies it: Agent Zero's image, like this copy, writes bytecode) and the packages the
+plugin's installer adds (a local folder its pip reads instead of PyPI, so that every step runs without network).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import sys
 import tarfile
 import time
 import urllib.request
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -101,6 +104,49 @@ def extract_v17(src: Path, dest: Path) -> None:
     tar.unlink()
 
 
+def _tree_key(src: Path) -> str:
+    """What identifies the v1.7 tree in `src`: the tag's git tree id, or the paths, sizes and times of a tree."""
+    if (src / "run_ui.py").is_file():
+        h = hashlib.sha256()
+        for p in sorted(src.rglob("*")):
+            if p.is_file() and ".git" not in p.relative_to(src).parts:
+                st = p.stat()
+                h.update(f"{p.relative_to(src)}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+        return h.hexdigest()
+    got = subprocess.run(["git", "-C", str(src), "rev-parse", "v1.7^{tree}"], capture_output=True, text=True,
+                         timeout=60, check=True)
+    return got.stdout.strip()
+
+
+def _link_pyc_or_copy(src: str, dst: str) -> None:
+    """Compiled modules are hard links (Python replaces a stale .pyc, never writes into one); the rest, which
+    Agent Zero may write to, are copies."""
+    if src.endswith(".pyc"):
+        _link_or_copy(src, dst)
+    else:
+        shutil.copy2(src, dst)  # keeps the times the .pyc files were compiled against
+
+
+def a0_tree(src: Path, py: str, dest: Path) -> None:
+    """A fresh v1.7 tree at `dest` whose modules are already compiled by `py`: a copy of a tree extracted and
+    compiled once per source and Python (locked across processes). Every Agent Zero start in these tests then
+    loads Agent Zero's modules as its image does after the first start, instead of compiling them again."""
+    key = hashlib.sha256(f"{_tree_key(src)}\0{py}".encode()).hexdigest()[:16]
+    cached = cache_dir() / f"a0-tree-{key}"
+    with open(cache_dir() / f"a0-tree-{key}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (cached / "ok").is_file():
+            tmp = cache_dir() / f"a0-tree-{key}.building"
+            shutil.rmtree(tmp, ignore_errors=True)
+            extract_v17(src, tmp / "a0")
+            subprocess.run([py, "-m", "compileall", "-q", "-j0", str(tmp / "a0")], check=True, capture_output=True,
+                           timeout=600)
+            shutil.rmtree(cached, ignore_errors=True)
+            tmp.rename(cached)
+            (cached / "ok").write_text("")
+    shutil.copytree(cached / "a0", dest, symlinks=True, copy_function=_link_pyc_or_copy)
+
+
 def light_requirements(tree: Path) -> list[str]:
     """Agent Zero's requirement lines for LIGHT, requirements2.txt overriding requirements.txt (as its
     install script installs it after)."""
@@ -158,6 +204,50 @@ def agent_router_wheel() -> Path:
         return sorted(out.glob("agent_router-*.whl"))[0]
 
 
+def _requires(wheel: Path) -> list[str]:
+    """The wheel's Requires-Dist lines."""
+    with zipfile.ZipFile(wheel) as z:
+        meta = next(n for n in z.namelist() if n.endswith(".dist-info/METADATA"))
+        text = z.read(meta).decode("utf-8")
+    return sorted(ln for ln in text.splitlines() if ln.startswith("Requires-Dist:"))
+
+
+def plugin_wheelhouse(d: Docker, wheel: Path) -> Path:
+    """The packages the plugin's installer adds to Agent Zero's venv, in a folder: what pip resolves for the
+    wheel against the framework's pins (as `hooks.install()` resolves it), downloaded once per (agent_router's
+    requirements, Agent Zero's pins) from the package index this machine's pip is configured with. The tests'
+    installs read this folder as their index (`Docker.env`), as a user's private mirror would be read."""
+    key = hashlib.sha256("\n".join([*_requires(wheel), *pins(d.pristine), str(d.pristine)]).encode()).hexdigest()
+    wheels = cache_dir() / f"a0-wheels-{key[:16]}"
+    with open(cache_dir() / f"a0-wheels-{key[:16]}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if (wheels / "ok").is_file():
+            return wheels
+        tmp = cache_dir() / f"a0-wheels-{key[:16]}.building"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+        freeze = subprocess.run(
+            [str(d.venv / "bin/python"), "-c", "from importlib import metadata\n"
+             "print('\\n'.join(sorted({f\"{x.metadata['Name']}=={x.version}\" for x in metadata.distributions()})))"],
+            env=d.env(), capture_output=True, text=True, timeout=120, check=True,
+        )
+        (tmp / "constraints.txt").write_text(freeze.stdout)
+        got = d.pip("install", "--dry-run", "--quiet", "--report", str(tmp / "report.json"),
+                    "-c", str(tmp / "constraints.txt"), str(wheel))
+        assert got.returncode == 0, got.stderr[-2000:]
+        items = [f"{i['metadata']['name']}=={i['metadata']['version']}"
+                 for i in json.loads((tmp / "report.json").read_text())["install"]
+                 if i["metadata"]["name"] != "agent-router"]
+        (tmp / "wheels").mkdir()
+        if items:
+            got = d.pip("download", "--no-deps", "--quiet", "-d", str(tmp / "wheels"), *items)
+            assert got.returncode == 0, got.stderr[-2000:]
+        shutil.rmtree(wheels, ignore_errors=True)
+        tmp.rename(wheels)
+        (wheels / "ok").write_text("")
+    return wheels
+
+
 def _offline_prefix() -> list[str]:
     try:
         ok = subprocess.run(["unshare", "-n", "true"], capture_output=True, timeout=30).returncode == 0
@@ -180,6 +270,7 @@ class Docker:
     def __init__(self, root: Path, venv: Path, pristine: Path, stubs: Path):
         self.root, self.venv, self.pristine, self.stubs = root, venv, pristine, stubs
         self.offline = _offline_prefix()
+        self.wheels: Path | None = None  # the package index pip reads (plugin_wheelhouse); None: pip's own config
 
     def rebuild_venv(self) -> None:
         """A container rebuild: the framework's venv comes back with Agent Zero's pins alone.
@@ -191,16 +282,20 @@ class Docker:
         shutil.copytree(self.pristine, self.venv, symlinks=True, copy_function=_link_or_copy)
 
     def env(self) -> dict[str, str]:
+        """Agent Zero's environment. It writes bytecode, as in its image (PYTHON* variables of the test run are
+        dropped). With a wheelhouse, pip reads only that folder: no network, no pip.conf of this machine."""
         env = {k: v for k, v in os.environ.items() if not k.startswith(("AGENT_ROUTER", "PYTHON", "VIRTUAL_ENV"))}
-        env.update(PYTHONPATH=str(self.stubs), LITELLM_LOCAL_MODEL_COST_MAP="True", PYTHONDONTWRITEBYTECODE="1")
+        env.update(PYTHONPATH=str(self.stubs), LITELLM_LOCAL_MODEL_COST_MAP="True")
+        if self.wheels is not None:
+            env.update(PIP_NO_INDEX="1", PIP_FIND_LINKS=str(self.wheels / "wheels"), PIP_CONFIG_FILE=os.devnull)
         return env
 
-    def python(self, script: str, *args: str, offline: bool = True, timeout: int = 600) -> dict:
+    def python(self, script: str, *args: str, timeout: int = 600) -> dict:
         """Run `script` with the framework's Python in /a0; its result is its last stdout line `RESULT <json>`."""
         f = self.root / "tmp" / f"test_{hashlib.sha1(script.encode()).hexdigest()[:8]}.py"
         f.parent.mkdir(exist_ok=True)
         f.write_text(script)
-        cmd = [*(self.offline if offline else []), str(self.venv / "bin/python"), str(f), *args]
+        cmd = [*self.offline, str(self.venv / "bin/python"), str(f), *args]
         got = subprocess.run(cmd, cwd=self.root, env=self.env(), capture_output=True, text=True, timeout=timeout)
         lines = [ln for ln in got.stdout.splitlines() if ln.startswith("RESULT ")]
         assert got.returncode == 0 and lines, f"rc={got.returncode}\n{got.stdout[-3000:]}\n{got.stderr[-3000:]}"
@@ -226,7 +321,7 @@ def docker(tmp_path_factory):
         pytest.skip("no Python 3.12 (Agent Zero v1.x needs it): put python3.12 on PATH or install it with pyenv")
     base = tmp_path_factory.mktemp("a0-docker")
     root = base / "a0"
-    extract_v17(src, root)
+    a0_tree(src, py, root)
     pristine = pristine_venv(root, py)
     stubs = base / "stubs"
     stubs.mkdir()
@@ -234,6 +329,7 @@ def docker(tmp_path_factory):
         (stubs / name).write_text(text)
     d = Docker(root, base / "venv-a0", pristine, stubs)
     d.rebuild_venv()
+    d.wheels = plugin_wheelhouse(d, agent_router_wheel())
     return d
 
 
@@ -282,6 +378,10 @@ async def main():
         if "config" in step:  # what the Settings UI's save does
             plugins.save_plugin_config("agent_router", "", "", step["config"])
             continue
+        if "install" in step:  # what the Plugins UI's upload does: the installer runs in the running server
+            from plugins._plugin_installer.helpers.install import install_from_zip
+            out.append({"installed": install_from_zip(step["install"])})
+            continue
         start = len(ctx.log.logs)
         result = await ctx.communicate(UserMessage(message=step["say"])).result()
         items = [{"type": i.type, "heading": i.heading, "content": i.content} for i in ctx.log.logs[start:]]
@@ -315,6 +415,7 @@ def of_type(turn: dict, kind: str) -> list[dict]:
 # -- tests ---------------------------------------------------------------------------------------------------
 # They build on each other, in this order, on one Agent Zero tree (as a user's volume lives on): install and a
 # routed turn; the packages gone, Execute, a container rebuild; the costs view over the ledger they left.
+# `install_plugin` (the installer in a process of its own) installs when the second runs without the first.
 def export_plugin(dest: Path) -> Path:
     """`agent-router export agent-zero-plugin DEST --wheel <this checkout's wheel>`."""
     from click.testing import CliRunner
@@ -333,25 +434,28 @@ def pins(venv: Path) -> list[str]:
 
 def install_plugin(d: Docker, tmp_path: Path) -> dict:
     plugin_zip = export_plugin(tmp_path / "agent_router.zip")
-    return d.python(INSTALL, str(plugin_zip), offline=False)["result"]  # pip reads the package index
+    return d.python(INSTALL, str(plugin_zip))["result"]  # pip reads the wheelhouse: no network
 
 
 def test_docker_install_route_bill_and_settings_from_the_ui(docker, tmp_path):
     d = docker
     pins_before = pins(d.venv)
     assert pins_before == pins(d.pristine) and any(p.startswith("litellm-") for p in pins_before)
-    res = install_plugin(d, tmp_path)
+    # Installed by Agent Zero's installer inside the running framework (as the Plugins UI's upload does, in its
+    # server), then one real turn: a greeting goes to the utility tier (Agent Zero alone would use its chat model).
+    plugin_zip = export_plugin(tmp_path / "agent_router.zip")
+    out = turns(d, {"install": str(plugin_zip)}, {"say": "hi, thanks!"}, {"config": {"routing_enabled": False}},
+                {"say": "and again"})
+    installed, first, second = out["turns"]
+    res = installed["installed"]
     assert res["success"] and res["plugin_name"] == "agent_router", res
     site = d.root / "usr/agent_router/site"
     assert (site / "agent_router").is_dir() and (d.root / "usr/plugins/agent_router/plugin.yaml").is_file()
-    assert pins(d.venv) == pins_before  # nothing Agent Zero pins was touched
+    assert pins(d.venv) == pins_before  # nothing Agent Zero pins was touched (by the install or the turns)
     assert not (site / "tiktoken").exists() and not (site / "pydantic").exists()  # the framework's are used
     got = d.pip("check", extra_path=site)  # the framework's venv together with the plugin's packages
     assert got.returncode == 0, got.stdout
 
-    # One real turn: a greeting goes to the utility tier (Agent Zero alone would use its chat model).
-    out = turns(d, {"say": "hi, thanks!"}, {"config": {"routing_enabled": False}}, {"say": "and again"})
-    first, second = out["turns"]
     assert first["result"] == "Hello from nano"
     (line,) = [i["content"] for i in of_type(first, "info") if i["heading"] == "agent_router: cost"]
     assert re.search(r"this reply \$\d+\.\d{4} \(1 call; answered by the utility tier, gpt-4\.1-nano\) · "
@@ -382,7 +486,7 @@ def test_without_its_packages_the_agent_works_unrouted_execute_fixes_it_and_a_re
     assert "No module named" in warnings[0]["content"] and "execute.py" in warnings[0]["content"]
     # The one step the README names: Plugins (sidebar) > agent_router > Execute runs execute.py.
     got = subprocess.run(
-        [str(d.venv / "bin/python"), "execute.py"], cwd=d.root / "usr/plugins/agent_router",
+        [*d.offline, str(d.venv / "bin/python"), "execute.py"], cwd=d.root / "usr/plugins/agent_router",
         env=d.env(), capture_output=True, text=True, timeout=900,
     )
     assert got.returncode == 0, got.stdout + got.stderr

@@ -214,7 +214,12 @@ def cli_reference() -> str:
         rows = []
         for p in cmd.params:
             if isinstance(p, click.Option) and not p.hidden:
-                rows.append(f"| `{', '.join(p.opts + p.secondary_opts)}` | {' '.join((p.help or '').split())} |")
+                # An option whose help is computed when `--help` shows it (eval's --router names the scorers the
+                # plugins of the running process register) stays as declared: otherwise the reference depended on
+                # whether a test earlier in the same process had rendered that help.
+                dynamic = type(p).get_help_record is not click.Option.get_help_record
+                text = "" if dynamic else " ".join((p.help or "").split())
+                rows.append(f"| `{', '.join(p.opts + p.secondary_opts)}` | {text} |")
         if rows:
             lines += ["", "| option | |", "|---|---|", *rows]
         lines.append("")
