@@ -32,6 +32,7 @@ import tarfile
 import time
 import urllib.request
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -132,19 +133,30 @@ def a0_tree(src: Path, py: str, dest: Path) -> None:
     compiled once per source and Python (locked across processes). Every Agent Zero start in these tests then
     loads Agent Zero's modules as its image does after the first start, instead of compiling them again."""
     key = hashlib.sha256(f"{_tree_key(src)}\0{py}".encode()).hexdigest()[:16]
-    cached = cache_dir() / f"a0-tree-{key}"
-    with open(cache_dir() / f"a0-tree-{key}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if not (cached / "ok").is_file():
-            tmp = cache_dir() / f"a0-tree-{key}.building"
-            shutil.rmtree(tmp, ignore_errors=True)
-            extract_v17(src, tmp / "a0")
-            subprocess.run([py, "-m", "compileall", "-q", "-j0", str(tmp / "a0")], check=True, capture_output=True,
-                           timeout=600)
-            shutil.rmtree(cached, ignore_errors=True)
-            tmp.rename(cached)
-            (cached / "ok").write_text("")
+
+    def build(tmp: Path) -> None:
+        extract_v17(src, tmp / "a0")
+        subprocess.run([py, "-m", "compileall", "-q", "-j0", str(tmp / "a0")], check=True, capture_output=True,
+                       timeout=600)
+
+    cached = built_once(f"a0-tree-{key}", build)
     shutil.copytree(cached / "a0", dest, symlinks=True, copy_function=_link_pyc_or_copy)
+
+
+def built_once(name: str, build: Callable[[Path], None]) -> Path:
+    """`cache_dir() / name`, made by `build(tmp)` in a folder of its own and renamed into place, once: locked
+    across processes (the suite's workers and later runs share the cache); a build cut short is redone."""
+    out = cache_dir() / name
+    with open(cache_dir() / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (out / "ok").is_file():
+            tmp = cache_dir() / f"{name}.building"
+            shutil.rmtree(tmp, ignore_errors=True)
+            build(tmp)
+            shutil.rmtree(out, ignore_errors=True)
+            tmp.rename(out)
+            (out / "ok").write_text("")
+    return out
 
 
 def light_requirements(tree: Path) -> list[str]:
@@ -164,13 +176,8 @@ def pristine_venv(tree: Path, py: str) -> Path:
     """The venv of Agent Zero's pins, built once per requirements and Python (locked across processes)."""
     reqs = light_requirements(tree)
     key = hashlib.sha256(("\n".join(reqs) + py).encode()).hexdigest()[:16]
-    venv = cache_dir() / f"a0-venv-{key}"
-    with open(cache_dir() / f"a0-venv-{key}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if (venv / "ok").is_file():
-            return venv
-        tmp = cache_dir() / f"a0-venv-{key}.building"
-        shutil.rmtree(tmp, ignore_errors=True)
+
+    def build(tmp: Path) -> None:  # renamed when built: its scripts name the old path; all here runs `-m`
         subprocess.run([py, "-m", "venv", str(tmp)], check=True, timeout=300)
         (tmp / "requirements.txt").write_text("\n".join(reqs) + "\n")
         got = subprocess.run(
@@ -179,10 +186,8 @@ def pristine_venv(tree: Path, py: str) -> Path:
         )
         if got.returncode != 0:
             raise RuntimeError(f"building Agent Zero's venv failed: {got.stderr[-2000:]}")
-        shutil.rmtree(venv, ignore_errors=True)
-        tmp.rename(venv)  # the venv's scripts name the old path; everything here runs `bin/python -m ...`
-        (venv / "ok").write_text("")
-    return venv
+
+    return built_once(f"a0-venv-{key}", build)
 
 
 def agent_router_wheel() -> Path:
@@ -218,13 +223,8 @@ def plugin_wheelhouse(d: Docker, wheel: Path) -> Path:
     requirements, Agent Zero's pins) from the package index this machine's pip is configured with. The tests'
     installs read this folder as their index (`Docker.env`), as a user's private mirror would be read."""
     key = hashlib.sha256("\n".join([*_requires(wheel), *pins(d.pristine), str(d.pristine)]).encode()).hexdigest()
-    wheels = cache_dir() / f"a0-wheels-{key[:16]}"
-    with open(cache_dir() / f"a0-wheels-{key[:16]}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if (wheels / "ok").is_file():
-            return wheels
-        tmp = cache_dir() / f"a0-wheels-{key[:16]}.building"
-        shutil.rmtree(tmp, ignore_errors=True)
+
+    def build(tmp: Path) -> None:
         tmp.mkdir()
         freeze = subprocess.run(
             [str(d.venv / "bin/python"), "-c", "from importlib import metadata\n"
@@ -242,10 +242,8 @@ def plugin_wheelhouse(d: Docker, wheel: Path) -> Path:
         if items:
             got = d.pip("download", "--no-deps", "--quiet", "-d", str(tmp / "wheels"), *items)
             assert got.returncode == 0, got.stderr[-2000:]
-        shutil.rmtree(wheels, ignore_errors=True)
-        tmp.rename(wheels)
-        (wheels / "ok").write_text("")
-    return wheels
+
+    return built_once(f"a0-wheels-{key[:16]}", build)
 
 
 def _offline_prefix() -> list[str]:
