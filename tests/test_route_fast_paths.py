@@ -200,14 +200,14 @@ def _same(a, b) -> bool:
 
 
 def test_requests_with_one_features_key_have_the_same_features_and_others_a_key_of_their_own() -> None:
-    from agent_router.learned.features import features_key
+    from agent_router.learned.features import KEY_MAX_CHARS, features_key
 
     seen: dict = {}
     for msgs in requests_()[:60]:
         for m in [msgs, *_variants(msgs)]:
             k = features_key(m)
             if k is None:
-                assert has_image(m[last_user_index(m)]) or len(text_of(m[last_user_index(m)])) > 16_384
+                assert has_image(m[last_user_index(m)]) or len(text_of(m[last_user_index(m)])) > KEY_MAX_CHARS
                 continue
             f = extract(m)
             if k in seen:
@@ -223,18 +223,20 @@ def test_a_router_keeping_what_it_scored_decides_as_one_that_scores_every_reques
     from agent_router.learned.router import LearnedRouter
     from agent_router.settings import LearnedSettings
 
-    kept, fresh = LearnedRouter(LearnedSettings()), LearnedRouter(LearnedSettings())
-    fresh.SCORED_MAX = 0
+    kept, fresh, small = (LearnedRouter(LearnedSettings()) for _ in range(3))
+    fresh.SCORED_MAX, small.SCORED_MAX = 0, 5  # none kept; the oldest forgotten beyond five
     rnd = random.Random(11)
     pool = requests_()[:40] + [v for r in requests_()[:12] for v in _variants(r)[:2]]
     for step in range(200):
         msgs = rnd.choice(pool)
-        a, b = kept.analyze(msgs), fresh.analyze(msgs)
-        assert (a.score, a.task_type, a.reasons, a.features, a.needs_vision) == (
-            b.score, b.task_type, b.reasons, b.features, b.needs_vision), step
-        assert a.sketch.rsplit(',"k":', 1)[0] == b.sketch.rsplit(',"k":', 1)[0]  # all but the memory key
+        a, b, c = kept.analyze(msgs), fresh.analyze(msgs), small.analyze(msgs)
+        for x in (b, c):
+            assert (a.score, a.task_type, a.reasons, a.features, a.needs_vision) == (
+                x.score, x.task_type, x.reasons, x.features, x.needs_vision), step
+            assert a.sketch.rsplit(',"k":', 1)[0] == x.sketch.rsplit(',"k":', 1)[0]  # all but the memory key
+        assert len(small._scored) <= 5
         if step % 3 == 0:  # outcomes move the adaptive layer; both routers learn the same
             tier, good = rnd.choice(["chat", "premium"]), rnd.random() < 0.5
-            for r in (kept, fresh):
+            for r in (kept, fresh, small):
                 r.record_outcome(None, tier, good, messages=msgs)
     assert len(kept._scored) > 0 and not fresh._scored

@@ -149,8 +149,9 @@ def digits_and_capitals(text: str) -> tuple[int, int]:
     return sum(map(str.isdigit, text)), sum(map(str.isupper, text))
 
 
-# Requests longer than this are not kept by `features_key` (memory: a key holds its text).
-KEY_MAX_CHARS = 16_384
+# Requests longer than this get no `features_key` (not kept: memory). What a kept request holds is ~5 KB for a
+# short question, ~24 KB at this length (its text, features and n-grams).
+KEY_MAX_CHARS = 4_000
 
 
 def features_key(messages: list[dict[str, Any]]) -> tuple[Any, ...] | None:

@@ -113,7 +113,7 @@ class LearnedRouter:
     tool loop sends the same question again with each tool result after it (`features_key` does not read what
     follows the question), and a retried request is the same request."""
 
-    SCORED_MAX = 1024
+    SCORED_MAX = 256  # at most ~6 MB (features_key keeps requests up to KEY_MAX_CHARS); ~1.3 MB of short ones
 
     def __init__(self, settings: LearnedSettings | None = None, model: QualityModel | None = None,
                  estimator: AdaptiveEstimator | None = None, feed: LedgerFeed | None = None):
