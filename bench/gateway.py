@@ -263,10 +263,9 @@ def cpu_s(pid: int | None) -> float:
 
 
 # -- servers under test ----------------------------------------------------------------------------------------
-def start_ours(up: str, tmp: Path, src: str | None = None,
-               extra: dict[str, Any] | None = None) -> tuple[subprocess.Popen, str]:
-    """`agent-router serve` on the bench settings (plus `extra` top-level sections); `src`: another checkout's
-    folder to run instead of this one."""
+def write_settings(up: str, tmp: Path, extra: dict[str, Any] | None = None) -> Path:
+    """The bench settings (three models on the upstream `up`, one per tier, a ledger in `tmp`, plus `extra`
+    top-level sections) written to tmp/settings.json."""
     def m(name: str, price: tuple[float, float]) -> dict[str, Any]:
         return {"provider": "openai_compatible", "name": name, "base_url": up,
                 "price": {"input": price[0], "output": price[1]}}
@@ -281,6 +280,14 @@ def start_ours(up: str, tmp: Path, src: str | None = None,
     tmp.mkdir(parents=True, exist_ok=True)
     p = tmp / "settings.json"
     p.write_text(json.dumps(settings))
+    return p
+
+
+def start_ours(up: str, tmp: Path, src: str | None = None,
+               extra: dict[str, Any] | None = None) -> tuple[subprocess.Popen, str]:
+    """`agent-router serve` on the bench settings (plus `extra` top-level sections); `src`: another checkout's
+    folder to run instead of this one."""
+    p = write_settings(up, tmp, extra)
     log_path = tmp / "gateway.log"
     log = open(log_path, "wb")  # noqa: SIM115 - lives as long as the process
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(x for x in (src, os.environ.get("PYTHONPATH")) if x))
