@@ -276,9 +276,13 @@ def mergeable_ranks(name: str, data: bytes) -> dict[bytes, int]:
     cached = home.read_blob(f"tiktoken-{name}", stamp)
     ranks = _unpack_ranks(cached) if cached is not None else None
     if ranks is None:
-        ranks = {base64.b64decode(tok): int(rank) for tok, rank in (line.split() for line in data.splitlines() if line)}
+        ranks = _decode_ranks(data)
         home.write_blob(f"tiktoken-{name}", stamp, _pack_ranks(ranks))
     return ranks
+
+
+def _decode_ranks(data: bytes) -> dict[bytes, int]:
+    return {base64.b64decode(tok): int(rank) for tok, rank in (line.split() for line in data.splitlines() if line)}
 
 
 def _pack_ranks(ranks: dict[bytes, int]) -> bytes:

