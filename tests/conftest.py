@@ -3,8 +3,11 @@
 Helpers (constants, builders) are imported from the `tests` package: `from .ledger_fixtures import settings`.
 """
 
+import atexit
 import os
+import shutil
 import sys
+import tempfile
 
 import pytest
 
@@ -20,6 +23,15 @@ os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
 # anything imports numpy; subprocesses the tests start inherit it.
 for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
+
+# One folder of derived-data caches (agent_router.home.cache_dir: tiktoken's decoded ranks, genai-prices lookups,
+# entry points) for the whole run: every test has its own $AGENT_ROUTER_HOME (ledger, settings), but without this
+# each `agent-router serve` and CLI subprocess would decode cl100k and look prices up again in an empty home.
+# Made by the process that starts the run; xdist workers and subprocesses inherit it; removed at its exit.
+if not os.environ.get("PYTEST_XDIST_WORKER"):
+    _derived = tempfile.mkdtemp(prefix="agent-router-test-cache-")
+    os.environ["AGENT_ROUTER_CACHE"] = _derived
+    atexit.register(shutil.rmtree, _derived, ignore_errors=True)
 
 pytest_plugins = [
     "tests.providers_fixtures",  # llm (a local model server), clock (a FakeClock)

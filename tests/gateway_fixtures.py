@@ -5,9 +5,11 @@ rows (the gateway writes them after the answer is on its way)."""
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
+import ssl
 import subprocess
 import sys
 import threading
@@ -16,6 +18,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from agent_router.ledger import Ledger
@@ -36,6 +39,40 @@ def gw_upstream():
     """The fake upstream of one test module's gateway (tests/providers_fixtures.FakeLLM, accepting UP_KEY)."""
     with FakeLLM(valid_keys={UP_KEY}) as srv:
         yield srv
+
+
+@functools.cache
+def tls() -> ssl.SSLContext:
+    """One TLS context for every client these tests make: a default one loads the CA bundle (~30 ms of CPU per
+    client), and the gateway is plain HTTP on 127.0.0.1, so it is never used for a handshake anyway."""
+    return httpx.create_ssl_context()
+
+
+def http(**kw: Any) -> httpx.Client:
+    """An httpx.Client (as `httpx.Client(**kw)`) on the shared TLS context."""
+    return httpx.Client(verify=tls(), **kw)
+
+
+def http_call(method: str, url: str, **kw: Any) -> httpx.Response:
+    """One request on a fresh client, as `httpx.post(url, ...)` and friends make it."""
+    with http() as h:
+        return h.request(method, url, **kw)
+
+
+def openai_client(url: str, key: str = "unused-locally") -> Any:
+    """The official OpenAI SDK on the gateway at `url`, no retries."""
+    import openai
+
+    return openai.OpenAI(base_url=f"{url}/v1", api_key=key, max_retries=0,
+                         http_client=openai.DefaultHttpxClient(verify=tls()))
+
+
+def anthropic_client(url: str, key: str = "unused-locally") -> Any:
+    """The official Anthropic SDK on the gateway at `url`, no retries."""
+    import anthropic
+
+    return anthropic.Anthropic(base_url=url, api_key=key, max_retries=0,
+                               http_client=anthropic.DefaultHttpxClient(verify=tls()))
 
 
 def settings_for(upstream: str, tmp_path: Path, **extra: Any) -> dict[str, Any]:

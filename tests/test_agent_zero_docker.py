@@ -310,7 +310,7 @@ class Docker:
 
 
 @pytest.fixture(scope="module")
-def docker(tmp_path_factory):
+def docker(tmp_path_factory, request):
     src = a0_source()
     if src is None or not src.exists():
         pytest.skip("no Agent Zero source: set $AGENT_ZERO_SRC (a git repository with tag v1.7, or a v1.7 tree)")
@@ -328,7 +328,12 @@ def docker(tmp_path_factory):
     d = Docker(root, base / "venv-a0", pristine, stubs)
     d.rebuild_venv()
     d.wheels = plugin_wheelhouse(d, agent_router_wheel())
-    return d
+    failed = request.session.testsfailed
+    yield d
+    # ~30,000 files (the tree and the venv's hard links): pytest would delete them at the end of a later run, in
+    # the process that starts it, after every test. Removed here, beside the other files' tests, when all passed.
+    if request.session.testsfailed == failed:
+        shutil.rmtree(base, ignore_errors=True)
 
 
 # -- scripts run inside Agent Zero ---------------------------------------------------------------------------

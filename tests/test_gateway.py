@@ -10,10 +10,20 @@ import subprocess
 import sys
 import time
 
-import httpx
 import pytest
 
-from .gateway_fixtures import HARD, UP_KEY, Gateway, SlowStream, rows, settings_for
+from .gateway_fixtures import (
+    HARD,
+    UP_KEY,
+    Gateway,
+    SlowStream,
+    anthropic_client,
+    http,
+    http_call,
+    openai_client,
+    rows,
+    settings_for,
+)
 from .providers_fixtures import USAGE
 
 # openai and anthropic (~1.5 s of CPU to import) are imported by the tests that use them, so that an xdist
@@ -34,9 +44,7 @@ def gw(gw_upstream, tmp_path_factory):
 
 @pytest.fixture
 def oai(gw):
-    import openai
-
-    return openai.OpenAI(base_url=f"{gw.url}/v1", api_key="unused-locally", max_retries=0)
+    return openai_client(gw.url)
 
 
 def test_plain_request_names_tier_model_and_cost_and_is_recorded(gw, oai):
@@ -118,9 +126,7 @@ def test_images_and_json_mode_reach_the_upstream(gw, oai, gw_upstream):
 
 
 def test_anthropic_sdk_plain_and_streamed(gw):
-    import anthropic
-
-    ac = anthropic.Anthropic(base_url=gw.url, api_key="unused-locally", max_retries=0)
+    ac = anthropic_client(gw.url)
     m = ac.messages.create(model="utility", max_tokens=100, system="be brief",
                            messages=[{"role": "user", "content": "hello"}],
                            extra_headers={"X-Conversation-Id": "anth-1"})
@@ -167,7 +173,7 @@ def test_every_model_failing_is_one_openai_error(gw, oai, gw_upstream):
 
 
 def test_unknown_model_bad_json_and_oversized_body(gw):
-    with httpx.Client(base_url=gw.url) as h:
+    with http(base_url=gw.url) as h:
         r = h.post("/v1/chat/completions", json={"model": "gpt-9", "messages": [{"role": "user", "content": "x"}]})
         assert r.status_code == 404 and r.json()["error"]["param"] == "model"
         r = h.post("/v1/chat/completions", content=b"{nope")
@@ -218,11 +224,10 @@ def test_non_loopback_bind_without_keys_is_refused(tmp_path, gw_upstream):
 def test_two_workers_share_one_ledger_and_stop_cleanly(tmp_path, gw_upstream):
     import concurrent.futures as cf
 
-    import openai
 
     g = Gateway(settings_for(gw_upstream.url, tmp_path), tmp_path, args=("--workers", "2"))
     try:
-        c = openai.OpenAI(base_url=f"{g.url}/v1", api_key="x", max_retries=0)
+        c = openai_client(g.url, "x")
 
         def ask(i: int) -> str:
             return c.chat.completions.create(model="utility", messages=[{"role": "user", "content": f"hi {i}"}],
@@ -245,7 +250,7 @@ def test_lone_surrogates_in_a_request_are_routed_answered_and_recorded(gw, strea
     body = ('{"model": "auto", "stream": %s, "messages": [{"role": "user", "content": "Summarize this log: ok '
             '\\ud83d then \\udc00 done"}, {"role": "assistant", "content": [{"type": "text", "text": "x\\ud800"}]},'
             ' {"role": "user", "content": "and now? \\udfff"}]}' % ("true" if stream else "false"))
-    r = httpx.post(f"{gw.url}/v1/chat/completions", content=body.encode(),
+    r = http_call("POST", f"{gw.url}/v1/chat/completions", content=body.encode(),
                    headers={"Content-Type": "application/json", "X-Conversation-Id": conv}, timeout=30)
     assert r.status_code == 200, r.text
     assert ("data: [DONE]" in r.text if stream else "Hello from" in r.text) and r.headers["x-agent-router-tier"]

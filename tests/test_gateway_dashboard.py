@@ -7,10 +7,9 @@ import re
 import shutil
 import subprocess
 
-import httpx
 import pytest
 
-from .gateway_fixtures import HARD, Gateway, rows, settings_for
+from .gateway_fixtures import HARD, Gateway, http, openai_client, rows, settings_for
 
 # openai (~0.5 s of CPU to import) is imported by the tests that use it, so that an xdist worker which only
 # collects this file does not pay for it.
@@ -19,11 +18,10 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 @pytest.fixture(scope="module")
 def gw(gw_upstream, tmp_path_factory):
-    import openai
 
     tmp = tmp_path_factory.mktemp("gwdash")
     g = Gateway(settings_for(gw_upstream.url, tmp, budgets={"daily_usd": 5.0, "monthly_usd": 50.0}), tmp)
-    c = openai.OpenAI(base_url=f"{g.url}/v1", api_key="x", max_retries=0)
+    c = openai_client(g.url, "x")
     for i, text in enumerate(["hi", "thanks", HARD, "write a python function that parses ISO dates"]):
         c.chat.completions.create(model="auto", messages=[{"role": "user", "content": text}],
                                   extra_headers={"X-Conversation-Id": f"d{i}"})
@@ -33,7 +31,7 @@ def gw(gw_upstream, tmp_path_factory):
 
 
 def test_models_health_and_recommendations(gw):
-    with httpx.Client(base_url=gw.url) as h:
+    with http(base_url=gw.url) as h:
         models = h.get("/api/models").json()["models"]
         assert {m["alias"]: m["tier"] for m in models} == {"u": "utility", "c": "chat", "p": "premium"}
         assert all(m["price"]["source"] == "settings" and m["health"] == "ok" for m in models)
@@ -50,7 +48,7 @@ def test_models_health_and_recommendations(gw):
 
 
 def test_usage_decisions_and_feedback(gw):
-    with httpx.Client(base_url=gw.url) as h:
+    with http(base_url=gw.url) as h:
         by_tier = h.get("/api/usage", params={"by": "tier", "since": "today"}).json()
         assert by_tier["total"]["calls"] == 4 and {r["key"] for r in by_tier["rows"]} >= {"utility", "premium"}
         assert by_tier["total"]["routing_saved_usd"] > 0
@@ -71,7 +69,7 @@ def test_dashboard_in_headless_chromium_matches_api_usage(gw, tmp_path):
     out = subprocess.run([*flags, "--virtual-time-budget=8000", "--dump-dom", f"{gw.url}/"],
                          capture_output=True, text=True, timeout=120, check=True).stdout
     assert 'data-loaded="1"' in out, out[-2000:]
-    with httpx.Client(base_url=gw.url) as h:
+    with http(base_url=gw.url) as h:
         today = h.get("/api/usage", params={"by": "tier", "since": "today"}).json()["total"]
         month = h.get("/api/usage", params={"by": "tier", "since": "month"}).json()["total"]
         models = h.get("/api/usage", params={"by": "model", "since": "month"}).json()["rows"]
@@ -97,18 +95,17 @@ def test_dashboard_in_headless_chromium_matches_api_usage(gw, tmp_path):
 def gw_arms(gw_upstream, tmp_path_factory):
     """A gateway running an A/B routing experiment whose challenger sends nearly everything to premium; a few
     verdicts recorded through the API."""
-    import openai
 
     tmp = tmp_path_factory.mktemp("gwarms")
     ab = {"name": "t", "mode": "ab", "share": 0.5,
           "challenger": {"routing": {"thresholds": {"low": 0.01, "high": 0.02}}}}
     g = Gateway(settings_for(gw_upstream.url, tmp, routing={"experiments": [ab]}), tmp)
-    c = openai.OpenAI(base_url=f"{g.url}/v1", api_key="x", max_retries=0)
+    c = openai_client(g.url, "x")
     for i in range(8):
         c.chat.completions.create(model="auto", messages=[{"role": "user", "content": "thanks!"}],
                                   extra_headers={"X-Conversation-Id": f"arm{i}"})
     rows(g.db, 8)
-    with httpx.Client(base_url=g.url) as h:
+    with http(base_url=g.url) as h:
         for d, good in zip(h.get("/api/decisions", params={"limit": 3}).json()["decisions"], (True, False, False),
                            strict=True):
             assert h.post("/api/feedback", json={"call_id": d["id"], "good": good}).status_code == 200
@@ -117,7 +114,7 @@ def gw_arms(gw_upstream, tmp_path_factory):
 
 
 def test_usage_by_arm_compares_the_experiment_arms(gw_arms):
-    with httpx.Client(base_url=gw_arms.url) as h:
+    with http(base_url=gw_arms.url) as h:
         arms = {r["key"]: r for r in h.get("/api/usage", params={"by": "arm"}).json()["rows"]}
     assert set(arms) == {"t:control", "t:challenger"}  # each conversation went to one arm, both arms ran
     assert sum(r["calls"] for r in arms.values()) == 8
@@ -134,7 +131,7 @@ def test_dashboard_arms_panel_matches_api_usage_by_arm(gw_arms, tmp_path):
     out = subprocess.run([*flags, "--virtual-time-budget=8000", "--dump-dom", f"{gw_arms.url}/"],
                          capture_output=True, text=True, timeout=120, check=True).stdout
     assert 'data-loaded="1"' in out, out[-2000:]
-    with httpx.Client(base_url=gw_arms.url) as h:
+    with http(base_url=gw_arms.url) as h:
         api = h.get("/api/usage", params={"by": "arm", "since": "month"}).json()["rows"]
     shown = {m.group(1): (int(m.group(2)), float(m.group(3)), int(m.group(4)), int(m.group(5)), int(m.group(6)))
              for m in re.finditer(r'data-arm="([^"]+)" data-calls="(\d+)" data-cost="([^"]+)" '

@@ -7,10 +7,9 @@ import json
 import time
 from typing import TYPE_CHECKING
 
-import httpx
 import pytest
 
-from .gateway_fixtures import Gateway, rows, settings_for
+from .gateway_fixtures import Gateway, http_call, openai_client, rows, settings_for
 
 if TYPE_CHECKING:
     import openai
@@ -30,13 +29,11 @@ def gw(gw_upstream, tmp_path_factory):
 
 
 def client(gw: Gateway, key: str) -> openai.OpenAI:
-    import openai
-
-    return openai.OpenAI(base_url=f"{gw.url}/v1", api_key=key, max_retries=0)
+    return openai_client(gw.url, key)
 
 
 def make_key(gw: Gateway, **body) -> str:
-    r = httpx.post(f"{gw.url}/api/keys", json=body, headers={"Authorization": f"Bearer {MASTER}"})
+    r = http_call("POST", f"{gw.url}/api/keys", json=body, headers={"Authorization": f"Bearer {MASTER}"})
     assert r.status_code == 201, r.text
     return r.json()["key"]
 
@@ -48,7 +45,7 @@ def test_missing_and_bad_keys_are_401_in_openai_shape_and_not_recorded(gw):
         client(gw, "sk-wrong-0123456789abcdef").chat.completions.create(
             model="auto", messages=HI, extra_headers={"X-Conversation-Id": "bad-key"})
     assert e.value.body["code"] == "invalid_api_key"
-    r = httpx.post(f"{gw.url}/v1/chat/completions", json={"model": "auto", "messages": HI})
+    r = http_call("POST", f"{gw.url}/v1/chat/completions", json={"model": "auto", "messages": HI})
     assert r.status_code == 401 and r.json()["error"]["type"] == "invalid_request_error"
     assert rows(gw.db, 1, timeout=0.5, where="conversation_id = 'bad-key'") == []
     assert "sk-wrong" not in gw.output() and MASTER not in gw.output()
@@ -64,9 +61,9 @@ def test_key_management_is_admin_only_and_keys_are_stored_hashed(gw):
     import openai
 
     alice = make_key(gw, name="alice", max_tier="utility")
-    r = httpx.get(f"{gw.url}/api/keys", headers={"Authorization": f"Bearer {alice}"})
+    r = http_call("GET", f"{gw.url}/api/keys", headers={"Authorization": f"Bearer {alice}"})
     assert r.status_code == 403 and r.json()["error"]["code"] == "forbidden"
-    listed = httpx.get(f"{gw.url}/api/keys", headers={"Authorization": f"Bearer {MASTER}"}).json()["keys"]
+    listed = http_call("GET", f"{gw.url}/api/keys", headers={"Authorization": f"Bearer {MASTER}"}).json()["keys"]
     assert [k["name"] for k in listed if k["name"] == "alice"] == ["alice"]
     assert alice not in json.dumps(listed)
     from agent_router.ledger import Ledger
@@ -83,10 +80,11 @@ def test_key_management_is_admin_only_and_keys_are_stored_hashed(gw):
     client(gw, MASTER).chat.completions.create(  # a call of the master key's own, whatever ran before
         model="utility", messages=HI, extra_headers={"X-Conversation-Id": "master-1"})
     rows(gw.db, 1, where="conversation_id = 'master-1'")
-    usage = httpx.get(f"{gw.url}/api/usage?by=key", headers={"Authorization": f"Bearer {MASTER}"}).json()
+    usage = http_call("GET", f"{gw.url}/api/usage?by=key", headers={"Authorization": f"Bearer {MASTER}"}).json()
     assert {"alice", "master"} <= {r["key"] for r in usage["rows"]}
     # revoked: refused within the key cache's 2 s
-    assert httpx.delete(f"{gw.url}/api/keys/alice", headers={"Authorization": f"Bearer {MASTER}"}).status_code == 200
+    revoked = http_call("DELETE", f"{gw.url}/api/keys/alice", headers={"Authorization": f"Bearer {MASTER}"})
+    assert revoked.status_code == 200
     time.sleep(2.1)
     with pytest.raises(openai.AuthenticationError):
         client(gw, alice).chat.completions.create(model="auto", messages=HI)
@@ -121,7 +119,7 @@ def test_key_budget_downgrades_then_is_exhausted(gw):
                                                 extra_headers={"X-Conversation-Id": "b2"})
     assert e.value.body["code"] == "budget_exceeded" and e.value.body["type"] == "insufficient_quota"
     assert rows(gw.db, 1, timeout=0.5, where="conversation_id = 'b2'") == []
-    keys = httpx.get(f"{gw.url}/api/keys", headers={"Authorization": f"Bearer {MASTER}"}).json()["keys"]
+    keys = http_call("GET", f"{gw.url}/api/keys", headers={"Authorization": f"Bearer {MASTER}"}).json()["keys"]
     assert [k["spent_usd"] for k in keys if k["name"] == "bob"] == [pytest.approx(cost)]
     # a budget too small for premium: routed down instead (budgets.on_exceed = downgrade)
     prem = client(gw, MASTER).chat.completions.with_raw_response.create(

