@@ -245,10 +245,10 @@ class LedgerWriter:
     A request finishing on an idle writer starts a short gathering window (`WINDOW_S`, on the event loop's
     timer, so the ledger thread stays free for budget checks) before the thread writes: back-to-back requests
     then share a transaction instead of each paying one, which under load is most of what the gateway adds.
-    50 ms, not 10: each batch costs a thread wake-up, the interpreter lock passed back and forth and a commit,
-    and at ~1,000 sequential calls a second a 10 ms batch of ten rows cost ~130 us of CPU per call more
-    (`bench/gateway.py`, CPU us/call). A row reaches the ledger (and the dashboard) at most ~50 ms after its
-    answer; a clean stop still writes every row.
+    50 ms, not 10: each batch costs a thread wake-up, the interpreter lock passed back and forth and a commit;
+    at ~1,000 sequential calls a second, 10 ms batches cost ~150 us of CPU per call more and 0.17 ms of added
+    p50 (`bench/gateway.py --baseline` a copy with 10 ms, one interleaved run). A row reaches the ledger (and
+    the dashboard) at most ~50 ms after its answer; a clean stop still writes every row.
     A full window's worth (`BATCH`) is handed over at once; `close()` hands over whatever waits, so a clean
     stop writes every row. Budgets are unaffected: a request's reservation holds until its row is written."""
 
