@@ -13,7 +13,7 @@ import re
 import zlib
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -154,33 +154,47 @@ def digits_and_capitals(text: str) -> tuple[int, int]:
 KEY_MAX_CHARS = 4_000
 
 
+class _Read(NamedTuple):
+    """What `extract` reads of the messages besides the request's own message (`index`): the request's text,
+    and of the messages before it their characters, user turns and whether one has an image; whether any
+    message is a system (or developer) message."""
+
+    index: int
+    full: str
+    before_chars: int
+    before_users: int
+    image_before: bool
+    system: bool
+
+
+def _read(messages: list[dict[str, Any]]) -> _Read:
+    i = last_user_index(messages)
+    before = messages[:i]
+    return _Read(i, text_of(messages[i]), context_chars(before), user_turns(before),
+                 any(has_image(m) for m in before), any(m.get("role") in ("system", "developer") for m in messages))
+
+
 def features_key(messages: list[dict[str, Any]]) -> tuple[Any, ...] | None:
     """Everything `extract(messages)` reads, as a hashable key: equal keys give equal features. None for a
     request with an image or longer than KEY_MAX_CHARS. What follows the last user message (an agent's tool
     calls and results) is not read, so each step of a tool loop has the same key as the question it answers."""
-    i = last_user_index(messages)
-    last = messages[i]
-    if has_image(last):
+    r = _read(messages)
+    if has_image(messages[r.index]) or len(r.full) > KEY_MAX_CHARS:
         return None
-    full = text_of(last)
-    if len(full) > KEY_MAX_CHARS:
-        return None
-    before = messages[:i]
-    return (full, context_chars(before), user_turns(before), any(has_image(m) for m in before),
-            any(m.get("role") in ("system", "developer") for m in messages))
+    return r[1:]
 
 
 def extract(messages: list[dict[str, Any]]) -> RequestFeatures:
     """Features of validated OpenAI-shape chat messages (the last user message is the request)."""
-    i = last_user_index(messages)
+    r = _read(messages)
+    i, full = r.index, r.full
     last = messages[i]
-    full = text_of(last)
     request = scan_window(full)  # bounded: a megabyte message costs what ~32 KB do
     focus, shots = focus_text(request)
     # Characters of the real question in the whole message (the window reads only its two ends).
     focus_chars = len(focus) + len(full) - len(request)
     before = messages[:i]
-    before_chars, before_users = context_chars(before), user_turns(before)
+    before_chars, before_users = r.before_chars, r.before_users
     low = focus.lower()
     if has_image(last):  # the analyzer reads the message with its image (and its own few-shot split)
         af, _req, _vision = analyzer_features([*before, last])
@@ -188,7 +202,7 @@ def extract(messages: list[dict[str, Any]]) -> RequestFeatures:
         # The analyzer's features of the focus as a message of its own: already bounded (scan_window), and
         # nothing more to split (the split above took every worked example), so analyzer.features would
         # find (focus, 0 shots, nothing unread).
-        af = text_features(focus, low, 0, 0, before_chars, before_users, any(has_image(m) for m in before))
+        af = text_features(focus, low, 0, 0, before_chars, before_users, r.image_before)
     tt = analyzer_task_type(af)
     n = max(1, len(focus))
     options = len(_OPTION.findall(focus))
@@ -205,7 +219,7 @@ def extract(messages: list[dict[str, Any]]) -> RequestFeatures:
         "code_fence": 1.0 if "```" in focus else 0.0,
         "lines": math.log1p(focus.count("\n")) / 4,
         "turns": min(before_users, 10) / 5,
-        "system": 1.0 if any(m.get("role") in ("system", "developer") for m in messages) else 0.0,
+        "system": 1.0 if r.system else 0.0,
         "answer_cue": 1.0 if _ANSWER_CUE.search(focus.rstrip()[-200:]) else 0.0,
         "question_mark": 1.0 if "?" in focus else 0.0,
         "bias": 1.0,
