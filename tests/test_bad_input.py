@@ -159,7 +159,6 @@ def test_settings_path_that_is_not_a_readable_settings_file(tmp_path, env, which
         (b'[{"role": "user", "content": "hi \\udc00\\ud800"}]', ["stdin: string at $[0].content holds a lone"]),
         (b'[{"role": "user", "content": [{"type": "text", "text": ' + b"[" * 200 + b"]" * 200 + b"}]}]",
          ["nested deeper than 100 levels at $[0].content[0].text"]),
-        (b'[{"role": "user", "content": "caf\xe9"}]', ["stdin: not valid UTF-8 (byte 33"]),
     ],
 )
 def test_bad_stdin_messages_are_one_line(env, stdin, needles):
@@ -167,14 +166,26 @@ def test_bad_stdin_messages_are_one_line(env, stdin, needles):
     one_line_error(rc, err, *needles)
 
 
-def test_paired_surrogate_escapes_are_ordinary_text(env):
-    rc, out, err = cli(env, "route", "--json", stdin=b'[{"role": "user", "content": "launch \\ud83d\\ude80 now"}]')
+# The cases below run in-process and as the real process too: real stdin bytes, /dev/zero, the exit status.
+BOTH = pytest.mark.parametrize("run", [cli, process], ids=["in-process", "real process"])
+
+
+@BOTH
+def test_bad_utf8_on_stdin_is_one_line(env, run):
+    rc, _, err = run(env, "route", stdin=b'[{"role": "user", "content": "caf\xe9"}]')
+    one_line_error(rc, err, "stdin: not valid UTF-8 (byte 33")
+
+
+@BOTH
+def test_paired_surrogate_escapes_are_ordinary_text(env, run):
+    rc, out, err = run(env, "route", "--json", stdin=b'[{"role": "user", "content": "launch \\ud83d\\ude80 now"}]')
     assert rc == 0, err
     assert json.loads(out)["tier"] == "utility"
 
 
-def test_endless_stdin_is_refused_not_read_whole(env):
-    rc, _, err = cli(env, "route", stdin_file="/dev/zero")
+@BOTH
+def test_endless_stdin_is_refused_not_read_whole(env, run):
+    rc, _, err = run(env, "route", stdin_file="/dev/zero")
     one_line_error(rc, err, "stdin: larger than 80,000,000 bytes")
 
 
@@ -201,8 +212,9 @@ def test_bad_jsonl_rows_are_one_line(tmp_path, env, command, bad, needles):
     one_line_error(rc, err, path, *needles)
 
 
-def test_endless_rows_file_is_refused_not_read_whole(env):
-    rc, _, err = cli(env, "score", "/dev/zero")
+@BOTH
+def test_endless_rows_file_is_refused_not_read_whole(env, run):
+    rc, _, err = run(env, "score", "/dev/zero")
     one_line_error(rc, err, "/dev/zero:1: line longer than 80,000,000 bytes")
 
 
@@ -213,18 +225,3 @@ def test_real_command_bad_settings_file_and_variable_are_one_line(tmp_path, env)
     one_line_error(rc, err, path, "invalid settings", "nested deeper than 100 levels")
     rc, _, err = process({**env, "AGENT_ROUTER_SETTINGS": path}, "check")
     one_line_error(rc, err, "nested deeper than 100 levels")
-
-
-def test_real_command_bad_bytes_on_stdin_are_one_line(env):
-    rc, _, err = process(env, "route", stdin=b'[{"role": "user", "content": "caf\xe9"}]')
-    one_line_error(rc, err, "stdin: not valid UTF-8 (byte 33")
-    rc, out, err = process(env, "route", "--json", stdin=b'[{"role": "user", "content": "launch \\ud83d\\ude80 now"}]')
-    assert rc == 0, err
-    assert json.loads(out)["tier"] == "utility"
-
-
-def test_real_command_refuses_endless_stdin_and_rows(env):
-    rc, _, err = process(env, "route", stdin_file="/dev/zero")
-    one_line_error(rc, err, "stdin: larger than 80,000,000 bytes")
-    rc, _, err = process(env, "score", "/dev/zero")
-    one_line_error(rc, err, "/dev/zero:1: line longer than 80,000,000 bytes")
