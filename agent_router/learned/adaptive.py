@@ -191,9 +191,10 @@ class AdaptiveEstimator:
             return f"{self._nonce}:{self._seq}"
 
     def remember(self, key: str, dense: Sequence[float], hashed: HashedNgrams | None, p_weak: float,
-                 p_strong: float) -> None:
-        """Keep a request's full features under `key` (bounded: the oldest are forgotten first)."""
-        x = request_vector(dense, hashed)
+                 p_strong: float, vector: np.ndarray | None = None) -> None:
+        """Keep a request's full features under `key` (bounded: the oldest are forgotten first). `vector`:
+        `request_vector(dense, hashed)` when the caller has it."""
+        x = vector if vector is not None else request_vector(dense, hashed)
         with self._lock:
             self._remember(key, x, p_weak, p_strong)
 

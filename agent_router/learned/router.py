@@ -189,7 +189,7 @@ class LearnedRouter:
         if messages is not None:
             sc = self.scored(messages)
             key = est.new_key()
-            est.remember(key, sc.f.dense, (sc.f.buckets, sc.f.values), sc.p_w, sc.p_s)
+            est.remember(key, sc.f.dense, (sc.f.buckets, sc.f.values), sc.p_w, sc.p_s, vector=sc.vector())
             outcome.update(task_type=task_type or sc.f.task_type, key=key, sketch=sc.sketch(None))
         est.update(outcome)
 
