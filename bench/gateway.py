@@ -11,10 +11,12 @@ fixed JSON body, or an SSE stream of a few chunks with a usage chunk. Then, agai
 Printed: added latency p50 / p99 over direct (sequential, one kept-alive connection), time to first token
 added for streams, throughput at concurrency 32 and 128, the gateway process's RSS (peak, VmHWM) and the CPU
 time it spent per sequential call (all its threads, so ledger writes count). `--baseline DIR` adds a second
-`agent-router serve` from another checkout ("before"), measured in the same rounds.
+`agent-router serve` from another checkout ("before"), measured in the same rounds. While one target is measured
+the others are stopped (SIGSTOP, then SIGCONT), so no idle server's timers take the CPU from it; `--no-isolate`
+keeps them all running.
 
     python bench/gateway.py [--calls 1000] [--seconds 5] [--rounds 5] [--no-litellm] [--only ours,bare,heuristic]
-                            [--baseline DIR] [--peers DIR] [--prompts fixed|unique|agent]
+                            [--baseline DIR] [--peers DIR] [--prompts fixed|unique|agent] [--no-isolate]
 
 The peer needs `litellm[proxy]` (the script builds its venv on first use; set PEERS_PROXY_VENV to reuse one).
 Everything binds 127.0.0.1; nothing leaves the machine.
@@ -28,6 +30,7 @@ import json
 import multiprocessing as mp
 import os
 import re
+import signal
 import socket
 import statistics
 import subprocess
@@ -250,6 +253,44 @@ def rss_mb(pid: int | None) -> tuple[float, float] | None:
     return cur, peak
 
 
+def tree(pid: int | None) -> list[int]:
+    """`pid` and its descendants (a gateway's workers, a proxy's children)."""
+    if pid is None:
+        return []
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        try:
+            todo += [int(k) for k in Path(f"/proc/{p}/task/{p}/children").read_text().split()]
+        except OSError:
+            pass
+    return out
+
+
+class Alone:
+    """While one target is measured, the other targets' processes are stopped (SIGSTOP) and continued after
+    (SIGCONT): an idle server's timers and background tasks (LiteLLM's, ours) would otherwise take the CPU from
+    the one measured on a small machine, which is not what either adds to a call. The shared upstream and the
+    client keep running. `--no-isolate` measures with every target running."""
+
+    def __init__(self, targets: list[Target], t: Target, on: bool):
+        self.pids = [p for o in targets if o is not t for p in tree(o.pid)] if on else []
+
+    def _signal(self, sig: int) -> None:
+        for p in self.pids:
+            try:
+                os.kill(p, sig)
+            except ProcessLookupError:
+                pass
+
+    def __enter__(self) -> None:
+        self._signal(signal.SIGSTOP)
+
+    def __exit__(self, *exc: Any) -> None:
+        self._signal(signal.SIGCONT)
+
+
 def cpu_s(pid: int | None) -> float:
     """CPU seconds (user + system, all threads) a process has used: what a call costs the gateway, a figure a
     loaded machine blurs much less than latency."""
@@ -341,6 +382,9 @@ def main() -> None:
     ap.add_argument("--prompts", choices=("fixed", "unique", "agent"), default="fixed",
                     help="What the calls ask: the same question (fixed), a new question each call (unique), or "
                     "the steps of an agent's tool loop (agent); see messages_for.")
+    ap.add_argument("--no-isolate", dest="isolate", action="store_false",
+                    help="Keep every target running while one is measured (by default the others are stopped: "
+                    "see Alone).")
     a = ap.parse_args()
     Target.prompts = a.prompts
     known = {"ours", "bare", "heuristic", "litellm"}
@@ -408,16 +452,18 @@ def report(targets: list[Target], a: argparse.Namespace, peer_note: str) -> None
     for _ in range(rounds):  # interleaved: each round measures every target a little
         for t in targets:
             r = res[t.name]
-            c0 = cpu_s(t.pid)
-            tot, _ = asyncio.run(sequential(t, max(1, a.calls // rounds), False))
-            r["cpu"] += cpu_s(t.pid) - c0
-            stot, sfirst = asyncio.run(sequential(t, max(1, max(200, a.calls // 2) // rounds), True))
+            with Alone(targets, t, a.isolate):
+                c0 = cpu_s(t.pid)
+                tot, _ = asyncio.run(sequential(t, max(1, a.calls // rounds), False))
+                r["cpu"] += cpu_s(t.pid) - c0
+                stot, sfirst = asyncio.run(sequential(t, max(1, max(200, a.calls // 2) // rounds), True))
             r["tot"] += tot
             r["stot"] += stot
             r["sfirst"] += sfirst
         for c in (32, 128):
             for t in targets:
-                res[t.name][c].append(asyncio.run(throughput(t, c, a.seconds / rounds)))
+                with Alone(targets, t, a.isolate):
+                    res[t.name][c].append(asyncio.run(throughput(t, c, a.seconds / rounds)))
     for t in targets:
         r = res[t.name]
         r.update({"p50": statistics.median(r["tot"]), "p99": pct(r["tot"], 99), "ttft": statistics.median(r["sfirst"]),
@@ -428,7 +474,8 @@ def report(targets: list[Target], a: argparse.Namespace, peer_note: str) -> None
     print(f"gateway bench: {a.calls} sequential calls per target, throughput runs of {a.seconds:g} s, interleaved in "
           f"{rounds} rounds; "
           f"one local upstream (asyncio, TCP_NODELAY); {os.cpu_count()} CPUs shared by client, upstream, gateway; "
-          f"prompts: {a.prompts}")
+          f"prompts: {a.prompts}; "
+          + ("other targets stopped while one is measured" if a.isolate else "every target running (--no-isolate)"))
     print(f"direct: p50 {d['p50'] * 1e3:.3f} ms, p99 {d['p99'] * 1e3:.3f} ms, stream TTFT p50 "
           f"{d['ttft'] * 1e3:.3f} ms, {d['rps32']:.0f} req/s @32, {d['rps128']:.0f} req/s @128")
     print(f"{'target':8} {'added p50':>10} {'added p99':>10} {'TTFT added':>11} {'req/s @32':>10} {'req/s @128':>11}"
