@@ -73,6 +73,8 @@ def validate(messages: Any, where: str = "messages") -> list[dict[str, Any]]:
     if not messages:
         raise InputError(f"{where}: is empty; give at least one message with role 'user'")
     total = 0
+    said = False  # a message with text or an image seen
+    cleaned: list[dict[str, Any]] | None = None  # a copy, begun at the first message whose text changes
     for i, m in enumerate(messages):
         if not isinstance(m, dict):
             raise InputError(f"{where}[{i}]: expected an object with 'role' and 'content', got {type(m).__name__}")
@@ -90,11 +92,19 @@ def validate(messages: Any, where: str = "messages") -> list[dict[str, Any]]:
                 f"{where}: larger than {MAX_INPUT_CHARS:,} characters at message {i}; "
                 "no model's context window holds that much; compress or split it"
             )
-    if not any(text_of(m).strip() or has_image(m) for m in messages):
+        if not said:
+            text = c if isinstance(c, str) else content_text(c)
+            said = (bool(text) and not text.isspace()) or has_image(m)  # as text.strip(), without a copy
+        new = _clean_content(c)
+        if new is not c:
+            if cleaned is None:
+                cleaned = messages[:i]
+            cleaned.append({**m, "content": new})
+        elif cleaned is not None:
+            cleaned.append(m)
+    if not said:
         raise InputError(f"{where}: every message is empty; nothing to route")
-    cleaned = [m if (c := _clean_content(m.get("content"))) is m.get("content") else {**m, "content": c}
-               for m in messages]
-    return cleaned if any(a is not b for a, b in zip(cleaned, messages, strict=True)) else messages
+    return messages if cleaned is None else cleaned
 
 
 def _json_len(c: Any, where: str) -> int:

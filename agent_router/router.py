@@ -354,7 +354,7 @@ class Router:
         return decision
 
     def _pick(self, same, analysis, ctx, strategy, prompt_tokens, out_tokens) -> ModelInfo:
-        if self._pm is not None:
+        if self._pm is not None and self._pm.hook.select_model.get_hookimpls():  # none built in: skip the call
             alias = self._pm.hook.select_model(analysis=analysis, candidates=same, context=ctx)
             if alias is not None:
                 return self.catalog.get(alias)

@@ -72,10 +72,10 @@ def rescale(raw: float, cal: LearnedCalibration, low: float, high: float) -> flo
 class Scored:
     """What a request's text alone decides, made once per distinct request and kept (`LearnedRouter.scored`):
     its features, the heads' probabilities, the predicted log cost, the static need, and (made on first use)
-    the per-request layer's vector, the sketch's head and the reasons naming the features that raised the
-    need. Nothing here changes with outcomes."""
+    the per-request layer's vector, the sketch's head, the reasons naming the features that raised the need and
+    the analysis's reasons and features of the text alone. Nothing here changes with outcomes."""
 
-    __slots__ = ("f", "probs", "p_w", "p_s", "lc", "raw", "_vector", "_sketch", "_contrib")
+    __slots__ = ("f", "probs", "p_w", "p_s", "lc", "raw", "_vector", "_sketch", "_contrib", "_said")
 
     def __init__(self, f: RequestFeatures, probs: dict[str, float], p_w: float, p_s: float, lc: float | None,
                  raw: float):
@@ -83,6 +83,7 @@ class Scored:
         self._vector: np.ndarray | None = None
         self._sketch: str | None = None
         self._contrib: list[str] | None = None
+        self._said: tuple[str, str, dict[str, float]] | None = None
 
     def vector(self) -> np.ndarray:
         if self._vector is None:
@@ -97,6 +98,18 @@ class Scored:
         if self._sketch is None:
             self._sketch = sketch_head(self.f.dense, self.p_w, self.p_s)
         return sketch_with_key(self._sketch, key)
+
+    def said(self, heads: list[str]) -> tuple[str, str, dict[str, float]]:
+        """What the analysis says of the text alone: its task reason, the heads' part of the learned reason and
+        the features (the analyzer's and each head's probability) before the need is added."""
+        if self._said is None:
+            f, probs = self.f, self.probs
+            feats = dict(f.analyzer)
+            feats.update({"p_" + h: p for h, p in probs.items()})
+            self._said = (f"task: {f.task_type}",
+                          f"learned: P(good) {heads[0]} {probs[heads[0]]:.2f}, {heads[-1]} {probs[heads[-1]]:.2f}",
+                          feats)
+        return self._said
 
     def contrib(self, gain: list[tuple[int, str, float]]) -> list[str]:
         if self._contrib is None:
@@ -253,9 +266,8 @@ class LearnedRouter:
         cal = self.calibration
         score = rescale(need, cal, low, high)
         heads = self.model.heads
-        reasons = [f"task: {f.task_type}",
-                   f"learned: P(good) {heads[0]} {probs[heads[0]]:.2f}, {heads[-1]} {probs[heads[-1]]:.2f}"
-                   f" -> {'gain per $' if self.objective == 'cost' else 'need'} {need:.2f}"
+        task, learned, base = sc.said(heads)
+        reasons = [task, f"{learned} -> {'gain per $' if self.objective == 'cost' else 'need'} {need:.2f}"
                    f" (cut points {cal.low:.3f}/{cal.high:.3f})"]
         simple = self.simple_chat(f, probs[heads[0]], probs[heads[-1]], need, raw, messages, low)
         if simple is not None:
@@ -267,9 +279,7 @@ class LearnedRouter:
         reasons += sc.contrib(self._gain)
         if f.shots:
             reasons.append(f"few-shot prompt: judged on the real question after {f.shots} examples")
-        feats = dict(f.analyzer)
-        feats.update({"p_" + h: p for h, p in probs.items()})
-        feats.update({"need_raw": raw, "need": need, "shots": float(f.shots)})
+        feats = {**base, "need_raw": raw, "need": need, "shots": float(f.shots)}
         return Analysis(score=score, task_type=f.task_type, reasons=reasons, features=feats,
                         needs_vision=f.analyzer.get("images", 0.0) > 0, source="learned", sketch=sk)
 

@@ -563,6 +563,10 @@ class Ledger:
         """USD left before the tightest conversation / daily / monthly budget (reservations held count as
         spent, except those of processes gone from this host, which are released here); None when no such
         budget is set. Pass it to the router as `budget_remaining_usd`."""
+        b = self.budgets
+        if b.daily_usd is None and b.monthly_usd is None and (
+                b.per_conversation_usd is None or conversation_id is None):
+            return None  # no scope applies (what budgets.scopes would find), without reading the clock
         now = datetime.now(UTC)
         conv = None if conversation_id is None else str(conversation_id)
         scs = budgets.scopes(self.budgets, now, conv)
