@@ -14,6 +14,7 @@ from aiohttp import web
 
 from ..errors import AgentRouterError
 from ..messages import clean_strings
+from ..providers import jsonbody
 from ..providers import types as t
 from ..secrets import redact
 from . import anthropic_wire, openai_wire
@@ -41,7 +42,7 @@ ANTHROPIC = Dialect("anthropic", anthropic_wire.to_internal, anthropic_wire.opti
 
 
 def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
-    return web.Response(body=json.dumps(data).encode(), status=status, headers=headers,
+    return web.Response(body=jsonbody.dumps(data), status=status, headers=headers,
                         content_type="application/json")
 
 
@@ -103,7 +104,7 @@ async def read_json(request: web.Request) -> dict[str, Any]:
                        f"gateway.max_body_mb={gw.settings.gateway.max_body_mb:g} MB")
     raw = await request.read()
     try:
-        body = json.loads(raw)
+        body = jsonbody.loads(raw)
         if _SURROGATE_ESCAPE.search(raw):  # a lone one cannot be sent on as UTF-8: it becomes U+FFFD
             body = clean_strings(body)
     except (ValueError, RecursionError):

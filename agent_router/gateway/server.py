@@ -129,7 +129,11 @@ def serve(settings: Settings, host: str | None = None, port: int | None = None, 
     real_port = sock.getsockname()[1]
     shown = f"[{host}]" if ":" in host else host
     run = _loop_runner()
-    note = "" if run is not asyncio.run else " (uvloop not installed: pip install 'agent-router[gateway]')"
+    from ..providers import jsonbody
+
+    missing = [name for name, there in (("uvloop", run is not asyncio.run), ("orjson", jsonbody.orjson is not None))
+               if not there]
+    note = f" ({' and '.join(missing)} not installed: pip install 'agent-router[gateway]')" if missing else ""
     echo(f"agent-router gateway on http://{shown}:{real_port}  (OpenAI: /v1, Anthropic: /v1/messages, "
          f"dashboard: /)  workers={workers}{shared}{note}")
     sys.stdout.flush()

@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from ..catalog import ModelInfo
+from . import jsonbody
 from . import types as t
 from .attempts import Plan, Wait
 from .classify import learned_limits  # noqa: F401  (re-exported for callers reading announced limits)
@@ -181,7 +181,7 @@ class AsyncProviderClient:
         headers["Content-Type"] = "application/json"
         if stream:
             headers["Accept"] = "text/event-stream"
-        return url, headers, json.dumps(body, ensure_ascii=False).encode()
+        return url, headers, jsonbody.dumps(body)
 
     async def _send(self, m: ModelInfo, key: Secret | None, req: t.Request, deadline: float | None) -> t.Completion:
         import aiohttp

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import json
 import logging
 import os
 import ssl
@@ -24,6 +23,7 @@ from ..catalog import Catalog, ModelInfo
 from ..errors import AgentRouterError
 from ..settings import ProviderSettings, Settings
 from ..usage import Usage, counted
+from . import jsonbody
 from . import types as t
 from .attempts import Plan, Wait, block
 from .classify import classify, error_text, learned_limits, retry_after
@@ -304,7 +304,7 @@ class ProviderClient:
     def _decode(self, m: ModelInfo, raw: bytes, status: int | None = None) -> t.Completion:
         """A 2xx body -> Completion; any body not of the wire format's shape is a `malformed` error."""
         try:
-            data = json.loads(raw)
+            data = jsonbody.loads(raw)
         except (ValueError, RecursionError):
             raise t.ProviderError(
                 t.MALFORMED,

@@ -1,0 +1,49 @@
+"""JSON bodies on the wire (a request as a client sent it, a provider's answer, what the gateway sends on): parsed
+and written with orjson when it is installed (the `gateway` extra), else with the standard library.
+
+orjson is ~5x faster on these bodies (~2 us for a call's four against ~14 us, more in place, where caches are
+cold), which is most of what JSON costs a gateway call. What the two parse is the same: orjson refuses what the
+standard library takes beyond strict JSON (NaN and Infinity, escapes of lone surrogates), and those bodies are
+parsed again by the standard library, which also gives the error of a body neither takes. A body with 19 digits
+in a row goes to the standard library at once: orjson reads an integer past 64 bits as a float, which would change
+a number the client sent on to the provider.
+Written bodies differ only in spacing and in non-ASCII text sent as UTF-8 rather than escaped; an object orjson
+cannot write (a lone surrogate, a key that is not a string, a huge integer) is written by the standard library,
+ASCII with escapes. One difference remains: a float NaN or infinity is written `null` (the standard library writes
+`NaN`, which is not JSON and which providers refuse).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+try:
+    import orjson
+except ImportError:  # the gateway extra is not installed: the standard library throughout
+    orjson = None  # type: ignore[assignment]
+
+
+# 19 digits in a row: maybe an integer orjson would read as a float (it keeps 64 bits; 18 digits always fit).
+_LONG_NUMBER = re.compile(rb"\d{19}")
+
+
+def loads(raw: bytes) -> Any:
+    """The parsed body; ValueError (or RecursionError, nested too deep) when it is not JSON."""
+    if orjson is not None and not _LONG_NUMBER.search(raw):
+        try:
+            return orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            pass  # beyond strict JSON, or not JSON: the standard library decides
+    return json.loads(raw)
+
+
+def dumps(data: Any) -> bytes:
+    """`data` as UTF-8 JSON."""
+    if orjson is not None:
+        try:
+            return orjson.dumps(data)
+        except (TypeError, orjson.JSONEncodeError):
+            pass
+    return json.dumps(data).encode()
