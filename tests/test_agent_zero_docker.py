@@ -29,6 +29,7 @@ import sqlite3
 import subprocess
 import sys
 import tarfile
+import tempfile
 import time
 import urllib.request
 import zipfile
@@ -261,6 +262,25 @@ def _link_or_copy(src: str, dst: str) -> None:
         shutil.copy2(src, dst)
 
 
+def scratch(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The folder of the Docker layout: the run's temporary folder when it is on the cache's file system (the
+    venv and the tree are hard links into the cache), else a folder under the cache's `runs/` (a run on a tmpfs,
+    tests/conftest.py); the fixture removes it when its tests pass, and a failed run's is removed a day later."""
+    base = tmp_path_factory.mktemp("a0-docker")
+    if base.stat().st_dev == cache_dir().stat().st_dev:
+        return base
+    base.rmdir()
+    runs = cache_dir() / "runs"
+    runs.mkdir(exist_ok=True)
+    for old in runs.iterdir():
+        try:
+            if time.time() - old.stat().st_mtime > 86400:
+                shutil.rmtree(old, ignore_errors=True)
+        except OSError:
+            pass
+    return Path(tempfile.mkdtemp(prefix="a0-docker-", dir=runs))
+
+
 # -- the Docker layout ---------------------------------------------------------------------------------------
 class Docker:
     """`root` as /a0 (the volume), `venv` as /opt/venv-a0."""
@@ -317,7 +337,7 @@ def docker(tmp_path_factory, request):
     py = python312()
     if py is None:
         pytest.skip("no Python 3.12 (Agent Zero v1.x needs it): put python3.12 on PATH or install it with pyenv")
-    base = tmp_path_factory.mktemp("a0-docker")
+    base = scratch(tmp_path_factory)
     root = base / "a0"
     a0_tree(src, py, root)
     pristine = pristine_venv(root, py)
