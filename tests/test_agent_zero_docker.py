@@ -33,10 +33,11 @@ import tempfile
 import time
 import urllib.request
 import zipfile
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+
+from .cached import built_once, cache_dir
 
 REPO = Path(__file__).resolve().parents[1]
 # What a loop turn and the UI server import, by Agent Zero's requirement names; the pins come from its files.
@@ -84,12 +85,6 @@ def python312() -> str | None:
         if got.returncode == 0 and ok == "True":
             return exe
     return None
-
-
-def cache_dir() -> Path:
-    d = Path(os.environ.get("AGENT_ROUTER_TEST_CACHE") or Path.home() / ".cache" / "agent-router-tests")
-    d.mkdir(parents=True, exist_ok=True)
-    return d
 
 
 def extract_v17(src: Path, dest: Path) -> None:
@@ -142,22 +137,6 @@ def a0_tree(src: Path, py: str, dest: Path) -> None:
 
     cached = built_once(f"a0-tree-{key}", build)
     shutil.copytree(cached / "a0", dest, symlinks=True, copy_function=_link_pyc_or_copy)
-
-
-def built_once(name: str, build: Callable[[Path], None]) -> Path:
-    """`cache_dir() / name`, made by `build(tmp)` in a folder of its own and renamed into place, once: locked
-    across processes (the suite's workers and later runs share the cache); a build cut short is redone."""
-    out = cache_dir() / name
-    with open(cache_dir() / f"{name}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if not (out / "ok").is_file():
-            tmp = cache_dir() / f"{name}.building"
-            shutil.rmtree(tmp, ignore_errors=True)
-            build(tmp)
-            shutil.rmtree(out, ignore_errors=True)
-            tmp.rename(out)
-            (out / "ok").write_text("")
-    return out
 
 
 def light_requirements(tree: Path) -> list[str]:

@@ -19,7 +19,7 @@ from agent_router.learned.train import TrainOptions, featurize, labels, predict_
 from agent_router.settings import LearnedSettings
 
 from .learned_fixtures import STRONG, WEAK, rows, write_rows
-from .static_embeddings_fixtures import TEXTS, build_subset, install, subset_ids
+from .static_embeddings_fixtures import TEXTS, cached_subset, install, subset_ids
 
 pytestmark = pytest.mark.skipif(not E.available(), reason=f"embedding model not installed ({E.INSTALL_HINT})")
 
@@ -29,7 +29,7 @@ EXTRA = [r["messages"][0]["content"] for r in rows(80)]
 
 @pytest.fixture(scope="module")
 def table(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_subset(tmp_path_factory.mktemp("static") / "table.npz", EXTRA)
+    return cached_subset(tmp_path_factory.mktemp("static") / "table.npz", EXTRA)
 
 
 @pytest.fixture
