@@ -26,7 +26,7 @@ for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
 
 # Temporary files (every tmp_path, the PostgreSQL and Redis data folders, ledgers, the gateways' logs) in memory
 # when the machine has a tmpfs at /dev/shm and $TMPDIR does not say otherwise: on a disk file system creating and
-# deleting the run's tens of thousands of files cost ~2 s of kernel CPU. Set by the process that starts the run,
+# deleting the run's tens of thousands of files cost ~1 s of kernel CPU. Set by the process that starts the run,
 # before pytest picks its temporary folder; xdist workers and subprocesses inherit it. The Agent Zero tests keep
 # their hard links to their cache on its own file system (tests/test_agent_zero_docker.py, `scratch`).
 if not os.environ.get("PYTEST_XDIST_WORKER") and not os.environ.get("TMPDIR") and os.path.isdir("/dev/shm"):
