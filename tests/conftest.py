@@ -24,6 +24,20 @@ os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
 for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 
+# Temporary files (every tmp_path, the PostgreSQL and Redis data folders, ledgers, the gateways' logs) in memory
+# when the machine has a tmpfs at /dev/shm and $TMPDIR does not say otherwise: on a disk file system creating and
+# deleting the run's tens of thousands of files cost ~1 s of kernel CPU. Set by the process that starts the run,
+# before pytest picks its temporary folder; xdist workers and subprocesses inherit it. The Agent Zero tests keep
+# their hard links to their cache on its own file system (tests/test_agent_zero_docker.py, `scratch`).
+if not os.environ.get("PYTEST_XDIST_WORKER") and not os.environ.get("TMPDIR") and os.path.isdir("/dev/shm"):
+    try:
+        _shm = os.statvfs("/dev/shm")
+        if os.access("/dev/shm", os.W_OK | os.X_OK) and _shm.f_bavail * _shm.f_frsize > 2 << 30:
+            os.environ["TMPDIR"] = "/dev/shm"
+            tempfile.tempdir = None  # tempfile.gettempdir() reads $TMPDIR again
+    except OSError:
+        pass
+
 # One folder of derived-data caches (agent_router.home.cache_dir: tiktoken's decoded ranks, genai-prices lookups,
 # entry points) for the whole run: every test has its own $AGENT_ROUTER_HOME (ledger, settings), but without this
 # each `agent-router serve` and CLI subprocess would decode cl100k and look prices up again in an empty home.

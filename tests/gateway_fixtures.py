@@ -21,8 +21,6 @@ from typing import Any
 import httpx
 import pytest
 
-from agent_router.ledger import Ledger
-
 from .providers_fixtures import FakeLLM
 
 HARD = (
@@ -145,6 +143,8 @@ class Gateway:
 
 def rows(db: Path, n: int = 1, timeout: float = 10.0, where: str = "1=1") -> list[dict[str, Any]]:
     """The ledger's call rows (oldest first) once at least `n` match `where`."""
+    from agent_router.ledger import Ledger  # here: this module is a pytest plugin the xdist controller loads too
+
     end = time.monotonic() + timeout
     while True:
         with Ledger(db) as led:

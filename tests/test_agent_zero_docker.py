@@ -29,13 +29,15 @@ import sqlite3
 import subprocess
 import sys
 import tarfile
+import tempfile
 import time
 import urllib.request
 import zipfile
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+
+from .cached import built_once, cache_dir
 
 REPO = Path(__file__).resolve().parents[1]
 # What a loop turn and the UI server import, by Agent Zero's requirement names; the pins come from its files.
@@ -83,12 +85,6 @@ def python312() -> str | None:
         if got.returncode == 0 and ok == "True":
             return exe
     return None
-
-
-def cache_dir() -> Path:
-    d = Path(os.environ.get("AGENT_ROUTER_TEST_CACHE") or Path.home() / ".cache" / "agent-router-tests")
-    d.mkdir(parents=True, exist_ok=True)
-    return d
 
 
 def extract_v17(src: Path, dest: Path) -> None:
@@ -141,22 +137,6 @@ def a0_tree(src: Path, py: str, dest: Path) -> None:
 
     cached = built_once(f"a0-tree-{key}", build)
     shutil.copytree(cached / "a0", dest, symlinks=True, copy_function=_link_pyc_or_copy)
-
-
-def built_once(name: str, build: Callable[[Path], None]) -> Path:
-    """`cache_dir() / name`, made by `build(tmp)` in a folder of its own and renamed into place, once: locked
-    across processes (the suite's workers and later runs share the cache); a build cut short is redone."""
-    out = cache_dir() / name
-    with open(cache_dir() / f"{name}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if not (out / "ok").is_file():
-            tmp = cache_dir() / f"{name}.building"
-            shutil.rmtree(tmp, ignore_errors=True)
-            build(tmp)
-            shutil.rmtree(out, ignore_errors=True)
-            tmp.rename(out)
-            (out / "ok").write_text("")
-    return out
 
 
 def light_requirements(tree: Path) -> list[str]:
@@ -261,6 +241,25 @@ def _link_or_copy(src: str, dst: str) -> None:
         shutil.copy2(src, dst)
 
 
+def scratch(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The folder of the Docker layout: the run's temporary folder when it is on the cache's file system (the
+    venv and the tree are hard links into the cache), else a folder under the cache's `runs/` (a run on a tmpfs,
+    tests/conftest.py); the fixture removes it when its tests pass, and a failed run's is removed a day later."""
+    base = tmp_path_factory.mktemp("a0-docker")
+    if base.stat().st_dev == cache_dir().stat().st_dev:
+        return base
+    base.rmdir()
+    runs = cache_dir() / "runs"
+    runs.mkdir(exist_ok=True)
+    for old in runs.iterdir():
+        try:
+            if time.time() - old.stat().st_mtime > 86400:
+                shutil.rmtree(old, ignore_errors=True)
+        except OSError:
+            pass
+    return Path(tempfile.mkdtemp(prefix="a0-docker-", dir=runs))
+
+
 # -- the Docker layout ---------------------------------------------------------------------------------------
 class Docker:
     """`root` as /a0 (the volume), `venv` as /opt/venv-a0."""
@@ -317,7 +316,7 @@ def docker(tmp_path_factory, request):
     py = python312()
     if py is None:
         pytest.skip("no Python 3.12 (Agent Zero v1.x needs it): put python3.12 on PATH or install it with pyenv")
-    base = tmp_path_factory.mktemp("a0-docker")
+    base = scratch(tmp_path_factory)
     root = base / "a0"
     a0_tree(src, py, root)
     pristine = pristine_venv(root, py)
