@@ -222,6 +222,19 @@ def test_provider_marked_down_by_one_worker_is_seen_by_the_other(gw, gw_upstream
     assert next(m for m in models["models"] if m["alias"] == "u")["health"] == "cooling down"
 
 
+def test_a_worker_that_dies_is_named_in_the_log_and_the_other_keeps_serving(gw):
+    """Last of the tests on `gw`: one worker is killed; serve says which and how, the other answers."""
+    dead, alive = _workers(gw.proc.pid)
+    os.kill(dead, 9)
+    end = time.monotonic() + 10
+    while f"gateway worker {dead} was killed by signal 9; 1 of 2 workers left" not in gw.output():
+        assert time.monotonic() < end, gw.output()[-2000:]
+        time.sleep(0.05)
+    p = Pinned(gw, [alive])
+    status, out = p.chat(MASTER)
+    assert status == 200 and out["choices"][0]["message"]["content"], out
+
+
 def test_a_bad_state_file_stops_serve_with_one_line(gw_upstream, tmp_path):
     bad = tmp_path / "not-a-db.state"
     bad.write_text("x" * 5000)

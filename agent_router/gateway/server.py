@@ -154,19 +154,26 @@ def serve(settings: Settings, host: str | None = None, port: int | None = None, 
         children.append(pid)
     sock.close()
 
+    stopping = False
+
     def forward(sig: int, _frame: Any) -> None:
+        nonlocal stopping
+        stopping = True
         for pid in children:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, sig)
 
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
-    for pid in children:
-        while True:
-            try:
-                os.waitpid(pid, 0)
-                break
-            except ChildProcessError:
-                break
-            except InterruptedError:
-                continue
+    left = set(children)
+    while left:
+        try:
+            pid, status = os.wait()
+        except ChildProcessError:
+            break
+        if pid in left:
+            left.discard(pid)
+            if not stopping:  # a worker that died on its own: say how, once (the others keep serving)
+                how = (f"was killed by signal {os.WTERMSIG(status)}" if os.WIFSIGNALED(status)
+                       else f"exited with code {os.WEXITSTATUS(status)}")
+                log.error("gateway worker %d %s; %d of %d workers left", pid, how, len(left), len(children))
