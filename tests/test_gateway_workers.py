@@ -9,6 +9,7 @@ import http.client
 import json
 import logging
 import os
+import re
 import sqlite3
 import subprocess
 import sys
@@ -222,17 +223,24 @@ def test_provider_marked_down_by_one_worker_is_seen_by_the_other(gw, gw_upstream
     assert next(m for m in models["models"] if m["alias"] == "u")["health"] == "cooling down"
 
 
-def test_a_worker_that_dies_is_named_in_the_log_and_the_other_keeps_serving(gw):
-    """Last of the tests on `gw`: one worker is killed; serve says which and how, the other answers."""
+def test_a_worker_that_dies_is_named_in_the_log_and_replaced(gw):
+    """Last of the tests on `gw`: one worker is killed; serve says which and how, and starts another in its
+    place, which serves with the same shared state (the key made through the old worker works on it)."""
     dead, alive = _workers(gw.proc.pid)
+    before = {w: p for w, (p,) in pinned(gw).items()}
+    key = make_key(before[alive], name="survivor")
     os.kill(dead, 9)
-    end = time.monotonic() + 10
-    while f"gateway worker {dead} was killed by signal 9; 1 of 2 workers left" not in gw.output():
+    end = time.monotonic() + 20
+    while (m := re.search(rf"gateway worker {dead} was killed by signal 9; worker (\d+) started in its place",
+                          gw.output())) is None:
         assert time.monotonic() < end, gw.output()[-2000:]
         time.sleep(0.05)
-    p = Pinned(gw, [alive])
-    status, out = p.chat(MASTER)
-    assert status == 200 and out["choices"][0]["message"]["content"], out
+    new = int(m.group(1))
+    assert sorted(_workers(gw.proc.pid)) == sorted([alive, new])
+    conns = pinned(gw)
+    for w in (alive, new):
+        status, out = conns[w][0].chat(key)
+        assert status == 200 and out["choices"][0]["message"]["content"], (w, out)
 
 
 def test_a_bad_state_file_stops_serve_with_one_line(gw_upstream, tmp_path):
@@ -246,6 +254,21 @@ def test_a_bad_state_file_stops_serve_with_one_line(gw_upstream, tmp_path):
     assert r.returncode != 0
     assert f"shared state file {bad}: cannot open (file is not a database)" in r.stderr
     assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_workers_that_cannot_start_stop_serve_with_an_error_not_a_restart_loop(gw_upstream, tmp_path):
+    """The ledger path is a folder: the state file beside it opens (in serve's own process) but each worker's
+    ledger does not. Each worker says why in one line, is not restarted, and serve exits with an error."""
+    (tmp_path / "ledger.db").mkdir()
+    f = tmp_path / "s.json"
+    f.write_text(json.dumps(settings_for(gw_upstream.url, tmp_path)))
+    r = subprocess.run([sys.executable, "-m", "agent_router", "serve", "--settings", str(f), "--port", "0",
+                        "--workers", "2"], capture_output=True, text=True, timeout=60)
+    err = r.stdout + r.stderr
+    assert r.returncode != 0, err
+    assert err.count(f"gateway worker failed: {tmp_path / 'ledger.db'}: is a directory") == 2, err
+    assert err.count("stopped on the error above") == 2 and "started in its place" not in err, err
+    assert "every gateway worker died (2 started)" in err and "Traceback" not in err, err
 
 
 # --- SqliteState on a file --------------------------------------------------------------------------------

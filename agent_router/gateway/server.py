@@ -12,6 +12,7 @@ import os
 import signal
 import socket
 import sys
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -140,21 +141,39 @@ def serve(settings: Settings, host: str | None = None, port: int | None = None, 
     if workers == 1:
         run(_run(settings, sock, None))
         return
-    children = []
-    for _ in range(workers):
+    _supervise(settings, sock, run, workers)
+
+
+RESTARTS_PER_MINUTE = 5  # per worker slot: beyond it a worker that keeps dying is left dead, and said so
+WORKER_REFUSED = 3  # a worker's exit code when it stopped on an error it named (settings, ledger): not restarted
+
+
+def _supervise(settings: Settings, sock: socket.socket, run: Callable[[Any], Any], workers: int) -> None:
+    """Fork `workers` workers on the shared socket and wait for them. A worker that dies on its own (a signal,
+    a crash) is named in the log and replaced by a new one, unless workers died more than RESTARTS_PER_MINUTE
+    times per slot in the last minute; one that stopped on an error it named (a bad ledger path) is not, since
+    a new one would stop the same way. SIGTERM / SIGINT go to every worker, which finish their requests and
+    ledger writes; serve exits when all have, with an error when every worker died."""
+    children: list[int] = []
+    stopping = False
+
+    def spawn() -> int:
         pid = os.fork()
         if pid == 0:  # the worker: its own loop, ledger connection and threads, the shared socket
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)  # not the parent's forwarding, until its loop's own
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
             code = 0
             try:
                 run(_run(settings, sock, None))
+            except AgentRouterError as e:  # what is wrong, in one line; a new worker would fail the same way
+                log.error("gateway worker failed: %s", e)
+                code = WORKER_REFUSED
             except BaseException:
                 log.exception("gateway worker failed")
                 code = 1
             os._exit(code)
         children.append(pid)
-    sock.close()
-
-    stopping = False
+        return pid
 
     def forward(sig: int, _frame: Any) -> None:
         nonlocal stopping
@@ -163,17 +182,37 @@ def serve(settings: Settings, host: str | None = None, port: int | None = None, 
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, sig)
 
+    left = {spawn() for _ in range(workers)}
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
-    left = set(children)
+    deaths: list[float] = []
     while left:
         try:
             pid, status = os.wait()
         except ChildProcessError:
             break
-        if pid in left:
-            left.discard(pid)
-            if not stopping:  # a worker that died on its own: say how, once (the others keep serving)
-                how = (f"was killed by signal {os.WTERMSIG(status)}" if os.WIFSIGNALED(status)
-                       else f"exited with code {os.WEXITSTATUS(status)}")
-                log.error("gateway worker %d %s; %d of %d workers left", pid, how, len(left), len(children))
+        if pid not in left:
+            continue
+        left.discard(pid)
+        if stopping:
+            continue
+        how = (f"was killed by signal {os.WTERMSIG(status)}" if os.WIFSIGNALED(status)
+               else f"exited with code {os.WEXITSTATUS(status)}")
+        now = time.monotonic()
+        deaths = [t for t in deaths if now - t < 60] + [now]
+        if os.WIFEXITED(status) and os.WEXITSTATUS(status) == WORKER_REFUSED:
+            log.error("gateway worker %d stopped on the error above; %d of %d workers left", pid, len(left), workers)
+            continue
+        if len(deaths) > RESTARTS_PER_MINUTE * workers:
+            log.error("gateway worker %d %s; %d of %d workers left (not restarted: %d died in the last minute)",
+                      pid, how, len(left), workers, len(deaths))
+            continue
+        new = spawn()
+        left.add(new)
+        log.error("gateway worker %d %s; worker %d started in its place", pid, how, new)
+        if stopping:  # a stop signal came while it was starting
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(new, signal.SIGTERM)
+    sock.close()
+    if not stopping:
+        raise AgentRouterError(f"every gateway worker died ({workers} started); see the log above")
