@@ -312,6 +312,35 @@ class Clock:
         return self.t
 
 
+def _open_at_once(path: str, barrier: Any, out: Any) -> None:
+    barrier.wait()
+    try:
+        SqliteState(path, timeout_s=10).close()
+        out.put("ok")
+    except Exception as e:  # noqa: BLE001 - reported to the test, which names it
+        out.put(f"{type(e).__name__}: {e}")
+
+
+def test_eight_processes_opening_one_new_state_file_at_once_all_open_it(tmp_path):
+    """What each worker of `serve --workers 8` does at start. Switching a new file to WAL mode is a race whose
+    loser SQLite fails at once rather than waiting (seen as a worker that died at start): the opening is
+    retried. Forked processes released by one barrier, on five new files."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("fork")
+    got = []
+    for trial in range(5):
+        barrier, out = ctx.Barrier(8), ctx.Queue()
+        procs = [ctx.Process(target=_open_at_once, args=(str(tmp_path / f"{trial}.state"), barrier, out))
+                 for _ in range(8)]
+        for p in procs:
+            p.start()
+        got += [out.get(timeout=60) for _ in procs]
+        for p in procs:
+            p.join(30)
+    assert got == ["ok"] * 40, [g for g in got if g != "ok"]
+
+
 def test_sqlite_state_expires_purges_and_admits_like_memory(tmp_path):
     clock = Clock()
     s = SqliteState(tmp_path / "s.state", clock=clock)

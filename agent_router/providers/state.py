@@ -381,11 +381,16 @@ class SqliteState(_Fallback):
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self.conn = sqlite3.connect(self.path, timeout=timeout_s, isolation_level=None,
                                         check_same_thread=False)
-            try:
+            from ..ledger.stores.sqlite import while_busy
+
+            def setup() -> None:  # every worker of `serve --workers N` opens the file at once
                 self.conn.execute("PRAGMA journal_mode = WAL")
                 self.conn.execute("PRAGMA synchronous = NORMAL")  # counters, not records: no fsync per commit
                 self.conn.execute("PRAGMA journal_size_limit = 4194304")
                 self.conn.executescript(_SCHEMA)
+
+            try:
+                while_busy(setup, timeout_s)
             except BaseException:
                 self.conn.close()
                 raise

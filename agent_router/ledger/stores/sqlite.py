@@ -36,6 +36,22 @@ def _is_busy(e: sqlite3.OperationalError) -> bool:
     return "locked" in msg or "busy" in msg
 
 
+def while_busy(fn: Callable[[], T], seconds: float) -> T:
+    """fn(), run again while SQLite says the database is locked or busy, for up to `seconds` (then its error).
+    Processes opening one file at once race to switch it to WAL mode and create its tables: SQLite tells the
+    loser at once, without waiting out the busy timeout, so the opening itself has to be retried."""
+    end = time.monotonic() + seconds
+    delay = 0.005
+    while True:
+        try:
+            return fn()
+        except sqlite3.OperationalError as e:
+            if not _is_busy(e) or time.monotonic() >= end:
+                raise
+            time.sleep(delay * (1 + random.random()))
+            delay = min(delay * 2, 0.2)
+
+
 class SQLiteStore(Store):
     """A SQLite ledger file in WAL mode. Thread-safe: one connection guarded by a lock."""
 
@@ -59,7 +75,7 @@ class SQLiteStore(Store):
                 str(self.path), isolation_level=None, check_same_thread=False, timeout=busy_timeout_ms / 1000
             )
             self.conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
-            self._pragma_wal()
+            while_busy(self._pragma_wal, busy_timeout_ms / 1000)
             self.conn.execute("PRAGMA synchronous = NORMAL")  # safe with WAL; a crash loses no committed row
             self.db = sqlite_utils.Database(self.conn, execute_plugins=False)
             self.write(lambda s: migrations.migrate(s.db) if migrations.pending(s.db) else [])
