@@ -322,9 +322,9 @@ def _open_at_once(path: str, barrier: Any, out: Any) -> None:
 
 
 def test_eight_processes_opening_one_new_state_file_at_once_all_open_it(tmp_path):
-    """What each worker of `serve --workers 8` does at start. Switching a new file to WAL mode is a race whose
-    loser SQLite fails at once rather than waiting (seen as a worker that died at start): the opening is
-    retried. Forked processes released by one barrier, on five new files."""
+    """Processes sharing limits through one new file (`state.backend: sqlite`) all open it. Switching a new file
+    to WAL mode is a race whose loser SQLite fails at once rather than waiting: the opening is retried. Forked
+    processes released by one barrier, on five new files."""
     import multiprocessing
 
     ctx = multiprocessing.get_context("fork")
