@@ -15,6 +15,7 @@ ASCII with escapes. One difference remains: a float NaN or infinity is written `
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 from typing import Any
@@ -32,18 +33,14 @@ _LONG_NUMBER = re.compile(rb"\d{19}")
 def loads(raw: bytes) -> Any:
     """The parsed body; ValueError (or RecursionError, nested too deep) when it is not JSON."""
     if orjson is not None and not _LONG_NUMBER.search(raw):
-        try:
+        with contextlib.suppress(orjson.JSONDecodeError):  # beyond strict JSON, or not JSON: json decides
             return orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            pass  # beyond strict JSON, or not JSON: the standard library decides
     return json.loads(raw)
 
 
 def dumps(data: Any) -> bytes:
     """`data` as UTF-8 JSON."""
     if orjson is not None:
-        try:
+        with contextlib.suppress(TypeError, orjson.JSONEncodeError):  # what orjson cannot write: json writes it
             return orjson.dumps(data)
-        except (TypeError, orjson.JSONEncodeError):
-            pass
     return json.dumps(data).encode()
