@@ -233,17 +233,11 @@ def pct(xs: list[float], p: float) -> float:
 
 
 def rss_mb(pid: int | None) -> tuple[float, float] | None:
-    """(current RSS, peak RSS) in MB of a process and its children (the gateway's workers)."""
+    """(current RSS, peak RSS) in MB of a process and its descendants (the gateway's workers)."""
     if pid is None:
         return None
-    pids = [pid]
-    try:
-        kids = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-        pids += [int(k) for k in kids]
-    except OSError:
-        pass
     cur = peak = 0.0
-    for p in pids:
+    for p in tree(pid):
         try:
             status = Path(f"/proc/{p}/status").read_text()
         except OSError:

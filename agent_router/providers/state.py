@@ -383,7 +383,7 @@ class SqliteState(_Fallback):
                                         check_same_thread=False)
             from ..ledger.stores.sqlite import while_busy
 
-            def setup() -> None:  # every worker of `serve --workers N` opens the file at once
+            def setup() -> None:  # processes opening one new file at once race to switch it to WAL mode
                 self.conn.execute("PRAGMA journal_mode = WAL")
                 self.conn.execute("PRAGMA synchronous = NORMAL")  # counters, not records: no fsync per commit
                 self.conn.execute("PRAGMA journal_size_limit = 4194304")
