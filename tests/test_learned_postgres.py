@@ -3,6 +3,7 @@ process reach the adaptive layer of a router in another, and retraining rows are
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -12,7 +13,8 @@ import pytest
 
 from .learned_fixtures import STRONG, WEAK, fill_ledger
 
-pytest.importorskip("psycopg", reason="psycopg not installed: pip install -e '.[postgres]'")
+pytestmark = pytest.mark.skipif(importlib.util.find_spec("psycopg") is None,
+                                reason="psycopg not installed: pip install -e '.[postgres]'")
 
 from click.testing import CliRunner  # noqa: E402
 

@@ -3,6 +3,7 @@ writing and spending one budget; migrate, copy, and what happens when a server g
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
 import os
@@ -21,7 +22,16 @@ from .scale_fixtures import (
     run_workers,
 )
 
-psycopg = pytest.importorskip("psycopg", reason="psycopg not installed: pip install -e '.[postgres]'")
+# Skipped without psycopg, found without importing it: the other workers' collection does not pay for its import.
+pytestmark = pytest.mark.skipif(importlib.util.find_spec("psycopg") is None,
+                                reason="psycopg not installed: pip install -e '.[postgres]'")
+
+
+def connect(dsn: str, **kwargs):
+    import psycopg
+
+    return psycopg.connect(dsn, **kwargs)
+
 
 from agent_router.cli import cli  # noqa: E402
 from agent_router.ledger import BY_CHOICES, Ledger, LedgerError, costs  # noqa: E402
@@ -176,7 +186,7 @@ def test_cli_migrate_costs_report_and_copy(pg_server, tmp_path, monkeypatch) -> 
     assert 1.0 - pg.remaining("c1") == pytest.approx(2 * (1.0 - lite.remaining("c1")))
     pg.close()
     lite.close()
-    with psycopg.connect(dsn) as c:
+    with connect(dsn) as c:
         rows = c.execute("SELECT id, fallback_of FROM calls WHERE id > 7 ORDER BY id").fetchall()
         fb = c.execute("SELECT call_id FROM feedback ORDER BY id").fetchall()
     assert rows == [(8, None), (9, 8), *((i, None) for i in range(10, 14))]
@@ -211,7 +221,7 @@ def test_missing_dsn_variable_and_unreachable_server_are_clear_and_secret_free(m
 def test_8_processes_x_500_writes_give_exactly_4000_rows(pg_dsn) -> None:
     results = run_workers(8, "write_worker", lambda i: (pg_dsn, i, 500), timeout=120)
     assert results == [500] * 8
-    with psycopg.connect(pg_dsn) as c:
+    with connect(pg_dsn) as c:
         n, uids, convs = c.execute("SELECT COUNT(*), COUNT(DISTINCT uid), COUNT(DISTINCT conversation_id)"
                                    " FROM calls").fetchone()
         per = c.execute("SELECT conversation_id, COUNT(*), SUM(input_tokens) FROM calls"
@@ -230,7 +240,7 @@ def test_shared_budget_across_8_processes_is_not_overspent(pg_dsn) -> None:
     limit, estimate = 0.5, 0.01
     # Exact estimates first: the budget is never exceeded at all.
     results = run_workers(8, "budget_worker", lambda i: (pg_dsn, limit, estimate, 1.0, i), timeout=120)
-    with psycopg.connect(pg_dsn) as c:
+    with connect(pg_dsn) as c:
         total = c.execute("SELECT SUM(cost_usd) FROM calls").fetchone()[0]
         for table in ("calls", "spend", "budget_alerts"):  # a fresh start for the second round
             c.execute(f"DELETE FROM {table}")
@@ -240,7 +250,7 @@ def test_shared_budget_across_8_processes_is_not_overspent(pg_dsn) -> None:
     assert sum(1 for r in results if r["calls"]) >= 4  # every process drew on the one budget
     # Real costs up to 50% above the estimate: overspend at most one call per process.
     results = run_workers(8, "budget_worker", lambda i: (pg_dsn, limit, estimate, 1.5, 100 + i), timeout=120)
-    with psycopg.connect(pg_dsn) as c:
+    with connect(pg_dsn) as c:
         total = c.execute("SELECT SUM(cost_usd) FROM calls").fetchone()[0]
         open_res = c.execute("SELECT COUNT(*) FROM reservations").fetchone()[0]
     assert total <= limit + 8 * results[0]["max_cost"]
@@ -297,7 +307,7 @@ def test_servers_stopped_mid_run_local_limits_no_crash_no_lost_rows(pg_server, r
         assert sum("Redis" in m and "unavailable" in m for m in r["warnings"]) == 1, r["warnings"]
     spooled = any("kept in" in m for r in results for m in r["warnings"])
     total = sum(r["calls"] for r in results)
-    with psycopg.connect(dsn) as c:
+    with connect(dsn) as c:
         before = c.execute("SELECT COUNT(*) FROM calls").fetchone()[0]
     if not any(r["pending"] for r in results):
         # Each agent wrote what it had spooled once PostgreSQL answered again, without a restart.
@@ -307,7 +317,7 @@ def test_servers_stopped_mid_run_local_limits_no_crash_no_lost_rows(pg_server, r
     settings = parse({"ledger": {"backend": "postgresql", "dsn_env": ENV,
                                  "path": os.path.join(spool_dir, "ledger")}})
     led = Ledger.from_settings(settings, pm=plugin_manager())
-    with psycopg.connect(dsn) as c:
+    with connect(dsn) as c:
         n_rows, n_uids = c.execute("SELECT COUNT(*), COUNT(DISTINCT conversation_id) FROM calls").fetchone()
     led.close()
     assert (n_rows, n_uids) == (total, total)
@@ -345,7 +355,7 @@ def test_server_away_spools_fast_then_writes_everything_when_back(pg_server, tmp
 def test_agents_without_ddl_rights_use_a_migrated_ledger(pg_server, monkeypatch) -> None:
     dsn = pg_server.create_database("rights")
     PostgresStore(dsn).close()  # an operator migrates as the owner (agent-router migrate)
-    with psycopg.connect(dsn, autocommit=True) as c:
+    with connect(dsn, autocommit=True) as c:
         c.execute("CREATE ROLE agent_rw LOGIN")
         c.execute("REVOKE CREATE ON SCHEMA public FROM PUBLIC")
         c.execute("GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO agent_rw")

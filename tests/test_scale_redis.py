@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import threading
 import time
@@ -10,7 +11,8 @@ import pytest
 
 from .scale_fixtures import RedisServer, free_port, run_workers
 
-pytest.importorskip("redis", reason="redis-py not installed: pip install -e '.[redis]'")
+pytestmark = pytest.mark.skipif(importlib.util.find_spec("redis") is None,
+                                reason="redis-py not installed: pip install -e '.[redis]'")
 
 from agent_router.providers.health import Health  # noqa: E402
 from agent_router.providers.limits import Limiter  # noqa: E402
