@@ -8,6 +8,7 @@ to run as root, so as root the cluster is created and run as the `postgres` syst
 from __future__ import annotations
 
 import glob
+import hashlib
 import importlib
 import multiprocessing
 import os
@@ -24,8 +25,10 @@ from typing import Any
 import pytest
 
 from . import scale_workers
+from .cached import built_once
 
 APT_LINE = "apt-get update && apt-get install -y postgresql redis-server"
+INITDB_ARGS = ("-U", "postgres", "--auth=trust", "--encoding=UTF8", "--no-sync", "--no-instructions")
 # Separate processes with their own connections, as agents on other machines have. "fork" because a fresh
 # interpreter spends ~2 s of CPU importing pydantic and the price table, which would dominate the tests.
 PROCS = multiprocessing.get_context("fork")
@@ -97,8 +100,7 @@ class PostgresServer:
 
     def start(self) -> PostgresServer:
         if not self.data.exists():
-            self._run(str(self.bindir / "initdb"), "-D", str(self.data), "-U", "postgres", "--auth=trust",
-                      "--encoding=UTF8", "--no-sync", "--no-instructions")
+            self._copy_cluster()
         logf = open(self.log, "ab")  # noqa: SIM115 - closed when the server stops
         if self.user:
             shutil.chown(self.log, user="postgres", group="postgres")
@@ -113,6 +115,33 @@ class PostgresServer:
         _wait_port(self.port, self.proc, "postgres", self.log)
         self._wait_ready()
         return self
+
+    def _copy_cluster(self) -> None:
+        """`self.data` as a copy of a cluster `initdb` made once per initdb binary and kept across runs
+        (tests/cached.py): a copy takes a few ms of CPU, initdb ~0.4 s in every worker that starts a server."""
+        initdb = str(self.bindir / "initdb")
+        version = subprocess.run([initdb, "--version"], capture_output=True, text=True, check=True).stdout
+        st = os.stat(initdb)
+        key = hashlib.sha256(f"{initdb}\0{version}\0{st.st_size}\0{st.st_mtime_ns}\0{INITDB_ARGS}".encode())
+
+        def build(tmp: Path) -> None:
+            work = Path(tempfile.mkdtemp(prefix="ar-pg-initdb-"))  # the postgres user may not enter the cache
+            try:
+                if self.user:
+                    shutil.chown(work, user=self.user, group=self.user)
+                subprocess.run([initdb, "-D", str(work / "data"), *INITDB_ARGS], check=True, capture_output=True,
+                               user=self.user, cwd=work)
+                shutil.copytree(work / "data", tmp, symlinks=True)
+            finally:
+                shutil.rmtree(work, ignore_errors=True)
+
+        cluster = built_once(f"pg-cluster-{key.hexdigest()[:16]}", build)
+        shutil.copytree(cluster, self.data, symlinks=True, ignore=shutil.ignore_patterns("ok"))
+        os.chmod(self.data, 0o700)  # PostgreSQL refuses a data folder others can read
+        if self.user:
+            for folder, dirs, files in os.walk(self.data):
+                for name in [folder, *(os.path.join(folder, n) for n in dirs + files)]:
+                    shutil.chown(name, user=self.user, group=self.user)
 
     def _wait_ready(self, timeout: float = 30.0) -> None:
         # The port opens before the cluster accepts queries ("the database system is starting up").
