@@ -10,7 +10,7 @@
   headless Chromium;
 - a turn runs Agent Zero's real loop with LiteLLM mock replies and no network (`unshare -n` when available: the
   UI server in a network namespace holding only a loopback, which the test's requests and Chromium join); the
-  rebuild's turns run in script processes of their own (each a fresh start, as after a rebuild);
+  second test's turns run in script processes of their own (fresh starts: packages gone, then a rebuilt venv);
 - "container rebuild": the venv is replaced by a fresh copy built from the pins alone; `usr/` stays.
 
 The Agent Zero source comes from `$AGENT_ZERO_SRC` (a git repository with tag v1.7, or a v1.7 tree) or from a
