@@ -4,8 +4,13 @@
 - `/opt/venv-a0` is a venv holding Agent Zero's own pinned requirements (the light part: what a loop turn and
   the UI server import; torch, browsers, OCR and packages that need a Rust toolchain are left out, their
   imports stubbed), on Python 3.12 as in the image;
-- the plugin goes in through Agent Zero's own installer (`install_from_zip`, which runs `hooks.install()`);
-- a turn runs Agent Zero's real loop with LiteLLM mock replies and no network (`unshare -n` when available);
+- Agent Zero's UI server (`run_ui.py`, the process its image runs) is driven over HTTP as its web UI drives it:
+  the plugin's zip uploaded to the Plugins UI's install endpoint (its installer, which runs `hooks.install()`),
+  chat messages, the plugin's settings saved, the log read from the poll the UI makes, the costs page in
+  headless Chromium;
+- a turn runs Agent Zero's real loop with LiteLLM mock replies and no network (`unshare -n` when available: the
+  UI server in a network namespace holding only a loopback, which the test's requests and Chromium join); the
+  second test's turns run in script processes of their own (fresh starts: packages gone, then a rebuilt venv);
 - "container rebuild": the venv is replaced by a fresh copy built from the pins alone; `usr/` stays.
 
 The Agent Zero source comes from `$AGENT_ZERO_SRC` (a git repository with tag v1.7, or a v1.7 tree) or from a
@@ -18,6 +23,7 @@ plugin's installer adds (a local folder its pip reads instead of PyPI, so that e
 
 from __future__ import annotations
 
+import ctypes
 import fcntl
 import hashlib
 import json
@@ -31,10 +37,11 @@ import sys
 import tarfile
 import tempfile
 import time
-import urllib.request
 import zipfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import httpx
 import pytest
 
 from .cached import built_once, cache_dir
@@ -377,12 +384,8 @@ async def main():
     ctx = AgentContext(config=initialize.initialize_agent(), type=AgentContextType.USER)
     out = []
     for step in plan:
-        if "config" in step:  # what the Settings UI's save does
+        if "config" in step:  # what the Settings UI's save does (api/plugins.py, save_config)
             plugins.save_plugin_config("agent_router", "", "", step["config"])
-            continue
-        if "install" in step:  # what the Plugins UI's upload does: the installer runs in the running server
-            from plugins._plugin_installer.helpers.install import install_from_zip
-            out.append({"installed": install_from_zip(step["install"])})
             continue
         start = len(ctx.log.logs)
         result = await ctx.communicate(UserMessage(message=step["say"])).result()
@@ -414,9 +417,122 @@ def of_type(turn: dict, kind: str) -> list[dict]:
     return [i for i in turn["log"] if i["type"] == kind]
 
 
+# -- Agent Zero's UI server, driven over HTTP as its web UI drives it -----------------------------------------
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _join_netns(pid: int) -> None:
+    """The calling thread joins the network namespace of process `pid` (sockets it opens then live there)."""
+    fd = os.open(f"/proc/{pid}/ns/net", os.O_RDONLY)
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.setns(fd, 0x40000000) != 0:  # CLONE_NEWNET
+            raise OSError(ctypes.get_errno(), f"setns into the network namespace of process {pid}")
+    finally:
+        os.close(fd)
+
+
+class UiServer:
+    """`run_ui.py --dockerized=true` on 127.0.0.1 (the process Agent Zero's image runs: its UI, its API and the
+    agent loop), and a client that calls its API as the web UI's `fetchApi` does: the CSRF token of its session
+    (`/api/csrf_token`) in an `X-CSRF-Token` header, JSON or a multipart form POSTed to `/api/<handler>`.
+
+    With `unshare` (and `ip`, `nsenter`), the server runs in a network namespace holding only a loopback: its turns
+    have no network. The client's requests are made from one thread that joined that namespace, and Chromium is
+    started inside it."""
+
+    def __init__(self, d: Docker, log: Path):
+        self.port = _free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.log = log
+        cmd = [str(d.venv / "bin/python"), "run_ui.py", "--dockerized=true", f"--port={self.port}", "--host=127.0.0.1"]
+        self.isolated = bool(d.offline) and bool(shutil.which("ip")) and bool(shutil.which("nsenter"))
+        if self.isolated:  # sh execs the server: the process started here is the server, in the new namespace
+            cmd = [*d.offline, "sh", "-c", 'ip link set lo up && exec "$@"', "sh", *cmd]
+        self._log = open(log, "w")
+        self.proc = subprocess.Popen(cmd, cwd=d.root, env=d.env(), stdout=self._log, stderr=subprocess.STDOUT)
+        self.pool: ThreadPoolExecutor | None = None
+        self.http = httpx.Client(base_url=self.base, timeout=300, headers={"Origin": self.base})
+        self.seen: dict[str, int] = {}  # per chat: how many of its log items the earlier turns returned
+
+    def _alive(self, deadline: float) -> None:
+        assert self.proc.poll() is None and time.monotonic() < deadline, self.log.read_text()[-3000:]
+
+    def start(self) -> None:
+        """Waits (polling) until the server answers, then takes the session's CSRF token as the web UI does."""
+        deadline = time.monotonic() + 180
+        if self.isolated:  # until `unshare` has made the namespace (then `ip` and the server run in it)
+            own = os.stat("/proc/self/ns/net").st_ino
+            while os.stat(f"/proc/{self.proc.pid}/ns/net").st_ino == own:
+                self._alive(deadline)
+                time.sleep(0.01)
+        self.pool = ThreadPoolExecutor(1, initializer=_join_netns if self.isolated else None,
+                                       initargs=(self.proc.pid,) if self.isolated else ())
+        while True:
+            try:
+                if self._call(self.http.get, "/api/health").status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            self._alive(deadline)
+            time.sleep(0.2)
+        got = self._call(self.http.get, "/api/csrf_token").json()
+        assert got["ok"], got
+        self.http.headers["X-CSRF-Token"] = got["token"]
+
+    def _call(self, fn, *args, **kwargs) -> httpx.Response:
+        assert self.pool is not None
+        return self.pool.submit(fn, *args, **kwargs).result()
+
+    def api(self, handler: str, **body) -> dict:
+        got = self._call(self.http.post, f"/api/{handler}", json=body)
+        assert got.status_code == 200, f"/api/{handler}: {got.status_code} {got.text[:2000]}"
+        return got.json()
+
+    def install_zip(self, plugin_zip: Path) -> dict:
+        """The Plugins UI's "install from ZIP" (plugins/_plugin_installer/webui/pluginInstallStore.js)."""
+        got = self._call(self.http.post, "/api/plugins/_plugin_installer/plugin_install",
+                         data={"action": "install_zip"},
+                         files={"plugin_file": (plugin_zip.name, plugin_zip.read_bytes(), "application/zip")})
+        assert got.status_code == 200, got.text[:2000]
+        return got.json()
+
+    def say(self, text: str, context: str = "") -> dict:
+        """A chat message (`/api/message` answers with the turn's result), then the turn's log items as the web UI
+        reads them (`/api/poll`): {"context", "result", "log": [{"type", "heading", "content"}, ...]}."""
+        got = self.api("message", text=text, context=context)
+        ctx = got["context"]
+        items = sorted(self.api("poll", context=ctx, log_from=0, timezone="UTC")["logs"], key=lambda i: i["no"])
+        start, self.seen[ctx] = self.seen.get(ctx, 0), len(items)
+        log = [{k: i[k] for k in ("type", "heading", "content")} for i in items[start:]]
+        return {"context": ctx, "result": got["message"], "log": log}
+
+    def chromium_dom(self, chromium: str, path: str, profile: Path) -> subprocess.CompletedProcess:
+        """The page at `path` as headless Chromium renders it (its scripts run, calling the server's API)."""
+        prefix = ["nsenter", f"--net=/proc/{self.proc.pid}/ns/net"] if self.isolated else []
+        return subprocess.run(
+            [*prefix, chromium, "--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=15000",
+             f"--user-data-dir={profile}", "--dump-dom", self.base + path],
+            capture_output=True, text=True, timeout=120,
+        )
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=30)
+        finally:
+            if self.pool is not None:
+                self.pool.shutdown()
+            self.http.close()
+            self._log.close()
+
+
 # -- tests ---------------------------------------------------------------------------------------------------
-# They build on each other, in this order, on one Agent Zero tree (as a user's volume lives on): install and a
-# routed turn; the packages gone, Execute, a container rebuild; the costs view over the ledger they left.
+# They build on each other, in this order, on one Agent Zero tree (as a user's volume lives on): install, routed
+# turns, settings and the costs view through one UI server; the packages gone, Execute, a container rebuild.
 # `install_plugin` (the installer in a process of its own) installs when the second runs without the first.
 def export_plugin(dest: Path) -> Path:
     """`agent-router export agent-zero-plugin DEST --wheel <this checkout's wheel>`."""
@@ -439,37 +555,67 @@ def install_plugin(d: Docker, tmp_path: Path) -> dict:
     return d.python(INSTALL, str(plugin_zip))["result"]  # pip reads the wheelhouse: no network
 
 
-def test_docker_install_route_bill_and_settings_from_the_ui(docker, tmp_path):
+def test_docker_install_route_bill_settings_and_costs_view_through_agent_zeros_ui_server(docker, tmp_path):
+    """One UI server, as a user's browser drives it: the plugin installed from the Plugins UI, a routed turn, the
+    plugin's settings saved from the UI reaching the next turn, and the costs page in headless Chromium."""
     d = docker
     pins_before = pins(d.venv)
     assert pins_before == pins(d.pristine) and any(p.startswith("litellm-") for p in pins_before)
-    # Installed by Agent Zero's installer inside the running framework (as the Plugins UI's upload does, in its
-    # server), then one real turn: a greeting goes to the utility tier (Agent Zero alone would use its chat model).
+    # Agent Zero's own settings, as saved on the volume: mock replies; memory off (it needs faiss + embeddings).
+    (d.root / "usr/plugins/_memory").mkdir(parents=True, exist_ok=True)
+    (d.root / "usr/plugins/_memory/.toggle-0").write_text("")
+    (d.root / "usr/plugins/_model_config").mkdir(parents=True, exist_ok=True)
+    (d.root / "usr/plugins/_model_config/config.json").write_text(json.dumps(MODELS))
     plugin_zip = export_plugin(tmp_path / "agent_router.zip")
-    out = turns(d, {"install": str(plugin_zip)}, {"say": "hi, thanks!"}, {"config": {"routing_enabled": False}},
-                {"say": "and again"})
-    installed, first, second = out["turns"]
-    res = installed["installed"]
-    assert res["success"] and res["plugin_name"] == "agent_router", res
-    site = d.root / "usr/agent_router/site"
-    assert (site / "agent_router").is_dir() and (d.root / "usr/plugins/agent_router/plugin.yaml").is_file()
-    assert pins(d.venv) == pins_before  # nothing Agent Zero pins was touched (by the install or the turns)
-    assert not (site / "tiktoken").exists() and not (site / "pydantic").exists()  # the framework's are used
-    got = d.pip("check", extra_path=site)  # the framework's venv together with the plugin's packages
-    assert got.returncode == 0, got.stdout
+    ui = UiServer(d, tmp_path / "ui.log")
+    try:
+        ui.start()
+        # Installed by Agent Zero's installer inside the running server (the Plugins UI's upload), then one real
+        # turn: a greeting goes to the utility tier (Agent Zero alone would use its chat model).
+        res = ui.install_zip(plugin_zip)
+        assert res["success"] and res["plugin_name"] == "agent_router", res
+        site = d.root / "usr/agent_router/site"
+        assert (site / "agent_router").is_dir() and (d.root / "usr/plugins/agent_router/plugin.yaml").is_file()
+        first = ui.say("hi, thanks!")
+        # The plugin's settings saved from the UI (webui/components/plugins/plugin-settings-store.js) reach the
+        # next turn of the same chat: routing off -> the chat tier.
+        assert ui.api("plugins", action="save_config", plugin_name="agent_router", project_name="",
+                      agent_profile="", settings={"routing_enabled": False}) == {"ok": True}
+        second = ui.say("and again", first["context"])
+        assert pins(d.venv) == pins_before  # nothing Agent Zero pins was touched (by the install or the turns)
+        assert not (site / "tiktoken").exists() and not (site / "pydantic").exists()  # the framework's are used
+        got = d.pip("check", extra_path=site)  # the framework's venv together with the plugin's packages
+        assert got.returncode == 0, got.stdout
 
-    assert first["result"] == "Hello from nano"
-    (line,) = [i["content"] for i in of_type(first, "info") if i["heading"] == "agent_router: cost"]
-    assert re.search(r"this reply \$\d+\.\d{4} \(1 call; answered by the utility tier, gpt-4\.1-nano\) · "
-                     r"this chat \$\d+\.\d{4} · saved \$\d+\.\d{4}( \(\d+%\))? against all-premium", line), line
-    # The plugin config saved (as the Settings UI does) reaches the next turn: routing off -> the chat tier.
-    assert second["result"] == "Hello from mini"
-    assert "answered by the chat tier, gpt-4.1-mini" in of_type(second, "info")[-1]["content"]
-    rows = ledger_rows(d)
-    chats = [r for r in rows if r["kind"] == "chat"]
-    assert [r["model"] for r in chats] == ["gpt-4.1-nano", "gpt-4.1-mini"]
-    assert all(r["conversation_id"] == out["context"] and r["input_tokens"] > 0 for r in chats)
-    assert not list(d.root.glob("usr/plugins/agent_router/*.db"))  # the user's data lives outside the plugin
+        assert first["result"] == "Hello from nano"
+        (line,) = [i["content"] for i in of_type(first, "info") if i["heading"] == "agent_router: cost"]
+        assert re.search(r"this reply \$\d+\.\d{4} \(1 call; answered by the utility tier, gpt-4\.1-nano\) · "
+                         r"this chat \$\d+\.\d{4} · saved \$\d+\.\d{4}( \(\d+%\))? against all-premium", line), line
+        assert second["result"] == "Hello from mini" and second["context"] == first["context"]
+        assert "answered by the chat tier, gpt-4.1-mini" in of_type(second, "info")[-1]["content"]
+        rows = ledger_rows(d)
+        chats = [r for r in rows if r["kind"] == "chat"]
+        assert [r["model"] for r in chats] == ["gpt-4.1-nano", "gpt-4.1-mini"]
+        # The ledger's conversation is Agent Zero's chat, by the id its API gave the web UI.
+        assert all(r["conversation_id"] == first["context"] and r["input_tokens"] > 0 for r in chats)
+        assert not list(d.root.glob("usr/plugins/agent_router/*.db"))  # the user's data lives outside the plugin
+
+        # The plugin's costs page, served by the same server, in a real browser: its table matches the ledger.
+        chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+        if chromium is None:
+            pytest.skip("no chromium on PATH: all but the costs page was checked")
+        got = ui.chromium_dom(chromium, "/plugins/agent_router/webui/main.html", tmp_path / "chrome")
+        dom = got.stdout
+        assert 'data-ar="table"' in dom, dom[-3000:] + got.stderr[-2000:]
+        table = dom[dom.index('data-ar="table"'):]
+        cells = [re.findall(r"<t[dh]>(.*?)</t[dh]>", r) for r in re.findall(r"<tr>(.*?)</tr>", table, re.S)]
+        assert cells[0][:2] == ["chat", "calls"]
+        total = cells[-1]
+        rows = ledger_rows(d)
+        assert total[0] == "total" and int(total[1]) >= len([r for r in rows if r["kind"] in ("chat", "utility")])
+        assert total[4] == f"${sum(r['cost_usd'] for r in rows):.4f}"
+    finally:
+        ui.stop()
 
 
 def test_without_its_packages_the_agent_works_unrouted_execute_fixes_it_and_a_rebuild_keeps_it(docker, tmp_path):
@@ -502,53 +648,3 @@ def test_without_its_packages_the_agent_works_unrouted_execute_fixes_it_and_a_re
     assert of_type(out["turns"][0], "info")[-1]["heading"] == "agent_router: cost"
     assert pins(d.venv) == pins(d.pristine)  # the routed turn installed nothing into the framework's venv
     assert len([r for r in ledger_rows(d) if r["kind"] == "chat"]) == chats_before + 1
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def test_costs_view_in_headless_chromium_against_agent_zeros_ui_server(docker, tmp_path):
-    d = docker
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    if chromium is None:
-        pytest.skip("no chromium on PATH")
-    if not (d.root / "usr/agent_router/ledger.db").is_file():
-        pytest.skip("needs the ledger of test_docker_install_route_bill_and_settings_from_the_ui")
-    port = _free_port()
-    log = open(tmp_path / "ui.log", "w")
-    server = subprocess.Popen(
-        [str(d.venv / "bin/python"), "run_ui.py", "--dockerized=true", f"--port={port}", "--host=127.0.0.1"],
-        cwd=d.root, env=d.env(), stdout=log, stderr=subprocess.STDOUT,
-    )
-    try:
-        deadline = time.monotonic() + 180
-        while True:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5)
-                break
-            except OSError:
-                assert server.poll() is None and time.monotonic() < deadline, (tmp_path / "ui.log").read_text()[-3000:]
-                time.sleep(0.2)
-        url = f"http://127.0.0.1:{port}/plugins/agent_router/webui/main.html"
-        got = subprocess.run(
-            [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=15000",
-             f"--user-data-dir={tmp_path / 'chrome'}", "--dump-dom", url],
-            capture_output=True, text=True, timeout=120,
-        )
-        dom = got.stdout
-        assert 'data-ar="table"' in dom, dom[-3000:] + got.stderr[-2000:]
-        table = dom[dom.index('data-ar="table"'):]
-        rows = re.findall(r"<tr>(.*?)</tr>", table, re.S)
-        cells = [re.findall(r"<t[dh]>(.*?)</t[dh]>", r) for r in rows]
-        assert cells[0][:2] == ["chat", "calls"]
-        total = cells[-1]
-        chats = [r for r in ledger_rows(d) if r["kind"] in ("chat", "utility")]
-        assert total[0] == "total" and int(total[1]) >= len(chats)
-        assert total[4] == f"${sum(r['cost_usd'] for r in ledger_rows(d)):.4f}"
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
-        log.close()
