@@ -5,6 +5,7 @@ Helpers (constants, builders) are imported from the `tests` package: `from .ledg
 
 import atexit
 import contextlib
+import gc
 import logging
 import os
 import shutil
@@ -69,6 +70,11 @@ def _leave_without_teardown() -> None:
 
 if os.environ.get("PYTEST_XDIST_WORKER"):
     atexit.register(_leave_without_teardown)
+
+# The collector's youngest generation runs after 7,000 net allocations instead of 700: the tests allocate in bulk
+# (parsed bodies, rows, random conversations) and keep little, and at 700 the young and the full collections they
+# triggered took ~2.3 s of the workers' CPU in a full run; at 7,000, ~1.4 s. Objects are still all collected.
+gc.set_threshold(7000, *gc.get_threshold()[1:])
 
 
 def pytest_unconfigure(config):
