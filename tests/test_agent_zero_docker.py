@@ -10,7 +10,9 @@
   headless Chromium;
 - a turn runs Agent Zero's real loop with LiteLLM mock replies and no network (`unshare -n` when available: the
   UI server in a network namespace holding only a loopback, which the test's requests and Chromium join); the
-  second test's turns run in script processes of their own (fresh starts: packages gone, then a rebuilt venv);
+  plugin is installed while its pip finds no packages (an empty index folder: no network at install), then the
+  Plugins UI's Execute runs its `execute.py` once the folder holds them; the second test's turn runs in a script
+  process of its own (a fresh start on a rebuilt venv);
 - "container rebuild": the venv is replaced by a fresh copy built from the pins alone; `usr/` stays.
 
 The Agent Zero source comes from `$AGENT_ZERO_SRC` (a git repository with tag v1.7, or a v1.7 tree) or from a
@@ -285,13 +287,15 @@ class Docker:
         shutil.rmtree(self.venv, ignore_errors=True)
         shutil.copytree(self.pristine, self.venv, symlinks=True, copy_function=_link_or_copy)
 
-    def env(self) -> dict[str, str]:
+    def env(self, find_links: Path | None = None) -> dict[str, str]:
         """Agent Zero's environment. It writes bytecode, as in its image (PYTHON* variables of the test run are
-        dropped). With a wheelhouse, pip reads only that folder: no network, no pip.conf of this machine."""
+        dropped). With a wheelhouse, pip reads only that folder (or `find_links`, a folder standing in for it): no
+        network, no pip.conf of this machine."""
         env = {k: v for k, v in os.environ.items() if not k.startswith(("AGENT_ROUTER", "PYTHON", "VIRTUAL_ENV"))}
         env.update(PYTHONPATH=str(self.stubs), LITELLM_LOCAL_MODEL_COST_MAP="True")
         if self.wheels is not None:
-            env.update(PIP_NO_INDEX="1", PIP_FIND_LINKS=str(self.wheels / "wheels"), PIP_CONFIG_FILE=os.devnull)
+            links = find_links if find_links is not None else self.wheels / "wheels"
+            env.update(PIP_NO_INDEX="1", PIP_FIND_LINKS=str(links), PIP_CONFIG_FILE=os.devnull)
         return env
 
     def python(self, script: str, *args: str, timeout: int = 600) -> dict:
@@ -444,7 +448,7 @@ class UiServer:
     have no network. The client's requests are made from one thread that joined that namespace, and Chromium is
     started inside it."""
 
-    def __init__(self, d: Docker, log: Path):
+    def __init__(self, d: Docker, log: Path, find_links: Path | None = None):
         self.port = _free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.log = log
@@ -453,7 +457,7 @@ class UiServer:
         if self.isolated:  # sh execs the server: the process started here is the server, in the new namespace
             cmd = [*d.offline, "sh", "-c", 'ip link set lo up && exec "$@"', "sh", *cmd]
         self._log = open(log, "w")
-        self.proc = subprocess.Popen(cmd, cwd=d.root, env=d.env(), stdout=self._log, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(cmd, cwd=d.root, env=d.env(find_links), stdout=self._log, stderr=subprocess.STDOUT)
         self.pool: ThreadPoolExecutor | None = None
         self.http = httpx.Client(base_url=self.base, timeout=300, headers={"Origin": self.base})
         self.seen: dict[str, int] = {}  # per chat: how many of its log items the earlier turns returned
@@ -500,6 +504,12 @@ class UiServer:
         assert got.status_code == 200, got.text[:2000]
         return got.json()
 
+    def new_chat(self, current: str) -> str:
+        """The sidebar's "New chat" (webui/components/sidebar/chats/chats-store.js): the new chat's context id."""
+        got = self.api("chat_create", current_context=current)
+        assert got["ok"], got
+        return got["ctxid"]
+
     def say(self, text: str, context: str = "") -> dict:
         """A chat message (`/api/message` answers with the turn's result), then the turn's log items as the web UI
         reads them (`/api/poll`): {"context", "result", "log": [{"type", "heading", "content"}, ...]}."""
@@ -531,9 +541,9 @@ class UiServer:
 
 
 # -- tests ---------------------------------------------------------------------------------------------------
-# They build on each other, in this order, on one Agent Zero tree (as a user's volume lives on): install, routed
-# turns, settings and the costs view through one UI server; the packages gone, Execute, a container rebuild.
-# `install_plugin` (the installer in a process of its own) installs when the second runs without the first.
+# They build on each other, in this order, on one Agent Zero tree (as a user's volume lives on): an install without
+# network, unrouted turns, Execute, routed turns, settings and the costs view through one UI server; then a container
+# rebuild. `install_plugin` (the installer in a process of its own) installs when the second runs without the first.
 def export_plugin(dest: Path) -> Path:
     """`agent-router export agent-zero-plugin DEST --wheel <this checkout's wheel>`."""
     from click.testing import CliRunner
@@ -555,9 +565,11 @@ def install_plugin(d: Docker, tmp_path: Path) -> dict:
     return d.python(INSTALL, str(plugin_zip))["result"]  # pip reads the wheelhouse: no network
 
 
-def test_docker_install_route_bill_settings_and_costs_view_through_agent_zeros_ui_server(docker, tmp_path):
-    """One UI server, as a user's browser drives it: the plugin installed from the Plugins UI, a routed turn, the
-    plugin's settings saved from the UI reaching the next turn, and the costs page in headless Chromium."""
+def test_docker_ui_install_offline_works_unrouted_execute_routes_settings_and_costs_view(docker, tmp_path):
+    """One UI server, as a user's browser drives it: the plugin installed from the Plugins UI while its packages
+    cannot be fetched, the agent working unrouted and saying so once, Plugins > agent_router > Execute, a new chat
+    routed, the plugin's settings saved from the UI reaching the next turn, and the costs page in headless
+    Chromium."""
     d = docker
     pins_before = pins(d.venv)
     assert pins_before == pins(d.pristine) and any(p.startswith("litellm-") for p in pins_before)
@@ -567,27 +579,58 @@ def test_docker_install_route_bill_settings_and_costs_view_through_agent_zeros_u
     (d.root / "usr/plugins/_model_config").mkdir(parents=True, exist_ok=True)
     (d.root / "usr/plugins/_model_config/config.json").write_text(json.dumps(MODELS))
     plugin_zip = export_plugin(tmp_path / "agent_router.zip")
-    ui = UiServer(d, tmp_path / "ui.log")
+    # The package index this server's pip reads: empty at install (no network), filled before Execute. A folder
+    # of this run's own: the cached wheelhouse is shared by other runs.
+    index = d.root.parent / "index"
+    index.mkdir()
+    ui = UiServer(d, tmp_path / "ui.log", find_links=index)
     try:
         ui.start()
-        # Installed by Agent Zero's installer inside the running server (the Plugins UI's upload), then one real
-        # turn: a greeting goes to the utility tier (Agent Zero alone would use its chat model).
+        # Installed by Agent Zero's installer inside the running server (the Plugins UI's upload): the plugin is
+        # installed, its packages are not.
         res = ui.install_zip(plugin_zip)
         assert res["success"] and res["plugin_name"] == "agent_router", res
         site = d.root / "usr/agent_router/site"
-        assert (site / "agent_router").is_dir() and (d.root / "usr/plugins/agent_router/plugin.yaml").is_file()
-        first = ui.say("hi, thanks!")
+        assert (d.root / "usr/plugins/agent_router/plugin.yaml").is_file() and not site.exists()
+        said = ui.log.read_text()  # the installer's `hooks.install()` says why in the server's log
+        assert "agent_router: packages not installed" in said and "No matching distribution" in said, said[-3000:]
+        # The agent keeps working unrouted (Agent Zero's chat model) and says so once, naming the cause and the fix.
+        unrouted = [ui.say("hi, thanks!")]
+        unrouted.append(ui.say("hi again", unrouted[0]["context"]))
+        assert [t["result"] for t in unrouted] == ["Hello from mini", "Hello from mini"]
+        warnings = [i for t in unrouted for i in of_type(t, "warning")]
+        assert len(warnings) == 1 and warnings[0]["heading"].startswith("agent_router is not active"), warnings
+        assert "No module named" in warnings[0]["content"] and "execute.py" in warnings[0]["content"]
+        assert not any(i["heading"] == "agent_router: cost" for t in unrouted for i in of_type(t, "info"))
+        assert not (d.root / "usr/agent_router/ledger.db").exists()  # nothing of agent_router ran: nothing recorded
+
+        # The network is back; the user clicks Plugins (sidebar) > agent_router > Execute
+        # (webui/components/plugins/list/plugin-execute-store.js), then starts a new message: routed, a greeting
+        # goes to the utility tier (Agent Zero alone would use its chat model).
+        for f in (d.wheels / "wheels").iterdir():
+            _link_or_copy(str(f), str(index / f.name))
+        got = ui.api("plugins", action="run_execute_script", plugin_name="agent_router")
+        assert got["ok"] and got["exit_code"] == 0 and "packages in" in got["output"], got
+        record = ui.api("plugins", action="get_execute_record", plugin_name="agent_router")["data"]
+        assert record == {"executed_at": got["executed_at"], "exit_code": 0}, record
+        assert (site / "agent_router").is_dir()
+        assert pins(d.venv) == pins_before  # Execute, too, installs nothing into Agent Zero's venv
+        chat = ui.new_chat(unrouted[0]["context"])
+        assert chat != unrouted[0]["context"]
+        first = ui.say("hi, thanks!", chat)
+        assert first["context"] == chat
         # The plugin's settings saved from the UI (webui/components/plugins/plugin-settings-store.js) reach the
         # next turn of the same chat: routing off -> the chat tier.
         assert ui.api("plugins", action="save_config", plugin_name="agent_router", project_name="",
                       agent_profile="", settings={"routing_enabled": False}) == {"ok": True}
         second = ui.say("and again", first["context"])
-        assert pins(d.venv) == pins_before  # nothing Agent Zero pins was touched (by the install or the turns)
+        assert pins(d.venv) == pins_before  # nothing Agent Zero pins was touched (by the installs or the turns)
         assert not (site / "tiktoken").exists() and not (site / "pydantic").exists()  # the framework's are used
         got = d.pip("check", extra_path=site)  # the framework's venv together with the plugin's packages
         assert got.returncode == 0, got.stdout
 
         assert first["result"] == "Hello from nano"
+        assert not of_type(first, "warning") and not of_type(second, "warning")
         (line,) = [i["content"] for i in of_type(first, "info") if i["heading"] == "agent_router: cost"]
         assert re.search(r"this reply \$\d+\.\d{4} \(1 call; answered by the utility tier, gpt-4\.1-nano\) · "
                          r"this chat \$\d+\.\d{4} · saved \$\d+\.\d{4}( \(\d+%\))? against all-premium", line), line
@@ -595,7 +638,9 @@ def test_docker_install_route_bill_settings_and_costs_view_through_agent_zeros_u
         assert "answered by the chat tier, gpt-4.1-mini" in of_type(second, "info")[-1]["content"]
         rows = ledger_rows(d)
         chats = [r for r in rows if r["kind"] == "chat"]
+        # The unrouted turns recorded nothing (no agent_router ran); the routed chat's two turns did.
         assert [r["model"] for r in chats] == ["gpt-4.1-nano", "gpt-4.1-mini"]
+        assert {r["conversation_id"] for r in rows} == {first["context"]}
         # The ledger's conversation is Agent Zero's chat, by the id its API gave the web UI.
         assert all(r["conversation_id"] == first["context"] and r["input_tokens"] > 0 for r in chats)
         assert not list(d.root.glob("usr/plugins/agent_router/*.db"))  # the user's data lives outside the plugin
@@ -618,33 +663,21 @@ def test_docker_install_route_bill_settings_and_costs_view_through_agent_zeros_u
         ui.stop()
 
 
-def test_without_its_packages_the_agent_works_unrouted_execute_fixes_it_and_a_rebuild_keeps_it(docker, tmp_path):
+def test_a_container_rebuild_keeps_the_packages_on_the_volume_and_a_fresh_process_routes(docker, tmp_path):
+    """A container rebuild: the venv comes back from Agent Zero's pins alone; usr/ (the volume) stays, and with it
+    the plugin's packages and its settings: a fresh Agent Zero process routes, no manual step."""
     d = docker
     if not (d.root / "usr/plugins/agent_router").is_dir():
         assert install_plugin(d, tmp_path)["success"]
-    chats_before = len([r for r in ledger_rows(d) if r["kind"] == "chat"]) if (
-        d.root / "usr/agent_router/ledger.db").is_file() else 0
-    site = d.root / "usr/agent_router/site"
-    shutil.rmtree(site)  # a volume whose packages are gone (or never came: no network at install)
-    # Routing switched back on from the UI: without its packages the plugin still cannot route.
-    out = turns(d, {"config": {"routing_enabled": True}}, {"say": "hi, thanks!"}, {"say": "hi again"})
-    assert [t["result"] for t in out["turns"]] == ["Hello from mini", "Hello from mini"]  # Agent Zero's chat model
-    warnings = [i for t in out["turns"] for i in of_type(t, "warning")]
-    assert len(warnings) == 1 and warnings[0]["heading"].startswith("agent_router is not active")
-    assert "No module named" in warnings[0]["content"] and "execute.py" in warnings[0]["content"]
-    # The one step the README names: Plugins (sidebar) > agent_router > Execute runs execute.py.
-    got = subprocess.run(
-        [*d.offline, str(d.venv / "bin/python"), "execute.py"], cwd=d.root / "usr/plugins/agent_router",
-        env=d.env(), capture_output=True, text=True, timeout=900,
-    )
-    assert got.returncode == 0, got.stdout + got.stderr
-    assert pins(d.venv) == pins(d.pristine)  # Execute, too, installs nothing into Agent Zero's venv
-
-    # Then a container rebuild: the venv comes back from Agent Zero's pins alone; usr/ (the volume) stays, and with
-    # it the packages Execute installed and the routing switch saved from the UI: routed, no manual step.
+    assert (d.root / "usr/agent_router/site/agent_router").is_dir()
+    db = d.root / "usr/agent_router/ledger.db"
+    chats_before = len([r for r in ledger_rows(d) if r["kind"] == "chat"]) if db.is_file() else 0
     d.rebuild_venv()
-    out = turns(d, {"say": "hi, thanks!"})
+    # Routing switched back on from the UI (the first test switched it off), then a greeting: the utility tier.
+    out = turns(d, {"config": {"routing_enabled": True}}, {"say": "hi, thanks!"})
     assert out["turns"][0]["result"] == "Hello from nano"
     assert of_type(out["turns"][0], "info")[-1]["heading"] == "agent_router: cost"
+    assert not of_type(out["turns"][0], "warning")
     assert pins(d.venv) == pins(d.pristine)  # the routed turn installed nothing into the framework's venv
-    assert len([r for r in ledger_rows(d) if r["kind"] == "chat"]) == chats_before + 1
+    rows = [r for r in ledger_rows(d) if r["kind"] == "chat"]
+    assert len(rows) == chats_before + 1 and rows[-1]["conversation_id"] == out["context"]
