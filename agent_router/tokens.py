@@ -22,7 +22,7 @@ import re
 import sys
 import threading
 from array import array
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from functools import partial
 from itertools import accumulate
@@ -258,7 +258,37 @@ def tiktoken_encoding(name: str, data: bytes) -> Any:
         spec = getattr(mod, name)()
     finally:
         mod.load_tiktoken_bpe = original
-    return tiktoken.Encoding(**spec)
+    enc = tiktoken.Encoding(**spec)
+    if isinstance(getattr(enc, "_mergeable_ranks", None), dict):
+        # The encoder (Rust) has its own copy of the table; tiktoken keeps this Python one only to pickle the
+        # encoding. Read again from the file when that happens: ~12 MB less in every process that counts tokens.
+        enc._mergeable_ranks = _RanksOnDemand(name, data)
+    return enc
+
+
+class _RanksOnDemand(Mapping[bytes, int]):
+    """A .tiktoken file's rank table, decoded when first read (`mergeable_ranks`); it pickles as the dict."""
+
+    def __init__(self, name: str, data: bytes):
+        self._name, self._data = name, data
+        self._ranks: dict[bytes, int] | None = None
+
+    def _table(self) -> dict[bytes, int]:
+        if self._ranks is None:
+            self._ranks = mergeable_ranks(self._name, self._data)
+        return self._ranks
+
+    def __getitem__(self, token: bytes) -> int:
+        return self._table()[token]
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter(self._table())
+
+    def __len__(self) -> int:
+        return len(self._table())
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return dict, (self._table(),)
 
 
 def mergeable_ranks(name: str, data: bytes) -> dict[bytes, int]:

