@@ -33,13 +33,11 @@ for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
 # before pytest picks its temporary folder; xdist workers and subprocesses inherit it. The Agent Zero tests keep
 # their hard links to their cache on its own file system (tests/test_agent_zero_docker.py, `scratch`).
 if not os.environ.get("PYTEST_XDIST_WORKER") and not os.environ.get("TMPDIR") and os.path.isdir("/dev/shm"):
-    try:
+    with contextlib.suppress(OSError):  # no usable /dev/shm: the system's temporary folder
         _shm = os.statvfs("/dev/shm")
         if os.access("/dev/shm", os.W_OK | os.X_OK) and _shm.f_bavail * _shm.f_frsize > 2 << 30:
             os.environ["TMPDIR"] = "/dev/shm"
             tempfile.tempdir = None  # tempfile.gettempdir() reads $TMPDIR again
-    except OSError:
-        pass
 
 # One folder of derived-data caches (agent_router.home.cache_dir: tiktoken's decoded ranks, genai-prices lookups,
 # entry points) for the whole run: every test has its own $AGENT_ROUTER_HOME (ledger, settings), but without this

@@ -25,6 +25,7 @@ plugin's installer adds (a local folder its pip reads instead of PyPI, so that e
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import fcntl
 import hashlib
@@ -261,11 +262,9 @@ def scratch(tmp_path_factory: pytest.TempPathFactory) -> Path:
     runs = cache_dir() / "runs"
     runs.mkdir(exist_ok=True)
     for old in runs.iterdir():
-        try:
+        with contextlib.suppress(OSError):  # another run's folder, gone meanwhile
             if time.time() - old.stat().st_mtime > 86400:
                 shutil.rmtree(old, ignore_errors=True)
-        except OSError:
-            pass
     return Path(tempfile.mkdtemp(prefix="a0-docker-", dir=runs))
 
 
@@ -476,11 +475,9 @@ class UiServer:
         self.pool = ThreadPoolExecutor(1, initializer=_join_netns if self.isolated else None,
                                        initargs=(self.proc.pid,) if self.isolated else ())
         while True:
-            try:
+            with contextlib.suppress(httpx.TransportError):  # not listening yet
                 if self._call(self.http.get, "/api/health").status_code == 200:
                     break
-            except httpx.TransportError:
-                pass
             self._alive(deadline)
             time.sleep(0.2)
         got = self._call(self.http.get, "/api/csrf_token").json()
