@@ -175,6 +175,17 @@ def test_route_imports_only_what_it_needs(tmp_path):
     assert not set(loaded) & ({"numpy.random", "numpy.ma"} - set(with_numpy))
 
 
+def test_the_gateway_loads_no_sync_http_client(tmp_path):
+    """`serve` calls providers through aiohttp: httpx, httpcore and what httpx imports with them (its CLI's
+    pygments) stay unloaded, ~40 ms of every start; the sync client imports them when it is first used."""
+    code = ("import json, sys\nimport agent_router.gateway.app, agent_router.gateway.core, agent_router.cli\n"
+            "print(json.dumps([m for m in ('httpx', 'httpcore', 'h11', 'httpx_sse', 'pygments') if m in sys.modules]))")
+    assert _run(code, tmp_path) == []
+    code = ("import json, sys\nfrom agent_router.providers import ProviderClient\nProviderClient().http.close()\n"
+            "print(json.dumps(sorted(m for m in ('httpx', 'httpcore') if m in sys.modules)))")
+    assert _run(code, tmp_path) == ["httpcore", "httpx"]
+
+
 def test_a_plugin_installed_after_the_entry_points_were_cached_is_found(tmp_path):
     site = tmp_path / "site"
     site.mkdir()

@@ -15,10 +15,7 @@ import ssl
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any
-
-import httpx
-from httpx_sse import EventSource
+from typing import TYPE_CHECKING, Any
 
 from ..catalog import Catalog, ModelInfo
 from ..errors import AgentRouterError
@@ -36,6 +33,9 @@ from .shape import ShapeError
 from .state import StateStore, open_state
 from .wires import StreamRead, base_url_for, needs_key, wire_for
 
+if TYPE_CHECKING:
+    import httpx
+
 log = logging.getLogger("agent_router.providers")
 
 Record = dict[str, Any]
@@ -47,6 +47,8 @@ MAX_BODY_BYTES = 64 * 2**20
 def tls_context() -> ssl.SSLContext:
     """One TLS context per process for every client we make: loading the CA bundle costs ~30 ms a client
     (SSL_CERT_FILE / SSL_CERT_DIR are honoured as httpx does)."""
+    import httpx  # here, not at import: `serve` never loads it (~30 ms of its start)
+
     return httpx.create_ssl_context()
 
 
@@ -100,6 +102,8 @@ class ProviderClient:
     def http(self) -> httpx.Client:
         """The HTTP client, made on first use: the gateway calls through aiohttp and never needs one (its TLS
         context and pool cost ~30 ms of every `serve` start)."""
+        import httpx
+
         if self._http is None:
             with self._http_lock:
                 if self._http is None:
@@ -199,6 +203,8 @@ class ProviderClient:
 
     def _run(self, stream: bool, *call: Any) -> Iterator[t.Delta]:
         """`call`: Plan's arguments after the client (model, messages, fallbacks, kind, opts)."""
+        import httpx
+
         plan = Plan(self, *call)
         cleanup: list[Any] = []
         try:
@@ -252,6 +258,8 @@ class ProviderClient:
 
     def _timeout(self, end: float) -> httpx.Timeout:
         """httpx's per-operation timeouts, none beyond the attempt's end (the Watchdog bounds the sum)."""
+        import httpx
+
         left = max(0.001, end - time.monotonic())
         return httpx.Timeout(
             left,
@@ -282,6 +290,8 @@ class ProviderClient:
         return e
 
     def _transport_error(self, m: ModelInfo, e: Exception, wd: Watchdog | None = None) -> t.ProviderError:
+        import httpx
+
         if wd is not None and wd.expired():
             return self._time_up(m)
         if isinstance(e, httpx.ConnectTimeout):
@@ -360,6 +370,8 @@ class ProviderClient:
             resp.close()
 
     def _send(self, m: ModelInfo, key: Secret | None, req: t.Request, deadline: float | None) -> t.Completion:
+        import httpx
+
         url, headers, body = self._prepare(m, key, req, stream=False)
         self.limiter.add(m.alias, rpm=1)
         end = self._attempt_end(deadline)
@@ -390,6 +402,9 @@ class ProviderClient:
     def _send_stream(
         self, m: ModelInfo, key: Secret | None, req: t.Request, deadline: float | None, parser: Any
     ) -> Iterator[t.Delta]:
+        import httpx
+        from httpx_sse import EventSource
+
         url, headers, body = self._prepare(m, key, req, stream=True)
         headers["Accept"] = "text/event-stream"
         self.limiter.add(m.alias, rpm=1)

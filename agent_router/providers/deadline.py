@@ -13,14 +13,16 @@ does nothing, and a reused connection is then watched from its response headers 
 from __future__ import annotations
 
 import contextlib
+import functools
 import socket
 import threading
 import time
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import httpcore
-import httpx
+if TYPE_CHECKING:
+    import httpx
+
 
 _opening = threading.local()  # the Watchdog of the request this thread is sending, until its headers arrive
 
@@ -104,47 +106,54 @@ class Watchdog:
             socket.socket.shutdown(sock, socket.SHUT_RDWR)
 
 
-class _Stream(httpcore.NetworkStream):
-    """An httpcore network stream that shows its socket to the Watchdog of the request being opened."""
+@functools.cache
+def _backend_class() -> type:
+    """The network backend wrapper, made on first use: httpcore (and h11 under it) loads only in a process that
+    makes a sync provider client, never in `serve` (which calls through aiohttp)."""
+    import httpcore
 
-    def __init__(self, inner: httpcore.NetworkStream):
-        self.inner = inner
+    class _Stream(httpcore.NetworkStream):
+        """An httpcore network stream that shows its socket to the Watchdog of the request being opened."""
 
-    def _show(self) -> None:
-        wd = getattr(_opening, "wd", None)
-        if wd is not None:
-            wd.watch(self.inner)
+        def __init__(self, inner: httpcore.NetworkStream):
+            self.inner = inner
 
-    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
-        self._show()
-        return self.inner.read(max_bytes, timeout)
+        def _show(self) -> None:
+            wd = getattr(_opening, "wd", None)
+            if wd is not None:
+                wd.watch(self.inner)
 
-    def write(self, buffer: bytes, timeout: float | None = None) -> None:
-        self._show()
-        self.inner.write(buffer, timeout)
+        def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+            self._show()
+            return self.inner.read(max_bytes, timeout)
 
-    def close(self) -> None:
-        self.inner.close()
+        def write(self, buffer: bytes, timeout: float | None = None) -> None:
+            self._show()
+            self.inner.write(buffer, timeout)
 
-    def start_tls(self, *args: Any, **kwargs: Any) -> httpcore.NetworkStream:
-        return _Stream(self.inner.start_tls(*args, **kwargs))
+        def close(self) -> None:
+            self.inner.close()
 
-    def get_extra_info(self, info: str) -> Any:
-        return self.inner.get_extra_info(info)
+        def start_tls(self, *args: Any, **kwargs: Any) -> httpcore.NetworkStream:
+            return _Stream(self.inner.start_tls(*args, **kwargs))
 
+        def get_extra_info(self, info: str) -> Any:
+            return self.inner.get_extra_info(info)
 
-class _Backend(httpcore.NetworkBackend):
-    def __init__(self, inner: httpcore.NetworkBackend):
-        self.inner = inner
+    class _Backend(httpcore.NetworkBackend):
+        def __init__(self, inner: httpcore.NetworkBackend):
+            self.inner = inner
 
-    def connect_tcp(self, *args: Any, **kwargs: Any) -> httpcore.NetworkStream:
-        return _Stream(self.inner.connect_tcp(*args, **kwargs))
+        def connect_tcp(self, *args: Any, **kwargs: Any) -> httpcore.NetworkStream:
+            return _Stream(self.inner.connect_tcp(*args, **kwargs))
 
-    def connect_unix_socket(self, *args: Any, **kwargs: Any) -> httpcore.NetworkStream:
-        return _Stream(self.inner.connect_unix_socket(*args, **kwargs))
+        def connect_unix_socket(self, *args: Any, **kwargs: Any) -> httpcore.NetworkStream:
+            return _Stream(self.inner.connect_unix_socket(*args, **kwargs))
 
-    def sleep(self, seconds: float) -> None:
-        self.inner.sleep(seconds)
+        def sleep(self, seconds: float) -> None:
+            self.inner.sleep(seconds)
+
+    return _Backend
 
 
 def guard_client(client: httpx.Client) -> None:
@@ -153,5 +162,6 @@ def guard_client(client: httpx.Client) -> None:
     for tr in transports:
         pool = getattr(tr, "_pool", None)
         backend = getattr(pool, "_network_backend", None)
-        if backend is not None and not isinstance(backend, _Backend):
-            pool._network_backend = _Backend(backend)  # type: ignore[union-attr]
+        wrapper = _backend_class()
+        if backend is not None and not isinstance(backend, wrapper):
+            pool._network_backend = wrapper(backend)  # type: ignore[union-attr]

@@ -14,9 +14,7 @@ import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import httpx
+from typing import TYPE_CHECKING, Any
 
 from ..errors import InputError
 from ..settings import Settings, TranscriptionProvider
@@ -26,6 +24,9 @@ from .client import default_state, tls_context
 from .health import Health
 from .keys import KeyPool, Secret, redact
 from .state import StateStore
+
+if TYPE_CHECKING:
+    import httpx
 
 log = logging.getLogger("agent_router.providers")
 MB = 1_000_000
@@ -59,6 +60,8 @@ class TranscriptionPool:
         self.state = state if state is not None else default_state(self.settings)  # Redis when configured
         self.on_attempt = on_attempt
         self._own_http = http is None
+        import httpx  # here, not at import: `serve` and the CLI's other commands never load it
+
         self.http = http or httpx.Client(
             transport=transport, verify=tls_context(), timeout=httpx.Timeout(ps.timeout_s, connect=ps.connect_timeout_s)
         )
@@ -162,6 +165,8 @@ class TranscriptionPool:
             form["language"] = language
         if prompt:
             form["prompt"] = prompt
+        import httpx
+
         mime = mimetypes.guess_type(filename)[0] or "application/octet-stream"
         headers = {"Authorization": f"Bearer {key.value}"} if key is not None else {}
         t0 = time.perf_counter()
