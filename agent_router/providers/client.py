@@ -102,11 +102,11 @@ class ProviderClient:
     def http(self) -> httpx.Client:
         """The HTTP client, made on first use: the gateway calls through aiohttp and never needs one (its TLS
         context and pool cost ~30 ms of every `serve` start)."""
-        import httpx
-
         if self._http is None:
             with self._http_lock:
                 if self._http is None:
+                    import httpx
+
                     c = httpx.Client(
                         transport=self._transport,
                         verify=tls_context(),
