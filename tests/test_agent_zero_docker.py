@@ -33,7 +33,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -48,6 +47,7 @@ import httpx
 import pytest
 
 from .cached import built_once, cache_dir
+from .scale_fixtures import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 # What a loop turn and the UI server import, by Agent Zero's requirement names; the pins come from its files.
@@ -421,12 +421,6 @@ def of_type(turn: dict, kind: str) -> list[dict]:
 
 
 # -- Agent Zero's UI server, driven over HTTP as its web UI drives it -----------------------------------------
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _join_netns(pid: int) -> None:
     """The calling thread joins the network namespace of process `pid` (sockets it opens then live there)."""
     fd = os.open(f"/proc/{pid}/ns/net", os.O_RDONLY)
@@ -448,7 +442,7 @@ class UiServer:
     started inside it."""
 
     def __init__(self, d: Docker, log: Path, find_links: Path | None = None):
-        self.port = _free_port()
+        self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.log = log
         cmd = [str(d.venv / "bin/python"), "run_ui.py", "--dockerized=true", f"--port={self.port}", "--host=127.0.0.1"]
