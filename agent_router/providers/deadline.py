@@ -159,9 +159,9 @@ def _backend_class() -> type:
 def guard_client(client: httpx.Client) -> None:
     """Wrap the network backend of `client`'s transports (proxies included) so reused connections are watched."""
     transports = [getattr(client, "_transport", None), *getattr(client, "_mounts", {}).values()]
+    wrapper = _backend_class()
     for tr in transports:
         pool = getattr(tr, "_pool", None)
         backend = getattr(pool, "_network_backend", None)
-        wrapper = _backend_class()
         if backend is not None and not isinstance(backend, wrapper):
             pool._network_backend = wrapper(backend)  # type: ignore[union-attr]
