@@ -129,8 +129,7 @@ class PostgresServer:
             try:
                 if self.user:
                     shutil.chown(work, user=self.user, group=self.user)
-                subprocess.run([initdb, "-D", str(work / "data"), *INITDB_ARGS], check=True, capture_output=True,
-                               user=self.user, cwd=work)
+                self._run(initdb, "-D", str(work / "data"), *INITDB_ARGS)
                 shutil.copytree(work / "data", tmp, symlinks=True)
             finally:
                 shutil.rmtree(work, ignore_errors=True)
@@ -139,8 +138,8 @@ class PostgresServer:
         shutil.copytree(cluster, self.data, symlinks=True, ignore=shutil.ignore_patterns("ok"))
         os.chmod(self.data, 0o700)  # PostgreSQL refuses a data folder others can read
         if self.user:
-            for folder, dirs, files in os.walk(self.data):
-                for name in [folder, *(os.path.join(folder, n) for n in dirs + files)]:
+            for folder, _dirs, files in os.walk(self.data):  # each folder, then its files
+                for name in [folder, *(os.path.join(folder, n) for n in files)]:
                     shutil.chown(name, user=self.user, group=self.user)
 
     def _wait_ready(self, timeout: float = 30.0) -> None:
