@@ -41,13 +41,21 @@ def subset_ids(extra: list[str] = ()) -> np.ndarray:
 
 
 def cached_subset(out: Path, extra: list[str] = ()) -> Path:
-    """At `out`, the static table of `subset_ids(extra)`, copied from one built once per (token ids, the build's
-    code, the model's files, numpy) and kept across runs (tests/cached.py). The build is deterministic, bit for
-    bit (test_building_twice_gives_the_same_table_bit_for_bit builds twice every run), so a table an earlier run
-    built from the same inputs is the table this run would build."""
-    ids = subset_ids(extra)
+    """At `out`, the static table of `subset_ids(extra)`, copied from one built once (`cached_build`)."""
+    shutil.copyfile(cached_build(subset_ids(extra)), out)
+    return out
+
+
+def cached_build(ids: np.ndarray, batch_size: int = 512) -> Path:
+    """The static table of `ids` built with `batch_size`, once per (token ids, batch size, the build's code, the
+    model's files, numpy) and kept across runs (tests/cached.py); read it, do not change it. The build is
+    deterministic, bit for bit (test_building_twice_gives_the_same_table_bit_for_bit builds one afresh every run
+    and compares it with this one), so a table an earlier run built from the same inputs is the table this run
+    would build."""
     d = E.model_dir()
     h = hashlib.sha256(ids.tobytes() + np.__version__.encode())
+    if batch_size != 512:  # the key of the tables built before batch_size was part of it
+        h.update(f"batch_size={batch_size}".encode())
     for code in (S.__file__, E.__file__):
         h.update(Path(code).read_bytes())
     for name in ("config.json", "vocab.txt", "model.safetensors"):
@@ -56,10 +64,9 @@ def cached_subset(out: Path, extra: list[str] = ()) -> Path:
 
     def build(tmp: Path) -> None:
         tmp.mkdir()
-        S.build(tmp / "table.npz", ids=ids)
+        S.build(tmp / "table.npz", ids=ids, batch_size=batch_size)
 
-    shutil.copyfile(built_once(f"static-table-{h.hexdigest()[:16]}", build) / "table.npz", out)
-    return out
+    return built_once(f"static-table-{h.hexdigest()[:16]}", build) / "table.npz"
 
 
 def install(table: Path) -> Path:

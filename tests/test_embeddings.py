@@ -187,12 +187,20 @@ def test_real_model_similar_sentences_are_closer_than_unrelated_ones() -> None:
     assert max(sim[0, 2], sim[0, 3], sim[1, 2], sim[1, 3]) < 0.2
 
 
+@pytest.fixture(scope="module")
+def row_cache(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """One embedding cache (featurize's `cache` folder) for the training rows of this module's tests: rows(40) is
+    the first half of rows(80), so each row is embedded once, not in every test that trains on it."""
+    return str(tmp_path_factory.mktemp("row-embeddings"))
+
+
 @needs_real
-def test_contextual_weights_route_through_learned_settings(tmp_path: Path) -> None:
+def test_contextual_weights_route_through_learned_settings(tmp_path: Path, row_cache: str) -> None:
     """Weights trained on the contextual encoder (the packaged ones are static: tests/test_static_embeddings.py)
     embed requests with it when named by learned.weights."""
     train_rows = rows(40)
-    model = train(featurize(train_rows, embeddings=True), labels(train_rows, [WEAK, STRONG]), [WEAK, STRONG],
+    model = train(featurize(train_rows, embeddings=True, cache=row_cache), labels(train_rows, [WEAK, STRONG]),
+                  [WEAK, STRONG],
                   TrainOptions(iterations=50))
     path = tmp_path / "ctx.npz"
     model.save(path)
@@ -206,7 +214,7 @@ def test_contextual_weights_route_through_learned_settings(tmp_path: Path) -> No
 
 
 @needs_real
-def test_embedding_heads_learn_what_the_hashed_features_cannot_see(tmp_path: Path) -> None:
+def test_embedding_heads_learn_what_the_hashed_features_cannot_see(tmp_path: Path, row_cache: str) -> None:
     """Rows whose words never repeat between train and test: only the embedding carries over."""
     train_rows = rows(80)
     test_rows = [
@@ -214,7 +222,7 @@ def test_embedding_heads_learn_what_the_hashed_features_cannot_see(tmp_path: Pat
             "Demonstrate rigorously that sqrt(2) is irrational, showing every deduction."}]},
         {"id": "t-easy", "messages": [{"role": "user", "content": "Greetings! Pass my regards along, pal."}]},
     ]
-    x = featurize(train_rows, embeddings=True)
+    x = featurize(train_rows, embeddings=True, cache=row_cache)
     y = labels(train_rows, [WEAK, STRONG])
     opts = TrainOptions(hashed=False, l2_dense=1.0, l2_emb=1e-4, iterations=300)
     model = train(x, y, [WEAK, STRONG], opts)
@@ -232,7 +240,8 @@ def test_embedding_heads_learn_what_the_hashed_features_cannot_see(tmp_path: Pat
 
 
 @needs_real
-def test_eval_scores_learned_emb_beside_learned(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_eval_scores_learned_emb_beside_learned(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                               row_cache: str) -> None:
     import json as _json
 
     from click.testing import CliRunner
@@ -247,8 +256,9 @@ def test_eval_scores_learned_emb_beside_learned(tmp_path: Path, monkeypatch: pyt
     # Contextual weights (the packaged ones are static, which are not cached: computing them is as quick).
     train_rows = rows(40)
     weights = tmp_path / "ctx.npz"
-    train(featurize(train_rows, embeddings=True), labels(train_rows, [WEAK, STRONG]), [WEAK, STRONG],
-          TrainOptions(iterations=50)).save(weights)
+    # Trained on the module's cached row embeddings: the eval below embeds all 80 rows into `cache` itself.
+    train(featurize(train_rows, embeddings=True, cache=row_cache), labels(train_rows, [WEAK, STRONG]),
+          [WEAK, STRONG], TrainOptions(iterations=50)).save(weights)
     settings = tmp_path / "settings.json"
     settings.write_text(_json.dumps({"learned": {"weights": str(weights)}}))
     args = ["eval", str(path), "--models", f"{WEAK},{STRONG}", "--router", "learned", "--router", "learned_emb",
