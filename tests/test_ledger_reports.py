@@ -203,12 +203,14 @@ def test_html_report_renders_in_headless_chromium(db, tmp_path):
         "--no-first-run",
         f"--user-data-dir={tmp_path / 'ud'}",
     ]
-    subprocess.run(
-        [*flags, f"--screenshot={png}", "--window-size=1200,1600", html.as_uri()],
+    # One browser start: the screenshot is written to `png`, the rendered DOM to stdout.
+    dom = subprocess.run(
+        [*flags, f"--screenshot={png}", "--dump-dom", "--window-size=1200,1600", html.as_uri()],
         capture_output=True,
+        text=True,
         timeout=90,
         check=True,
-    )
+    ).stdout
     assert png.exists() and png.stat().st_size > 20_000
     img = Image.open(png).convert("RGB")
     assert img.size == (1200, 1600)
@@ -218,9 +220,6 @@ def test_html_report_renders_in_headless_chromium(db, tmp_path):
     painted = {c for _, c in colours}
     for hexc in ("#4e79a7", "#e15759", "#59a14f"):
         assert tuple(int(hexc[i : i + 2], 16) for i in (1, 3, 5)) in painted
-    dom = subprocess.run(
-        [*flags, "--dump-dom", html.as_uri()], capture_output=True, text=True, timeout=90, check=True
-    ).stdout
     assert len(re.findall(r'<svg class="chart"', dom)) == 4
     assert len(re.findall(r"<rect ", dom)) > 20 and "<polyline" in dom
 
