@@ -130,21 +130,26 @@ def test_empty_answer():
     assert fired(ask("hi"), None) == {"empty"}
 
 
-@pytest.mark.parametrize("hostile", [
-    "(" * 1_000_000,
-    "{" * 500_000 + "}" * 400_000,
-    "```\n" * 250_000,
-    "1+" * 500_000 + "=3",
-    "= 1 " * 250_000,
-    "9" * 1_000_000,
-    "I can't " * 125_000,
+# Built by the test that uses them, not at import: every xdist worker imports this module to collect it (~50 ms).
+HOSTILE = [
+    lambda: "(" * 1_000_000,
+    lambda: "{" * 500_000 + "}" * 400_000,
+    lambda: "```\n" * 250_000,
+    lambda: "1+" * 500_000 + "=3",
+    lambda: "= 1 " * 250_000,
+    lambda: "9" * 1_000_000,
+    lambda: "I can't " * 125_000,
     # random code points, lone surrogates included (a JSON answer can carry them)
-    "".join(map(chr, random.Random(7).choices(range(32, 0x2FFFF), k=200_000))) * 5,
-    "```python\n" + "(" * 999_000 + "\n```",
-    "```json\n" + "[" * 999_000 + "\n```",
-    "word " * 200_000,
-])
-def test_megabyte_hostile_answers_do_not_raise(hostile):
+    lambda: "".join(map(chr, random.Random(7).choices(range(32, 0x2FFFF), k=200_000))) * 5,
+    lambda: "```python\n" + "(" * 999_000 + "\n```",
+    lambda: "```json\n" + "[" * 999_000 + "\n```",
+    lambda: "word " * 200_000,
+]
+
+
+@pytest.mark.parametrize("case", range(len(HOSTILE)), ids=[f"hostile{i}" for i in range(len(HOSTILE))])
+def test_megabyte_hostile_answers_do_not_raise(case):
+    hostile = HOSTILE[case]()
     m = ask("Write a Python function that returns JSON " + hostile[:1000])
     out = run_checks(m, hostile, tool_calls=[{"function": {"name": "f", "arguments": hostile}}])
     assert all(f.check and f.reason for f in out)

