@@ -37,8 +37,13 @@ def text_of(messages):
     return json.dumps(messages, ensure_ascii=False)
 
 
+# The tests' own measure of a conversation's tokens: one counter for the module, whose cache keeps each text's
+# count (compress itself counts with the counter its caller gives, else a new one).
+_MEASURE = TokenCounter()
+
+
 def tokens(messages):
-    return TokenCounter().count_messages(messages).tokens
+    return _MEASURE.count_messages(messages).tokens
 
 
 def pm_with(*plugins):
@@ -630,8 +635,9 @@ def test_separated_tool_results_are_never_orphaned():
     for _ in range(60):
         given = _separated(rng, random_conversation(rng))
         total = tokens(given)
+        counter = TokenCounter()  # one per conversation, as an agent's runtime compresses its history turn after turn
         for share in (0.05, 0.2, 0.4, 0.7, 0.9):
-            r = compress(given, max(50, int(total * share)), settings=NO_HOOK)
+            r = compress(given, max(50, int(total * share)), settings=NO_HOOK, counter=counter)
             assert _id_problems(r.messages, given) == [], (share, [m["role"] for m in given])
             checked += 1
     assert checked == 300
@@ -687,7 +693,8 @@ def test_history_without_a_user_message_random():
         if len(given) < 2:
             continue
         total = tokens(given)
+        counter = TokenCounter()  # one per conversation, as in test_separated_tool_results_are_never_orphaned
         for share in (0.1, 0.5):
-            r = compress(given, max(50, int(total * share)), settings=NO_HOOK)
+            r = compress(given, max(50, int(total * share)), settings=NO_HOOK, counter=counter)
             assert not any(m.get("role") == "user" and "_agent_router_summary" in m for m in r.messages)
             assert _id_problems(r.messages, given) == []
