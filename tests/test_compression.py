@@ -16,7 +16,7 @@ from agent_router import hookspecs
 from agent_router.builtins import summarize as builtin_summarize
 from agent_router.catalog import Catalog
 from agent_router.compression import compressor as compression
-from agent_router.compression.compressor import Budget, compress, plan_budget, structure_problems, unclosed_fence
+from agent_router.compression.compressor import Budget, plan_budget, structure_problems, unclosed_fence
 from agent_router.errors import InputError, SettingsError
 from agent_router.settings import CompressionSettings, Settings, parse
 from agent_router.tokens import TokenCounter
@@ -37,13 +37,21 @@ def text_of(messages):
     return json.dumps(messages, ensure_ascii=False)
 
 
-# The tests' own measure of a conversation's tokens: one counter for the module, whose cache keeps each text's
-# count (compress itself counts with the counter its caller gives, else a new one).
-_MEASURE = TokenCounter()
+# One TokenCounter for the module, whose cache keeps each text's count: the tests' own measure of a conversation
+# (`tokens`) and every compression below, as an agent's runtime compresses its growing history with its one counter
+# (builtins/host_loop.py passes rt.counter). A text's count does not depend on what the counter saw before;
+# test_same_input_same_output compares this with a new counter, and the CLI test compresses with compress's own.
+COUNTER = TokenCounter()
 
 
 def tokens(messages):
-    return _MEASURE.count_messages(messages).tokens
+    return COUNTER.count_messages(messages).tokens
+
+
+def compress(messages, budget, model=None, **kw):
+    """compression.compress, counting with the module's COUNTER unless the test gives its own."""
+    kw.setdefault("counter", COUNTER)
+    return compression.compress(messages, budget, model, **kw)
 
 
 def pm_with(*plugins):
@@ -635,9 +643,8 @@ def test_separated_tool_results_are_never_orphaned():
     for _ in range(60):
         given = _separated(rng, random_conversation(rng))
         total = tokens(given)
-        counter = TokenCounter()  # one per conversation, as an agent's runtime compresses its history turn after turn
         for share in (0.05, 0.2, 0.4, 0.7, 0.9):
-            r = compress(given, max(50, int(total * share)), settings=NO_HOOK, counter=counter)
+            r = compress(given, max(50, int(total * share)), settings=NO_HOOK)
             assert _id_problems(r.messages, given) == [], (share, [m["role"] for m in given])
             checked += 1
     assert checked == 300
@@ -693,8 +700,7 @@ def test_history_without_a_user_message_random():
         if len(given) < 2:
             continue
         total = tokens(given)
-        counter = TokenCounter()  # one per conversation, as in test_separated_tool_results_are_never_orphaned
         for share in (0.1, 0.5):
-            r = compress(given, max(50, int(total * share)), settings=NO_HOOK, counter=counter)
+            r = compress(given, max(50, int(total * share)), settings=NO_HOOK)
             assert not any(m.get("role") == "user" and "_agent_router_summary" in m for m in r.messages)
             assert _id_problems(r.messages, given) == []
