@@ -168,6 +168,9 @@ class AsyncProviderClient:
         return t.ProviderError(t.CONNECT, redact(f"{type(e).__name__}: {e}"), model=m.alias)
 
     async def _read(self, m: ModelInfo, resp: Any) -> bytes:
+        n = resp.content_length
+        if n is not None and n <= MAX_BODY_BYTES and resp.headers.get("Content-Encoding") is None:
+            return await resp.read()  # the length is known and bounded: one read, no chunk loop
         parts, size = [], 0
         async for chunk in resp.content.iter_any():
             size += len(chunk)
