@@ -392,9 +392,9 @@ class Router:
         """The configured chain for `alias`, else other admissible models, nearest tier first. When
         `admissible` is given (route() passes the models that passed its filter and budget), a configured
         chain keeps only those: a fallback never escapes the limits the first choice obeyed."""
-        allowed = None if admissible is None else {m.alias for m in admissible}
         chain = list(self.settings.routing.fallbacks.get(alias, []))
         if chain:
+            allowed = None if admissible is None else {m.alias for m in admissible}
             return [
                 a for a in chain if a != alias and (allowed is None or self.catalog.get(a).alias in allowed)
             ]
