@@ -319,7 +319,11 @@ class Router:
         cost = est_cost(chosen)
         remaining = ctx.get("budget_remaining_usd")
         per_request = s.budgets.per_request_usd
-        limit = min(x for x in (remaining, per_request, float("inf")) if x is not None)
+        limit = float("inf")
+        if remaining is not None:
+            limit = remaining
+        if per_request is not None and per_request < limit:
+            limit = per_request
         if cost > limit:
             on_exceed = ctx.get("on_exceed") or s.budgets.on_exceed
             cheaper = sorted((m for m in ok if est_cost(m) <= limit),
@@ -371,6 +375,8 @@ class Router:
     def _ceiling(self, ctx: dict[str, Any], kind: str) -> str | None:
         """The highest tier this call may use: the tightest of ctx["max_tier"], routing.utility_max_tier
         (utility calls) and tool_policy.max_tier (calls on the agent's own override)."""
+        if kind != "utility" and ctx.get("max_tier") is None and (ctx.get("override") or {}).get("by") != "agent":
+            return None  # no ceiling applies (the usual routed chat call)
         caps = [ctx.get("max_tier")]
         if kind == "utility":
             caps.append(self.settings.routing.utility_max_tier)
@@ -386,9 +392,9 @@ class Router:
         """The configured chain for `alias`, else other admissible models, nearest tier first. When
         `admissible` is given (route() passes the models that passed its filter and budget), a configured
         chain keeps only those: a fallback never escapes the limits the first choice obeyed."""
-        allowed = None if admissible is None else {m.alias for m in admissible}
         chain = list(self.settings.routing.fallbacks.get(alias, []))
         if chain:
+            allowed = None if admissible is None else {m.alias for m in admissible}
             return [
                 a for a in chain if a != alias and (allowed is None or self.catalog.get(a).alias in allowed)
             ]

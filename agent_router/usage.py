@@ -187,6 +187,11 @@ def _as_mapping(payload: Any) -> Any:
 
 def from_openai(u: Any, path: str = "usage") -> Usage:
     """An OpenAI-compatible `usage` object (Chat Completions or Responses API). `path` names it in errors."""
+    if type(u) is dict:  # the usual body: two plain counts and nothing else to read (the general path's answer)
+        inp, out = u.get("prompt_tokens"), u.get("completion_tokens")
+        if (type(inp) is int and type(out) is int and inp >= 0 and out >= 0 and u.get("prompt_tokens_details") is None
+                and u.get("completion_tokens_details") is None and u.get("prompt_cache_hit_tokens") is None):
+            return Usage(input=inp, output=out)
     u = _obj(_as_mapping(u), path)
 
     def n(*keys: str) -> int:

@@ -55,8 +55,10 @@ def _escalation_context(rt: rtmod.Runtime, conv: str) -> dict[str, Any]:
     return ctx
 
 
-def compress_prompt(rt: rtmod.Runtime, messages: list[dict[str, Any]], decision: Decision) -> Any | None:
+def compress_prompt(rt: rtmod.Runtime, messages: list[dict[str, Any]], decision: Decision,
+                    n_in: int | None = None) -> Any | None:
     """Fit `messages` to the chosen model's budget: the compression result, or None when nothing changed.
+    `n_in`: the tokens of `messages` on the decision's model, when the caller counted them already.
 
     The seam to agent_router.compression (branch `compression`: `plan_budget`, `compress`). When that module
     is not installed the step says so in the decision's reasons and leaves the prompt alone.
@@ -67,7 +69,7 @@ def compress_prompt(rt: rtmod.Runtime, messages: list[dict[str, Any]], decision:
         decision.reasons.append("compression not configured")
         return None
     model = rt.catalog.get(decision.model)
-    budget = compression.plan_budget(messages, model, rt.settings, rt.counter)
+    budget = compression.plan_budget(messages, model, rt.settings, rt.counter, n_in)
     if budget is None:
         return None
     result = compression.compress(messages, budget, model, settings=rt.settings, counter=rt.counter, pm=rt.pm,
@@ -163,13 +165,16 @@ def _within_budget(
     messages: list[dict[str, Any]],
     kind: str,
     override: dict[str, Any] | None,
+    n_in: int | None = None,
 ) -> tuple[Decision, str | None]:
     """Check the call against the budgets atomically just before it is made (spend may have grown since
     the turn began), reserving its estimate. Over budget: re-route with what is left, which downgrades, or
     raises BudgetBlocked when settings say block or nothing cheaper fits. Returns the decision and the
-    reservation to settle when the call is recorded."""
+    reservation to settle when the call is recorded. `n_in`: the tokens of `messages` on `d.model`, when
+    the caller counted them already (the gateway routes the very list it sends)."""
     model = rt.catalog.get(d.model)
-    n_in = rt.counter.count_messages(messages, model.provider, model.name).tokens
+    if n_in is None:
+        n_in = rt.counter.count_messages(messages, model.provider, model.name).tokens
     est = model.estimate_cost(n_in, d.estimated_output_tokens)
     # The turn was routed on the conversation; the call carries the host's whole prompt (system prompt,
     # tools): its estimate is what the budget and the ledger should see.

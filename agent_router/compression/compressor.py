@@ -242,8 +242,10 @@ def plan_budget(
     model_info: Any,
     settings: Settings | CompressionSettings | None = None,
     counter: TokenCounter | None = None,
+    total: int | None = None,
 ) -> Budget | None:
     """Whether and how far to compress the prompt for `model_info` (a catalog ModelInfo); None: leave it.
+    `total`: the prompt's tokens on that model, when the caller counted them already.
 
     Compress when the prompt exceeds ``history_share`` of the model's window (less its reserved output), and
     for models whose input price is at or above ``expensive_input_price``, to ``1 - target_reduction`` of
@@ -252,9 +254,9 @@ def plan_budget(
     cs = _settings_of(settings)
     if not cs.enabled:
         return None
-    counter = counter or TokenCounter()
     provider, name, info = _model_parts(model_info)
-    total = counter.count_messages(messages, provider, name).tokens
+    if total is None:
+        total = (counter or TokenCounter()).count_messages(messages, provider, name).tokens
     window = getattr(info, "context_window", None) or 128_000
     out = getattr(info, "max_output_tokens", 0) or 0
     limit = max(1, min(int(window * cs.history_share), window - out))

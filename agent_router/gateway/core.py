@@ -56,6 +56,10 @@ class Prepared:
     key_reserved: float = 0.0  # USD counted against the key's budget before the call, settled with its rows
 
 
+# json.dumps(x, sort_keys=True, ensure_ascii=False, default=str), without building an encoder per call
+_HEAD_JSON = json.JSONEncoder(sort_keys=True, ensure_ascii=False, default=str).encode
+
+
 def conversation_id(headers: Mapping[str, str], body: dict[str, Any], messages: list[dict[str, Any]]) -> str:
     """X-Conversation-Id, else the request's `user`, else a hash of the conversation's first messages (system
     and first user message), which stay the same as the conversation grows."""
@@ -70,7 +74,7 @@ def conversation_id(headers: Mapping[str, str], body: dict[str, Any], messages: 
         head.append(m)
         if m.get("role") == "user":
             break
-    raw = json.dumps(head[:3], sort_keys=True, ensure_ascii=False, default=str)[:100_000]
+    raw = _HEAD_JSON(head[:3])[:100_000]
     return "h:" + hashlib.sha256(raw.encode()).hexdigest()[:24]
 
 
@@ -171,12 +175,17 @@ class Gateway:
                 d = rt.route_turn(conv, messages, ctx)
             else:
                 d = rt.route(conv, messages, "chat", override, ctx)
+            # The router counted this very list on the chosen model (a gateway request's texts are clean
+            # already, so validation keeps the list): the compression and budget checks reuse that count.
+            m = self.catalog.find(d.model)
+            n_in = d.estimated_input_tokens if m is not None and (m.provider, m.name) == (
+                d.provider, d.model_name) else None
             msgs = messages
             if self.settings.compression.enabled:
-                res = compress_prompt(rt, messages, d)
+                res = compress_prompt(rt, messages, d, n_in)
                 if res is not None:
-                    msgs = res.messages
-            d, rid = _within_budget(rt, conv, d, msgs, "chat", override)
+                    msgs, n_in = res.messages, None
+            d, rid = _within_budget(rt, conv, d, msgs, "chat", override, n_in)
         except BudgetBlocked as e:
             raise OverBudget(f"over budget: {e}") from None
         except NoModelFits as e:
@@ -224,12 +233,11 @@ class CallLog:
         self.fields = {"conversation_id": p.conversation_id, "agent_id": p.key.name,
                        "reservation_id": p.reservation_id, "estimated_cost_usd": p.decision.estimated_cost_usd}
         self.seen: list[dict[str, Any]] = []
-        self.pending: list[tuple[dict[str, Any], float]] = []
+        self.pending = self.seen  # the attempts to write (priced on the ledger thread, off the event loop)
         self._flushed = False
 
     def __call__(self, rec: dict[str, Any]) -> None:
         self.seen.append(rec)
-        self.pending.append((rec, self.gw.cost(rec["model"], rec)))
 
     def flush(self) -> None:
         if not self._flushed:
@@ -311,11 +319,11 @@ class LedgerWriter:
         spend: dict[str, float] = {}
         for c in batch:  # the key's reservation gives way to the real cost (or to nothing: no call was made)
             if c.p.key.stored:
-                usd = sum(cost for _, cost in c.pending) - c.p.key_reserved
+                usd = sum(gw.cost(rec["model"], rec) for rec in c.pending) - c.p.key_reserved
                 spend[c.p.key.name] = spend.get(c.p.key.name, 0.0) + usd
         spend = {k: v for k, v in spend.items() if v}
         simple = [c for c in batch if len(c.pending) == 1]
-        rows = [led.attempt_fields(c.pending[0][0], c.p.decision, **c.fields) for c in simple]
+        rows = [led.attempt_fields(c.pending[0], c.p.decision, **c.fields) for c in simple]
         ids: list[int] = []
         ran = False  # the keys' spend went into the batch's transaction (committed when its rows have ids)
         if rows:
@@ -343,13 +351,13 @@ class LedgerWriter:
                     led.release(c.p.reservation_id)
                 continue
             on = led.attempt_recorder(c.p.decision, **c.fields)
-            for rec, _cost in c.pending:
+            for rec in c.pending:
                 rid = on(rec)
                 if rec.get("outcome") == "ok" and c.p.routed and rid is not None:
                     _track_answer(gw.rt, c.p.conversation_id, rid)
         if len(ids) == len(simple):
             for i, c in enumerate(simple):
-                if c.pending[0][0].get("outcome") == "ok" and c.p.routed:
+                if c.pending[0].get("outcome") == "ok" and c.p.routed:
                     _track_answer(gw.rt, c.p.conversation_id, ids[i])
         if not (ran and ids and len(ids) == len(rows)):  # no committed batch (spooled, refused, or none)
             for name, usd in spend.items():

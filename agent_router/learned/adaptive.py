@@ -109,6 +109,7 @@ class AdaptiveEstimator:
         # Full features (with n-grams) of this process's recent decisions, by key, for outcomes that come back.
         self._memory: OrderedDict[str, tuple[np.ndarray, float, float]] = OrderedDict()
         self._memory_max = memory
+        self._last_kept: tuple[np.ndarray, np.ndarray] | None = None  # (vector, its float32 copy) kept last
         self._spent: OrderedDict[str, float] = OrderedDict()  # key -> predicted cost the keeper counted
         self._nonce = uuid.uuid4().hex[:12]
         self._seq = 0
@@ -199,7 +200,16 @@ class AdaptiveEstimator:
             self._remember(key, x, p_weak, p_strong)
 
     def _remember(self, key: str, x: np.ndarray, p_weak: float, p_strong: float) -> None:
-        self._memory[key] = (x.astype(np.float32), p_weak, p_strong)  # ~1 KB a call
+        # ~1 KB a call; a request asked again (an agent's tool loop, LearnedRouter's cached vector) shares the
+        # copy it made last, read-only (`_features_of` reads a copy of it).
+        last = self._last_kept
+        if last is not None and last[0] is x:
+            kept = last[1]
+        else:
+            kept = x.astype(np.float32)
+            kept.flags.writeable = False
+            self._last_kept = (x, kept)
+        self._memory[key] = (kept, p_weak, p_strong)
         while len(self._memory) > self._memory_max:
             self._memory.popitem(last=False)
 

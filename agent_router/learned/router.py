@@ -27,7 +27,7 @@ from ..errors import AgentRouterError, InputError
 from ..home import ledger_path
 from ..messages import has_image, last_user_index, text_of
 from ..settings import LearnedCalibration, LearnedSettings, Settings
-from .adaptive import AdaptiveEstimator
+from .adaptive import AdaptiveEstimator, request_vector, sketch_head, sketch_with_key
 from .calibrate import calibrate
 from .features import DENSE_KEYS, RequestFeatures, features_key
 from .model import QualityModel, load_model, objective_score
@@ -87,14 +87,10 @@ class Scored:
 
     def vector(self) -> np.ndarray:
         if self._vector is None:
-            from .adaptive import request_vector
-
             self._vector = request_vector(self.f.dense, (self.f.buckets, self.f.values))
         return self._vector
 
     def sketch(self, key: str | None) -> str:
-        from .adaptive import sketch_head, sketch_with_key
-
         if self._sketch is None:
             self._sketch = sketch_head(self.f.dense, self.p_w, self.p_s)
         return sketch_with_key(self._sketch, key)

@@ -90,9 +90,15 @@ class AsyncProviderClient:
         on_attempt: Callable[[Record], Any] | None = None,
         **opts: Any,
     ) -> t.Completion:
-        out = None
-        async for d in self._run(False, model, messages, fallbacks, kind, opts, on_attempt):
-            out = d.completion or out
+        # The attempt loop of `_run` without its async generator (a non-streamed call yields nothing before
+        # the answer): the same Plan steps, each attempt made by `_attempt`.
+        plan = Plan(self.client, model, messages, fallbacks, kind, opts, on_attempt)
+        for step in plan.steps():
+            if isinstance(step, Wait):
+                await asyncio.sleep(step.seconds)
+                continue
+            await self._attempt(plan, step)
+        out = plan.final(False)[-1].completion
         assert out is not None
         return out
 
@@ -121,27 +127,34 @@ class AsyncProviderClient:
             if isinstance(step, Wait):
                 await asyncio.sleep(step.seconds)
                 continue
+            if not stream:
+                await self._attempt(plan, step)
+                continue
             m = step.model
-            parser = wire_for(m.provider).StreamParser(m.name) if stream else None
+            parser = wire_for(m.provider).StreamParser(m.name)
             try:
-                if stream:
-                    gen = self._send_stream(m, step.key, plan.req, plan.deadline, parser)
-                    async with contextlib.aclosing(gen):
-                        async for d in gen:
-                            if step.take(d):
-                                yield d
-                else:
-                    step.completion = await self._send(m, step.key, plan.req, plan.deadline)
+                gen = self._send_stream(m, step.key, plan.req, plan.deadline, parser)
+                async with contextlib.aclosing(gen):
+                    async for d in gen:
+                        if step.take(d):
+                            yield d
             except t.ProviderError as e:
                 step.error = e
             except (GeneratorExit, asyncio.CancelledError):
-                try:  # the caller stopped reading: what was generated so far is paid for, so it is recorded
-                    plan.cancelled(step, parser)
-                except Exception:  # recording must not hide the cancellation
-                    log.exception("recording a cancelled stream failed")
+                _cancelled(plan, step, parser)
                 raise
         for d in plan.final(stream):
             yield d
+
+    async def _attempt(self, plan: Plan, step: Any) -> None:
+        """One non-streamed attempt: sets the step's completion or error (Plan's protocol)."""
+        try:
+            step.completion = await self._send(step.model, step.key, plan.req, plan.deadline)
+        except t.ProviderError as e:
+            step.error = e
+        except (GeneratorExit, asyncio.CancelledError):
+            _cancelled(plan, step, None)
+            raise
 
     # -- one HTTP exchange -------------------------------------------------------------------------------------
     def _timeouts(self, end: float) -> Any:
@@ -168,6 +181,9 @@ class AsyncProviderClient:
         return t.ProviderError(t.CONNECT, redact(f"{type(e).__name__}: {e}"), model=m.alias)
 
     async def _read(self, m: ModelInfo, resp: Any) -> bytes:
+        n = resp.content_length
+        if n is not None and n <= MAX_BODY_BYTES and resp.headers.get("Content-Encoding") is None:
+            return await resp.read()  # the length is known and bounded: one read, no chunk loop
         parts, size = [], 0
         async for chunk in resp.content.iter_any():
             size += len(chunk)
@@ -252,3 +268,11 @@ class AsyncProviderClient:
             err = self._transport_error(m, e, end)
             raise sr.broken(f"connection lost ({type(e).__name__}) mid-stream", err) from None
         yield sr.done(comp)
+
+
+def _cancelled(plan: Plan, step: Any, parser: Any) -> None:
+    """The caller stopped waiting or reading: what was generated so far is paid for, so it is recorded."""
+    try:
+        plan.cancelled(step, parser)
+    except Exception:  # recording must not hide the cancellation
+        log.exception("recording a cancelled stream failed")

@@ -105,7 +105,8 @@ class Plan:
                 skipped.append(f"{alias}: cooling down")
                 continue
             endpoint = base_url_for(m)
-            keys: list[Secret | None] = list(c.keys.rotation(c._group(m), m.config.key_envs(), endpoint))
+            envs = m.config.key_envs()
+            keys: list[Secret | None] = list(c.keys.rotation(c._group(m), envs, endpoint)) if envs else []
             if not keys:
                 if needs_key(m):
                     why, reason = self._no_key(m, endpoint)
@@ -256,6 +257,8 @@ class Plan:
 
     def _unblocked(self, alias: str, keys: list[Secret | None]) -> Secret | None:
         """The first key not rate-limited; else the one free soonest."""
+        if len(keys) == 1:
+            return keys[0]
         return min(keys, key=lambda k: blocked_for(self.c, alias, k))
 
     def _wait_for_limits(self, alias: str, m: ModelInfo, key: Secret | None) -> float:

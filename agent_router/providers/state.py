@@ -115,9 +115,16 @@ class MemoryState:
                 del self._data[k]
 
     def get(self, key: str) -> float | None:
-        with self._lock:
-            item = self._live(key, self._clock())
-        return None if item is None else item[0]
+        # Without the lock while nothing expires: a dict read is atomic, and most keys asked for per call
+        # (learned limits, health) are absent.
+        item = self._data.get(key)
+        if item is None:
+            return None
+        if item[1] is not None:
+            with self._lock:
+                item = self._live(key, self._clock())
+            return None if item is None else item[0]
+        return item[0]
 
     def set(self, key: str, value: float, ttl_s: float | None = None) -> None:
         with self._lock:
