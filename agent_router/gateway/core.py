@@ -232,8 +232,7 @@ class CallLog:
         self.gw, self.p = gw, p
         self.fields = {"conversation_id": p.conversation_id, "agent_id": p.key.name,
                        "reservation_id": p.reservation_id, "estimated_cost_usd": p.decision.estimated_cost_usd}
-        self.seen: list[dict[str, Any]] = []
-        self.pending = self.seen  # the attempts to write (priced on the ledger thread, off the event loop)
+        self.seen: list[dict[str, Any]] = []  # the attempts, written (and priced) on the ledger thread
         self._flushed = False
 
     def __call__(self, rec: dict[str, Any]) -> None:
@@ -319,11 +318,11 @@ class LedgerWriter:
         spend: dict[str, float] = {}
         for c in batch:  # the key's reservation gives way to the real cost (or to nothing: no call was made)
             if c.p.key.stored:
-                usd = sum(gw.cost(rec["model"], rec) for rec in c.pending) - c.p.key_reserved
+                usd = sum(gw.cost(rec["model"], rec) for rec in c.seen) - c.p.key_reserved
                 spend[c.p.key.name] = spend.get(c.p.key.name, 0.0) + usd
         spend = {k: v for k, v in spend.items() if v}
-        simple = [c for c in batch if len(c.pending) == 1]
-        rows = [led.attempt_fields(c.pending[0], c.p.decision, **c.fields) for c in simple]
+        simple = [c for c in batch if len(c.seen) == 1]
+        rows = [led.attempt_fields(c.seen[0], c.p.decision, **c.fields) for c in simple]
         ids: list[int] = []
         ran = False  # the keys' spend went into the batch's transaction (committed when its rows have ids)
         if rows:
@@ -346,18 +345,18 @@ class LedgerWriter:
         for c in batch:
             if id(c) in batched:
                 continue
-            if not c.pending:
-                if not c.seen and c.p.reservation_id:
+            if not c.seen:  # no call was made: its reservation is released
+                if c.p.reservation_id:
                     led.release(c.p.reservation_id)
                 continue
             on = led.attempt_recorder(c.p.decision, **c.fields)
-            for rec in c.pending:
+            for rec in c.seen:
                 rid = on(rec)
                 if rec.get("outcome") == "ok" and c.p.routed and rid is not None:
                     _track_answer(gw.rt, c.p.conversation_id, rid)
         if len(ids) == len(simple):
             for i, c in enumerate(simple):
-                if c.pending[0].get("outcome") == "ok" and c.p.routed:
+                if c.seen[0].get("outcome") == "ok" and c.p.routed:
                     _track_answer(gw.rt, c.p.conversation_id, ids[i])
         if not (ran and ids and len(ids) == len(rows)):  # no committed batch (spooled, refused, or none)
             for name, usd in spend.items():

@@ -90,8 +90,8 @@ class AsyncProviderClient:
         on_attempt: Callable[[Record], Any] | None = None,
         **opts: Any,
     ) -> t.Completion:
-        # The attempt loop of `_run` without its async generator (a non-streamed call yields nothing before
-        # the answer): the same Plan steps, each attempt made by `_attempt`.
+        # A coroutine, not `_stream`'s async generator (a non-streamed call yields nothing before the answer):
+        # the same Plan steps, each attempt made by `_attempt`.
         plan = Plan(self.client, model, messages, fallbacks, kind, opts, on_attempt)
         for step in plan.steps():
             if isinstance(step, Wait):
@@ -114,21 +114,18 @@ class AsyncProviderClient:
     ) -> AsyncIterator[t.Delta]:
         """Text deltas, then tool calls, then one Delta with the `completion`; failover only before the first
         delta."""
-        return self._run(True, model, messages, fallbacks, kind, opts, on_attempt)
+        return self._stream(model, messages, fallbacks, kind, opts, on_attempt)
 
     def cooling_down(self) -> list[str]:
         return self.client.cooling_down()
 
-    # -- the attempt loop: Plan decides, this drives the I/O ---------------------------------------------------
-    async def _run(self, stream: bool, *call: Any) -> AsyncIterator[t.Delta]:
+    # -- the attempt loops: Plan decides, these drive the I/O (`complete` above, streams here) -----------------
+    async def _stream(self, *call: Any) -> AsyncIterator[t.Delta]:
         """`call`: Plan's arguments after the client (model, messages, fallbacks, kind, opts, on_attempt)."""
         plan = Plan(self.client, *call)
         for step in plan.steps():
             if isinstance(step, Wait):
                 await asyncio.sleep(step.seconds)
-                continue
-            if not stream:
-                await self._attempt(plan, step)
                 continue
             m = step.model
             parser = wire_for(m.provider).StreamParser(m.name)
@@ -143,7 +140,7 @@ class AsyncProviderClient:
             except (GeneratorExit, asyncio.CancelledError):
                 _cancelled(plan, step, parser)
                 raise
-        for d in plan.final(stream):
+        for d in plan.final(True):
             yield d
 
     async def _attempt(self, plan: Plan, step: Any) -> None:
