@@ -375,18 +375,16 @@ class Router:
     def _ceiling(self, ctx: dict[str, Any], kind: str) -> str | None:
         """The highest tier this call may use: the tightest of ctx["max_tier"], routing.utility_max_tier
         (utility calls) and tool_policy.max_tier (calls on the agent's own override)."""
-        if kind != "utility" and ctx.get("max_tier") is None and (ctx.get("override") or {}).get("by") != "agent":
-            return None  # no ceiling applies (the usual routed chat call)
-        caps = [ctx.get("max_tier")]
-        if kind == "utility":
-            caps.append(self.settings.routing.utility_max_tier)
-        if (ctx.get("override") or {}).get("by") == "agent":
-            caps.append(self.settings.tool_policy.max_tier)
+        s = self.settings
+        agent = (ctx.get("override") or {}).get("by") == "agent"
+        caps = [c for c in (ctx.get("max_tier"), s.routing.utility_max_tier if kind == "utility" else None,
+                            s.tool_policy.max_tier if agent else None) if c is not None]
+        if not caps:  # no ceiling applies (the usual routed chat call)
+            return None
         for c in caps:
-            if c is not None and c not in TIERS:
+            if c not in TIERS:
                 raise AgentRouterError(f"max_tier {c!r} is not one of {', '.join(TIERS)}")
-        known = [c for c in caps if c is not None]
-        return min(known, key=lambda t: TIER_RANK[t]) if known else None
+        return min(caps, key=lambda t: TIER_RANK[t])
 
     def fallbacks_for(self, alias: str, admissible: list[ModelInfo] | None = None) -> list[str]:
         """The configured chain for `alias`, else other admissible models, nearest tier first. When
