@@ -172,7 +172,7 @@ class AsyncProviderClient:
         if isinstance(e, http1.ReadTimeout | http1.TotalTimeout):
             return self.client._time_up(m)
         if isinstance(e, http1.TooLarge):
-            return t.ProviderError(t.MALFORMED, f"response {e}", model=m.alias)
+            return t.ProviderError(t.MALFORMED, str(e), model=m.alias)
         return t.ProviderError(t.CONNECT, redact(f"{type(e).__name__}: {e}"), model=m.alias)
 
     async def _read(self, m: ModelInfo, resp: http1.Response) -> bytes:
@@ -255,7 +255,7 @@ class AsyncProviderClient:
             c._after_ok(m, key, resp)  # type: ignore[arg-type]
         except http1.HTTPError as e:
             err = self._transport_error(m, e, end)
-            why = f"response {e}" if isinstance(e, http1.TooLarge) else f"connection lost ({type(e).__name__})"
+            why = str(e) if isinstance(e, http1.TooLarge) else f"connection lost ({type(e).__name__})"
             raise sr.broken(f"{why} mid-stream", err) from None
         finally:
             if resp is not None:

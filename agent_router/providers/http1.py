@@ -96,6 +96,10 @@ class Headers(Mapping[str, str]):
         return f"Headers({self._d!r})"
 
 
+def _size(n: int) -> str:
+    return f"{n // 2**20} MiB" if n % 2**20 == 0 else f"{n // 1024} KiB" if n % 1024 == 0 else f"{n} bytes"
+
+
 _TLS: ssl.SSLContext | None = None
 
 
@@ -126,6 +130,7 @@ class _Conn(asyncio.Protocol):
         self.pairs: list[tuple[str, str]] = []
         self.head_bytes = 0
         self.headers_done = False
+        self.keep_alive = False
         self.informational = False
         self.eof_body = False  # no length, not chunked: the body ends when the server closes
         self.done = False
@@ -158,9 +163,8 @@ class _Conn(asyncio.Protocol):
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:  # pragma: no cover - never asked for
             self._fail(ProtocolError("unexpected protocol upgrade"))
-        except httptools.HttpParserError as e:
-            self._fail(self.exc if isinstance(self.exc, TooLarge) else ProtocolError(f"bad response: {e}"))
-            return
+        except httptools.HttpParserError as e:  # a callback's TooLarge is already in self.exc
+            self._fail(ProtocolError(f"bad response: {e}"))
 
     def eof_received(self) -> bool | None:
         self._ended(None)
@@ -171,7 +175,7 @@ class _Conn(asyncio.Protocol):
 
     def _ended(self, exc: BaseException | None) -> None:
         self.closed = True
-        if self.head is None or self.done:
+        if self.head is None or self.done or self.exc is not None:
             return
         if self.headers_done and self.eof_body and exc is None:
             self.on_message_complete()
@@ -196,7 +200,7 @@ class _Conn(asyncio.Protocol):
     def _count(self, n: int) -> None:
         self.head_bytes += n
         if self.head_bytes > MAX_HEAD_BYTES:
-            self.exc = TooLarge(f"response head larger than {MAX_HEAD_BYTES // 1024} KiB")
+            self.exc = TooLarge(f"response head larger than {_size(MAX_HEAD_BYTES)}")
             raise self.exc
 
     def on_headers_complete(self) -> None:
@@ -206,6 +210,7 @@ class _Conn(asyncio.Protocol):
             self.reason, self.pairs = b"", []
             return
         self.headers_done = True
+        self.keep_alive = self.parser.should_keep_alive()  # llhttp answers this only until the message ends
         h = {k.lower() for k, _ in self.pairs}
         self.eof_body = "content-length" not in h and "transfer-encoding" not in h and status >= 200 and status not in (
             204,
@@ -264,7 +269,7 @@ class _Conn(asyncio.Protocol):
             self.total_timer = None
 
     def _fail(self, exc: BaseException) -> None:
-        if self.exc is None or not isinstance(self.exc, TooLarge):
+        if self.exc is None:  # the first cause stays (a timeout's abort is seen as a disconnect after it)
             self.exc = exc
         self.abort()
         if self.head is not None and not self.head.done():
@@ -290,7 +295,7 @@ class _Conn(asyncio.Protocol):
             not self.closed
             and self.done
             and not self.eof_body
-            and self.parser.should_keep_alive()
+            and self.keep_alive
             and self.transport is not None
             and not self.transport.is_closing()
         )
@@ -353,19 +358,19 @@ class Response:
         async for chunk in self._raw():
             seen += len(chunk)
             if limit is not None and seen > limit:
-                raise TooLarge(f"body larger than {limit} bytes")
+                raise TooLarge(f"response body larger than {_size(limit)}")
             if self._zlib is not None:
                 chunk = self._decode(chunk, None if limit is None else limit - out)
                 if not chunk:
                     continue
             out += len(chunk)
             if limit is not None and out > limit:
-                raise TooLarge(f"body larger than {limit} bytes")
+                raise TooLarge(f"response body larger than {_size(limit)}")
             yield chunk
         if self._zlib is not None:
             tail = self._zlib.flush()
             if limit is not None and out + len(tail) > limit:
-                raise TooLarge(f"body larger than {limit} bytes")
+                raise TooLarge(f"response body larger than {_size(limit)}")
             if tail:
                 yield tail
 
@@ -380,7 +385,7 @@ class Response:
             self._zlib, self._deflate = zlib.decompressobj(-15), False
             return self._decode(chunk, room)
         if self._zlib.unconsumed_tail:
-            raise TooLarge(f"body larger than {room} bytes once decompressed")
+            raise TooLarge(f"response body larger than {_size(room)} once decompressed")
         self._deflate = False  # the format is settled by the first bytes
         return out
 
@@ -409,7 +414,7 @@ class Response:
                 start = i + 1
             buf = buf[start:]
             if len(buf) > max_line:
-                raise TooLarge(f"line longer than {max_line // 1024} KiB")
+                raise TooLarge(f"event-stream line longer than {_size(max_line)}")
         if buf:
             yield buf
 
