@@ -405,3 +405,22 @@ def test_headers_are_read_case_insensitively():
                        ("Set-Cookie", "b")])
     assert h.get("retry-after") == "3" and h["x-ratelimit-remaining-requests"] == "0" and "RETRY-AFTER" in h
     assert h.get("Set-Cookie") == "a, b" and h.get("missing", "") == ""
+
+
+def test_one_endless_header_line_is_cut_off_at_the_head_bound():
+    async def endless_header(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> bool:
+        w.write(b"HTTP/1.1 200 OK\r\nX-Pad: ")
+        while True:  # one header value that never ends, until the client hangs up
+            w.write(b"a" * 1000)
+            await w.drain()
+
+    async def main() -> tuple[str, str]:
+        async with Upstream() as up, client(up) as ac:
+            up.script.append(endless_header)
+            with pytest.raises(Exception) as e:
+                await ac.complete("m", USER)
+            await asyncio.wait_for(up.gone.wait(), 2)  # the client hung up
+            return failure(e.value)
+
+    kind, text = run(main())
+    assert kind == "malformed" and "response head larger than 64 KiB" in text

@@ -21,6 +21,7 @@ import asyncio
 import collections
 import socket
 import ssl
+import time
 import zlib
 from collections.abc import AsyncIterator, Iterator, Mapping
 from typing import Any
@@ -129,6 +130,7 @@ class _Conn(asyncio.Protocol):
         self.reason = b""
         self.pairs: list[tuple[str, str]] = []
         self.head_bytes = 0
+        self.raw_head = 0
         self.headers_done = False
         self.keep_alive = False
         self.informational = False
@@ -159,6 +161,11 @@ class _Conn(asyncio.Protocol):
         if self.head is None:  # bytes while no request is out: the connection is not reusable
             self.closed = True
             return
+        if not self.headers_done:  # httptools holds a header until it is whole: bound what it may hold
+            if self.raw_head > MAX_HEAD_BYTES:  # all bytes before the head's end are the head's
+                self._fail(TooLarge(f"response head larger than {_size(MAX_HEAD_BYTES)}"))
+                return
+            self.raw_head += len(data)
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:  # pragma: no cover - never asked for
@@ -467,8 +474,6 @@ class Pool:
         key, target = self._target(url)
         end_at = 0.0
         if end is not None:
-            import time
-
             end_at = loop.time() + (end - time.monotonic())
         conn = self._reuse(key)
         if conn is None:
