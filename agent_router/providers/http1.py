@@ -27,7 +27,7 @@ from collections.abc import AsyncIterator, Iterator, Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
-import httptools
+httptools: Any = None  # imported by the first Pool (~2 ms): importing the providers package does not pay it
 
 MAX_HEAD_BYTES = 64 * 1024  # status line and headers of one response
 MAX_LINE_BYTES = 2**20  # one line of an event stream (large tool-call arguments come in one data line)
@@ -119,7 +119,7 @@ class _Conn(asyncio.Protocol):
         self.loop = loop
         self.key = key
         self.transport: asyncio.Transport | None = None
-        self.parser = httptools.HttpResponseParser(self)
+        self.parser = httptools.HttpResponseParser(self)  # set by Pool()
         self.closed = False
         self.idle_since = 0.0
         self.reset()
@@ -144,7 +144,6 @@ class _Conn(asyncio.Protocol):
         self.gap = 0.0
         self.gap_timer: asyncio.TimerHandle | None = None
         self.total_timer: asyncio.TimerHandle | None = None
-        self.end_at = 0.0  # loop time of the deadline (0: none)
 
     # -- asyncio.Protocol ----------------------------------------------------------------------------------
     def connection_made(self, transport: Any) -> None:
@@ -248,7 +247,6 @@ class _Conn(asyncio.Protocol):
         now = self.loop.time()
         self.last_read = now
         self.gap = gap
-        self.end_at = end_at
         self.gap_timer = self.loop.call_at(now + gap, self._gap_check)
         if end_at:
             self.total_timer = self.loop.call_at(end_at, self._total_up)
@@ -303,14 +301,15 @@ class _Conn(asyncio.Protocol):
             and self.done
             and not self.eof_body
             and self.keep_alive
+            and not self.paused
             and self.transport is not None
             and not self.transport.is_closing()
         )
 
 
 class Response:
-    """Status, reason, headers; the body by `read()`, `chunks()` or `lines()`. `close()` (or `async with`) gives
-    the connection back when the body was read to its end, else closes it."""
+    """Status, reason, headers; the body by `read()`, `chunks()` or `lines()`. `close()` gives the connection
+    back when the body was read to its end, else closes it (the server sees the disconnect)."""
 
     def __init__(self, pool: Pool, conn: _Conn):
         self._pool = pool
@@ -322,17 +321,6 @@ class Response:
         self._zlib = zlib.decompressobj(47) if enc in ("gzip", "x-gzip", "deflate") else None
         self._deflate = enc == "deflate"
         self._released = False
-
-    @property
-    def content_length(self) -> int | None:
-        v = self.headers.get("content-length")
-        return int(v) if v is not None and v.isdigit() else None
-
-    async def __aenter__(self) -> Response:
-        return self
-
-    async def __aexit__(self, *exc: Any) -> None:
-        self.close()
 
     def close(self) -> None:
         if self._released:
@@ -409,21 +397,24 @@ class Response:
 
     async def lines(self, max_line: int = MAX_LINE_BYTES) -> AsyncIterator[bytes]:
         """The body's lines, each with its line end (the last may have none); TooLarge over `max_line` bytes."""
-        buf = b""
+        parts: list[bytes] = []  # the line begun and not yet ended, in pieces (no copy per chunk)
+        held = 0
         async for chunk in self.chunks():
-            buf = buf + chunk if buf else chunk
             start = 0
-            while True:
-                i = buf.find(b"\n", start)
-                if i < 0:
-                    break
-                yield buf[start : i + 1]
+            while (i := chunk.find(b"\n", start)) >= 0:
+                if parts:
+                    yield b"".join([*parts, chunk[start : i + 1]])
+                    parts, held = [], 0
+                else:
+                    yield chunk[start : i + 1]
                 start = i + 1
-            buf = buf[start:]
-            if len(buf) > max_line:
-                raise TooLarge(f"event-stream line longer than {_size(max_line)}")
-        if buf:
-            yield buf
+            if start < len(chunk):
+                parts.append(chunk[start:])
+                held += len(chunk) - start
+                if held > max_line:
+                    raise TooLarge(f"event-stream line longer than {_size(max_line)}")
+        if parts:
+            yield b"".join(parts)
 
 
 class Pool:
@@ -439,6 +430,11 @@ class Pool:
         self._targets: dict[str, tuple[tuple[str, str, int], bytes]] = {}
         self.closed = False
         self._loop: Any = None
+        global httptools
+        if httptools is None:
+            import httptools as module
+
+            httptools = module
 
     def _target(self, url: str) -> tuple[tuple[str, str, int], bytes]:
         """(scheme, host, port) and the request target with the Host header line, cached per URL."""
