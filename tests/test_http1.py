@@ -424,3 +424,22 @@ def test_one_endless_header_line_is_cut_off_at_the_head_bound():
 
     kind, text = run(main())
     assert kind == "malformed" and "response head larger than 64 KiB" in text
+
+
+def test_a_body_larger_than_the_read_buffer_arrives_whole_and_the_connection_is_reused():
+    """Past 1 MiB buffered the socket is not read until the consumer catches up; the body still arrives whole."""
+    big = bytes(range(256)) * (5 * 4096)  # 5 MiB
+
+    async def main() -> None:
+        async with Upstream() as up:
+            up.script.extend([reply(big), reply(big)])
+            pool = http1.Pool()
+            for _ in range(2):
+                resp = await pool.post(up.url() + "/x", {}, b"{}", connect_s=1, read_gap_s=2, end=None)
+                await asyncio.sleep(0.2)  # the server has sent what the socket takes; reading was paused
+                assert await resp.read(2**26) == big
+                resp.close()
+            assert up.connections == 1 and pool.idle_count() == 1
+            pool.close()
+
+    run(main())
