@@ -183,7 +183,7 @@ def test_route_imports_only_what_it_needs(tmp_path):
 
 
 def test_the_gateway_loads_no_sync_http_client(tmp_path):
-    """`serve` calls providers through aiohttp: httpx, httpcore and what httpx imports with them (its CLI's
+    """`serve` calls providers through providers/http1: httpx, httpcore and what httpx imports with them (its CLI's
     pygments) stay unloaded, ~40 ms of every start; the sync client imports them when it is first used."""
     # One process: what the gateway's modules load, then what creating the sync client adds.
     code = ("import json, sys\nimport agent_router.gateway.app, agent_router.gateway.core, agent_router.cli\n"

@@ -100,7 +100,7 @@ class ProviderClient:
 
     @property
     def http(self) -> httpx.Client:
-        """The HTTP client, made on first use: the gateway calls through aiohttp and never needs one (its TLS
+        """The HTTP client, made on first use: the gateway calls through providers/http1 and never needs one (its TLS
         context and pool cost ~30 ms of every `serve` start)."""
         if self._http is None:
             with self._http_lock:

@@ -109,7 +109,7 @@ class Watchdog:
 @functools.cache
 def _backend_class() -> type:
     """The network backend wrapper, made on first use: httpcore (and h11 under it) loads only in a process that
-    makes a sync provider client, never in `serve` (which calls through aiohttp)."""
+    makes a sync provider client, never in `serve` (which calls through providers/http1)."""
     import httpcore
 
     class _Stream(httpcore.NetworkStream):
