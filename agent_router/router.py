@@ -124,6 +124,15 @@ class Router:
         self._challengers: dict[str, Router] = {}
         self._learned: Any = None
         self.ledger: Any = None  # the Ledger learned routing reads verdicts from (None: the one settings name)
+        # Per wanted tier, every model of every tier by distance from it (`_TIER_ORDER`), each once: the routed
+        # candidates before a wanted model goes first. Made once (the catalog does not change under a router).
+        self._candidates: dict[str, tuple[ModelInfo, ...]] = {}
+        for w in TIERS:
+            order: dict[str, ModelInfo] = {}
+            for t in _TIER_ORDER[w]:
+                for m in self.catalog.tier_models(t):
+                    order.setdefault(m.alias, m)  # aliases are unique in a catalog: one alias, one model
+            self._candidates[w] = tuple(order.values())
 
     @property
     def learned(self) -> Any:
@@ -288,15 +297,10 @@ class Router:
 
         # Candidates: the wanted tier first, then the others ordered by distance (up before down when the
         # constraint is capability or size, since a smaller tier rarely fixes those).
-        candidates: list[ModelInfo] = []
+        candidates = self._candidates[tier]
         if wanted_model:
-            candidates.append(self.catalog.get(wanted_model))
-        seen = {m.alias for m in candidates}  # aliases are unique in a catalog: one alias, one model
-        for t in _TIER_ORDER[tier]:
-            for m in self.catalog.tier_models(t):
-                if m.alias not in seen:
-                    seen.add(m.alias)
-                    candidates.append(m)
+            wm = self.catalog.get(wanted_model)
+            candidates = (wm, *(m for m in candidates if m.alias != wm.alias))
         ok = [m for m in candidates if admissible(m)]
         if not ok:
             detail = "; ".join(f"{a}: {why}" for a, why in rejected.items())

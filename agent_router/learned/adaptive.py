@@ -113,6 +113,11 @@ class AdaptiveEstimator:
         self._spent: OrderedDict[str, float] = OrderedDict()  # key -> predicted cost the keeper counted
         self._nonce = uuid.uuid4().hex[:12]
         self._seq = 0
+        # Imported with the estimator, not per decision (nor with this module: the runtime imports it for the
+        # SignalTracker without the learned model).
+        from .model import objective_score
+
+        self._objective = objective_score
 
     def _prior(self, task_type: str, group: str) -> float:
         for key in (task_type, "*"):
@@ -132,9 +137,12 @@ class AdaptiveEstimator:
     def expect(self, task_type: str, group: str, p: float) -> None:
         """The router acted on prediction `p` (P(good) of the `group` head) for a call of this task type."""
         with self._lock:
-            post = self.posterior(task_type, group)
-            post.expected += p
-            post.predictions += 1
+            self._expect(task_type, group, p)
+
+    def _expect(self, task_type: str, group: str, p: float) -> None:
+        post = self.posterior(task_type, group)
+        post.expected += p
+        post.predictions += 1
 
     def update(self, outcome: Mapping[str, Any]) -> None:
         """Add one outcome {task_type, tier, good[, source]}; an InputError names a missing or bad field."""
@@ -231,23 +239,21 @@ class AdaptiveEstimator:
         keeper holds at the static router's premium share. The call's features are remembered under `key`,
         for its outcome. `vector`: `request_vector(dense, hashed)` when the caller has it.
         """
-        from .model import objective_score
-
+        objective_score = self._objective
         raw = objective_score(p_weak, p_strong, log_cost)
         static_strong = raw >= cut
-        with self._lock:
-            pw, ps = p_weak, p_strong
+        pw, ps = p_weak, p_strong
+        if self.residual is None:
+            pw, ps = self.adjust(task_type, p_weak, p_strong)
+        with self._lock:  # one hold for the whole decision (taken once, not three times)
             if self.residual is not None:
                 x = vector if vector is not None else request_vector(
                     self.coarse(task_type) if dense is None else dense, hashed)
                 pw, ps = self.residual.adjust(x, p_weak, p_strong, sample=True)
                 if key is not None:
                     self._remember(key, x, p_weak, p_strong)
-        if self.residual is None:
-            pw, ps = self.adjust(task_type, p_weak, p_strong)
-        need = objective_score(pw, ps, log_cost)
-        score, cost = need, 1.0
-        with self._lock:
+            need = objective_score(pw, ps, log_cost)
+            score, cost = need, 1.0
             if self.cost is not None and dense is not None and self.cost.n:
                 lc = self.cost.predict(np.asarray(dense, dtype=np.float64))
                 if lc is not None:
@@ -259,7 +265,7 @@ class AdaptiveEstimator:
                 self._spent[key] = cost
                 while len(self._spent) > self._memory_max:
                     self._spent.popitem(last=False)
-        self.expect(task_type, "strong" if strong else "weak", p_strong if strong else p_weak)
+            self._expect(task_type, "strong" if strong else "weak", p_strong if strong else p_weak)
         return need, strong, raw, static_strong
 
     def consume(self, outcomes: Iterable[Mapping[str, Any]]) -> int:
