@@ -26,6 +26,7 @@ request, a tool error after the answer) weigh less than explicit feedback, since
 from __future__ import annotations
 
 import bisect
+import itertools
 import json
 import math
 import threading
@@ -112,7 +113,7 @@ class AdaptiveEstimator:
         self._last_kept: tuple[np.ndarray, np.ndarray] | None = None  # (vector, its float32 copy) kept last
         self._spent: OrderedDict[str, float] = OrderedDict()  # key -> predicted cost the keeper counted
         self._nonce = uuid.uuid4().hex[:12]
-        self._seq = 0
+        self._seq = itertools.count(1)  # next() on it is atomic: keys need no lock
         # Imported with the estimator, not per decision (nor with this module: the runtime imports it for the
         # SignalTracker without the learned model).
         from .model import objective_score
@@ -195,9 +196,7 @@ class AdaptiveEstimator:
 
     def new_key(self) -> str:
         """A key for one decision's features in this process's memory (unique across processes)."""
-        with self._lock:
-            self._seq += 1
-            return f"{self._nonce}:{self._seq}"
+        return f"{self._nonce}:{next(self._seq)}"
 
     def remember(self, key: str, dense: Sequence[float], hashed: HashedNgrams | None, p_weak: float,
                  p_strong: float, vector: np.ndarray | None = None) -> None:

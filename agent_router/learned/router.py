@@ -138,6 +138,9 @@ class LearnedRouter:
         self.objective = self.settings.objective if self.model.cost_dense is not None else "quality"
         self.calibration = self.settings.calibration or default_calibration(self.model, self.objective)
         self._cost_head = _cost_head(self.calibration)
+        # Parts of the learned reason that are the same for every request this router scores.
+        self._need_word = "gain per $" if self.objective == "cost" else "need"
+        self._cut_points = f" (cut points {self.calibration.low:.3f}/{self.calibration.high:.3f})"
         # The premium cut on the quality gain alone (the weights' own), for plain chat under the cost objective.
         self._quality_cut = default_calibration(self.model, "quality").high
         # Each labelled dense feature's weight in the predicted gain (strongest head minus cheapest), for reasons.
@@ -263,8 +266,7 @@ class LearnedRouter:
         score = rescale(need, cal, low, high)
         heads = self.model.heads
         task, learned, base = sc.said(heads)
-        reasons = [task, f"{learned} -> {'gain per $' if self.objective == 'cost' else 'need'} {need:.2f}"
-                   f" (cut points {cal.low:.3f}/{cal.high:.3f})"]
+        reasons = [task, f"{learned} -> {self._need_word} {need:.2f}{self._cut_points}"]
         simple = self.simple_chat(f, probs[heads[0]], probs[heads[-1]], need, raw, messages, low)
         if simple is not None:
             score = simple
@@ -340,6 +342,8 @@ class LedgerFeed:
     def sync(self, estimator: AdaptiveEstimator, force: bool = False) -> int:
         """Feed outcomes recorded since the last sync; returns how many."""
         now = time.monotonic()
+        if not force and now < self._next:  # between syncs (nearly every request): no lock to take
+            return 0
         with self._lock:
             if not force and now < self._next:
                 return 0
