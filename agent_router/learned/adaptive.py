@@ -40,6 +40,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import InputError
+from ..messages import last_user_index, text_of
 
 PREMIUM_TIERS = frozenset({"premium", "strong"})
 SOURCE_WEIGHT = {"explicit": 1.0, "implicit": 0.5}
@@ -614,7 +615,5 @@ class SignalTracker:
 
 
 def _fingerprint(messages: list[dict[str, Any]]) -> int:
-    from ..messages import last_user_index, text_of
-
     text = " ".join(text_of(messages[last_user_index(messages)]).split()).lower()
     return zlib.crc32(text.encode("utf-8", "surrogatepass"))

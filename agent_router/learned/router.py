@@ -57,16 +57,18 @@ UTILITY_TASKS = frozenset({"chat", "creative"})
 _STRUCTURE = tuple(DENSE_KEYS.index(k) for k in ("choices", "n_options", "shots", "blank", "answer_cue"))
 
 
+def _lin(x: float, x0: float, x1: float, y0: float, y1: float) -> float:
+    """The line through (x0, y0) and (x1, y1) at x (y0 when the segment is empty)."""
+    return y0 if x1 <= x0 else y0 + (y1 - y0) * (x - x0) / (x1 - x0)
+
+
 def rescale(raw: float, cal: LearnedCalibration, low: float, high: float) -> float:
     """Map a raw need score so the calibrated cut points land on the router's thresholds `low` / `high`."""
-    def lin(x: float, x0: float, x1: float, y0: float, y1: float) -> float:
-        return y0 if x1 <= x0 else y0 + (y1 - y0) * (x - x0) / (x1 - x0)
-
     if raw < cal.low:
-        return lin(raw, 0.0, cal.low, 0.0, low)
+        return _lin(raw, 0.0, cal.low, 0.0, low)
     if raw < cal.high:
-        return lin(raw, cal.low, cal.high, low, high)
-    return min(1.0, lin(raw, cal.high, 1.0, high, 1.0)) if cal.high < 1.0 else 1.0
+        return _lin(raw, cal.low, cal.high, low, high)
+    return min(1.0, _lin(raw, cal.high, 1.0, high, 1.0)) if cal.high < 1.0 else 1.0
 
 
 class Scored:
