@@ -430,11 +430,6 @@ class OnlineResidual:
     def _pad(self, x: np.ndarray) -> np.ndarray:
         return x if len(x) == self.dim else np.concatenate([x, np.zeros(self.dim - len(x))])
 
-    def shift(self, group: int, x: np.ndarray) -> float:
-        if not self.updates[group]:  # no outcome for this head yet: its weights are still all zero
-            return 0.0
-        return float(self.w[group, : len(x)] @ x)
-
     def spread(self, group: int, x: np.ndarray) -> float:
         n = len(x)
         return math.sqrt(max(0.0, float(x @ self.cov[group, :n, :n] @ x)))
@@ -442,7 +437,9 @@ class OnlineResidual:
     def adjust(self, x: np.ndarray, p_weak: float, p_strong: float, sample: bool = False) -> tuple[float, float]:
         out = []
         for g, p in enumerate((p_weak, p_strong)):
-            z = _logit(p) + self.shift(g, x)
+            z = _logit(p)
+            if self.updates[g]:  # else no outcome for this head yet: its weights are still all zero
+                z += float(self.w[g, : len(x)] @ x)
             if sample and self.explore > 0 and self.updates[g] > 0:  # no outcome yet: the calibrated router
                 z += self.explore * self.spread(g, x) * float(self.rng.standard_normal())
             out.append(_sigmoid(z))
