@@ -65,6 +65,9 @@ def _clean_content(c: Any) -> Any:
     return c
 
 
+_CONTENT_TYPES = (str, list)  # a tuple: `str | list` would build a union object on every message
+
+
 def validate(messages: Any, where: str = "messages") -> list[dict[str, Any]]:
     """Check shape, roles and size; return the list, or a copy whose texts have lone surrogates replaced
     (`clean_text`): the analysis, token counts and ledger then never meet a string UTF-8 cannot encode."""
@@ -84,7 +87,7 @@ def validate(messages: Any, where: str = "messages") -> list[dict[str, Any]]:
         c = m.get("content")
         if c is None and not m.get("tool_calls"):
             raise InputError(f"{where}[{i}].content: missing")
-        if c is not None and not isinstance(c, str | list):
+        if c is not None and not isinstance(c, _CONTENT_TYPES):
             raise InputError(f"{where}[{i}].content: expected a string or a list of parts, got {type(c).__name__}")
         total += len(c) if isinstance(c, str) else _json_len(c, f"{where}[{i}].content") if c else 0
         if total > MAX_INPUT_CHARS:

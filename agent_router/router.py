@@ -124,6 +124,18 @@ class Router:
         self._challengers: dict[str, Router] = {}
         self._learned: Any = None
         self.ledger: Any = None  # the Ledger learned routing reads verdicts from (None: the one settings name)
+        # Per wanted tier, every model of every tier by distance from it (`_TIER_ORDER`), each once: the routed
+        # candidates before a wanted model goes first. Made once (the catalog does not change under a router).
+        self._candidates: dict[str, tuple[ModelInfo, ...]] = {}
+        for w in TIERS:
+            order: dict[str, ModelInfo] = {}
+            for t in _TIER_ORDER[w]:
+                for m in self.catalog.tier_models(t):
+                    order.setdefault(m.alias, m)  # aliases are unique in a catalog: one alias, one model
+            self._candidates[w] = tuple(order.values())
+        self._encoding: dict[str, str] = {}  # alias -> the encoding its prompt is counted with (the counter's)
+        t = self.settings.routing.thresholds
+        self._thresholds = f"(thresholds {t.low}/{t.high})"  # as each routed decision's reason writes them
 
     @property
     def learned(self) -> Any:
@@ -214,8 +226,7 @@ class Router:
             reasons.append(f"manual strategy: {wanted_model}")
         else:
             tier = tier_for_score(analysis.score, s)
-            t = s.routing.thresholds
-            reasons.append(f"complexity {analysis.score:.2f} -> {tier} (thresholds {t.low}/{t.high})")
+            reasons.append(f"complexity {analysis.score:.2f} -> {tier} {self._thresholds}")
             pref = s.routing.task_preferences.get(analysis.task_type)  # type: ignore[call-overload]
             if pref:
                 if pref in TIERS:
@@ -238,17 +249,20 @@ class Router:
 
         # 2. Constraints.
         need_vision = analysis.needs_vision
-        require = set(ctx.get("require") or [])
-        unhealthy = set(ctx.get("unhealthy") or [])
+        require = set(r) if (r := ctx.get("require")) else ()
+        unhealthy = set(u) if (u := ctx.get("unhealthy")) else ()
         prompt_counts: dict[str, tuple[int, str]] = {}
         model_counts: dict[str, tuple[int, str]] = {}
+        encoding = self._encoding
 
         def prompt_tokens(m: ModelInfo) -> tuple[int, str]:
             # Models sharing an encoding share one count: a long history is walked once per encoding.
             # The count's own source: "estimated" also when a very long text was counted on samples.
             got = model_counts.get(m.alias)
             if got is None:
-                enc, _ = self.counter.encoding_of(m.provider, m.name)
+                enc = encoding.get(m.alias)
+                if enc is None:  # fixed for the counter's life: asked once per model, not per call
+                    enc = encoding[m.alias] = self.counter.encoding_of(m.provider, m.name)[0]
                 got = prompt_counts.get(enc)
                 if got is None:
                     c = self.counter.count_messages(messages, m.provider, m.name)
@@ -288,15 +302,10 @@ class Router:
 
         # Candidates: the wanted tier first, then the others ordered by distance (up before down when the
         # constraint is capability or size, since a smaller tier rarely fixes those).
-        candidates: list[ModelInfo] = []
+        candidates = self._candidates[tier]
         if wanted_model:
-            candidates.append(self.catalog.get(wanted_model))
-        seen = {m.alias for m in candidates}  # aliases are unique in a catalog: one alias, one model
-        for t in _TIER_ORDER[tier]:
-            for m in self.catalog.tier_models(t):
-                if m.alias not in seen:
-                    seen.add(m.alias)
-                    candidates.append(m)
+            wm = self.catalog.get(wanted_model)
+            candidates = (wm, *(m for m in candidates if m.alias != wm.alias))
         ok = [m for m in candidates if admissible(m)]
         if not ok:
             detail = "; ".join(f"{a}: {why}" for a, why in rejected.items())
@@ -375,11 +384,13 @@ class Router:
     def _ceiling(self, ctx: dict[str, Any], kind: str) -> str | None:
         """The highest tier this call may use: the tightest of ctx["max_tier"], routing.utility_max_tier
         (utility calls) and tool_policy.max_tier (calls on the agent's own override)."""
-        s = self.settings
         agent = (ctx.get("override") or {}).get("by") == "agent"
+        if not agent and kind != "utility" and ctx.get("max_tier") is None:  # the usual routed chat call
+            return None
+        s = self.settings
         caps = [c for c in (ctx.get("max_tier"), s.routing.utility_max_tier if kind == "utility" else None,
                             s.tool_policy.max_tier if agent else None) if c is not None]
-        if not caps:  # no ceiling applies (the usual routed chat call)
+        if not caps:  # no ceiling applies
             return None
         for c in caps:
             if c not in TIERS:

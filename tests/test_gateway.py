@@ -256,3 +256,75 @@ def test_lone_surrogates_in_a_request_are_routed_answered_and_recorded(gw, strea
     assert ("data: [DONE]" in r.text if stream else "Hello from" in r.text) and r.headers["x-agent-router-tier"]
     (row,) = rows(gw.db, 1, where=f"conversation_id = '{conv}'")
     assert row["outcome"] == "ok" and row["input_tokens"] > 0
+
+
+def test_ledger_writes_calls_finished_during_a_write_in_one_later_window_and_all_at_stop(tmp_path, gw_upstream):
+    """The ledger thread writes finished calls by gathering windows: calls that finish while a batch is being
+    written wait for the next window and share its transaction with those finishing just after (they are not
+    written a few at a time as the thread frees up), and a clean stop writes whatever still waits."""
+    import asyncio
+    import threading
+
+    from agent_router.gateway.app import ANONYMOUS
+    from agent_router.gateway.core import CallLog
+    from agent_router.gateway.core import Gateway as Core
+    from agent_router.settings import Settings
+
+    gw = Core(Settings.model_validate(settings_for(gw_upstream.url, tmp_path)), env={"GW_UP_KEY": UP_KEY})
+    w = gw.writer
+    batches: list[int] = []
+    hold, written = threading.Event(), threading.Event()
+    write = w._write
+
+    def held_write(batch):  # the first write of each round waits until the test lets it go
+        batches.append(len(batch))
+        if not hold.is_set():
+            hold.wait(10)
+        write(batch)
+        written.set()
+
+    w._write = held_write  # type: ignore[method-assign]
+
+    def finished(i):
+        msgs = [{"role": "user", "content": f"Say hello to number {i}."}]
+        p = gw.prepare(msgs, None, f"conv-{i}", ANONYMOUS, [])
+        c = CallLog(gw, p)
+        c({"id": "a", "model": p.decision.model, "model_name": p.decision.model_name,
+           "provider": p.decision.provider, "input_tokens": 9, "output_tokens": 3, "token_source": "reported",
+           "latency_ms": 1.0, "outcome": "ok"})
+        return c
+
+    async def until(event):
+        while not event.is_set():
+            await asyncio.sleep(0.002)
+
+    async def main():
+        w.put(finished(0))  # opens a window; when it closes, the batch's write is held
+        while not batches:
+            await asyncio.sleep(0.002)
+        w.put(finished(1))
+        w.put(finished(2))  # both finish during the write
+        written.clear()
+        hold.set()
+        await until(written)
+        for i in (3, 4, 5):  # finish just after it
+            w.put(finished(i))
+        while len(batches) < 2:
+            await asyncio.sleep(0.002)
+        await asyncio.sleep(w.WINDOW_S + 0.1)
+        assert batches == [1, 5]
+        # A stop while calls wait behind a held write: every one is written before the ledger closes.
+        hold.clear()
+        w.put(finished(6))
+        while len(batches) < 3:
+            await asyncio.sleep(0.002)
+        w.put(finished(7))
+        threading.Timer(0.1, hold.set).start()
+        await gw.aclose()
+
+    asyncio.run(main())
+    import sqlite3
+
+    with sqlite3.connect(tmp_path / "ledger.db") as db:
+        convs = sorted(r[0] for r in db.execute("SELECT conversation_id FROM calls"))
+    assert convs == [f"conv-{i}" for i in range(8)]

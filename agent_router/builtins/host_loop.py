@@ -55,6 +55,22 @@ def _escalation_context(rt: rtmod.Runtime, conv: str) -> dict[str, Any]:
     return ctx
 
 
+_COMPRESSOR: Any = None
+
+
+def _compressor() -> Any:
+    """agent_router.compression.compressor, or None when it cannot be imported (imported once, not on every
+    routed request: an import statement walks the import system's tables each time)."""
+    global _COMPRESSOR
+    if _COMPRESSOR is None:
+        try:
+            from ..compression import compressor
+        except ImportError:
+            return None
+        _COMPRESSOR = compressor
+    return _COMPRESSOR
+
+
 def compress_prompt(rt: rtmod.Runtime, messages: list[dict[str, Any]], decision: Decision,
                     n_in: int | None = None) -> Any | None:
     """Fit `messages` to the chosen model's budget: the compression result, or None when nothing changed.
@@ -63,9 +79,8 @@ def compress_prompt(rt: rtmod.Runtime, messages: list[dict[str, Any]], decision:
     The seam to agent_router.compression (branch `compression`: `plan_budget`, `compress`). When that module
     is not installed the step says so in the decision's reasons and leaves the prompt alone.
     """
-    try:
-        from ..compression import compressor as compression
-    except ImportError:
+    compression = _compressor()
+    if compression is None:
         decision.reasons.append("compression not configured")
         return None
     model = rt.catalog.get(decision.model)

@@ -13,15 +13,19 @@ from ..hookspecs import hookimpl
 if TYPE_CHECKING:
     from ..analyzer import Analysis
 
+_SETTINGS: Any = None  # agent_router.settings: imported on the first analysis (`agent-router --help` loads this
+# module without pydantic), then kept rather than imported again on every routed request
+
 
 @hookimpl
 def analyze(messages: list[dict[str, Any]], context: dict[str, Any]) -> Analysis | None:
-    from ..settings import Settings, load
-
+    global _SETTINGS
+    if _SETTINGS is None:
+        from .. import settings as _SETTINGS
     router = context.get("router")
     settings = getattr(router, "settings", None) or context.get("settings")
-    if not isinstance(settings, Settings):
-        settings = load()
+    if not isinstance(settings, _SETTINGS.Settings):
+        settings = _SETTINGS.load()
     if not settings.learned.enabled:
         return None
     lr = getattr(router, "learned", None)

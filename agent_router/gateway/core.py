@@ -257,7 +257,10 @@ class LedgerWriter:
     p50 (`bench/gateway.py --baseline` a copy with 10 ms, one interleaved run). A row reaches the ledger (and
     the dashboard) at most ~50 ms after its answer; a clean stop still writes every row.
     A full window's worth (`BATCH`) is handed over at once; `close()` hands over whatever waits, so a clean
-    stop writes every row. Budgets are unaffected: a request's reservation holds until its row is written."""
+    stop writes every row. Budgets are unaffected: a request's reservation holds until its row is written.
+    Requests that finish while a batch is being written wait for a window of their own rather than being written
+    as soon as the thread is free: chasing them wrote ~12 rows per transaction at ~1,000 sequential calls a
+    second (each transaction's commit, wake-up and lock hand-over paid for a dozen rows, not ~50)."""
 
     WINDOW_S = 0.05
     BATCH = 256
@@ -268,6 +271,7 @@ class LedgerWriter:
         self._queue: list[CallLog] = []
         self._scheduled = False  # a drain is due (timer set) or running
         self._timer: Any = None
+        self._loop: asyncio.AbstractEventLoop | None = None  # the event loop that times the windows
 
     def put(self, c: CallLog) -> None:
         with self._lock:
@@ -282,6 +286,7 @@ class LedgerWriter:
         if loop is None or self._timer is not None:
             self._submit()
         else:
+            self._loop = loop
             self._timer = loop.call_later(self.WINDOW_S, self._submit)
 
     def _submit(self) -> None:
@@ -295,7 +300,7 @@ class LedgerWriter:
 
     def close(self) -> None:
         """Hand every waiting call to the ledger thread now (before it is shut down)."""
-        if self._timer is not None:
+        if self._timer is not None or self._queue:
             self._submit()
 
     def _drain(self) -> None:
@@ -309,6 +314,35 @@ class LedgerWriter:
                 self._write(batch)
             except Exception as e:  # logged; the ledger has kept (spooled) what it could not write
                 log.error("ledger write failed: %s", e)
+            if self._next_window():
+                return
+
+    def _next_window(self) -> bool:
+        """After a write: True when the calls that finished meanwhile (if any) are left to a gathering window of
+        their own; False when the drain goes on at once (a full batch waits, or no event loop times windows)."""
+        loop = self._loop
+        with self._lock:
+            if loop is None or len(self._queue) >= self.BATCH:
+                return False
+            self._scheduled = False
+            if not self._queue:
+                return True
+        try:
+            loop.call_soon_threadsafe(self._open_window)
+        except RuntimeError:  # the event loop has closed: write them now
+            with self._lock:
+                self._scheduled = True
+            return False
+        return True
+
+    def _open_window(self) -> None:
+        """On the event loop: start a gathering window for calls waiting with none due (a put() since may have
+        started one already)."""
+        with self._lock:
+            if self._scheduled or not self._queue:
+                return
+            self._scheduled = True
+        self._timer = self._loop.call_later(self.WINDOW_S, self._submit)  # type: ignore[union-attr]
 
     def _write(self, batch: list[CallLog]) -> None:
         """One transaction for the batch's one-attempt requests and their keys' spend; requests with several

@@ -26,6 +26,7 @@ request, a tool error after the answer) weigh less than explicit feedback, since
 from __future__ import annotations
 
 import bisect
+import itertools
 import json
 import math
 import threading
@@ -39,6 +40,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import InputError
+from ..messages import last_user_index, text_of
 
 PREMIUM_TIERS = frozenset({"premium", "strong"})
 SOURCE_WEIGHT = {"explicit": 1.0, "implicit": 0.5}
@@ -112,7 +114,12 @@ class AdaptiveEstimator:
         self._last_kept: tuple[np.ndarray, np.ndarray] | None = None  # (vector, its float32 copy) kept last
         self._spent: OrderedDict[str, float] = OrderedDict()  # key -> predicted cost the keeper counted
         self._nonce = uuid.uuid4().hex[:12]
-        self._seq = 0
+        self._seq = itertools.count(1)  # next() on it is atomic: keys need no lock
+        # Imported with the estimator, not per decision (nor with this module: the runtime imports it for the
+        # SignalTracker without the learned model).
+        from .model import objective_score
+
+        self._objective = objective_score
 
     def _prior(self, task_type: str, group: str) -> float:
         for key in (task_type, "*"):
@@ -132,9 +139,12 @@ class AdaptiveEstimator:
     def expect(self, task_type: str, group: str, p: float) -> None:
         """The router acted on prediction `p` (P(good) of the `group` head) for a call of this task type."""
         with self._lock:
-            post = self.posterior(task_type, group)
-            post.expected += p
-            post.predictions += 1
+            self._expect(task_type, group, p)
+
+    def _expect(self, task_type: str, group: str, p: float) -> None:
+        post = self.posterior(task_type, group)
+        post.expected += p
+        post.predictions += 1
 
     def update(self, outcome: Mapping[str, Any]) -> None:
         """Add one outcome {task_type, tier, good[, source]}; an InputError names a missing or bad field."""
@@ -187,9 +197,7 @@ class AdaptiveEstimator:
 
     def new_key(self) -> str:
         """A key for one decision's features in this process's memory (unique across processes)."""
-        with self._lock:
-            self._seq += 1
-            return f"{self._nonce}:{self._seq}"
+        return f"{self._nonce}:{next(self._seq)}"
 
     def remember(self, key: str, dense: Sequence[float], hashed: HashedNgrams | None, p_weak: float,
                  p_strong: float, vector: np.ndarray | None = None) -> None:
@@ -231,23 +239,21 @@ class AdaptiveEstimator:
         keeper holds at the static router's premium share. The call's features are remembered under `key`,
         for its outcome. `vector`: `request_vector(dense, hashed)` when the caller has it.
         """
-        from .model import objective_score
-
+        objective_score = self._objective
         raw = objective_score(p_weak, p_strong, log_cost)
         static_strong = raw >= cut
-        with self._lock:
-            pw, ps = p_weak, p_strong
+        pw, ps = p_weak, p_strong
+        if self.residual is None:
+            pw, ps = self.adjust(task_type, p_weak, p_strong)
+        with self._lock:  # one hold for the whole decision (taken once, not three times)
             if self.residual is not None:
                 x = vector if vector is not None else request_vector(
                     self.coarse(task_type) if dense is None else dense, hashed)
                 pw, ps = self.residual.adjust(x, p_weak, p_strong, sample=True)
                 if key is not None:
                     self._remember(key, x, p_weak, p_strong)
-        if self.residual is None:
-            pw, ps = self.adjust(task_type, p_weak, p_strong)
-        need = objective_score(pw, ps, log_cost)
-        score, cost = need, 1.0
-        with self._lock:
+            need = objective_score(pw, ps, log_cost)
+            score, cost = need, 1.0
             if self.cost is not None and dense is not None and self.cost.n:
                 lc = self.cost.predict(np.asarray(dense, dtype=np.float64))
                 if lc is not None:
@@ -259,7 +265,7 @@ class AdaptiveEstimator:
                 self._spent[key] = cost
                 while len(self._spent) > self._memory_max:
                     self._spent.popitem(last=False)
-        self.expect(task_type, "strong" if strong else "weak", p_strong if strong else p_weak)
+            self._expect(task_type, "strong" if strong else "weak", p_strong if strong else p_weak)
         return need, strong, raw, static_strong
 
     def consume(self, outcomes: Iterable[Mapping[str, Any]]) -> int:
@@ -424,11 +430,6 @@ class OnlineResidual:
     def _pad(self, x: np.ndarray) -> np.ndarray:
         return x if len(x) == self.dim else np.concatenate([x, np.zeros(self.dim - len(x))])
 
-    def shift(self, group: int, x: np.ndarray) -> float:
-        if not self.updates[group]:  # no outcome for this head yet: its weights are still all zero
-            return 0.0
-        return float(self.w[group, : len(x)] @ x)
-
     def spread(self, group: int, x: np.ndarray) -> float:
         n = len(x)
         return math.sqrt(max(0.0, float(x @ self.cov[group, :n, :n] @ x)))
@@ -436,7 +437,9 @@ class OnlineResidual:
     def adjust(self, x: np.ndarray, p_weak: float, p_strong: float, sample: bool = False) -> tuple[float, float]:
         out = []
         for g, p in enumerate((p_weak, p_strong)):
-            z = _logit(p) + self.shift(g, x)
+            z = _logit(p)
+            if self.updates[g]:  # else no outcome for this head yet: its weights are still all zero
+                z += float(self.w[g, : len(x)] @ x)
             if sample and self.explore > 0 and self.updates[g] > 0:  # no outcome yet: the calibrated router
                 z += self.explore * self.spread(g, x) * float(self.rng.standard_normal())
             out.append(_sigmoid(z))
@@ -609,7 +612,5 @@ class SignalTracker:
 
 
 def _fingerprint(messages: list[dict[str, Any]]) -> int:
-    from ..messages import last_user_index, text_of
-
     text = " ".join(text_of(messages[last_user_index(messages)]).split()).lower()
     return zlib.crc32(text.encode("utf-8", "surrogatepass"))

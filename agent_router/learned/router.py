@@ -57,16 +57,18 @@ UTILITY_TASKS = frozenset({"chat", "creative"})
 _STRUCTURE = tuple(DENSE_KEYS.index(k) for k in ("choices", "n_options", "shots", "blank", "answer_cue"))
 
 
+def _lin(x: float, x0: float, x1: float, y0: float, y1: float) -> float:
+    """The line through (x0, y0) and (x1, y1) at x (y0 when the segment is empty)."""
+    return y0 if x1 <= x0 else y0 + (y1 - y0) * (x - x0) / (x1 - x0)
+
+
 def rescale(raw: float, cal: LearnedCalibration, low: float, high: float) -> float:
     """Map a raw need score so the calibrated cut points land on the router's thresholds `low` / `high`."""
-    def lin(x: float, x0: float, x1: float, y0: float, y1: float) -> float:
-        return y0 if x1 <= x0 else y0 + (y1 - y0) * (x - x0) / (x1 - x0)
-
     if raw < cal.low:
-        return lin(raw, 0.0, cal.low, 0.0, low)
+        return _lin(raw, 0.0, cal.low, 0.0, low)
     if raw < cal.high:
-        return lin(raw, cal.low, cal.high, low, high)
-    return min(1.0, lin(raw, cal.high, 1.0, high, 1.0)) if cal.high < 1.0 else 1.0
+        return _lin(raw, cal.low, cal.high, low, high)
+    return min(1.0, _lin(raw, cal.high, 1.0, high, 1.0)) if cal.high < 1.0 else 1.0
 
 
 class Scored:
@@ -138,6 +140,9 @@ class LearnedRouter:
         self.objective = self.settings.objective if self.model.cost_dense is not None else "quality"
         self.calibration = self.settings.calibration or default_calibration(self.model, self.objective)
         self._cost_head = _cost_head(self.calibration)
+        # Parts of the learned reason that are the same for every request this router scores.
+        self._need_word = "gain per $" if self.objective == "cost" else "need"
+        self._cut_points = f" (cut points {self.calibration.low:.3f}/{self.calibration.high:.3f})"
         # The premium cut on the quality gain alone (the weights' own), for plain chat under the cost objective.
         self._quality_cut = default_calibration(self.model, "quality").high
         # Each labelled dense feature's weight in the predicted gain (strongest head minus cheapest), for reasons.
@@ -263,8 +268,7 @@ class LearnedRouter:
         score = rescale(need, cal, low, high)
         heads = self.model.heads
         task, learned, base = sc.said(heads)
-        reasons = [task, f"{learned} -> {'gain per $' if self.objective == 'cost' else 'need'} {need:.2f}"
-                   f" (cut points {cal.low:.3f}/{cal.high:.3f})"]
+        reasons = [task, f"{learned} -> {self._need_word} {need:.2f}{self._cut_points}"]
         simple = self.simple_chat(f, probs[heads[0]], probs[heads[-1]], need, raw, messages, low)
         if simple is not None:
             score = simple
@@ -340,6 +344,8 @@ class LedgerFeed:
     def sync(self, estimator: AdaptiveEstimator, force: bool = False) -> int:
         """Feed outcomes recorded since the last sync; returns how many."""
         now = time.monotonic()
+        if not force and now < self._next:  # between syncs (nearly every request): no lock to take
+            return 0
         with self._lock:
             if not force and now < self._next:
                 return 0

@@ -138,11 +138,11 @@ class Runtime:
     ) -> Decision:
         """`context`: more router context keys (max_tier, unhealthy, a tighter budget_remaining_usd)."""
         ctx: dict[str, Any] = {"call_kind": kind, **self.ledger.budget_context(conversation_id)}
-        if context:
-            rem = [r for r in (ctx.get("budget_remaining_usd"), context.get("budget_remaining_usd")) if r is not None]
+        if context:  # the tighter of the two remaining budgets
+            mine, theirs = ctx.get("budget_remaining_usd"), context.get("budget_remaining_usd")
             ctx.update(context)
-            if rem:
-                ctx["budget_remaining_usd"] = min(rem)
+            if mine is not None:
+                ctx["budget_remaining_usd"] = mine if theirs is None else min(mine, theirs)
         if override:
             ctx["override"] = override
         return self.router.route(messages, ctx)
