@@ -384,13 +384,11 @@ class Router:
     def _ceiling(self, ctx: dict[str, Any], kind: str) -> str | None:
         """The highest tier this call may use: the tightest of ctx["max_tier"], routing.utility_max_tier
         (utility calls) and tool_policy.max_tier (calls on the agent's own override)."""
-        agent = (ctx.get("override") or {}).get("by") == "agent"
-        if not agent and kind != "utility" and ctx.get("max_tier") is None:  # the usual routed chat call
-            return None
         s = self.settings
+        agent = (ctx.get("override") or {}).get("by") == "agent"
         caps = [c for c in (ctx.get("max_tier"), s.routing.utility_max_tier if kind == "utility" else None,
                             s.tool_policy.max_tier if agent else None) if c is not None]
-        if not caps:  # no ceiling applies
+        if not caps:  # no ceiling applies (the usual routed chat call)
             return None
         for c in caps:
             if c not in TIERS:
