@@ -117,6 +117,7 @@ def _fresh_process_state():
 SLOW_FIRST = [
     "test_agent_zero_docker.py",  # several minutes to build its venv the first time, ~20 s of CPU once cached
     "test_providers.py",  # ~25 s, mostly real timeouts against hostile local servers
+    "test_http1.py",  # ~6 s, mostly waiting on its own timeouts and idle sweeps: runs beside the busy ones
     "test_gateway.py",
     "test_scale_postgres.py",
     "test_scale_redis.py",
