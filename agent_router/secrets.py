@@ -145,7 +145,7 @@ def redact(text: str) -> str:
 
 
 # -- logs ---------------------------------------------------------------------------------------------------
-# The gateway and the async provider client speak HTTP through aiohttp (aiohttp.server, .access, .client...).
+# The gateway serves HTTP through aiohttp (aiohttp.server, .access, .web...); the sync provider client is httpx.
 LOGGERS = ("agent_router", "aiohttp", "httpx", "httpcore", "h11", "h2", "hpack", "urllib3", "openai", "anthropic")
 _installed = False
 
