@@ -65,11 +65,12 @@ class TokenCount:
 def encoded_length(enc: Any, text: str) -> tuple[int, bool]:
     """(tokens of `text` under tiktoken encoding `enc`, whether that is exact). Bounded in time: a text longer
     than EXACT_CHARS is counted on _SAMPLES evenly spaced pieces of _SAMPLE_CHARS and scaled."""
+    n_tokens = enc.count if isinstance(enc, Cl100k) else lambda t: len(enc.encode(t, disallowed_special=()))
     if len(text) <= EXACT_CHARS:
-        return len(enc.encode(text, disallowed_special=())), True
+        return n_tokens(text), True
     step = (len(text) - _SAMPLE_CHARS) / (_SAMPLES - 1)
     pieces = [text[int(k * step):int(k * step) + _SAMPLE_CHARS] for k in range(_SAMPLES)]
-    counted = sum(len(enc.encode(p, disallowed_special=())) for p in pieces)
+    counted = sum(n_tokens(p) for p in pieces)
     return -(-counted * len(text) // (_SAMPLES * _SAMPLE_CHARS)), False
 
 
@@ -149,6 +150,9 @@ FAST_BUDGET = 100_000
 _FAST_PIECE = 48
 _SCANS = 16
 _NO_RANK = 1 << 40
+# Token counts of pieces (the pre-tokenizer's parts of ASCII text) up to _PIECE_CHARS long, remembered (bounded).
+_PIECE_COUNTS_MAX = 50_000
+_PIECE_CHARS = 64
 
 
 class Cl100k:
@@ -165,6 +169,7 @@ class Cl100k:
         self._full: Any = None
         self._lock = threading.Lock()
         self.fast_chars = 0  # characters encoded in Python so far
+        self._piece_counts: dict[str, int] = {}
 
     def full(self) -> Any:
         """tiktoken's encoder for this file."""
@@ -183,6 +188,27 @@ class Cl100k:
                 self.fast_chars += len(text)
                 return ids
         return self.full().encode(text, allowed_special=allowed_special, disallowed_special=disallowed_special)
+
+    def count(self, text: str) -> int:
+        """len(self.encode(text, disallowed_special=())). Once tiktoken's encoder is loaded, an ASCII text up to
+        FAST_CHARS is split by the pre-tokenizer above and its pieces' counts added: byte-pair merges never cross
+        a piece, so each piece's count (tiktoken's own, of the piece alone) is remembered, and a new prompt made
+        of words seen before is counted without encoding it."""
+        full = self._full
+        if full is None or len(text) > FAST_CHARS or not text.isascii():
+            return len(self.encode(text, disallowed_special=()))
+        memo = self._piece_counts
+        n = 0
+        for piece in _CL100K_ASCII.findall(text):
+            c = memo.get(piece)
+            if c is None:
+                c = len(full._encode_single_piece(piece))
+                if len(piece) <= _PIECE_CHARS:
+                    if len(memo) >= _PIECE_COUNTS_MAX:
+                        memo.clear()
+                    memo[piece] = c
+            n += c
+        return n
 
     def _rank(self, token: bytes) -> int:
         """The token's rank, or _NO_RANK. The first _SCANS lookups search the file (~0.1 ms for a common token,

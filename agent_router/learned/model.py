@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import AgentRouterError
-from .features import DENSE_KEYS, HASH_BITS, RequestFeatures, extract
+from .features import DENSE_KEYS, HASH_BITS, MessagesRead, RequestFeatures, extract
 
 FORMAT = "agent_router.learned/1"
 WEIGHTS = "data/router_weights.npz"
@@ -85,10 +85,11 @@ class QualityModel:
             self._rows = (self.w_hash, np.ascontiguousarray(self.w_hash.T))
         return self._rows[1]
 
-    def features(self, messages: list[dict[str, Any]]) -> RequestFeatures:
+    def features(self, messages: list[dict[str, Any]], read: MessagesRead | None = None) -> RequestFeatures:
         """Request features for these weights: with the sentence embedding of the real question when the
-        weights have embedding heads (needs the embedding model; see agent_router.learned.embeddings.minilm)."""
-        f = extract(messages)
+        weights have embedding heads (needs the embedding model; see agent_router.learned.embeddings.minilm).
+        `read`: `features.read_messages(messages)` when the caller has it."""
+        f = extract(messages, read)
         if self.w_emb is not None:
             from .embeddings.minilm import embedder
 

@@ -29,7 +29,7 @@ from ..messages import has_image, last_user_index, text_of
 from ..settings import LearnedCalibration, LearnedSettings, Settings
 from .adaptive import AdaptiveEstimator, request_vector, sketch_head, sketch_with_key
 from .calibrate import calibrate
-from .features import DENSE_KEYS, RequestFeatures, features_key
+from .features import DENSE_KEYS, RequestFeatures, features_key, read_messages
 from .model import QualityModel, load_model, objective_score
 
 if TYPE_CHECKING:
@@ -155,12 +155,13 @@ class LearnedRouter:
 
     def scored(self, messages: list[dict[str, Any]]) -> Scored:
         """The request's features, head probabilities and static need (kept for requests seen again)."""
-        key = features_key(messages)
+        read = read_messages(messages)
+        key = features_key(messages, read)
         if key is not None:
             got = self._scored.get(key)
             if got is not None:
                 return got
-        f = self.model.features(messages)
+        f = self.model.features(messages, read)
         probs = self.model.predict(f)
         p_w, p_s = probs[self.model.heads[0]], probs[self.model.heads[-1]]
         lc = self.model.log_cost(f, self._cost_head) if self.objective == "cost" else None
