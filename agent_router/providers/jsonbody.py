@@ -15,7 +15,6 @@ ASCII with escapes. One difference remains: a float NaN or infinity is written `
 
 from __future__ import annotations
 
-import contextlib
 import json
 import re
 from typing import Any
@@ -33,14 +32,18 @@ _LONG_NUMBER = re.compile(rb"\d{19}")
 def loads(raw: bytes) -> Any:
     """The parsed body; ValueError (or RecursionError, nested too deep) when it is not JSON."""
     if orjson is not None and not _LONG_NUMBER.search(raw):
-        with contextlib.suppress(orjson.JSONDecodeError):  # beyond strict JSON, or not JSON: json decides
+        try:  # (try/except, not contextlib.suppress: a context manager object per body costs ~0.3 us)
             return orjson.loads(raw)
+        except orjson.JSONDecodeError:  # beyond strict JSON, or not JSON: json decides
+            pass
     return json.loads(raw)
 
 
 def dumps(data: Any) -> bytes:
     """`data` as UTF-8 JSON."""
     if orjson is not None:
-        with contextlib.suppress(TypeError, orjson.JSONEncodeError):  # what orjson cannot write: json writes it
+        try:
             return orjson.dumps(data)
+        except (TypeError, orjson.JSONEncodeError):  # what orjson cannot write: json writes it
+            pass
     return json.dumps(data).encode()
