@@ -70,3 +70,26 @@ def test_what_orjson_cannot_write_is_written_by_the_standard_library(codec):
         out = codec.dumps(data)
         out.decode("ascii")  # escaped: a lone surrogate cannot go out as UTF-8
         assert json.loads(out) == json.loads(json.dumps(data))
+
+
+@pytest.mark.parametrize("raw", [
+    b"", b"1234567890123456789", b"123456789012345678", b"x123456789012345678y", b"x1234567890123456789y",
+    "\u0661".encode() * 19,  # Arabic-Indic digits: not ASCII, not a run
+    b"12345678901234567\xff89", b"0" * 18 + b"." + b"0" * 18, b"9" * 40,
+])
+def test_a_run_of_19_digits_is_found_as_the_regex_finds_it(raw):
+    import re
+
+    assert jsonbody.long_number(raw) == bool(re.search(rb"\d{19}", raw))
+
+
+@pytest.mark.parametrize("start", [2**20 - 19, 2**20 - 10, 2**20 - 1, 2**20, 2 * 2**20 - 5])
+def test_a_long_integer_across_the_scans_1_mib_pieces_keeps_every_digit(codec, start):
+    # a body over 1 MiB is scanned piece by piece: a number cut by a piece's end is still found
+    number = 12345678901234567891
+    head = b'{"pad": "' + b"x" * (start - len(b'{"pad": "') - len(b'", "n": ')) + b'", "n": '
+    raw = head + str(number).encode() + b"}"
+    assert raw.index(b"1234567890") == start
+    assert jsonbody.long_number(raw)
+    got = codec.loads(raw)["n"]
+    assert type(got) is int and got == number

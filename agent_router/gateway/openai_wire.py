@@ -16,6 +16,7 @@ PASSTHROUGH = (
     "top_p", "seed", "presence_penalty", "frequency_penalty", "logit_bias", "parallel_tool_calls",
     "reasoning_effort", "logprobs", "top_logprobs", "service_tier", "prediction", "modalities",
 )
+_PASSTHROUGH_SET = frozenset(PASSTHROUGH)
 
 
 def messages_of(body: dict[str, Any]) -> list[dict[str, Any]]:
@@ -56,7 +57,7 @@ def options(body: dict[str, Any], openai_upstream: bool) -> dict[str, Any]:
             extra["response_format"] = rf
         elif rf.get("type") == "json_schema":
             opts["json_mode"] = True
-    if openai_upstream:
+    if openai_upstream and not _PASSTHROUGH_SET.isdisjoint(body):  # most bodies have none of them
         extra.update({k: body[k] for k in PASSTHROUGH if body.get(k) is not None})
     if extra:
         opts["extra"] = extra

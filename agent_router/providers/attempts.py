@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 from ..catalog import ModelInfo
 from . import types as t
 from .keys import Secret
-from .wires import base_url_for, needs_key, parser_text
+from .wires import parser_text
 
 if TYPE_CHECKING:
     from .client import ProviderClient
@@ -104,11 +104,11 @@ class Plan:
             if not c.health.available(alias):
                 skipped.append(f"{alias}: cooling down")
                 continue
-            endpoint = base_url_for(m)
-            envs = m.config.key_envs()
-            keys: list[Secret | None] = list(c.keys.rotation(c._group(m), envs, endpoint)) if envs else []
+            r = c.route(m)
+            endpoint, envs = r.endpoint, r.envs
+            keys: list[Secret | None] = list(c.keys.rotation(r.group, envs, endpoint)) if envs else []
             if not keys:
-                if needs_key(m):
+                if r.needs_key:
                     why, reason = self._no_key(m, endpoint)
                     last = t.ProviderError(why, reason, model=alias)
                     skipped.append(f"{alias}: {reason}")

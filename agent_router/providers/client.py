@@ -8,6 +8,7 @@ The rules of the attempt loop (which model and key next, waits, retries, failove
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import logging
 import os
@@ -37,6 +38,20 @@ if TYPE_CHECKING:
     import httpx
 
 log = logging.getLogger("agent_router.providers")
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Route:
+    """What every call to one model reads of its config, worked out once per model (`ProviderClient.route`)."""
+
+    m: ModelInfo
+    endpoint: str  # base URL without its final '/' (raises, per call, when there is none: not cached)
+    envs: list[str]  # key variables' names (read-only)
+    needs_key: bool
+    group: str  # key-rotation group
+    wire: Any
+    url: str  # endpoint + the wire's path, non-streamed
+    stream_url: str
 
 Record = dict[str, Any]
 # Largest non-streamed answer read: far above any real completion, a bound against a hostile server.
@@ -97,6 +112,7 @@ class ProviderClient:
         self.limiter = Limiter(self.state, clock=clock, max_wait_s=self.ps.max_retry_wait_s, sleep=sleep)
         self.keys = KeyPool(self.state, env, self.ps.key_set_aside_s, clock=clock)
         self._no_stream_options: set[str] = set()
+        self._routes: dict[str, Route] = {}
 
     @property
     def http(self) -> httpx.Client:
@@ -199,7 +215,22 @@ class ProviderClient:
 
     # -- the attempt loop: Plan decides, this drives the I/O ----------------------------------------------------
     def _group(self, m: ModelInfo) -> str:
-        return f"{m.provider}:{','.join(m.config.key_envs())}"
+        return self.route(m).group
+
+    def route(self, m: ModelInfo) -> Route:
+        """`m`'s endpoint, keys' variables, wire format and URLs, made on its first call (one per alias)."""
+        r = self._routes.get(m.alias)
+        if r is not None and r.m is m:
+            return r
+        endpoint = base_url_for(m)
+        envs = m.config.key_envs()
+        wire = wire_for(m.provider)
+        r = Route(
+            m, endpoint, envs, needs_key(m), f"{m.provider}:{','.join(envs)}", wire,
+            endpoint + wire.path(m.name, False), endpoint + wire.path(m.name, True),
+        )
+        self._routes[m.alias] = r
+        return r
 
     def _run(self, stream: bool, *call: Any) -> Iterator[t.Delta]:
         """`call`: Plan's arguments after the client (model, messages, fallbacks, kind, opts)."""
@@ -244,12 +275,12 @@ class ProviderClient:
     def _prepare(
         self, m: ModelInfo, key: Secret | None, req: t.Request, stream: bool
     ) -> tuple[str, dict, dict]:
-        wire = wire_for(m.provider)
-        base = base_url_for(m)
-        stream_usage = self.ps.stream_usage and base not in self._no_stream_options
+        r = self.route(m)
+        wire = r.wire
+        stream_usage = stream and self.ps.stream_usage and r.endpoint not in self._no_stream_options
         body = wire.build(req, m.name, m.provider, stream, stream_usage)
         headers = wire.auth_headers(key.value if key is not None else None)
-        return base + wire.path(m.name, stream), headers, body
+        return r.stream_url if stream else r.url, headers, body
 
     def _attempt_end(self, deadline: float | None) -> float:
         """The monotonic instant this attempt must be over by: timeout_s from now, or the call's deadline."""
@@ -336,7 +367,7 @@ class ProviderClient:
                 status=status,
             ) from None
         try:
-            return wire_for(m.provider).parse(data, m.name)
+            return self.route(m).wire.parse(data, m.name)
         except ShapeError as e:
             raise t.ProviderError(t.MALFORMED, f"response {e}", model=m.alias, status=status) from None
 

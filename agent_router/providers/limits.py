@@ -29,16 +29,35 @@ class Limiter:
         self.clock = clock
         self.max_wait_s = max_wait_s
         self.sleep = sleep
+        self._learned: dict[str, tuple[tuple[str, str], ...]] = {}  # alias -> ((metric, state key), ...)
+        self._minute: dict[str, tuple[int, tuple[str, str, str]]] = {}  # alias -> (minute, its counters' keys)
 
     def limits(self, alias: str, configured: RateLimits | None) -> dict[str, float]:
         out: dict[str, float] = {}
-        for m in METRICS:
+        names = self._learned.get(alias)
+        if names is None:
+            if len(self._learned) >= 4096:  # aliases are a catalog's: a bound all the same
+                self._learned.clear()
+            names = self._learned[alias] = tuple((m, f"learned:{alias}:{m}") for m in METRICS)
+        get = self.state.get
+        for m, key in names:
             v = getattr(configured, m, None) if configured is not None else None
             if v is None:
-                v = self.state.get(f"learned:{alias}:{m}")
+                v = get(key)
             if v is not None:
                 out[m] = v
         return out
+
+    def _counters(self, alias: str, minute: int) -> tuple[str, str, str]:
+        """The rpm, input_tpm and output_tpm counters' keys of `alias` in `minute`."""
+        k = self._minute.get(alias)
+        if k is not None and k[0] == minute:
+            return k[1]
+        if len(self._minute) >= 4096:
+            self._minute.clear()
+        keys = (f"rl:{alias}:rpm:{minute}", f"rl:{alias}:input_tpm:{minute}", f"rl:{alias}:output_tpm:{minute}")
+        self._minute[alias] = (minute, keys)
+        return keys
 
     def _window(self, alias: str, metric: str, now: float) -> tuple[float, float, float]:
         minute = math.floor(now / 60)
@@ -103,10 +122,13 @@ class Limiter:
         return 0.0
 
     def add(self, alias: str, rpm: float = 0, input_tokens: float = 0, output_tokens: float = 0) -> None:
-        minute = math.floor(self.clock() / 60)
-        for metric, v in (("rpm", rpm), ("input_tpm", input_tokens), ("output_tpm", output_tokens)):
-            if v:
-                self.state.incr(f"rl:{alias}:{metric}:{minute}", v, ttl_s=150)
+        rpm_key, input_key, output_key = self._counters(alias, math.floor(self.clock() / 60))
+        if rpm:
+            self.state.incr(rpm_key, rpm, ttl_s=150)
+        if input_tokens:
+            self.state.incr(input_key, input_tokens, ttl_s=150)
+        if output_tokens:
+            self.state.incr(output_key, output_tokens, ttl_s=150)
 
     def learn(self, alias: str, announced: dict[str, int], configured: RateLimits | None) -> None:
         """After a 429: keep the limits the server announced; with none, the request rate that hit it."""

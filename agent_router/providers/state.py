@@ -111,8 +111,11 @@ class MemoryState:
     def _sweep(self, now: float) -> None:
         self._ops += 1
         if self._ops % 4096 == 0:  # bounded memory: per-minute counters would otherwise pile up
-            for k in [k for k, (_, exp) in self._data.items() if exp is not None and exp <= now]:
-                del self._data[k]
+            self._sweep_expired(now)
+
+    def _sweep_expired(self, now: float) -> None:
+        for k in [k for k, (_, exp) in self._data.items() if exp is not None and exp <= now]:
+            del self._data[k]
 
     def get(self, key: str) -> float | None:
         # Without the lock while nothing expires: a dict read is atomic, and most keys asked for per call
@@ -133,14 +136,18 @@ class MemoryState:
             self._data[key] = (float(value), None if ttl_s is None else now + ttl_s)
 
     def incr(self, key: str, amount: float = 1.0, ttl_s: float | None = None) -> float:
+        # _sweep and _live written out: three of these run per call (the rate-limit counters)
         with self._lock:
             now = self._clock()
-            self._sweep(now)
-            item = self._live(key, now)
-            if item is None:
+            data = self._data
+            self._ops += 1
+            if self._ops % 4096 == 0:
+                self._sweep_expired(now)
+            item = data.get(key)
+            if item is None or (item[1] is not None and item[1] <= now):
                 item = (0.0, None if ttl_s is None else now + ttl_s)
             value = item[0] + amount
-            self._data[key] = (value, item[1])
+            data[key] = (value, item[1])
             return value
 
     def delete(self, key: str) -> None:
