@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import socket
 import ssl
 import time
@@ -39,11 +40,11 @@ class HTTPError(Exception):
 
 
 class ConnectError(HTTPError):
-    pass
+    """No connection: refused, unreachable, a name that does not resolve, a TLS handshake that failed."""
 
 
 class ConnectTimeout(HTTPError):
-    pass
+    """No connection within the connect timeout."""
 
 
 class ReadTimeout(HTTPError):
@@ -55,11 +56,11 @@ class TotalTimeout(HTTPError):
 
 
 class ServerDisconnected(HTTPError):
-    pass
+    """The server closed or reset the connection before the response ended."""
 
 
 class ProtocolError(HTTPError):
-    pass
+    """Bytes that are not an HTTP/1.1 response, or a request header that cannot be sent."""
 
 
 class TooLarge(HTTPError):
@@ -150,10 +151,8 @@ class _Conn(asyncio.Protocol):
         self.transport = transport
         sock = transport.get_extra_info("socket")
         if sock is not None:
-            try:
+            with contextlib.suppress(OSError):  # not TCP (a Unix socket): nothing to set
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            except OSError:  # pragma: no cover - not TCP
-                pass
 
     def data_received(self, data: bytes) -> None:
         self.last_read = self.loop.time()
