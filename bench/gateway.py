@@ -106,12 +106,36 @@ def serve_upstream(port_q: Any) -> None:
         asyncio.run(main())
 
 
+def run_proxy(make_handler: Any, port_q: Any) -> None:
+    """An aiohttp server on a free 127.0.0.1 port whose POST /v1/chat/completions is the handler that
+    `await make_handler()` returns (made inside the running loop, with what it needs); puts the port on `port_q`.
+    uvloop when installed, as `serve` runs."""
+    from aiohttp import web
+
+    async def main() -> None:
+        app = web.Application()
+        app.router.add_post("/v1/chat/completions", await make_handler())
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port_q.put(site._server.sockets[0].getsockname()[1])  # type: ignore[union-attr]
+        await asyncio.Event().wait()
+
+    try:
+        import uvloop
+
+        uvloop.run(main())
+    except ImportError:
+        asyncio.run(main())
+
+
 def _bare_proxy(up: str, port_q: Any) -> None:
     """The floor: an aiohttp server that forwards the body to the upstream and the answer back, nothing else
     (same stack, same loop as ours, no routing, no ledger)."""
     from aiohttp import web
 
-    async def main() -> None:
+    async def make_handler() -> Any:
         session = aiohttp.ClientSession()
 
         async def handle(request: web.Request) -> web.StreamResponse:
@@ -127,21 +151,9 @@ def _bare_proxy(up: str, port_q: Any) -> None:
                 await resp.write_eof()
                 return resp
 
-        app = web.Application()
-        app.router.add_post("/v1/chat/completions", handle)
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        port_q.put(site._server.sockets[0].getsockname()[1])  # type: ignore[union-attr]
-        await asyncio.Event().wait()
+        return handle
 
-    try:
-        import uvloop
-
-        uvloop.run(main())
-    except ImportError:
-        asyncio.run(main())
+    run_proxy(make_handler, port_q)
 
 
 # -- clients -------------------------------------------------------------------------------------------------

@@ -36,7 +36,7 @@ def _http1_proxy(up: str, port_q: Any) -> None:
 
     from agent_router.providers import http1
 
-    async def main() -> None:
+    async def make_handler() -> Any:
         pool = http1.Pool(limit=256)
         url = f"{up}/chat/completions"
 
@@ -57,21 +57,9 @@ def _http1_proxy(up: str, port_q: Any) -> None:
             finally:
                 r.close()
 
-        app = web.Application()
-        app.router.add_post("/v1/chat/completions", handle)
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        port_q.put(site._server.sockets[0].getsockname()[1])  # type: ignore[union-attr]
-        await asyncio.Event().wait()
+        return handle
 
-    try:
-        import uvloop
-
-        uvloop.run(main())
-    except ImportError:
-        asyncio.run(main())
+    g.run_proxy(make_handler, port_q)
 
 
 def _start(target: Any, up: str) -> tuple[mp.Process, str]:
