@@ -192,7 +192,8 @@ class ProviderClient:
         req = t.Request(messages=[{"role": "user", "content": "ping"}], max_tokens=1)
         t0 = time.perf_counter()
         try:
-            keys = self.keys.rotation(self._group(m), m.config.key_envs(), base_url_for(m)) or [None]
+            r = self.route(m)  # (raises here, not above, for a generic endpoint without a base_url)
+            keys = self.keys.rotation(r.group, r.envs, r.endpoint) or [None]
             self._send(m, keys[0], req, deadline=time.monotonic() + timeout_s)
         except t.ProviderError as e:
             ms = (time.perf_counter() - t0) * 1000
@@ -214,9 +215,6 @@ class ProviderClient:
         }
 
     # -- the attempt loop: Plan decides, this drives the I/O ----------------------------------------------------
-    def _group(self, m: ModelInfo) -> str:
-        return self.route(m).group
-
     def route(self, m: ModelInfo) -> Route:
         """`m`'s endpoint, keys' variables, wire format and URLs, made on its first call (one per alias)."""
         r = self._routes.get(m.alias)
