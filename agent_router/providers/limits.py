@@ -17,6 +17,11 @@ METRICS = ("rpm", "input_tpm", "output_tpm")
 LEARNED_TTL_S = 3600.0
 
 
+def _counter(alias: str, metric: str, minute: int) -> str:
+    """The state key counting `metric` for `alias` in `minute` (minutes since the epoch)."""
+    return f"rl:{alias}:{metric}:{minute}"
+
+
 class Limiter:
     def __init__(
         self,
@@ -55,14 +60,15 @@ class Limiter:
             return k[1]
         if len(self._minute) >= 4096:
             self._minute.clear()
-        keys = (f"rl:{alias}:rpm:{minute}", f"rl:{alias}:input_tpm:{minute}", f"rl:{alias}:output_tpm:{minute}")
+        keys = (_counter(alias, "rpm", minute), _counter(alias, "input_tpm", minute),
+                _counter(alias, "output_tpm", minute))
         self._minute[alias] = (minute, keys)
         return keys
 
     def _window(self, alias: str, metric: str, now: float) -> tuple[float, float, float]:
         minute = math.floor(now / 60)
-        cur = self.state.get(f"rl:{alias}:{metric}:{minute}") or 0.0
-        prev = self.state.get(f"rl:{alias}:{metric}:{minute - 1}") or 0.0
+        cur = self.state.get(_counter(alias, metric, minute)) or 0.0
+        prev = self.state.get(_counter(alias, metric, minute - 1)) or 0.0
         return cur, prev, (now / 60) - minute
 
     def used(self, alias: str, metric: str) -> float:
